@@ -1,0 +1,123 @@
+"""The `vd` Typer application: global options, subcommand registration, error handling.
+
+Every subcommand module imports only typer and the standard library at import time; the
+heavy work (torch, diffusers, ...) is imported inside the command functions, so
+`vd --help` and `vd cache ls` start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from vd import __version__
+from vd.commands import cache as cache_cmd
+from vd.commands import coarse as coarse_cmd
+from vd.commands import depth as depth_cmd
+from vd.commands import export as export_cmd
+from vd.commands import fetch as fetch_cmd
+from vd.commands import fine as fine_cmd
+from vd.commands import inspect as inspect_cmd
+from vd.commands import refine as refine_cmd
+from vd.commands import view as view_cmd
+
+HELP = """\
+Turn one photo into a 3D Gaussian-splatting scene.
+
+Stages share a content-addressed cache, so every command resumes from memoised outputs.
+Typical run: [bold]vd coarse photo.jpg[/] then [bold]vd export photo.jpg --format ply -o scene.ply[/].
+
+Exit codes: 0 success, 1 failure, 2 usage error, 3 model weights missing (run [bold]vd fetch[/]).
+"""
+
+app = typer.Typer(
+    name="vd",
+    help=HELP,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results on stdout and errors on stderr; no tables or bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    from vd import console
+
+    console.set_quiet(quiet)
+    console.set_debug(debug)
+
+
+app.command("fetch", no_args_is_help=False)(fetch_cmd.fetch)
+app.command("depth", no_args_is_help=True)(depth_cmd.depth)
+app.command("coarse", no_args_is_help=True)(coarse_cmd.coarse)
+app.command("fine", no_args_is_help=True)(fine_cmd.fine)
+app.command("export", no_args_is_help=True)(export_cmd.export)
+app.command("refine", no_args_is_help=True)(refine_cmd.refine)
+app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
+app.command("view", no_args_is_help=True)(view_cmd.view)
+app.add_typer(cache_cmd.app, name="cache")
+
+
+def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
+    """Run the CLI on `argv` and return the exit code; never raises for user errors."""
+    from vd import console
+    from vd.errors import EXIT_FAILURE, EXIT_USAGE, VdError, disk_full_message
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        console.err.print("Aborted.")
+        return EXIT_FAILURE
+    except typer.TyperException as e:  # usage errors: bad option, missing argument, bad value
+        e.show(file=sys.stderr)
+        return getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE
+    except VdError as e:
+        return _report(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        console.err.print("Interrupted; completed steps are cached and the next run resumes from them.")
+        return 130
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ENOSPC:
+            return _report(disk_full_message(e.filename or "the output"), EXIT_FAILURE)
+        if isinstance(e, PermissionError):
+            return _report(f"permission denied: {e.filename or e}", EXIT_FAILURE)
+        return _report(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), EXIT_FAILURE)
+
+
+def _report(message: str, code: int) -> int:
+    from vd import console
+
+    if console.is_debug():
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

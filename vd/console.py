@@ -1,0 +1,117 @@
+"""Terminal output: results on stdout, everything for humans on stderr.
+
+- `out(...)` / `out_json(obj)` write results (paths, JSON) to stdout, nothing else does.
+- `err` is a rich Console on stderr for tables, warnings and logs; it honours NO_COLOR.
+- `progress()` returns a rich Progress on stderr that is disabled when stderr is not a TTY
+  or when `--quiet` was given, so scripted runs get clean logs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+
+_state = {"quiet": False, "debug": False}
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+    err.quiet = quiet
+
+
+def set_debug(debug: bool) -> None:
+    _state["debug"] = debug
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def is_debug() -> bool:
+    return _state["debug"]
+
+
+def out(*lines: Any) -> None:
+    """Print a result line (a written path, a value) to stdout."""
+    for line in lines:
+        sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
+
+def out_json(obj: Any) -> None:
+    """Print one JSON object on one line to stdout."""
+    sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    from pathlib import Path
+
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def info(message: str) -> None:
+    err.print(message)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}")
+
+
+def bars_enabled() -> bool:
+    return not _state["quiet"] and err.is_terminal
+
+
+def progress(transient: bool = True, bytes_mode: bool = False):
+    """A rich Progress on stderr; silent when stderr is not a TTY or with --quiet."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    if bytes_mode:
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        ]
+    else:
+        columns = [
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ]
+    return Progress(*columns, console=err, transient=transient, disable=not bars_enabled())
+
+
+@contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner on stderr for work without a known length (silent when not a TTY)."""
+    if bars_enabled():
+        with err.status(message):
+            yield
+    else:
+        yield

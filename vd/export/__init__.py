@@ -1,0 +1,1 @@
+"""Export formats (PLY, compressed PLY, .splat, COLMAP dataset, video)."""

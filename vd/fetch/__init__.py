@@ -1,0 +1,1 @@
+"""Model weights: the registry of known files and their verified, resumable download."""

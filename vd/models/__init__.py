@@ -1,0 +1,1 @@
+"""Model backends: depth (moge, file) and inpainting (flux-fill, telea), loaded lazily."""
