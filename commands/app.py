@@ -38,6 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
+    add_completion=False,  # static scripts live in completions/ (python completions/generate.py)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -71,6 +72,9 @@ app.command("view", no_args_is_help=True)(view_cmd.view)
 app.add_typer(cache_cmd.app, name="cache")
 
 
+INTERRUPTED = "Interrupted; completed steps are cached and the next run resumes from them."
+
+
 def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     """Run the CLI on `argv` and return the exit code; never raises for user errors."""
     from vd import console
@@ -79,6 +83,8 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        if result == 130:  # typer turns KeyboardInterrupt into Exit(130) and returns its code
+            console.err.print(INTERRUPTED)
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
         return e.exit_code
@@ -91,7 +97,7 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     except VdError as e:
         return _report(str(e), e.exit_code)
     except KeyboardInterrupt:
-        console.err.print("Interrupted; completed steps are cached and the next run resumes from them.")
+        console.err.print(INTERRUPTED)
         return 130
     except OSError as e:
         import errno
@@ -101,6 +107,11 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
         if isinstance(e, PermissionError):
             return _report(f"permission denied: {e.filename or e}", EXIT_FAILURE)
         return _report(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), EXIT_FAILURE)
+    except MemoryError:
+        return _report("out of memory; try a smaller --max-resolution or fewer views", EXIT_FAILURE)
+    except Exception as e:  # a bug: say so in one line; --debug shows the traceback
+        where = "" if console.is_debug() else "; rerun with --debug for the traceback"
+        return _report(f"unexpected {type(e).__name__}: {e}{where}", EXIT_FAILURE)
 
 
 def _report(message: str, code: int) -> int:

@@ -1,15 +1,261 @@
-"""`vd cache`: list, measure, prune, verify and clear the artifact cache."""
+"""`vd cache`: list, measure, prune, verify and clear the artifact cache.
+
+Results (tables, JSON) go to stdout; warnings and errors to stderr. Imports beyond typer and
+the standard library happen inside the commands, so `vd cache ls` starts fast.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from vd.commands import common
+app = typer.Typer(
+    help="Manage the content-addressed artifact cache ($VD_CACHE_DIR, default ~/.cache/vd).",
+    no_args_is_help=True,
+)
 
-app = typer.Typer(help="Manage the content-addressed artifact cache.", no_args_is_help=True)
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object on stdout instead of a table.")
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    interactive = sys.stdout.isatty()
+    return Console(file=sys.stdout, highlight=False, width=None if interactive else 200, soft_wrap=False)
+
+
+def _open_existing():
+    """The cache when it exists, else None (read-only commands never create it)."""
+    from vd.cache import Cache
+
+    return Cache.open() if Cache.exists() else None
+
+
+def _root() -> Path:
+    from vd.paths import cache_dir
+
+    return cache_dir()
+
+
+def _image_label(image: Optional[str]) -> str:
+    if not image:
+        return "-"
+    try:
+        p = Path(image)
+        rel = p.resolve().relative_to(Path.cwd().resolve())
+        return str(rel)
+    except (ValueError, OSError):
+        return str(image)
+
+
+def _record_row(r, now: float) -> dict:
+    return {
+        "key": r.key,
+        "stage": r.stage,
+        "image": r.image,
+        "size": r.size,
+        "created": r.created,
+        "last_used": r.last_used,
+        "artifacts": len(r.artifacts),
+    }
 
 
 @app.command("ls")
-def ls() -> None:
-    """List cached stage results."""
-    common.not_implemented("cache ls", "issue 2")
+def ls(
+    json_: bool = JSON_OPT,
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only records of this stage (depth, scaffold, coarse, fine, ...)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Only records made from this input image."),
+) -> None:
+    """List cached stage results: key prefix, stage, image, size, age and last use."""
+    from vd import console
+    from vd.cache.units import format_age, format_size
+
+    cache = _open_existing()
+    records = cache.find(image=image, stage=stage) if cache else []
+    now = time.time()
+    total = sum(r.size for r in records)
+    if json_:
+        console.out_json({"root": str(_root()), "count": len(records), "size": total, "records": [_record_row(r, now) for r in records]})
+        return
+    if not records:
+        console.info(f"no cached results in {_root()}" + (" matching the filters" if (stage or image) else ""))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col, kw in (("KEY", {}), ("STAGE", {}), ("IMAGE", {"overflow": "fold"}), ("SIZE", {"justify": "right"}), ("AGE", {}), ("LAST USED", {})):
+        table.add_column(col, **kw)
+    for r in records:
+        table.add_row(r.key[:12], r.stage, _image_label(r.image), format_size(r.size), format_age(now - r.created), format_age(now - r.last_used))
+    _stdout_console().print(table)
+    console.info(f"{len(records)} record{'s' if len(records) != 1 else ''}, {format_size(total)} in {_root()}")
+
+
+@app.command("du")
+def du(json_: bool = JSON_OPT) -> None:
+    """Disk usage of the cache (per stage) and of the model weights beside it."""
+    from vd import console
+    from vd.cache.store import _tree_size_and_mtime
+    from vd.cache.units import format_size
+    from vd.paths import models_dir
+
+    cache = _open_existing()
+    per_stage: dict[str, dict] = {}
+    n_objects = objects_bytes = 0
+    records = cache.records() if cache else []
+    for r in records:
+        s = per_stage.setdefault(r.stage, {"records": 0, "size": 0})
+        s["records"] += 1
+        s["size"] += r.size
+    if cache:
+        n_objects, objects_bytes = cache.objects_size()
+    mdir = models_dir()
+    model_bytes = _tree_size_and_mtime(mdir)[0] if mdir.is_dir() else 0
+    result = {
+        "root": str(_root()),
+        "records": len(records),
+        "objects": n_objects,
+        "size": objects_bytes,
+        "stages": dict(sorted(per_stage.items())),
+        "models_dir": str(mdir),
+        "models_size": model_bytes,
+    }
+    if json_:
+        console.out_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("WHAT")
+    table.add_column("RECORDS", justify="right")
+    table.add_column("SIZE", justify="right")
+    table.add_column("WHERE", overflow="fold")
+    for stage_name, s in sorted(per_stage.items()):
+        table.add_row(f"  {stage_name}", str(s["records"]), format_size(s["size"]), "")
+    table.add_row("cache (objects on disk)", str(len(records)), format_size(objects_bytes), str(_root()))
+    table.add_row("model weights", "-", format_size(model_bytes), str(mdir))
+    _stdout_console().print(table)
+
+
+@app.command("prune")
+def prune(
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Delete records not used for this long (e.g. 30d, 12h, 2w)."),
+    max_size: Optional[str] = typer.Option(None, "--max-size", help="Then delete least recently used records until the cache fits (e.g. 20GB, 500MB)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only records of this stage (alone: all of them)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Only records made from this image (alone: all of them)."),
+    include_models: bool = typer.Option(False, "--include-models", help="Also delete downloaded model weights (all, or those older than --older-than)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be deleted; delete nothing."),
+    json_: bool = JSON_OPT,
+) -> None:
+    """Delete cached results within a scope; nothing is deleted without one (like `dvc gc`)."""
+    from vd import console
+    from vd.cache.units import format_age, format_size, parse_duration, parse_size
+    from vd.errors import UsageError
+
+    if not any(v is not None for v in (older_than, max_size, stage, image)) and not include_models:
+        raise UsageError("nothing to prune without a scope: give --older-than, --max-size, --stage, --image or --include-models")
+    try:
+        older_s = parse_duration(older_than) if older_than is not None else None
+        limit = parse_size(max_size) if max_size is not None else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    from vd.cache.store import apply_prune, plan_prune
+
+    cache = _open_existing()
+    if cache is None and not include_models:
+        plan_records, freed_objects, freed_bytes, models = [], 0, 0, []
+    else:
+        if cache is None:
+            from vd.cache import Cache
+
+            cache = Cache.open()
+        plan = plan_prune(cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models)
+        plan_records, freed_objects, freed_bytes, models = plan.records, plan.freed_objects, plan.freed_bytes, plan.models
+        if not dry_run:
+            freed_objects, freed_bytes = apply_prune(cache, plan)
+    now = time.time()
+    model_bytes = sum(s for _, s in models)
+    if json_:
+        console.out_json(
+            {
+                "dry_run": dry_run,
+                "records": [_record_row(r, now) for r in plan_records],
+                "objects": freed_objects,
+                "freed": freed_bytes,
+                "models": [{"path": str(p), "size": s} for p, s in models],
+                "models_freed": model_bytes,
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    lines = []
+    for r in plan_records:
+        lines.append(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r.image)}  {format_size(r.size)}  last used {format_age(now - r.last_used)}")
+    for p, s in models:
+        lines.append(f"{verb} model weights {p}  {format_size(s)}")
+    for line in lines:
+        console.out(line)
+    summary = f"{verb} {len(plan_records)} record{'s' if len(plan_records) != 1 else ''}, freeing {format_size(freed_bytes)}"
+    if include_models:
+        summary += f" and {format_size(model_bytes)} of model weights"
+    console.out(summary)
+
+
+@app.command("verify")
+def verify(
+    repair: bool = typer.Option(False, "--repair", help="Drop records with corrupt or missing objects and delete orphaned files."),
+    json_: bool = JSON_OPT,
+) -> None:
+    """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
+    from vd import console
+    from vd.cache.units import format_size
+
+    cache = _open_existing()
+    if cache is None:
+        report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}
+    else:
+        with console.status("verifying the cache"):
+            report = cache.verify(repair=repair)
+    bad = len(report["corrupt"]) + len(report["missing"])
+    report["ok"] = bad == 0 or repair
+    if json_:
+        console.out_json(report)
+    else:
+        for item in report["corrupt"]:
+            console.out(f"corrupt  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else ""))
+        for item in report["missing"]:
+            console.out(f"missing  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else ""))
+        tail = f"; {report['orphans']} orphaned object{'s' if report['orphans'] != 1 else ''} ({format_size(report['orphan_bytes'])})"
+        if report["temporaries"]:
+            tail += f"; {report['temporaries']} leftover temporary file{'s' if report['temporaries'] != 1 else ''}"
+        if repair and (report["orphans"] or report["temporaries"]):
+            tail += " deleted"
+        console.out(f"checked {report['records']} records and {report['objects']} objects: {bad} problem{'s' if bad != 1 else ''}{tail}")
+    if bad and not repair:
+        from vd.errors import VdError
+
+        raise VdError(f"{bad} cached object{'s are' if bad != 1 else ' is'} corrupt or missing; run `vd cache verify --repair` to drop them")
+
+
+@app.command("clear")
+def clear(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm: delete every cached result (model weights stay)."),
+    json_: bool = JSON_OPT,
+) -> None:
+    """Delete every cached result; model weights are kept (see `prune --include-models`)."""
+    from vd import console
+    from vd.cache.units import format_size
+    from vd.errors import UsageError
+
+    if not yes:
+        raise UsageError(f"`vd cache clear` deletes every cached result in {_root()}; pass --yes to confirm")
+    cache = _open_existing()
+    records, size = cache.clear() if cache else (0, 0)
+    if json_:
+        console.out_json({"records": records, "freed": size, "root": str(_root())})
+    else:
+        console.out(f"deleted {records} record{'s' if records != 1 else ''}, freeing {format_size(size)}")

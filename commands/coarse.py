@@ -9,15 +9,74 @@ import typer
 
 from vd.commands import common
 
+_SEL = "Frame selection"
+_TRAJ = "Camera trajectory"
+_SCAF = "Scaffold"
+_OPT = "Optimisation"
+_BACK = "Backends"
+
 
 def coarse(
     images: List[Path] = common.IMAGES,
     out: Optional[Path] = common.OUT,
-    fallback: str = typer.Option("none", "--fallback", help="none or closest: what to do when no candidate view is in the hole-ratio band."),
+    n_frames: int = typer.Option(10, "--n-frames", help="Frames in the scene: input + ring + up to N-2 added views.", rich_help_panel=_SEL),
+    dense_multiplier: int = typer.Option(10, "--dense-multiplier", help="Candidate poses = n_frames x this.", rich_help_panel=_SEL),
+    margin: int = typer.Option(32, "--margin", help="Pixels added to the width and height of candidate views.", rich_help_panel=_SEL),
+    min_ratio: float = typer.Option(0.05, "--min-ratio", help="Smallest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
+    max_ratio: float = typer.Option(0.25, "--max-ratio", help="Largest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
+    adjacent_exclusion: int = typer.Option(1, "--adjacent-exclusion", help="Candidates within +-N of an added one are skipped.", rich_help_panel=_SEL),
+    fallback: str = typer.Option("none", "--fallback", help="none or closest: what to do when no candidate view is in the hole-ratio band.", rich_help_panel=_SEL),
+    traj: str = typer.Option("spiral", "--traj", help="Candidate trajectory: spiral, wobble or rot.", rich_help_panel=_TRAJ),
+    trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) or a COLMAP images.txt.", rich_help_panel=_TRAJ),
+    forward_ratio: float = typer.Option(0.3, "--forward-ratio", help="Scales the camera's motion into the scene (+z).", rich_help_panel=_TRAJ),
+    backward_ratio: float = typer.Option(0.4, "--backward-ratio", help="Scales the camera's pull-back (-z).", rich_help_panel=_TRAJ),
+    radius_percentiles: tuple[float, float] = typer.Option((5.0, 50.0), "--radius-percentiles", help="LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", rich_help_panel=_TRAJ),
+    expansion: float = typer.Option(0.3, "--expansion", help="Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).", rich_help_panel=_SCAF),
+    no_outpaint: bool = typer.Option(False, "--no-outpaint", help="Skip the outpainted canvas (input frame only).", rich_help_panel=_SCAF),
+    init_iters: Optional[int] = typer.Option(None, "--init-iters", help="Scaffold optimisation iterations (default: 100 on GPU, 30 on CPU).", show_default=False, rich_help_panel=_OPT),
+    view_iters: Optional[int] = typer.Option(None, "--view-iters", help="Optimisation iterations per added view (default: 500 on GPU, 60 on CPU).", show_default=False, rich_help_panel=_OPT),
+    depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
+    inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
+    render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
+    focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
+    fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file depth backend).", rich_help_panel=_BACK),
+    max_resolution: int = common.MAX_RES,
     json_: bool = common.JSON,
     seed: int = common.SEED,
     device: Optional[str] = common.DEVICE,
     fetch: bool = common.FETCH,
 ) -> None:
-    """Build the coarse scene for each IMAGE (the main job)."""
-    common.not_implemented("coarse", "issue 6")
+    """Build the coarse scene for each IMAGE (the main job).
+
+    Writes coarse.ply, scaffold.ply, cameras.json, summary.json and views/NNN/ into the output
+    folder and prints the written paths (or one JSON summary per image with --json). Every
+    step is cached: a second identical run is instant and an interrupted run resumes.
+    """
+    from vd import console
+    from vd.errors import check_input_file
+    from vd.stages.coarse import CoarseParams, print_summary, run_coarse
+
+    for img in images:
+        check_input_file(img, "image")
+    if trajectory is not None:
+        check_input_file(trajectory, "trajectory file")
+    params = CoarseParams(
+        n_frames=n_frames, dense_multiplier=dense_multiplier, margin=margin, min_ratio=min_ratio, max_ratio=max_ratio,
+        adjacent_exclusion=adjacent_exclusion, fallback=fallback, traj=traj,
+        trajectory_file=str(trajectory) if trajectory is not None else None, forward_ratio=forward_ratio,
+        backward_ratio=backward_ratio, radius_percentiles=tuple(radius_percentiles), expansion=expansion,
+        outpaint=not no_outpaint, init_iters=init_iters, view_iters=view_iters,
+    )
+    params.validate()
+    for img in images:
+        dest = common.output_dir(out, img, len(images))
+        if len(images) > 1:
+            console.info(f"[bold]{img}[/]")
+        res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
+                         render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
+                         fetch=fetch, out=dest, focal=focal, fov=fov)
+        print_summary(res.summary)
+        if json_:
+            console.out_json(res.summary)
+        else:
+            console.out(*res.paths)

@@ -9,7 +9,7 @@ import typer
 
 from vd.errors import NotImplementedYet
 
-IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False)
+IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).")
 JSON = typer.Option(False, "--json", help="Print one JSON object per image on stdout instead of paths.")
 DEVICE = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")

@@ -13,13 +13,67 @@ from vd.commands import common
 def depth(
     images: List[Path] = common.IMAGES,
     out: Optional[Path] = common.OUT,
-    backend: str = typer.Option("auto", "--backend", help="auto, moge or file (a user depth map)."),
-    focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file backend)."),
-    fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file backend)."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (a sidecar <stem>.depth.npy next to the image, else moge), moge, or file."
+    ),
+    focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels of the original image."),
+    fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
+    intrinsics: Optional[Path] = typer.Option(
+        None, "--intrinsics", help="Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg) for the file backend."
+    ),
     max_resolution: int = common.MAX_RES,
-    device: Optional[str] = common.DEVICE,
+    depth_device: Optional[str] = typer.Option(
+        None, "--depth-device", "--device", help="cuda, cuda:N or cpu for the depth model (default: $VD_DEVICE, else cuda when available)."
+    ),
     json_: bool = common.JSON,
     fetch: bool = common.FETCH,
 ) -> None:
-    """Estimate depth for each IMAGE; writes depth.npy, depth.png, mask.png, intrinsics.json."""
-    common.not_implemented("depth", "issue 5")
+    """Estimate depth for each IMAGE; writes depth.npy, depth.png, mask.png, normals.npy (moge), intrinsics.json.
+
+    The file backend reads a depth map you supply (a sidecar <image stem>.depth.npy/.npz/16-bit .png
+    in millimetres, with intrinsics from --focal, --fov, --intrinsics or an intrinsics.json beside
+    the image). Results are memoised: a second run on the same image is instant.
+    """
+    from vd import console
+    from vd.errors import VdError
+    from vd.models import memory
+    from vd.stages.depth import depth_one, summary_table
+
+    memory.reset()
+    rows, failures = [], []
+    backends: dict = {}
+    for image in images:
+        try:
+            row = depth_one(
+                image,
+                out=common.output_dir(out, image, len(images)),
+                backend=backend,
+                focal=focal,
+                fov=fov,
+                intrinsics=intrinsics,
+                max_resolution=max_resolution,
+                device=depth_device,
+                auto_fetch=True if fetch else None,
+                shared_backends=backends,
+            )
+        except VdError as e:
+            if len(images) == 1:
+                raise
+            console.err.print(f"error: {image}: {e}")
+            failures.append(e)
+            continue
+        rows.append(row)
+        if json_:
+            console.out_json(row["json"])
+        else:
+            console.out(*row["paths"])
+    for b in backends.values():
+        b.release()
+    if rows:
+        summary_table(rows)
+        memory.print_table("peak memory (vd depth)")
+    if failures:
+        codes = {e.exit_code for e in failures}
+        err = VdError(f"{len(failures)} of {len(images)} images failed (see above)")
+        err.exit_code = codes.pop() if len(codes) == 1 else 1
+        raise err

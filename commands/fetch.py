@@ -7,17 +7,103 @@ from typing import List, Optional
 
 import typer
 
-from vd.commands.common import not_implemented
-
 
 def fetch(
     models: Optional[List[str]] = typer.Argument(None, help="Models to fetch (default: all). See --list.", show_default=False),
     list_: bool = typer.Option(False, "--list", help="List known models, their files, sizes and what is on disk."),
-    verify: bool = typer.Option(False, "--verify", help="Re-hash files on disk against the registry."),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash files on disk against the registry (no download)."),
     json_: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
-    offline: bool = typer.Option(False, "--offline", help="No network: only report what is missing (also VD_OFFLINE=1)."),
-    proxy: Optional[str] = typer.Option(None, "--proxy", help="Proxy URL (http://, socks5://, socks5h://); default from *_PROXY variables."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="A JSON manifest of extra models/sources (also VD_MANIFEST)."),
+    offline: bool = typer.Option(False, "--offline", help="No network: only report what is missing (also VD_OFFLINE=1); exit 3 if anything is."),
+    proxy: Optional[str] = typer.Option(None, "--proxy", help="Proxy URL (http://, https://, socks5://, socks5h://); default from HTTP(S)_PROXY / ALL_PROXY / NO_PROXY."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="A JSON manifest of models and sources, same format as the built-in registry (also VD_MANIFEST)."),
 ) -> None:
-    """Download model weights into $VD_MODELS_DIR, resuming and verifying every file."""
-    not_implemented("fetch", "issue 4")
+    """Download model weights into $VD_MODELS_DIR, resuming and verifying every file.
+
+    Sources are tried in order (FLUX.1-Fill-dev: ModelScope, then Hugging Face with HF_TOKEN);
+    files already in a Hugging Face cache are verified and reused. Installed paths go to stdout.
+    Exit codes: 0 ok, 1 failure, 2 unknown model, 3 missing (offline).
+    """
+    from vd import console
+    from vd.errors import MissingWeightsError, UsageError, VdError
+    from vd.fetch import registry
+    from vd.paths import offline as env_offline
+
+    if sum(bool(x) for x in (list_, verify)) > 1:
+        raise UsageError("--list and --verify cannot be combined")
+    names = models or None
+
+    if list_:
+        rows = registry.status(names, manifest)
+        if json_:
+            console.out_json({"models_dir": str(registry.models_dir()), "models": rows})
+        else:
+            console.out(_table(rows, registry.models_dir()))
+        return
+
+    if verify:
+        with registry.ConsoleReporter() as rep:
+            rows = registry.verify(names, manifest, reporter=rep)
+        if json_:
+            console.out_json({"files": rows})
+        else:
+            for r in rows:
+                console.out(f"{r['result']}\t{r['path']}")
+        bad = [r for r in rows if r["result"] in ("mismatch", "wrong-size")]
+        missing = [r for r in rows if r["result"] == "missing"]
+        if bad:
+            raise VdError(f"{len(bad)} file(s) failed verification ({', '.join(r['model'] + '/' + r['file'] for r in bad)}); "
+                          f"delete them and run: {registry.fetch_command(dict.fromkeys(r['model'] for r in bad))}")
+        if missing:
+            raise MissingWeightsError(f"{len(missing)} file(s) missing ({', '.join(r['model'] + '/' + r['file'] for r in missing)}); "
+                                      f"run: {registry.fetch_command(dict.fromkeys(r['model'] for r in missing))}")
+        return
+
+    is_offline = offline or env_offline()
+    with registry.ConsoleReporter() as rep:
+        report = registry.fetch(names, offline=is_offline, proxy=proxy, manifest_path=manifest, reporter=rep)
+    if json_:
+        console.out_json({"models_dir": str(registry.models_dir()), "offline": is_offline,
+                          "files": [r.as_dict() for r in report.results + report.missing]})
+    else:
+        for r in report.results:
+            console.out(str(r.path))
+    if report.missing:
+        which = list(dict.fromkeys(r.model for r in report.missing))
+        raise MissingWeightsError(
+            f"offline and {len(report.missing)} file(s) missing ({', '.join(r.model + '/' + r.file for r in report.missing)}); "
+            f"run without --offline / VD_OFFLINE: {registry.fetch_command(which)}")
+
+
+def _table(rows: list, models_dir) -> str:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from vd.fetch.download import human
+
+    t = Table(title=None, show_lines=False, pad_edge=False, box=None)
+    for col in ("model", "file", "size", "state", "sha256", "path"):
+        t.add_column(col, no_wrap=col in ("model", "file", "state"), overflow="fold")
+    notes = set()
+    for m in rows:
+        for i, f in enumerate(m["files"]):
+            size = human(f["expected_bytes"]) if f["size"] is not None else f"~{human(f['expected_bytes'])}"
+            state = f["state"]
+            if state == "partial":
+                state = f"partial ({human(f['on_disk'])})"
+            if f["sha256_from"] == "published":
+                sha = f["sha256"][:12] + "…"
+            elif f["sha256_from"] == "recorded":
+                sha = f["sha256"][:12] + "… (recorded)"
+                notes.add("(recorded): no published sha256; recorded on the first verified download")
+            else:
+                sha = "not published"
+                notes.add("not published: the sha256 is recorded on the first verified download")
+            t.add_row(m["model"] if i == 0 else "", f["file"], size, state, sha, f["path"])
+    buf = io.StringIO()
+    Console(file=buf, width=160, no_color=True, highlight=False).print(t)
+    lines = [line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines()]
+    lines.append(f"models directory: {models_dir}")
+    lines += sorted(notes)
+    return "\n".join(lines)

@@ -9,15 +9,51 @@ import typer
 
 from vd.commands import common
 
+INPUTS = typer.Argument(
+    ...,
+    help="Coarse output folders (holding cameras.json and coarse.ply), or the images `vd coarse` was run on "
+    "(their coarse folder is read from -o, else vd-out/<image stem>/).",
+    show_default=False,
+)
+
 
 def fine(
-    images: List[Path] = common.IMAGES,
-    out: Optional[Path] = common.OUT,
-    views: int = typer.Option(8, "--views", help="Number of refined views."),
-    steps: int = typer.Option(9, "--steps", help="Refinement steps (the last steps of the schedule)."),
-    json_: bool = common.JSON,
+    inputs: List[Path] = INPUTS,
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o",
+        help="For a COARSE_DIR: the output folder (default COARSE_DIR/fine). For an IMAGE: the coarse output "
+        "folder given to `vd coarse -o` (fine results go to its fine/ sub-folder).",
+    ),
+    views: int = typer.Option(8, "--views", min=1, help="Number of refined views (greedy largest-hole choice)."),
+    steps: int = typer.Option(9, "--steps", min=1, help="Refinement steps: the last STEPS of the schedule."),
+    total_steps: int = typer.Option(25, "--total-steps", min=1, help="Length of the full sampling schedule."),
+    gs_iters: int = typer.Option(192, "--gs-iters", min=0, help="Optimisation iterations of each scene rectification."),
+    rect_weight: float = typer.Option(0.5, "--rect-weight", min=0.0, max=1.0, help="Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene)."),
+    inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
+    allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
+    offload: str = typer.Option("model", "--offload", help="Flux memory mode: none | model | sequential."),
     device: Optional[str] = common.DEVICE,
+    seed: int = common.SEED,
+    json_: bool = common.JSON,
     fetch: bool = common.FETCH,
 ) -> None:
-    """Refine the coarse scene of each IMAGE for multi-view consistency; writes fine.ply."""
-    common.not_implemented("fine", "issue 7")
+    """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
+    from vd import console
+    from vd.stages import fine as stage
+
+    params = stage.FineParams(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
+                              rect_weight=rect_weight, seed=seed)
+    params.validate()
+    jobs = stage.resolve_inputs(inputs, out)
+    dev, factory, backend_name = stage.choose_denoiser(
+        inpaint_backend, device=device, offload=offload, allow_classical=allow_classical,
+        guidance=params.guidance, auto_fetch=True if fetch else None,
+    )
+    for job in jobs:
+        result = stage.run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
+                                image=job.image)
+        stage.print_summary(result)
+        if json_:
+            console.out_json({"input": str(job.source), **result.to_json()})
+        else:
+            console.out(result.ply, result.summary_path, *result.strips)

@@ -13,7 +13,25 @@ from vd.commands import common
 def refine(
     dataset: Path = typer.Argument(..., help="A dataset folder written by `vd export --format colmap`.", show_default=False),
     init: Path = typer.Option(..., "--init", help="Initial Gaussians (PLY)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (gaussians_refined.ply, refine_meta.json)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Optimisation steps (default 300).", show_default=False),
+    depth_weight: Optional[float] = typer.Option(None, "--depth-weight", help="Weight of the depth loss (default 0.5).", show_default=False),
+    normal_weight: Optional[float] = typer.Option(None, "--normal-weight", help="Weight of the normal loss (default 0.1).", show_default=False),
+    densify: Optional[bool] = typer.Option(None, "--densify/--no-densify", help="Split high-gradient and prune transparent Gaussians (default off).", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of refine parameters; options given here win.", show_default=False),
+    device: Optional[str] = common.DEVICE,
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0); part of the cache key.", show_default=False),
+    json_: bool = common.JSON,
 ) -> None:
-    """Refine Gaussians with RGB plus continuous-surface (depth, normal) supervision."""
-    common.not_implemented("refine", "issue 8")
+    """Refine Gaussians with RGB plus continuous-surface (depth, normal) supervision.
+
+    Per view, the depth prior is aligned (scale + shift, least squares) to the detached rendered depth;
+    a mask-aware Huber loss pulls the render to it, and 1 - |n_render . n_prior| aligns the normals of
+    the rendered depth with the prior's. The dataset is validated first. Results are memoised.
+
+    Example: vd refine dataset/ --init vd-out/photo/coarse.ply -o refined/ --iters 300
+    """
+    from vd.export.cli import run_refine_command
+
+    run_refine_command(dataset=dataset, init=init, out=out, iters=iters, depth_weight=depth_weight,
+                       normal_weight=normal_weight, densify=densify, config=config, device=device, seed=seed, as_json=json_)

@@ -1,1 +1,126 @@
-"""Rendering of Gaussians: one entry point, a CUDA (gsplat) and a CPU (torch) backend."""
+"""Rendering of Gaussians: one entry point, a CUDA (gsplat) and a CPU (torch) backend.
+
+    from vd.render import render
+    out = render(g, viewmats, Ks, width, height)          # backend="auto"
+    out.rgb [C,H,W,3], out.depth [C,H,W] (expected z), out.alpha [C,H,W]
+
+Cameras are OpenCV pinhole (x right, y down, z forward); ``viewmats`` are camera_from_world.
+Both backends follow gsplat 1.5's classic rasteriser (eps2d 0.3, pixel centres at +0.5,
+render_mode "RGB+ED") and are differentiable with respect to the Gaussians' tensors.
+torch is imported lazily so `import vd.render` stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("auto", "gsplat", "torch")
+
+
+@dataclass
+class RenderResult:
+    rgb: Any  # [C,H,W,3]
+    depth: Any  # [C,H,W] expected z-depth (0 where nothing was hit)
+    alpha: Any  # [C,H,W]
+    backend: str = "torch"
+
+
+def gsplat_available() -> bool:
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device) -> str:
+    """'auto' -> 'gsplat' on CUDA when gsplat imports, else 'torch'. Raises UsageError otherwise."""
+    import torch
+
+    from vd.errors import UsageError
+
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    dev = torch.device(device)
+    if backend == "auto":
+        return "gsplat" if dev.type == "cuda" and gsplat_available() else "torch"
+    if backend == "gsplat":
+        if dev.type != "cuda":
+            raise UsageError("the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU")
+        if not gsplat_available():
+            raise UsageError("the gsplat render backend is not installed; run: pip install 'vd[gpu]' (gsplat>=1.5)")
+    return backend
+
+
+def _prep_cams(viewmats, Ks, device):
+    import numpy as np
+    import torch
+
+    def t(x):
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        x = torch.as_tensor(x, dtype=torch.float32, device=device)
+        return x
+
+    viewmats, Ks = t(viewmats), t(Ks)
+    if viewmats.ndim == 2:
+        viewmats = viewmats[None]
+    if Ks.ndim == 2:
+        Ks = Ks[None]
+    if Ks.shape[0] == 1 and viewmats.shape[0] > 1:
+        Ks = Ks.expand(viewmats.shape[0], 3, 3)
+    if viewmats.shape[1:] != (4, 4) or Ks.shape[1:] != (3, 3) or Ks.shape[0] != viewmats.shape[0]:
+        raise ValueError(f"viewmats must be [C,4,4] and Ks [C,3,3]; got {tuple(viewmats.shape)} and {tuple(Ks.shape)}")
+    return viewmats, Ks
+
+
+def render(
+    g,
+    viewmats,
+    Ks,
+    width: int,
+    height: int,
+    *,
+    backend: str = "auto",
+    near: float = 0.01,
+    far: float = 1e10,
+    background=None,
+    eps2d: float = 0.3,
+    tile: int | None = None,
+) -> RenderResult:
+    """Render Gaussians `g` from C cameras.
+
+    viewmats: [C,4,4] (or [4,4]) camera_from_world, OpenCV; Ks: [C,3,3] (or [3,3]) pixel intrinsics.
+    background: None (black), or RGB [3] / [C,3] composited as rgb + bg·(1−alpha).
+    Returns RenderResult(rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W], backend).
+    """
+    import torch
+
+    width, height = int(width), int(height)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    name = resolve_backend(backend, g.device)
+    viewmats, Ks = _prep_cams(viewmats, Ks, g.device)
+    C = viewmats.shape[0]
+    if len(g) == 0:
+        z = torch.zeros(C, height, width, device=g.device)
+        rgb = torch.zeros(C, height, width, 3, device=g.device)
+        alpha, depth = z, z.clone()
+    elif name == "gsplat":
+        from vd.render.gsplat_backend import render_gsplat
+
+        rgb, depth, alpha = render_gsplat(g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d)
+    else:
+        from vd.render.torch_backend import render_torch
+
+        rgb, depth, alpha = render_torch(
+            g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d, tile=tile or 16
+        )
+    if background is not None:
+        bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device).reshape(-1, 3)
+        rgb = rgb + bg[:, None, None, :] * (1.0 - alpha[..., None])
+    return RenderResult(rgb, depth, alpha, name)
+
+
+__all__ = ["BACKENDS", "RenderResult", "gsplat_available", "render", "resolve_backend"]

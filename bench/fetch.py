@@ -1,0 +1,120 @@
+"""Download throughput of `vd fetch` vs `curl -o` from a loopback HTTP server, side by side.
+
+    flock /tmp/vd-bench.lock python bench/fetch.py [--size-gb 2] [--rounds 2]
+
+A sparse file of SIZE bytes is created under /tmp, served by tests/netservers.py (sendfile,
+in its own process), and downloaded alternately by curl and by `vd fetch` (a child process
+with a manifest pointing at the server: streaming, sha256 while streaming, fsync, atomic
+rename). Wall time includes process start-up for both. Peak RSS of each child comes from
+wait4(). Everything is deleted afterwards. Prints a markdown table for bench/fetch.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_child(cmd, env=None):
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdout.close()
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({p.returncode}): {err.decode()[-2000:]}")
+    return dt, ru.ru_maxrss * 1024, out.decode()
+
+
+def zeros_sha256(size: int) -> str:
+    h = hashlib.sha256()
+    block = bytes(16 << 20)
+    left = size
+    while left:
+        n = min(left, len(block))
+        h.update(block[:n] if n < len(block) else block)
+        left -= n
+    return h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-gb", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    size = int(args.size_gb * (1 << 30))
+    curl = shutil.which("curl")
+    if not curl:
+        raise SystemExit("curl is not installed")
+
+    work = Path(tempfile.mkdtemp(prefix="vd-bench-fetch-", dir="/tmp"))
+    server = None
+    try:
+        src = work / "src.bin"
+        with open(src, "wb") as f:
+            f.truncate(size)                       # sparse: no disk used for the source
+        sha = zeros_sha256(size)
+        server = subprocess.Popen([sys.executable, str(REPO / "tests" / "netservers.py"), str(src)],
+                                  stdout=subprocess.PIPE, text=True)
+        url = server.stdout.readline().strip()
+        manifest = work / "m.json"
+        manifest.write_text(json.dumps({"format": "vd-weights/1", "models": {"bench": {"files": [
+            {"name": "big.bin", "size": size, "sha256": sha, "sources": [url]}]}}}))
+        env = dict(os.environ, VD_MODELS_DIR=str(work / "models"), VD_CACHE_DIR=str(work / "cache"))
+        for k in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            env.pop(k, None)
+        vd_cmd = [sys.executable, "-m", "vd.commands.app", "--quiet", "fetch", "bench", "--manifest", str(manifest)]
+        curl_cmd = [curl, "-s", "-S", "--noproxy", "*", "-o", str(work / "curl.bin"), url]
+
+        rows = []
+        for r in range(args.rounds):
+            for name, cmd in (("curl -o", curl_cmd), ("vd fetch", vd_cmd)):
+                dt, rss, _ = run_child(cmd, env)
+                out = work / "curl.bin" if name == "curl -o" else work / "models" / "bench" / "big.bin"
+                assert out.stat().st_size == size, f"{name} wrote {out.stat().st_size} bytes"
+                out.unlink()
+                rows.append((r, name, dt, rss))
+                print(f"round {r + 1} {name:9s} {dt:6.2f} s  {size / dt / 1e9:5.2f} GB/s  peak RSS {rss / 1e6:6.1f} MB",
+                      file=sys.stderr, flush=True)
+
+        def best(name):
+            return min(dt for _, n, dt, _ in rows if n == name)
+
+        def rss(name):
+            return max(m for _, n, _, m in rows if n == name)
+
+        c, v = best("curl -o"), best("vd fetch")
+        print()
+        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; "
+              f"python {platform.python_version()}; file {size / 1e9:.2f} GB ({size} bytes, sparse), {args.rounds} rounds")
+        print()
+        print("| tool | best time (s) | throughput (GB/s) | peak RSS (MB) | all runs (s) |")
+        print("|---|---:|---:|---:|---|")
+        for name in ("curl -o", "vd fetch"):
+            runs = ", ".join(f"{dt:.2f}" for _, n, dt, _ in rows if n == name)
+            print(f"| {name} | {best(name):.2f} | {size / best(name) / 1e9:.2f} | {rss(name) / 1e6:.1f} | {runs} |")
+        print()
+        print(f"vd / curl throughput ratio (best of each): {c / v:.2f} (goal >= 0.80)")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

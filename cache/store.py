@@ -1,0 +1,580 @@
+"""The cache store: content-addressed objects plus a diskcache (SQLite) index of stage records."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from vd.cache import objects
+from vd.errors import CacheError, disk_full_message
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by vd.\n"
+    "# For information about cache directory tags, see: https://bford.info/cachedir/\n"
+)
+INDEX_SCHEMA = 1
+GC_GRACE_S = 600.0  # orphan objects younger than this may belong to a write in progress
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _resolve_image(image: Any) -> str | None:
+    if image is None:
+        return None
+    try:
+        return str(Path(image).expanduser().resolve())
+    except OSError:
+        return str(image)
+
+
+@dataclass
+class Record:
+    """One stage result in the cache: its artifacts (name -> object) and metadata."""
+
+    cache: "Cache" = field(repr=False)
+    key: str
+    stage: str
+    image: str | None
+    artifacts: dict[str, dict]  # name -> {"hash": str, "size": int}
+    meta: dict
+    created: float
+    last_used: float
+    image_resolved: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the distinct objects this record refers to."""
+        seen = {}
+        for a in self.artifacts.values():
+            seen[a["hash"]] = a["size"]
+        return sum(seen.values())
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.artifacts)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.artifacts
+
+    def _artifact(self, name: str) -> dict:
+        try:
+            return self.artifacts[name]
+        except KeyError:
+            raise KeyError(f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; it has {self.names}") from None
+
+    def path(self, name: str) -> Path:
+        """The object file holding artifact `name` (read-only; verified when the record was loaded)."""
+        a = self._artifact(name)
+        p = objects.object_path(self.cache.objects_dir, a["hash"])
+        if not p.exists():
+            self.cache._drop(self.key, reason=f"object of {name!r} is missing")
+            raise CacheError(f"a cached file of stage {self.stage} vanished ({name}); run the command again to recompute it")
+        return p
+
+    def read(self, name: str) -> bytes:
+        """The verified bytes of artifact `name`."""
+        a = self._artifact(name)
+        p = objects.object_path(self.cache.objects_dir, a["hash"])
+        data = objects.read_verified(p, a["hash"])
+        if data is None:
+            self.cache._drop(self.key, reason=f"object of {name!r} is corrupt or missing", bad=[p])
+            raise CacheError(
+                f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, run the command again to recompute it"
+            )
+        return data
+
+    def to_json(self) -> dict:
+        return {
+            "key": self.key,
+            "stage": self.stage,
+            "image": self.image,
+            "size": self.size,
+            "created": self.created,
+            "last_used": self.last_used,
+            "artifacts": {n: dict(a) for n, a in sorted(self.artifacts.items())},
+            "meta": self.meta,
+        }
+
+
+class Cache:
+    """The artifact cache rooted at `root` (default `vd.paths.cache_dir()`)."""
+
+    def __init__(self, root: Path, index):
+        self.root = root
+        self.objects_dir = root / "objects"
+        self.index_dir = root / "index"
+        self._index = index
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, root: str | os.PathLike | None = None) -> "Cache":
+        """Open (creating when needed) the cache; CacheError with one sentence when unusable."""
+        from vd.paths import cache_dir
+
+        root = Path(root).expanduser() if root is not None else cache_dir()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "objects").mkdir(exist_ok=True)
+            tag = root / "CACHEDIR.TAG"
+            if not tag.exists():
+                tmp = root / f".CACHEDIR.TAG.{os.getpid()}"
+                tmp.write_text(CACHEDIR_TAG)
+                os.replace(tmp, tag)
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "Permission denied", str(root))
+        except FileExistsError as e:
+            raise CacheError(f"cache directory path is a file, not a folder: {root} (set VD_CACHE_DIR to a writable folder)") from e
+        except NotADirectoryError as e:
+            raise CacheError(f"cache directory cannot be created, part of its path is a file: {root} (set VD_CACHE_DIR to a writable folder)") from e
+        except OSError as e:
+            raise objects._wrap(e, root) from e
+        return cls(root, cls._open_index(root))
+
+    @classmethod
+    def exists(cls, root: str | os.PathLike | None = None) -> bool:
+        from vd.paths import cache_dir
+
+        root = Path(root).expanduser() if root is not None else cache_dir()
+        return (root / "index").is_dir()
+
+    @staticmethod
+    def _open_index(root: Path):
+        import diskcache
+
+        try:
+            return diskcache.Cache(
+                str(root / "index"),
+                disk=diskcache.JSONDisk,
+                eviction_policy="none",
+                size_limit=2**62,
+                timeout=120,
+                statistics=False,
+            )
+        except sqlite3.DatabaseError as e:
+            if "readonly" in str(e) or "unable to open" in str(e):
+                raise CacheError(f"cache directory is not writable: {root} (set VD_CACHE_DIR to a writable folder)") from e
+            if "full" in str(e):
+                raise CacheError(disk_full_message(root)) from e
+            raise CacheError(f"the cache index at {root / 'index'} is unreadable ({e}); run `vd cache clear --yes`") from e
+        except OSError as e:
+            raise objects._wrap(e, root) from e
+
+    def close(self) -> None:
+        self._index.close()
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ index helpers
+    def _guard(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as e:
+            msg = str(e)
+            if "full" in msg:
+                raise CacheError(disk_full_message(self.root)) from e
+            if "readonly" in msg:
+                raise CacheError(f"cache directory is not writable: {self.root} (set VD_CACHE_DIR to a writable folder)") from e
+            raise CacheError(f"the cache index at {self.index_dir} failed ({msg})") from e
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"the cache index at {self.index_dir} is corrupt ({e}); run `vd cache clear --yes`") from e
+        except OSError as e:
+            raise objects._wrap(e, self.root) from e
+
+    def _record(self, key: str, entry: Mapping) -> Record:
+        return Record(
+            cache=self,
+            key=key,
+            stage=entry.get("stage", "?"),
+            image=entry.get("image"),
+            artifacts={n: dict(a) for n, a in entry.get("artifacts", {}).items()},
+            meta=dict(entry.get("meta") or {}),
+            created=float(entry.get("created", 0.0)),
+            last_used=float(entry.get("last_used", entry.get("created", 0.0))),
+            image_resolved=entry.get("image_resolved"),
+        )
+
+    def _get_entry(self, key: str) -> dict | None:
+        return self._guard(self._index.get, key, default=None)
+
+    def _drop(self, key: str, reason: str, bad: list[Path] | None = None) -> None:
+        from vd import console
+
+        entry = self._get_entry(key)
+        stage = entry.get("stage", "?") if entry else "?"
+        console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
+        for p in bad or []:
+            objects.remove(p)
+        self._guard(self._index.delete, key)
+
+    # ------------------------------------------------------------------ public API
+    def __contains__(self, key: str) -> bool:
+        return self._get_entry(key) is not None
+
+    def __len__(self) -> int:
+        return self._guard(len, self._index)
+
+    def keys(self) -> list[str]:
+        return list(self._guard(lambda: list(self._index.iterkeys())))
+
+    def records(self) -> list[Record]:
+        """Every record, newest first (by creation time)."""
+        out = []
+        for k in self.keys():
+            e = self._get_entry(k)
+            if e is not None:
+                out.append(self._record(k, e))
+        out.sort(key=lambda r: r.created, reverse=True)
+        return out
+
+    def find(self, image: Any = None, stage: str | None = None) -> list[Record]:
+        """Records of `image` (a path) and/or `stage`, newest first (not verified; use get())."""
+        want = _resolve_image(image)
+        out = []
+        for r in self.records():
+            if stage is not None and r.stage != stage:
+                continue
+            if want is not None and r.image_resolved != want and r.image != str(image):
+                continue
+            out.append(r)
+        return out
+
+    def get(self, key: str, *, verify: bool = True, touch: bool = True) -> Record | None:
+        """The record of `key` when present and intact; a corrupt entry is dropped (with a warning)."""
+        entry = self._get_entry(key)
+        if entry is None:
+            return None
+        record = self._record(key, entry)
+        if verify:
+            bad = []
+            for name, a in record.artifacts.items():
+                p = objects.object_path(self.objects_dir, a["hash"])
+                if not objects.verify(p, a["hash"]):
+                    bad.append((name, p))
+            if bad:
+                names = ", ".join(n for n, _ in bad)
+                self._drop(key, reason=f"corrupt or missing object(s) {names}, recomputing", bad=[p for _, p in bad])
+                return None
+        if touch:
+            record.last_used = _now()
+            self._touch(key, record.last_used)
+        return record
+
+    def _touch(self, key: str, when: float) -> None:
+        def do():
+            with self._index.transact():
+                e = self._index.get(key, default=None)
+                if e is not None:
+                    e["last_used"] = when
+                    self._index.set(key, e)
+
+        self._guard(do)
+
+    def put(
+        self,
+        key: str,
+        artifacts: Mapping[str, bytes],
+        *,
+        stage: str,
+        image: Any = None,
+        meta: Mapping | None = None,
+    ) -> Record:
+        """Store `artifacts` (name -> bytes) atomically as the record of `key`."""
+        if not isinstance(artifacts, Mapping):
+            raise TypeError(f"cache artifacts must be a mapping of name -> bytes, got {type(artifacts).__name__}")
+        manifest: dict[str, dict] = {}
+        payloads = {}
+        for name, data in artifacts.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError("cache artifact names must be non-empty strings")
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"cache artifact {name!r} must be bytes, got {type(data).__name__}")
+            digest, _ = objects.write_object(self.objects_dir, data)
+            manifest[name] = {"hash": digest, "size": len(memoryview(data).cast("B"))}
+            payloads[digest] = data
+        now = _now()
+        meta = dict(meta or {})
+        resolved = _resolve_image(image)
+        entry = {
+            "schema": INDEX_SCHEMA,
+            "stage": stage,
+            "image": str(image) if image is not None else None,
+            "image_resolved": resolved,
+            "artifacts": manifest,
+            "size": sum({a["hash"]: a["size"] for a in manifest.values()}.values()),
+            "created": now,
+            "last_used": now,
+            "meta": meta,
+        }
+        self._guard(self._index.set, key, entry)
+        # a concurrent prune may have collected an object between our write and the index entry
+        for digest, data in payloads.items():
+            if not objects.object_path(self.objects_dir, digest).exists():
+                objects.write_object(self.objects_dir, data, digest)
+        return self._record(key, entry)
+
+    def memoise(
+        self,
+        key: str,
+        compute: Callable[[], Any],
+        *,
+        stage: str,
+        image: Any = None,
+        meta: Mapping | None = None,
+    ) -> tuple[Record, bool]:
+        """Load the record of `key`, or run `compute()` and store what it returns.
+
+        `compute()` returns a mapping name -> bytes, or a tuple (mapping, meta dict) to record
+        metadata known only after computing. Returns (record, hit).
+        """
+        record = self.get(key)
+        if record is not None:
+            return record, True
+        result = compute()
+        extra_meta = None
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
+            result, extra_meta = result
+        merged = dict(meta or {})
+        if extra_meta:
+            merged.update(extra_meta)
+        return self.put(key, result, stage=stage, image=image, meta=merged), False
+
+    memoize = memoise
+
+    def delete(self, key: str) -> bool:
+        """Remove the record of `key` (its objects are collected by gc())."""
+        return bool(self._guard(self._index.delete, key))
+
+    # ------------------------------------------------------------------ maintenance
+    def referenced(self) -> dict[str, int]:
+        """digest -> size of every object some record refers to."""
+        out = {}
+        for r in self.records():
+            for a in r.artifacts.values():
+                out[a["hash"]] = a["size"]
+        return out
+
+    def gc(self, *, candidates: set[str] | None = None, grace_s: float = GC_GRACE_S, dry_run: bool = False) -> tuple[int, int]:
+        """Delete unreferenced objects; returns (count, bytes).
+
+        Objects in `candidates` (from records just deleted) go at once; other orphans only when
+        older than `grace_s` (they may belong to a write in progress in another process).
+        """
+        count = size = 0
+
+        def do():
+            nonlocal count, size
+            refs = self.referenced()
+            now = _now()
+            for digest, p, st in objects.iter_objects(self.objects_dir):
+                if digest in refs:
+                    continue
+                if (candidates is None or digest not in candidates) and now - st.st_mtime < grace_s:
+                    continue
+                count += 1
+                size += st.st_size
+                if not dry_run:
+                    objects.remove(p)
+            if not dry_run:
+                for p in objects.stale_temporaries(self.objects_dir):
+                    objects.remove(p)
+
+        if dry_run:
+            do()
+        else:
+            self._guard(lambda: self._with_lock(do))
+        return count, size
+
+    def _with_lock(self, fn):
+        with self._index.transact():
+            return fn()
+
+    def objects_size(self) -> tuple[int, int]:
+        n = total = 0
+        for _, _, st in objects.iter_objects(self.objects_dir):
+            n += 1
+            total += st.st_size
+        return n, total
+
+    def verify(self, *, repair: bool = False) -> dict:
+        """Check every record's objects; with repair, drop broken records and orphans."""
+        report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}
+        checked: dict[str, bool] = {}
+        for r in self.records():
+            report["records"] += 1
+            broken = []
+            for name, a in r.artifacts.items():
+                d = a["hash"]
+                p = objects.object_path(self.objects_dir, d)
+                if d not in checked:
+                    if not p.exists():
+                        checked[d] = False
+                        report["missing"].append({"key": r.key, "stage": r.stage, "artifact": name, "object": d})
+                    else:
+                        checked[d] = objects.verify(p, d)
+                        if not checked[d]:
+                            report["corrupt"].append({"key": r.key, "stage": r.stage, "artifact": name, "object": d})
+                if not checked[d]:
+                    broken.append(p)
+            if broken and repair:
+                for p in broken:
+                    objects.remove(p)
+                self.delete(r.key)
+        report["objects"] = len(checked)
+        refs = set(checked) if not repair else set(self.referenced())
+        now = _now()
+        for digest, p, st in objects.iter_objects(self.objects_dir):
+            if digest not in refs and now - st.st_mtime >= GC_GRACE_S:
+                report["orphans"] += 1
+                report["orphan_bytes"] += st.st_size
+        temps = objects.stale_temporaries(self.objects_dir)
+        report["temporaries"] = len(temps)
+        if repair:
+            self.gc()
+        return report
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every record and object (model weights are not touched)."""
+        n, size = self.objects_size()
+        records = len(self)
+
+        def do():
+            self._index.clear()
+            if self.objects_dir.exists():
+                for sub in self.objects_dir.iterdir():
+                    if sub.is_dir():
+                        shutil.rmtree(sub, ignore_errors=True)
+                    else:
+                        objects.remove(sub)
+
+        self._guard(lambda: self._with_lock(do))
+        return records, size
+
+
+# ---------------------------------------------------------------------- pruning
+@dataclass
+class PrunePlan:
+    records: list[Record]
+    freed_objects: int
+    freed_bytes: int
+    models: list[tuple[Path, int]]  # (path, bytes) of model folders/files to delete
+
+    @property
+    def model_bytes(self) -> int:
+        return sum(s for _, s in self.models)
+
+
+def _tree_size_and_mtime(path: Path) -> tuple[int, float]:
+    if path.is_file() or path.is_symlink():
+        st = path.lstat()
+        return st.st_size, st.st_mtime
+    size, newest = 0, path.stat().st_mtime
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            size += st.st_size
+            newest = max(newest, st.st_mtime)
+    return size, newest
+
+
+def plan_prune(
+    cache: Cache,
+    *,
+    older_than_s: float | None = None,
+    max_size: int | None = None,
+    stage: str | None = None,
+    image: Any = None,
+    include_models: bool = False,
+    models_dir: Path | None = None,
+    now: float | None = None,
+) -> PrunePlan:
+    """Which records (and model weights) a prune would delete.
+
+    `stage` and `image` restrict the candidates; among them, `older_than_s` selects those not
+    used for that long, and `max_size` then evicts the least recently used until the cache holds
+    at most `max_size` bytes. With only `stage`/`image`, every candidate goes. Model weights are
+    considered only with `include_models` (all of them, or those older than `older_than_s`).
+    """
+    now = _now() if now is None else now
+    records = cache.records()
+    candidates = cache.find(image=image, stage=stage) if (stage is not None or image is not None) else list(records)
+    cand_keys = {r.key for r in candidates}
+    scoped = stage is not None or image is not None
+    victims: dict[str, Record] = {}
+    if older_than_s is not None:
+        for r in candidates:
+            if now - r.last_used >= older_than_s:
+                victims[r.key] = r
+    elif max_size is None and scoped:
+        victims = {r.key: r for r in candidates}
+
+    refcount: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for r in records:
+        for a in r.artifacts.values():
+            refcount[a["hash"]] = refcount.get(a["hash"], 0) + 1
+            sizes[a["hash"]] = a["size"]
+
+    freed: set[str] = set()
+
+    def remove(r: Record) -> None:
+        for a in r.artifacts.values():
+            d = a["hash"]
+            refcount[d] -= 1
+            if refcount[d] == 0:
+                freed.add(d)
+
+    for r in victims.values():
+        remove(r)
+    if max_size is not None:
+        total = sum(sizes[d] for d, c in refcount.items() if c > 0)
+        for r in sorted((r for r in records if r.key in cand_keys and r.key not in victims), key=lambda r: r.last_used):
+            if total <= max_size:
+                break
+            before = set(freed)
+            remove(r)
+            total -= sum(sizes[d] for d in freed - before)
+            victims[r.key] = r
+
+    models: list[tuple[Path, int]] = []
+    if include_models:
+        from vd.paths import models_dir as default_models_dir
+
+        mdir = models_dir or default_models_dir()
+        if mdir.is_dir():
+            for p in sorted(mdir.iterdir()):
+                size, newest = _tree_size_and_mtime(p)
+                if older_than_s is None or now - newest >= older_than_s:
+                    models.append((p, size))
+    ordered = sorted(victims.values(), key=lambda r: r.last_used)
+    return PrunePlan(ordered, len(freed), sum(sizes[d] for d in freed), models)
+
+
+def apply_prune(cache: Cache, plan: PrunePlan) -> tuple[int, int]:
+    """Delete the planned records, collect their objects, delete planned model weights."""
+    candidates = set()
+    for r in plan.records:
+        cache.delete(r.key)
+        candidates.update(a["hash"] for a in r.artifacts.values())
+    count, size = cache.gc(candidates=candidates)
+    for p, _ in plan.models:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            objects.remove(p)
+    return count, size

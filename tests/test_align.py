@@ -1,0 +1,94 @@
+"""Depth alignment (reference §5.4) and the depth-completion rule."""
+
+import numpy as np
+import pytest
+
+from vd.align import align_depth, complete_depth
+
+
+def _scene(H=48, W=64):
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    true = 2.0 + 0.02 * xx + 0.01 * yy
+    hole = np.zeros((H, W), bool)
+    hole[10:30, 20:45] = True
+    return true, hole
+
+
+def test_recovers_affine_and_is_exact_on_known():
+    true, hole = _scene()
+    rendered = np.where(hole, 0.0, true).astype(np.float32)
+    pred = (true - 0.5) / 1.7  # affine-distorted prediction
+    out, info = align_depth(rendered, pred, hole, return_info=True)
+    assert info.method == "lstsq"
+    assert info.scale == pytest.approx(1.7, rel=1e-4) and info.shift == pytest.approx(0.5, abs=1e-3)
+    assert np.array_equal(out[~hole], rendered[~hole])  # exact on known pixels (bug 13)
+    assert np.abs(out[hole] - true[hole]).max() < 1e-3
+
+
+def test_residual_propagates_smoothly_into_holes():
+    true, hole = _scene()
+    rendered = np.where(hole, 0.0, true + 0.3).astype(np.float32)  # constant offset on known
+    pred = true.copy()
+    pred[:, :10] += 1.0  # a local distortion the global fit cannot absorb
+    out = align_depth(rendered, pred, hole)
+    assert np.array_equal(out[~hole], rendered[~hole])
+    # inside the hole the result stays close to the truth + offset (smooth, no seam)
+    err = np.abs(out[hole] - (true[hole] + 0.3))
+    assert err.mean() < 0.2
+    # seam: values across the hole border differ little
+    assert abs(out[20, 19] - out[20, 20]) < 0.1
+
+
+def test_empty_hole_returns_render():
+    true, _ = _scene()
+    out = align_depth(true, true * 5, np.zeros_like(true, bool))
+    assert np.array_equal(out, true)
+
+
+def test_negative_slope_uses_median_ratio():
+    true, hole = _scene()
+    rendered = np.where(hole, 0.0, true).astype(np.float32)
+    pred = 10.0 - true  # anti-correlated
+    _, info = align_depth(rendered, pred, hole, return_info=True)
+    assert info.method == "median" and info.shift == 0.0 and info.scale > 0
+
+
+def test_few_pairs_identity():
+    true, _ = _scene()
+    hole = np.ones_like(true, bool)
+    hole[0, :5] = False
+    _, info = align_depth(true, true * 3, hole, return_info=True)
+    assert info.method == "identity" and info.scale == 1.0
+
+
+def test_ignores_garbage_predictions():
+    true, hole = _scene()
+    rendered = np.where(hole, 0.0, true).astype(np.float32)
+    pred = true.copy()
+    pred[0:5] = 500.0  # >= 199: ignored by the fit
+    pred[5, 5] = np.nan
+    out, info = align_depth(rendered, pred, hole, return_info=True)
+    assert info.scale == pytest.approx(1.0, abs=1e-4)
+    assert np.isfinite(out).all()
+
+
+def test_complete_depth_far_side_first():
+    H, W = 40, 60
+    d = np.full((H, W), 5.0, np.float32)
+    d[:, :30] = 1.0  # foreground on the left, background on the right
+    hole = np.zeros((H, W), bool)
+    hole[:, 25:40] = True  # disocclusion straddling the edge
+    out = complete_depth(d, hole, smooth=0)
+    assert np.array_equal(out[~hole], d[~hole])
+    # the fronts meet at column 32, reached from both sides in the same step: the far side wins
+    assert (out[:, 25:32] == 1.0).all() and (out[:, 32:40] == 5.0).all()
+    assert np.isfinite(out).all() and (out > 0).all()
+
+
+def test_complete_depth_outside_frame_and_invalid():
+    d = np.full((20, 30), 2.0, np.float32)
+    d[:, :5] = 0.0  # invalid -> completed too
+    out = complete_depth(d, np.zeros_like(d, bool))
+    assert (out > 0).all()
+    with pytest.raises(ValueError):
+        complete_depth(np.zeros((4, 4), np.float32), np.ones((4, 4), bool))

@@ -1,0 +1,282 @@
+"""The `vd` command line: help for every command, exit codes, stdout/stderr discipline."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import typer
+
+COMMANDS = [
+    [],
+    ["fetch"],
+    ["depth"],
+    ["coarse"],
+    ["fine"],
+    ["export"],
+    ["refine"],
+    ["inspect"],
+    ["view"],
+    ["cache"],
+    ["cache", "ls"],
+    ["cache", "du"],
+    ["cache", "prune"],
+    ["cache", "verify"],
+    ["cache", "clear"],
+]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "vd")
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_help(run_vd, cmd, flag):
+    r = run_vd(*cmd, flag)
+    assert r.code == 0, r
+    assert "Usage: vd" in r.stdout and " ".join(["vd", *cmd]) in r.stdout
+    assert r.stderr == ""
+
+
+def test_help_lists_every_subcommand(run_vd):
+    r = run_vd("--help")
+    for name in ("fetch", "depth", "coarse", "fine", "export", "refine", "inspect", "view", "cache"):
+        assert f" {name} " in r.stdout
+    r = run_vd("cache", "--help")
+    for name in ("ls", "du", "prune", "verify", "clear"):
+        assert f" {name} " in r.stdout
+
+
+def test_no_arguments_shows_help_as_usage_error(run_vd):
+    r = run_vd()
+    assert r.code == 2 and "Usage: vd" in r.stdout + r.stderr
+
+
+def test_version(run_vd):
+    from vd import __version__
+
+    r = run_vd("--version")
+    assert (r.code, r.stdout) == (0, f"vd {__version__}\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no-such-command"],
+        ["depth", "--no-such-option", "x.png"],
+        ["cache", "ls", "--stage"],  # option without its value
+        ["cache", "prune", "--older-than", "tomorrow"],
+        ["cache", "prune"],  # no scope
+        ["cache", "clear"],  # no --yes
+        ["fine", "x.png", "--views", "many"],  # not an integer
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(run_vd, args):
+    r = run_vd(*args)
+    assert r.code == 2, r
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_bad_input_paths_exit_1_with_one_sentence(run_vd, tmp_path, kind):
+    target = tmp_path / "nothing.ply" if kind == "missing" else tmp_path
+    r = run_vd("inspect", str(target))
+    assert r.code == 1, r
+    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+# A throwaway app with commands that exercise run()'s error handling.
+def _demo_app():
+    from vd import console
+    from vd.commands import common
+    from vd.errors import InputError, MissingWeightsError
+
+    demo = typer.Typer()
+
+    @demo.callback()
+    def _cb(debug: bool = typer.Option(False, "--debug")):
+        console.set_debug(debug)
+
+    @demo.command()
+    def todo():
+        common.not_implemented("todo", "issue 99")
+
+    @demo.command()
+    def bad():
+        raise InputError("image not found: x.png")
+
+    @demo.command()
+    def weights():
+        raise MissingWeightsError("model weights for moge are missing; run: vd fetch moge")
+
+    @demo.command()
+    def bug():
+        raise ZeroDivisionError("division by zero")
+
+    @demo.command()
+    def full():
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.ply")
+
+    @demo.command()
+    def denied():
+        raise PermissionError(13, "Permission denied", "/root/secret")
+
+    @demo.command()
+    def interrupted():
+        raise KeyboardInterrupt
+
+    return demo
+
+
+@pytest.mark.parametrize(
+    "cmd, code, text",
+    [
+        ("todo", 1, "error: `vd todo` is not implemented yet (issue 99); no output was written"),
+        ("bad", 1, "error: image not found: x.png"),
+        ("weights", 3, "error: model weights for moge are missing; run: vd fetch moge"),
+        ("bug", 1, "error: unexpected ZeroDivisionError: division by zero; rerun with --debug for the traceback"),
+        ("full", 1, "error: no space left on the device holding /data/out.ply"),
+        ("denied", 1, "error: permission denied: /root/secret"),
+        ("interrupted", 130, "Interrupted"),
+    ],
+)
+def test_errors_are_one_sentence_with_documented_codes(run_vd, monkeypatch, cmd, code, text):
+    import vd.commands.app as appmod
+
+    monkeypatch.setattr(appmod, "app", _demo_app())
+    r = run_vd(cmd)
+    assert r.code == code, r
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith(text) and r.stderr.count("\n") == 1
+
+
+def test_debug_shows_the_traceback(run_vd, monkeypatch):
+    import vd.commands.app as appmod
+
+    monkeypatch.setattr(appmod, "app", _demo_app())
+    r = run_vd("--debug", "bad")
+    assert r.code == 1 and "Traceback" in r.stderr and r.stderr.rstrip().endswith("error: image not found: x.png")
+
+
+def test_real_not_implemented_commands_exit_1(run_vd):
+    """Whatever is still a stub says so with exit 1 and writes nothing to stdout."""
+    from vd.commands import common
+
+    for args in (["view", "x.ply"], ["refine", "d", "--init", "i.ply", "--out", "o"], ["export", "x.ply"]):
+        r = run_vd(*args)
+        if "not implemented yet" in r.stderr:
+            assert r.code == 1 and r.stdout == ""
+    with pytest.raises(Exception, match="not implemented yet"):
+        common.not_implemented("x", "issue 0")
+
+
+def test_quiet_silences_stderr(run_vd):
+    r = run_vd("-q", "cache", "ls")
+    assert (r.code, r.stdout, r.stderr) == (0, "", "")
+    r = run_vd("cache", "ls")
+    assert r.stderr != ""
+
+
+def test_json_output_is_one_parseable_line(run_vd):
+    for args in (["cache", "ls", "--json"], ["cache", "du", "--json"], ["cache", "verify", "--json"]):
+        r = run_vd(*args)
+        assert r.code == 0, r
+        assert len(r.stdout.splitlines()) == 1
+        json.loads(r.stdout)
+
+
+_PROGRESS_SCRIPT = textwrap.dedent(
+    """
+    import time, typer
+    from vd import console
+    import vd.commands.app as appmod
+
+    demo = typer.Typer()
+
+    @demo.callback()
+    def _cb():
+        pass
+
+    @demo.command()
+    def work():
+        console.info("starting")
+        console.warn("this is a warning")
+        with console.progress(transient=False) as p:
+            t = p.add_task("working", total=5)
+            for _ in range(5):
+                time.sleep(0.05)
+                p.advance(t)
+        with console.status("finishing"):
+            time.sleep(0.1)
+        console.out("/tmp/result.ply")
+        console.out_json({"ok": True})
+
+    appmod.app = demo
+    raise SystemExit(appmod.run(["work"]))
+    """
+)
+
+
+def _run_with_tty_stderr(script: str, env: dict) -> tuple[int, str, str]:
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        r, _, _ = select.select([master], [], [], 30)
+        if not r:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = p.stdout.read().decode()
+    p.wait(timeout=30)
+    os.close(master)
+    return p.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_stdout_stays_clean_while_stderr_shows_progress():
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    code, out, err = _run_with_tty_stderr(_PROGRESS_SCRIPT, env)
+    assert code == 0, err
+    assert out == '/tmp/result.ply\n{"ok": true}\n'
+    assert "working" in err and "this is a warning" in err and "\x1b[" in err  # a live bar on the terminal
+
+
+def test_no_color_removes_colour_codes():
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm", "NO_COLOR": "1"}
+    script = "from vd import console; console.warn('careful')"
+    code, out, err = _run_with_tty_stderr(script, env)
+    assert code == 0 and out == ""
+    assert "careful" in err and "\x1b[33m" not in err and "\x1b[3" not in err.replace("\x1b[?", "")
+
+
+def test_help_and_cache_ls_import_no_heavy_modules():
+    script = textwrap.dedent(
+        """
+        import sys
+        from vd.commands.app import run
+        for args in (["--help"], ["cache", "ls"], ["cache", "du"], ["depth", "--help"], ["coarse", "--help"],
+                     ["fine", "--help"], ["export", "--help"], ["refine", "--help"], ["inspect", "--help"],
+                     ["view", "--help"], ["fetch", "--help"], ["cache", "prune", "--help"]):
+            run(args)
+        heavy = sorted(m for m in ("torch", "diffusers", "gsplat", "rerun", "cv2", "transformers", "scipy", "numpy", "PIL")
+                       if m in sys.modules)
+        print("HEAVY:" + ",".join(heavy), file=sys.stderr)
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stderr.splitlines() if x.startswith("HEAVY:")][-1]
+    assert line == "HEAVY:", f"heavy modules imported at CLI start-up: {line[6:]}"

@@ -1,0 +1,146 @@
+"""`vd fine` on a procedural coarse scene: view selection, the MCS loop (classical and tiny Flux
+Fill on CPU), per-step memoisation, outputs and CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+W, H = 64, 48
+
+
+def make_coarse(folder: Path, *, with_views: bool = True) -> Path:
+    """A small coarse output folder: a back wall with a box in front (disocclusions when moving),
+    an input frame, and two added views rendered from the lifted scene."""
+    import torch
+
+    from vd.cameras import look_at
+    from vd.lift import gaussians_from_rgbd
+    from vd.render import render
+    from vd.stages.scene_io import Frame, write_outputs
+
+    K = np.array([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]], dtype=np.float32)
+    yy, xx = np.mgrid[0:H, 0:W]
+    depth = np.full((H, W), 4.0, np.float32)
+    box = (abs(xx - W / 2) < 12) & (abs(yy - H / 2) < 9)
+    depth[box] = 2.5
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = (xx * 4).astype(np.uint8)
+    rgb[..., 1] = (yy * 5).astype(np.uint8)
+    rgb[..., 2] = np.where(((xx // 8 + yy // 8) % 2) == 0, 200, 60)
+    rgb[box] = [230, 180, 40]
+    g = gaussians_from_rgbd(rgb, depth, K, np.eye(4, dtype=np.float32), None)
+    full = np.ones((H, W), bool)
+    frames = [Frame("input", "input", rgb, depth, K, np.eye(4), full, full, np.zeros((H, W), bool), 0)]
+    if with_views:
+        for i, x in enumerate((-0.5, 0.5)):
+            pose = look_at((x, -0.1, 0.2), (0.0, 0.0, 3.0))
+            vm = torch.as_tensor(np.linalg.inv(pose), dtype=torch.float32)[None]
+            r = render(g, vm, torch.as_tensor(K)[None], W, H, backend="torch")
+            vr = (r.rgb[0].clamp(0, 1).numpy() * 255).astype(np.uint8)
+            vd_ = r.depth[0].numpy().astype(np.float32)
+            hole = r.alpha[0].numpy() < 0.5
+            frames.append(Frame(f"view_{i}", "view", vr, vd_, K, pose, full, ~hole, hole, 10 + 20 * i))
+    write_outputs(folder, frames, g, g, {"stage": "coarse", "test": True})
+    return folder
+
+
+@pytest.fixture
+def coarse_dir(tmp_path) -> Path:
+    return make_coarse(tmp_path / "coarse")
+
+
+def test_fine_frame_margins_are_multiples_of_16():
+    from vd.stages.fine import fine_frame
+
+    K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+    K2, w, h = fine_frame(K, 64, 48, 16)
+    assert (w, h) == (96, 80)
+    assert K2[0, 2] == 32 + 16 and K2[1, 2] == 24 + 16
+    K3, w, h = fine_frame(K, 500, 370, 16)
+    assert w % 16 == 0 and h % 16 == 0 and w >= 532 and h >= 402
+    assert K3[0, 2] == pytest.approx(32 + (w - 500) / 2)
+
+
+def test_select_views_prefers_large_holes_and_never_repeats(coarse_dir):
+    from vd.stages.fine import fine_frame, load_coarse, select_views
+
+    scene = load_coarse(coarse_dir)
+    K, w, h = fine_frame(scene.input_view.K, W, H, 16)
+    views = select_views(scene, 4, K, w, h, backend="torch")
+    assert len(views) == 4
+    srcs = [v.source for v in views]
+    assert len(set(srcs)) == 4
+    ratios = [v.hole_ratio for v in views]
+    assert ratios[0] > 0.0
+    assert ratios[0] >= max(ratios[1:]) - 1e-9  # the first pick is the largest hole overall
+    assert not any(np.allclose(v.world_from_camera, np.eye(4)) for v in views)
+
+
+def test_classical_loop_end_to_end_and_per_step_memoisation(coarse_dir, tmp_path, run_vd):
+    from vd.ply import read_ply
+
+    out = tmp_path / "fine"
+    args = ["fine", coarse_dir, "-o", out, "--inpaint-backend", "telea", "--allow-classical", "--views", "2",
+            "--steps", "2", "--total-steps", "4", "--gs-iters", "3", "--device", "cpu", "--json"]
+    r = run_vd(*args)
+    assert r.code == 0, r
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(res["ply"]) == out / "fine.ply"
+    g, _ = read_ply(out / "fine.ply")
+    assert len(g) > 100
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["steps"]) == 2 and [row["step"] for row in s["steps"]] == [0, 1]
+    assert len(s["views"]) == 2
+    assert all(row["gs_loss_final"] is not None for row in s["steps"])
+    assert s["schedule"][-1] == 0.0 and s["start_index"] == 2
+    assert s["denoiser"]["name"] == "classical-telea"
+    strip = (out / "steps" / "step_00.png")
+    from PIL import Image
+
+    with Image.open(strip) as im:
+        assert im.size == (2 * s["frame"]["width"], 2 * s["frame"]["height"])
+    assert (out / "steps" / "final.png").is_file()
+    # second run: every step comes from the cache, same result
+    r2 = run_vd(*args)
+    assert r2.code == 0, r2
+    res2 = json.loads(r2.stdout.strip().splitlines()[-1])
+    assert res2["cached_steps"] == 2
+    assert (out / "fine.ply").read_bytes() == read_bytes_of(res["ply"])
+    s2 = json.loads((out / "summary.json").read_text())
+    assert all(row["cached"] for row in s2["steps"]) and s2["final"]["cached"]
+
+
+def read_bytes_of(p) -> bytes:
+    return Path(p).read_bytes()
+
+
+def test_telea_without_allow_classical_exits_2(coarse_dir, run_vd):
+    r = run_vd("fine", coarse_dir, "--inpaint-backend", "telea", "--device", "cpu")
+    assert r.code == 2, r
+    assert "--allow-classical" in r.stderr and "Traceback" not in r.stderr
+    assert not (coarse_dir / "fine").exists()
+    # auto on a CPU machine picks telea and says why
+    r = run_vd("fine", coarse_dir, "--device", "cpu")
+    assert r.code == 2 and "no CUDA" in r.stderr
+
+
+def test_missing_and_bad_inputs(tmp_path, run_vd):
+    r = run_vd("fine", tmp_path / "nope", "--allow-classical", "--inpaint-backend", "telea")
+    assert r.code == 1 and "not found" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_vd("fine", tmp_path / "empty", "--allow-classical", "--inpaint-backend", "telea")
+    assert r.code == 1 and "cameras.json" in r.stderr
+    img = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(img)
+    r = run_vd("fine", img, "-o", tmp_path / "o", "--allow-classical", "--inpaint-backend", "telea")
+    assert r.code == 1 and "vd coarse" in r.stderr
+    r = run_vd("fine", tmp_path / "empty", "--steps", "30", "--total-steps", "25")
+    assert r.code == 2 and "--steps" in r.stderr
+    r = run_vd("fine", tmp_path / "empty", "--rect-weight", "1.5")
+    assert r.code == 2

@@ -1,0 +1,134 @@
+"""MoGe-2 backend: a tiny random MoGe-2 (MoGe's own model class, tiny config) saved in the
+published `model.pt` layout and loaded through the production code (registry -> from_pretrained)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+pytest.importorskip("moge.model.v2", reason="dlr-moge not installed (pip install --no-deps dlr-moge)")
+torch = pytest.importorskip("torch")
+
+TINY_BACKBONE = "vd_test_tiny14"
+
+
+def _register_tiny_backbone(monkeypatch):
+    """A 2-block, 32-wide DINOv2 ViT/14 under a hub name MoGe's encoder can look up."""
+    from moge.model.dinov2.hub import backbones
+    from moge.model.dinov2.layers import MemEffAttention, NestedTensorBlock
+    from moge.model.dinov2.models.vision_transformer import DinoVisionTransformer
+
+    def tiny(pretrained: bool = False, **kw):
+        assert not pretrained
+        return DinoVisionTransformer(
+            img_size=518, patch_size=14, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2,
+            block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention), init_values=1.0,
+            ffn_layer="mlp", block_chunks=0, num_register_tokens=0, interpolate_antialias=False,
+            interpolate_offset=0.1,
+        )
+
+    monkeypatch.setattr(backbones, TINY_BACKBONE, tiny, raising=False)
+
+
+def tiny_config():
+    """The MoGe-2 ViT-L-normal config (configs/train/v2.json) with every width shrunk."""
+    head = lambda out: {  # noqa: E731
+        "dim_in": [32, 16, 16, 8, 8], "dim_out": [None, None, None, None, out],
+        "dim_res_blocks": [32, 16, 16, 8, 8], "num_res_blocks": [0, 1, 1, 1, 0],
+        "res_block_in_norm": "none", "res_block_hidden_norm": "none",
+        "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"],
+    }
+    return {
+        "encoder": {"backbone": TINY_BACKBONE, "intermediate_layers": [0, 1], "dim_out": 32},
+        "neck": {
+            "dim_in": [34, 2, 2, 2, 2], "dim_out": None, "dim_res_blocks": [32, 16, 16, 8, 8],
+            "num_res_blocks": [0, 1, 1, 1, 0], "res_block_in_norm": "none", "res_block_hidden_norm": "none",
+            "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"],
+        },
+        "points_head": head(3),
+        "normal_head": head(3),
+        "mask_head": head(1),
+        "scale_head": {"dims": [32, 16, 1]},
+        "remap_output": "exp",
+        "num_tokens_range": [60, 120],
+    }
+
+
+@pytest.fixture
+def tiny_moge(monkeypatch, vd_dirs):
+    """Write models/moge/model.pt (published layout) for a random tiny MoGe-2; return its path."""
+    from moge.model.v2 import MoGeModel
+
+    _register_tiny_backbone(monkeypatch)
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = MoGeModel(**cfg)
+    with torch.no_grad():  # bias the mask head to "valid" and the depth to ~2 m
+        model.mask_head.output_blocks[-1].bias.fill_(4.0)
+        model.points_head.output_blocks[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.7]))
+    path = vd_dirs["models"] / "moge" / "model.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model_config": cfg, "model": model.state_dict()}, path)
+    return path
+
+
+def _rgb(h=64, w=96):
+    rng = np.random.default_rng(0)
+    return (rng.random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_tiny_moge_through_registry(tiny_moge):
+    from vd.models.depth import get_depth_backend
+
+    b = get_depth_backend("moge", device="cpu")
+    assert b.name == "moge"
+    ident = b.identity
+    assert ident.startswith("moge:") and "model.pt=" in ident
+    r = b.estimate(_rgb())
+    assert r.depth.shape == (64, 96) and r.depth.dtype == np.float32
+    assert r.valid.dtype == bool and r.valid.shape == (64, 96)
+    assert r.valid.mean() > 0.5
+    assert (r.depth[r.valid] > 0).all() and np.isfinite(r.depth).all()
+    assert (r.depth[~r.valid] == 0).all()
+    assert r.K.shape == (3, 3) and r.K.dtype == np.float32
+    assert r.K[0, 2] == pytest.approx(47.5, abs=1e-3) and r.K[1, 2] == pytest.approx(31.5, abs=1e-3)
+    assert r.K[0, 0] > 0 and r.K[1, 1] > 0
+    assert r.normals is not None and r.normals.shape == (64, 96, 3)
+    n = np.linalg.norm(r.normals[r.valid], axis=-1)
+    assert np.allclose(n, 1, atol=1e-3)
+    b.release()
+    assert b._model is None
+
+
+def test_tiny_moge_fixed_fov(tiny_moge):
+    from vd.models.depth import get_depth_backend
+
+    r = get_depth_backend("moge", device="cpu", fov=60.0).estimate(_rgb())
+    assert r.fov_deg()[0] == pytest.approx(60.0, abs=0.05)
+    K = np.array([[100.0, 0, 47.5], [0, 100.0, 31.5], [0, 0, 1]], np.float32)
+    r2 = get_depth_backend("moge", device="cpu").estimate(_rgb(), K_hint=K)
+    assert np.allclose(r2.K, K)
+
+
+def test_vd_depth_moge_cli(tiny_moge, tmp_path, run_vd):
+    from PIL import Image
+
+    p = tmp_path / "photo.png"
+    Image.fromarray(_rgb(96, 128)).save(p)
+    r = run_vd("depth", p, "--backend", "auto", "--depth-device", "cpu", "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r
+    assert "moge" in r.stderr
+    for name in ("depth.npy", "depth.png", "mask.png", "normals.npy", "intrinsics.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert np.load(tmp_path / "out" / "normals.npy").shape == (96, 128, 3)
+
+
+def test_corrupt_moge_weights(tiny_moge):
+    from vd.errors import VdError
+    from vd.models.depth import get_depth_backend
+
+    tiny_moge.write_bytes(b"not a checkpoint")
+    with pytest.raises(VdError, match="cannot load MoGe weights"):
+        get_depth_backend("moge", device="cpu").estimate(_rgb())

@@ -1,0 +1,335 @@
+"""Camera geometry: look-at poses, scene radius, candidate trajectories, trajectory files.
+
+Convention (one for all of vd)
+------------------------------
+- Camera frame: OpenCV (x right, y down, z forward). Pixel (0, 0) is the top-left corner.
+- World frame: the input camera's frame; the input camera has the identity pose.
+- A *pose* is the 4x4 ``world_from_camera`` matrix (camera-to-world). Renderers take its
+  inverse, ``camera_from_world`` (what gsplat calls ``viewmats``).
+
+Trajectories (fixing upstream bug 3, see reference §7.3 / §16.3)
+-----------------------------------------------------------------
+Upstream's PORT uses the spiral output directly as world->camera, so its camera *sinks* and
+``forward_ratio`` scales the *backward* pull.  vd generates camera **centres** and builds each
+pose with a look-at, so the roles are as named: ``forward_ratio`` scales motion along +z (into
+the scene), ``backward_ratio`` scales the pull-back along -z, and the camera rises (-y) like
+the original VistaDream.  Both endpoints of ``spiral`` and ``wobble`` are the identity pose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vd.errors import InputError, UsageError
+
+CONVENTION = "OpenCV camera (x right, y down, z forward); world = input camera"
+TRAJECTORIES = ("spiral", "wobble", "rot")
+
+
+# ---------------------------------------------------------------------------------------------
+# basic pose helpers
+
+
+def look_at(position: Sequence[float], target: Sequence[float], up_hint: Sequence[float] = (0.0, -1.0, 0.0)) -> np.ndarray:
+    """world_from_camera for a camera at `position` looking at `target` (reference §7.2).
+
+    `up_hint` is the image "up" direction in world coordinates ((0, -1, 0) for OpenCV). With
+    position 0 and the target on +z the result is the identity.
+    """
+    p = np.asarray(position, dtype=np.float64)
+    g = np.asarray(target, dtype=np.float64)
+    d = g - p
+    n = np.linalg.norm(d)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError("look_at: target coincides with the camera position")
+    d = d / n
+    down = -np.asarray(up_hint, dtype=np.float64)
+    right = np.cross(down, d)
+    rn = np.linalg.norm(right)
+    if rn < 1e-9:
+        raise ValueError("look_at: viewing direction is parallel to the up hint")
+    right = right / rn
+    down2 = np.cross(d, right)
+    pose = np.eye(4)
+    pose[:3, 0] = right
+    pose[:3, 1] = down2
+    pose[:3, 2] = d
+    pose[:3, 3] = p
+    return pose
+
+
+def invert_pose(pose: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 transform (batched over leading dims)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    R = pose[..., :3, :3]
+    t = pose[..., :3, 3]
+    out = np.zeros_like(pose)
+    Rt = np.swapaxes(R, -1, -2)
+    out[..., :3, :3] = Rt
+    out[..., :3, 3] = -(Rt @ t[..., None])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Camera-space points [N, 3] of the pixels in `mask` (pixel centres at integer + 0.5)."""
+    depth = np.asarray(depth, dtype=np.float64)
+    H, W = depth.shape
+    if mask is None:
+        mask = np.ones((H, W), dtype=bool)
+    v, u = np.nonzero(mask)
+    z = depth[v, u]
+    K = np.asarray(K, dtype=np.float64)
+    x = (u + 0.5 - K[0, 2]) / K[0, 0] * z
+    y = (v + 0.5 - K[1, 2]) / K[1, 1] * z
+    return np.stack([x, y, z], axis=-1)
+
+
+def scene_radius(depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None, percentiles: Sequence[float] = (5.0, 50.0)) -> float:
+    """Scene radius for trajectories (reference §7.1), over *valid* pixels only (upstream bug 4).
+
+    Back-projects the valid pixels (finite depth > 0 and `valid`), takes per axis the range
+    P_hi - P_lo of the coordinates, and returns the mean of the three ranges.
+    """
+    lo, hi = float(percentiles[0]), float(percentiles[1])
+    if not (0.0 <= lo < hi <= 100.0):
+        raise UsageError(f"--radius-percentiles must satisfy 0 <= low < high <= 100, got {lo:g} {hi:g}")
+    depth = np.asarray(depth)
+    ok = np.isfinite(depth) & (depth > 0)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)
+    if ok.sum() < 3:
+        raise InputError("the input depth has fewer than 3 valid pixels, so no camera trajectory can be built")
+    pts = backproject(depth, K, ok)
+    ranges = np.percentile(pts, hi, axis=0) - np.percentile(pts, lo, axis=0)
+    r = float(np.mean(ranges))
+    if not np.isfinite(r) or r <= 0:
+        # degenerate (e.g. a constant plane seen head-on with a tiny image): fall back to depth
+        r = float(np.percentile(depth[ok], hi) * 0.1)
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# trajectories
+
+
+def _damping(width: int, height: int) -> tuple[float, float]:
+    # PORT: landscape (W/H > 1) 1.0 / 0.3, otherwise 0.6 / 0.3
+    return (1.0, 0.3) if width / max(height, 1) > 1 else (0.6, 0.3)
+
+
+def _t(n: int) -> np.ndarray:
+    return np.zeros(1) if n == 1 else np.arange(n) / (n - 1)
+
+
+def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
+           width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
+    """`n` world_from_camera poses [n, 4, 4] of the closed spiral loop (reference §7.3).
+
+    Camera centre at t in [0, 1]: r = sin(2πt)·R·rot_ratio,
+    x = -r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·y_damp (the camera rises),
+    z = r·forward_ratio when r > 0 (into the scene) else r·backward_ratio; each camera looks at
+    (0, 0, look_at_ratio·R). Both endpoints are the identity pose.
+    """
+    xd, yd = _damping(width, height)
+    poses = []
+    for t in _t(n):
+        r = math.sin(2 * math.pi * t) * radius * rot_ratio
+        th = 2 * math.pi * t
+        x = -r * math.cos(th) * xd
+        y = -abs(r * math.sin(th)) * yd
+        z = r * (forward_ratio if r > 0 else backward_ratio)
+        poses.append(look_at((x, y, z), (0.0, 0.0, look_at_ratio * radius)))
+    return _snap_identity(np.stack(poses))
+
+
+def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
+           width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
+    """The upstream "wobble" loop (reference §7.4) in vd's convention.
+
+    Centre: r = sin(2πt)·R·rot_ratio, x = r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·0.3,
+    z = -r scaled by forward_ratio when it moves into the scene and backward_ratio otherwise.
+    It is the spiral traversed the other way round: it backs off first, then moves in.
+    """
+    xd, _ = _damping(width, height)
+    poses = []
+    for t in _t(n):
+        r = math.sin(2 * math.pi * t) * radius * rot_ratio
+        th = 2 * math.pi * t
+        x = r * math.cos(th) * xd
+        y = -abs(r * math.sin(th)) * 0.3
+        z = -r
+        z = z * (forward_ratio if z > 0 else backward_ratio)
+        poses.append(look_at((x, y, z), (0.0, 0.0, look_at_ratio * radius)))
+    return _snap_identity(np.stack(poses))
+
+
+def rot(n: int, radius: float = 1.0, **_: object) -> np.ndarray:
+    """A 360° pan in place (reference §7.4): centre 0, looking at (sin θ, 0, cos θ), θ = 2π·i/n."""
+    poses = [look_at((0.0, 0.0, 0.0), (math.sin(th), 0.0, math.cos(th))) for th in 2 * math.pi * np.arange(n) / max(n, 1)]
+    return _snap_identity(np.stack(poses))
+
+
+def _snap_identity(poses: np.ndarray) -> np.ndarray:
+    # remove float noise so the endpoints are bit-exact identities (stable cache keys)
+    poses = np.where(np.abs(poses) < 1e-12, 0.0, poses)
+    return poses
+
+
+def trajectory(kind: str, n: int, radius: float, **kw) -> np.ndarray:
+    """Dispatch by name: spiral | wobble | rot."""
+    if n < 1:
+        raise UsageError(f"the number of trajectory poses must be >= 1, got {n}")
+    try:
+        fn = {"spiral": spiral, "wobble": wobble, "rot": rot}[kind]
+    except KeyError:
+        raise UsageError(f"unknown trajectory {kind!r}; choose one of: {', '.join(TRAJECTORIES)}") from None
+    return fn(n, radius, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# trajectory files
+
+
+def _check_pose(m, where: str) -> np.ndarray:
+    a = np.asarray(m, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise InputError(f"{where}: expected a 4x4 matrix, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{where}: the matrix has non-finite values")
+    if not np.allclose(a[3], [0, 0, 0, 1], atol=1e-6):
+        raise InputError(f"{where}: the last row must be 0 0 0 1")
+    R = a[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
+        raise InputError(f"{where}: the rotation part is not a proper rotation (orthonormal, det +1)")
+    return a
+
+
+def quat_to_rot(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
+    q = np.array([qw, qx, qy, qz], dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError("zero quaternion")
+    w, x, y, z = q / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def rot_to_quat(R: np.ndarray) -> np.ndarray:
+    """wxyz unit quaternion (w >= 0) of a rotation matrix."""
+    R = np.asarray(R, dtype=np.float64)
+    K = np.array([
+        [R[0, 0] - R[1, 1] - R[2, 2], R[1, 0] + R[0, 1], R[2, 0] + R[0, 2], R[2, 1] - R[1, 2]],
+        [R[1, 0] + R[0, 1], R[1, 1] - R[0, 0] - R[2, 2], R[2, 1] + R[1, 2], R[0, 2] - R[2, 0]],
+        [R[2, 0] + R[0, 2], R[2, 1] + R[1, 2], R[2, 2] - R[0, 0] - R[1, 1], R[1, 0] - R[0, 1]],
+        [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
+    ]) / 3.0
+    w, V = np.linalg.eigh(K)
+    x, y, z, qw = V[:, np.argmax(w)]
+    q = np.array([qw, x, y, z])
+    return q if q[0] >= 0 else -q
+
+
+def parse_colmap_images(text: str, where: str = "images.txt") -> list[tuple[str, np.ndarray]]:
+    """(name, world_from_camera) for each image of a COLMAP images.txt, sorted by IMAGE_ID.
+
+    COLMAP stores world->camera (qw qx qy qz tx ty tz) in the OpenCV camera convention; each
+    image line is followed by a (possibly empty) 2D-points line.
+    """
+    lines = text.splitlines()
+    entries = []
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line or line.startswith("#"):
+            i += 1
+            continue
+        parts = line.split()
+        if len(parts) < 9:
+            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line (expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
+        try:
+            image_id = int(parts[0])
+            qw, qx, qy, qz, tx, ty, tz = (float(v) for v in parts[1:8])
+            R = quat_to_rot(qw, qx, qy, qz)
+        except ValueError:
+            raise InputError(f"{where}, line {i + 1}: not a valid COLMAP image line") from None
+        cfw = np.eye(4)
+        cfw[:3, :3] = R
+        cfw[:3, 3] = (tx, ty, tz)
+        name = " ".join(parts[9:]) if len(parts) > 9 else str(image_id)
+        entries.append((image_id, name, invert_pose(cfw)))
+        i += 2  # skip the POINTS2D line that follows every image line
+    entries.sort(key=lambda e: e[0])
+    return [(name, pose) for _, name, pose in entries]
+
+
+def load_trajectory(path: str | Path) -> np.ndarray:
+    """Poses [N, 4, 4] (world_from_camera, vd convention) from a trajectory file.
+
+    Accepted:
+    - JSON: a list of 4x4 world_from_camera matrices; or {"poses": [...]}; or a vd
+      cameras.json ({"views": [{"world_from_camera": ...}, ...]}). Used as given: the world
+      is the input camera, OpenCV axes.
+    - COLMAP images.txt (any file that is not JSON): world->camera quaternions and
+      translations. Poses are re-expressed relative to the first image (lowest IMAGE_ID),
+      which becomes the input camera; units are kept as they are.
+    """
+    from vd.errors import check_input_file
+
+    p = check_input_file(path, "trajectory file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"trajectory file is not text (expected JSON or COLMAP images.txt): {p}") from None
+    stripped = text.lstrip()
+    if stripped.startswith("[") or stripped.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"trajectory file {p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(obj, dict):
+            if "poses" in obj:
+                obj = obj["poses"]
+            elif "views" in obj:
+                obj = [v.get("world_from_camera") if isinstance(v, dict) else None for v in obj["views"]]
+            else:
+                raise InputError(f"trajectory file {p}: expected a list of 4x4 matrices, or an object with 'poses' or 'views'")
+        if not isinstance(obj, list) or not obj:
+            raise InputError(f"trajectory file {p} holds no poses")
+        poses = [_check_pose(m, f"{p}, pose {i}") for i, m in enumerate(obj)]
+        return np.stack(poses)
+    entries = parse_colmap_images(text, str(p))
+    if not entries:
+        raise InputError(f"trajectory file {p} holds no poses (neither JSON nor COLMAP images.txt lines found)")
+    poses = np.stack([e[1] for e in entries])
+    ref = invert_pose(poses[0])
+    return ref[None] @ poses
+
+
+def write_colmap_images(path: str | Path, names: Sequence[str], poses: np.ndarray) -> None:
+    """Write world_from_camera poses as a COLMAP images.txt (one camera per image, IDs from 1)."""
+    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for i, (name, pose) in enumerate(zip(names, np.asarray(poses))):
+        cfw = invert_pose(pose)
+        q = rot_to_quat(cfw[:3, :3])
+        t = cfw[:3, 3]
+        lines.append(f"{i + 1} {q[0]:.12g} {q[1]:.12g} {q[2]:.12g} {q[3]:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} {i + 1} {name}")
+        lines.append("")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def candidate_intrinsics(K: np.ndarray, width: int, height: int, margin: int) -> tuple[np.ndarray, int, int]:
+    """(K, W, H) of the enlarged candidate frame: `margin` pixels added to each dimension,
+    the principal point moved by margin/2 so the input frame stays centred in it."""
+    K2 = np.asarray(K, dtype=np.float64).copy()
+    K2[0, 2] += margin / 2.0
+    K2[1, 2] += margin / 2.0
+    return K2, int(width + margin), int(height + margin)

@@ -1,0 +1,279 @@
+"""What `vd export SOURCE` points at: a Gaussian file, a vd output folder, or a processed image.
+
+- a ``.ply`` (INRIA or PlayCanvas compressed) or ``.splat`` file: Gaussians only, no cameras;
+- a coarse output folder (``cameras.json``): Gaussians from ``fine.ply`` / ``coarse.ply`` /
+  ``scaffold.ply`` (``--stage`` picks one; default the latest of these that exists) and the views;
+- a fine output folder (``fine.ply`` + ``summary.json`` naming its coarse folder);
+- a refine output folder (``gaussians_refined.ply`` + ``refine_meta.json``; views from its dataset);
+- an image that vd has processed: the newest cache records of that image (``--stage`` fine,
+  coarse or scaffold; default the latest stage found).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from vd.errors import InputError, UsageError
+
+FOLDER_STAGES = {"fine": "fine.ply", "coarse": "coarse.ply", "scaffold": "scaffold.ply", "refine": "gaussians_refined.ply"}
+IMAGE_STAGES = ("fine", "coarse", "scaffold")
+STAGES = tuple(FOLDER_STAGES)
+
+
+@dataclass
+class Source:
+    path: Path
+    kind: str  # ply | compressed-ply | splat | folder | image
+    stage: Optional[str]
+    description: str
+    _gaussians: Callable[[], Any]
+    _views: Optional[Callable[[], list]] = None
+    provenance: dict = field(default_factory=dict)
+    comments: dict = field(default_factory=dict)
+
+    def gaussians(self):
+        return self._gaussians()
+
+    @property
+    def has_views(self) -> bool:
+        return self._views is not None
+
+    def views(self) -> list:
+        if self._views is None:
+            raise InputError(
+                f"{self.path} has no cameras or views ({self.description}); pass a vd output folder (with cameras.json) or the processed image instead"
+            )
+        return self._views()
+
+
+def _gaussian_file(path: Path):
+    """(loader, kind, comments) for a Gaussian file."""
+    from vd.export.compressed_ply import is_compressed_ply
+
+    suffix = path.suffix.lower()
+    if suffix == ".splat":
+        def load():
+            from vd.export.splat import read_splat
+
+            return read_splat(path).to_gaussians()
+
+        return load, "splat", {}
+    if suffix == ".ply" and is_compressed_ply(path):
+        def load():
+            from vd.export.compressed_ply import read_compressed_ply
+
+            return read_compressed_ply(path)[0].to_gaussians()
+
+        return load, "compressed-ply", {}
+
+    cache: dict = {}
+
+    def load():
+        from vd.ply import read_ply
+
+        if "g" not in cache:
+            g, meta = read_ply(path)
+            cache["g"], cache["meta"] = g, meta
+        return cache["g"]
+
+    return load, "ply", cache
+
+
+def _coarse_views(folder: Path):
+    def load():
+        from vd.export.colmap import ViewData
+
+        try:
+            from vd.stages.scene_io import load_views
+        except ImportError:  # pragma: no cover - coarse package absent
+            from vd.export.colmap import load_vd_views
+
+            return load_vd_views(folder)
+        out = []
+        for v in load_views(folder):
+            extra = {"dense_index": v.dense_index} if v.dense_index is not None else {}
+            out.append(ViewData(v.name, v.rgb, v.depth, v.K, v.world_from_camera, v.mask, v.kind, extra))
+        return out
+
+    return load
+
+
+def _dataset_views(dataset: Path):
+    def load():
+        from vd.export.colmap import ViewData, load_dataset
+
+        views, _ = load_dataset(dataset)
+        return [ViewData(Path(v.name).stem, v.rgb, v.depth, v.K, v.world_from_camera, v.mask) for v in views]
+
+    return load
+
+
+def resolve_source(source, stage: Optional[str] = None) -> Source:
+    if stage is not None and stage not in STAGES:
+        raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    p = Path(source)
+    if not p.exists():
+        raise InputError(f"source not found: {p}")
+    if p.is_dir():
+        return _folder_source(p, stage)
+    suffix = p.suffix.lower()
+    if suffix in (".ply", ".splat"):
+        if stage is not None:
+            raise UsageError("--stage applies to an output folder or a processed image, not to a single PLY/.splat file")
+        load, kind, _ = _gaussian_file(p)
+        return Source(p, kind, None, f"a {kind} file", load, None, {"source": str(p.resolve()), "source_kind": kind})
+    return _image_source(p, stage)
+
+
+def _folder_source(folder: Path, stage: Optional[str]) -> Source:
+    cams = folder / "cameras.json"
+    prov = {"source": str(folder.resolve()), "source_kind": "folder"}
+    if stage is not None:
+        f = folder / FOLDER_STAGES[stage]
+        if not f.is_file():
+            raise InputError(f"{folder} has no {FOLDER_STAGES[stage]} (the {stage} stage output)")
+        candidates = [(stage, f)]
+    else:
+        candidates = [(s, folder / n) for s, n in FOLDER_STAGES.items() if (folder / n).is_file()]
+        if not candidates:
+            plys = sorted(folder.glob("*.ply"))
+            if len(plys) == 1:
+                candidates = [(None, plys[0])]
+    if not candidates:
+        raise InputError(f"{folder} holds no Gaussians (none of {', '.join(FOLDER_STAGES.values())})")
+    st, ply = candidates[0]
+    load, kind, _ = _gaussian_file(ply)
+    views = None
+    if cams.is_file():
+        views = _coarse_views(folder)
+    elif (folder / "summary.json").is_file():
+        try:
+            coarse = json.loads((folder / "summary.json").read_text()).get("coarse")
+        except (ValueError, AttributeError):
+            coarse = None
+        if coarse and (Path(coarse) / "cameras.json").is_file():
+            views = _coarse_views(Path(coarse))
+            prov["views_from"] = str(Path(coarse).resolve())
+    elif (folder / "refine_meta.json").is_file():
+        try:
+            ds = json.loads((folder / "refine_meta.json").read_text())["inputs"]["dataset"]
+        except (ValueError, KeyError, TypeError):
+            ds = None
+        if ds and Path(ds).is_dir():
+            views = _dataset_views(Path(ds))
+            prov["views_from"] = str(Path(ds))
+    prov.update(stage=st, gaussians=str(ply.resolve()))
+    return Source(folder, "folder", st, f"{ply.name} in a vd output folder", load, views, prov)
+
+
+def _image_source(image: Path, stage: Optional[str]) -> Source:
+    from vd.cache import Cache
+
+    try:
+        cache = Cache.open()
+    except Exception as e:  # noqa: BLE001 - any cache problem means "not processed"
+        raise InputError(f"cannot look up {image} in the vd cache ({e})") from None
+    recs = cache.find(image=image)
+    if not recs:
+        raise InputError(
+            f"{image} is neither a PLY/.splat file nor a vd output folder, and vd has no cached results for it; run `vd coarse {image}` first"
+        )
+    order = [stage] if stage else list(IMAGE_STAGES)
+    if stage == "refine":
+        raise UsageError("--stage refine applies to a refine output folder, not to an image")
+    for st in order:
+        found = _from_records(image, recs, st)
+        if found is not None:
+            return found
+    have = sorted({r.stage for r in recs})
+    raise InputError(f"vd has no {stage or 'scaffold, coarse or fine'} result cached for {image} (cached stages: {', '.join(have)})")
+
+
+def _decode_frames(rec):
+    from vd.cache import codecs
+    from vd.stages.scene_io import decode_frames, gaussians_from_arrays
+
+    meta = codecs.decode_json(rec.read("meta.json"))
+    tensors = codecs.decode_tensors(rec.read("data.safetensors"))
+    frames = decode_frames(tensors, meta.get("frames", []), "f")
+    g = gaussians_from_arrays(tensors, device="cpu") if "g.means" in tensors else None
+    return frames, g, meta
+
+
+def _frames_to_views(frames):
+    from vd.export.colmap import ViewData
+
+    return [ViewData(f.name, f.rgb, f.depth, f.K, f.world_from_camera, f.spawn, f.kind,
+                     {"dense_index": f.dense_index} if f.dense_index is not None else {}) for f in frames]
+
+
+def _from_records(image: Path, recs, st: str) -> Optional[Source]:
+    prov = {"source": str(image.resolve()), "source_kind": "image", "stage": st}
+    if st == "fine":
+        finals = [r for r in recs if r.stage == "fine" and "fine.ply" in r]
+        if not finals:
+            return None
+        rec = finals[0]
+        prov["cache_key"] = rec.key
+
+        def load():
+            import tempfile
+
+            from vd.ply import read_ply
+
+            with tempfile.TemporaryDirectory() as td:
+                f = Path(td) / "fine.ply"
+                f.write_bytes(rec.read("fine.ply"))
+                return read_ply(f)[0]
+
+        return Source(image, "image", "fine", "the cached fine stage", load, None, prov)
+    scaffolds = [r for r in recs if r.stage == "scaffold" and "data.safetensors" in r]
+    if not scaffolds:
+        return None
+    srec = scaffolds[0]
+    chain = [srec]
+    if st == "coarse":
+        # the coarse views are chained cache steps; follow the newest run after this scaffold
+        views = sorted((r for r in recs if r.stage == "coarse-view" and r.created >= srec.created - 1e-6),
+                       key=lambda r: r.created)
+        view_meta = {}
+        for r in views:
+            try:
+                from vd.cache import codecs
+
+                view_meta[r.key] = codecs.decode_json(r.read("meta.json"))
+            except Exception:  # noqa: BLE001
+                continue
+        firsts = [r for r in views if view_meta.get(r.key, {}).get("view") == 1]
+        if firsts:
+            cur = firsts[-1]
+            while cur is not None and not view_meta[cur.key].get("stopped"):
+                chain.append(cur)
+                k = view_meta[cur.key]["view"]
+                nxt = [r for r in views if r.created >= cur.created and view_meta.get(r.key, {}).get("view") == k + 1]
+                cur = nxt[0] if nxt else None
+    prov["cache_keys"] = [r.key for r in chain]
+    state: dict = {}
+
+    def materialise():
+        if "frames" not in state:
+            from vd.gaussians import Gaussians
+
+            frames, parts = [], []
+            for r in chain:
+                f, g, _ = _decode_frames(r)
+                frames += f
+                if g is not None and len(g):
+                    parts.append(g)
+            state["frames"] = frames
+            state["g"] = Gaussians.cat(parts)
+        return state
+
+    return Source(image, "image", st, f"the cached {st} stage ({len(chain) - 1} added view(s))",
+                  lambda: materialise()["g"], lambda: _frames_to_views(materialise()["frames"]), prov)
+
+
+__all__ = ["Source", "resolve_source", "STAGES", "FOLDER_STAGES"]

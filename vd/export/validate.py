@@ -1,0 +1,215 @@
+"""Strict validator for the refine dataset written by `vd export --format colmap`.
+
+`validate_dataset(dir)` returns every problem found (an empty list means valid), each naming
+the file at fault: missing files, unreadable or malformed files, shape and size mismatches,
+poses that disagree between `images.txt` and `meta.json`, stray images, empty masks, priors
+that are not finite inside the mask.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _load_png(p: Path, problems: list[str], what: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        problems.append(f"{p}: {what} is not a readable image ({type(e).__name__})")
+        return None
+
+
+def _load_npy(p: Path, problems: list[str], what: str):
+    try:
+        return np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        problems.append(f"{p}: {what} is not a readable .npy array ({str(e).splitlines()[0][:80]})")
+        return None
+
+
+def validate_dataset(path) -> list[str]:
+    from vd.export.colmap import SPARSE, pose_from_colmap, read_cameras_txt, read_images_txt
+    from vd.errors import InputError
+
+    root = Path(path)
+    problems: list[str] = []
+    if not root.exists():
+        return [f"{root}: the dataset folder does not exist"]
+    if not root.is_dir():
+        return [f"{root}: not a folder"]
+
+    # --- meta.json
+    meta = None
+    mp = root / "meta.json"
+    if not mp.is_file():
+        problems.append(f"{mp}: missing (conventions, provenance and view mapping)")
+    else:
+        try:
+            meta = json.loads(mp.read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("views"), list):
+                problems.append(f"{mp}: has no 'views' list")
+                meta = None
+        except (ValueError, UnicodeDecodeError) as e:
+            problems.append(f"{mp}: not valid JSON ({e})")
+
+    # --- sparse model
+    sp = root / SPARSE
+    cams, imgs = None, None
+    for name in ("cameras.txt", "images.txt", "points3D.txt"):
+        if not (sp / name).is_file():
+            problems.append(f"{sp / name}: missing")
+    if (sp / "cameras.txt").is_file():
+        try:
+            cams = read_cameras_txt((sp / "cameras.txt").read_text(), str(sp / "cameras.txt"))
+            if not cams:
+                problems.append(f"{sp / 'cameras.txt'}: lists no camera")
+            for cid, (model, w, h, prm) in cams.items():
+                need = {"PINHOLE": 4, "SIMPLE_PINHOLE": 3}.get(model)
+                if need is None:
+                    problems.append(f"{sp / 'cameras.txt'}: camera {cid} has model {model}; only PINHOLE (or SIMPLE_PINHOLE) is supported")
+                elif len(prm) != need:
+                    problems.append(f"{sp / 'cameras.txt'}: camera {cid} ({model}) has {len(prm)} parameters, expected {need}")
+                elif not all(np.isfinite(prm)) or min(prm[: need - 2]) <= 0 or w <= 0 or h <= 0:
+                    problems.append(f"{sp / 'cameras.txt'}: camera {cid} has a non-positive size or focal length, or a non-finite parameter")
+        except InputError as e:
+            problems.append(str(e))
+    if (sp / "images.txt").is_file():
+        try:
+            imgs = read_images_txt((sp / "images.txt").read_text(), str(sp / "images.txt"))
+            if not imgs:
+                problems.append(f"{sp / 'images.txt'}: lists no image")
+        except InputError as e:
+            problems.append(str(e))
+    if (sp / "points3D.txt").is_file():
+        for ln, line in enumerate((sp / "points3D.txt").read_text().splitlines(), 1):
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            p = s.split()
+            try:
+                ok = len(p) >= 8 and (len(p) - 8) % 2 == 0 and all(np.isfinite([float(x) for x in p[1:8]]))
+            except ValueError:
+                ok = False
+            if not ok:
+                problems.append(f"{sp / 'points3D.txt'}, line {ln}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]'")
+                break
+
+    # --- per image
+    seen_names = set()
+    meta_by_name = {}
+    if meta is not None:
+        for v in meta["views"]:
+            if isinstance(v, dict) and "name" in v:
+                meta_by_name[v["name"]] = v
+    if imgs is not None:
+        ids = [e[0] for e in imgs]
+        if len(set(ids)) != len(ids):
+            problems.append(f"{sp / 'images.txt'}: duplicate IMAGE_ID values")
+        for image_id, q, t, cam_id, name in imgs:
+            seen_names.add(name)
+            stem = Path(name).stem
+            where = f"image {image_id} ({name})"
+            if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(np.linalg.norm(q) - 1) > 1e-3:
+                problems.append(f"{sp / 'images.txt'}: {where} has a non-finite pose or a quaternion that is not unit length")
+                continue
+            size = None
+            if cams is not None:
+                if cam_id not in cams:
+                    problems.append(f"{sp / 'images.txt'}: {where} refers to camera {cam_id}, which cameras.txt does not define")
+                else:
+                    size = (cams[cam_id][2], cams[cam_id][1])  # (H, W)
+            ip = root / "images" / name
+            if not ip.is_file():
+                problems.append(f"{ip}: missing (listed in images.txt)")
+            else:
+                im = _load_png(ip, problems, "the image")
+                if im is not None and size is not None and im.shape[:2] != size:
+                    problems.append(f"{ip}: size {im.shape[1]}x{im.shape[0]} differs from camera {cam_id} ({size[1]}x{size[0]})")
+            mk = root / "masks" / f"{stem}.png"
+            mask = None
+            if not mk.is_file():
+                problems.append(f"{mk}: missing (mask of {name})")
+            else:
+                m = _load_png(mk, problems, "the mask")
+                if m is not None:
+                    if m.ndim != 2:
+                        problems.append(f"{mk}: mask must be single-channel (got shape {m.shape})")
+                    elif size is not None and m.shape != size:
+                        problems.append(f"{mk}: size {m.shape[1]}x{m.shape[0]} differs from camera {cam_id} ({size[1]}x{size[0]})")
+                    else:
+                        mask = m > 127
+                        if not mask.any():
+                            problems.append(f"{mk}: the mask has no valid pixel")
+            dp = root / "priors" / "depth" / f"{stem}.npy"
+            if not dp.is_file():
+                problems.append(f"{dp}: missing (depth prior of {name})")
+            else:
+                d = _load_npy(dp, problems, "the depth prior")
+                if d is not None:
+                    if d.ndim != 2 or d.dtype.kind != "f":
+                        problems.append(f"{dp}: depth prior must be a float [H,W] array (got {d.dtype} {d.shape})")
+                    elif size is not None and d.shape != size:
+                        problems.append(f"{dp}: shape {d.shape} differs from camera {cam_id} (H,W)={size}")
+                    elif mask is not None and mask.shape == d.shape:
+                        bad = mask & ~(np.isfinite(d) & (d > 0))
+                        if bad.any():
+                            problems.append(f"{dp}: {int(bad.sum())} masked pixel(s) have a non-finite or non-positive depth")
+            npth = root / "priors" / "normal" / f"{stem}.npy"
+            if not npth.is_file():
+                problems.append(f"{npth}: missing (normal prior of {name})")
+            else:
+                n = _load_npy(npth, problems, "the normal prior")
+                if n is not None:
+                    if n.ndim != 3 or n.shape[2] != 3 or n.dtype.kind != "f":
+                        problems.append(f"{npth}: normal prior must be a float [H,W,3] array (got {n.dtype} {n.shape})")
+                    elif size is not None and n.shape[:2] != size:
+                        problems.append(f"{npth}: shape {n.shape[:2]} differs from camera {cam_id} (H,W)={size}")
+                    elif not np.isfinite(n).all():
+                        problems.append(f"{npth}: contains non-finite values")
+                    else:
+                        norms = np.linalg.norm(n, axis=-1)
+                        if not np.all((np.abs(norms - 1) < 1e-3) | (norms < 1e-6)):
+                            problems.append(f"{npth}: normals must be unit length (or 0 where undefined)")
+            if meta is not None:
+                mv = meta_by_name.get(name)
+                if mv is None:
+                    problems.append(f"{mp}: has no view entry for {name} (listed in images.txt)")
+                else:
+                    try:
+                        P = np.asarray(mv["world_from_camera"], float)
+                        if P.shape != (4, 4) or not np.allclose(P, pose_from_colmap(q, t), atol=1e-4):
+                            problems.append(f"{mp}: world_from_camera of {name} disagrees with its pose in images.txt")
+                        K = np.asarray(mv["K"], float)
+                        if cams is not None and cam_id in cams and cams[cam_id][0] == "PINHOLE":
+                            fx, fy, cx, cy = cams[cam_id][3]
+                            if K.shape != (3, 3) or not np.allclose([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], [fx, fy, cx, cy], rtol=1e-6, atol=1e-6):
+                                problems.append(f"{mp}: K of {name} disagrees with camera {cam_id} in cameras.txt")
+                    except (KeyError, TypeError, ValueError):
+                        problems.append(f"{mp}: the view entry of {name} lacks a valid K or world_from_camera")
+        # stray files
+        if (root / "images").is_dir():
+            for f in sorted((root / "images").iterdir()):
+                if f.is_file() and f.name not in seen_names:
+                    problems.append(f"{f}: not listed in images.txt")
+        else:
+            problems.append(f"{root / 'images'}: missing folder")
+        if meta is not None:
+            for name in meta_by_name:
+                if name not in seen_names:
+                    problems.append(f"{mp}: view {name} is not listed in images.txt")
+    return problems
+
+
+def summary_sentence(path, problems: list[str]) -> str:
+    n = len(problems)
+    return f"{path} is not a valid refine dataset: {n} problem{'s' if n != 1 else ''} (listed above)"
+
+
+__all__ = ["validate_dataset", "summary_sentence"]

@@ -1,0 +1,667 @@
+"""Verified, resumable download of one file into the models directory.
+
+For one `FileSpec` into `<models_dir>/<model>/<name>`:
+
+1. Take a per-file lock (`fcntl.flock` on `<models_dir>/.locks/<model>--<name>.lock`); a second
+   process waits, then finds the finished file and returns.
+2. Reuse a copy already in a Hugging Face hub cache (verified, then hard-linked or copied).
+3. Otherwise pick up the largest `<name>.<uuid8>.incomplete` left by an earlier run (renamed to
+   this process's own unique name) and try the sources in order: `Range` resume, restart when
+   the server answers 200 to a Range request, retries with exponential backoff on connection
+   errors, timeouts and 5xx, next source on 401/403/404, on an HTML page or on a hash mismatch.
+4. Check the free disk space before writing, hash while streaming (sha256), and atomically
+   rename into place only when size and hash match. Nothing unverified is ever installed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from vd.errors import MissingWeightsError, VdError
+from vd.fetch.manifest import FileSpec, Source
+
+CHUNK = 1 << 20                     # 1 MiB reads and writes
+DISK_MARGIN = 64 << 20              # keep this much free beyond the file itself
+INCOMPLETE = ".incomplete"
+
+
+class DownloadError(VdError):
+    """Every source failed for a file (exit 1); the message lists what each source answered."""
+
+
+class NotEnoughSpace(VdError):
+    """The models directory's disk cannot hold the download; raised before writing anything."""
+
+
+class _Retry(Exception):
+    """A transient failure: wait (unless `now`) and try the same source again."""
+
+    def __init__(self, reason: str, now: bool = False):
+        super().__init__(reason)
+        self.now = now
+
+
+class _NextSource(Exception):
+    """This source cannot deliver the file: move on to the next one."""
+
+
+# --------------------------------------------------------------------------- reporting
+class Reporter:
+    """Progress callbacks; the CLI supplies a rich implementation, the default is silent."""
+
+    def start(self, label: str, total: Optional[int], resumed_from: int = 0) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def restart(self, reason: str) -> None: ...
+    def finish(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class Fetched:
+    """What happened to one file."""
+
+    path: Path
+    sha256: Optional[str]
+    action: str                     # "present" | "downloaded" | "linked" | "copied"
+    source: str = ""
+    resumed_from: int = 0
+    bytes: int = 0
+
+
+# --------------------------------------------------------------------------- settings
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def retries() -> int:
+    return int(_env_float("VD_FETCH_RETRIES", 5))
+
+
+def _fsync_enabled() -> bool:
+    """fsync before the rename (default); VD_FETCH_FSYNC=0 skips it (benchmarks, slow network disks)."""
+    return os.environ.get("VD_FETCH_FSYNC", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def backoff_base() -> float:
+    """Seconds before the first retry (doubled each time, capped at 60 s); VD_FETCH_BACKOFF."""
+    return _env_float("VD_FETCH_BACKOFF", 1.0)
+
+
+# --------------------------------------------------------------------------- helpers
+def sha256_file(path: Path, reporter: Optional[Reporter] = None, label: str = "") -> str:
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    if reporter:
+        reporter.start(label or f"verifying {path.name}", size)
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK * 4)
+        view = memoryview(buf)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            if reporter:
+                reporter.advance(n)
+    if reporter:
+        reporter.finish()
+    return h.hexdigest()
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def read_sidecar(path: Path) -> Optional[str]:
+    """The sha256 recorded for `path` (sha256sum format), if the record is newer than the file."""
+    side = sidecar_path(path)
+    try:
+        if side.stat().st_mtime_ns < path.stat().st_mtime_ns:
+            return None
+        text = side.read_text().split()
+    except OSError:
+        return None
+    if text and len(text[0]) == 64:
+        return text[0].lower()
+    return None
+
+
+def write_sidecar(path: Path, digest: str) -> None:
+    side = sidecar_path(path)
+    tmp = side.with_name(f"{side.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(f"{digest}  {path.name}\n")
+    os.replace(tmp, side)
+
+
+def human(n: Optional[float]) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n}"
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create `path` if needed and make sure files can be created in it; one sentence if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".vd-write-test.{uuid.uuid4().hex[:8]}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise NotEnoughSpace(f"no space left on the device holding the models directory {path}") from e
+        raise VdError(f"the models directory {path} is not writable ({e.strerror or e}); "
+                      "set VD_MODELS_DIR to a writable folder") from e
+    return path
+
+
+def check_disk(path: Path, need: int, what: str) -> None:
+    """Refuse with one sentence when the disk holding `path` has less than `need` bytes free."""
+    if need <= 0:
+        return
+    free = shutil.disk_usage(path).free
+    if free < need + DISK_MARGIN:
+        raise NotEnoughSpace(
+            f"not enough free disk space for {what}: need {human(need)} plus a {human(DISK_MARGIN)} margin, "
+            f"but {path} has {human(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
+
+
+@contextmanager
+def file_lock(lock_path: Path, on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
+    """Exclusive advisory lock (fcntl.flock) held for the `with` block; waits for other holders."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def partials(dest: Path, name: str) -> list[Path]:
+    """Leftover `<name>.<id>.incomplete` files for `name` in `dest`, largest first."""
+    found = []
+    for p in dest.glob(f"{name}.*{INCOMPLETE}"):
+        mid = p.name[len(name) + 1:-len(INCOMPLETE)]
+        if mid and "." not in mid:
+            try:
+                found.append((p.stat().st_size, p))
+            except OSError:
+                pass
+    return [p for _, p in sorted(found, key=lambda t: -t[0])]
+
+
+# --------------------------------------------------------------------------- hub cache
+def hub_cache_dirs() -> list[Path]:
+    """Hugging Face hub caches to look in: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub."""
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    dirs.append(xdg / "huggingface" / "hub")
+    seen, out = set(), []
+    for d in dirs:
+        d = d.expanduser()
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def hub_cache_candidates(spec: FileSpec) -> list[tuple[Source, Path]]:
+    """Existing copies in a Hugging Face hub cache (the ref'd revision first), then in a ModelScope cache."""
+    found = []
+    for src in spec.sources:
+        if src.kind != "hf" or not src.repo or not src.path:
+            continue
+        for cache in hub_cache_dirs():
+            repo_dir = cache / ("models--" + src.repo.replace("/", "--"))
+            snaps = repo_dir / "snapshots"
+            if not snaps.is_dir():
+                continue
+            order = []
+            try:
+                ref = (repo_dir / "refs" / (src.revision or "main")).read_text().strip()
+                order.append(snaps / ref)
+            except OSError:
+                pass
+            order += sorted((p for p in snaps.iterdir() if p not in order), key=lambda p: p.name)
+            for snap in order:
+                f = snap / src.path
+                if f.is_file():
+                    found.append((src, f))
+    for src in spec.sources:
+        if src.kind != "modelscope" or not src.repo or not src.path:
+            continue
+        org, _, name = src.repo.partition("/")
+        for cache in modelscope_cache_dirs():
+            # modelscope >= 1.14 keeps models under hub/models/<org>/<name>; older ones hub/<org>/<name>
+            for base in (cache / "models" / org / name, cache / org / name, cache / "models" / org / name.replace(".", "___")):
+                f = base / src.path
+                if f.is_file():
+                    found.append((src, f))
+                    break
+    return found
+
+
+def modelscope_cache_dirs() -> list[Path]:
+    """ModelScope caches: $MODELSCOPE_CACHE/hub (or itself), else ~/.cache/modelscope/hub."""
+    dirs = []
+    if os.environ.get("MODELSCOPE_CACHE"):
+        root = Path(os.environ["MODELSCOPE_CACHE"]).expanduser()
+        dirs += [root / "hub", root]
+    dirs.append(Path.home() / ".cache" / "modelscope" / "hub")
+    return dirs
+
+
+# --------------------------------------------------------------------------- the downloader
+class FileDownload:
+    """Download one file of a model into `dest`; see the module docstring for the steps."""
+
+    def __init__(self, spec: FileSpec, dest: Path, *, locks: Path, label: str,
+                 client_factory: Optional[Callable[[], object]] = None, offline: bool = False,
+                 reporter: Optional[Reporter] = None, fetch_command: str = "vd fetch",
+                 use_hub_cache: bool = True):
+        self.spec = spec
+        self.dest = dest
+        self.final = dest / spec.name
+        self.lock_path = locks / f"{label.replace('/', '--')}.lock"
+        self.label = label
+        self.client_factory = client_factory
+        self.offline = offline
+        self.reporter = reporter or Reporter()
+        self.fetch_command = fetch_command
+        self.use_hub_cache = use_hub_cache
+        self.tmp = dest / f"{spec.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
+        self._client = None
+
+    # ---- public
+    def run(self) -> Fetched:
+        if (done := self._present()) is not None:
+            return done
+        if self.offline and not (self.use_hub_cache and hub_cache_candidates(self.spec)):
+            raise MissingWeightsError(
+                f"{self.label} is missing and the network is off (--offline / VD_OFFLINE=1); "
+                f"run without it: {self.fetch_command}")
+        ensure_writable_dir(self.dest)
+        waited = []
+
+        def on_wait():
+            waited.append(True)
+            self.reporter.note(f"waiting for another process that is downloading {self.label}")
+
+        with file_lock(self.lock_path, on_wait):
+            if (done := self._present()) is not None:
+                if waited:
+                    self.reporter.note(f"{self.label} was installed by the other process")
+                return done
+            try:
+                if self.use_hub_cache and (got := self._from_hub_cache()) is not None:
+                    return got
+                if self.offline:
+                    raise MissingWeightsError(
+                        f"{self.label} is missing and the network is off (--offline / VD_OFFLINE=1); "
+                        f"run without it: {self.fetch_command}")
+                return self._download()
+            finally:
+                if self._client is not None:
+                    self._client.close()
+
+    # ---- steps
+    def _present(self) -> Optional[Fetched]:
+        try:
+            st = self.final.stat()
+        except OSError:
+            return None
+        if self.spec.size is not None and st.st_size != self.spec.size:
+            return None
+        return Fetched(self.final, self.spec.sha256 or read_sidecar(self.final), "present", bytes=st.st_size)
+
+    def _from_hub_cache(self) -> Optional[Fetched]:
+        for src, path in hub_cache_candidates(self.spec):
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if self.spec.size is not None and size != self.spec.size:
+                continue
+            where = "Hugging Face cache" if src.kind == "hf" else "ModelScope cache"
+            digest = sha256_file(path, self.reporter, f"verifying {self.label} ({where})")
+            if self.spec.sha256 and digest != self.spec.sha256:
+                self.reporter.note(f"ignoring {path}: its sha256 does not match the registry")
+                continue
+            real = path.resolve()
+            try:
+                os.link(real, self.tmp)
+                action = "linked"
+            except OSError:
+                check_disk(self.dest, size, self.label)
+                action = "copied"
+                try:
+                    shutil.copyfile(real, self.tmp)
+                    if sha256_file(self.tmp) != digest:
+                        self.tmp.unlink(missing_ok=True)
+                        continue
+                except BaseException:
+                    self.tmp.unlink(missing_ok=True)
+                    raise
+            self._install(digest)
+            self.reporter.note(f"{self.label}: reused {path} ({action})")
+            return Fetched(self.final, digest, action, source=f"{where} {path}", bytes=size)
+        return None
+
+    def _download(self) -> Fetched:
+        spec = self.spec
+        # take over the largest partial file an earlier (or interrupted) run left behind
+        offset = 0
+        leftovers = partials(self.dest, spec.name)
+        if leftovers:
+            best, rest = leftovers[0], leftovers[1:]
+            for p in rest:
+                p.unlink(missing_ok=True)
+            os.replace(best, self.tmp)
+            offset = self.tmp.stat().st_size
+            if spec.size is not None and offset > spec.size:
+                self.tmp.unlink()
+                offset = 0
+        need = (spec.expected_bytes or 0) - offset
+        check_disk(self.dest, need, self.label)
+
+        failures: list[str] = []
+        for i, src in enumerate(spec.sources):
+            try:
+                digest, resumed_from = self._from_source(src)
+            except _NextSource as e:
+                failures.append(f"{src.label}: {e}")
+                if i + 1 < len(spec.sources):
+                    self.reporter.note(f"{self.label}: {src.label} failed ({e}); trying the next source")
+                continue
+            size = self.tmp.stat().st_size
+            self._install(digest)
+            return Fetched(self.final, digest, "downloaded", source=src.label,
+                           resumed_from=resumed_from, bytes=size)
+        # a partial file stays for the next run to resume (it is removed when known to be wrong)
+        try:
+            if self.tmp.stat().st_size == 0:
+                self.tmp.unlink()
+        except OSError:
+            pass
+        hint = ""
+        if any(s.gated for s in spec.sources) and any(("401" in f or "403" in f) for f in failures):
+            gated = next(s for s in spec.sources if s.gated)
+            hint = (f"; the Hugging Face repo is gated: accept its licence at "
+                    f"https://huggingface.co/{gated.repo} and set HF_TOKEN")
+        raise DownloadError(f"could not download {self.label}: " + "; ".join(failures) + hint)
+
+    def _from_source(self, src: Source) -> tuple[str, int]:
+        """Bring `self.tmp` to the complete, verified file from `src`; returns (sha256, resumed_from)."""
+        max_tries = retries()
+        attempt = 0
+        total_attempts = 0
+        restarted_after_mismatch = False
+        first_offset = None
+        while True:
+            offset = self.tmp.stat().st_size if self.tmp.exists() else 0
+            if first_offset is None:
+                first_offset = offset
+            total_attempts += 1
+            try:
+                self._hasher = self._hash_prefix(offset)
+                got = self._attempt(src, offset)
+                digest = self._hasher.hexdigest()
+                size = self.tmp.stat().st_size
+                if self.spec.size is not None and size != self.spec.size:
+                    raise _Retry(f"got {size} bytes, expected {self.spec.size}")
+                if self.spec.sha256 and digest != self.spec.sha256:
+                    if first_offset and not restarted_after_mismatch:
+                        # the resumed-from part may be stale: one clean try from zero
+                        restarted_after_mismatch = True
+                        self.reporter.restart("sha256 mismatch after resuming; starting over")
+                        self._truncate()
+                        first_offset = 0
+                        continue
+                    self.tmp.unlink(missing_ok=True)
+                    raise _NextSource(f"sha256 mismatch (got {digest[:12]}…, expected {self.spec.sha256[:12]}…)")
+                return digest, got
+            except _Retry as e:
+                progressed = self.tmp.exists() and self.tmp.stat().st_size > offset
+                attempt = 0 if progressed else attempt + 1
+                if attempt > max_tries or total_attempts > 20 * max(1, max_tries):
+                    raise _NextSource(f"{e} (gave up after {total_attempts} attempts)") from None
+                if not e.now:
+                    delay = min(60.0, backoff_base() * (2 ** max(0, attempt - 1)))
+                    self.reporter.note(f"{self.label}: {e}; retrying in {delay:.1f} s")
+                    time.sleep(delay)
+
+    def _hash_prefix(self, offset: int):
+        h = hashlib.sha256()
+        if offset:
+            with open(self.tmp, "rb", buffering=0) as f:
+                remaining = offset
+                while remaining:
+                    b = f.read(min(CHUNK * 4, remaining))
+                    if not b:
+                        break
+                    h.update(b)
+                    remaining -= len(b)
+        return h
+
+    def _truncate(self) -> None:
+        with open(self.tmp, "wb"):
+            pass
+        self._hasher = hashlib.sha256()
+
+    def _attempt(self, src: Source, offset: int) -> int:
+        """One request; appends to self.tmp. Returns the offset it resumed from."""
+        if src.kind == "file":
+            return self._attempt_file(src, offset)
+        import httpx
+
+        if self._client is None:
+            from vd.fetch.net import make_client
+
+            self._client = (self.client_factory or make_client)()
+        headers = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        if src.auth == "hf":
+            from vd.fetch.net import hf_token
+
+            tok = hf_token()
+            if tok:
+                headers["Authorization"] = f"Bearer {tok}"
+        try:
+            with self._client.stream("GET", src.url, headers=headers) as r:
+                status = r.status_code
+                if status == 416 and offset:
+                    if self.spec.size is not None and offset == self.spec.size:
+                        return offset                 # already complete; verification follows
+                    self.reporter.restart("server refused the resume range; starting over")
+                    self._truncate()
+                    raise _Retry("HTTP 416 on resume", now=True)
+                if status in (401, 403):
+                    raise _NextSource(f"HTTP {status} (access denied{'' if headers.get('Authorization') or src.auth != 'hf' else '; no HF_TOKEN set'})")
+                if status in (404, 410):
+                    raise _NextSource(f"HTTP {status} (not found)")
+                if status in (408, 425, 429) or status >= 500:
+                    raise _Retry(f"HTTP {status} from {src.label}")
+                if status not in (200, 206):
+                    raise _NextSource(f"HTTP {status}")
+                ctype = r.headers.get("content-type", "").lower()
+                if ctype.startswith(("text/html", "application/xhtml")):
+                    raise _NextSource("served an HTML page instead of the file (an error or login page?)")
+                resumed = offset
+                if status == 206:
+                    start, total = _content_range(r.headers.get("content-range", ""))
+                    if start != offset:
+                        self.reporter.restart("server answered a different range; starting over")
+                        self._truncate()
+                        raise _Retry("unexpected Content-Range", now=True)
+                else:  # 200: whole body
+                    total = _int(r.headers.get("content-length"))
+                    if offset:
+                        self.reporter.restart("server ignored the Range request; starting over")
+                        self._truncate()
+                        offset = resumed = 0
+                if total is not None and self.spec.size is not None and total != self.spec.size:
+                    raise _NextSource(f"served {total} bytes, expected {self.spec.size}")
+                self._stream_into(r.iter_raw(), offset, total)
+                return resumed
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as e:
+            raise _Retry(f"{type(e).__name__}: {e or 'connection problem'}") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+            raise _NextSource(str(e)) from None
+        except httpx.TooManyRedirects:
+            raise _NextSource("too many redirects") from None
+
+    def _attempt_file(self, src: Source, offset: int) -> int:
+        from urllib.parse import unquote, urlsplit
+
+        path = Path(unquote(urlsplit(src.url).path))
+        try:
+            size = path.stat().st_size
+            if self.spec.size is not None and size != self.spec.size:
+                raise _NextSource(f"{path} has {size} bytes, expected {self.spec.size}")
+            if offset > size:
+                self._truncate()
+                offset = 0
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise _NextSource("not found") from None
+        except PermissionError:
+            raise _NextSource("permission denied") from None
+        with f:
+            f.seek(offset)
+            self._stream_into(iter(lambda: f.read(CHUNK), b""), offset, size)
+        return offset
+
+    def _stream_into(self, chunks, offset: int, total: Optional[int]) -> None:
+        """Append `chunks` to self.tmp in ~1 MiB writes; sha256 runs in a helper thread meanwhile."""
+        limit = self.spec.size
+        note = f" (resumed from {human(offset)})" if offset else ""
+        self.reporter.start(f"{self.label}{note}", total if total is not None else self.spec.expected_bytes, offset)
+        bg = _BackgroundHash(self._hasher)
+        parts: list = []
+        pending = 0
+        pos = offset
+        try:
+            with open(self.tmp, "ab") as f:
+                try:
+                    for chunk in chunks:
+                        parts.append(chunk)
+                        pending += len(chunk)
+                        if pending >= CHUNK:
+                            pos = self._flush(f, parts, pending, pos, limit, bg)
+                            pending = 0
+                finally:
+                    # bytes received before a dropped connection are a valid prefix: keep them
+                    if pending:
+                        pos = self._flush(f, parts, pending, pos, limit, bg)
+                f.flush()
+                if _fsync_enabled():
+                    os.fsync(f.fileno())
+        finally:
+            bg.finish()
+            self.reporter.finish()
+
+    def _flush(self, f, parts: list, n: int, pos: int, limit: Optional[int], bg: "_BackgroundHash") -> int:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        if limit is not None and pos + n > limit:
+            bg.finish()
+            f.truncate(0)
+            self._hasher = hashlib.sha256()
+            raise _NextSource(f"served more than the expected {limit} bytes")
+        f.write(data)
+        bg.update(data)
+        self.reporter.advance(n)
+        return pos + n
+
+    def _install(self, digest: str) -> None:
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.final)
+        if self.spec.sha256 is None:
+            write_sidecar(self.final, digest)
+        try:
+            dfd = os.open(self.dest, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+
+
+class _BackgroundHash:
+    """Feed a hashlib object from a helper thread (hashlib releases the GIL), bounded queue."""
+
+    def __init__(self, h):
+        import queue
+        import threading
+
+        self.h = h
+        self.q: "queue.Queue" = queue.Queue(maxsize=16)
+        self.done = False
+        self.t = threading.Thread(target=self._run, name="vd-sha256", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while True:
+            b = self.q.get()
+            if b is None:
+                return
+            self.h.update(b)
+
+    def update(self, data: bytes) -> None:
+        self.q.put(data)
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.q.put(None)
+            self.t.join()
+
+
+def _int(v) -> Optional[int]:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _content_range(value: str) -> tuple[Optional[int], Optional[int]]:
+    """('bytes 100-199/200') -> (100, 200); total None when '*'."""
+    try:
+        unit, rng = value.strip().split(" ", 1)
+        span, total = rng.split("/", 1)
+        start = int(span.split("-", 1)[0])
+        return start, (None if total.strip() == "*" else int(total))
+    except (ValueError, AttributeError):
+        return None, None

@@ -1,0 +1,182 @@
+"""The `moge` depth backend: MoGe-2 (ViT-L, normal head) through the `moge` package.
+
+Install: `pip install "vd[moge]"` then `pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3`
+(see .ci/nodeps.txt). dlr-moge declares torchvision, gradio, trimesh, matplotlib and
+opencv-python as dependencies, but the model code (`moge.model.v2`) needs none of them: only
+torch, numpy, scipy, opencv (any flavour; we ship opencv-python-headless), huggingface_hub
+(imported for `hf_hub_download`, never called for a local file) and `utils3d` (dlr-utils3d, whose
+own moderngl/matplotlib dependencies are only used by its rendering helpers). No torchvision
+shim is needed. Weights: `vd fetch moge` (Ruicheng/moge-2-vitl-normal `model.pt`, a dict with
+`model_config` and `model`, read by MoGe's own `from_pretrained` with
+`torch.load(weights_only=True)`).
+
+Output: metric z-depth (MoGe-2's scale head), K from MoGe's FoV estimate (centred principal
+point) unless a focal/FoV is given — then MoGe solves only for the depth shift with that FoV
+(upstream bug 6: the port ignored the K it was handed), the validity mask, unit normals in the
+OpenCV camera frame.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from vd.errors import MissingWeightsError, VdError
+from vd.models.depth import DepthBackend, DepthResult, check_rgb
+
+MOGE_INSTALL = 'pip install "vd[moge]" && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3'
+
+
+def import_moge_model():
+    """`moge.model.v2.MoGeModel`, or a VdError with the install command."""
+    try:
+        from moge.model.v2 import MoGeModel
+    except ImportError as e:
+        raise VdError(f"the moge depth backend needs the MoGe package ({e.name or e}); install it with: {MOGE_INSTALL}") from None
+    return MoGeModel
+
+
+def load_moge(path, device: str = "cpu"):
+    """Load a MoGe-2 `model.pt` (the published layout) onto `device`, in eval mode."""
+    import torch
+
+    MoGeModel = import_moge_model()
+    try:
+        model = MoGeModel.from_pretrained(str(path))
+    except Exception as e:  # torch.load's UnpicklingError, a missing key, a shape mismatch...
+        raise VdError(f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); re-fetch with: vd fetch moge --force") from None
+    model = model.to(torch.device(device)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class MogeDepth(DepthBackend):
+    name = "moge"
+    estimates_novel_views = True
+
+    def __init__(self, *, device=None, focal=None, fov=None, auto_fetch=None, weights: Optional[Path] = None,
+                 resolution_level: int = 9):
+        self._device = device
+        self.focal, self.fov = focal, fov
+        self.auto_fetch = auto_fetch
+        self._weights = Path(weights) if weights is not None else None
+        self.resolution_level = int(resolution_level)
+        self._model = None
+        self._identity: Optional[str] = None
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from vd.paths import default_device
+
+            self._device = default_device()
+        return str(self._device)
+
+    def weights_path(self) -> Path:
+        if self._weights is not None:
+            return self._weights
+        try:
+            from vd.fetch.registry import require
+        except ImportError:  # pragma: no cover - the fetch module ships with vd
+            raise MissingWeightsError("model weights for 'moge' are missing; run: vd fetch moge") from None
+        files = require("moge", auto_fetch=self.auto_fetch)
+        self._weights = Path(files["model.pt"])
+        return self._weights
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            path = self.weights_path()  # fails first with the fetch command when missing
+            try:
+                from vd.fetch.registry import weights_id
+
+                wid = weights_id("moge") if self._weights_from_registry(path) else None
+            except ImportError:  # pragma: no cover
+                wid = None
+            if wid is None:
+                import xxhash
+
+                h = xxhash.xxh3_128()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 22), b""):
+                        h.update(chunk)
+                wid = f"moge:model.pt=xxh3:{h.hexdigest()}"
+            self._identity = f"{wid}:level={self.resolution_level}:focal={self.focal}:fov={self.fov}"
+        return self._identity
+
+    @staticmethod
+    def _weights_from_registry(path: Path) -> bool:
+        try:
+            from vd.fetch.registry import model_dir
+
+            return Path(path).resolve().parent == model_dir("moge").resolve()
+        except Exception:
+            return False
+
+    def _load(self):
+        if self._model is None:
+            from vd import console
+
+            path = self.weights_path()
+            with console.status(f"loading MoGe-2 on {self.device}"):
+                self._model = load_moge(path, self.device)
+        return self._model
+
+    def estimate(self, rgb, K_hint=None, **_ignored) -> DepthResult:
+        import torch
+
+        rgb = check_rgb(rgb)
+        H, W = rgb.shape[:2]
+        model = self._load()
+        fov_x = None
+        if K_hint is not None:
+            fx = float(np.asarray(K_hint)[0, 0])
+            fov_x = math.degrees(2 * math.atan(W / (2 * fx)))
+        elif self.focal is not None:
+            fov_x = math.degrees(2 * math.atan(W / (2 * float(self.focal))))
+        elif self.fov is not None:
+            fov_x = float(self.fov)
+        dev = next(model.parameters()).device
+        image = torch.from_numpy(rgb.copy()).to(dev).permute(2, 0, 1).float().div_(255.0)
+        import warnings
+
+        with warnings.catch_warnings():
+            # MoGe opens a float32 CPU autocast region that torch reports as unsupported (harmless)
+            warnings.filterwarnings("ignore", message=".*CPU autocast.*|.*In CPU autocast.*")
+            out = model.infer(
+                image,
+                resolution_level=self.resolution_level,
+                fov_x=fov_x,
+                use_fp16=dev.type == "cuda",
+                apply_mask=True,
+            )
+        depth = out["depth"].float().cpu().numpy()
+        mask = out["mask"].cpu().numpy().astype(bool) if "mask" in out else np.ones((H, W), bool)
+        valid = mask & np.isfinite(depth) & (depth > 0)
+        depth = np.where(valid, depth, 0).astype(np.float32)
+        Kn = out["intrinsics"].float().cpu().numpy().astype(np.float64)  # normalised (uv in [0,1])
+        K = np.array(
+            [[Kn[0, 0] * W, 0, Kn[0, 2] * W - 0.5], [0, Kn[1, 1] * H, Kn[1, 2] * H - 0.5], [0, 0, 1]], dtype=np.float32
+        )
+        if K_hint is not None:
+            K = np.asarray(K_hint, dtype=np.float32).reshape(3, 3)
+        normals = None
+        if "normal" in out:
+            n = out["normal"].float().cpu().numpy().astype(np.float32)
+            n[~valid] = 0
+            normals = n
+        return DepthResult(depth=depth, K=K, valid=valid, normals=normals)
+
+    def release(self) -> None:
+        if self._model is not None:
+            from vd.models.memory import release_torch_memory
+
+            self._model = None
+            release_torch_memory()
+
+
+__all__ = ["MogeDepth", "load_moge", "import_moge_model", "MOGE_INSTALL"]

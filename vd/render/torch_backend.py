@@ -1,0 +1,311 @@
+"""A vectorised tile-based EWA rasteriser in pure torch (CPU, differentiable through autograd).
+
+It follows gsplat 1.5's classic pinhole model so the two backends agree:
+
+- projection: camera-space means, J·W·Σ·Wᵀ·Jᵀ with the view-frustum clamp of the Jacobian,
+  ``eps2d`` (0.3 px²) added to the 2D covariance, conic = its inverse; per-axis bounding radii
+  ``ceil(3.33·σ)``; culled when behind ``near``, beyond ``far`` or outside the image;
+- pixel centres at (x + 0.5, y + 0.5);
+- alpha = min(0.999, o·exp(−σ)), skipped below 1/255, front-to-back compositing that stops
+  when the transmittance would fall to 1e-4;
+- colours from SH (+0.5, clamped at 0) with view directions from the camera centre;
+- "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ.
+
+The rasteriser assigns Gaussians to tiles, sorts the (tile, depth) pairs once, groups tiles of
+similar list length into padded blocks [tiles, L, pixels-per-tile] and composites each block
+with one cumulative sum along L, so the whole frame is a handful of large tensor operations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from vd.gaussians import Gaussians, quat_to_rotmat
+from vd.render.sh import eval_sh
+
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.999
+T_MIN = 1e-4
+
+
+def project(
+    means: Tensor,
+    covars: Tensor,
+    viewmat: Tensor,
+    K: Tensor,
+    width: int,
+    height: int,
+    *,
+    eps2d: float = 0.3,
+    near: float = 0.01,
+    far: float = 1e10,
+):
+    """Project N Gaussians into one pinhole camera.
+
+    Returns means2d [N,2], conics [N,3] (a, b, c of the inverse 2D covariance), depths [N],
+    radii [N,2] (int, 0 for culled Gaussians).
+    """
+    R = viewmat[:3, :3]
+    t = viewmat[:3, 3]
+    mc = means @ R.T + t  # [N,3]
+    cc = R @ covars @ R.T  # [N,3,3]
+    tx, ty, tz = mc.unbind(-1)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tan_fovx = 0.5 * width / fx
+    tan_fovy = 0.5 * height / fy
+    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
+    lim_x_neg = cx / fx + 0.3 * tan_fovx
+    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
+    lim_y_neg = cy / fy + 0.3 * tan_fovy
+    safe_z = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)
+    txc = safe_z * torch.clamp(tx / safe_z, min=-lim_x_neg, max=lim_x_pos)
+    tyc = safe_z * torch.clamp(ty / safe_z, min=-lim_y_neg, max=lim_y_pos)
+    iz = 1.0 / safe_z
+    # J = [[fx/z, 0, -fx x/z^2], [0, fy/z, -fy y/z^2]]
+    j00 = fx * iz
+    j02 = -fx * txc * iz * iz
+    j11 = fy * iz
+    j12 = -fy * tyc * iz * iz
+    c00, c01, c02 = cc[:, 0, 0], cc[:, 0, 1], cc[:, 0, 2]
+    c11, c12, c22 = cc[:, 1, 1], cc[:, 1, 2], cc[:, 2, 2]
+    a = j00 * j00 * c00 + 2 * j00 * j02 * c02 + j02 * j02 * c22 + eps2d
+    b = j00 * j11 * c01 + j00 * j12 * c02 + j02 * j11 * c12 + j02 * j12 * c22
+    c = j11 * j11 * c11 + 2 * j11 * j12 * c12 + j12 * j12 * c22 + eps2d
+    det = (a * c - b * b).clamp_min(1e-10)
+    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
+    means2d = torch.stack([fx * tx * iz + cx, fy * ty * iz + cy], dim=-1)
+    with torch.no_grad():
+        rx = torch.ceil(3.33 * torch.sqrt(a.clamp_min(0)))
+        ry = torch.ceil(3.33 * torch.sqrt(c.clamp_min(0)))
+        valid = (a * c - b * b > 0) & (tz > near) & (tz < far)
+        valid &= torch.isfinite(means2d).all(-1) & torch.isfinite(rx) & torch.isfinite(ry)
+        m2 = means2d.detach()
+        inside = (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < width) & (m2[:, 1] + ry > 0) & (m2[:, 1] - ry < height)
+        keep = valid & inside
+        radii = torch.stack([rx, ry], -1)
+        radii = torch.where(keep[:, None], radii, torch.zeros_like(radii)).to(torch.int32)
+    return means2d, conics, tz, radii
+
+
+def covariances(g: Gaussians) -> Tensor:
+    R = quat_to_rotmat(g.quats)
+    s = torch.exp(g.log_scales)
+    M = R * s[:, None, :]
+    return M @ M.transpose(1, 2)
+
+
+@torch.no_grad()
+def _tile_pairs(means2d: Tensor, radii: Tensor, depths: Tensor, tile: int, tw: int, th: int):
+    """Sorted (tile id, Gaussian id) pairs for the visible Gaussians, depth-ordered in each tile."""
+    vis = (radii > 0).all(-1).nonzero().squeeze(1)
+    if vis.numel() == 0:
+        e = torch.zeros(0, dtype=torch.long)
+        return e, e
+    m = means2d[vis]
+    r = radii[vis].to(m.dtype)
+    tmin_x = torch.floor((m[:, 0] - r[:, 0]) / tile).clamp(0, tw).long()
+    tmax_x = torch.ceil((m[:, 0] + r[:, 0]) / tile).clamp(0, tw).long()
+    tmin_y = torch.floor((m[:, 1] - r[:, 1]) / tile).clamp(0, th).long()
+    tmax_y = torch.ceil((m[:, 1] + r[:, 1]) / tile).clamp(0, th).long()
+    nx = tmax_x - tmin_x
+    ny = tmax_y - tmin_y
+    cnt = nx * ny
+    # depth order first, then a stable sort by tile keeps depth order inside each tile
+    order = torch.argsort(depths[vis], stable=True)
+    order = order[cnt[order] > 0]
+    cnt_o = cnt[order]
+    total = int(cnt_o.sum())
+    if total == 0:
+        e = torch.zeros(0, dtype=torch.long)
+        return e, e
+    rep = torch.repeat_interleave(torch.arange(order.numel()), cnt_o)
+    starts = torch.cumsum(cnt_o, 0) - cnt_o
+    k = torch.arange(total) - starts[rep]
+    go = order[rep]
+    nxo = nx[go]
+    tx = tmin_x[go] + k % nxo
+    ty = tmin_y[go] + torch.div(k, nxo, rounding_mode="floor")
+    tile_id = ty * tw + tx
+    tile_id, perm = torch.sort(tile_id, stable=True)
+    gid = vis[go[perm]]
+    return tile_id, gid
+
+
+def _pixel_basis(tile: int, dtype) -> Tensor:
+    """[6, B] monomials (1, u, v, u², v², uv) of the tile-local pixel centres (u, v)."""
+    v, u = torch.meshgrid(torch.arange(tile, dtype=torch.float64), torch.arange(tile, dtype=torch.float64), indexing="ij")
+    u = u.reshape(-1) + 0.5
+    v = v.reshape(-1) + 0.5
+    return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v]).to(dtype)
+
+
+def _composite_fwd(coef: Tensor, op: Tensor, basis: Tensor, with_state: bool = False):
+    """Front-to-back weights of one padded block: coef [t,L,6], op [t,L] -> w [t,L,B] (+ state)."""
+    sigma = torch.matmul(coef, basis).clamp_min_(0.0)  # [t,L,B]
+    alpha = torch.exp_(sigma.neg_()).mul_(op[:, :, None])
+    alpha = torch.where(alpha >= ALPHA_MIN, alpha.clamp_max(ALPHA_MAX), torch.zeros((), dtype=alpha.dtype))
+    log1m = torch.log1p(-alpha)
+    csum = torch.cumsum(log1m, dim=1)
+    live = csum > math.log(T_MIN)  # stop before the transmittance falls to T_MIN (gsplat)
+    t_excl = torch.exp_(csum.sub_(log1m))
+    w = t_excl * alpha
+    w = w.mul_(live)
+    if with_state:
+        return w, alpha, t_excl, live
+    return w
+
+
+class _Composite(torch.autograd.Function):
+    """Alpha compositing of padded per-tile Gaussian lists with a hand-written backward.
+
+    Inputs: coef [t,L,6] (quadratic form of σ over tile-local pixel coordinates), op [t,L]
+    (opacities), feats [t,L,F] (colour, depth). Output [t,B,F+1] (features and alpha). The
+    backward recomputes the forward (nothing of size [t,L,B] is kept between the passes).
+    """
+
+    @staticmethod
+    def forward(ctx, coef, op, feats, basis):
+        w = _composite_fwd(coef, op, basis)
+        fb = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1)
+        out = torch.bmm(w.transpose(1, 2), fb)
+        ctx.save_for_backward(coef, op, feats, basis)
+        return out
+
+    @staticmethod
+    def backward(ctx, g_out):
+        coef, op, feats, basis = ctx.saved_tensors
+        w, alpha, t_excl, live = _composite_fwd(coef, op, basis, with_state=True)
+        fb = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1)  # [t,L,F+1]
+        g_out = g_out.contiguous()
+        g_feats = torch.bmm(w, g_out)[:, :, :-1]  # [t,L,F]
+        fg = torch.bmm(fb, g_out.transpose(1, 2))  # [t,L,B]  f_i · g
+        wfg = w * fg
+        # S_i = sum_{j>i} w_j (f_j·g): total minus inclusive prefix sum
+        suffix = wfg.sum(dim=1, keepdim=True) - torch.cumsum(wfg, dim=1)
+        d_alpha = t_excl * fg - suffix / (1.0 - alpha)
+        ok = live & (alpha > 0) & (alpha < ALPHA_MAX)
+        d_alpha = d_alpha * ok
+        # alpha = op * exp(-sigma): d/dop = alpha/op, d/dsigma = -alpha
+        da = d_alpha * alpha
+        g_op = da.sum(-1) / op.clamp_min(1e-30)
+        g_sigma = -da
+        g_coef = torch.matmul(g_sigma, basis.T)  # [t,L,6]
+        return g_coef, g_op, g_feats, None
+
+
+def rasterize(
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    feats: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    width: int,
+    height: int,
+    *,
+    tile: int = 16,
+    block_elems: int = 1 << 22,
+):
+    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W])."""
+    dev, dt = means2d.device, means2d.dtype
+    F = feats.shape[1]
+    tw = (width + tile - 1) // tile
+    th = (height + tile - 1) // tile
+    T = tw * th
+    B = tile * tile
+    tile_id, gid = _tile_pairs(means2d.detach(), radii, depths.detach(), tile, tw, th)
+    out = torch.zeros(T, B, F + 1, dtype=dt, device=dev)
+    if gid.numel() == 0:
+        img = out
+    else:
+        N = means2d.shape[0]
+        # one padding row (index N) with opacity 0
+        pad1 = lambda x: torch.cat([x, torch.zeros_like(x[:1])], 0)  # noqa: E731
+        mx = pad1(means2d[:, 0])
+        my = pad1(means2d[:, 1])
+        ca, cb, cc = (pad1(conics[:, i]) for i in range(3))
+        op = pad1(opacities)
+        ft = pad1(feats)
+        basis = _pixel_basis(tile, dt).to(dev)
+        counts = torch.bincount(tile_id, minlength=T)
+        starts = torch.cumsum(counts, 0) - counts
+        tiles = (counts > 0).nonzero().squeeze(1)
+        tiles = tiles[torch.argsort(counts[tiles], stable=True)]
+        tcounts = counts[tiles].tolist()
+        results, ids = [], []
+        i = 0
+        nt = len(tcounts)
+        while i < nt:
+            # grow the block while the padded size stays in budget (counts ascend)
+            j = i + 1
+            while j < nt and (j + 1 - i) * tcounts[j] * B <= block_elems:
+                j += 1
+            blk = tiles[i:j]
+            L = tcounts[j - 1]
+            ar = torch.arange(L)
+            pos = starts[blk][:, None] + ar[None, :]
+            live = ar[None, :] < counts[blk][:, None]
+            g = torch.where(live, gid[pos.clamp_max(gid.numel() - 1)], torch.full_like(pos, N))
+            x0 = (blk % tw).to(dt)[:, None] * tile
+            y0 = torch.div(blk, tw, rounding_mode="floor").to(dt)[:, None] * tile
+            dxm = mx[g] - x0  # [t,L] Gaussian centre in tile-local coordinates
+            dym = my[g] - y0
+            a, b, c = ca[g], cb[g], cc[g]
+            coef = torch.stack(
+                [
+                    0.5 * a * dxm * dxm + 0.5 * c * dym * dym + b * dxm * dym,
+                    -(a * dxm + b * dym),
+                    -(c * dym + b * dxm),
+                    0.5 * a,
+                    0.5 * c,
+                    b,
+                ],
+                dim=-1,
+            )
+            results.append(_Composite.apply(coef, op[g], ft[g], basis))
+            ids.append(blk)
+            i = j
+        img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0))
+    img = img.reshape(th, tw, tile, tile, F + 1).permute(0, 2, 1, 3, 4).reshape(th * tile, tw * tile, F + 1)
+    img = img[:height, :width]
+    return img[..., :F], img[..., F]
+
+
+def render_torch(
+    g: Gaussians,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    *,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+    tile: int = 16,
+    block_elems: int = 1 << 22,
+):
+    """Render each camera; returns rgb [C,H,W,3], expected depth [C,H,W], alpha [C,H,W]."""
+    covars = covariances(g)
+    opac = torch.sigmoid(g.opacity_logits)
+    rgbs, deps, alphas = [], [], []
+    for c in range(viewmats.shape[0]):
+        vm = viewmats[c]
+        means2d, conics, depths, radii = project(
+            g.means, covars, vm, Ks[c], width, height, eps2d=eps2d, near=near, far=far
+        )
+        if g.sh.shape[1] > 1:
+            campos = -vm[:3, :3].T @ vm[:3, 3]
+            colors = eval_sh(g.sh, g.means - campos)
+        else:
+            colors = eval_sh(g.sh, None)
+        feats = torch.cat([colors, depths[:, None]], dim=-1)
+        img, alpha = rasterize(
+            means2d, conics, opac, feats, radii, depths, width, height, tile=tile, block_elems=block_elems
+        )
+        rgbs.append(img[..., :3])
+        deps.append(img[..., 3] / alpha.clamp_min(1e-10))
+        alphas.append(alpha)
+    return torch.stack(rgbs), torch.stack(deps), torch.stack(alphas)
