@@ -408,11 +408,17 @@ class Cache:
             total += st.st_size
         return n, total
 
-    def verify(self, *, repair: bool = False) -> dict:
-        """Check every record's objects; with repair, drop broken records and orphans."""
+    def verify(self, *, repair: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+        """Check every record's objects; with repair, drop broken records and orphans.
+
+        `progress(done, total)` is called after each record.
+        """
         report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}
         checked: dict[str, bool] = {}
-        for r in self.records():
+        records = self.records()
+        for i, r in enumerate(records):
+            if progress is not None:
+                progress(i, len(records))
             report["records"] += 1
             broken = []
             for name, a in r.artifacts.items():
@@ -444,6 +450,27 @@ class Cache:
         if repair:
             self.gc()
         return report
+
+    @staticmethod
+    def force_clear(root: str | os.PathLike | None = None) -> int:
+        """Delete the index and every object without opening the index (for a corrupt index).
+
+        Model weights (models/) and CACHEDIR.TAG stay. Returns the bytes freed.
+        """
+        from vd.paths import cache_dir
+
+        root = Path(root).expanduser() if root is not None else cache_dir()
+        freed = 0
+        for _, _, st in objects.iter_objects(root / "objects"):
+            freed += st.st_size
+        try:
+            for name in ("index", "objects"):
+                if (root / name).exists():
+                    shutil.rmtree(root / name)
+            (root / "objects").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise objects._wrap(e, root) from e
+        return freed
 
     def clear(self) -> tuple[int, int]:
         """Delete every record and object (model weights are not touched)."""

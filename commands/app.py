@@ -53,7 +53,7 @@ def _version(value: bool) -> None:
 def _global(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results on stdout and errors on stderr; no tables or bars."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     from vd import console
 

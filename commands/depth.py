@@ -19,7 +19,7 @@ def depth(
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels of the original image."),
     fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
     intrinsics: Optional[Path] = typer.Option(
-        None, "--intrinsics", help="Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg) for the file backend."
+        None, "--intrinsics", help="Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg; optional width/height it refers to). Default for the file backend: <stem>.intrinsics.json or intrinsics.json beside the image."
     ),
     max_resolution: int = common.MAX_RES,
     depth_device: Optional[str] = typer.Option(

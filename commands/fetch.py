@@ -16,6 +16,7 @@ def fetch(
     offline: bool = typer.Option(False, "--offline", help="No network: only report what is missing (also VD_OFFLINE=1); exit 3 if anything is."),
     proxy: Optional[str] = typer.Option(None, "--proxy", help="Proxy URL (http://, https://, socks5://, socks5h://); default from HTTP(S)_PROXY / ALL_PROXY / NO_PROXY."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="A JSON manifest of models and sources, same format as the built-in registry (also VD_MANIFEST)."),
+    force: bool = typer.Option(False, "--force", help="Download again even if present (the old file is replaced only once the new one verifies)."),
 ) -> None:
     """Download model weights into $VD_MODELS_DIR, resuming and verifying every file.
 
@@ -30,6 +31,10 @@ def fetch(
 
     if sum(bool(x) for x in (list_, verify)) > 1:
         raise UsageError("--list and --verify cannot be combined")
+    if force and (list_ or verify):
+        raise UsageError("--force downloads; it cannot be combined with --list or --verify")
+    if force and (offline or env_offline()):
+        raise UsageError("--force needs the network; drop --offline / VD_OFFLINE")
     names = models or None
 
     if list_:
@@ -60,13 +65,21 @@ def fetch(
 
     is_offline = offline or env_offline()
     with registry.ConsoleReporter() as rep:
-        report = registry.fetch(names, offline=is_offline, proxy=proxy, manifest_path=manifest, reporter=rep)
+        report = registry.fetch(names, offline=is_offline, proxy=proxy, manifest_path=manifest, reporter=rep,
+                                force=force)
     if json_:
         console.out_json({"models_dir": str(registry.models_dir()), "offline": is_offline,
                           "files": [r.as_dict() for r in report.results + report.missing]})
     else:
         for r in report.results:
             console.out(str(r.path))
+    counts: dict = {}
+    for r in report.results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    if counts:
+        words = {"downloaded": "downloaded", "linked": "linked from a hub cache", "copied": "copied from a hub cache",
+                 "present": "already present"}
+        console.info(", ".join(f"{n} {words.get(a, a)}" for a, n in counts.items()) + f" in {registry.models_dir()}")
     if report.missing:
         which = list(dict.fromkeys(r.model for r in report.missing))
         raise MissingWeightsError(

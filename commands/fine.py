@@ -49,11 +49,15 @@ def fine(
         inpaint_backend, device=device, offload=offload, allow_classical=allow_classical,
         guidance=params.guidance, auto_fetch=True if fetch else None,
     )
+    from vd.models import memory
+
     for job in jobs:
-        result = stage.run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
-                                image=job.image)
+        with memory.track(f"fine {job.source.name}", device=dev):
+            result = stage.run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
+                                    image=job.image)
         stage.print_summary(result)
         if json_:
             console.out_json({"input": str(job.source), **result.to_json()})
         else:
             console.out(result.ply, result.summary_path, *result.strips)
+    memory.print_table("vd fine: memory")

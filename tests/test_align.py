@@ -92,3 +92,22 @@ def test_complete_depth_outside_frame_and_invalid():
     assert (out > 0).all()
     with pytest.raises(ValueError):
         complete_depth(np.zeros((4, 4), np.float32), np.ones((4, 4), bool))
+
+
+def test_spawn_edges_keep_slopes_flag_jumps():
+    from vd.align import spawn_edges
+    from vd.models.depth import depth_edges
+
+    H, W = 96, 128
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    # a plane seen at a grazing angle: depth = 1 / (a*v + c), steep but smooth
+    plane = 1.0 / (0.004 * yy + 0.2)
+    d = plane.copy()
+    d[40:60, 50:80] = 1.5  # a box in front: a real discontinuity
+    e_model = depth_edges(d, d > 0)
+    e = spawn_edges(d, d > 0)
+    slope_rows = slice(2, 30)
+    assert e_model[slope_rows].mean() > 0.3  # the plain rule flags the slope ...
+    assert e[slope_rows].mean() < 0.02  # ... spawn_edges does not
+    assert e[40:60, 48:52].any() and e[38:42, 55:75].any()  # box outline is an edge
+    assert not e[50, 65]  # box interior is not

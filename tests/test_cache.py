@@ -331,15 +331,16 @@ def test_sigkill_mid_write_leaves_no_entry_and_no_partial_object(vd_dirs, tmp_pa
 
 _RACER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from vd.cache import Cache
 
     go = Path(sys.argv[1])
     payload = bytes(range(256)) * (16 << 12)  # 16 MiB, identical in both processes
     cache = Cache.open()
+    (go.parent / f"ready-{os.getpid()}").write_text("ready")
     while not go.exists():
-        time.sleep(0.005)
+        time.sleep(0.002)
     rec, hit = cache.memoise("e" * 32, lambda: {"big": payload, "json": b'{"a":1}'}, stage="race")
     assert rec.read("big") == payload
     print("hit" if hit else "miss", flush=True)
@@ -353,11 +354,17 @@ def test_two_processes_writing_the_same_key(vd_dirs, tmp_path):
         subprocess.Popen([sys.executable, "-c", _RACER, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    time.sleep(1.0)  # both imported and waiting
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("ready-*"))) < 2:  # both imported, cache open, waiting
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.time() < deadline
+        time.sleep(0.01)
     go.write_text("go")
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
+    # usually both miss and write at the same time; either way exactly one record and one copy
+    assert sorted(o.strip() for o, _ in outs) in (["miss", "miss"], ["hit", "miss"])
     cache = Cache.open()
     assert len(cache) == 1
     files = _object_files(vd_dirs["cache"])

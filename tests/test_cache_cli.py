@@ -191,3 +191,26 @@ def test_full_disk_through_cli(run_vd, vd_dirs, tmp_path, monkeypatch):
     r = run_vd("cache", "clear", "--yes")
     assert r.code == 1 and r.stdout == ""
     assert r.stderr.startswith("error: no space left") and r.stderr.count("\n") == 1
+
+
+def test_corrupt_index_is_one_sentence_and_clear_recovers(run_vd, vd_dirs, tmp_path):
+    _fill(vd_dirs["cache"], tmp_path)
+    weights = vd_dirs["models"] / "moge" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"w")
+    (vd_dirs["cache"] / "index" / "cache.db").write_bytes(b"this is not sqlite" * 1000)
+    r = run_vd("cache", "ls")
+    assert r.code == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: the cache index") and r.stderr.count("\n") == 1
+    r = run_vd("cache", "clear", "--yes")
+    assert r.code == 0, r
+    assert "unreadable" in r.stderr and r.stdout.startswith("deleted")
+    assert _remaining(run_vd) == set() and weights.exists()
+    assert [p for p in (vd_dirs["cache"] / "objects").rglob("*") if p.is_file()] == []
+
+
+def test_verify_reports_progress_only_on_a_terminal(run_vd, vd_dirs, tmp_path):
+    _fill(vd_dirs["cache"], tmp_path)
+    r = run_vd("cache", "verify")
+    assert r.code == 0 and r.stderr == ""  # no bar when stderr is not a TTY
+    assert r.stdout.startswith("checked 4 records and 4 objects: 0 problems")

@@ -280,3 +280,28 @@ def test_help_and_cache_ls_import_no_heavy_modules():
     assert p.returncode == 0, p.stderr
     line = [x for x in p.stderr.splitlines() if x.startswith("HEAVY:")][-1]
     assert line == "HEAVY:", f"heavy modules imported at CLI start-up: {line[6:]}"
+
+
+def test_check_input_file_sentences(tmp_path, monkeypatch):
+    from vd.errors import InputError, check_input_file
+
+    f = tmp_path / "photo.png"
+    f.write_bytes(b"x")
+    assert check_input_file(f) == f
+    with pytest.raises(InputError, match="not found"):
+        check_input_file(tmp_path / "nope.png", "image")
+    with pytest.raises(InputError, match="is a directory"):
+        check_input_file(tmp_path, "image")
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # root reads everything; simulate mode 000
+    with pytest.raises(InputError, match="not readable") as e:
+        check_input_file(f, "image")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads unreadable files")
+def test_unreadable_input_exit_1(run_vd, tmp_path):
+    f = tmp_path / "scene.ply"
+    f.write_bytes(b"ply\n")
+    f.chmod(0)
+    r = run_vd("inspect", str(f))
+    assert r.code == 1 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")

@@ -163,6 +163,7 @@ def test_vd_depth_on_example(tmp_path, run_vd, vd_dirs):
         assert str(out / name) in paths
         assert (out / name).is_file()
     assert "file" in r.stderr and "valid" in r.stderr
+    assert "peak RSS" in r.stderr  # the memory table
     d = np.load(out / "depth.npy")
     assert d.shape == (192, 256) and d.dtype == np.float32
     assert np.allclose(d, np.load(EXAMPLE / "rgb.depth.npy"))
@@ -211,3 +212,22 @@ def test_vd_depth_moge_without_weights_exit_3(tmp_path, run_vd):
     assert r.code == 3, r
     assert "vd fetch moge" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_memory_tracking(capsys):
+    from vd.models import memory
+
+    memory.reset()
+    with memory.track("stage a"):
+        x = bytearray(32 * 2**20)  # noqa: F841
+    with memory.track("stage b", "cpu"):
+        pass
+    recs = memory.records()
+    assert [r.stage for r in recs] == ["stage a", "stage b"]
+    assert recs[0].peak_rss_bytes >= 32 * 2**20 and recs[1].peak_rss_bytes >= recs[0].peak_rss_bytes
+    assert recs[0].to_json()["peak_vram_bytes"] is None or recs[0].peak_vram_bytes >= 0
+    memory.print_table("peak memory")
+    err = capsys.readouterr().err
+    assert "stage a" in err and "peak RSS" in err and "MiB" in err
+    memory.reset()
+    assert memory.records() == []

@@ -92,6 +92,21 @@ def test_complete_download_list_and_verify(srv, tmp_path, vd_dirs, run_vd):
     assert r.code == 1 and "failed verification" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_force_downloads_again_and_replaces_only_when_verified(srv, tmp_path, vd_dirs, run_vd):
+    route = srv.add("/w.bin", data=DATA)
+    m = one_file(tmp_path, [srv.url("/w.bin")])
+    assert run_vd("fetch", "tiny", "--manifest", m).code == 0
+    installed(vd_dirs).write_bytes(b"z" * len(DATA))               # corrupt, same size
+    r = run_vd("fetch", "tiny", "--manifest", m, "--force")
+    assert r.code == 0, r
+    assert len(route.requests) == 2 and installed(vd_dirs).read_bytes() == DATA
+    route.data = bytes(reversed(DATA))                             # the source goes bad
+    r = run_vd("fetch", "tiny", "--manifest", m, "--force")
+    assert r.code == 1 and "sha256 mismatch" in r.stderr
+    assert installed(vd_dirs).read_bytes() == DATA                 # the good copy stays
+    assert run_vd("fetch", "tiny", "--manifest", m, "--force", "--offline").code == 2
+
+
 def test_json_result_and_manifest_from_env(srv, tmp_path, vd_dirs, run_vd, monkeypatch):
     srv.add("/w.bin", data=DATA)
     monkeypatch.setenv("VD_MANIFEST", str(one_file(tmp_path, [srv.url("/w.bin")])))
@@ -126,6 +141,26 @@ def test_leftover_partial_from_an_earlier_run_is_resumed(srv, tmp_path, vd_dirs,
     assert route.requests[0]["range"] == "bytes=120000-"
     assert installed(vd_dirs).read_bytes() == DATA
     assert leftovers(vd_dirs) == []
+
+
+def test_complete_partial_gets_416_and_is_installed(srv, tmp_path, vd_dirs, run_vd):
+    route = srv.add("/w.bin", data=DATA)
+    d = vd_dirs["models"] / "tiny"
+    d.mkdir(parents=True)
+    (d / "w.bin.0badc0de.incomplete").write_bytes(DATA)            # killed just before the rename
+    r = run_vd("fetch", "tiny", "--manifest", one_file(tmp_path, [srv.url("/w.bin")]))
+    assert r.code == 0, r
+    assert [q.get("range") for q in route.requests] == [f"bytes={len(DATA)}-"]
+    assert installed(vd_dirs).read_bytes() == DATA and leftovers(vd_dirs) == []
+
+
+def test_flaky_connection_completes_over_several_resumes(srv, tmp_path, vd_dirs, run_vd, monkeypatch):
+    monkeypatch.setenv("VD_FETCH_RETRIES", "1")                    # progress resets the retry count
+    route = srv.add("/w.bin", data=DATA, drop_after=70_000, drop_times=100)
+    r = run_vd("fetch", "tiny", "--manifest", one_file(tmp_path, [srv.url("/w.bin")]))
+    assert r.code == 0, r
+    assert [q.get("range") for q in route.requests] == [None] + [f"bytes={k * 70_000}-" for k in range(1, 5)]
+    assert installed(vd_dirs).read_bytes() == DATA
 
 
 def test_stale_partial_with_wrong_bytes_restarts_from_zero(srv, tmp_path, vd_dirs, run_vd):

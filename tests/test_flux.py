@@ -142,6 +142,20 @@ def test_steps_and_guidance_are_used(tiny):
     assert not np.array_equal(b, c)
 
 
+@pytest.mark.parametrize("steps,seq", [(25, 1024), (4, 6), (10, 4096)])
+def test_schedule_matches_diffusers_flux_scheduler(steps, seq):
+    """Same sigmas as diffusers' FlowMatchEulerDiscreteScheduler configured as for FLUX.1 (the
+    FluxFillPipeline passes linspace(1, 1/n, n) and mu from the token count; final sigma 0)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    )
+    sched.set_timesteps(sigmas=list(np.linspace(1.0, 1 / steps, steps)), mu=F.shift_mu(seq))
+    assert np.allclose(sched.sigmas.numpy(), F.schedule(steps, seq), atol=1e-6)
+
+
 def test_transformer_units_cover_every_parameter(ff):
     units = F.transformer_units(ff.transformer)
     n_units = sum(p.numel() for u in units for p in u.parameters())
@@ -196,6 +210,26 @@ def test_bundled_config_matches_the_bfl_checkpoint_layout():
     got = {k: tuple(v.shape) for k, v in converted.items()}
     assert got == want
     assert sum(math.prod(s) for s in want.values()) > 11.8e9  # the 12B FLUX.1 transformer
+
+
+def test_sequential_hooks_keep_outputs(ff):
+    """The per-block hooks move modules and leave arguments and outputs alone (CPU stand-in)."""
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    cond = ff.condition(x, m)
+    n = ff.noise(1, 32, 32, seed=0)
+    ref = ff.velocity(n, 0.5, cond, height=32, width=32)
+    moved = []
+    seq = F._SequentialOffload(F.transformer_units(ff.transformer), torch.device("cpu"))
+    probe = ff.transformer.transformer_blocks[0].register_forward_hook(lambda mod, a, o: moved.append(type(o)))
+    try:
+        out = ff.velocity(n, 0.5, cond, height=32, width=32)
+    finally:
+        seq.remove()
+        probe.remove()
+    assert torch.equal(out, ref)
+    assert moved and moved[0] is tuple  # the block still returned its (encoder, hidden) outputs
 
 
 @pytest.mark.gpu

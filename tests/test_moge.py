@@ -132,3 +132,37 @@ def test_corrupt_moge_weights(tiny_moge):
     tiny_moge.write_bytes(b"not a checkpoint")
     with pytest.raises(VdError, match="cannot load MoGe weights"):
         get_depth_backend("moge", device="cpu").estimate(_rgb())
+
+
+def test_moge_focal_in_original_pixels_and_intrinsics_file(tiny_moge, tmp_path, run_vd):
+    import json
+
+    from PIL import Image
+
+    p = tmp_path / "photo.png"
+    Image.fromarray(_rgb(128, 192)).save(p)
+    r = run_vd("depth", p, "--backend", "moge", "--depth-device", "cpu", "--focal", "150",
+               "--max-resolution", "96", "-o", tmp_path / "a", "--json")
+    assert r.code == 0, r
+    intr = json.loads((tmp_path / "a" / "intrinsics.json").read_text())
+    assert (intr["width"], intr["height"]) == (96, 64)
+    assert intr["fx"] == pytest.approx(75.0, rel=1e-4)  # 150 px at 192 wide -> 75 px at 96 wide
+    (tmp_path / "cam.json").write_text(json.dumps({"fx": 150.0, "width": 192, "height": 128}))
+    r = run_vd("depth", p, "--backend", "moge", "--depth-device", "cpu", "--intrinsics", tmp_path / "cam.json",
+               "--max-resolution", "96", "-o", tmp_path / "b", "--json")
+    assert r.code == 0, r
+    assert json.loads((tmp_path / "b" / "intrinsics.json").read_text())["fx"] == pytest.approx(75.0, rel=1e-4)
+
+
+@pytest.mark.gpu
+def test_tiny_moge_on_cuda(tiny_moge):
+    from vd.models import memory
+    from vd.models.depth import get_depth_backend
+
+    b = get_depth_backend("moge", device="cuda")
+    memory.reset()
+    with memory.track("depth", "cuda"):
+        r = b.estimate(_rgb())
+    assert r.depth.shape == (64, 96) and r.normals is not None
+    assert memory.records()[0].peak_vram_bytes > 0
+    b.release()

@@ -106,3 +106,36 @@ def complete_depth(depth: np.ndarray, fill: np.ndarray, *, smooth: int = 5, max_
         blurred = cv2.blur(d, (smooth, smooth))
         d[todo] = blurred[todo]
     return d
+
+
+def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float = 0.05, kernel: int = 5) -> np.ndarray:
+    """Depth discontinuities for spawn masks: `vd.models.depth.depth_edges` (the percentile-range
+    rule) restricted to pixels within kernel//2 px of a *jump*.
+
+    A jump is a pixel whose second difference along x or y exceeds `times`·(P95 − P5)/2.
+    Smooth slopes (floors, ceilings, side walls seen at grazing angles) have a large local spread,
+    so the percentile-range rule alone flags them at low resolution, but a small second
+    difference; true occlusion boundaries have both.
+    """
+    import cv2
+
+    from vd.models.depth import depth_edges
+
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
+    base = depth_edges(d, v, times=times, kernel=kernel)
+    if not base.any():
+        return base
+    p5, p95 = np.percentile(d[v], [5, 95])
+    thr = times * float(p95 - p5) / 2.0
+    pad = np.pad(d, 1, mode="edge")
+    d2x = np.abs(pad[1:-1, 2:] - 2 * pad[1:-1, 1:-1] + pad[1:-1, :-2])
+    d2y = np.abs(pad[2:, 1:-1] - 2 * pad[1:-1, 1:-1] + pad[:-2, 1:-1])
+    d2x[:, [0, -1]] = 0.0  # no second difference at the image border
+    d2y[[0, -1], :] = 0.0
+    vp = np.pad(v, 1, mode="edge")  # the image border itself is not a jump
+    # a neighbour without valid depth counts as a jump too
+    nb_invalid = ~(vp[1:-1, 2:] & vp[1:-1, :-2] & vp[2:, 1:-1] & vp[:-2, 1:-1])
+    jump = ((np.maximum(d2x, d2y) > thr) | nb_invalid) & v
+    near = cv2.dilate(jump.astype(np.uint8), np.ones((kernel, kernel), np.uint8)) > 0
+    return base & near

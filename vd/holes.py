@@ -80,13 +80,114 @@ def scale_intrinsics(K: np.ndarray, s: float) -> np.ndarray:
     return K2
 
 
-def _alpha_only(g):
-    """The Gaussians with SH truncated to the DC band: alpha does not depend on colour."""
-    if getattr(g, "sh", None) is not None and g.sh.shape[1] > 1:
-        from vd.gaussians import Gaussians
+def alpha_lod(g, keep: float = 1.0, seed: int = 0):
+    """Gaussians for an alpha-only render: SH truncated to the DC band (alpha does not depend on
+    colour) and, when keep < 1, a seeded random subset of that fraction with every scale grown
+    by 1/sqrt(keep), so a surface keeps its coverage (area per Gaussian × density) while the
+    renderer handles `keep` times fewer Gaussians."""
+    import math
 
-        return Gaussians(means=g.means, log_scales=g.log_scales, quats=g.quats, opacity_logits=g.opacity_logits, sh=g.sh[:, :1].contiguous())
-    return g
+    import torch
+
+    from vd.gaussians import Gaussians
+
+    n = len(g)
+    sh = g.sh[:, :1]
+    if keep >= 1.0 or n == 0:
+        return Gaussians(means=g.means, log_scales=g.log_scales, quats=g.quats, opacity_logits=g.opacity_logits, sh=sh.contiguous())
+    m = max(int(round(n * keep)), 1)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=gen)[:m].sort().values.to(g.means.device)
+    grow = 0.5 * math.log(1.0 / keep)  # log(1/sqrt(keep))
+    return Gaussians(means=g.means[idx], log_scales=g.log_scales[idx] + grow, quats=g.quats[idx],
+                     opacity_logits=g.opacity_logits[idx], sh=sh[idx].contiguous())
+
+
+def _project(means, covars, vm, K, width, height, eps2d=0.3, near=0.01):
+    """gsplat-style EWA projection (classic, eps2d): means2d [N,2], conic (A,B,C) [N,3], radius [N]."""
+    import torch
+
+    R, t = vm[:3, :3], vm[:3, 3]
+    mc = means @ R.T + t
+    cc = R @ covars @ R.T
+    tx, ty, tz = mc.unbind(-1)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    lim_xp = (width - cx) / fx + 0.15 * width / fx
+    lim_xn = cx / fx + 0.15 * width / fx
+    lim_yp = (height - cy) / fy + 0.15 * height / fy
+    lim_yn = cy / fy + 0.15 * height / fy
+    z = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)
+    txc = z * torch.clamp(tx / z, min=-lim_xn, max=lim_xp)
+    tyc = z * torch.clamp(ty / z, min=-lim_yn, max=lim_yp)
+    iz = 1.0 / z
+    j00, j02, j11, j12 = fx * iz, -fx * txc * iz * iz, fy * iz, -fy * tyc * iz * iz
+    c00, c01, c02 = cc[:, 0, 0], cc[:, 0, 1], cc[:, 0, 2]
+    c11, c12, c22 = cc[:, 1, 1], cc[:, 1, 2], cc[:, 2, 2]
+    a = j00 * j00 * c00 + 2 * j00 * j02 * c02 + j02 * j02 * c22 + eps2d
+    b = j00 * j11 * c01 + j00 * j12 * c02 + j02 * j11 * c12 + j02 * j12 * c22
+    c = j11 * j11 * c11 + 2 * j11 * j12 * c12 + j12 * j12 * c22 + eps2d
+    det = a * c - b * b
+    ok = (det > 0) & (tz > near)
+    det = det.clamp_min(1e-10)
+    conic = torch.stack([c / det, -b / det, a / det], -1)
+    m2 = torch.stack([fx * tx * iz + cx, fy * ty * iz + cy], -1)
+    rad = torch.ceil(3.33 * torch.sqrt(torch.maximum(a, c).clamp_min(0)))
+    ok &= torch.isfinite(m2).all(-1) & torch.isfinite(rad)
+    ok &= (m2[:, 0] + rad > 0) & (m2[:, 0] - rad < width) & (m2[:, 1] + rad > 0) & (m2[:, 1] - rad < height)
+    return m2, conic, rad, ok
+
+
+def splat_alpha(g, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3, near: float = 0.01, max_radius: int = 8):
+    """Alpha [C, H, W] of Gaussians `g`, without colour, sorting or tiles.
+
+    Front-to-back compositing gives a final alpha of 1 − Π(1 − α_i) whatever the order, so alpha
+    alone is a scatter-add of log(1 − α_i) over each Gaussian's pixel footprint (α_i = o·exp(−power),
+    capped at 0.99, ignored below 1/255, as in gsplat). Footprints wider than `max_radius` pixels
+    are truncated (rare at scan resolution; it can only make holes slightly larger).
+    """
+    import torch
+
+    from vd.gaussians import quat_to_rotmat
+
+    dev = g.means.device
+    viewmats = torch.as_tensor(viewmats, dtype=torch.float32, device=dev).reshape(-1, 4, 4)
+    Ks = torch.as_tensor(Ks, dtype=torch.float32, device=dev).reshape(-1, 3, 3)
+    if Ks.shape[0] == 1 and viewmats.shape[0] > 1:
+        Ks = Ks.expand(viewmats.shape[0], 3, 3)
+    C = viewmats.shape[0]
+    out = torch.zeros(C, height * width, dtype=torch.float32, device=dev)
+    if len(g) == 0:
+        return out.reshape(C, height, width)
+    with torch.no_grad():
+        Rm = quat_to_rotmat(g.quats)
+        M = Rm * torch.exp(g.log_scales)[:, None, :]
+        covars = M @ M.transpose(1, 2)
+        opac = torch.sigmoid(g.opacity_logits)
+        for ci in range(C):
+            m2, conic, rad, ok = _project(g.means, covars, viewmats[ci], Ks[ci], width, height, eps2d, near)
+            rad = rad.clamp_max(max_radius)
+            logt = out[ci]
+            lo = 0
+            for r in (1, 2, 4, max_radius):
+                sel = ok & (rad <= r) & (rad > lo)
+                lo = r
+                if not bool(sel.any()):
+                    continue
+                mm, cn, op = m2[sel], conic[sel], opac[sel]
+                off = torch.arange(-r, r + 1, device=dev, dtype=torch.float32)
+                base = torch.floor(mm)  # pixel containing the centre
+                px = base[:, 0, None, None] + off[None, None, :]  # [n,1,S]
+                py = base[:, 1, None, None] + off[None, :, None]  # [n,S,1]
+                dx = px + 0.5 - mm[:, 0, None, None]
+                dy = py + 0.5 - mm[:, 1, None, None]
+                power = 0.5 * cn[:, 0, None, None] * dx * dx + 0.5 * cn[:, 2, None, None] * dy * dy + cn[:, 1, None, None] * dx * dy
+                a = torch.clamp(op[:, None, None] * torch.exp(-power), max=0.99)
+                inside = (px >= 0) & (px < width) & (py >= 0) & (py < height) & (a >= 1.0 / 255.0) & (power >= 0)
+                pxb, pyb = torch.broadcast_tensors(px, py)
+                idx = (pyb * width + pxb)[inside].long()
+                logt.index_add_(0, idx, torch.log1p(-a[inside]))
+            out[ci] = 1.0 - torch.exp(logt)
+    return out.reshape(C, height, width)
 
 
 @dataclass
@@ -98,11 +199,14 @@ class ScanResult:
 
 
 def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, scale: float = 0.25, batch: int = 16,
-                     backend: str = "auto", threshold: float = ALPHA_THRESHOLD) -> ScanResult:
+                     backend: str = "auto", threshold: float = ALPHA_THRESHOLD, keep: float | None = None,
+                     tile: int | None = None, method: str = "splat") -> ScanResult:
     """Hole ratios of every candidate pose (world_from_camera [N, 4, 4]) at size width × height.
 
-    Renders alpha at `scale` of the size, `batch` cameras per call, then upsamples alpha to
-    full size before thresholding and the morphology (module docstring)."""
+    Renders alpha at `scale` of the size, `batch` cameras per call, from `alpha_lod(g, keep)`
+    (default keep = min(1, 4·scale²): at a quarter of the resolution a quarter of the
+    Gaussians, each grown 2×, still put several Gaussians on every low-resolution pixel), then
+    upsamples alpha to full size before thresholding and the morphology (module docstring)."""
     import time
 
     import torch
@@ -120,7 +224,9 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
     sw, sh = max(int(round(width * scale)), 8), max(int(round(height * scale)), 8)
     Ks = scale_intrinsics(K, sw / width)
     Ks[1] *= (sh / height) / (sw / width)
-    ga = _alpha_only(g)
+    if keep is None:
+        keep = min(1.0, 4.0 * scale * scale)
+    ga = alpha_lod(g, keep)
     dev = ga.means.device
     viewmats = torch.as_tensor(invert_pose(poses), dtype=torch.float32, device=dev)
     Kt = torch.as_tensor(Ks, dtype=torch.float32, device=dev)
@@ -128,8 +234,11 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
         for i in range(0, n, batch):
             vm = viewmats[i:i + batch]
             c = vm.shape[0]
-            res = render(ga, vm, Kt[None].expand(c, 3, 3).contiguous(), sw, sh, backend=backend)
-            alpha = res.alpha.float()
+            if method == "splat":
+                alpha = splat_alpha(ga, vm, Kt[None], sw, sh)
+            else:
+                kw = {"tile": tile} if tile else {}
+                alpha = render(ga, vm, Kt[None].expand(c, 3, 3).contiguous(), sw, sh, backend=backend, **kw).alpha.float()
             if (sw, sh) != (width, height):
                 alpha = F.interpolate(alpha[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
             m = hole_masks(alpha, threshold=threshold)

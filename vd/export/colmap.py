@@ -12,6 +12,9 @@ gsplat's `examples/datasets/colmap.py`, and `vd refine`)::
     sparse/0/images.txt             IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, then an empty
                                     POINTS2D line; world->camera, Hamilton wxyz, OpenCV axes
     sparse/0/points3D.txt           POINT3D_ID X Y Z R G B ERROR with empty tracks
+    sparse/0/{cameras,images,points3D}.bin   the same model in COLMAP's binary format (readers
+                                    prefer it; gsplat's pycolmap text reader stops at the first
+                                    empty line, so it needs the binary files)
     meta.json                       conventions, provenance, view mapping (world_from_camera too)
 
 The world frame is vd's: the input camera's OpenCV frame.
@@ -208,6 +211,90 @@ def points_from_views(views: Sequence[ViewData], max_points: int = 200_000, seed
     return xyz, rgb
 
 
+# COLMAP binary model (what COLMAP, and gsplat's pycolmap SceneManager, read first when present;
+# the latter's text reader stops at the first empty line, i.e. at an empty POINTS2D line).
+_MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1}
+
+
+def cameras_bin(views: Sequence[ViewData]) -> bytes:
+    import struct
+
+    parts = [struct.pack("<Q", len(views))]
+    for i, v in enumerate(views):
+        h, w = v.rgb.shape[:2]
+        K = v.K
+        parts.append(struct.pack("<IiQQ4d", i + 1, _MODEL_IDS["PINHOLE"], w, h, K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    return b"".join(parts)
+
+
+def images_bin(views: Sequence[ViewData], names: Sequence[str]) -> bytes:
+    import struct
+
+    parts = [struct.pack("<Q", len(views))]
+    for i, (v, name) in enumerate(zip(views, names)):
+        q, t = colmap_pose(v.world_from_camera)
+        parts.append(struct.pack("<I4d3dI", i + 1, *q, *t, i + 1))
+        parts.append(name.encode("utf-8") + b"\0")
+        parts.append(struct.pack("<Q", 0))  # no 2D points
+    return b"".join(parts)
+
+
+POINT_BIN_DTYPE = np.dtype([("id", "<u8"), ("xyz", "<f8", 3), ("rgb", "u1", 3), ("error", "<f8"), ("track", "<u8")])
+
+
+def points3d_bin(xyz: np.ndarray, rgb: np.ndarray) -> bytes:
+    import struct
+
+    rec = np.zeros(len(xyz), POINT_BIN_DTYPE)
+    rec["id"] = np.arange(1, len(xyz) + 1)
+    rec["xyz"] = xyz
+    rec["rgb"] = rgb
+    return struct.pack("<Q", len(xyz)) + rec.tobytes()
+
+
+def read_cameras_bin(data: bytes, where: str) -> dict[int, tuple[str, int, int, list[float]]]:
+    import struct
+
+    names = {v: k for k, v in _MODEL_IDS.items()}
+    try:
+        (n,), off, cams = struct.unpack_from("<Q", data, 0), 8, {}
+        for _ in range(n):
+            cid, model, w, h = struct.unpack_from("<IiQQ", data, off)
+            off += 24
+            k = {0: 3, 1: 4}.get(model)
+            if k is None:
+                raise InputError(f"{where}: camera {cid} has model id {model}; only PINHOLE (1) or SIMPLE_PINHOLE (0) is supported")
+            cams[cid] = (names[model], w, h, list(struct.unpack_from(f"<{k}d", data, off)))
+            off += 8 * k
+    except struct.error:
+        raise InputError(f"{where} is truncated") from None
+    if off != len(data):
+        raise InputError(f"{where} has {len(data) - off} trailing bytes")
+    return cams
+
+
+def read_images_bin(data: bytes, where: str) -> list[tuple[int, np.ndarray, np.ndarray, int, str]]:
+    import struct
+
+    out = []
+    try:
+        (n,), off = struct.unpack_from("<Q", data, 0), 8
+        for _ in range(n):
+            iid, *vals = struct.unpack_from("<I4d3dI", data, off)
+            off += 64
+            end = data.index(b"\0", off)
+            name = data[off:end].decode("utf-8")
+            off = end + 1
+            (npts,) = struct.unpack_from("<Q", data, off)
+            off += 8 + 24 * npts
+            out.append((iid, np.array(vals[:4]), np.array(vals[4:7]), int(vals[7]), name))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise InputError(f"{where} is truncated or malformed") from None
+    if off != len(data):
+        raise InputError(f"{where} has {len(data) - off} trailing bytes")
+    return out
+
+
 def check_target(out: Path, force: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -274,11 +361,14 @@ def write_colmap_dataset(
         (tmp / "sparse/0/cameras.txt").write_text(cameras_txt(views))
         (tmp / "sparse/0/images.txt").write_text(images_txt(views, names))
         (tmp / "sparse/0/points3D.txt").write_text(points3d_txt(np.asarray(xyz), np.asarray(prgb)))
+        (tmp / "sparse/0/cameras.bin").write_bytes(cameras_bin(views))
+        (tmp / "sparse/0/images.bin").write_bytes(images_bin(views, names))
+        (tmp / "sparse/0/points3D.bin").write_bytes(points3d_bin(np.asarray(xyz, np.float64), np.asarray(prgb, np.uint8)))
         meta = {
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,
             "conventions": CONVENTIONS,
-            "colmap": {"sparse": "sparse/0", "camera_model": "PINHOLE", "text": True,
+            "colmap": {"sparse": "sparse/0", "camera_model": "PINHOLE", "text": True, "binary": True,
                        "nerfstudio": "ns-train splatfacto colmap --data <DIR> --colmap-path sparse/0",
                        "gsplat": "python examples/simple_trainer.py default --data_dir <DIR> --data_factor 1"},
             "provenance": {"vd_version": __version__, "mode": "single-image", **(provenance or {})},
@@ -286,7 +376,7 @@ def write_colmap_dataset(
             "views": meta_views,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        n_files += 4
+        n_files += 7
     return DatasetReport(out, len(views), int(len(xyz)), n_files)
 
 
@@ -394,5 +484,6 @@ __all__ = [
     "CONVENTIONS", "DATASET_FORMAT", "DATASET_VERSION", "ViewData", "DatasetReport", "DatasetView",
     "load_vd_views", "write_colmap_dataset", "points_from_gaussians", "points_from_views", "check_target",
     "colmap_pose", "pose_from_colmap", "read_cameras_txt", "read_images_txt", "load_dataset",
-    "cameras_txt", "images_txt", "points3d_txt",
+    "cameras_txt", "images_txt", "points3d_txt", "cameras_bin", "images_bin", "points3d_bin",
+    "read_cameras_bin", "read_images_bin",
 ]

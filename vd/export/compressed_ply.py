@@ -159,8 +159,9 @@ def encode_compressed_ply(a: SplatArrays, comments: list[str] | None = None) -> 
     n_rest = 3 * (a.sh.shape[1] - 1)
     parts = [_header(n, nchunks, n_rest, comments or []), chunk_data.tobytes(), packed.astype("<u4").tobytes()]
     if n_rest:
-        rest = np.transpose(a.sh[:, 1:, :], (0, 2, 1)).reshape(n, n_rest)  # channel-major (INRIA)
-        q = np.clip(np.trunc((rest.astype(np.float64) / 8.0 + 0.5) * 256.0), 0, 255).astype(np.uint8)
+        rest = np.ascontiguousarray(np.transpose(a.sh[:, 1:, :], (0, 2, 1))).reshape(n, n_rest)  # channel-major (INRIA)
+        # trunc((v/8 + 0.5) * 256) = trunc(32 v + 128), clamped to 0..255 (astype truncates)
+        q = np.clip(rest.astype(np.float32) * np.float32(32.0) + np.float32(128.0), 0, 255).astype(np.uint8)
         parts.append(q.tobytes())
     return b"".join(parts), n, nchunks, 0
 

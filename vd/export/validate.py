@@ -101,6 +101,29 @@ def validate_dataset(path) -> list[str]:
                 problems.append(f"{sp / 'points3D.txt'}, line {ln}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]'")
                 break
 
+    # --- binary model (optional): must agree with the text model
+    from vd.export.colmap import read_cameras_bin, read_images_bin
+
+    if (sp / "cameras.bin").is_file() and cams is not None:
+        try:
+            bc = read_cameras_bin((sp / "cameras.bin").read_bytes(), str(sp / "cameras.bin"))
+            if set(bc) != set(cams) or any(bc[k][:3] != cams[k][:3] or not np.allclose(bc[k][3], cams[k][3], rtol=1e-9) for k in bc):
+                problems.append(f"{sp / 'cameras.bin'}: disagrees with cameras.txt")
+        except InputError as e:
+            problems.append(str(e))
+    if (sp / "images.bin").is_file() and imgs is not None:
+        try:
+            bi = {e[0]: e for e in read_images_bin((sp / "images.bin").read_bytes(), str(sp / "images.bin"))}
+            ti = {e[0]: e for e in imgs}
+            if set(bi) != set(ti) or any(bi[k][4] != ti[k][4] or bi[k][3] != ti[k][3] or not np.allclose(bi[k][1], ti[k][1], atol=1e-9)
+                                         or not np.allclose(bi[k][2], ti[k][2], atol=1e-9) for k in bi):
+                problems.append(f"{sp / 'images.bin'}: disagrees with images.txt")
+        except InputError as e:
+            problems.append(str(e))
+    for name in ("cameras", "images", "points3D"):
+        if (sp / f"{name}.bin").is_file() != (sp / f"{name}.txt").is_file() and (sp / f"{name}.bin").is_file():
+            problems.append(f"{sp / (name + '.bin')}: present without {name}.txt")
+
     # --- per image
     seen_names = set()
     meta_by_name = {}

@@ -45,9 +45,10 @@ class NotEnoughSpace(VdError):
 class _Retry(Exception):
     """A transient failure: wait (unless `now`) and try the same source again."""
 
-    def __init__(self, reason: str, now: bool = False):
+    def __init__(self, reason: str, now: bool = False, delay: Optional[float] = None):
         super().__init__(reason)
         self.now = now
+        self.delay = delay              # server-suggested wait (Retry-After), capped
 
 
 class _NextSource(Exception):
@@ -288,7 +289,7 @@ class FileDownload:
     def __init__(self, spec: FileSpec, dest: Path, *, locks: Path, label: str,
                  client_factory: Optional[Callable[[], object]] = None, offline: bool = False,
                  reporter: Optional[Reporter] = None, fetch_command: str = "vd fetch",
-                 use_hub_cache: bool = True):
+                 use_hub_cache: bool = True, force: bool = False):
         self.spec = spec
         self.dest = dest
         self.final = dest / spec.name
@@ -298,13 +299,14 @@ class FileDownload:
         self.offline = offline
         self.reporter = reporter or Reporter()
         self.fetch_command = fetch_command
-        self.use_hub_cache = use_hub_cache
+        self.use_hub_cache = use_hub_cache and not force
+        self.force = force              # download again even if present; replaced only once verified
         self.tmp = dest / f"{spec.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
         self._client = None
 
     # ---- public
     def run(self) -> Fetched:
-        if (done := self._present()) is not None:
+        if not self.force and (done := self._present()) is not None:
             return done
         if self.offline and not (self.use_hub_cache and hub_cache_candidates(self.spec)):
             raise MissingWeightsError(
@@ -318,7 +320,7 @@ class FileDownload:
             self.reporter.note(f"waiting for another process that is downloading {self.label}")
 
         with file_lock(self.lock_path, on_wait):
-            if (done := self._present()) is not None:
+            if (not self.force or waited) and (done := self._present()) is not None:
                 if waited:
                     self.reporter.note(f"{self.label} was installed by the other process")
                 return done
@@ -372,7 +374,7 @@ class FileDownload:
                 except BaseException:
                     self.tmp.unlink(missing_ok=True)
                     raise
-            self._install(digest)
+            self._install(digest, chmod=action != "linked")   # a hard link shares the cache's inode
             self.reporter.note(f"{self.label}: reused {path} ({action})")
             return Fetched(self.final, digest, action, source=f"{where} {path}", bytes=size)
         return None
@@ -457,12 +459,18 @@ class FileDownload:
                     raise _NextSource(f"{e} (gave up after {total_attempts} attempts)") from None
                 if not e.now:
                     delay = min(60.0, backoff_base() * (2 ** max(0, attempt - 1)))
+                    if e.delay is not None:
+                        delay = min(60.0, max(delay, e.delay))
                     self.reporter.note(f"{self.label}: {e}; retrying in {delay:.1f} s")
                     time.sleep(delay)
 
     def _hash_prefix(self, offset: int):
+        """sha256 state after the first `offset` bytes of the partial file (resume keeps one pass)."""
         h = hashlib.sha256()
         if offset:
+            show = offset > (256 << 20)
+            if show:
+                self.reporter.start(f"{self.label}: hashing the partial download", offset)
             with open(self.tmp, "rb", buffering=0) as f:
                 remaining = offset
                 while remaining:
@@ -471,6 +479,10 @@ class FileDownload:
                         break
                     h.update(b)
                     remaining -= len(b)
+                    if show:
+                        self.reporter.advance(len(b))
+            if show:
+                self.reporter.finish()
         return h
 
     def _truncate(self) -> None:
@@ -511,7 +523,7 @@ class FileDownload:
                 if status in (404, 410):
                     raise _NextSource(f"HTTP {status} (not found)")
                 if status in (408, 425, 429) or status >= 500:
-                    raise _Retry(f"HTTP {status} from {src.label}")
+                    raise _Retry(f"HTTP {status} from {src.label}", delay=_retry_after(r.headers.get("retry-after")))
                 if status not in (200, 206):
                     raise _NextSource(f"HTTP {status}")
                 ctype = r.headers.get("content-type", "").lower()
@@ -563,49 +575,45 @@ class FileDownload:
         return offset
 
     def _stream_into(self, chunks, offset: int, total: Optional[int]) -> None:
-        """Append `chunks` to self.tmp in ~1 MiB writes; sha256 runs in a helper thread meanwhile."""
+        """Append `chunks` to self.tmp as they arrive (no re-buffering: httpcore hands out up to
+        256 KiB at a time); sha256 runs in a helper thread meanwhile. Bytes received before a
+        dropped connection are already on disk, a valid prefix to resume from."""
         limit = self.spec.size
         note = f" (resumed from {human(offset)})" if offset else ""
         self.reporter.start(f"{self.label}{note}", total if total is not None else self.spec.expected_bytes, offset)
         bg = _BackgroundHash(self._hasher)
-        parts: list = []
-        pending = 0
         pos = offset
+        unreported = 0
         try:
-            with open(self.tmp, "ab") as f:
-                try:
-                    for chunk in chunks:
-                        parts.append(chunk)
-                        pending += len(chunk)
-                        if pending >= CHUNK:
-                            pos = self._flush(f, parts, pending, pos, limit, bg)
-                            pending = 0
-                finally:
-                    # bytes received before a dropped connection are a valid prefix: keep them
-                    if pending:
-                        pos = self._flush(f, parts, pending, pos, limit, bg)
-                f.flush()
+            with open(self.tmp, "ab", buffering=0) as f:
+                write = f.write
+                for chunk in chunks:
+                    n = len(chunk)
+                    if limit is not None and pos + n > limit:
+                        bg.finish()
+                        f.truncate(0)
+                        self._hasher = hashlib.sha256()
+                        raise _NextSource(f"served more than the expected {limit} bytes")
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[write(view):]
+                    bg.update(chunk)
+                    pos += n
+                    unreported += n
+                    if unreported >= CHUNK:
+                        self.reporter.advance(unreported)
+                        unreported = 0
                 if _fsync_enabled():
                     os.fsync(f.fileno())
         finally:
             bg.finish()
+            if unreported:
+                self.reporter.advance(unreported)
             self.reporter.finish()
 
-    def _flush(self, f, parts: list, n: int, pos: int, limit: Optional[int], bg: "_BackgroundHash") -> int:
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        parts.clear()
-        if limit is not None and pos + n > limit:
-            bg.finish()
-            f.truncate(0)
-            self._hasher = hashlib.sha256()
-            raise _NextSource(f"served more than the expected {limit} bytes")
-        f.write(data)
-        bg.update(data)
-        self.reporter.advance(n)
-        return pos + n
-
-    def _install(self, digest: str) -> None:
-        os.chmod(self.tmp, 0o644)
+    def _install(self, digest: str, chmod: bool = True) -> None:
+        if chmod:
+            os.chmod(self.tmp, 0o644)
         os.replace(self.tmp, self.final)
         if self.spec.sha256 is None:
             write_sidecar(self.final, digest)
@@ -647,6 +655,13 @@ class _BackgroundHash:
             self.done = True
             self.q.put(None)
             self.t.join()
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _int(v) -> Optional[int]:

@@ -239,11 +239,12 @@ class FetchReport:
 
 def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = None,
           proxy: Optional[str] = None, manifest_path: Optional[Path | str] = None,
-          reporter: Optional[Reporter] = None) -> FetchReport:
+          reporter: Optional[Reporter] = None, force: bool = False) -> FetchReport:
     """Make every file of `models` (default: all) present and verified in the models directory.
 
     Offline, nothing touches the network: files are taken from a Hugging Face cache when
-    possible and the rest is reported in `FetchReport.missing` (no exception).
+    possible and the rest is reported in `FetchReport.missing` (no exception). `force`
+    downloads again files that are present (the old copy is replaced only once the new verifies).
     """
     from vd.paths import offline as env_offline
 
@@ -260,12 +261,12 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
         for f in man.models[name].files:
             todo.append((name, f))
     report = FetchReport()
-    pending = [(m, f) for m, f in todo if file_state(m, f).state != "present"]
+    pending = [(m, f) for m, f in todo if force or file_state(m, f).state != "present"]
     if pending and not offline:
         ensure_writable_dir(root)
         need = 0
         for m, f in pending:
-            if hub_cache_candidates(f):
+            if not force and hub_cache_candidates(f):
                 continue
             parts = partials(model_dir(m), f.name) if model_dir(m).is_dir() else []
             have = parts[0].stat().st_size if parts else 0
@@ -286,7 +287,8 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
         for m, f in todo:
             label = f"{m}/{f.name}"
             dl = FileDownload(f, model_dir(m), locks=locks_dir(), label=label, client_factory=client_factory,
-                              offline=offline, reporter=reporter, fetch_command=fetch_command(m))
+                              offline=offline, reporter=reporter, fetch_command=fetch_command(m),
+                              force=force and not offline)
             try:
                 got = dl.run()
             except MissingWeightsError:

@@ -185,7 +185,7 @@ def get_depth_backend(
         return FileDepth(image_path=image_path, depth_path=depth_path, focal=focal, fov=fov, intrinsics=intrinsics)
     from vd.models.moge import MogeDepth
 
-    return MogeDepth(device=device, focal=focal, fov=fov, auto_fetch=auto_fetch)
+    return MogeDepth(device=device, focal=focal, fov=fov, auto_fetch=auto_fetch, intrinsics=intrinsics)
 
 
 __all__ = [

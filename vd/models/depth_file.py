@@ -151,6 +151,33 @@ def _original_image_size(image_path) -> Optional[tuple[int, int]]:
         return None
 
 
+def resolve_K(W, H, iplan, *, K_hint=None, focal=None, fov=None, intr=None) -> Optional[np.ndarray]:
+    """K in working-image pixels from, in order: K_hint (working pixels), focal (original-image
+    pixels), fov (horizontal degrees), a parsed intrinsics JSON (its own width/height, default the
+    original image). `iplan` maps the original image to the working image. None when nothing is given."""
+    from vd.image import plan_to
+
+    if K_hint is not None:
+        return np.asarray(K_hint, dtype=np.float32).reshape(3, 3)
+    ow, oh = iplan.original_size
+    if focal is not None:
+        return iplan.scale_K(K_from_focal(ow, oh, float(focal)))
+    if fov is not None:
+        return K_from_focal(W, H, focal_from_fov(W, float(fov)))
+    if intr is not None:
+        if intr["fov_x_deg"] is not None:
+            return K_from_focal(W, H, focal_from_fov(W, intr["fov_x_deg"]))
+        jw, jh = intr["width"] or ow, intr["height"] or oh
+        K = intr["K"].copy()
+        if np.isnan(K[0, 2]):
+            K[0, 2] = (jw - 1) / 2.0
+        if np.isnan(K[1, 2]):
+            K[1, 2] = (jh - 1) / 2.0
+        kplan = iplan if (jw, jh) == (ow, oh) else plan_to(jw, jh, W, H)
+        return kplan.scale_K(K)
+    return None
+
+
 class FileDepth(DepthBackend):
     name = "file"
     estimates_novel_views = False
@@ -221,33 +248,16 @@ class FileDepth(DepthBackend):
         return DepthResult(depth=depth.astype(np.float32), K=K, valid=valid, normals=None)
 
     def _K(self, W, H, K_hint, iplan) -> np.ndarray:
-        from vd.image import plan_to
-
-        if K_hint is not None:
-            return np.asarray(K_hint, dtype=np.float32).reshape(3, 3)
-        ow, oh = iplan.original_size
-        if self.focal is not None:
-            return iplan.scale_K(K_from_focal(ow, oh, float(self.focal)))
-        if self.fov is not None:
-            return K_from_focal(W, H, focal_from_fov(W, float(self.fov)))
-        if self._intr is not None:
-            if self._intr["fov_x_deg"] is not None:
-                return K_from_focal(W, H, focal_from_fov(W, self._intr["fov_x_deg"]))
-            jw, jh = self._intr["width"] or ow, self._intr["height"] or oh
-            K = self._intr["K"].copy()
-            if np.isnan(K[0, 2]):
-                K[0, 2] = (jw - 1) / 2.0
-            if np.isnan(K[1, 2]):
-                K[1, 2] = (jh - 1) / 2.0
-            kplan = iplan if (jw, jh) == (ow, oh) else plan_to(jw, jh, W, H)
-            return kplan.scale_K(K)
-        raise UsageError(
-            f"the file depth backend needs intrinsics: pass --focal or --fov, or put intrinsics.json "
-            f"next to {self.image_path.name if self.image_path else 'the image'} (or use --intrinsics FILE)"
-        )
+        K = resolve_K(W, H, iplan, K_hint=K_hint, focal=self.focal, fov=self.fov, intr=self._intr)
+        if K is None:
+            raise UsageError(
+                f"the file depth backend needs intrinsics: pass --focal or --fov, or put intrinsics.json "
+                f"next to {self.image_path.name if self.image_path else 'the image'} (or use --intrinsics FILE)"
+            )
+        return K
 
     def release(self) -> None:
         self._depth = None
 
 
-__all__ = ["FileDepth", "read_depth_file", "read_intrinsics_json", "find_intrinsics", "DEPTH_EXTS"]
+__all__ = ["FileDepth", "resolve_K", "read_depth_file", "read_intrinsics_json", "find_intrinsics", "DEPTH_EXTS"]

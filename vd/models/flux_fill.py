@@ -167,9 +167,16 @@ class _SequentialOffload:
 
     def __init__(self, units: Sequence, device):
         self.handles = []
+
+        def to_device(module, args):
+            module.to(device)  # returns None: the hook must not replace the arguments
+
+        def to_cpu(module, args, output):
+            module.to("cpu")  # returns None: the hook must not replace the output
+
         for u in units:
-            self.handles.append(u.register_forward_pre_hook(lambda m, args, d=device: m.to(d)))
-            self.handles.append(u.register_forward_hook(lambda m, args, out: m.to("cpu")))
+            self.handles.append(u.register_forward_pre_hook(to_device))
+            self.handles.append(u.register_forward_hook(to_cpu))
 
     def remove(self):
         for h in self.handles:
@@ -217,6 +224,10 @@ class FluxFill:
         self.scale = float(getattr(self.ae.config, "scaling_factor", 0.3611))
         self.shift = float(getattr(self.ae.config, "shift_factor", 0.1159) or 0.0)
         self._seq = None
+        # model offload: move the transformer off the GPU whenever the AE runs (lowest peak, as
+        # upstream). A sampler that interleaves velocity and decode calls (the fine stage) can set
+        # this to False to keep the transformer resident until park() (+ the AE's activations).
+        self.evict_for_ae = True
         if self.offload == "none":
             self.transformer.to(self.device)
             self.ae.to(self.device)
@@ -243,11 +254,13 @@ class FluxFill:
         """Make `which` ("ae" or "transformer") ready on the device according to the offload mode."""
         if self.offload == "model":
             other = self.transformer if which == "ae" else self.ae
-            if next(other.parameters()).device != _cpu():
+            evict = which == "transformer" or self.evict_for_ae
+            if evict and next(other.parameters()).device != _cpu():
                 other.to("cpu")
                 _empty_cache()
             mod = self.ae if which == "ae" else self.transformer
-            mod.to(self.device)
+            if next(mod.parameters()).device != self.device:
+                mod.to(self.device)
         elif self.offload == "sequential" and which == "ae":
             self.ae.to(self.device)
         return self.ae if which == "ae" else self.transformer

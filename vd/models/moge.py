@@ -59,9 +59,13 @@ class MogeDepth(DepthBackend):
     estimates_novel_views = True
 
     def __init__(self, *, device=None, focal=None, fov=None, auto_fetch=None, weights: Optional[Path] = None,
-                 resolution_level: int = 9):
+                 resolution_level: int = 9, intrinsics=None):
+        from vd.models.depth_file import read_intrinsics_json
+
         self._device = device
         self.focal, self.fov = focal, fov
+        self.intrinsics_path = intrinsics
+        self._intr = read_intrinsics_json(intrinsics) if intrinsics is not None else None
         self.auto_fetch = auto_fetch
         self._weights = Path(weights) if weights is not None else None
         self.resolution_level = int(resolution_level)
@@ -105,7 +109,12 @@ class MogeDepth(DepthBackend):
                     for chunk in iter(lambda: f.read(1 << 22), b""):
                         h.update(chunk)
                 wid = f"moge:model.pt=xxh3:{h.hexdigest()}"
-            self._identity = f"{wid}:level={self.resolution_level}:focal={self.focal}:fov={self.fov}"
+            intr = ""
+            if self.intrinsics_path is not None:
+                import xxhash
+
+                intr = ":intrinsics=" + xxhash.xxh3_64_hexdigest(Path(self.intrinsics_path).read_bytes())
+            self._identity = f"{wid}:level={self.resolution_level}:focal={self.focal}:fov={self.fov}{intr}"
         return self._identity
 
     @staticmethod
@@ -126,20 +135,22 @@ class MogeDepth(DepthBackend):
                 self._model = load_moge(path, self.device)
         return self._model
 
-    def estimate(self, rgb, K_hint=None, **_ignored) -> DepthResult:
+    def estimate(self, rgb, K_hint=None, *, plan=None) -> DepthResult:
+        """Depth for `rgb`. A known camera (K_hint in working pixels, else --focal in original-image
+        pixels via `plan`, --fov, or an intrinsics JSON) fixes MoGe's FoV; otherwise MoGe estimates it."""
         import torch
+
+        from vd.image import plan_to
+        from vd.models.depth_file import resolve_K
 
         rgb = check_rgb(rgb)
         H, W = rgb.shape[:2]
+        iplan = plan if (plan is not None and tuple(plan.size) == (W, H)) else plan_to(W, H, W, H)
+        K_known = resolve_K(W, H, iplan, K_hint=K_hint, focal=self.focal, fov=self.fov, intr=self._intr)
         model = self._load()
         fov_x = None
-        if K_hint is not None:
-            fx = float(np.asarray(K_hint)[0, 0])
-            fov_x = math.degrees(2 * math.atan(W / (2 * fx)))
-        elif self.focal is not None:
-            fov_x = math.degrees(2 * math.atan(W / (2 * float(self.focal))))
-        elif self.fov is not None:
-            fov_x = float(self.fov)
+        if K_known is not None:
+            fov_x = math.degrees(2 * math.atan(W / (2 * float(K_known[0, 0]))))
         dev = next(model.parameters()).device
         image = torch.from_numpy(rgb.copy()).to(dev).permute(2, 0, 1).float().div_(255.0)
         import warnings
@@ -162,8 +173,8 @@ class MogeDepth(DepthBackend):
         K = np.array(
             [[Kn[0, 0] * W, 0, Kn[0, 2] * W - 0.5], [0, Kn[1, 1] * H, Kn[1, 2] * H - 0.5], [0, 0, 1]], dtype=np.float32
         )
-        if K_hint is not None:
-            K = np.asarray(K_hint, dtype=np.float32).reshape(3, 3)
+        if K_known is not None:
+            K = np.asarray(K_known, dtype=np.float32)
         normals = None
         if "normal" in out:
             n = out["normal"].float().cpu().numpy().astype(np.float32)

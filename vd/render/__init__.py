@@ -53,14 +53,14 @@ def resolve_backend(backend: str, device) -> str:
     return backend
 
 
-def _prep_cams(viewmats, Ks, device):
+def _prep_cams(viewmats, Ks, device, dtype=None):
     import numpy as np
     import torch
 
     def t(x):
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
-        x = torch.as_tensor(x, dtype=torch.float32, device=device)
+        x = torch.as_tensor(x, dtype=dtype or torch.float32, device=device)
         return x
 
     viewmats, Ks = t(viewmats), t(Ks)
@@ -101,11 +101,11 @@ def render(
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     name = resolve_backend(backend, g.device)
-    viewmats, Ks = _prep_cams(viewmats, Ks, g.device)
+    viewmats, Ks = _prep_cams(viewmats, Ks, g.device, g.means.dtype)
     C = viewmats.shape[0]
     if len(g) == 0:
-        z = torch.zeros(C, height, width, device=g.device)
-        rgb = torch.zeros(C, height, width, 3, device=g.device)
+        z = torch.zeros(C, height, width, device=g.device, dtype=g.means.dtype)
+        rgb = torch.zeros(C, height, width, 3, device=g.device, dtype=g.means.dtype)
         alpha, depth = z, z.clone()
     elif name == "gsplat":
         from vd.render.gsplat_backend import render_gsplat

@@ -177,12 +177,11 @@ def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int],
     """One iteration of the loop. Returns (artifacts, meta) for the cache (module docstring)."""
     import torch
 
-    from vd.align import align_depth, complete_depth
+    from vd.align import align_depth, complete_depth, spawn_edges
     from vd.cameras import invert_pose
     from vd.gaussians import Gaussians
     from vd.holes import hole_masks, scan_hole_ratios
     from vd.lift import gaussians_from_rgbd
-    from vd.models.depth import depth_edges
     from vd.render import render
     from vd.stages.select import diagnose, select
     from vd.train import optimise
@@ -231,7 +230,7 @@ def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int],
         aligned = align_depth(render_known, pred, unknown)
         valid = np.ones_like(hole)
     valid = valid & np.isfinite(aligned) & (aligned > 0)
-    edges = depth_edges(aligned, valid, times=p.edge_times)
+    edges = spawn_edges(aligned, valid, times=p.edge_times)
     spawn = hole & ~edges & valid
     frame = Frame(name=f"view_{k:02d}", kind="view", rgb=inpainted, depth=aligned.astype(np.float32),
                   K=np.asarray(Kc, dtype=np.float32), world_from_camera=np.asarray(pose, dtype=np.float64),

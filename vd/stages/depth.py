@@ -103,10 +103,7 @@ def run_depth(
 
     def compute() -> dict[str, bytes]:
         with memory.track(f"depth ({loaded.path.name})", device=getattr(be, "device", "cpu")):
-            if be.name == "file":
-                res = be.estimate(loaded.rgb, plan=loaded.plan)
-            else:
-                res = be.estimate(loaded.rgb)
+            res = be.estimate(loaded.rgb, plan=loaded.plan)
         meta = {
             "backend": be.name,
             "identity": be.identity,
@@ -261,20 +258,20 @@ def summary_table(rows: list[dict]) -> None:
 
     if console.is_quiet():
         return
-    t = Table(title="vd depth", title_justify="left", show_edge=False)
-    for c in ("image", "backend", "size", "focal", "FOV x/y", "depth range", "valid", "cache"):
-        t.add_column(c, justify="right" if c in ("focal", "valid") else "left")
+    t = Table(title="vd depth", title_justify="left", show_edge=False, pad_edge=False)
+    for c in ("image", "backend", "size", "focal", "FOV x", "depth", "valid", "cache"):
+        t.add_column(c, justify="right" if c in ("focal", "FOV x", "valid") else "left", no_wrap=True)
     for row in rows:
         j = row["json"]
         t.add_row(
             Path(j["image"]).name,
             j["backend"],
             f"{j['width']}x{j['height']}",
-            f"{j['focal']:.1f} px",
-            f"{j['fov_x_deg']:.1f}/{j['fov_y_deg']:.1f} deg",
-            f"{j['depth_min']:.3g} - {j['depth_max']:.3g}",
+            f"{j['focal']:.1f}",
+            f"{j['fov_x_deg']:.1f}°",
+            f"{j['depth_min']:.3g}-{j['depth_max']:.3g}",
             f"{100 * j['valid_fraction']:.1f}%",
-            "hit" if j["cached"] else "computed",
+            "hit" if j["cached"] else "new",
         )
     console.err.print(t)
 

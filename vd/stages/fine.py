@@ -326,39 +326,30 @@ def candidate_poses(scene: CoarseScene, stride: int = 3) -> tuple[np.ndarray, li
 
 
 def _coarse_trajectory(scene: CoarseScene) -> Optional[np.ndarray]:
-    """The dense trajectory the coarse stage sampled candidates from, rebuilt from its summary."""
+    """The dense trajectory the coarse stage scanned, rebuilt from its summary.json params."""
     from vd import cameras
 
     s = scene.summary or {}
-    # explicit poses recorded by the coarse stage win
-    for key in ("candidate_poses", "dense_poses", "trajectory_poses"):
-        if isinstance(s.get(key), list) and s[key]:
-            try:
-                a = np.asarray(s[key], dtype=np.float64).reshape(-1, 4, 4)
-                if np.isfinite(a).all():
-                    return a
-            except ValueError:
-                pass
-    params = {}
-    for key in ("params", "trajectory", "config"):
-        if isinstance(s.get(key), dict):
-            params.update(s[key])
+    params = s.get("params") if isinstance(s.get("params"), dict) else {}
     inp = scene.input_view
-    if inp.depth is None:
-        return None
-    kind = str(params.get("trajectory", params.get("kind", "spiral")))
-    if kind not in cameras.TRAJECTORIES:
-        kind = "spiral"
     try:
-        n_frames = int(params.get("n_frames", 10))
-        mult = int(params.get("dense_multiplier", 10))
-        pct = params.get("radius_percentiles", (5.0, 50.0))
-        radius = cameras.scene_radius(inp.depth, inp.K, inp.depth > 0, tuple(float(x) for x in pct))
-        kw = dict(width=inp.rgb.shape[1], height=inp.rgb.shape[0])
-        if kind != "rot":
-            kw.update(forward_ratio=float(params.get("forward_ratio", 0.3)),
-                      backward_ratio=float(params.get("backward_ratio", 0.4)))
-        return cameras.trajectory(kind, max(n_frames * mult, 2), radius, **kw)
+        tf = params.get("trajectory_file")
+        if tf and Path(tf).is_file():
+            return cameras.load_trajectory(tf)
+        kind = str(params.get("traj", "spiral"))
+        if kind not in cameras.TRAJECTORIES:
+            kind = "spiral"
+        n = max(int(params.get("n_frames", 10)) * int(params.get("dense_multiplier", 10)), 2)
+        radius = s.get("scene_radius")
+        if not isinstance(radius, (int, float)) or not np.isfinite(radius) or radius <= 0:
+            if inp.depth is None:
+                return None
+            pct = tuple(float(x) for x in params.get("radius_percentiles", (5.0, 50.0)))
+            valid = inp.mask if inp.mask is not None and inp.mask.sum() >= 3 else inp.depth > 0
+            radius = cameras.scene_radius(inp.depth, inp.K, valid, pct)
+        return cameras.trajectory(kind, n, float(radius), forward_ratio=float(params.get("forward_ratio", 0.3)),
+                                  backward_ratio=float(params.get("backward_ratio", 0.4)),
+                                  width=inp.rgb.shape[1], height=inp.rgb.shape[0])
     except Exception:  # noqa: BLE001 - a summary we cannot interpret: fall back to the coarse views
         return None
 
@@ -492,9 +483,66 @@ class ClassicalDenoiser(Denoiser):
         return (x.float() - x0) / t
 
 
-def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool]) -> Denoiser:
-    from vd.stages.fine_flux import FluxDenoiser
+class FluxDenoiser(Denoiser):
+    """Flux Fill through `vd.models.flux_fill` building blocks; latents are packed tokens [B, L, 64].
 
+    Conditioning: each view's coarse render with its hole mask as the region to generate, so the
+    model keeps what the coarse scene already shows and fills what it does not. The model loads
+    lazily (on the first step that is not cached) and its identity keys the cache.
+    """
+
+    name = "flux-fill"
+
+    def __init__(self, *, device="cpu", offload: str = "model", guidance: float = 30.0, auto_fetch=None,
+                 backend=None):
+        from vd.models.flux_fill import FluxFillInpaint
+
+        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+        self.guidance = float(guidance)
+        self.dtype = "bfloat16" if str(self.backend.device).startswith("cuda") else "float32"
+        self.identity = f"{self.backend.identity}:fine-guidance={self.guidance}"
+        self.cond = None
+        self.hw: Optional[tuple[int, int]] = None
+
+    @property
+    def ff(self):
+        return self.backend.flux
+
+    def prepare(self, rgb, holes) -> None:
+        import torch
+
+        self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
+        images = rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
+        masks = torch.as_tensor(holes)[:, None].float()
+        self.cond = self.ff.condition(images, masks)
+
+    def encode(self, rgb):
+        from vd.models.flux_fill import pack_latents
+
+        self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
+        return pack_latents(self.ff.encode(rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0))
+
+    def decode(self, z):
+        from vd.models.flux_fill import VAE_FACTOR, unpack_latents
+
+        H, W = self.hw
+        x = self.ff.decode(unpack_latents(z.float(), H // VAE_FACTOR, W // VAE_FACTOR))
+        return ((x + 1.0) * 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+    def schedule(self, total_steps, height, width):
+        from vd.models.flux_fill import schedule
+
+        return schedule(total_steps, (height // 16) * (width // 16))
+
+    def velocity(self, x, t, state):
+        H, W = self.hw
+        return self.ff.velocity(x, t, self.cond, self.guidance, height=H, width=W)
+
+    def release(self) -> None:
+        self.backend.release()
+
+
+def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool]) -> Denoiser:
     return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
 
 
@@ -578,6 +626,14 @@ def rectify(scene: CoarseScene, images, poses, K, *, iters: int, seed: int, back
     g_out = getattr(rep, "gaussians", None)
     g_out = g if g_out is None else g_out
     return g_out.detach(), [float(x) for x in getattr(rep, "losses", [])]
+
+
+def _tail_mean(losses: list) -> Optional[float]:
+    """Mean of the last tenth of a loss history (single-view steps are noisy); None when empty."""
+    if not losses:
+        return None
+    n = max(1, len(losses) // 10)
+    return float(np.mean(losses[-n:]))
 
 
 def run_fine(
@@ -697,7 +753,7 @@ def run_fine(
                                 backend=render_backend, device=device)
             rgb, _, _ = render_views(g, poses, K, W, H, backend=render_backend)
             ply, rep = _ply_bytes(g.to("cpu"), {"vd_stage": "fine", "vd_fine_key": key})
-            info = {"gs_loss_first": losses[0] if losses else None, "gs_loss_final": losses[-1] if losses else None,
+            info = {"gs_loss_first": losses[0] if losses else None, "gs_loss_final": _tail_mean(losses),
                     "gaussians": rep["written"], "seconds": round(time.perf_counter() - tf, 3)}
             return {"fine.ply": ply, "strip.png": codecs.encode_png(_strip(_to_uint8(imgs), _to_uint8(rgb))),
                     "final.json": codecs.encode_json(info)}
@@ -790,7 +846,7 @@ def _mcs_step(k, t, t_next, x, state, denoiser: Denoiser, scene, poses, K, W, H,
         "t": round(t, 6),
         "t_next": round(t_next, 6),
         "gs_loss_first": losses[0] if losses else None,
-        "gs_loss_final": losses[-1] if losses else None,
+        "gs_loss_final": _tail_mean(losses),
         "render_vs_estimate_l1": float(np.abs(render_u8.astype(np.float32) - est_u8.astype(np.float32)).mean() / 255.0),
         "hole_ratio": float(holes.mean()),
         "rescale": [round(r, 6) for r in stats["rescale"]] if stats["rescale"] is not None else None,
@@ -949,6 +1005,7 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
     from vd.fetch.registry import require
 
     require("flux-fill", auto_fetch=auto_fetch)
+    require("flux-prompt", auto_fetch=auto_fetch)
     return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch)), "flux-fill"
 
 
@@ -992,6 +1049,7 @@ __all__ = [
     "CoarseScene",
     "Denoiser",
     "ClassicalDenoiser",
+    "FluxDenoiser",
     "load_coarse",
     "is_coarse_dir",
     "fine_frame",

@@ -85,8 +85,10 @@ def load_config(path) -> dict:
     text = p.read_text()
     try:
         if p.suffix.lower() == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise InputError(f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead") from None
             cfg = tomllib.loads(text)
         else:
             cfg = json.loads(text)
@@ -321,7 +323,7 @@ def _densify_prune(g, grad_acc, grad_cnt, p, rng):
     if k > 0 and bool((avg > 0).any()):
         idx = torch.topk(avg, min(k, n)).indices
         split[idx[avg[idx] > 0]] = True
-    alive = torch.sigmoid(g.opacity_logits.detach()) >= p["prune_opacity"]
+    alive = (torch.sigmoid(g.opacity_logits.detach()) >= p["prune_opacity"]).cpu()
     keep = alive & ~split
     parts = [g.select(keep)]
     n_split = int((split & alive).sum())

@@ -10,7 +10,8 @@
    the input frame is its crop. The `file` backend knows the input only: its depth is used for
    the input and extended into the ring by `vd.align.complete_depth`.
 3. Frames: input (identity pose, supervises every pixel, spawns ¬edge ∧ valid) and ring (the
-   canvas camera, same pose; supervises and spawns the ring ∧ ¬edge ∧ valid).
+   canvas camera, same pose; supervises and spawns the ring ∧ ¬edge ∧ valid). Edges are
+   `vd.align.spawn_edges` (depth discontinuities, not smooth slopes).
 4. Gaussians from both frames, optimised together for `init_iters` iterations.
 
 `--no-outpaint` skips 1 and keeps the input frame only.
@@ -51,10 +52,9 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
     """Compute the scaffold from an RGB uint8 [H, W, 3] image (see the module docstring)."""
     import torch
 
-    from vd.align import complete_depth
+    from vd.align import complete_depth, spawn_edges
     from vd.gaussians import Gaussians
     from vd.lift import gaussians_from_rgbd
-    from vd.models.depth import depth_edges
     from vd.train import optimise
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -102,7 +102,7 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
         K_c = K_in.copy()
         K_c[0, 2] += px
         K_c[1, 2] += py
-    edges_c = depth_edges(depth_c, valid_c, times=edge_times)
+    edges_c = spawn_edges(depth_c, valid_c, times=edge_times)
 
     eye = np.eye(4)
     sl = (slice(py, py + H), slice(px, px + W))

@@ -1,0 +1,189 @@
+"""End-to-end coarse runs on a procedural RGB-D scene (file depth, telea inpaint, torch renderer)."""
+
+import json
+
+import numpy as np
+import pytest
+
+W, H, F = 64, 48, 56.0
+
+
+def make_scene(folder):
+    """A textured back wall at z=4 with a box at z=2 in front of it (disocclusions when moving)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    v, u = np.mgrid[0:H, 0:W]
+    rgb = np.zeros((H, W, 3), np.uint8)
+    checker = ((u // 6 + v // 6) % 2).astype(np.uint8)
+    rgb[..., 0] = 60 + 120 * checker
+    rgb[..., 1] = 90 + 40 * (u * 3 % 50) // 10
+    rgb[..., 2] = 140
+    depth = np.full((H, W), 4.0, np.float32)
+    box = (u >= 22) & (u < 40) & (v >= 16) & (v < 34)
+    depth[box] = 2.0
+    rgb[box] = [200, 50, 40]
+    rgb[box & ((u + v) % 7 == 0)] = [250, 220, 60]
+    img = folder / "scene.png"
+    Image.fromarray(rgb).save(img)
+    np.save(folder / "scene.depth.npy", depth)
+    return img
+
+
+BASE = ["--depth-backend", "file", "--inpaint-backend", "telea", "--render-backend", "torch", "--device", "cpu",
+        "--focal", str(F), "--n-frames", "4", "--dense-multiplier", "5", "--margin", "8", "--init-iters", "4",
+        "--view-iters", "4", "--expansion", "0.3"]
+
+
+def _run(run_vd, img, out, *extra):
+    r = run_vd("coarse", str(img), "-o", str(out), *BASE, *extra)
+    assert r.code == 0, r
+    return r
+
+
+@pytest.mark.slow
+def test_end_to_end_adds_views_and_writes_outputs(tmp_path, run_vd):
+    from vd.ply import read_ply
+    from vd.stages.scene_io import load_views
+
+    img = make_scene(tmp_path / "in")
+    out = tmp_path / "out"
+    r = _run(run_vd, img, out, "--fallback", "closest", "--json")
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["selected"] >= 1
+    g_c, _ = read_ply(out / "coarse.ply")
+    g_s, _ = read_ply(out / "scaffold.ply")
+    assert len(g_c) > len(g_s) > 0
+    assert np.isfinite(g_c.means.numpy()).all()
+    assert summary["totals"]["gaussians_total"] >= len(g_c)  # the writer may drop transparent ones
+    v = summary["views"][0]
+    assert v["added_gaussians"] > 0 and v["spawn_pixels"] <= v["hole_pixels"]
+    cams = json.loads((out / "cameras.json").read_text())
+    assert cams["convention"].startswith("OpenCV")
+    kinds = [c["kind"] for c in cams["views"]]
+    assert kinds[:2] == ["input", "ring"] and kinds.count("view") == summary["selected"]
+    assert np.allclose(cams["views"][0]["world_from_camera"], np.eye(4))
+    views = load_views(out)
+    assert len(views) == len(kinds)
+    for vw in views:
+        assert vw.rgb.dtype == np.uint8 and vw.depth.shape == vw.rgb.shape[:2] and vw.mask.dtype == bool
+    # the ring shares the input's principal point (bug 5): K_ring = K_input shifted by the padding
+    K0, K1 = views[0].K, views[1].K
+    px, py = (views[1].rgb.shape[1] - W) // 2, (views[1].rgb.shape[0] - H) // 2
+    assert K1[0, 2] - K0[0, 2] == pytest.approx(px) and K1[1, 2] - K0[1, 2] == pytest.approx(py)
+    assert (views[1].rgb.shape[1] - W) % 2 == 0 and px > 0
+    assert np.array_equal(views[1].rgb[py:py + H, px:px + W], views[0].rgb)
+    assert "coarse:" in r.stderr and "peak memory" in r.stderr
+
+
+@pytest.mark.slow
+def test_coarse_covers_more_than_scaffold(tmp_path, run_vd):
+    import torch
+
+    from vd.cameras import invert_pose
+    from vd.ply import read_ply
+    from vd.render import render
+    from vd.stages.scene_io import load_views
+
+    img = make_scene(tmp_path / "in")
+    out = tmp_path / "out"
+    _run(run_vd, img, out, "--fallback", "closest")
+    views = [v for v in load_views(out) if v.kind == "view"]
+    assert views
+    g_c, _ = read_ply(out / "coarse.ply")
+    g_s, _ = read_ply(out / "scaffold.ply")
+    vm = torch.as_tensor(np.stack([invert_pose(v.world_from_camera) for v in views]), dtype=torch.float32)
+    Ks = torch.as_tensor(np.stack([v.K for v in views]), dtype=torch.float32)
+    w, h = views[0].rgb.shape[1], views[0].rgb.shape[0]
+    a_c = render(g_c, vm, Ks, w, h, backend="torch").alpha
+    a_s = render(g_s, vm, Ks, w, h, backend="torch").alpha
+    cov_c = float((a_c > 0.5).float().mean())
+    cov_s = float((a_s > 0.5).float().mean())
+    assert cov_c > cov_s + 0.01, (cov_c, cov_s)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_identical_ply(tmp_path, run_vd, monkeypatch):
+    from vd.ply import read_ply
+    from vd.stages import coarse as coarse_mod
+
+    img = make_scene(tmp_path / "in")
+    args = ["--fallback", "closest", "--json"]
+    # uninterrupted run, own cache
+    monkeypatch.setenv("VD_CACHE_DIR", str(tmp_path / "cache_a"))
+    _run(run_vd, img, tmp_path / "a", *args)
+    # interrupted after view 1, then resumed, in another cache
+    monkeypatch.setenv("VD_CACHE_DIR", str(tmp_path / "cache_b"))
+
+    def boom(k):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(coarse_mod, "_after_view", boom)
+    r = run_vd("coarse", str(img), "-o", str(tmp_path / "b"), *BASE, *args)
+    assert r.code == 130 and not (tmp_path / "b" / "coarse.ply").exists()
+    monkeypatch.setattr(coarse_mod, "_after_view", None)
+    r = _run(run_vd, img, tmp_path / "b", *args)
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["scaffold"]["cached"] and s["views"][0]["cached"]
+    assert s["selected"] >= 2 and not s["views"][1]["cached"]
+    ga, _ = read_ply(tmp_path / "a" / "coarse.ply")
+    gb, _ = read_ply(tmp_path / "b" / "coarse.ply")
+    for k, t in ga.tensors().items():
+        assert torch_equal(t, gb.tensors()[k]), k
+    # a third identical run is all cache hits
+    r = _run(run_vd, img, tmp_path / "b", *args)
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["scaffold"]["cached"] and all(v["cached"] for v in s["views"])
+
+
+def torch_equal(a, b):
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+@pytest.mark.slow
+def test_fallback_closest_selects_where_none_does_not(tmp_path, run_vd):
+    img = make_scene(tmp_path / "in")
+    band = ["--min-ratio", "0.97", "--max-ratio", "0.99", "--n-frames", "3", "--json"]
+    r = _run(run_vd, img, tmp_path / "none", *band)
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["selected"] == 0 and s["stopped"]["hint"]
+    assert "--min-ratio" in s["stopped"]["hint"] or "--max-ratio" in s["stopped"]["hint"]
+    assert "hint:" in r.stderr
+    r = _run(run_vd, img, tmp_path / "closest", *band, "--fallback", "closest")
+    s2 = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s2["selected"] == 1 and s2["views"][0]["fallback"]
+    # the scaffold is shared through the cache
+    assert s2["scaffold"]["cached"]
+
+
+def test_usage_errors(tmp_path, run_vd):
+    img = make_scene(tmp_path / "in")
+    for bad in (["--fallback", "maybe"], ["--traj", "helix"], ["--min-ratio", "0.5", "--max-ratio", "0.1"],
+                ["--n-frames", "1"], ["--radius-percentiles", "60", "10"]):
+        r = run_vd("coarse", str(img), "-o", str(tmp_path / "o"), *bad)
+        assert r.code == 2, (bad, r)
+        assert "Traceback" not in r.stderr
+    r = run_vd("coarse", str(tmp_path / "missing.png"))
+    assert r.code == 1 and "not found" in r.stderr
+    r = run_vd("coarse", str(img), "--trajectory", str(tmp_path / "nope.json"))
+    assert r.code == 1 and "trajectory file not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_trajectory_file_and_no_outpaint(tmp_path, run_vd):
+    from vd import cameras
+
+    img = make_scene(tmp_path / "in")
+    poses = cameras.spiral(8, 0.6)
+    traj = tmp_path / "traj.json"
+    traj.write_text(json.dumps(poses.tolist()))
+    r = _run(run_vd, img, tmp_path / "o", "--no-outpaint", "--trajectory", str(traj), "--fallback", "closest", "--json")
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["candidates"] == 8 and s["scaffold"]["frames"] == 1
+    cams = json.loads((tmp_path / "o" / "cameras.json").read_text())
+    assert [c["kind"] for c in cams["views"]][0] == "input" and "ring" not in [c["kind"] for c in cams["views"]]
+    for c in cams["views"][1:]:
+        assert np.allclose(c["world_from_camera"], poses[c["dense_index"]])

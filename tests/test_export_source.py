@@ -1,0 +1,78 @@
+"""`vd export SOURCE` resolution: a processed image's cached stages (--stage), output folders."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from _export_scene import make_views, plane_gaussians, write_vd_folder
+
+
+def _put_frames(cache, key, stage, image, views, g, meta):
+    from vd.cache import codecs
+    from vd.stages.scene_io import Frame, encode_frames, gaussians_to_arrays
+
+    frames = [Frame(v.name, v.kind, v.rgb, v.depth, v.K.astype(np.float32), v.world_from_camera, v.mask, v.mask,
+                    np.zeros_like(v.mask), None) for v in views]
+    tensors, fmeta = encode_frames(frames, "f")
+    if g is not None:
+        tensors.update(gaussians_to_arrays(g))
+    meta = dict(meta, frames=fmeta)
+    return cache.put(key, {"data.safetensors": codecs.encode_tensors(tensors), "meta.json": codecs.encode_json(meta)},
+                     stage=stage, image=image)
+
+
+@pytest.fixture
+def processed_image(tmp_path):
+    """A fake processed image: a scaffold record (2 frames) and a chain of 2 coarse views + a stop."""
+    from vd.cache import Cache
+
+    img = tmp_path / "photo.png"
+    img.write_bytes(b"not really decoded")
+    g = plane_gaussians()
+    views = make_views(g)
+    n = len(g)
+    cache = Cache.open()
+    _put_frames(cache, "s" * 32, "scaffold", img, views[:2], g[: n // 2], {})
+    time.sleep(0.01)
+    _put_frames(cache, "a" * 32, "coarse-view", img, views[2:3], g[n // 2: 3 * n // 4], {"view": 1})
+    time.sleep(0.01)
+    _put_frames(cache, "b" * 32, "coarse-view", img, views[3:4], g[3 * n // 4:], {"view": 2})
+    time.sleep(0.01)
+    _put_frames(cache, "c" * 32, "coarse-view", img, [], None, {"view": 3, "stopped": True})
+    return img, g, views
+
+
+def test_image_source_latest_stage_and_stage_option(processed_image, tmp_path, run_vd):
+    from vd.ply import read_ply
+
+    img, g, views = processed_image
+    r = run_vd("export", img, "--format", "ply", "-o", tmp_path / "c.ply", "--json")
+    assert r.code == 0, r
+    assert json.loads(r.stdout)["stage"] == "coarse"
+    assert len(read_ply(tmp_path / "c.ply")[0]) == len(g)  # scaffold + both views
+    r = run_vd("export", img, "--format", "ply", "-o", tmp_path / "s.ply", "--stage", "scaffold")
+    assert r.code == 0, r
+    assert len(read_ply(tmp_path / "s.ply")[0]) == len(g) // 2
+    r = run_vd("export", img, "--format", "colmap", "-o", tmp_path / "ds", "--json")
+    assert r.code == 0, r
+    assert json.loads(r.stdout)["views"] == 4
+    r = run_vd("export", img, "--format", "ply", "-o", tmp_path / "f.ply", "--stage", "fine")
+    assert r.code == 1 and "no fine result" in r.stderr
+
+
+def test_folder_stage_choice(tmp_path, run_vd):
+    from vd.ply import read_ply, write_ply
+
+    g = plane_gaussians()
+    folder = write_vd_folder(tmp_path / "out", g)
+    write_ply(folder / "scaffold.ply", g[:100])
+    r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "s.ply", "--stage", "scaffold", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["stage"] == "scaffold"
+    assert len(read_ply(tmp_path / "s.ply")[0]) == 100
+    r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "f.ply", "--stage", "fine")
+    assert r.code == 1 and "fine.ply" in r.stderr
+    assert run_vd("export", folder, "--format", "ply", "-o", tmp_path / "x.ply", "--stage", "final").code == 2

@@ -1,0 +1,225 @@
+"""`vd refine`: scale+shift alignment, NaN-safe Huber depth loss, sign-insensitive normal loss,
+config rejection, and an end-to-end run on a procedural plane whose depth prior is exact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from _export_scene import make_views, noisy, plane_gaussians
+
+
+# ------------------------------------------------------------------ pieces
+def test_alignment_recovers_known_scale_and_shift():
+    from vd.stages.refine import align_scale_shift
+
+    rng = np.random.default_rng(0)
+    target = rng.uniform(1, 5, (40, 50))
+    s_true, b_true = 2.5, -0.7
+    prior = (target - b_true) / s_true
+    prior[0, :5] = np.nan
+    prior[1, :5] = np.inf
+    mask = np.ones_like(target, bool)
+    mask[10:20] = False
+    prior_bad = prior.copy()
+    prior_bad[10:20] = 1e6  # outside the mask: must be ignored
+    s, b, n = align_scale_shift(prior_bad, target, mask)
+    assert s == pytest.approx(s_true, rel=1e-9) and b == pytest.approx(b_true, abs=1e-9)
+    assert n == 40 * 50 - 10 * 50 - 10
+    s2, b2, _ = align_scale_shift(torch.tensor(prior_bad), torch.tensor(target), torch.tensor(mask))
+    assert (s2, b2) == pytest.approx((s_true, b_true))
+    # degenerate: a constant prior gives scale 1 and the mean offset
+    assert align_scale_shift(np.full(100, 2.0), np.full(100, 3.0)) == (1.0, 1.0, 100)
+    assert align_scale_shift(np.ones(4), np.ones(4), np.zeros(4, bool))[2] == 0
+
+
+def test_normal_loss_is_sign_insensitive():
+    from vd.stages.refine import normal_loss
+
+    rng = np.random.default_rng(1)
+    n = torch.tensor(rng.normal(size=(8, 9, 3)))
+    n = n / n.norm(dim=-1, keepdim=True)
+    p = torch.tensor(rng.normal(size=(8, 9, 3)))
+    p = p / p.norm(dim=-1, keepdim=True)
+    m = torch.ones(8, 9, dtype=torch.bool)
+    base = normal_loss(n, p, m)
+    assert normal_loss(-n, p, m) == pytest.approx(base.item())
+    assert normal_loss(n, -p, m) == pytest.approx(base.item())
+    flip = torch.where(torch.rand(8, 9, 1) > 0.5, -1.0, 1.0).double()
+    assert normal_loss(n * flip, p, m) == pytest.approx(base.item())
+    assert normal_loss(n, n, m).item() == pytest.approx(0.0, abs=1e-12)
+    assert normal_loss(n, -n, m).item() == pytest.approx(0.0, abs=1e-12)
+    e = torch.zeros(8, 9, 3, dtype=torch.double)
+    e[..., 0] = 1
+    f = torch.zeros_like(e)
+    f[..., 1] = 1
+    assert normal_loss(e, f, m).item() == pytest.approx(1.0)
+
+
+def test_huber_depth_loss_is_nan_and_inf_safe():
+    from vd.stages.refine import huber_depth_loss
+
+    pred = torch.full((6, 7), 2.0, requires_grad=True)
+    target = torch.full((6, 7), 2.5)
+    target[0, 0] = float("nan")
+    target[0, 1] = float("inf")
+    mask = torch.ones(6, 7, dtype=torch.bool)
+    mask[5] = False
+    with torch.no_grad():
+        p2 = pred.clone()
+    p2[1, 1] = float("nan")
+    p2 = p2.requires_grad_(True)
+    loss = huber_depth_loss(p2, target, mask, delta=0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(0.5 - 0.005)
+    assert torch.isfinite(p2.grad).all()
+    assert p2.grad[0, 0] == 0 and p2.grad[0, 1] == 0 and p2.grad[1, 1] == 0 and (p2.grad[5] == 0).all()
+    assert (p2.grad[2] < 0).all()  # pulls the prediction up towards the target
+    # no valid pixel: zero loss that still backpropagates
+    z = huber_depth_loss(pred, target, torch.zeros(6, 7, dtype=torch.bool))
+    z.backward()
+    assert z.item() == 0.0
+
+
+def test_normals_from_rendered_depth_match_numpy():
+    from _export_scene import K, plane_depth
+
+    from vd.export.normals import normals_from_depth, normals_from_depth_torch
+
+    d = plane_depth(K, np.eye(4))
+    n_np, ok_np = normals_from_depth(d, K)
+    n_t, ok_t = normals_from_depth_torch(torch.tensor(d, dtype=torch.float64), torch.tensor(K))
+    assert np.array_equal(ok_np, ok_t.numpy())
+    assert np.allclose(n_np[ok_np], n_t.numpy()[ok_np], atol=1e-5)
+    assert (n_np[ok_np][:, 2] < 0).all()  # faces the camera
+
+
+@pytest.mark.parametrize("cfg", [{"thinness_weight": 0.1}, {"regularisers": {"thickness": 1.0}}, {"Thin_Shell": True}])
+def test_config_with_thinness_or_thickness_is_rejected(tmp_path, cfg):
+    from vd.errors import UsageError
+    from vd.stages.refine import check_config, load_config
+
+    with pytest.raises(UsageError, match="thinness/thickness"):
+        check_config(cfg)
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(cfg))
+    with pytest.raises(UsageError):
+        load_config(p)
+
+
+def test_config_toml_unknown_keys_and_types(tmp_path):
+    from vd.errors import UsageError
+    from vd.stages.refine import load_config, resolve_params
+
+    p = tmp_path / "c.toml"
+    p.write_text("iters = 7\ndepth_weight = 1\n")
+    cfg = load_config(p)
+    assert cfg == {"iters": 7, "depth_weight": 1.0}
+    assert resolve_params(cfg, iters=3)["iters"] == 3  # explicit options win
+    assert resolve_params(cfg)["iters"] == 7
+    with pytest.raises(UsageError, match="unknown"):
+        load_config(_write(tmp_path / "u.json", {"learning_rate": 1}))
+    with pytest.raises(UsageError, match="must be a int"):
+        load_config(_write(tmp_path / "t.json", {"iters": "many"}))
+
+
+def _write(p, obj):
+    p.write_text(json.dumps(obj))
+    return p
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def plane_dataset(tmp_path_factory):
+    from vd.export.colmap import points_from_gaussians, write_colmap_dataset
+    from vd.ply import write_ply
+
+    root = tmp_path_factory.mktemp("refine")
+    g = plane_gaussians()
+    views = make_views(g)  # exact depth prior (analytic plane) and RGB rendered from the truth
+    write_colmap_dataset(root / "ds", views, points=points_from_gaussians(g))
+    write_ply(root / "init.ply", noisy(g, sigma=0.06))
+    return root
+
+
+def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp_path, run_vd):
+    ds, init = plane_dataset / "ds", plane_dataset / "init.ply"
+    out = tmp_path / "refined"
+    r = run_vd("refine", ds, "--init", init, "-o", out, "--iters", "16", "--device", "cpu", "--json")
+    assert r.code == 0, r
+    rep = json.loads(r.stdout)
+    assert rep["cached"] is False
+    meta = json.loads((out / "refine_meta.json").read_text())
+    before, after = meta["metrics"]["before"], meta["metrics"]["after"]
+    assert after["depth_abs_rel"] < 0.8 * before["depth_abs_rel"]
+    assert after["normal_deg"] < 0.8 * before["normal_deg"]
+    assert after["normal_loss"] < before["normal_loss"]
+    assert len(meta["alignment"]) == 4 and all(a["pixels"] > 100 for a in meta["alignment"])
+    # the prior is exact, so the fitted alignment is close to the identity
+    assert all(abs(a["scale"] - 1) < 0.15 and abs(a["shift"]) < 0.3 for a in meta["alignment"])
+    assert meta["inputs"]["init_hash"] and meta["inputs"]["dataset_hash"] and meta["params"]["iters"] == 16
+    assert meta["losses"][0]["iter"] == 1 and meta["losses"][-1]["iter"] == 16
+    from vd.ply import read_ply
+
+    g, pm = read_ply(out / "gaussians_refined.ply")
+    assert len(g) == meta["gaussians"]["final"] and pm["comments"]["stage"] == "refine"
+    assert "depth AbsRel" in r.stderr
+    # memoised: the second run is a cache hit with identical outputs
+    first = (out / "gaussians_refined.ply").read_bytes()
+    r2 = run_vd("refine", ds, "--init", init, "-o", tmp_path / "again", "--iters", "16", "--device", "cpu", "--json")
+    assert r2.code == 0 and json.loads(r2.stdout)["cached"] is True
+    assert (tmp_path / "again" / "gaussians_refined.ply").read_bytes() == first
+
+
+def test_refine_densify_and_prune(plane_dataset):
+    from vd.export.colmap import load_dataset
+    from vd.ply import read_ply
+    from vd.stages.refine import resolve_params, run_refine
+
+    views, _ = load_dataset(plane_dataset / "ds")
+    g0, _ = read_ply(plane_dataset / "init.ply")
+    g0.opacity_logits[:10] = -7.0  # below prune_opacity
+    p = resolve_params({"densify_every": 2, "densify_from": 2, "densify_until": 1.0, "densify_fraction": 0.05},
+                       iters=2, densify=True)
+    g, info = run_refine(views, g0, p, device="cpu")
+    assert info["gaussians"]["pruned"] >= 10 and info["gaussians"]["split"] > 0
+    assert len(g) == len(g0) - info["gaussians"]["pruned"] + info["gaussians"]["split"]
+    assert torch.isfinite(g.means).all()
+
+
+def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, run_vd):
+    import shutil
+
+    ds = tmp_path / "broken"
+    shutil.copytree(plane_dataset / "ds", ds)
+    (ds / "masks" / "000002.png").unlink()
+    r = run_vd("refine", ds, "--init", plane_dataset / "init.ply", "-o", tmp_path / "o")
+    assert r.code == 1 and "masks/000002.png: missing" in r.stderr
+    assert "is not a valid refine dataset: 1 problem" in r.stderr
+    assert not (tmp_path / "o").exists()
+    cfg = _write(tmp_path / "c.json", {"thickness_lambda": 0.5})
+    r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", tmp_path / "o", "--config", cfg)
+    assert r.code == 2 and "thinness/thickness" in r.stderr
+    r = run_vd("refine", plane_dataset / "ds", "--init", tmp_path / "nope.ply", "-o", tmp_path / "o")
+    assert r.code == 1 and "not found" in r.stderr
+    r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", tmp_path / "o", "--depth-weight", "-1")
+    assert r.code == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_refine_on_gpu(plane_dataset):
+    from vd.export.colmap import load_dataset
+    from vd.ply import read_ply
+    from vd.stages.refine import resolve_params, run_refine
+
+    views, _ = load_dataset(plane_dataset / "ds")
+    g0, _ = read_ply(plane_dataset / "init.ply")
+    p = resolve_params({"densify_every": 10, "densify_from": 10}, iters=30, densify=True)
+    g, info = run_refine(views, g0, p, device="cuda")
+    before, after = info["metrics"]["before"], info["metrics"]["after"]
+    assert after["depth_abs_rel"] < before["depth_abs_rel"] and after["normal_deg"] < before["normal_deg"]
+    assert g.device.type == "cpu" and torch.isfinite(g.means).all()

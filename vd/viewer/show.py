@@ -1,0 +1,164 @@
+"""`vd view`: log a PLY, an image or a vd output folder into a Viewer.
+
+Sources:
+- ``FILE.ply``: the Gaussians, in the "final" tab.
+- an output folder (``cameras.json`` from `vd coarse`): every camera with RGB, depth and masks
+  (input and ring frames in "scaffold", added views in "coarse"), scaffold.ply, coarse.ply,
+  fine/fine.ply (or fine.ply) and gaussians_refined.ply when present.
+- ``IMAGE``: its output folder ``vd-out/<stem>/`` when it exists, else the image alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+PLYS = (("scaffold.ply", "scaffold"), ("coarse.ply", "coarse"), ("fine/fine.ply", "fine"), ("fine.ply", "fine"),
+        ("gaussians_refined.ply", "final"))
+
+
+def resolve_source(source, *, out_root: Optional[Path] = None) -> tuple[str, Path]:
+    """("ply" | "dir" | "image", path) for what `vd view SOURCE` shows; InputError otherwise."""
+    from vd.errors import InputError
+
+    p = Path(source)
+    if not p.exists():
+        raise InputError(f"nothing to view: {p} does not exist")
+    if p.is_dir():
+        if ((p / "cameras.json").is_file() or any((p / name).is_file() for name, _ in PLYS)
+                or (p / "depth.npy").is_file()):
+            return "dir", p
+        raise InputError(f"{p} is not a vd output folder (no cameras.json, depth.npy or scene PLY in it)")
+    suffix = p.suffix.lower()
+    if suffix == ".ply":
+        return "ply", p
+    if suffix in IMAGE_SUFFIXES:
+        folder = (Path("vd-out") if out_root is None else Path(out_root)) / p.stem
+        if (folder / "cameras.json").is_file() or (folder / "depth.npy").is_file():
+            return "dir", folder
+        return "image", p
+    raise InputError(f"cannot view {p}: expected a .ply file, an image or a vd output folder")
+
+
+def source_stem(kind: str, path: Path) -> str:
+    return (path.resolve().name if kind == "dir" else path.stem) or "scene"
+
+
+def _default_K(width: int, height: int, fov_deg: float = 60.0):
+    import math
+
+    import numpy as np
+
+    f = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=np.float64)
+
+
+def log_source(viewer, kind: str, path: Path) -> dict:
+    """Log `path` into `viewer`; returns a summary {"cameras": n, "gaussians": {tab: n}, ...}."""
+    import numpy as np
+
+    from vd import console
+
+    summary: dict = {"source": str(path), "kind": kind, "cameras": 0, "gaussians": {}}
+    if kind == "ply":
+        from vd.ply import read_ply
+
+        g, _meta = read_ply(path)
+        viewer.log_gaussians("final", g)
+        viewer.set_tab("final")
+        summary["gaussians"]["final"] = len(g)
+        return summary
+    if kind == "image":
+        from PIL import Image
+
+        from vd.errors import InputError
+
+        try:
+            with Image.open(path) as im:
+                im.thumbnail((2048, 2048))
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as e:
+            raise InputError(f"cannot read the image {path}: {e}") from None
+        console.warn(f"no vd output for {path.name} in vd-out/{path.stem}/; showing the image only "
+                     f"(run `vd coarse {path}` first, or `vd view OUTPUT_DIR`)")
+        h, w = rgb.shape[:2]
+        viewer.log_frame("input", K=_default_K(w, h), world_from_camera=np.eye(4), rgb=rgb, tab="scaffold")
+        summary["cameras"] = 1
+        return summary
+
+    from vd.ply import read_ply
+
+    last_tab = "scaffold"
+    if (path / "cameras.json").is_file():
+        from vd.stages.scene_io import load_views
+
+        for v in load_views(path):
+            tab = "coarse" if v.kind == "view" else "scaffold"
+            viewer.log_frame(v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb, depth=v.depth,
+                             masks={"spawn": v.mask, "hole": v.hole_mask}, tab=tab)
+            summary["cameras"] += 1
+    else:
+        summary["cameras"] += log_depth_output(viewer, path)  # a `vd depth` folder
+    seen = set()
+    for name, tab in PLYS:
+        f = path / name
+        if tab in seen or not f.is_file():
+            continue
+        g, _ = read_ply(f)
+        viewer.log_gaussians(tab, g)
+        summary["gaussians"][tab] = len(g)
+        seen.add(tab)
+        last_tab = tab
+    viewer.set_tab(last_tab)  # the latest stage present
+    return summary
+
+
+def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: int = 512, name: str = "input") -> int:
+    """Log what `vd depth` wrote in `out_dir` (depth.npy, intrinsics.json, mask.png) as the input
+    camera of the scaffold tab; `rgb` (HxWx3) or `image` (a path, loaded like the stage did) gives
+    the colours, else depth.png. Returns the number of frames logged (0 when the files are absent)."""
+    import json
+
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "depth.npy").is_file() or not (out_dir / "intrinsics.json").is_file():
+        return 0
+    depth = np.load(out_dir / "depth.npy", allow_pickle=False).astype(np.float32)
+    intr = json.loads((out_dir / "intrinsics.json").read_text())
+    K = np.asarray(intr["K"], dtype=np.float64)
+    h, w = depth.shape
+    if rgb is None and image is not None:
+        from vd.image import load_image
+
+        rgb = load_image(image, max_resolution=max_resolution).rgb
+    if rgb is None and (out_dir / "depth.png").is_file():
+        from PIL import Image
+
+        with Image.open(out_dir / "depth.png") as im:
+            rgb = np.asarray(im.convert("RGB"))
+    if rgb is None:
+        rgb = np.zeros((h, w, 3), np.uint8)
+    if rgb.shape[:2] != (h, w):
+        from PIL import Image
+
+        rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((w, h), Image.BILINEAR))
+    masks = {}
+    if (out_dir / "mask.png").is_file():
+        from PIL import Image
+
+        with Image.open(out_dir / "mask.png") as im:
+            masks["valid"] = np.asarray(im.convert("L")) > 127
+    viewer.log_frame(name, K=K, world_from_camera=np.eye(4), rgb=rgb, depth=depth, masks=masks, tab="scaffold")
+    return 1
+
+
+def log_ply(viewer, path, tab: str = "final") -> int:
+    """Log the Gaussians of a PLY into `tab` (world/<tab>/gaussians); returns their number."""
+    from vd.ply import read_ply
+
+    g, _ = read_ply(path)
+    viewer.log_gaussians(tab, g)
+    viewer.set_tab(tab)
+    return len(g)
