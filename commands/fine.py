@@ -14,6 +14,7 @@ INPUTS = typer.Argument(
     help="Coarse output folders (holding cameras.json and coarse.ply), or the images `vd coarse` was run on "
     "(their coarse folder is read from -o, else vd-out/<image stem>/).",
     show_default=False,
+    metavar="IMAGE_OR_COARSE_DIR",
 )
 
 

@@ -17,6 +17,9 @@ def view(
     rrd: Optional[Path] = vo.RRD,
     wait: bool = vo.WAIT,
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
+    fly_through: int = typer.Option(0, "--fly-through", min=0, help="Also render N frames of the scene along a loop around the input camera (timeline 'frame', tab final)."),
+    traj: str = typer.Option("spiral", "--traj", help="Fly-through loop: spiral, wobble or rot."),
+    render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch (for --fly-through)."),
 ) -> None:
     """Show a result in Rerun. In scripts (stdout not a terminal) write <stem>.rrd and print its path.
 
@@ -42,12 +45,24 @@ def view(
                     recording_name=path.name)
     try:
         summary = log_source(v, kind, path)
+        scene = summary.pop("_scene", None)
+        if fly_through:
+            if scene is None:
+                raise UsageError(f"--fly-through needs Gaussians, and {path} has none")
+            from vd.viewer.show import log_fly_through
+
+            with console.progress() as bar:
+                task = bar.add_task("fly-through", total=fly_through)
+                n = log_fly_through(v, scene[0], fly_through, camera=scene[1], traj=traj, backend=render_backend,
+                                    progress=lambda i: bar.update(task, completed=i))
+            summary["frames"] = n
     except BaseException:
         v.discard()
         raise
     v.close()
     parts = [f"{summary['cameras']} cameras"] if summary["cameras"] else []
     parts += [f"{n} Gaussians ({tab})" for tab, n in summary["gaussians"].items()]
+    parts += [f"{summary['frames']} fly-through frames"] if summary.get("frames") else []
     console.info(f"viewed {path}: " + (", ".join(parts) or "nothing to show"))
     if v.rrd is not None:
         console.out(str(v.rrd))

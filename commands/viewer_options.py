@@ -60,4 +60,63 @@ def open_from_options(viewer: str = "auto", viewer_port: int = DEFAULT_PORT, rrd
                        recording_name=recording_name)
 
 
-__all__ = ["VIEWER", "VIEWER_PORT", "RRD", "WAIT", "WAIT_SECONDS", "MODES", "DEFAULT_PORT", "open_from_options"]
+def rrd_for(rrd: Optional[Path], image, n_images: int = 1) -> Optional[Path]:
+    """The --rrd path for one of several images: PATH itself for one image, else PATH_<image stem>.rrd."""
+    if rrd is None or n_images <= 1:
+        return rrd
+    rrd = Path(rrd)
+    return rrd.with_name(f"{rrd.stem}_{Path(image).stem}{rrd.suffix}")
+
+
+def open_for_image(viewer: str = "auto", viewer_port: int = DEFAULT_PORT, rrd: Optional[Path] = None,
+                   wait: bool = False, wait_seconds: Optional[float] = None, *, image, n_images: int = 1,
+                   default_rrd: Optional[Path] = None):
+    """One Viewer (one recording) per input image of a multi-image command; `--viewer save`
+    without --rrd writes `default_rrd` (e.g. OUT/coarse.rrd)."""
+    return open_from_options(viewer, viewer_port, rrd_for(rrd, image, n_images), wait, wait_seconds,
+                             recording_name=Path(image).name, default_rrd=default_rrd)
+
+
+def log_outputs(kind: str, out_dir, *, viewer: str = "auto", viewer_port: int = DEFAULT_PORT,
+                rrd: Optional[Path] = None, wait: bool = False, wait_seconds: Optional[float] = None,
+                image=None, n_images: int = 1, max_resolution: int = 512) -> None:
+    """For stages that take no viewer: show what they wrote in `out_dir` once they are done.
+
+    kind "depth": depth.npy + intrinsics.json + mask.png with the image's colours (scaffold tab);
+    kind "refine": gaussians_refined.ply (final tab). `--viewer save` without --rrd writes
+    OUT_DIR/<kind>.rrd. Never fails the command (its results are already written): any viewer
+    problem, bad options included, is a warning. Does nothing, and imports nothing heavy, when no
+    viewer is asked for.
+    """
+    from vd import console
+    from vd.errors import VdError
+
+    try:
+        v = open_from_options(viewer, viewer_port, rrd_for(rrd, image or Path(out_dir), n_images), wait,
+                              wait_seconds, recording_name=Path(image or out_dir).name,
+                              default_rrd=Path(out_dir) / f"{kind}.rrd")
+    except VdError as e:
+        console.warn(f"viewer: {e}")
+        return
+    if not v.enabled:
+        v.close()
+        return
+    try:
+        from vd.viewer.show import log_depth_output, log_ply
+
+        if kind == "depth":
+            log_depth_output(v, out_dir, image=image, max_resolution=max_resolution,
+                             name=Path(image).stem if image is not None else "input")
+        elif kind == "refine":
+            log_ply(v, Path(out_dir) / "gaussians_refined.ply", "final")
+        else:
+            raise ValueError(f"unknown output kind {kind!r}")
+    except Exception as e:  # noqa: BLE001 - the stage's results are written; the viewer never fails it
+        console.warn(f"viewer: could not show {out_dir} ({e})")
+        v.discard()
+        return
+    v.close()
+
+
+__all__ = ["VIEWER", "VIEWER_PORT", "RRD", "WAIT", "WAIT_SECONDS", "MODES", "DEFAULT_PORT", "open_from_options",
+           "rrd_for", "open_for_image", "log_outputs"]

@@ -31,8 +31,8 @@ def make_scene(folder):
 
 
 BASE = ["--depth-backend", "file", "--inpaint-backend", "telea", "--render-backend", "torch", "--device", "cpu",
-        "--focal", str(F), "--n-frames", "4", "--dense-multiplier", "5", "--margin", "8", "--init-iters", "4",
-        "--view-iters", "4", "--expansion", "0.3"]
+        "--focal", str(F), "--n-frames", "4", "--dense-multiplier", "3", "--margin", "8", "--init-iters", "2",
+        "--view-iters", "3", "--expansion", "0.3"]
 
 
 def _run(run_vd, img, out, *extra):
@@ -41,15 +41,29 @@ def _run(run_vd, img, out, *extra):
     return r
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted CLI run (--fallback closest) shared by several tests: (img, out, cache, summary, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("coarse_ref")
+    img = make_scene(base / "in")
+    out, cache = base / "out", base / "cache"
+    env = dict(os.environ, VD_CACHE_DIR=str(cache), VD_MODELS_DIR=str(base / "models"), COLUMNS="200")
+    p = subprocess.run([sys.executable, "-m", "vd.commands.app", "coarse", str(img), "-o", str(out), *BASE,
+                        "--fallback", "closest", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return img, out, cache, json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
+
+
 @pytest.mark.slow
-def test_end_to_end_adds_views_and_writes_outputs(tmp_path, run_vd):
+def test_end_to_end_adds_views_and_writes_outputs(reference):
     from vd.ply import read_ply
     from vd.stages.scene_io import load_views
 
-    img = make_scene(tmp_path / "in")
-    out = tmp_path / "out"
-    r = _run(run_vd, img, out, "--fallback", "closest", "--json")
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    img, out, _, summary, stderr = reference
     assert summary["selected"] >= 1
     g_c, _ = read_ply(out / "coarse.ply")
     g_s, _ = read_ply(out / "scaffold.ply")
@@ -73,11 +87,11 @@ def test_end_to_end_adds_views_and_writes_outputs(tmp_path, run_vd):
     assert K1[0, 2] - K0[0, 2] == pytest.approx(px) and K1[1, 2] - K0[1, 2] == pytest.approx(py)
     assert (views[1].rgb.shape[1] - W) % 2 == 0 and px > 0
     assert np.array_equal(views[1].rgb[py:py + H, px:px + W], views[0].rgb)
-    assert "coarse:" in r.stderr and "peak memory" in r.stderr
+    assert "coarse:" in stderr and "peak memory" in stderr
 
 
 @pytest.mark.slow
-def test_coarse_covers_more_than_scaffold(tmp_path, run_vd):
+def test_coarse_covers_more_than_scaffold(reference):
     import torch
 
     from vd.cameras import invert_pose
@@ -85,9 +99,7 @@ def test_coarse_covers_more_than_scaffold(tmp_path, run_vd):
     from vd.render import render
     from vd.stages.scene_io import load_views
 
-    img = make_scene(tmp_path / "in")
-    out = tmp_path / "out"
-    _run(run_vd, img, out, "--fallback", "closest")
+    img, out, _, _, _ = reference
     views = [v for v in load_views(out) if v.kind == "view"]
     assert views
     g_c, _ = read_ply(out / "coarse.ply")
@@ -103,17 +115,13 @@ def test_coarse_covers_more_than_scaffold(tmp_path, run_vd):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_identical_ply(tmp_path, run_vd, monkeypatch):
+def test_kill_and_resume_gives_identical_ply(tmp_path, run_vd, monkeypatch, reference):
     from vd.ply import read_ply
     from vd.stages import coarse as coarse_mod
 
-    img = make_scene(tmp_path / "in")
+    img, ref_out, _, _, _ = reference
     args = ["--fallback", "closest", "--json"]
-    # uninterrupted run, own cache
-    monkeypatch.setenv("VD_CACHE_DIR", str(tmp_path / "cache_a"))
-    _run(run_vd, img, tmp_path / "a", *args)
-    # interrupted after view 1, then resumed, in another cache
-    monkeypatch.setenv("VD_CACHE_DIR", str(tmp_path / "cache_b"))
+    # interrupted after view 1, then resumed, in a fresh cache (the reference ran uninterrupted)
 
     def boom(k):
         if k == 1:
@@ -127,7 +135,7 @@ def test_kill_and_resume_gives_identical_ply(tmp_path, run_vd, monkeypatch):
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["scaffold"]["cached"] and s["views"][0]["cached"]
     assert s["selected"] >= 2 and not s["views"][1]["cached"]
-    ga, _ = read_ply(tmp_path / "a" / "coarse.ply")
+    ga, _ = read_ply(ref_out / "coarse.ply")
     gb, _ = read_ply(tmp_path / "b" / "coarse.ply")
     for k, t in ga.tensors().items():
         assert torch_equal(t, gb.tensors()[k]), k
@@ -144,8 +152,9 @@ def torch_equal(a, b):
 
 
 @pytest.mark.slow
-def test_fallback_closest_selects_where_none_does_not(tmp_path, run_vd):
-    img = make_scene(tmp_path / "in")
+def test_fallback_closest_selects_where_none_does_not(tmp_path, run_vd, monkeypatch, reference):
+    img, _, cache, _, _ = reference
+    monkeypatch.setenv("VD_CACHE_DIR", str(cache))  # reuse the reference's scaffold
     band = ["--min-ratio", "0.97", "--max-ratio", "0.99", "--n-frames", "3", "--json"]
     r = _run(run_vd, img, tmp_path / "none", *band)
     s = json.loads(r.stdout.strip().splitlines()[-1])
@@ -155,8 +164,7 @@ def test_fallback_closest_selects_where_none_does_not(tmp_path, run_vd):
     r = _run(run_vd, img, tmp_path / "closest", *band, "--fallback", "closest")
     s2 = json.loads(r.stdout.strip().splitlines()[-1])
     assert s2["selected"] == 1 and s2["views"][0]["fallback"]
-    # the scaffold is shared through the cache
-    assert s2["scaffold"]["cached"]
+    assert s["scaffold"]["cached"] and s2["scaffold"]["cached"]  # shared through the cache
 
 
 def test_usage_errors(tmp_path, run_vd):
@@ -177,12 +185,13 @@ def test_trajectory_file_and_no_outpaint(tmp_path, run_vd):
     from vd import cameras
 
     img = make_scene(tmp_path / "in")
-    poses = cameras.spiral(8, 0.6)
+    poses = cameras.spiral(6, 0.6)
     traj = tmp_path / "traj.json"
     traj.write_text(json.dumps(poses.tolist()))
-    r = _run(run_vd, img, tmp_path / "o", "--no-outpaint", "--trajectory", str(traj), "--fallback", "closest", "--json")
+    r = _run(run_vd, img, tmp_path / "o", "--no-outpaint", "--trajectory", str(traj), "--fallback", "closest",
+             "--n-frames", "3", "--json")
     s = json.loads(r.stdout.strip().splitlines()[-1])
-    assert s["candidates"] == 8 and s["scaffold"]["frames"] == 1
+    assert s["candidates"] == 6 and s["scaffold"]["frames"] == 1
     cams = json.loads((tmp_path / "o" / "cameras.json").read_text())
     assert [c["kind"] for c in cams["views"]][0] == "input" and "ring" not in [c["kind"] for c in cams["views"]]
     for c in cams["views"][1:]:

@@ -161,3 +161,33 @@ def test_missing_and_bad_inputs(tmp_path, run_vd):
     assert r.code == 2 and "--steps" in r.stderr
     r = run_vd("fine", tmp_path / "empty", "--rect-weight", "1.5")
     assert r.code == 2
+
+
+def test_a_run_killed_after_a_step_resumes_at_the_next_one(coarse_dir, tmp_path):
+    from vd.cache import Cache
+    from vd.stages.fine import ClassicalDenoiser, FineParams, run_fine
+
+    params = FineParams(views=2, steps=2, total_steps=4, gs_iters=1)
+    calls = []
+
+    class Dies(ClassicalDenoiser):
+        def velocity(self, x, t, state):
+            calls.append(t)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # killed during step 1
+            return super().velocity(x, t, state)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fine(coarse_dir, tmp_path / "o", params, denoiser_factory=lambda: Dies("cpu"), device="cpu", cache=Cache.open())
+    assert not (tmp_path / "o" / "fine.ply").exists()  # no partial output
+    calls.clear()
+
+    class Counts(ClassicalDenoiser):
+        def velocity(self, x, t, state):
+            calls.append(t)
+            return super().velocity(x, t, state)
+
+    res = run_fine(coarse_dir, tmp_path / "o", params, denoiser_factory=lambda: Counts("cpu"), device="cpu", cache=Cache.open())
+    assert res.cached_steps == 1 and len(calls) == 1  # only step 1 ran again
+    s = res.summary
+    assert [r["cached"] for r in s["steps"]] == [True, False]

@@ -5,9 +5,7 @@ model's own velocity (weight 0 = the plain sampler, weight 1 with a perfect rend
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

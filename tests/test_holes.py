@@ -42,3 +42,44 @@ def test_scale_intrinsics():
     K = np.array([[100.0, 0, 32], [0, 90.0, 24], [0, 0, 1]])
     K2 = scale_intrinsics(K, 0.5)
     assert np.allclose(K2, [[50, 0, 16], [0, 45, 12], [0, 0, 1]])
+
+
+def _plane_gaussians():
+    from vd.lift import gaussians_from_rgbd
+
+    H, W = 48, 64
+    rgb = np.full((H, W, 3), 128, np.uint8)
+    d = np.full((H, W), 4.0, np.float32)
+    d[16:32, 20:40] = 2.0
+    K = np.array([[56, 0, 32], [0, 56, 24], [0, 0, 1]], np.float32)
+    return gaussians_from_rgbd(rgb, d, K), K
+
+
+def test_splat_alpha_matches_renderer():
+    import torch
+
+    from vd.cameras import candidate_intrinsics, invert_pose, look_at
+    from vd.holes import splat_alpha
+    from vd.render import render
+
+    g, K = _plane_gaussians()
+    Kc, W, H = candidate_intrinsics(K, 64, 48, 8)
+    poses = np.stack([np.eye(4), look_at((0.4, -0.1, 0.2), (0, 0, 3))])
+    vm = torch.as_tensor(invert_pose(poses), dtype=torch.float32)
+    Ks = torch.as_tensor(Kc, dtype=torch.float32)[None].expand(2, 3, 3)
+    a_r = render(g, vm, Ks, W, H, backend="torch").alpha
+    a_s = splat_alpha(g, vm, Ks, W, H)
+    assert float((a_r - a_s).abs().max()) < 1e-3
+
+
+def test_reduced_scan_matches_full_scan():
+    from vd.cameras import candidate_intrinsics, look_at
+    from vd.holes import scan_hole_ratios, scan_hole_ratios_full
+
+    g, K = _plane_gaussians()
+    Kc, W, H = candidate_intrinsics(K, 64, 48, 16)
+    poses = np.stack([np.eye(4)] + [look_at((x, 0.0, z), (0, 0, 3)) for x, z in [(0.3, 0), (-0.5, 0.3), (0.8, -0.2)]])
+    full = scan_hole_ratios_full(g, poses, Kc, W, H, backend="torch").ratios
+    fast = scan_hole_ratios(g, poses, Kc, W, H, scale=0.5).ratios
+    assert np.abs(full - fast).max() < 0.03, (full, fast)
+    assert np.argmax(full) == np.argmax(fast)

@@ -27,7 +27,7 @@ def _write(path, n=100, nan=False, identity_rot=False):
         import struct
 
         struct.pack_into("<f", data, header_end, math.nan)  # x of row 0
-        struct.pack_into("<f", data, header_end + 4 * 30 + 4, math.inf)  # y of row 1 (30 floats per row)
+        struct.pack_into("<f", data, header_end + 4 * 26 + 4, math.inf)  # y of row 1 (26 floats per row at SH degree 1)
         path.write_bytes(bytes(data))
     return g
 

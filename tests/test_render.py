@@ -160,7 +160,7 @@ def test_composite_backward_gradcheck():
     """The hand-written backward of the compositing kernel against numerical derivatives."""
     torch.manual_seed(0)
     tile, t, L = 4, 3, 5
-    basis = _pixel_basis(tile, torch.float64)
+    basis_t = _pixel_basis(tile, torch.float64).T.contiguous()
     # well-conditioned Gaussians near the tile, away from the 1/255 and 0.999 thresholds
     mx = torch.rand(t, L, dtype=torch.float64) * 4
     my = torch.rand(t, L, dtype=torch.float64) * 4
@@ -168,10 +168,10 @@ def test_composite_backward_gradcheck():
     c = 0.05 + 0.1 * torch.rand(t, L, dtype=torch.float64)
     b = 0.02 * torch.rand(t, L, dtype=torch.float64)
     coef = torch.stack([0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my, -(a * mx + b * my), -(c * my + b * mx),
-                        0.5 * a, 0.5 * c, b], -1).requires_grad_()
+                        0.5 * a, 0.5 * c, b], 1).requires_grad_()
     op = (0.3 + 0.4 * torch.rand(t, L, dtype=torch.float64)).requires_grad_()
     feats = torch.rand(t, L, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda co, o, f: _Composite.apply(co, o, f, basis), (coef, op, feats), eps=1e-6, atol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda co, o, f: _Composite.apply(co, o, f, basis_t), (coef, op, feats), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_render_gradients_match_finite_differences():

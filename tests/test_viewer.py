@@ -164,7 +164,7 @@ def test_headless_auto_in_a_child_process_imports_no_rerun(tmp_path):
                        stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["NullViewer", "False"]
-    assert p.stderr == ""
+    assert "viewer" not in p.stderr and "rerun" not in p.stderr.lower()
 
 
 def test_spawn_without_display_is_a_usage_error():
@@ -652,3 +652,43 @@ def test_depth_folder_and_depth_hook(run_vd, tmp_path, _headless, viewers):
     v.close()
     ents = rrd_entities(tmp_path / "hook.rrd", _headless)
     assert {"/world/scaffold/cameras/pic/rgb", "/world/final/gaussians"} <= ents
+
+
+def test_log_outputs_helper_for_stages_without_a_viewer(tmp_path, _headless, capsys):
+    from PIL import Image
+
+    from vd.commands import viewer_options as vo
+
+    assert vo.rrd_for(tmp_path / "r.rrd", "a/photo.png", 1) == tmp_path / "r.rrd"
+    assert vo.rrd_for(tmp_path / "r.rrd", "a/photo.png", 2) == tmp_path / "r_photo.rrd"
+    assert vo.rrd_for(None, "a/photo.png", 2) is None
+    folder = tmp_path / "out"
+    folder.mkdir()
+    np.save(folder / "depth.npy", np.full((24, 32), 1.5, np.float32))
+    (folder / "intrinsics.json").write_text(json.dumps({"K": [[30, 0, 16], [0, 30, 12], [0, 0, 1]]}))
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "photo.png")
+    vo.log_outputs("depth", folder)  # headless, not a terminal: nothing at all
+    assert sorted(p.name for p in folder.iterdir()) == ["depth.npy", "intrinsics.json"]
+    vo.log_outputs("depth", folder, viewer="save", image=tmp_path / "photo.png")
+    assert "/world/scaffold/cameras/photo/rgb" in rrd_entities(folder / "depth.rrd", _headless)
+    vo.log_outputs("refine", folder, viewer="save", rrd=tmp_path / "ref.rrd")  # no PLY: a warning only
+    assert not list(tmp_path.glob("ref.rrd*"))
+    vo.log_outputs("depth", folder, viewer="spawn")  # no display: a warning only
+    err = capsys.readouterr().err
+    assert "could not show" in err and "needs a display" in err
+
+
+def test_vd_view_fly_through(run_vd, tmp_path, _headless):
+    folder = _coarse_folder(tmp_path)
+    r = run_vd("view", folder, "--viewer", "save", "--rrd", tmp_path / "fly.rrd", "--fly-through", "3",
+               "--render-backend", "torch")
+    assert r.code == 0, r
+    assert "3 fly-through frames" in r.stderr
+    ents = rrd_entities(tmp_path / "fly.rrd", _headless)
+    assert {"/world/final/camera", "/world/final/camera/rgb", "/world/final/camera/depth"} <= ents
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    r = run_vd("view", img, "--viewer", "save", "--rrd", tmp_path / "nofly.rrd", "--fly-through", "2")
+    assert r.code == 2 and "needs Gaussians" in r.stderr and not list(tmp_path.glob("nofly.rrd*"))

@@ -5,11 +5,16 @@ threshold (0.5, upstream's round(alpha) == 0), cleaned by one 5×5 erosion (drop
 three 5×5 dilations (grows holes by ~4 px so inpainting overlaps the seam). As upstream (bug
 12) there is no depth test: disocclusions behind existing surfaces are not holes.
 
-The coarse loop needs the hole ratio of ~100 candidate poses per added view. `scan_hole_ratios`
-renders them in batches at a reduced resolution, asking the renderer for alpha only (DC colour,
-no SH), upsamples alpha bilinearly to the candidate size and applies the same threshold and
-morphology there, so the ratios match a full-size render closely. `scan_hole_ratios_full`
-renders every candidate at full size, one by one (the reference the benchmark compares with).
+The coarse loop needs the hole ratio of ~100 candidate poses per added view. Alpha alone does
+not depend on the compositing order (final alpha = 1 − Π(1 − α_i)), so `scan_hole_ratios` skips
+the renderer: `splat_alpha` scatter-adds log(1 − α_i) over each projected Gaussian's pixel
+footprint (same EWA projection, eps2d, 0.99 cap and 1/255 cut as gsplat; it matches the torch
+renderer's alpha to ~1e-7 at the same size). The scan runs at a reduced resolution (`scale`,
+default 1/4) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
+on a seeded random `keep` = 4·scale² fraction of the Gaussians, each grown by 1/sqrt(keep) so
+a surface keeps its coverage; alpha is then upsampled bilinearly to the candidate size and
+thresholded and cleaned there. `scan_hole_ratios_full` renders every candidate at full size one
+by one with the real renderer (the upstream way; the benchmark's reference).
 """
 
 from __future__ import annotations
@@ -200,13 +205,14 @@ class ScanResult:
 
 def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, scale: float = 0.25, batch: int = 16,
                      backend: str = "auto", threshold: float = ALPHA_THRESHOLD, keep: float | None = None,
-                     tile: int | None = None, method: str = "splat") -> ScanResult:
+                     tile: int | None = None, method: str = "splat", eps2d: float | None = None) -> ScanResult:
     """Hole ratios of every candidate pose (world_from_camera [N, 4, 4]) at size width × height.
 
-    Renders alpha at `scale` of the size, `batch` cameras per call, from `alpha_lod(g, keep)`
-    (default keep = min(1, 4·scale²): at a quarter of the resolution a quarter of the
-    Gaussians, each grown 2×, still put several Gaussians on every low-resolution pixel), then
-    upsamples alpha to full size before thresholding and the morphology (module docstring)."""
+    Alpha at `scale` of the size, `batch` cameras per call, from `alpha_lod(g, keep)` (default
+    keep = min(1, 4·scale²): at a quarter of the resolution a quarter of the Gaussians, each
+    grown 2×), with eps2d = 0.3·scale² unless given; `method="render"` uses `vd.render.render`
+    instead of `splat_alpha`. Alpha is upsampled to full size before the threshold and the
+    morphology (module docstring)."""
     import time
 
     import torch
@@ -235,7 +241,7 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
             vm = viewmats[i:i + batch]
             c = vm.shape[0]
             if method == "splat":
-                alpha = splat_alpha(ga, vm, Kt[None], sw, sh)
+                alpha = splat_alpha(ga, vm, Kt[None], sw, sh, eps2d=eps2d if eps2d is not None else 0.3 * (sw / width) ** 2)
             else:
                 kw = {"tile": tile} if tile else {}
                 alpha = render(ga, vm, Kt[None].expand(c, 3, 3).contiguous(), sw, sh, backend=backend, **kw).alpha.float()

@@ -576,37 +576,40 @@ class FileDownload:
 
     def _stream_into(self, chunks, offset: int, total: Optional[int]) -> None:
         """Append `chunks` to self.tmp as they arrive (no re-buffering: httpcore hands out up to
-        256 KiB at a time); sha256 runs in a helper thread meanwhile. Bytes received before a
-        dropped connection are already on disk, a valid prefix to resume from."""
+        1 MiB at a time); sha256 (and periodic fdatasync) run in a helper thread meanwhile.
+        Bytes received before a dropped connection are already on disk, a valid prefix to resume from."""
         limit = self.spec.size
         note = f" (resumed from {human(offset)})" if offset else ""
         self.reporter.start(f"{self.label}{note}", total if total is not None else self.spec.expected_bytes, offset)
-        bg = _BackgroundHash(self._hasher)
         pos = offset
         unreported = 0
         try:
             with open(self.tmp, "ab", buffering=0) as f:
-                write = f.write
-                for chunk in chunks:
-                    n = len(chunk)
-                    if limit is not None and pos + n > limit:
-                        bg.finish()
-                        f.truncate(0)
-                        self._hasher = hashlib.sha256()
-                        raise _NextSource(f"served more than the expected {limit} bytes")
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[write(view):]
-                    bg.update(chunk)
-                    pos += n
-                    unreported += n
-                    if unreported >= CHUNK:
-                        self.reporter.advance(unreported)
-                        unreported = 0
-                if _fsync_enabled():
+                sync = _fsync_enabled()
+                bg = _BackgroundHash(self._hasher, fd=f.fileno() if sync else None)
+                try:
+                    write = f.write
+                    for chunk in chunks:
+                        n = len(chunk)
+                        if limit is not None and pos + n > limit:
+                            bg.finish()
+                            f.truncate(0)
+                            self._hasher = hashlib.sha256()
+                            raise _NextSource(f"served more than the expected {limit} bytes")
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[write(view):]
+                        bg.update(chunk)
+                        pos += n
+                        unreported += n
+                        if unreported >= CHUNK:
+                            self.reporter.advance(unreported)
+                            unreported = 0
+                finally:
+                    bg.finish()                 # before the file (and its fd) is closed
+                if sync:
                     os.fsync(f.fileno())
         finally:
-            bg.finish()
             if unreported:
                 self.reporter.advance(unreported)
             self.reporter.finish()
@@ -628,14 +631,21 @@ class FileDownload:
 
 
 class _BackgroundHash:
-    """Feed a hashlib object from a helper thread (hashlib releases the GIL), bounded queue."""
+    """Feed a hashlib object from a helper thread (hashlib releases the GIL), bounded queue.
 
-    def __init__(self, h):
+    With `fd`, the thread also fdatasync()s the file every `sync_every` bytes, so writeback
+    overlaps the download and the final fsync before the rename has little left to flush.
+    """
+
+    def __init__(self, h, fd: Optional[int] = None, sync_every: int = 256 << 20):
         import queue
         import threading
 
         self.h = h
-        self.q: "queue.Queue" = queue.Queue(maxsize=16)
+        self.fd = fd
+        self.sync_every = sync_every
+        self.unsynced = 0
+        self.q: "queue.Queue" = queue.Queue(maxsize=8)
         self.done = False
         self.t = threading.Thread(target=self._run, name="vd-sha256", daemon=True)
         self.t.start()
@@ -646,6 +656,14 @@ class _BackgroundHash:
             if b is None:
                 return
             self.h.update(b)
+            if self.fd is not None:
+                self.unsynced += len(b)
+                if self.unsynced >= self.sync_every:
+                    self.unsynced = 0
+                    try:
+                        os.fdatasync(self.fd)
+                    except OSError:     # e.g. a filesystem without fdatasync: the final fsync remains
+                        self.fd = None
 
     def update(self, data: bytes) -> None:
         self.q.put(data)

@@ -142,58 +142,64 @@ def _pixel_basis(tile: int, dtype) -> Tensor:
     return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v]).to(dtype)
 
 
-def _composite_fwd(coef: Tensor, op: Tensor, basis: Tensor, with_state: bool = False):
-    """Front-to-back weights of one padded block: coef [t,L,6], op [t,L] -> w [t,L,B] (+ state)."""
-    sigma = torch.matmul(coef, basis).clamp_min_(0.0)  # [t,L,B]
-    alpha = torch.exp_(sigma.neg_()).mul_(op[:, :, None])
-    alpha = torch.where(alpha >= ALPHA_MIN, alpha.clamp_max(ALPHA_MAX), torch.zeros((), dtype=alpha.dtype))
-    log1m = torch.log1p(-alpha)
-    csum = torch.cumsum(log1m, dim=1)
-    live = csum > math.log(T_MIN)  # stop before the transmittance falls to T_MIN (gsplat)
-    t_excl = torch.exp_(csum.sub_(log1m))
-    w = t_excl * alpha
-    w = w.mul_(live)
-    if with_state:
-        return w, alpha, t_excl, live
-    return w
+def _composite_fwd(coef_t: Tensor, op: Tensor, basis_t: Tensor):
+    """Front-to-back compositing weights of one padded block, pixel-major layout.
+
+    coef_t [t,6,L] (quadratic form of σ over the tile-local pixel monomials), op [t,L],
+    basis_t [B,6]. Returns (w, alpha, one_minus_alpha, t_incl) each [t,B,L], where t_incl is the
+    inclusive transmittance with the early-termination cut applied (0 once it falls to T_MIN).
+    Only cheap elementwise ops plus one exp and one cumprod touch the [t,B,L] arrays.
+    """
+    sigma = torch.matmul(basis_t, coef_t)  # [t,B,L]
+    alpha = sigma.clamp_min_(0.0).neg_().exp_().mul_(op[:, None, :])
+    torch.nn.functional.threshold_(alpha, ALPHA_MIN, 0.0)  # skip alpha < 1/255 (gsplat)
+    alpha.clamp_max_(ALPHA_MAX)
+    om = torch.rsub(alpha, 1.0)
+    t_incl = torch.cumprod(om, dim=2)
+    # gsplat stops before the transmittance would fall to T_MIN: drop that Gaussian and all later
+    torch.nn.functional.threshold_(t_incl, T_MIN, 0.0)
+    w = t_incl * alpha
+    w.div_(om)
+    return w, alpha, om, t_incl
 
 
 class _Composite(torch.autograd.Function):
     """Alpha compositing of padded per-tile Gaussian lists with a hand-written backward.
 
-    Inputs: coef [t,L,6] (quadratic form of σ over tile-local pixel coordinates), op [t,L]
-    (opacities), feats [t,L,F] (colour, depth). Output [t,B,F+1] (features and alpha). The
-    backward recomputes the forward (nothing of size [t,L,B] is kept between the passes).
+    Inputs: coef_t [t,6,L] (quadratic form of σ over tile-local pixel coordinates), op [t,L]
+    (opacities), feats [t,L,F] (colour, depth), basis_t [B,6]. Output [t,F+1,B] (features and
+    alpha). The backward recomputes the forward: nothing of size [t,B,L] is kept between passes.
     """
 
     @staticmethod
-    def forward(ctx, coef, op, feats, basis):
-        w = _composite_fwd(coef, op, basis)
-        fb = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1)
-        out = torch.bmm(w.transpose(1, 2), fb)
-        ctx.save_for_backward(coef, op, feats, basis)
+    def forward(ctx, coef_t, op, feats, basis_t):
+        w = _composite_fwd(coef_t, op, basis_t)[0]
+        fbt = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1).transpose(1, 2).contiguous()
+        # [t,F+1,L] @ [t,L,B]: the small dimension on the left keeps MKL's batched gemm fast
+        out = torch.bmm(fbt, w.transpose(1, 2))  # [t,F+1,B]
+        ctx.save_for_backward(coef_t, op, feats, basis_t)
         return out
 
     @staticmethod
     def backward(ctx, g_out):
-        coef, op, feats, basis = ctx.saved_tensors
-        w, alpha, t_excl, live = _composite_fwd(coef, op, basis, with_state=True)
-        fb = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1)  # [t,L,F+1]
-        g_out = g_out.contiguous()
-        g_feats = torch.bmm(w, g_out)[:, :, :-1]  # [t,L,F]
-        fg = torch.bmm(fb, g_out.transpose(1, 2))  # [t,L,B]  f_i · g
+        coef_t, op, feats, basis_t = ctx.saved_tensors
+        w, alpha, om, t_incl = _composite_fwd(coef_t, op, basis_t)
+        fbt = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1).transpose(1, 2).contiguous()  # [t,F+1,L]
+        g_out = g_out.contiguous()  # [t,F+1,B]
+        g_feats = torch.bmm(g_out, w)[:, :-1].transpose(1, 2)  # [t,L,F]
+        fg = torch.bmm(g_out.transpose(1, 2), fbt)  # [t,B,L]  f_i · g
         wfg = w * fg
-        # S_i = sum_{j>i} w_j (f_j·g): total minus inclusive prefix sum
-        suffix = wfg.sum(dim=1, keepdim=True) - torch.cumsum(wfg, dim=1)
-        d_alpha = t_excl * fg - suffix / (1.0 - alpha)
-        ok = live & (alpha > 0) & (alpha < ALPHA_MAX)
-        d_alpha = d_alpha * ok
-        # alpha = op * exp(-sigma): d/dop = alpha/op, d/dsigma = -alpha
-        da = d_alpha * alpha
-        g_op = da.sum(-1) / op.clamp_min(1e-30)
-        g_sigma = -da
-        g_coef = torch.matmul(g_sigma, basis.T)  # [t,L,6]
-        return g_coef, g_op, g_feats, None
+        # S_i = sum_{j>i} w_j (f_j·g) = total - inclusive prefix sum
+        suffix = torch.cumsum(wfg, dim=2).neg_().add_(wfg.sum(dim=2, keepdim=True))
+        # dL/dalpha_i = T_i (f_i·g) - S_i / (1 - alpha_i), with T_i = t_incl_i / (1 - alpha_i);
+        # both terms vanish after the early-termination cut (t_incl = 0 and S = 0 there)
+        d = fg.mul_(t_incl).sub_(suffix).div_(om)
+        # alpha = op * exp(-sigma) (zero below 1/255, clamped at ALPHA_MAX: no gradient there)
+        # (threshold_ on -alpha keeps alpha where alpha < ALPHA_MAX, else 0: cheaper than where())
+        da = d.mul_(torch.nn.functional.threshold_(alpha.neg(), -ALPHA_MAX, 0.0)).neg_()
+        g_op = da.sum(dim=1) / op.clamp_min(1e-30)  # [t,L]
+        g_coef_t = torch.matmul(basis_t.T, da).neg_()  # [t,6,L]
+        return g_coef_t, g_op, g_feats, None
 
 
 def rasterize(
@@ -222,14 +228,10 @@ def rasterize(
         img = out
     else:
         N = means2d.shape[0]
-        # one padding row (index N) with opacity 0
-        pad1 = lambda x: torch.cat([x, torch.zeros_like(x[:1])], 0)  # noqa: E731
-        mx = pad1(means2d[:, 0])
-        my = pad1(means2d[:, 1])
-        ca, cb, cc = (pad1(conics[:, i]) for i in range(3))
-        op = pad1(opacities)
-        ft = pad1(feats)
-        basis = _pixel_basis(tile, dt).to(dev)
+        # one table of per-Gaussian values, gathered once per block; row N pads with opacity 0
+        tab = torch.cat([means2d, conics, opacities[:, None], feats], dim=1)
+        tab = torch.cat([tab, torch.zeros_like(tab[:1])], dim=0)
+        basis_t = _pixel_basis(tile, dt).to(dev).T.contiguous()  # [B,6]
         counts = torch.bincount(tile_id, minlength=T)
         starts = torch.cumsum(counts, 0) - counts
         tiles = (counts > 0).nonzero().squeeze(1)
@@ -249,26 +251,29 @@ def rasterize(
             pos = starts[blk][:, None] + ar[None, :]
             live = ar[None, :] < counts[blk][:, None]
             g = torch.where(live, gid[pos.clamp_max(gid.numel() - 1)], torch.full_like(pos, N))
+            G = tab[g]  # [t,L,6+F]
             x0 = (blk % tw).to(dt)[:, None] * tile
             y0 = torch.div(blk, tw, rounding_mode="floor").to(dt)[:, None] * tile
-            dxm = mx[g] - x0  # [t,L] Gaussian centre in tile-local coordinates
-            dym = my[g] - y0
-            a, b, c = ca[g], cb[g], cc[g]
-            coef = torch.stack(
+            dxm = G[..., 0] - x0  # [t,L] Gaussian centre in tile-local coordinates
+            dym = G[..., 1] - y0
+            a, b, c = G[..., 2], G[..., 3], G[..., 4]
+            bx = b * dxm
+            by = b * dym
+            coef_t = torch.stack(
                 [
-                    0.5 * a * dxm * dxm + 0.5 * c * dym * dym + b * dxm * dym,
-                    -(a * dxm + b * dym),
-                    -(c * dym + b * dxm),
+                    0.5 * (a * dxm * dxm + c * dym * dym) + bx * dym,
+                    -(a * dxm + by),
+                    -(c * dym + bx),
                     0.5 * a,
                     0.5 * c,
                     b,
                 ],
-                dim=-1,
-            )
-            results.append(_Composite.apply(coef, op[g], ft[g], basis))
+                dim=1,
+            )  # [t,6,L]
+            results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t))
             ids.append(blk)
             i = j
-        img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0))
+        img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0).transpose(1, 2))
     img = img.reshape(th, tw, tile, tile, F + 1).permute(0, 2, 1, 3, 4).reshape(th * tile, tw * tile, F + 1)
     img = img[:height, :width]
     return img[..., :F], img[..., F]

@@ -274,7 +274,33 @@ def loop_params(p: CoarseParams, view_iters: int, poses: np.ndarray) -> dict:
     }
 
 
-def run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "auto", inpaint_backend: str = "auto",
+class _deterministic:
+    """torch deterministic algorithms for the duration of a run (restored afterwards), so a
+    resumed run reproduces an uninterrupted one bit for bit where torch allows it."""
+
+    def __enter__(self):
+        import torch
+
+        self.prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.use_deterministic_algorithms(self.prev[0], warn_only=self.prev[1])
+
+
+def run_coarse(image, p: CoarseParams | None = None, **kw) -> CoarseResult:
+    """Build (or load from the cache) the coarse scene of `image`; write `out` when given.
+
+    Keyword arguments: depth_backend, inpaint_backend, render_backend ("auto"), max_resolution
+    (512), device, seed (0), fetch, out (Path), viewer, focal, fov, cache (a vd.cache.Cache)."""
+    with _deterministic():
+        return _run_coarse(image, p, **kw)
+
+
+def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "auto", inpaint_backend: str = "auto",
                render_backend: str = "auto", max_resolution: int = 512, device: Optional[str] = None, seed: int = 0,
                fetch: bool = False, out: Optional[Path] = None, viewer=None, focal: Optional[float] = None,
                fov: Optional[float] = None, cache=None) -> CoarseResult:

@@ -7,7 +7,9 @@ sampler towards the re-rendered scene. The flow-matching version of that steerin
 `vd.mcs`; this module wires it to the Flux Fill building blocks (`vd.models.flux_fill`), the
 renderer (`vd.render`) and the optimiser (`vd.train`).
 
-    run_fine(coarse_dir, out_dir, FineParams(...), device=..., inpaint_backend=...) -> FineResult
+    run_fine(coarse_dir, out_dir, FineParams(...), denoiser_factory=..., device=...) -> FineResult
+    choose_denoiser("auto" | "flux-fill" | "telea", device=..., offload=..., allow_classical=...)
+        -> (device, denoiser_factory, backend name)
 
 Steps:
 1. Views (§9 step 1, the 2026 "ratio sampling" variant): candidate poses are every 3rd pose of
@@ -19,7 +21,7 @@ Steps:
    sides are multiples of 16 for the Flux packing), principal point shifted by the margin.
 2. Start: the coarse renders are encoded with the Flux AE and noised to the start time of the
    last `steps` of the `total_steps` time-shifted schedule. Flux Fill is conditioned on each
-   view's coarse render with its (dilated) hole mask as the region to generate.
+   view's coarse render with its hole mask (`vd.holes.hole_masks`) as the region to generate.
 3. Each step, batched over views: velocity -> clean estimate -> decode; fit a fresh copy of the
    coarse scene to the decoded estimates plus the anchor frames for `gs_iters`; re-render;
    encode; blend velocities (`vd.mcs.rectified_step`); step. Every step is memoised through
@@ -30,18 +32,21 @@ Steps:
 Outputs: fine.ply, steps/step_NN.png (per view: clean estimate above the rectified render),
 steps/final.png, summary.json (views, one row per step with losses and timings, VRAM).
 
-`classical=True` runs the same loop without a diffusion model: the "model" predicts, for every
-view, the OpenCV Telea inpaint of the holes of the current scene's render (pixel space, no AE).
+`ClassicalDenoiser` (`vd fine --inpaint-backend telea --allow-classical`) runs the same loop without a
+diffusion model: the "model" predicts, for every view, the OpenCV Telea inpaint of the holes of the
+current scene's render (pixel space, no AE), v = (x_t - x0_telea) / t.
+
+Known limit (as upstream): a rectification optimises a copy of the coarse scene without
+densification, so pixels no coarse Gaussian covers stay holes in the renders and in fine.ply.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -302,8 +307,6 @@ def render_views(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *
 
 def candidate_poses(scene: CoarseScene, stride: int = 3) -> tuple[np.ndarray, list[str]]:
     """Every `stride`-th pose of the dense coarse trajectory, plus the coarse views' poses."""
-    from vd import cameras
-
     poses: list[np.ndarray] = []
     sources: list[str] = []
     inp = scene.input_view
@@ -663,15 +666,28 @@ def run_fine(
         torch.cuda.reset_peak_memory_stats()
 
     scene = load_coarse(coarse_dir)
+    if image is None and isinstance(scene.summary.get("image"), str):
+        image = scene.summary["image"]  # cache records name their source image (vd export IMAGE finds them)
     inp = scene.input_view
     K, W, H = fine_frame(inp.K, inp.rgb.shape[1], inp.rgb.shape[0], params.margin)
     cache = cache or Cache.open()
     render_backend = _resolve_render_backend(params.render_backend, device)
 
     t0 = time.perf_counter()
-    with console.status("fine: choosing views"):
-        views = select_views(scene, params.views, K, W, H, stride=params.candidate_stride, scale=params.select_scale,
-                             backend=render_backend, device=device)
+    # view selection, memoised on its own (it depends on the scene and the selection params only)
+    vkey = stage_key(stage="fine-views", version=VERSION, inputs=scene.inputs, backend=render_backend,
+                     params={"views": params.views, "stride": params.candidate_stride, "scale": params.select_scale,
+                             "frame": [W, H], "K": np.round(K, 6).tolist()})
+
+    def compute_views():
+        with console.status("fine: choosing views"):
+            sel = select_views(scene, params.views, K, W, H, stride=params.candidate_stride,
+                               scale=params.select_scale, backend=render_backend, device=device)
+        return {"views.json": codecs.encode_json([v.to_json() for v in sel])}
+
+    vrec, _ = cache.memoise(vkey, compute_views, stage=STAGE, image=image, meta={"step": "views"})
+    views = [FineView(d["index"], d["name"], np.asarray(d["world_from_camera"], dtype=np.float64), d["hole_ratio"],
+                      d["source"]) for d in codecs.decode_json(vrec.read("views.json"))]
     timings["select_s"] = time.perf_counter() - t0
     if len(views) < params.views:
         console.warn(f"only {len(views)} candidate poses are available; refining {len(views)} views instead of {params.views}")
@@ -684,12 +700,8 @@ def run_fine(
         inputs=scene.inputs, models={"denoiser": denoiser.identity}, backend=render_backend,
         dtype=denoiser.dtype, seed=int(params.seed),
     )
-
-    # initial renders of the coarse scene at every view
-    g_coarse = scene.gaussians.to(device)
-    rgb0, _, alpha0 = render_views(g_coarse, poses, K, W, H, backend=render_backend)
-    holes0 = hole_masks(alpha0).cpu()
-    state = {"render_rgb": _to_uint8(rgb0), "render_holes": holes0.numpy()}
+    state: dict = {}
+    rgb0 = holes0 = None
 
     steps_rows: list[dict] = []
     strips: list[bytes] = []
@@ -700,12 +712,16 @@ def run_fine(
     prepared = False
 
     def ensure_prepared():
-        nonlocal prepared, x, sched
+        nonlocal prepared, x, state, rgb0, holes0
         if prepared:
             return
         t = time.perf_counter()
+        # the coarse scene's renders at every view: Flux Fill's condition and the starting point
+        rgb0, _, alpha0 = render_views(scene.gaussians.to(device), poses, K, W, H, backend=render_backend)
+        holes0 = hole_masks(alpha0).cpu()
         denoiser.prepare(rgb0, holes0)
         if x is None:  # not resumed: encode and noise the coarse renders
+            state = {"render_rgb": _to_uint8(rgb0), "render_holes": holes0.numpy()}
             z = denoiser.encode(rgb0)
             gen = torch.Generator(device="cpu").manual_seed(int(params.seed))
             noise = torch.randn(z.shape, generator=gen, dtype=torch.float32).to(z.device, z.dtype)
@@ -717,9 +733,8 @@ def run_fine(
     if len(sched) != params.total_steps + 1 or abs(sched[-1]) > 0:
         raise RuntimeError(f"the {denoiser.name} schedule must have {params.total_steps + 1} points ending at 0")
 
-    prog = console.progress(transient=True)
-    with prog:
-        task = prog.add_task("fine: MCS steps", total=params.steps + 1)
+    # (no progress bar: loading the model shows a spinner, and rich allows one live display)
+    try:
         for k in range(params.steps):
             t, t_next = sched[start + k], sched[start + k + 1]
             skey = step_key(key, "step", k)
@@ -739,7 +754,8 @@ def run_fine(
             row["wall_s"] = round(time.perf_counter() - ts, 3)
             steps_rows.append(row)
             strips.append(rec.read("strip.png"))
-            prog.advance(task)
+            console.info(f"fine: step {k + 1}/{params.steps} t {t:.3f} -> {t_next:.3f}"
+                         + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s"))
             if viewer is not None:
                 _log_viewer(viewer, k, state["render_rgb"], poses, K)
 
@@ -762,12 +778,15 @@ def run_fine(
         frec, fhit = cache.memoise(fkey, compute_final, stage=STAGE, image=image, meta={"step": "final"})
         final_info = codecs.decode_json(frec.read("final.json"))
         final_info.update(cached=bool(fhit), wall_s=round(time.perf_counter() - ts, 3))
-        prog.advance(task)
-    denoiser.release()
+    finally:
+        denoiser.release()
 
     # outputs (each file written atomically)
     out_dir = Path(out_dir)
     (out_dir / "steps").mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / "steps").glob("step_*.png"):  # from an earlier run with more steps
+        if stale.name not in {f"step_{k:02d}.png" for k in range(len(strips))}:
+            stale.unlink()
     strip_paths = []
     for k, png in enumerate(strips):
         p = out_dir / "steps" / f"step_{k:02d}.png"
@@ -788,7 +807,7 @@ def run_fine(
         "stage": STAGE,
         "version": VERSION,
         "key": key,
-        "coarse": str(Path(coarse_dir)),
+        "coarse": str(Path(coarse_dir).resolve()),
         "denoiser": {"name": denoiser.name, "identity": denoiser.identity, "dtype": denoiser.dtype},
         "render_backend": render_backend,
         "device": str(device),

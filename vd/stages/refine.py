@@ -2,7 +2,7 @@
 
 Per iteration (one view, reference §10.6):
 
-- RGB: L1 between the render and the image (all pixels).
+- RGB: L1 + 0.2 (1 - SSIM) between the render and the image (all pixels; `ssim_lambda`).
 - Depth: the depth prior is aligned to the *detached* rendered depth by a per-view
   scale + shift least-squares fit on the supervised pixels (mask, rendered alpha > 0.5, both
   depths finite and positive); the loss is a Huber (SmoothL1) of the residual relative to the
@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "depth_weight": 0.5,
     "normal_weight": 0.1,
     "densify": False,
+    "ssim_lambda": 0.2,  # RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages
     "huber_delta": 0.01,  # relative depth residual where the loss turns linear
     "lr_means": 5e-4,  # times the scene extent (median prior depth)
     "lr_scales": 5e-3,
@@ -258,7 +259,12 @@ def _view_losses(g, v, p, backend):
 
     out = render(g, v["viewmat"][None], v["K"][None], v["W"], v["H"], backend=backend)
     rgb, d_r, alpha = out.rgb[0], out.depth[0], out.alpha[0]
-    l_rgb = (rgb - v["rgb"]).abs().mean()
+    l1 = (rgb - v["rgb"]).abs().mean()
+    l_rgb = l1
+    if p["ssim_lambda"]:
+        from vd.ssim import ssim
+
+        l_rgb = l1 + p["ssim_lambda"] * (1.0 - ssim(rgb.clamp(0, 1), v["rgb"]))
     prior = v["depth"]
     surf = (alpha.detach() > p["min_alpha"]) & torch.isfinite(d_r.detach())
     valid = v["mask"] & surf & torch.isfinite(prior) & (prior > 0)
@@ -281,7 +287,7 @@ def _view_losses(g, v, p, backend):
     diag = {
         "view": v["name"], "scale": s, "shift": b, "pixels": npx, "depth_abs_rel": abs_rel,
         "normal_deg": ndeg, "normal_loss": float(l_normal.item()), "normal_pixels": int(nvalid.sum().item()),
-        "rgb_l1": float(l_rgb.item()), "psnr": float(-10 * math.log10(max(mse, 1e-12))),
+        "rgb_l1": float(l1.item()), "psnr": float(-10 * math.log10(max(mse, 1e-12))),
     }
     return l_rgb, l_depth, l_normal, diag
 
@@ -465,7 +471,7 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
                        "config": str(Path(config).resolve()) if config is not None else None,
                        "config_hash": file_hash(config) if config is not None else None},
             "params": p,
-            "losses_used": {"rgb": "L1, all pixels", "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
+            "losses_used": {"rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels", "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
                             "normal": "1 - |n_render . n_prior|", "thinness_thickness": "none (explicit non-goal)"},
             **info,
         }

@@ -68,6 +68,7 @@ def log_source(viewer, kind: str, path: Path) -> dict:
         viewer.log_gaussians("final", g)
         viewer.set_tab("final")
         summary["gaussians"]["final"] = len(g)
+        summary["_scene"] = (g, None)
         return summary
     if kind == "image":
         from PIL import Image
@@ -90,10 +91,15 @@ def log_source(viewer, kind: str, path: Path) -> dict:
     from vd.ply import read_ply
 
     last_tab = "scaffold"
+    camera = None
     if (path / "cameras.json").is_file():
         from vd.stages.scene_io import load_views
 
-        for v in load_views(path):
+        views = load_views(path)
+        first = next((v for v in views if v.kind == "input"), views[0] if views else None)
+        if first is not None:
+            camera = (first.K, first.rgb.shape[1], first.rgb.shape[0])
+        for v in views:
             tab = "coarse" if v.kind == "view" else "scaffold"
             viewer.log_frame(v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb, depth=v.depth,
                              masks={"spawn": v.mask, "hole": v.hole_mask}, tab=tab)
@@ -110,8 +116,50 @@ def log_source(viewer, kind: str, path: Path) -> dict:
         summary["gaussians"][tab] = len(g)
         seen.add(tab)
         last_tab = tab
+        summary["_scene"] = (g, camera)
     viewer.set_tab(last_tab)  # the latest stage present
     return summary
+
+
+def log_fly_through(viewer, g, n: int, *, camera=None, traj: str = "spiral", size=(512, 384),
+                    backend: str = "auto", progress=None) -> int:
+    """Render `n` frames of `g` along a `traj` loop around the input camera and log them with
+    log_video_frame (timeline "frame", final tab). `camera` = (K, width, height) of the input view;
+    without it a 60-degree camera of `size`. The loop's radius comes from the Gaussians in front
+    of the input camera (the 5th..50th percentile range of their positions, as for depth maps)."""
+    import numpy as np
+    import torch
+
+    from vd.cameras import trajectory
+    from vd.errors import InputError
+    from vd.render import render
+
+    if n <= 0:
+        return 0
+    if camera is None:
+        w, h = int(size[0]), int(size[1])
+        K = _default_K(w, h)
+    else:
+        K, w, h = np.asarray(camera[0], np.float64), int(camera[1]), int(camera[2])
+    means = g.means.detach().cpu().numpy()
+    front = means[np.isfinite(means).all(1) & (means[:, 2] > 0)]
+    if len(front) < 3:
+        raise InputError("no Gaussians in front of the input camera, so no fly-through can be rendered")
+    radius = float(np.mean(np.percentile(front, 50, axis=0) - np.percentile(front, 5, axis=0)))
+    if not np.isfinite(radius) or radius <= 0:
+        radius = float(np.median(front[:, 2]) * 0.1)
+    poses = trajectory(traj, int(n), radius, width=w, height=h)
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    with torch.no_grad():
+        for i, pose in enumerate(poses):
+            view = torch.as_tensor(np.linalg.inv(pose), dtype=torch.float32)
+            r = render(g, view[None], Kt[None], w, h, backend=backend)
+            rgb = (r.rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            depth = torch.where(r.alpha[0] > 0.5, r.depth[0], torch.zeros_like(r.depth[0])).cpu().numpy()
+            viewer.log_video_frame(i, rgb, depth, K=K, world_from_camera=pose)
+            if progress is not None:
+                progress(i + 1)
+    return len(poses)
 
 
 def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: int = 512, name: str = "input") -> int:
