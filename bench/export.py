@@ -66,7 +66,7 @@ def main():
         for fmt, name in (("ply", "s.ply"), ("compressed-ply", "s.compressed.ply"), ("splat", "s.splat")):
             if fmt == "splat" and deg != 0:
                 continue
-            rep, dt = timed(lambda: export_gaussians(g, td / name, fmt))
+            rep, dt = timed(lambda g=g, name=name, fmt=fmt: export_gaussians(g, td / name, fmt))
             sizes[fmt] = rep["bytes"]
             rows.append({"format": fmt, "gaussians": args.n, "sh_degree": deg if fmt != "splat" else 0,
                          "seconds": round(dt, 2), "bytes": rep["bytes"], "bytes_per_gaussian": round(rep["bytes"] / args.n, 1)})
@@ -83,7 +83,7 @@ def main():
 
     g = random_gaussians(args.n, 0)
     views = make_views(plane_gaussians())
-    rep, dt = timed(lambda: write_colmap_dataset(td / "ds", views, points=points_from_gaussians(g)))
+    rep, dt = timed(lambda g=g: write_colmap_dataset(td / "ds", views, points=points_from_gaussians(g)))
     size = sum(f.stat().st_size for f in (td / "ds").rglob("*") if f.is_file())
     rows.append({"format": "colmap", "gaussians": args.n, "views": 4, "points3D": rep.points, "seconds": round(dt, 2), "bytes": size,
                  "note": "4 views of 64x48; points3D capped at 200k (seeded subsample)"})
@@ -124,7 +124,7 @@ def main():
 
 
 def write_md(path: Path, rows, machine):
-    lines = [f"# vd export / refine benchmark", "", f"Machine: {machine}. Date: {datetime.date.today()}.",
+    lines = ["# vd export / refine benchmark", "", f"Machine: {machine}. Date: {datetime.date.today()}.",
              "Command: `flock /tmp/vd-bench.lock python bench/export.py` (numbers from one run; the machine is shared, so",
              "timings are noisy upper bounds).", "", "| what | Gaussians | SH | time (s) | size | bytes/Gaussian | notes |",
              "|---|---:|---:|---:|---:|---:|---|"]

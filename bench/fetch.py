@@ -27,18 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_child(cmd, env=None):
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    cpu = ru.ru_utime + ru.ru_stime
-    out, err = p.stdout.read(), p.stderr.read()
-    p.stdout.close()
-    p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed ({p.returncode}): {err.decode()[-2000:]}")
-    return dt, ru.ru_maxrss * 1024, cpu
+    """Run `cmd`; (wall seconds, peak RSS bytes, CPU seconds) of that child alone (wait4)."""
+    with tempfile.TemporaryFile() as errf:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errf)
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            errf.seek(0)
+            raise SystemExit(f"{cmd[0]} failed ({p.returncode}): {errf.read().decode()[-2000:]}")
+    return dt, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime
 
 
 def zeros_sha256(size: int) -> str:
@@ -99,7 +98,7 @@ def main() -> None:
         vd_cmd = [sys.executable, "-m", "vd.commands.app", "--quiet", "fetch", "bench", "--manifest", str(manifest)]
         curl_cmd = [curl, "-s", "-S", "--noproxy", "*", "-o", str(work / "curl.bin"), url]
         # curl does not verify; this row is curl plus the sha256 check vd does while streaming
-        curl_sha_cmd = ["sh", "-c", f'"$0" -s -S --noproxy "*" -o "$1" "$2" && sha256sum "$1" >/dev/null',
+        curl_sha_cmd = ["sh", "-c", '"$0" -s -S --noproxy "*" -o "$1" "$2" && sha256sum "$1" >/dev/null',
                         curl, str(work / "curl.bin"), url]
 
         env_nosync = dict(env, VD_FETCH_FSYNC="0")

@@ -305,7 +305,9 @@ class Cache:
             manifest[name] = {"hash": digest, "size": len(memoryview(data).cast("B"))}
             payloads[digest] = data
         now = _now()
-        meta = dict(meta or {})
+        from vd.cache.codecs import _jsonable
+
+        meta = _jsonable(dict(meta or {}))  # numpy scalars, paths, NaN -> plain JSON
         resolved = _resolve_image(image)
         entry = {
             "schema": INDEX_SCHEMA,

@@ -102,7 +102,7 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     except OSError as e:
         import errno
 
-        if e.errno == errno.ENOSPC:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
             return _report(disk_full_message(e.filename or "the output"), EXIT_FAILURE)
         if isinstance(e, PermissionError):
             return _report(f"permission denied: {e.filename or e}", EXIT_FAILURE)
@@ -110,6 +110,8 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     except MemoryError:
         return _report("out of memory; try a smaller --max-resolution or fewer views", EXIT_FAILURE)
     except Exception as e:  # a bug: say so in one line; --debug shows the traceback
+        if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+            return _report("out of GPU memory; try a smaller --max-resolution, fewer views or --device cpu", EXIT_FAILURE)
         where = "" if console.is_debug() else "; rerun with --debug for the traceback"
         return _report(f"unexpected {type(e).__name__}: {e}{where}", EXIT_FAILURE)
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from vd.commands import common
+from vd.commands import viewer_options as vo
 
 _SEL = "Frame selection"
 _TRAJ = "Camera trajectory"
@@ -33,8 +34,8 @@ def coarse(
     radius_percentiles: tuple[float, float] = typer.Option((5.0, 50.0), "--radius-percentiles", help="LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", rich_help_panel=_TRAJ),
     expansion: float = typer.Option(0.3, "--expansion", help="Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).", rich_help_panel=_SCAF),
     no_outpaint: bool = typer.Option(False, "--no-outpaint", help="Skip the outpainted canvas (input frame only).", rich_help_panel=_SCAF),
-    init_iters: Optional[int] = typer.Option(None, "--init-iters", help="Scaffold optimisation iterations (default: 100 on GPU, 30 on CPU).", show_default=False, rich_help_panel=_OPT),
-    view_iters: Optional[int] = typer.Option(None, "--view-iters", help="Optimisation iterations per added view (default: 500 on GPU, 60 on CPU).", show_default=False, rich_help_panel=_OPT),
+    init_iters: Optional[int] = typer.Option(None, "--init-iters", help="Scaffold optimisation iterations (default: 100 on GPU, 10 on CPU).", show_default=False, rich_help_panel=_OPT),
+    view_iters: Optional[int] = typer.Option(None, "--view-iters", help="Optimisation iterations per added view (default: 500 on GPU, 20 on CPU).", show_default=False, rich_help_panel=_OPT),
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
@@ -45,6 +46,11 @@ def coarse(
     seed: int = common.SEED,
     device: Optional[str] = common.DEVICE,
     fetch: bool = common.FETCH,
+    viewer: str = vo.VIEWER,
+    viewer_port: int = vo.VIEWER_PORT,
+    rrd: Optional[Path] = vo.RRD,
+    wait: bool = vo.WAIT,
+    wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Build the coarse scene for each IMAGE (the main job).
 
@@ -72,9 +78,16 @@ def coarse(
         dest = common.output_dir(out, img, len(images))
         if len(images) > 1:
             console.info(f"[bold]{img}[/]")
-        res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
-                         render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
-                         fetch=fetch, out=dest, focal=focal, fov=fov)
+        v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),
+                              default_rrd=dest / "coarse.rrd")
+        try:
+            res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
+                             render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
+                             fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None)
+        except BaseException:
+            v.discard()
+            raise
+        v.close()
         print_summary(res.summary)
         if json_:
             console.out_json(res.summary)

@@ -101,7 +101,14 @@ def _table(rows: list, models_dir) -> str:
     notes = set()
     for m in rows:
         for i, f in enumerate(m["files"]):
-            size = human(f["expected_bytes"]) if f["size"] is not None else f"~{human(f['expected_bytes'])}"
+            if f["size"] is not None:
+                size = human(f["size"])
+            elif f["state"] == "present":
+                size = human(f["on_disk"])
+            elif f["expected_bytes"]:
+                size = f"~{human(f['expected_bytes'])}"
+            else:
+                size = "?"
             state = f["state"]
             if state == "partial":
                 state = f"partial ({human(f['on_disk'])})"

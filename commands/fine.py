@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from vd.commands import common
+from vd.commands import viewer_options as vo
 
 INPUTS = typer.Argument(
     ...,
@@ -30,6 +31,8 @@ def fine(
     total_steps: int = typer.Option(25, "--total-steps", min=1, help="Length of the full sampling schedule."),
     gs_iters: int = typer.Option(192, "--gs-iters", min=0, help="Optimisation iterations of each scene rectification."),
     rect_weight: float = typer.Option(0.5, "--rect-weight", min=0.0, max=1.0, help="Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene)."),
+    rescale: str = typer.Option("shrink", "--rescale", help="Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), match (both ways, can overshoot) or none."),
+    render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch."),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
     allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
     offload: str = typer.Option("model", "--offload", help="Flux memory mode: none | model | sequential."),
@@ -37,13 +40,18 @@ def fine(
     seed: int = common.SEED,
     json_: bool = common.JSON,
     fetch: bool = common.FETCH,
+    viewer: str = vo.VIEWER,
+    viewer_port: int = vo.VIEWER_PORT,
+    rrd: Optional[Path] = vo.RRD,
+    wait: bool = vo.WAIT,
+    wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
     from vd import console
     from vd.stages import fine as stage
 
     params = stage.FineParams(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
-                              rect_weight=rect_weight, seed=seed)
+                              rect_weight=rect_weight, rescale=rescale, render_backend=render_backend, seed=seed)
     params.validate()
     jobs = stage.resolve_inputs(inputs, out)
     dev, factory, backend_name = stage.choose_denoiser(
@@ -53,9 +61,16 @@ def fine(
     from vd.models import memory
 
     for job in jobs:
-        with memory.track(f"fine {job.source.name}", device=dev):
-            result = stage.run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
-                                    image=job.image)
+        v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=job.source, n_images=len(jobs),
+                              default_rrd=job.out_dir / "fine.rrd")
+        try:
+            with memory.track(f"fine {job.source.name}", device=dev):
+                result = stage.run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
+                                        image=job.image, viewer=v if v.enabled else None)
+        except BaseException:
+            v.discard()
+            raise
+        v.close()
         stage.print_summary(result)
         if json_:
             console.out_json({"input": str(job.source), **result.to_json()})

@@ -15,7 +15,6 @@ a minimal SOCKS5 proxy. Both run in daemon threads on 127.0.0.1 with an ephemera
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import socketserver

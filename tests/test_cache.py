@@ -81,6 +81,13 @@ def test_compute_may_return_meta(vd_dirs):
     assert cache.get("k" * 32).meta == {"p": 1, "loss": 0.5}
 
 
+def test_meta_is_stored_as_plain_json(vd_dirs):
+    cache = Cache.open()
+    meta = {"loss": np.float32(0.25), "shape": np.array([2, 3]), "path": Path("a/b"), "bad": float("inf")}
+    rec, _ = cache.memoise("m" * 32, lambda: {"a": b"1"}, stage="s", meta=meta)
+    assert Cache.open().get("m" * 32).meta == {"loss": 0.25, "shape": [2, 3], "path": "a/b", "bad": None}
+
+
 def test_bad_artifacts_are_refused(vd_dirs):
     cache = Cache.open()
     with pytest.raises(TypeError):

@@ -129,6 +129,13 @@ def _demo_app():
         raise PermissionError(13, "Permission denied", "/root/secret")
 
     @demo.command()
+    def oom():
+        class OutOfMemoryError(RuntimeError):
+            pass
+
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    @demo.command()
     def interrupted():
         raise KeyboardInterrupt
 
@@ -144,6 +151,7 @@ def _demo_app():
         ("bug", 1, "error: unexpected ZeroDivisionError: division by zero; rerun with --debug for the traceback"),
         ("full", 1, "error: no space left on the device holding /data/out.ply"),
         ("denied", 1, "error: permission denied: /root/secret"),
+        ("oom", 1, "error: out of GPU memory; try a smaller --max-resolution"),
         ("interrupted", 130, "Interrupted"),
     ],
 )

@@ -196,3 +196,35 @@ def test_trajectory_file_and_no_outpaint(tmp_path, run_vd):
     assert [c["kind"] for c in cams["views"]][0] == "input" and "ring" not in [c["kind"] for c in cams["views"]]
     for c in cams["views"][1:]:
         assert np.allclose(c["world_from_camera"], poses[c["dense_index"]])
+
+
+@pytest.mark.slow
+def test_viewer_receives_frames_and_gaussians(reference):
+    """Stage functions accept a viewer; a failing viewer only warns."""
+    from vd.cache import Cache
+    from vd.stages.coarse import CoarseParams, run_coarse
+
+    img, _, cache, summary, _ = reference
+
+    class Recorder:
+        enabled = True
+
+        def __init__(self):
+            self.calls = []
+
+        def log_frame(self, name, **kw):
+            self.calls.append(("frame", name, kw["tab"]))
+
+        def log_gaussians(self, entity, g):
+            self.calls.append(("gaussians", entity, len(g)))
+            if entity == "coarse":
+                raise RuntimeError("viewer went away")
+
+    rec = Recorder()
+    p = CoarseParams(n_frames=4, dense_multiplier=3, margin=8, init_iters=2, view_iters=3, fallback="closest")
+    r = run_coarse(img, p, depth_backend="file", inpaint_backend="telea", render_backend="torch", device="cpu",
+                   focal=F, cache=Cache.open(cache), viewer=rec)
+    assert r.summary["scaffold"]["cached"] and all(v["cached"] for v in r.summary["views"])
+    names = [c[1] for c in rec.calls if c[0] == "frame"]
+    assert names[:2] == ["input", "ring"] and len(names) == 2 + summary["selected"]
+    assert ("gaussians", "coarse", summary["totals"]["gaussians_total"]) in rec.calls

@@ -273,6 +273,13 @@ def test_size_mismatch_is_rejected_before_the_body(srv, tmp_path, vd_dirs, run_v
     assert not installed(vd_dirs).exists()
 
 
+def test_close_delimited_body_without_content_length(srv, tmp_path, vd_dirs, run_vd):
+    srv.add("/w.bin", data=DATA, no_length=True)
+    r = run_vd("fetch", "tiny", "--manifest", one_file(tmp_path, [srv.url("/w.bin").replace("127.0.0.1", "localhost")]))
+    assert r.code == 0, r
+    assert installed(vd_dirs).read_bytes() == DATA
+
+
 def test_file_url_source_for_air_gapped_sites(tmp_path, vd_dirs, run_vd):
     src = tmp_path / "mirror" / "w.bin"
     src.parent.mkdir()
@@ -384,6 +391,15 @@ def test_socks5_proxy(srv, tmp_path, vd_dirs, run_vd, monkeypatch, how):
         assert ("127.0.0.1", srv.port) in proxy.connections
     assert len(route.requests) == 1
     assert installed(vd_dirs).read_bytes() == DATA
+
+
+def test_dead_proxy_is_named_in_the_error(srv, tmp_path, vd_dirs, run_vd, monkeypatch):
+    monkeypatch.setenv("VD_FETCH_RETRIES", "1")
+    srv.add("/w.bin", data=DATA)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")         # nothing listens on port 9
+    r = run_vd("fetch", "tiny", "--manifest", one_file(tmp_path, [srv.url("/w.bin")]))
+    assert r.code == 1 and "socks5://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+    assert not installed(vd_dirs).exists()
 
 
 def test_no_proxy_bypasses_the_proxy(srv, tmp_path, vd_dirs, run_vd, monkeypatch):

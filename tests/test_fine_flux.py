@@ -104,3 +104,23 @@ def test_flux_loop_end_to_end(tiny, tmp_path):
                     device="cpu", cache=Cache.open())
     assert res2.cached_steps == 2 and not calls
     assert res2.ply.read_bytes() == res.ply.read_bytes()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_flux_loop_on_cuda_reports_vram(tiny, tmp_path):
+    from test_fine import make_coarse
+
+    from vd.cache import Cache
+    from vd.models.flux_fill import FluxFillInpaint
+    from vd.stages.fine import FineParams, FluxDenoiser, run_fine
+
+    coarse = make_coarse(tmp_path / "coarse")
+    paths = {k: tiny[k] for k in ("transformer", "ae", "txt", "vec")}
+    backend = FluxFillInpaint(device="cuda", offload="model", paths=paths, config=tiny["config"])
+    params = FineParams(views=2, steps=2, total_steps=3, gs_iters=2)
+    res = run_fine(coarse, tmp_path / "fine", params, denoiser_factory=lambda: FluxDenoiser(backend=backend),
+                   device="cuda", cache=Cache.open())
+    s = json.loads(res.summary_path.read_text())
+    assert len(s["steps"]) == 2 and s["vram"]["peak_bytes"] > 0
+    assert s["denoiser"]["dtype"] == "bfloat16"

@@ -78,7 +78,7 @@ def test_weight_zero_with_a_render_is_bit_identical_to_no_render():
 
 
 @pytest.mark.parametrize("steps", [1, 2, 9])
-@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize("rescale", ["shrink", "match", "none"])
 def test_weight_one_with_perfect_render_lands_on_render(steps, rescale):
     velocity = _model(5)  # the model predicts something else entirely
     target = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 2.0
@@ -117,46 +117,73 @@ def test_final_step_output_is_convex_blend_and_naive_rescale_leaves_noise():
     torch.testing.assert_close(out, (1 - w) * x0_hat + w * z0)
     assert stats["rescale"] == [1.0, 1.0]
     # eq. (9): with the rescale on the last step, leftover noise w (1 - r) (x_t - z0)
-    naive, _ = mcs.rectified_step(x_t, v, z0, t, 0.0, w, rescale_final=True)
-    r = mcs.rescale_factor(v, mcs.implied_velocity(x_t, z0, t))
+    naive, _ = mcs.rectified_step(x_t, v, z0, t, 0.0, w, rescale="match", rescale_final=True)
+    r = mcs.rescale_factor(v, mcs.implied_velocity(x_t, z0, t), "match")
     torch.testing.assert_close(naive, (1 - w) * x0_hat + w * z0 + w * (1 - r) * (x_t - z0))
     assert (naive - out).abs().max() > 1e-3
     # ... and with w = 1 the naive rule misses the render, the exact rule does not
-    naive1, _ = mcs.rectified_step(x_t, v, z0, t, 0.0, 1.0, rescale_final=True)
+    naive1, _ = mcs.rectified_step(x_t, v, z0, t, 0.0, 1.0, rescale="match", rescale_final=True)
     exact1, _ = mcs.rectified_step(x_t, v, z0, t, 0.0, 1.0)
     assert (naive1 - z0).abs().max() > 1e-3
     torch.testing.assert_close(exact1, z0)
 
 
-def test_intermediate_step_rescales_implied_velocity_to_predicted_norm_per_sample():
+@pytest.mark.parametrize("mode", ["match", "shrink"])
+def test_intermediate_step_rescale_per_sample(mode):
     g = torch.Generator().manual_seed(11)
     x_t, v, z0 = torch.randn(3, 2, 16, 8, generator=g, dtype=torch.float64)
-    v[1] *= 10.0  # different norms per sample
+    v[1] *= 10.0  # sample 1: ||v|| > ||v~||; sample 0: ||v|| < ||v~|| (z0 far off)
+    z0[0] *= 20.0
     t, t_next = 0.5, 0.4
-    out, stats = mcs.rectified_step(x_t, v, z0, t, t_next, 1.0)
+    vi = mcs.implied_velocity(x_t, z0, t)
+    assert v[0].norm() < vi[0].norm() and v[1].norm() > vi[1].norm()
+    out, stats = mcs.rectified_step(x_t, v, z0, t, t_next, 1.0, rescale=mode)
     v_star = (out - x_t) / (t_next - t)
     for i in range(2):
-        assert v_star[i].norm().item() == pytest.approx(v[i].norm().item(), rel=1e-9)
-    vi = mcs.implied_velocity(x_t, z0, t)
-    # direction is the implied velocity's
+        want = v[i].norm() if mode == "match" else min(v[i].norm(), vi[i].norm())
+        assert v_star[i].norm().item() == pytest.approx(want.item(), rel=1e-9)
+    # the direction is always the implied velocity's
     cos = torch.nn.functional.cosine_similarity(v_star.flatten(1), vi.flatten(1), dim=1)
     torch.testing.assert_close(cos, torch.ones(2, dtype=torch.float64))
     assert len(stats["rescale"]) == 2
+    if mode == "shrink":
+        assert stats["rescale"][0] < 1.0 and stats["rescale"][1] == 1.0
     # without the rescale the step uses the implied velocity as is
-    out2, _ = mcs.rectified_step(x_t, v, z0, t, t_next, 1.0, rescale=False)
+    out2, _ = mcs.rectified_step(x_t, v, z0, t, t_next, 1.0, rescale="none")
     torch.testing.assert_close(out2, x_t + (t_next - t) * vi)
+    assert torch.equal(mcs.rectified_step(x_t, v, z0, t, t_next, 1.0, rescale=False)[0], out2)
+
+
+def test_match_rescale_can_overshoot_the_render_and_shrink_cannot():
+    # eq. (6'): x_next - z0 = (1 - r (t - t_next) / t) (x_t - z0) at w = 1
+    g = torch.Generator().manual_seed(13)
+    z0, noise = torch.randn(2, 1, 4, 8, 8, generator=g, dtype=torch.float64)
+    t, t_next = 0.08, 0.04
+    x_t = mcs.add_noise(z0, noise, t)
+    v = 5.3 * mcs.implied_velocity(x_t, z0, t)  # the model's velocity is 5.3 times longer
+    d0 = x_t - z0
+    match, st = mcs.rectified_step(x_t, v, z0, t, t_next, 1.0, rescale="match")
+    assert st["rescale"][0] == pytest.approx(5.3)
+    torch.testing.assert_close(match - z0, (1 - 5.3 * 0.5) * d0)
+    assert ((match - z0) * d0).sum() < 0  # jumped past the render
+    shrink, st = mcs.rectified_step(x_t, v, z0, t, t_next, 1.0)
+    assert st["rescale"] == [1.0]
+    torch.testing.assert_close(shrink, mcs.add_noise(z0, noise, t_next))  # exactly the noise level t_next
 
 
 def test_blend_is_linear_in_weight_and_validates():
     g = torch.Generator().manual_seed(12)
     v, vi = torch.randn(2, 2, 8, generator=g, dtype=torch.float64)
-    r = mcs.rescale_factor(v, vi)
-    torch.testing.assert_close(mcs.blend_velocity(v, vi, 0.3), 0.7 * v + 0.3 * r * vi)
+    for mode in ("match", "shrink"):
+        r = mcs.rescale_factor(v, vi, mode)
+        torch.testing.assert_close(mcs.blend_velocity(v, vi, 0.3, rescale=mode), 0.7 * v + 0.3 * r * vi)
     assert mcs.blend_velocity(v, vi, 0.0) is v
     # a zero implied velocity does not produce NaN
     assert torch.isfinite(mcs.blend_velocity(v, torch.zeros_like(vi), 0.5)).all()
     with pytest.raises(ValueError):
         mcs.blend_velocity(v, vi, 1.5)
+    with pytest.raises(ValueError):
+        mcs.blend_velocity(v, vi, 0.5, rescale="sometimes")
     with pytest.raises(ValueError):
         mcs.implied_velocity(v, vi, 0.0)
 

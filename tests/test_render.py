@@ -171,7 +171,10 @@ def test_composite_backward_gradcheck():
                         0.5 * a, 0.5 * c, b], 1).requires_grad_()
     op = (0.3 + 0.4 * torch.rand(t, L, dtype=torch.float64)).requires_grad_()
     feats = torch.rand(t, L, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda co, o, f: _Composite.apply(co, o, f, basis_t), (coef, op, feats), eps=1e-6, atol=1e-5, fast_mode=True)
+    for keep in (False, True):  # recompute in backward, or keep the forward state
+        assert torch.autograd.gradcheck(
+            lambda co, o, f: _Composite.apply(co, o, f, basis_t, keep), (coef, op, feats), eps=1e-6, atol=1e-5, fast_mode=True
+        )
 
 
 def test_render_gradients_match_finite_differences():
@@ -234,3 +237,24 @@ def test_gsplat_and_torch_backends_agree():
     assert gpu.backend == "gsplat"
     assert (cpu.rgb - gpu.rgb.cpu()).abs().mean() <= 0.01
     assert (cpu.alpha - gpu.alpha.cpu()).abs().mean() <= 0.01
+
+
+def test_projection_matches_gsplat_pure_torch_reference():
+    """vd's projection against gsplat 1.5's own pure-torch `_fully_fused_projection` (CPU)."""
+    pytest.importorskip("gsplat")
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    from vd.render.torch_backend import covariances, project
+
+    g = scene(n=200, seed=5)
+    g.means[:5, 2] = -1.0  # behind the camera: culled by both
+    vm = look_at_viewmat((0.4, -0.3, -0.5))
+    covars, _ = _quat_scale_to_covar_preci(g.quats, torch.exp(g.log_scales), compute_preci=False, triu=False)
+    radii, means2d, depths, conics, _ = _fully_fused_projection(g.means, covars, vm[None], K[None], W, H)
+    m2, con, dep, rad = project(g.means, covariances(g), vm, K, W, H)
+    assert torch.equal(rad, radii[0].to(rad.dtype))
+    vis = (rad > 0).all(-1)
+    assert vis.sum() > 100
+    assert torch.allclose(m2[vis], means2d[0][vis], atol=1e-3)
+    assert torch.allclose(con[vis], conics[0][vis], rtol=1e-3, atol=1e-5)
+    assert torch.allclose(dep, depths[0])

@@ -10,7 +10,7 @@ not depend on the compositing order (final alpha = 1 − Π(1 − α_i)), so `sc
 the renderer: `splat_alpha` scatter-adds log(1 − α_i) over each projected Gaussian's pixel
 footprint (same EWA projection, eps2d, 0.99 cap and 1/255 cut as gsplat; it matches the torch
 renderer's alpha to ~1e-7 at the same size). The scan runs at a reduced resolution (`scale`,
-default 1/4) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
+default 1/4 but at least 128 px on the long side) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
 on a seeded random `keep` = 4·scale² fraction of the Gaussians, each grown by 1/sqrt(keep) so
 a surface keeps its coverage; alpha is then upsampled bilinearly to the candidate size and
 thresholded and cleaned there. `scan_hole_ratios_full` renders every candidate at full size one
@@ -195,6 +195,11 @@ def splat_alpha(g, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3,
     return out.reshape(C, height, width)
 
 
+def default_scan_scale(width: int, height: int) -> float:
+    """1/4 of the candidate size, but at least 128 px on the long side (never above 1)."""
+    return min(1.0, max(0.25, 128.0 / max(width, height)))
+
+
 @dataclass
 class ScanResult:
     ratios: np.ndarray  # [N] hole ratio per candidate
@@ -203,7 +208,7 @@ class ScanResult:
     seconds: float
 
 
-def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, scale: float = 0.25, batch: int = 16,
+def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, scale: float | None = None, batch: int = 16,
                      backend: str = "auto", threshold: float = ALPHA_THRESHOLD, keep: float | None = None,
                      tile: int | None = None, method: str = "splat", eps2d: float | None = None) -> ScanResult:
     """Hole ratios of every candidate pose (world_from_camera [N, 4, 4]) at size width × height.
@@ -222,6 +227,8 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
     from vd.render import render
 
     t0 = time.perf_counter()
+    if scale is None:
+        scale = default_scan_scale(width, height)
     poses = np.asarray(poses, dtype=np.float64)
     n = poses.shape[0]
     ratios = np.zeros(n, dtype=np.float64)

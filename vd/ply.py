@@ -123,7 +123,14 @@ def _gaussian_table(g, sh_degree: int | None):
 
 
 def write_ply(path, g, *, comments: dict | None = None, sh_degree: int | None = None) -> PlyReport:
-    """Write `g` as an INRIA-layout binary PLY; returns how many rows were written and dropped."""
+    """Write `g` as an INRIA-layout binary PLY; returns how many rows were written and dropped.
+
+    comments: extra ``comment key: value`` header lines (non-string values as compact JSON).
+    Always present: ``vd_version``, ``up`` (default "-y": vd's world is the input camera's OpenCV
+    frame) and ``convention``; callers should add ``source_image`` (the xxh3 content hash of the
+    input image), ``intrinsics`` (3x3 K) and ``image_size`` ([W, H]). A key given here overrides
+    the default. sh_degree: write this SH degree (truncating or zero-padding), default g's own.
+    """
     path = Path(path)
     table, keep, n_nonfinite, n_transparent, deg = _gaussian_table(g, sh_degree)
     if not keep.all():
@@ -232,21 +239,23 @@ def _read_elements(path: Path, where: str) -> tuple[str, dict[str, np.ndarray], 
     has_lists = any(p[2] is not None for e in elements for p in e.props)
     if fmt != "ascii" and not has_lists:
         order = _FORMATS[fmt]
-        data = np.memmap(path, dtype=np.uint8, mode="r") if size > (1 << 26) else path.read_bytes()
         offset = header_len
         out: dict[str, np.ndarray] = {}
-        for e in elements:
-            dt = np.dtype([(p[0], order + p[1]) for p in e.props]) if e.props else None
-            if dt is None:
-                out[e.name] = np.zeros(e.count)
-                continue
-            need = dt.itemsize * e.count
-            if offset + need > size:
-                raise InputError(
-                    f"{where} is truncated: element '{e.name}' needs {need} bytes, {max(size - offset, 0)} remain"
-                )
-            out[e.name] = np.frombuffer(data, dtype=dt, count=e.count, offset=offset)
-            offset += need
+        with open(path, "rb") as f:
+            for e in elements:
+                dt = np.dtype([(p[0], order + p[1]) for p in e.props]) if e.props else None
+                if dt is None:
+                    out[e.name] = np.zeros(e.count)
+                    continue
+                need = dt.itemsize * e.count
+                if offset + need > size:
+                    raise InputError(
+                        f"{where} is truncated: element '{e.name}' needs {need} bytes, {max(size - offset, 0)} remain"
+                    )
+                f.seek(offset)
+                # one sequential read into a writable array (faster than a memory map + gathers)
+                out[e.name] = np.fromfile(f, dtype=dt, count=e.count)
+                offset += need
         if offset != size and size - offset > 1:
             # Trailing garbage is tolerated by most readers; a short file is not (handled above).
             pass
@@ -330,7 +339,10 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
             return np.zeros((n, 0), np.float32)
         if mat is not None:
             used.update(ns)
-            return np.ascontiguousarray(mat[:, [pos[x] for x in ns]], dtype=np.float32)
+            idx = [pos[x] for x in ns]
+            if idx == list(range(idx[0], idx[0] + len(idx))):  # a run of columns: a strided slice
+                return np.ascontiguousarray(mat[:, idx[0] : idx[0] + len(idx)], dtype=np.float32)
+            return np.ascontiguousarray(mat[:, idx], dtype=np.float32)
         return np.stack([col(x) for x in ns], axis=1)
 
     means = fast_cols(["x", "y", "z"])

@@ -23,10 +23,9 @@ The world frame is vd's: the input camera's OpenCV frame.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

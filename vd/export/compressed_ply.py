@@ -121,7 +121,7 @@ def encode_compressed_ply(a: SplatArrays, comments: list[str] | None = None) -> 
     pad = nchunks * CHUNK - n
 
     def chunked(x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float64)
+        x = np.asarray(x, np.float32)
         if pad:
             x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0)
         return x.reshape((nchunks, CHUNK) + x.shape[1:])
@@ -136,14 +136,15 @@ def encode_compressed_ply(a: SplatArrays, comments: list[str] | None = None) -> 
     pn = _normalize(pos, p_lo, p_hi)
     sn = _normalize(scl, s_lo, s_hi)
     cn = _normalize(col, c_lo, c_hi)
-    alpha = 1.0 / (1.0 + np.exp(-a.opacity_logits.astype(np.float64)))
+    with np.errstate(over="ignore"):
+        alpha = 1.0 / (1.0 + np.exp(-a.opacity_logits.astype(np.float32)))
 
     packed = np.empty((nchunks * CHUNK, 4), np.uint32)
     pn, sn, cn = pn.reshape(-1, 3), sn.reshape(-1, 3), cn.reshape(-1, 3)
     packed[:, 0] = _pack_111011(pn[:, 0], pn[:, 1], pn[:, 2])
     packed[:n, 1] = pack_rotation(a.quats)
     packed[:, 2] = _pack_111011(sn[:, 0], sn[:, 1], sn[:, 2])
-    a8 = np.zeros(nchunks * CHUNK)
+    a8 = np.zeros(nchunks * CHUNK, np.float32)
     a8[:n] = alpha
     packed[:, 3] = (
         (_pack_unorm(cn[:, 0], 8) << np.uint32(24))

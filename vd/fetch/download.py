@@ -45,9 +45,10 @@ class NotEnoughSpace(VdError):
 class _Retry(Exception):
     """A transient failure: wait (unless `now`) and try the same source again."""
 
-    def __init__(self, reason: str, now: bool = False, delay: Optional[float] = None):
+    def __init__(self, reason: str, now: bool = False, delay: Optional[float] = None, connect: bool = False):
         super().__init__(reason)
         self.now = now
+        self.connect = connect          # could not even connect: fewer retries before the next source
         self.delay = delay              # server-suggested wait (Retry-After), capped
 
 
@@ -420,6 +421,9 @@ class FileDownload:
             gated = next(s for s in spec.sources if s.gated)
             hint = (f"; the Hugging Face repo is gated: accept its licence at "
                     f"https://huggingface.co/{gated.repo} and set HF_TOKEN")
+        if failures and all(any(k in f for k in ("ConnectError", "ConnectTimeout", "ProxyError")) for f in failures):
+            hint += ("; no source could be reached: check the network, a proxy (--proxy, HTTPS_PROXY, ALL_PROXY) "
+                     "or a mirror (HF_ENDPOINT, VD_MODELSCOPE_ENDPOINT, --manifest)")
         raise DownloadError(f"could not download {self.label}: " + "; ".join(failures) + hint)
 
     def _from_source(self, src: Source) -> tuple[str, int]:
@@ -455,7 +459,8 @@ class FileDownload:
             except _Retry as e:
                 progressed = self.tmp.exists() and self.tmp.stat().st_size > offset
                 attempt = 0 if progressed else attempt + 1
-                if attempt > max_tries or total_attempts > 20 * max(1, max_tries):
+                limit = min(max_tries, 2) if e.connect else max_tries
+                if attempt > limit or total_attempts > 20 * max(1, max_tries):
                     raise _NextSource(f"{e} (gave up after {total_attempts} attempts)") from None
                 if not e.now:
                     delay = min(60.0, backoff_base() * (2 ** max(0, attempt - 1)))
@@ -546,7 +551,9 @@ class FileDownload:
                     raise _NextSource(f"served {total} bytes, expected {self.spec.size}")
                 self._stream_into(r.iter_raw(), offset, total)
                 return resumed
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as e:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as e:
+            raise _Retry(f"{type(e).__name__}: {e or 'cannot connect'}", connect=True) from None
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
             raise _Retry(f"{type(e).__name__}: {e or 'connection problem'}") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
             raise _NextSource(str(e)) from None

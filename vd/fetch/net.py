@@ -28,7 +28,7 @@ def normalise_proxy(url: str, where: str = "--proxy") -> str:
         raise UsageError(f"unsupported proxy {url!r} in {where}: use http://, https://, socks5:// or socks5h://")
     if s.startswith("socks"):
         try:
-            import socksio  # noqa: F401
+            import socksio  # noqa: F401  (httpx needs it for SOCKS)
         except ImportError:  # pragma: no cover - socksio is a dependency
             raise UsageError(f"the SOCKS proxy in {where} needs the socksio package: pip install socksio") from None
     return f"{s}://{rest}"

@@ -22,6 +22,7 @@ from typing import Iterable, Optional
 
 from vd.errors import MissingWeightsError, UsageError
 from vd.fetch.download import (
+    DownloadError,
     FileDownload,
     Reporter,
     check_disk,
@@ -179,7 +180,13 @@ class ConsoleReporter(Reporter):
         self.total = None
 
     def __enter__(self):
-        self.progress.__enter__()
+        try:
+            self.progress.__enter__()
+        except Exception:  # rich.errors.LiveError: a stage's own bar is live; go without bars
+            from rich.progress import Progress
+
+            self.progress = Progress(disable=True)
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -294,6 +301,13 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
             except MissingWeightsError:
                 report.missing.append(FetchResult(m, f.name, model_dir(m) / f.name, "missing"))
                 continue
+            except DownloadError as e:
+                from vd.fetch.net import describe_proxies
+
+                via = describe_proxies(proxy)
+                if via != "direct":
+                    raise DownloadError(f"{e} (proxies: {via})") from None
+                raise
             report.results.append(FetchResult(m, f.name, got.path, got.action, got.sha256, got.source,
                                               got.resumed_from, got.bytes))
     finally:

@@ -115,7 +115,7 @@ def render(
         from vd.render.torch_backend import render_torch
 
         rgb, depth, alpha = render_torch(
-            g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d, tile=tile or 16
+            g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d, tile=tile or 8
         )
     if background is not None:
         bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device).reshape(-1, 3)

@@ -8,13 +8,12 @@ def render_gsplat(g, viewmats, Ks, width: int, height: int, *, near: float = 0.0
     from gsplat import rasterization
 
     deg = g.sh_degree
-    colors = g.sh if deg > 0 else g.sh  # [N,K,3] SH coefficients; gsplat evaluates and adds 0.5
     out, alpha, _meta = rasterization(
-        means=g.means,
-        quats=g.quats,  # gsplat normalises
+        means=g.means.contiguous(),
+        quats=g.quats.contiguous(),  # gsplat normalises
         scales=torch.exp(g.log_scales),
         opacities=torch.sigmoid(g.opacity_logits),
-        colors=colors,
+        colors=g.sh.contiguous(),  # [N,K,3] SH coefficients; gsplat evaluates them and adds 0.5
         viewmats=viewmats,
         Ks=Ks,
         width=width,

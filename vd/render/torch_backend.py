@@ -172,18 +172,25 @@ class _Composite(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coef_t, op, feats, basis_t):
-        w = _composite_fwd(coef_t, op, basis_t)[0]
+    def forward(ctx, coef_t, op, feats, basis_t, keep_state: bool = False):
+        w, alpha, om, t_incl = _composite_fwd(coef_t, op, basis_t)
         fbt = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1).transpose(1, 2).contiguous()
         # [t,F+1,L] @ [t,L,B]: the small dimension on the left keeps MKL's batched gemm fast
         out = torch.bmm(fbt, w.transpose(1, 2))  # [t,F+1,B]
-        ctx.save_for_backward(coef_t, op, feats, basis_t)
+        ctx.keep_state = bool(keep_state) and any(ctx.needs_input_grad[:3])
+        if ctx.keep_state:  # trade memory (12 bytes per element) for skipping the recompute
+            ctx.save_for_backward(coef_t, op, feats, basis_t, w, alpha, om, t_incl)
+        else:
+            ctx.save_for_backward(coef_t, op, feats, basis_t)
         return out
 
     @staticmethod
     def backward(ctx, g_out):
-        coef_t, op, feats, basis_t = ctx.saved_tensors
-        w, alpha, om, t_incl = _composite_fwd(coef_t, op, basis_t)
+        if ctx.keep_state:
+            coef_t, op, feats, basis_t, w, alpha, om, t_incl = ctx.saved_tensors
+        else:
+            coef_t, op, feats, basis_t = ctx.saved_tensors
+            w, alpha, om, t_incl = _composite_fwd(coef_t, op, basis_t)
         fbt = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1).transpose(1, 2).contiguous()  # [t,F+1,L]
         g_out = g_out.contiguous()  # [t,F+1,B]
         g_feats = torch.bmm(g_out, w)[:, :-1].transpose(1, 2)  # [t,L,F]
@@ -199,7 +206,7 @@ class _Composite(torch.autograd.Function):
         da = d.mul_(torch.nn.functional.threshold_(alpha.neg(), -ALPHA_MAX, 0.0)).neg_()
         g_op = da.sum(dim=1) / op.clamp_min(1e-30)  # [t,L]
         g_coef_t = torch.matmul(basis_t.T, da).neg_()  # [t,6,L]
-        return g_coef_t, g_op, g_feats, None
+        return g_coef_t, g_op, g_feats, None, None
 
 
 def rasterize(
@@ -212,10 +219,16 @@ def rasterize(
     width: int,
     height: int,
     *,
-    tile: int = 16,
+    tile: int = 8,
     block_elems: int = 1 << 22,
+    keep_elems: int = 1 << 25,
 ):
-    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W])."""
+    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W]).
+
+    block_elems bounds the padded [tiles, L, pixels] block size; when gradients are needed the
+    compositing state of the first keep_elems elements (12 bytes each) is kept for the backward
+    pass instead of being recomputed.
+    """
     dev, dt = means2d.device, means2d.dtype
     F = feats.shape[1]
     tw = (width + tile - 1) // tile
@@ -239,6 +252,7 @@ def rasterize(
         tcounts = counts[tiles].tolist()
         results, ids = [], []
         i = 0
+        kept = 0
         nt = len(tcounts)
         while i < nt:
             # grow the block while the padded size stays in budget (counts ascend)
@@ -270,7 +284,10 @@ def rasterize(
                 ],
                 dim=1,
             )  # [t,6,L]
-            results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t))
+            n_el = blk.numel() * L * B
+            keep = kept + n_el <= keep_elems
+            kept += n_el if keep else 0
+            results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t, keep))
             ids.append(blk)
             i = j
         img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0).transpose(1, 2))
@@ -289,7 +306,7 @@ def render_torch(
     near: float = 0.01,
     far: float = 1e10,
     eps2d: float = 0.3,
-    tile: int = 16,
+    tile: int = 8,
     block_elems: int = 1 << 22,
 ):
     """Render each camera; returns rgb [C,H,W,3], expected depth [C,H,W], alpha [C,H,W]."""

@@ -38,7 +38,7 @@ SCAFFOLD_VERSION = 1
 VIEW_VERSION = 1
 
 GPU_ITERS = (100, 500)  # upstream (PORT/FORK) init / per-view iterations
-CPU_ITERS = (30, 60)  # documented CPU defaults (see bench/coarse.md); printed when used
+CPU_ITERS = (10, 20)  # documented CPU defaults (see bench/coarse.md); printed when used
 
 # test hook: called as _after_view(k) after view k is memoised (kill-and-resume tests)
 _after_view: Optional[Callable[[int], None]] = None
@@ -60,9 +60,9 @@ class CoarseParams:
     radius_percentiles: tuple = (5.0, 50.0)
     expansion: float = 0.3
     outpaint: bool = True
-    init_iters: Optional[int] = None  # None: auto (GPU 100, CPU 30)
-    view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 60)
-    scan_scale: float = 0.25
+    init_iters: Optional[int] = None  # None: auto (GPU 100, CPU 10)
+    view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 20)
+    scan_scale: Optional[float] = None  # None: 1/4, but at least 128 px on the long side
     scan_batch: int = 16
     edge_times: float = 0.05
 
@@ -83,7 +83,7 @@ class CoarseParams:
             (0.0 <= self.expansion <= 2.0, f"--expansion is a total fraction between 0 and 2, got {self.expansion:g}"),
             (self.init_iters is None or self.init_iters >= 0, "--init-iters must be >= 0"),
             (self.view_iters is None or self.view_iters >= 0, "--view-iters must be >= 0"),
-            (0.0 < self.scan_scale <= 1.0, f"the scan scale must be in (0, 1], got {self.scan_scale:g}"),
+            (self.scan_scale is None or 0.0 < self.scan_scale <= 1.0, f"the scan scale must be in (0, 1], got {self.scan_scale}"),
             (len(self.radius_percentiles) == 2 and 0 <= self.radius_percentiles[0] < self.radius_percentiles[1] <= 100,
              f"--radius-percentiles must be LOW HIGH with 0 <= LOW < HIGH <= 100, got {tuple(self.radius_percentiles)}"),
         ]
@@ -113,6 +113,7 @@ class ViewStat:
     fallback: bool
     cached: bool
     seconds: float = 0.0
+    scan_ratio: float = float("nan")  # the ratio the selection saw (reduced-resolution scan)
 
 
 @dataclass
@@ -122,6 +123,18 @@ class CoarseResult:
     gaussians: object  # Gaussians (scaffold + every added view)
     summary: dict
     paths: list = field(default_factory=list)
+
+
+def _vlog(viewer, method: str, *args, **kw) -> None:
+    """Call a viewer method; a viewer problem is a warning, never a failed stage."""
+    if viewer is None:
+        return
+    try:
+        getattr(viewer, method)(*args, **kw)
+    except Exception as e:  # noqa: BLE001
+        from vd import console
+
+        console.warn(f"viewer: {method} failed ({e})")
 
 
 def _seed_from_key(key: str) -> int:
@@ -247,7 +260,7 @@ def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int],
         new_g = g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device))
     stat = ViewStat(view=k, dense_index=int(sel.index), hole_ratio=float(hole.mean()), hole_pixels=int(hole.sum()),
                     spawn_pixels=int(spawn.sum()), added_gaussians=int(len(new_g)), final_loss=loss,
-                    fallback=bool(sel.fallback), cached=False, seconds=time.perf_counter() - t0)
+                    fallback=bool(sel.fallback), cached=False, seconds=time.perf_counter() - t0, scan_ratio=float(sel.ratio))
     meta = dict(base_meta, stopped=False, scan_ratio=float(sel.ratio), stat=asdict(stat))
     return _frames_artifacts([frame], new_g, meta), {"stopped": False}
 
@@ -347,13 +360,17 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
         console.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint else "scaffold: depth, Gaussians, optimisation ...")
         s = build_scaffold(img.rgb, depth_backend=dback, inpaint_backend=iback, expansion=p.expansion, outpaint=p.outpaint,
                            init_iters=init_iters, seed=_seed_from_key(skey), render_backend=rname, device=dev,
-                           image_plan=getattr(img, "plan", None), edge_times=p.edge_times, viewer=viewer)
+                           image_plan=getattr(img, "plan", None), edge_times=p.edge_times)
         meta = {"counts": s.counts, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return _frames_artifacts(s.frames, s.gaussians, meta), {"gaussians": len(s.gaussians)}
 
     with memory.track("scaffold", dev):
         rec, s_hit = cache.memoise(skey, compute_scaffold, stage="scaffold", image=str(img.path))
         frames, g_scaffold, smeta = _read_artifacts(rec, dev)
+    for f in frames:
+        _vlog(viewer, "log_frame", f.name, K=f.K, world_from_camera=f.world_from_camera, rgb=f.rgb, depth=f.depth,
+              masks={"spawn": f.spawn, "hole": f.hole}, tab="scaffold")
+    _vlog(viewer, "log_gaussians", "scaffold", g_scaffold)
     console.info(f"scaffold: {len(g_scaffold)} Gaussians from {len(frames)} frame(s)" + (" (cached)" if s_hit else f", loss {smeta.get('loss', float('nan')):.4f}"))
 
     # --- coarse loop ------------------------------------------------------------------------
@@ -392,18 +409,16 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
         if g_new is not None and len(g_new):
             parts.append(g_new)
             g_all = Gaussians.cat(parts)
-        if viewer is not None:
-            f = vframes[0]
-            viewer.log_frame(f.name, K=f.K, world_from_camera=f.world_from_camera, rgb=f.rgb, depth=f.depth,
-                             masks={"hole": f.hole, "spawn": f.spawn}, tab="coarse")
+        f = vframes[0]
+        _vlog(viewer, "log_frame", f.name, K=f.K, world_from_camera=f.world_from_camera, rgb=f.rgb, depth=f.depth,
+              masks={"hole": f.hole, "spawn": f.spawn}, tab="coarse")
         tag = " [fallback: outside the band]" if st.fallback else ""
         console.info(f"view {k}/{max_views}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
                      f"+{st.added_gaussians} Gaussians" + (" (cached)" if v_hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s"))
         prev = vkey
         if _after_view is not None:
             _after_view(k)
-    if viewer is not None:
-        viewer.log_gaussians("coarse", g_all)
+    _vlog(viewer, "log_gaussians", "coarse", g_all)
 
     summary = {
         "image": str(img.path), "size": [int(img.rgb.shape[1]), int(img.rgb.shape[0])], "device": dev,

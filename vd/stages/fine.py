@@ -70,7 +70,7 @@ class FineParams:
     candidate_stride: int = 3  # every 3rd dense pose (upstream 2026)
     select_scale: float = 0.25  # resolution of the hole-ratio renders used to pick views
     guidance: float = 30.0
-    rescale: bool = True
+    rescale: str = "shrink"  # vd.mcs: shrink (never lengthen v~), match (eq. 6 as written) or none
     seed: int = 0
     render_backend: str = "auto"
 
@@ -85,6 +85,10 @@ class FineParams:
             raise UsageError(f"--gs-iters must be 0 or more, got {self.gs_iters}")
         if not 0.0 <= self.rect_weight <= 1.0:
             raise UsageError(f"--rect-weight must be between 0 and 1, got {self.rect_weight:g}")
+        if self.rescale not in ("shrink", "match", "none"):
+            raise UsageError(f"--rescale must be shrink, match or none, got {self.rescale!r}")
+        if self.render_backend not in ("auto", "gsplat", "torch"):
+            raise UsageError(f"--render-backend must be auto, gsplat or torch, got {self.render_backend!r}")
         if self.margin < 0:
             raise UsageError(f"--margin must be 0 or more, got {self.margin}")
 
@@ -702,6 +706,11 @@ def run_fine(
     )
     state: dict = {}
     rgb0 = holes0 = None
+    if viewer is not None:
+        try:
+            viewer.set_tab("fine")
+        except Exception:  # noqa: BLE001 - the viewer never fails a run
+            pass
 
     steps_rows: list[dict] = []
     strips: list[bytes] = []
@@ -894,22 +903,11 @@ def _log_viewer(viewer, k, rgb_u8, poses, K) -> None:
 
 
 def _resolve_render_backend(name: str, device) -> str:
-    """A concrete renderer name for cache keys ("gsplat" on CUDA when installed, else "torch")."""
-    name = (name or "auto").lower()
-    if name != "auto":
-        return name
-    try:
-        from vd.render import resolve_backend  # type: ignore[attr-defined]
+    """A concrete renderer name for cache keys ("gsplat" on CUDA when installed, else "torch");
+    UsageError for gsplat without CUDA or without the package."""
+    from vd.render import resolve_backend
 
-        return str(resolve_backend("auto", device=device))
-    except (ImportError, TypeError):
-        pass
-    if str(device).startswith("cuda"):
-        import importlib.util
-
-        if importlib.util.find_spec("gsplat") is not None:
-            return "gsplat"
-    return "torch"
+    return str(resolve_backend((name or "auto").lower(), device))
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:

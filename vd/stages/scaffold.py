@@ -123,13 +123,7 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
         parts.append(g)
         counts.append(len(g))
     g = Gaussians.cat(parts).to(device)
-    if viewer is not None:
-        for f in frames:
-            viewer.log_frame(f.name, K=f.K, world_from_camera=f.world_from_camera, rgb=f.rgb, depth=f.depth,
-                             masks={"spawn": f.spawn, "hole": f.hole}, tab="scaffold")
     torch.manual_seed(int(seed))
     rep = optimise(g, [f.train_view(device) for f in frames], int(init_iters), seed=int(seed), backend=render_backend)
-    if viewer is not None:
-        viewer.log_gaussians("scaffold", g)
     return ScaffoldResult(frames=frames, gaussians=g, counts=counts, loss=float(rep.final_loss),
                           depth_valid_fraction=float(valid_c[sl].mean()))

@@ -182,10 +182,27 @@ def write_outputs(out: Path, frames: list[Frame], scaffold_g, coarse_g, summary:
     rep_c = write_ply_atomic(coarse_path, coarse_g, comments)
     summary = dict(summary)
     summary["ply"] = {"scaffold": _report(rep_s), "coarse": _report(rep_c)}
+    _remove_stale_views(out / "views", len(frames))
     cams = {"convention": CONVENTION, "views": views}
     _atomic_write(out / "cameras.json", (json.dumps(cams, indent=1) + "\n").encode())
     _atomic_write(out / "summary.json", (json.dumps(summary, indent=1, default=_default) + "\n").encode())
     return [coarse_path, scaffold_path, out / "cameras.json", out / "summary.json"]
+
+
+_VIEW_FILES = {"rgb.png", "depth.npy", "hole_mask.png", "spawn_mask.png"}
+
+
+def _remove_stale_views(views_dir: Path, n: int) -> None:
+    """Remove views/<NNN> folders of an earlier run with more views (only vd's own files)."""
+    if not views_dir.is_dir():
+        return
+    for d in views_dir.iterdir():
+        if d.is_dir() and d.name.isdigit() and int(d.name) >= n:
+            files = {f.name for f in d.iterdir()}
+            if files <= _VIEW_FILES:
+                for f in d.iterdir():
+                    f.unlink()
+                d.rmdir()
 
 
 def _report(rep) -> dict:

@@ -1,0 +1,91 @@
+"""The scaffold: symmetric canvas, one principal point for input and ring, depth completion, masks."""
+
+import numpy as np
+import pytest
+
+from vd.stages.scaffold import build_scaffold, canvas_padding
+
+
+def test_canvas_padding_symmetric_and_multiple_of_16():
+    for W, H in [(512, 384), (256, 192), (64, 48), (336, 512)]:
+        px, py = canvas_padding(W, H, 0.3)
+        assert px % 8 == 0 and py % 8 == 0
+        assert (W + 2 * px) % 16 == 0 and (H + 2 * py) % 16 == 0
+        assert abs((W + 2 * px) / W - 1.3) < 0.1
+    assert canvas_padding(512, 384, 0.3) == (80, 56)
+    assert canvas_padding(64, 48, 0.0) == (0, 0)
+
+
+class NovelDepth:
+    """A stand-in depth model that estimates any view: a slanted plane, centred principal point."""
+
+    name = "stub"
+    identity = "stub"
+    estimates_novel_views = True
+
+    def estimate(self, rgb, K_hint=None):
+        from vd.models.depth import DepthResult
+
+        H, W = rgb.shape[:2]
+        v, u = np.mgrid[0:H, 0:W]
+        depth = (3.0 + 0.01 * u).astype(np.float32)
+        K = np.array([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]], np.float32)
+        return DepthResult(depth=depth, K=K, valid=np.ones((H, W), bool))
+
+
+class InputOnlyDepth(NovelDepth):
+    estimates_novel_views = False
+
+    def estimate(self, rgb, K_hint=None, plan=None):
+        r = super().estimate(rgb)
+        r.depth[:3, :3] = 0.0  # a few invalid pixels
+        r.valid = r.depth > 0
+        return r
+
+
+class Fill:
+    name = identity = "fill"
+
+    def inpaint(self, rgb, mask, seed=0):
+        out = rgb.copy()
+        out[mask] = (10, 200, 30)
+        return out
+
+
+def _rgb(H=48, W=64):
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 255, (H, W, 3)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("depth", [NovelDepth(), InputOnlyDepth()])
+def test_one_principal_point_for_input_and_ring(depth):
+    rgb = _rgb()
+    s = build_scaffold(rgb, depth_backend=depth, inpaint_backend=Fill(), expansion=0.3, init_iters=0)
+    inp, ring = s.frames
+    px, py = canvas_padding(64, 48, 0.3)
+    assert ring.rgb.shape == (48 + 2 * py, 64 + 2 * px, 3)
+    assert np.allclose(ring.K[:2, 2] - inp.K[:2, 2], [px, py])
+    assert np.allclose(ring.K[0, 0], inp.K[0, 0])
+    assert np.array_equal(ring.rgb[py:py + 48, px:px + 64], rgb)  # input kept exactly
+    assert (ring.rgb[0, 0] == (10, 200, 30)).all()
+    assert ring.supervise.sum() == ring.rgb.shape[0] * ring.rgb.shape[1] - 48 * 64
+    assert not ring.spawn[py:py + 48, px:px + 64].any()
+    assert inp.supervise.all() and not inp.hole.any()
+    # the same world point from the input and the ring camera lands on the same canvas pixel
+    assert np.allclose(inp.world_from_camera, np.eye(4)) and np.allclose(ring.world_from_camera, np.eye(4))
+    assert len(s.gaussians) == sum(s.counts) == int(inp.spawn.sum() + ring.spawn.sum())
+    assert (ring.depth > 0).all()  # the ring has depth everywhere (model or completion)
+    if not depth.estimates_novel_views:
+        assert not inp.spawn[:3, :3].any()  # invalid pixels never spawn
+
+
+def test_no_outpaint_has_input_only():
+    s = build_scaffold(_rgb(), depth_backend=NovelDepth(), inpaint_backend=None, outpaint=False, init_iters=0)
+    assert [f.kind for f in s.frames] == ["input"]
+    assert np.allclose(s.frames[0].K[:2, 2], [32, 24])
+
+
+def test_scaffold_optimisation_runs():
+    s = build_scaffold(_rgb(24, 32), depth_backend=NovelDepth(), inpaint_backend=Fill(), init_iters=3, render_backend="torch")
+    assert np.isfinite(s.loss)
+    assert np.isfinite(s.gaussians.means.detach().numpy()).all()
