@@ -9,7 +9,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from vd.cache import objects
 from vd.errors import CacheError, disk_full_message
@@ -522,7 +522,7 @@ def _tree_size_and_mtime(path: Path) -> tuple[int, float]:
 
 
 def plan_prune(
-    cache: Cache,
+    cache: Cache | None,
     *,
     older_than_s: float | None = None,
     max_size: int | None = None,
@@ -540,8 +540,11 @@ def plan_prune(
     considered only with `include_models` (all of them, or those older than `older_than_s`).
     """
     now = _now() if now is None else now
-    records = cache.records()
-    candidates = cache.find(image=image, stage=stage) if (stage is not None or image is not None) else list(records)
+    records = cache.records() if cache is not None else []
+    if cache is not None and (stage is not None or image is not None):
+        candidates = cache.find(image=image, stage=stage)
+    else:
+        candidates = list(records)
     cand_keys = {r.key for r in candidates}
     scoped = stage is not None or image is not None
     victims: dict[str, Record] = {}
@@ -594,13 +597,15 @@ def plan_prune(
     return PrunePlan(ordered, len(freed), sum(sizes[d] for d in freed), models)
 
 
-def apply_prune(cache: Cache, plan: PrunePlan) -> tuple[int, int]:
+def apply_prune(cache: Cache | None, plan: PrunePlan) -> tuple[int, int]:
     """Delete the planned records, collect their objects, delete planned model weights."""
-    candidates = set()
-    for r in plan.records:
-        cache.delete(r.key)
-        candidates.update(a["hash"] for a in r.artifacts.values())
-    count, size = cache.gc(candidates=candidates)
+    count = size = 0
+    if cache is not None:
+        candidates = set()
+        for r in plan.records:
+            cache.delete(r.key)
+            candidates.update(a["hash"] for a in r.artifacts.values())
+        count, size = cache.gc(candidates=candidates)
     for p, _ in plan.models:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

@@ -8,7 +8,6 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 

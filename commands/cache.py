@@ -76,8 +76,8 @@ def _record_row(r) -> dict:
 @app.command("ls")
 def ls(
     json_: bool = JSON_OPT,
-    stage: Optional[str] = typer.Option(None, "--stage", help="Only records of this stage (depth, scaffold, coarse, fine, ...)."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Only records made from this input image."),
+    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage (depth, scaffold, coarse-view, fine, refine, ...)."),
+    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this input image."),
 ) -> None:
     """List cached stage results: key prefix, stage, image, size, age and last use."""
     from vd import console
@@ -142,10 +142,10 @@ def du(json_: bool = JSON_OPT) -> None:
 
 @app.command("prune")
 def prune(
-    older_than: Optional[str] = typer.Option(None, "--older-than", help="Delete records not used for this long (e.g. 30d, 12h, 2w)."),
-    max_size: Optional[str] = typer.Option(None, "--max-size", help="Then delete least recently used records until the cache fits (e.g. 20GB, 500MB)."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Only records of this stage (alone: all of them)."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Only records made from this image (alone: all of them)."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Delete records not used for this long (e.g. 30d, 12h, 2w)."),
+    max_size: Optional[str] = typer.Option(None, "--max-size", metavar="SIZE", help="Then delete least recently used records until the cache fits (e.g. 20GB, 500MB)."),
+    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage (alone: all of them)."),
+    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image (alone: all of them)."),
     include_models: bool = typer.Option(False, "--include-models", help="Also delete downloaded model weights (all, or those older than --older-than)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be deleted; delete nothing."),
     json_: bool = JSON_OPT,
@@ -164,18 +164,11 @@ def prune(
         raise UsageError(str(e)) from None
     from vd.cache.store import apply_prune, plan_prune
 
-    cache = _open_existing()
-    if cache is None and not include_models:
-        plan_records, freed_objects, freed_bytes, models = [], 0, 0, []
-    else:
-        if cache is None:
-            from vd.cache import Cache
-
-            cache = Cache.open()
-        plan = plan_prune(cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models)
-        plan_records, freed_objects, freed_bytes, models = plan.records, plan.freed_objects, plan.freed_bytes, plan.models
-        if not dry_run:
-            freed_objects, freed_bytes = apply_prune(cache, plan)
+    cache = _open_existing()  # None when there is no cache yet (model weights may still exist)
+    plan = plan_prune(cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models)
+    plan_records, freed_objects, freed_bytes, models = plan.records, plan.freed_objects, plan.freed_bytes, plan.models
+    if not dry_run:
+        freed_objects, freed_bytes = apply_prune(cache, plan)
     now = time.time()
     model_bytes = sum(s for _, s in models)
     if json_:

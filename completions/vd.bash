@@ -16,24 +16,25 @@ _vd() {
         ['vd cache ls']='--json --stage --image --help -h'
         ['vd cache prune']='--older-than --max-size --stage --image --include-models --dry-run -n --json --help -h'
         ['vd cache verify']='--repair --json --help -h'
-        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --no-outpaint --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --focal --fov --max-resolution --json --seed --device --fetch --help -h'
+        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --no-outpaint --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --focal --fov --max-resolution --json --seed --device --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd depth']='--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device --json --fetch --help -h'
         ['vd export']='--format -f --out -o --stage --sh-degree --up --traj --frames --fps --side-by-side-depth --force --validate --device --json --help -h'
-        ['vd fetch']='--list --verify --json --offline --proxy --manifest --help -h'
-        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --inpaint-backend --allow-classical --offload --device --seed --json --fetch --help -h'
+        ['vd fetch']='--list --verify --json --offline --proxy --manifest --force --help -h'
+        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --rescale --render-backend --inpaint-backend --allow-classical --offload --device --seed --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd inspect']='--json --strict --help -h'
         ['vd refine']='--init --out -o --iters --depth-weight --normal-weight --densify --no-densify --config --device --seed --json --help -h'
-        ['vd view']='--help -h'
+        ['vd view']='--viewer --viewer-port --rrd --wait --wait-seconds --fly-through --traj --render-backend --help -h'
     )
     valopts=(
         ['vd cache ls']='--stage --image'
         ['vd cache prune']='--older-than --max-size --stage --image'
-        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --focal --fov --max-resolution --seed --device'
+        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --focal --fov --max-resolution --seed --device --viewer --viewer-port --rrd --wait-seconds'
         ['vd depth']='--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device'
         ['vd export']='--format -f --out -o --stage --sh-degree --up --traj --frames --fps --validate --device'
         ['vd fetch']='--proxy --manifest'
-        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --inpaint-backend --offload --device --seed'
+        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --rescale --render-backend --inpaint-backend --offload --device --seed --viewer --viewer-port --rrd --wait-seconds'
         ['vd refine']='--init --out -o --iters --depth-weight --normal-weight --config --device --seed'
+        ['vd view']='--viewer --viewer-port --rrd --wait-seconds --fly-through --traj --render-backend'
     )
     choices=(
     )

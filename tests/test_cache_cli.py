@@ -214,3 +214,14 @@ def test_verify_reports_progress_only_on_a_terminal(run_vd, vd_dirs, tmp_path):
     r = run_vd("cache", "verify")
     assert r.code == 0 and r.stderr == ""  # no bar when stderr is not a TTY
     assert r.stdout.startswith("checked 4 records and 4 objects: 0 problems")
+
+
+def test_prune_models_without_a_cache(run_vd, vd_dirs):
+    weights = vd_dirs["models"] / "moge" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"w" * 10)
+    r = run_vd("cache", "prune", "--stage", "depth")
+    assert r.code == 0 and "deleted 0 records" in r.stdout and weights.exists()
+    r = run_vd("cache", "prune", "--include-models")
+    assert r.code == 0 and "moge" in r.stdout and not weights.exists()
+    assert not vd_dirs["cache"].joinpath("index").exists()  # pruning never creates a cache

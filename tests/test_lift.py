@@ -128,3 +128,16 @@ def test_rotmat_quat_round_trip():
     q = torch.nn.functional.normalize(torch.randn(500, 4, generator=torch.Generator().manual_seed(1)), dim=-1)
     q = torch.where(q[:, :1] < 0, -q, q)
     assert torch.allclose(rotmat_to_quat(quat_to_rotmat(q)), q, atol=1e-5)
+
+
+def test_external_normals_set_the_thin_axis():
+    depth = np.full((H, W), 2.0, np.float32)  # fronto-parallel depth ...
+    n = np.array([0.3, -0.4, -1.0])
+    n /= np.linalg.norm(n)
+    normals = np.broadcast_to(-n, (H, W, 3)).astype(np.float32).copy()  # ... but a model says tilted
+    normals[0, 0] = np.nan  # invalid normals fall back to the depth tangents
+    g = gaussians_from_rgbd(np.zeros((H, W, 3), np.float32), depth, K, normals=normals)
+    axis = quat_to_rotmat(g.quats)[:, :, 2].double()
+    cos = (axis @ torch.from_numpy(n)).abs()
+    assert cos[1:].min() > 0.999
+    assert abs(float(axis[0, 2])) > 0.999  # pixel (0, 0): the depth-plane normal (0, 0, ±1)

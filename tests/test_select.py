@@ -136,3 +136,36 @@ def test_diag_lines_and_dict():
     assert "below/in/above" in text and "hint:" in text
     js = d.to_dict()
     assert js["top"] == [[2, 0.03], [1, 0.02]]
+
+
+# --- refinement of a fast, approximate scan ---------------------------------------------------
+
+def test_refinement_reproduces_exact_selection():
+    from vd.stages.select import candidates_to_refine
+
+    rng = np.random.default_rng(0)
+    tol = 0.02
+    trials = 0
+    for _ in range(3000):
+        n = int(rng.integers(1, 40))
+        exact = np.round(rng.uniform(0, 0.5, n), 3)  # rounding makes ties happen
+        if rng.random() < 0.2:
+            exact[rng.integers(0, n)] = 0.0
+        approx = np.clip(exact + rng.uniform(-tol, tol, n), 0, 1)
+        selected = list(rng.choice(n, size=min(n, int(rng.integers(0, 3))), replace=False))
+        kw = dict(min_ratio=0.05, max_ratio=0.25, adjacent_exclusion=int(rng.integers(0, 2)),
+                  fallback=["none", "closest"][int(rng.integers(0, 2))])
+        idx = candidates_to_refine(approx, selected, tolerance=tol, **kw)
+        merged = approx.copy()
+        merged[idx] = exact[idx]
+        assert select(merged, selected, **kw) == select(exact, selected, **kw)
+        trials += len(idx) < n
+    assert trials > 1000  # usually only a few candidates need re-measuring
+
+
+def test_refinement_small_when_clear():
+    from vd.stages.select import candidates_to_refine
+
+    r = np.array([0.0, 0.01, 0.1, 0.2, 0.12, 0.6])
+    assert list(candidates_to_refine(r, tolerance=0.01)) == [3]
+    assert len(candidates_to_refine([], tolerance=0.01)) == 0

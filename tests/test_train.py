@@ -17,6 +17,15 @@ H, W = 24, 32
 K = np.array([[30.0, 0, 16.0], [0, 30.0, 12.0], [0, 0, 1]], np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny scenes: one torch thread is faster than two on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def synthetic_view():
     v, u = np.mgrid[0:H, 0:W].astype(np.float32)
     rgb = np.stack([0.5 + 0.45 * np.sin(u / 3.0), v / H, 0.5 + 0.45 * np.cos((u + v) / 4.0)], -1).astype(np.float32)

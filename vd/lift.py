@@ -90,8 +90,9 @@ def gaussians_from_rgbd(
 
     rgb [H,W,3] float in 0..1 (uint8 accepted); depth [H,W] z-depth; K [3,3]; world_from_camera
     [4,4] (identity when None); mask [H,W] bool of pixels to spawn (all when None); normals
-    optional [H,W,3] camera-space unit normals (e.g. from MoGe) used instead of depth tangents
-    where finite. Numpy or torch inputs; the result is on CPU.
+    optional [H,W,3] unit normals in the same OpenCV camera frame (x right, y down, z forward),
+    e.g. from the depth model, used instead of the depth-tangent normal where finite (their sign
+    does not matter). Numpy or torch inputs; the result is on CPU.
     """
     rgb_t = _t(rgb) if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8) else torch.from_numpy(rgb.astype(np.float32) / 255.0)
     if isinstance(rgb, Tensor) and rgb.dtype == torch.uint8:

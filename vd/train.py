@@ -84,7 +84,9 @@ def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def view_loss(pred: Tensor, target: Tensor, mask: Tensor, ssim_lambda: float = 0.2) -> Tensor:
-    """(1−λ)-free upstream form: L1 on supervised pixels + λ·(1 − SSIM on the same pixels)."""
+    """Upstream's form (no (1−λ) factor on L1): mean |pred − target| over the supervised pixels
+    + λ·(1 − SSIM averaged over the same pixels). With a full mask on CUDA, fused-ssim is used
+    when installed; a partial mask needs the per-pixel SSIM map, so the torch SSIM is used."""
     from vd.ssim import masked_ssim
 
     loss = masked_l1(pred, target, mask)

@@ -64,6 +64,7 @@ class CoarseParams:
     view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 20)
     scan_scale: Optional[float] = None  # None: 1/4, but at least 128 px on the long side
     scan_batch: int = 16
+    refine_tolerance: float = 0.02  # error bound of the fast scan; closer calls are re-measured exactly
     edge_times: float = 0.05
 
     def validate(self) -> None:
@@ -185,6 +186,24 @@ def dense_poses(input_frame: Frame, p: CoarseParams) -> tuple[np.ndarray, float]
     return poses, radius
 
 
+def scan_ratios(g, poses: np.ndarray, Kc, Wc: int, Hc: int, selected: list, p: CoarseParams):
+    """Hole ratios for selection: the fast scan, then the candidates too close to call
+    (`candidates_to_refine`) re-measured exactly at full size. Returns (ratios, n_refined, seconds)."""
+    from vd.holes import scan_hole_ratios
+    from vd.stages.select import candidates_to_refine
+
+    t0 = time.perf_counter()
+    scan = scan_hole_ratios(g, poses, Kc, Wc, Hc, scale=p.scan_scale, batch=p.scan_batch)
+    ratios = scan.ratios.copy()
+    idx = np.zeros(0, dtype=np.int64)
+    if scan.scale < 1.0 and p.refine_tolerance > 0:
+        idx = candidates_to_refine(ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
+                                   adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback, tolerance=p.refine_tolerance)
+        if len(idx):
+            ratios[idx] = scan_hole_ratios(g, poses[idx], Kc, Wc, Hc, scale=1.0, keep=1.0, batch=4).ratios
+    return ratios, int(len(idx)), time.perf_counter() - t0
+
+
 def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int], k: int, p: CoarseParams, *,
              depth_backend, inpaint_backend, render_backend: str, device: str, view_iters: int, seed: int):
     """One iteration of the loop. Returns (artifacts, meta) for the cache (module docstring)."""
@@ -193,7 +212,7 @@ def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int],
     from vd.align import align_depth, complete_depth, spawn_edges
     from vd.cameras import invert_pose
     from vd.gaussians import Gaussians
-    from vd.holes import hole_masks, scan_hole_ratios
+    from vd.holes import hole_masks
     from vd.lift import gaussians_from_rgbd
     from vd.render import render
     from vd.stages.select import diagnose, select
@@ -201,12 +220,12 @@ def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int],
 
     t0 = time.perf_counter()
     Kc, Wc, Hc = candidate_camera(frames[0], p.margin)
-    scan = scan_hole_ratios(g_all, poses, Kc, Wc, Hc, scale=p.scan_scale, batch=p.scan_batch, backend=render_backend)
-    sel = select(scan.ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
+    ratios, n_refined, scan_s = scan_ratios(g_all, poses, Kc, Wc, Hc, selected, p)
+    sel = select(ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
                  adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
-    base_meta = {"view": k, "ratios": [round(float(r), 6) for r in scan.ratios], "scan_seconds": scan.seconds}
+    base_meta = {"view": k, "ratios": [round(float(r), 6) for r in ratios], "scan_seconds": scan_s, "refined": n_refined}
     if sel is None:
-        d = diagnose(scan.ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
+        d = diagnose(ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
                      adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
         meta = dict(base_meta, stopped=True, diagnostics=d.to_dict())
         return _frames_artifacts([], None, meta), {"stopped": True}
@@ -282,7 +301,7 @@ def loop_params(p: CoarseParams, view_iters: int, poses: np.ndarray) -> dict:
     return {
         "version": VIEW_VERSION, "margin": p.margin, "min_ratio": p.min_ratio, "max_ratio": p.max_ratio,
         "adjacent_exclusion": p.adjacent_exclusion, "fallback": p.fallback, "view_iters": view_iters,
-        "scan_scale": p.scan_scale, "edge_times": p.edge_times,
+        "scan_scale": p.scan_scale, "refine_tolerance": p.refine_tolerance, "edge_times": p.edge_times,
         "poses": content_hash(np.ascontiguousarray(poses, dtype=np.float64)),
     }
 

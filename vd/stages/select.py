@@ -69,6 +69,47 @@ def select(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: 
     return Selection(i, float(r[i]), True)
 
 
+def candidates_to_refine(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: float = 0.05,
+                         max_ratio: float = 0.25, adjacent_exclusion: int = 1, fallback: str = "none",
+                         tolerance: float = 0.02) -> np.ndarray:
+    """Indices whose approximate ratio is too close to the decision to trust (sorted, unique).
+
+    `ratios` come from a fast scan whose error is at most `tolerance`. Re-measuring the returned
+    candidates exactly and running `select` on the merged ratios then selects exactly what
+    `select` would on exact ratios for every candidate:
+
+    - some candidate is surely in the band (r in [min + tol, max − tol]): the best of them, r**,
+      bounds the answer from below, so only valid candidates with r in [min − tol, max + tol]
+      and r >= r** − 2·tol can win;
+    - otherwise every valid candidate with r in [min − tol, max + tol] is re-measured, and with
+      the closest fallback also every candidate whose possible distance to the band (an interval
+      of ±tol; a ratio <= tol may be 0, i.e. infinitely far) can reach the smallest.
+    """
+    r = np.asarray(ratios, dtype=np.float64).reshape(-1)
+    n = r.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    tol = float(tolerance)
+    valid = valid_indices(n, selected, adjacent_exclusion)
+    wide = valid & (r >= min_ratio - tol) & (r <= max_ratio + tol)
+    sure = valid & (r >= min_ratio + tol) & (r <= max_ratio - tol)
+    if sure.any():
+        best = r[sure].max()
+        pick = wide & (r >= best - 2 * tol)
+    else:
+        pick = wide.copy()
+        if fallback == "closest":
+            # interval bounds of each candidate's true distance to the band; a ratio that may
+            # be 0 (r <= tol) may be infinitely far
+            dist = np.where(r < min_ratio, min_ratio - r, r - max_ratio)
+            pos = r > tol
+            d_lo = np.where(pos, np.maximum(dist - tol, 0.0), np.maximum(min_ratio - r - tol, 0.0))
+            d_hi = np.where(pos, dist + tol, np.inf)
+            bound = d_hi[valid].min() if valid.any() else np.inf
+            pick |= valid & (d_lo <= bound)
+    return np.nonzero(pick)[0].astype(np.int64)
+
+
 def select_pose_index(ratios, selected=(), min_ratio=0.05, max_ratio=0.25, adjacent_exclusion=1, fallback_mode="none") -> int | None:
     """Upstream-compatible signature: the index only."""
     s = select(ratios, selected, min_ratio=min_ratio, max_ratio=max_ratio, adjacent_exclusion=adjacent_exclusion, fallback=fallback_mode)
