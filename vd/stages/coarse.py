@@ -363,7 +363,7 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
         console.info(f"CPU run: using {init_iters} scaffold and {view_iters} per-view optimisation iterations "
                      f"(upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}; set --init-iters/--view-iters to override)")
     img = load_image(image, max_resolution)
-    cache = cache or Cache.open()
+    cache = cache if cache is not None else Cache.open()
     dback = get_depth_backend(depth_backend, image_path=img.path, focal=focal, fov=fov, device=dev, auto_fetch=fetch or None)
     need_inpaint = p.outpaint or p.n_frames > 2
     iback = get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None) if need_inpaint else None
