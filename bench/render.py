@@ -115,6 +115,8 @@ def child(args) -> dict:
 
     from vd.render import render
 
+    if args.renderer == "gsplat-cuda" and not torch.cuda.is_available():
+        return {"renderer": args.renderer, "n": args.n, "mode": args.mode, "skipped": "no CUDA"}
     g, vm, K = rgbd_scene(args.n, args.width, args.height)
     if args.renderer == "vd-torch":
         fn = lambda gg: render(gg, vm, K, args.width, args.height, backend="torch", tile=args.tile)  # noqa: E731
@@ -123,8 +125,6 @@ def child(args) -> dict:
         fn = lambda gg: gsplat_torch_render(gg, vm, K, args.width, args.height)  # noqa: E731
         unpack = lambda o: o[0]  # noqa: E731
     elif args.renderer == "gsplat-cuda":
-        if not torch.cuda.is_available():
-            return {"skipped": "no CUDA"}
         g = g.to("cuda")
         vmc, Kc = vm.cuda(), K.cuda()
         fn = lambda gg: render(gg, vmc, Kc, args.width, args.height, backend="gsplat")  # noqa: E731

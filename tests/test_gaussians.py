@@ -69,3 +69,15 @@ def test_quaternion_convention_wxyz():
     assert torch.allclose(rotmat_to_quat(R[None]), q, atol=1e-6)
     # unnormalised input gives the same rotation
     assert torch.allclose(quat_to_rotmat(3 * q), quat_to_rotmat(q), atol=1e-6)
+
+
+def test_tensors_round_trip_through_safetensors_bytes():
+    from safetensors.numpy import load, save
+
+    g = make(6, deg=1)
+    blob = save({k: v.numpy() for k, v in g.tensors().items()})
+    g2 = Gaussians.from_tensors(load(blob))
+    for k, v in g.tensors().items():
+        assert torch.equal(v, getattr(g2, k))
+    with pytest.raises(ValueError, match="missing"):
+        Gaussians.from_tensors({"means": np.zeros((1, 3))})

@@ -3,7 +3,6 @@ reference, gradients, batching, culling; gsplat parity on CUDA (gpu marker)."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

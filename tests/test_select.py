@@ -163,9 +163,32 @@ def test_refinement_reproduces_exact_selection():
     assert trials > 1000  # usually only a few candidates need re-measuring
 
 
+def test_refinement_in_two_levels_with_per_candidate_tolerance():
+    from vd.stages.select import candidates_to_refine
+
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        n = int(rng.integers(1, 30))
+        exact = np.round(rng.uniform(0, 0.4, n), 3)
+        exact[rng.random(n) < 0.1] = 0.0
+        kw = dict(min_ratio=0.05, max_ratio=0.25, adjacent_exclusion=1, fallback=["none", "closest"][int(rng.integers(0, 2))])
+        sel = list(rng.choice(n, size=min(n, int(rng.integers(0, 2))), replace=False))
+        r = np.clip(exact + rng.uniform(-0.02, 0.02, n), 0, 1)
+        tol = np.full(n, 0.02)
+        i1 = candidates_to_refine(r, sel, tolerance=tol, **kw)
+        r[i1] = exact[i1] + rng.uniform(-0.005, 0.005, len(i1))
+        tol[i1] = 0.005
+        i2 = candidates_to_refine(r, sel, tolerance=tol, **kw)
+        r[i2] = exact[i2]
+        tol[i2] = 0.0
+        assert len(candidates_to_refine(r, sel, tolerance=tol, **kw)) == 0
+        assert select(r, sel, **kw) == select(exact, sel, **kw)
+
+
 def test_refinement_small_when_clear():
     from vd.stages.select import candidates_to_refine
 
     r = np.array([0.0, 0.01, 0.1, 0.2, 0.12, 0.6])
     assert list(candidates_to_refine(r, tolerance=0.01)) == [3]
+    assert list(candidates_to_refine(r, tolerance=0.0)) == []
     assert len(candidates_to_refine([], tolerance=0.01)) == 0

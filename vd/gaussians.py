@@ -15,7 +15,7 @@ library code and never imported by `vd.commands` at CLI start-up.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -58,7 +58,10 @@ def sh_degree_from_bases(k: int) -> int:
 
 def _as_tensor(x, device=None) -> Tensor:
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:
+            x = x.copy()
+        x = torch.from_numpy(x)
     t = torch.as_tensor(x)
     if t.dtype != torch.float32:
         t = t.to(torch.float32)
@@ -105,7 +108,17 @@ class Gaussians:
         return self.means.device
 
     def tensors(self) -> dict[str, Tensor]:
+        """{field name: tensor}, e.g. for `vd.cache.codecs.encode_tensors` (safetensors)."""
         return {name: getattr(self, name) for name in _FIELDS}
+
+    @classmethod
+    def from_tensors(cls, d: dict, device=None) -> "Gaussians":
+        """Inverse of `tensors()` (numpy arrays or tensors, e.g. from `codecs.decode_tensors`)."""
+        missing = [k for k in _FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"missing Gaussian fields: {', '.join(missing)}")
+        g = cls(**{k: _as_tensor(d[k]) for k in _FIELDS})
+        return g.to(device) if device is not None else g
 
     def _map(self, fn) -> "Gaussians":
         return Gaussians(**{name: fn(getattr(self, name)) for name in _FIELDS})

@@ -10,7 +10,7 @@ not depend on the compositing order (final alpha = 1 − Π(1 − α_i)), so `sc
 the renderer: `splat_alpha` scatter-adds log(1 − α_i) over each projected Gaussian's pixel
 footprint (same EWA projection, eps2d, 0.99 cap and 1/255 cut as gsplat; it matches the torch
 renderer's alpha to ~1e-7 at the same size). The scan runs at a reduced resolution (`scale`,
-default 1/4 but at least 128 px on the long side) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
+default 1/4 but at least 64 px on the long side) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
 on a seeded random `keep` = 4·scale² fraction of the Gaussians, each grown by 1/sqrt(keep) so
 a surface keeps its coverage; alpha is then upsampled bilinearly to the candidate size and
 thresholded and cleaned there. `scan_hole_ratios_full` renders every candidate at full size one
@@ -109,25 +109,28 @@ def alpha_lod(g, keep: float = 1.0, seed: int = 0):
 
 
 def _project(means, covars, vm, K, width, height, eps2d=0.3, near=0.01):
-    """gsplat-style EWA projection (classic, eps2d): means2d [N,2], conic (A,B,C) [N,3], radius [N]."""
+    """gsplat-style EWA projection (classic, eps2d) for C cameras at once.
+
+    means [N,3], covars [N,3,3], vm [C,4,4], K [C,3,3] -> means2d [C,N,2], conic (A,B,C) [C,N,3],
+    radius [C,N], ok [C,N]."""
     import torch
 
-    R, t = vm[:3, :3], vm[:3, 3]
-    mc = means @ R.T + t
-    cc = R @ covars @ R.T
+    R, t = vm[:, :3, :3], vm[:, :3, 3]
+    mc = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]
+    cc = torch.einsum("cij,njk,clk->cnil", R, covars, R)
     tx, ty, tz = mc.unbind(-1)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    fx, fy, cx, cy = (K[:, 0, 0, None], K[:, 1, 1, None], K[:, 0, 2, None], K[:, 1, 2, None])
     lim_xp = (width - cx) / fx + 0.15 * width / fx
     lim_xn = cx / fx + 0.15 * width / fx
     lim_yp = (height - cy) / fy + 0.15 * height / fy
     lim_yn = cy / fy + 0.15 * height / fy
     z = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)
-    txc = z * torch.clamp(tx / z, min=-lim_xn, max=lim_xp)
-    tyc = z * torch.clamp(ty / z, min=-lim_yn, max=lim_yp)
+    txc = z * torch.maximum(torch.minimum(tx / z, lim_xp), -lim_xn)
+    tyc = z * torch.maximum(torch.minimum(ty / z, lim_yp), -lim_yn)
     iz = 1.0 / z
     j00, j02, j11, j12 = fx * iz, -fx * txc * iz * iz, fy * iz, -fy * tyc * iz * iz
-    c00, c01, c02 = cc[:, 0, 0], cc[:, 0, 1], cc[:, 0, 2]
-    c11, c12, c22 = cc[:, 1, 1], cc[:, 1, 2], cc[:, 2, 2]
+    c00, c01, c02 = cc[..., 0, 0], cc[..., 0, 1], cc[..., 0, 2]
+    c11, c12, c22 = cc[..., 1, 1], cc[..., 1, 2], cc[..., 2, 2]
     a = j00 * j00 * c00 + 2 * j00 * j02 * c02 + j02 * j02 * c22 + eps2d
     b = j00 * j11 * c01 + j00 * j12 * c02 + j02 * j11 * c12 + j02 * j12 * c22
     c = j11 * j11 * c11 + 2 * j11 * j12 * c12 + j12 * j12 * c22 + eps2d
@@ -138,12 +141,12 @@ def _project(means, covars, vm, K, width, height, eps2d=0.3, near=0.01):
     m2 = torch.stack([fx * tx * iz + cx, fy * ty * iz + cy], -1)
     rad = torch.ceil(3.33 * torch.sqrt(torch.maximum(a, c).clamp_min(0)))
     ok &= torch.isfinite(m2).all(-1) & torch.isfinite(rad)
-    ok &= (m2[:, 0] + rad > 0) & (m2[:, 0] - rad < width) & (m2[:, 1] + rad > 0) & (m2[:, 1] - rad < height)
+    ok &= (m2[..., 0] + rad > 0) & (m2[..., 0] - rad < width) & (m2[..., 1] + rad > 0) & (m2[..., 1] - rad < height)
     return m2, conic, rad, ok
 
 
 def splat_alpha(g, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3, near: float = 0.01, max_radius: int = 8):
-    """Alpha [C, H, W] of Gaussians `g`, without colour, sorting or tiles.
+    """Alpha [C, H, W] of Gaussians `g`, without colour, sorting or tiles, all cameras at once.
 
     Front-to-back compositing gives a final alpha of 1 − Π(1 − α_i) whatever the order, so alpha
     alone is a scatter-add of log(1 − α_i) over each Gaussian's pixel footprint (α_i = o·exp(−power),
@@ -157,47 +160,46 @@ def splat_alpha(g, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3,
     dev = g.means.device
     viewmats = torch.as_tensor(viewmats, dtype=torch.float32, device=dev).reshape(-1, 4, 4)
     Ks = torch.as_tensor(Ks, dtype=torch.float32, device=dev).reshape(-1, 3, 3)
-    if Ks.shape[0] == 1 and viewmats.shape[0] > 1:
-        Ks = Ks.expand(viewmats.shape[0], 3, 3)
     C = viewmats.shape[0]
-    out = torch.zeros(C, height * width, dtype=torch.float32, device=dev)
+    if Ks.shape[0] == 1 and C > 1:
+        Ks = Ks.expand(C, 3, 3)
+    HW = height * width
+    logt = torch.zeros(C * HW, dtype=torch.float32, device=dev)
     if len(g) == 0:
-        return out.reshape(C, height, width)
+        return torch.zeros(C, height, width, device=dev)
     with torch.no_grad():
         Rm = quat_to_rotmat(g.quats)
         M = Rm * torch.exp(g.log_scales)[:, None, :]
         covars = M @ M.transpose(1, 2)
         opac = torch.sigmoid(g.opacity_logits)
-        for ci in range(C):
-            m2, conic, rad, ok = _project(g.means, covars, viewmats[ci], Ks[ci], width, height, eps2d, near)
-            rad = rad.clamp_max(max_radius)
-            logt = out[ci]
-            lo = 0
-            for r in (1, 2, 4, max_radius):
-                sel = ok & (rad <= r) & (rad > lo)
-                lo = r
-                if not bool(sel.any()):
-                    continue
-                mm, cn, op = m2[sel], conic[sel], opac[sel]
-                off = torch.arange(-r, r + 1, device=dev, dtype=torch.float32)
-                base = torch.floor(mm)  # pixel containing the centre
-                px = base[:, 0, None, None] + off[None, None, :]  # [n,1,S]
-                py = base[:, 1, None, None] + off[None, :, None]  # [n,S,1]
-                dx = px + 0.5 - mm[:, 0, None, None]
-                dy = py + 0.5 - mm[:, 1, None, None]
-                power = 0.5 * cn[:, 0, None, None] * dx * dx + 0.5 * cn[:, 2, None, None] * dy * dy + cn[:, 1, None, None] * dx * dy
-                a = torch.clamp(op[:, None, None] * torch.exp(-power), max=0.99)
-                inside = (px >= 0) & (px < width) & (py >= 0) & (py < height) & (a >= 1.0 / 255.0) & (power >= 0)
-                pxb, pyb = torch.broadcast_tensors(px, py)
-                idx = (pyb * width + pxb)[inside].long()
-                logt.index_add_(0, idx, torch.log1p(-a[inside]))
-            out[ci] = 1.0 - torch.exp(logt)
-    return out.reshape(C, height, width)
+        m2, conic, rad, ok = _project(g.means, covars, viewmats, Ks, width, height, eps2d, near)
+        cam = torch.arange(C, device=dev)[:, None].expand(C, len(g))
+        gid = torch.arange(len(g), device=dev)[None, :].expand(C, len(g))
+        rad = rad.clamp_max(max_radius)
+        lo = 0
+        for r in (1, 2, 4, max_radius):
+            sel = ok & (rad <= r) & (rad > lo)
+            lo = r
+            if not bool(sel.any()):
+                continue
+            mm, cn, op, cc = m2[sel], conic[sel], opac[gid[sel]], cam[sel]
+            off = torch.arange(-r, r + 1, device=dev, dtype=torch.float32)
+            base = torch.floor(mm)
+            px = base[:, 0, None, None] + off[None, None, :]  # [n,1,S]
+            py = base[:, 1, None, None] + off[None, :, None]  # [n,S,1]
+            dx = px + 0.5 - mm[:, 0, None, None]
+            dy = py + 0.5 - mm[:, 1, None, None]
+            power = 0.5 * cn[:, 0, None, None] * dx * dx + 0.5 * cn[:, 2, None, None] * dy * dy + cn[:, 1, None, None] * dx * dy
+            a = torch.clamp(op[:, None, None] * torch.exp(-power), max=0.99)
+            inside = (px >= 0) & (px < width) & (py >= 0) & (py < height) & (a >= 1.0 / 255.0) & (power >= 0)
+            flat = cc[:, None, None] * HW + py * width + px
+            logt.index_add_(0, flat[inside].long(), torch.log1p(-a[inside]))
+        return (1.0 - torch.exp(logt)).reshape(C, height, width)
 
 
 def default_scan_scale(width: int, height: int) -> float:
-    """1/4 of the candidate size, but at least 128 px on the long side (never above 1)."""
-    return min(1.0, max(0.25, 128.0 / max(width, height)))
+    """1/4 of the candidate size, but at least 64 px on the long side (never above 1)."""
+    return min(1.0, max(0.25, 64.0 / max(width, height)))
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vd.errors import InputError, check_input_file
+from vd.errors import check_input_file
 
 OPACITY_BINS = 10
 

@@ -314,6 +314,8 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
         raise InputError(f"{where} has no 'vertex' element, so it holds no Gaussians")
     v = elems["vertex"]
     names = list(v.dtype.names or ())
+    if "chunk" in elems and "packed_position" in names:
+        return _read_compressed(path, fmt, comments, elems)
     n = len(v)
     for req in ("x", "y", "z"):
         if req not in names:
@@ -419,6 +421,34 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
     return g, meta
 
 
+def _read_compressed(path: Path, fmt: str, comments: list[str], elems: dict):
+    """A PlayCanvas compressed PLY (chunk + packed vertex elements), decoded by vd.export."""
+    try:
+        from vd.export.compressed_ply import read_compressed_ply
+    except ImportError:  # pragma: no cover - the export package is part of vd
+        raise InputError(f"{path} is a PlayCanvas compressed PLY, which this vd cannot decode") from None
+    arrays, _ = read_compressed_ply(path)
+    g = arrays.to_gaussians()
+    meta = {
+        "comments": _parse_comments(comments),
+        "raw_comments": comments,
+        "format": fmt,
+        "count": len(g),
+        "sh_degree": g.sh_degree,
+        "properties": list(elems["vertex"].dtype.names or ()),
+        "ignored_properties": [],
+        "extra": {},
+        "kind": "compressed",
+    }
+    return g, meta
+
+
+def gaussian_columns(g) -> dict[str, np.ndarray]:
+    """INRIA-named float32 columns of Gaussians (the rows the writer would write, before drops)."""
+    table, _, _, _, deg = _gaussian_table(g, None)
+    return {name: table[:, i] for i, name in enumerate(inria_property_names(deg))}
+
+
 def read_ply_columns(path) -> tuple[dict[str, np.ndarray], dict]:
     """Raw vertex columns of any PLY (for `vd inspect`): ({name: array}, {format, comments, ...})."""
     path = Path(path)
@@ -427,7 +457,12 @@ def read_ply_columns(path) -> tuple[dict[str, np.ndarray], dict]:
     if "vertex" not in elems:
         raise InputError(f"{where} has no 'vertex' element, so it holds no Gaussians")
     v = elems["vertex"]
-    cols = {name: np.asarray(v[name]) for name in (v.dtype.names or ())}
+    if "chunk" in elems and "packed_position" in (v.dtype.names or ()):
+        g, _ = _read_compressed(path, fmt, comments, elems)
+        cols = gaussian_columns(g)
+        fmt = f"{fmt} (PlayCanvas compressed, decoded)"
+    else:
+        cols = {name: np.asarray(v[name]) for name in (v.dtype.names or ())}
     meta = {
         "format": fmt,
         "comments": _parse_comments(comments),
@@ -439,4 +474,4 @@ def read_ply_columns(path) -> tuple[dict[str, np.ndarray], dict]:
     return cols, meta
 
 
-__all__ = ["MIN_OPACITY", "PlyReport", "inria_property_names", "read_ply", "read_ply_columns", "write_ply"]
+__all__ = ["MIN_OPACITY", "PlyReport", "gaussian_columns", "inria_property_names", "read_ply", "read_ply_columns", "write_ply"]

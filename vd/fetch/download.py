@@ -4,13 +4,18 @@ For one `FileSpec` into `<models_dir>/<model>/<name>`:
 
 1. Take a per-file lock (`fcntl.flock` on `<models_dir>/.locks/<model>--<name>.lock`); a second
    process waits, then finds the finished file and returns.
-2. Reuse a copy already in a Hugging Face hub cache (verified, then hard-linked or copied).
+2. Reuse a copy already in a Hugging Face hub cache (HF_HUB_CACHE, $HF_HOME/hub,
+   ~/.cache/huggingface/hub) or a ModelScope cache: verified, then hard-linked or copied.
 3. Otherwise pick up the largest `<name>.<uuid8>.incomplete` left by an earlier run (renamed to
    this process's own unique name) and try the sources in order: `Range` resume, restart when
    the server answers 200 to a Range request, retries with exponential backoff on connection
    errors, timeouts and 5xx, next source on 401/403/404, on an HTML page or on a hash mismatch.
-4. Check the free disk space before writing, hash while streaming (sha256), and atomically
-   rename into place only when size and hash match. Nothing unverified is ever installed.
+4. Check the free disk space before writing, hash while streaming (sha256, in a helper thread
+   that also fdatasyncs every 256 MiB), fsync, and atomically rename into place only when size
+   and hash match. Nothing unverified is ever installed.
+
+Knobs (environment): VD_FETCH_RETRIES (5), VD_FETCH_BACKOFF (1.0 s, doubled per retry, capped
+at 60 s), VD_FETCH_TIMEOUT (30 s), VD_FETCH_FSYNC (1).
 """
 
 from __future__ import annotations

@@ -11,14 +11,16 @@ It follows gsplat 1.5's classic pinhole model so the two backends agree:
 - colours from SH (+0.5, clamped at 0) with view directions from the camera centre;
 - "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ.
 
-The rasteriser assigns Gaussians to tiles, sorts the (tile, depth) pairs once, groups tiles of
-similar list length into padded blocks [tiles, L, pixels-per-tile] and composites each block
-with one cumulative sum along L, so the whole frame is a handful of large tensor operations.
+The rasteriser assigns Gaussians to tiles (8×8 px by default), sorts the (tile, depth) pairs
+once, groups tiles of similar list length into padded blocks [tiles, pixels-per-tile, L], gets σ
+for every (pixel, Gaussian) of a block from one batched matmul (a per-pair quadratic form times
+the tile's pixel monomials) and the transmittance from one cumprod along L, so a frame is a
+handful of large tensor operations. `_Composite` has a hand-written backward (it keeps the
+forward state of the first `keep_elems` elements and recomputes the rest).
 """
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor

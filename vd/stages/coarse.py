@@ -64,7 +64,7 @@ class CoarseParams:
     view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 20)
     scan_scale: Optional[float] = None  # None: 1/4, but at least 128 px on the long side
     scan_batch: int = 16
-    refine_tolerance: float = 0.02  # error bound of the fast scan; closer calls are re-measured exactly
+    refine_tolerance: float = 0.02  # error bound of the fast scan; closer calls are re-measured finer
     edge_times: float = 0.05
 
     def validate(self) -> None:
@@ -187,21 +187,35 @@ def dense_poses(input_frame: Frame, p: CoarseParams) -> tuple[np.ndarray, float]
 
 
 def scan_ratios(g, poses: np.ndarray, Kc, Wc: int, Hc: int, selected: list, p: CoarseParams):
-    """Hole ratios for selection: the fast scan, then the candidates too close to call
-    (`candidates_to_refine`) re-measured exactly at full size. Returns (ratios, n_refined, seconds)."""
+    """Hole ratios for selection, coarse to fine (`vd.holes`, `candidates_to_refine`):
+
+    1. every candidate at the scan scale (error <= refine_tolerance);
+    2. the candidates too close to call at half size, LOD off (error <= refine_tolerance / 3);
+    3. those still too close at full size (exact: the renderer's alpha).
+
+    The selection on the merged ratios is the one an exact full-size scan gives whenever the
+    error bounds hold (measured in bench/coarse.md). Returns (ratios, n_refined, seconds)."""
     from vd.holes import scan_hole_ratios
     from vd.stages.select import candidates_to_refine
 
     t0 = time.perf_counter()
     scan = scan_hole_ratios(g, poses, Kc, Wc, Hc, scale=p.scan_scale, batch=p.scan_batch)
     ratios = scan.ratios.copy()
-    idx = np.zeros(0, dtype=np.int64)
-    if scan.scale < 1.0 and p.refine_tolerance > 0:
-        idx = candidates_to_refine(ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
-                                   adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback, tolerance=p.refine_tolerance)
-        if len(idx):
-            ratios[idx] = scan_hole_ratios(g, poses[idx], Kc, Wc, Hc, scale=1.0, keep=1.0, batch=4).ratios
-    return ratios, int(len(idx)), time.perf_counter() - t0
+    tol = np.full(len(ratios), float(p.refine_tolerance) if scan.scale < 1.0 else 0.0)
+    n_ref = 0
+    kw = dict(min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
+    for scale, t_next in ((0.5, p.refine_tolerance / 3.0), (1.0, 0.0)):
+        if not tol.any():
+            break
+        idx = candidates_to_refine(ratios, selected, tolerance=tol, **kw)
+        if len(idx) == 0:
+            break
+        if scale <= scan.scale:
+            continue
+        ratios[idx] = scan_hole_ratios(g, poses[idx], Kc, Wc, Hc, scale=scale, keep=1.0, batch=4).ratios
+        tol[idx] = t_next if scale < 1.0 else 0.0
+        n_ref += len(idx)
+    return ratios, n_ref, time.perf_counter() - t0
 
 
 def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int], k: int, p: CoarseParams, *,

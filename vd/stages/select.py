@@ -71,42 +71,41 @@ def select(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: 
 
 def candidates_to_refine(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: float = 0.05,
                          max_ratio: float = 0.25, adjacent_exclusion: int = 1, fallback: str = "none",
-                         tolerance: float = 0.02) -> np.ndarray:
+                         tolerance=0.02) -> np.ndarray:
     """Indices whose approximate ratio is too close to the decision to trust (sorted, unique).
 
-    `ratios` come from a fast scan whose error is at most `tolerance`. Re-measuring the returned
-    candidates exactly and running `select` on the merged ratios then selects exactly what
-    `select` would on exact ratios for every candidate:
+    `ratios` come from a fast scan whose error is at most `tolerance` (a number, or one per
+    candidate; 0 marks an exact ratio, which is never returned). Re-measuring the returned
+    candidates (exactly, or with a smaller tolerance and calling this again) and running
+    `select` on the merged ratios then selects exactly what `select` would on exact ratios:
 
-    - some candidate is surely in the band (r in [min + tol, max − tol]): the best of them, r**,
-      bounds the answer from below, so only valid candidates with r in [min − tol, max + tol]
-      and r >= r** − 2·tol can win;
-    - otherwise every valid candidate with r in [min − tol, max + tol] is re-measured, and with
-      the closest fallback also every candidate whose possible distance to the band (an interval
-      of ±tol; a ratio <= tol may be 0, i.e. infinitely far) can reach the smallest.
+    - each candidate's true ratio lies in [r − tol, r + tol];
+    - when some valid candidate is surely in the band, the largest lower bound L among them
+      bounds the answer from below: only candidates that may be in the band and whose upper
+      bound reaches L can win;
+    - otherwise every candidate that may be in the band is returned, and with the closest
+      fallback also every candidate whose distance interval to the band can reach the smallest
+      upper bound of the distances (a ratio that may be 0 may be infinitely far).
     """
     r = np.asarray(ratios, dtype=np.float64).reshape(-1)
     n = r.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    tol = float(tolerance)
+    tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), r.shape)
+    lo, hi = r - tol, r + tol
     valid = valid_indices(n, selected, adjacent_exclusion)
-    wide = valid & (r >= min_ratio - tol) & (r <= max_ratio + tol)
-    sure = valid & (r >= min_ratio + tol) & (r <= max_ratio - tol)
+    maybe = valid & (hi >= min_ratio) & (lo <= max_ratio)
+    sure = valid & (lo >= min_ratio) & (hi <= max_ratio)
     if sure.any():
-        best = r[sure].max()
-        pick = wide & (r >= best - 2 * tol)
+        pick = maybe & (hi >= lo[sure].max())
     else:
-        pick = wide.copy()
+        pick = maybe.copy()
         if fallback == "closest":
-            # interval bounds of each candidate's true distance to the band; a ratio that may
-            # be 0 (r <= tol) may be infinitely far
-            dist = np.where(r < min_ratio, min_ratio - r, r - max_ratio)
-            pos = r > tol
-            d_lo = np.where(pos, np.maximum(dist - tol, 0.0), np.maximum(min_ratio - r - tol, 0.0))
-            d_hi = np.where(pos, dist + tol, np.inf)
+            d_lo = np.maximum(np.maximum(min_ratio - hi, lo - max_ratio), 0.0)
+            d_hi = np.where(lo > 0, np.maximum(np.maximum(min_ratio - lo, hi - max_ratio), 0.0), np.inf)
             bound = d_hi[valid].min() if valid.any() else np.inf
             pick |= valid & (d_lo <= bound)
+    pick &= tol > 0
     return np.nonzero(pick)[0].astype(np.int64)
 
 
