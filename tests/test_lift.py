@@ -141,3 +141,9 @@ def test_external_normals_set_the_thin_axis():
     cos = (axis @ torch.from_numpy(n)).abs()
     assert cos[1:].min() > 0.999
     assert abs(float(axis[0, 2])) > 0.999  # pixel (0, 0): the depth-plane normal (0, 0, ±1)
+
+
+def test_fronto_parallel_surfels_get_identity_rotation():
+    g = gaussians_from_rgbd(np.zeros((H, W, 3), np.float32), np.full((H, W), 2.0, np.float32), K)
+    assert torch.allclose(g.quats, torch.tensor([1.0, 0, 0, 0]).expand(len(g), 4), atol=1e-6)
+    assert (g.log_scales[:, 2] < g.log_scales[:, 0] - 2).all()  # still thin along z

@@ -141,9 +141,10 @@ def gaussians_from_rgbd(
             N_ext = torch.nn.functional.normalize(torch.nan_to_num(N_ext), dim=-1)
             nhat = torch.where(ext_ok[:, None], N_ext, nhat)
             good |= ext_ok & (lu > 1e-12)
-        # orient normals towards the camera (n · X < 0)
+        # a canonical sign: the normal axis points away from the camera (n · X > 0), so a
+        # fronto-parallel surfel gets the identity rotation (the sign is irrelevant to a Gaussian)
         Xc = P.reshape(-1, 3)[idx]
-        flip = (nhat * Xc).sum(-1) > 0
+        flip = (nhat * Xc).sum(-1) < 0
         nhat = torch.where(flip[:, None], -nhat, nhat)
         # e1: t_u projected onto the tangent plane
         e1 = tu - (tu * nhat).sum(-1, keepdim=True) * nhat

@@ -102,9 +102,10 @@ def covariances(g: Gaussians) -> Tensor:
 @torch.no_grad()
 def _tile_pairs(means2d: Tensor, radii: Tensor, depths: Tensor, tile: int, tw: int, th: int):
     """Sorted (tile id, Gaussian id) pairs for the visible Gaussians, depth-ordered in each tile."""
+    dev = means2d.device
     vis = (radii > 0).all(-1).nonzero().squeeze(1)
     if vis.numel() == 0:
-        e = torch.zeros(0, dtype=torch.long)
+        e = torch.zeros(0, dtype=torch.long, device=dev)
         return e, e
     m = means2d[vis]
     r = radii[vis].to(m.dtype)
@@ -121,11 +122,11 @@ def _tile_pairs(means2d: Tensor, radii: Tensor, depths: Tensor, tile: int, tw: i
     cnt_o = cnt[order]
     total = int(cnt_o.sum())
     if total == 0:
-        e = torch.zeros(0, dtype=torch.long)
+        e = torch.zeros(0, dtype=torch.long, device=dev)
         return e, e
-    rep = torch.repeat_interleave(torch.arange(order.numel()), cnt_o)
+    rep = torch.repeat_interleave(torch.arange(order.numel(), device=dev), cnt_o)
     starts = torch.cumsum(cnt_o, 0) - cnt_o
-    k = torch.arange(total) - starts[rep]
+    k = torch.arange(total, device=dev) - starts[rep]
     go = order[rep]
     nxo = nx[go]
     tx = tmin_x[go] + k % nxo
@@ -263,7 +264,7 @@ def rasterize(
                 j += 1
             blk = tiles[i:j]
             L = tcounts[j - 1]
-            ar = torch.arange(L)
+            ar = torch.arange(L, device=dev)
             pos = starts[blk][:, None] + ar[None, :]
             live = ar[None, :] < counts[blk][:, None]
             g = torch.where(live, gid[pos.clamp_max(gid.numel() - 1)], torch.full_like(pos, N))
