@@ -76,3 +76,18 @@ def test_folder_stage_choice(tmp_path, run_vd):
     r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "f.ply", "--stage", "fine")
     assert r.code == 1 and "fine.ply" in r.stderr
     assert run_vd("export", folder, "--format", "ply", "-o", tmp_path / "x.ply", "--stage", "final").code == 2
+
+
+def test_folder_default_is_fine_written_by_vd_fine(tmp_path, run_vd):
+    """`vd fine` writes <coarse folder>/fine/fine.ply; the folder's latest stage is then fine."""
+    from vd.ply import read_ply, write_ply
+
+    g = plane_gaussians()
+    folder = write_vd_folder(tmp_path / "out", g)
+    r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "c.ply", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["stage"] == "coarse"
+    (folder / "fine").mkdir()
+    write_ply(folder / "fine" / "fine.ply", g[:50])
+    r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "f.ply", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["stage"] == "fine"
+    assert len(read_ply(tmp_path / "f.ply")[0]) == 50

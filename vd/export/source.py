@@ -128,16 +128,22 @@ def resolve_source(source, stage: Optional[str] = None) -> Source:
     return _image_source(p, stage)
 
 
+def _stage_files(folder: Path, stage: str) -> list[Path]:
+    """Where a stage's PLY can be: in the folder, or for fine in the `fine/` folder `vd fine` writes by default."""
+    name = FOLDER_STAGES[stage]
+    return [folder / name, folder / "fine" / name] if stage == "fine" else [folder / name]
+
+
 def _folder_source(folder: Path, stage: Optional[str]) -> Source:
     cams = folder / "cameras.json"
     prov = {"source": str(folder.resolve()), "source_kind": "folder"}
     if stage is not None:
-        f = folder / FOLDER_STAGES[stage]
-        if not f.is_file():
+        found = [f for f in _stage_files(folder, stage) if f.is_file()]
+        if not found:
             raise InputError(f"{folder} has no {FOLDER_STAGES[stage]} (the {stage} stage output)")
-        candidates = [(stage, f)]
+        candidates = [(stage, found[0])]
     else:
-        candidates = [(s, folder / n) for s, n in FOLDER_STAGES.items() if (folder / n).is_file()]
+        candidates = [(s, f) for s in FOLDER_STAGES for f in _stage_files(folder, s) if f.is_file()]
         if not candidates:
             plys = sorted(folder.glob("*.ply"))
             if len(plys) == 1:
