@@ -10,7 +10,7 @@ not depend on the compositing order (final alpha = 1 − Π(1 − α_i)), so `sc
 the renderer: `splat_alpha` scatter-adds log(1 − α_i) over each projected Gaussian's pixel
 footprint (same EWA projection, eps2d, 0.99 cap and 1/255 cut as gsplat; it matches the torch
 renderer's alpha to ~1e-7 at the same size). The scan runs at a reduced resolution (`scale`,
-default 1/4 but at least 64 px on the long side) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
+default 1/4 but at least 64 px on the long side; full size up to 128 px) with the 2D dilation eps2d scaled by scale² (the same blur in full-size pixels),
 on a seeded random `keep` = 4·scale² fraction of the Gaussians, each grown by 1/sqrt(keep) so
 a surface keeps its coverage; alpha is then upsampled bilinearly to the candidate size and
 thresholded and cleaned there. `scan_hole_ratios_full` renders every candidate at full size one
@@ -198,8 +198,12 @@ def splat_alpha(g, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3,
 
 
 def default_scan_scale(width: int, height: int) -> float:
-    """1/4 of the candidate size, but at least 64 px on the long side (never above 1)."""
-    return min(1.0, max(0.25, 64.0 / max(width, height)))
+    """Full size for small candidates (long side <= 128 px, cheap and exact); otherwise 1/4 of
+    the size, but at least 64 px on the long side."""
+    long = max(width, height)
+    if long <= 128:
+        return 1.0
+    return min(1.0, max(0.25, 64.0 / long))
 
 
 @dataclass
