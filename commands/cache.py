@@ -23,18 +23,26 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON object on stdout i
 
 
 def _print_table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> None:
-    """A plain aligned table on stdout (like `docker ps`): greppable and fast (a rich Table of
-    200 rows costs ~0.2 s, more than the whole start-up budget)."""
+    """The result table on stdout: a rich table on a terminal; plain aligned columns (like
+    `docker ps`, greppable, and ~0.2 s faster for hundreds of rows) when piped."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="right" if i in right else "left", no_wrap=i == 0)
+        for r in rows:
+            table.add_row(*r)
+        Console(highlight=False).print(table)
+        return
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def fmt(cells: list[str]) -> str:
         parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
         return "  ".join(parts).rstrip()
 
-    header = fmt(headers)
-    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
-        header = f"\x1b[1m{header}\x1b[0m"  # bold on a terminal, like rich's header style
-    sys.stdout.write("\n".join([header, *(fmt(r) for r in rows)]) + "\n")
+    sys.stdout.write("\n".join([fmt(headers), *(fmt(r) for r in rows)]) + "\n")
     sys.stdout.flush()
 
 
