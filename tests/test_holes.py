@@ -83,3 +83,25 @@ def test_reduced_scan_matches_full_scan():
     fast = scan_hole_ratios(g, poses, Kc, W, H, scale=0.5).ratios
     assert np.abs(full - fast).max() < 0.03, (full, fast)
     assert np.argmax(full) == np.argmax(fast)
+
+
+def test_scan_ratios_refines_close_calls_to_the_exact_selection():
+    from vd.cameras import candidate_intrinsics, look_at
+    from vd.holes import scan_hole_ratios_full
+    from vd.stages.coarse import CoarseParams, scan_ratios
+    from vd.stages.select import select
+
+    g, K = _plane_gaussians()
+    Kc, W, H = candidate_intrinsics(K, 64, 48, 16)
+    poses = np.stack([np.eye(4)] + [look_at((x, 0.0, z), (0, 0, 3)) for x, z in
+                                     [(0.1, 0), (0.2, 0), (0.3, 0.1), (-0.3, 0.1), (0.5, -0.2), (0.45, -0.2)]])
+    full = scan_hole_ratios_full(g, poses, Kc, W, H, backend="torch").ratios
+    for band in [(0.05, 0.25), (0.1, 0.5), (0.2, 0.3)]:
+        for fb in ("none", "closest"):
+            p = CoarseParams(scan_scale=0.25, min_ratio=band[0], max_ratio=band[1], fallback=fb, adjacent_exclusion=0)
+            r, n_ref, _ = scan_ratios(g, poses, Kc, W, H, [], p)
+            kw = dict(min_ratio=band[0], max_ratio=band[1], adjacent_exclusion=0, fallback=fb)
+            a, b = select(full, [], **kw), select(r, [], **kw)
+            assert (a is None) == (b is None) and (a is None or a.index == b.index), (band, fb, full, r)
+            if b is not None and n_ref:
+                assert abs(r[b.index] - full[b.index]) < 1e-4  # the winner was measured exactly

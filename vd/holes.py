@@ -253,11 +253,12 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
         for i in range(0, n, batch):
             vm = viewmats[i:i + batch]
             c = vm.shape[0]
+            e2d = eps2d if eps2d is not None else 0.3 * (sw / width) ** 2
             if method == "splat":
-                alpha = splat_alpha(ga, vm, Kt[None], sw, sh, eps2d=eps2d if eps2d is not None else 0.3 * (sw / width) ** 2)
+                alpha = splat_alpha(ga, vm, Kt[None], sw, sh, eps2d=e2d)
             else:
                 kw = {"tile": tile} if tile else {}
-                alpha = render(ga, vm, Kt[None].expand(c, 3, 3).contiguous(), sw, sh, backend=backend, **kw).alpha.float()
+                alpha = render(ga, vm, Kt[None].expand(c, 3, 3).contiguous(), sw, sh, backend=backend, eps2d=e2d, **kw).alpha.float()
             if (sw, sh) != (width, height):
                 alpha = F.interpolate(alpha[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
             m = hole_masks(alpha, threshold=threshold)

@@ -38,7 +38,7 @@ SCAFFOLD_VERSION = 1
 VIEW_VERSION = 1
 
 GPU_ITERS = (100, 500)  # upstream (PORT/FORK) init / per-view iterations
-CPU_ITERS = (10, 20)  # documented CPU defaults (see bench/coarse.md); printed when used
+CPU_ITERS = (30, 60)  # documented CPU defaults (see bench/coarse.md); printed when used
 
 # test hook: called as _after_view(k) after view k is memoised (kill-and-resume tests)
 _after_view: Optional[Callable[[int], None]] = None
@@ -60,8 +60,8 @@ class CoarseParams:
     radius_percentiles: tuple = (5.0, 50.0)
     expansion: float = 0.3
     outpaint: bool = True
-    init_iters: Optional[int] = None  # None: auto (GPU 100, CPU 10)
-    view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 20)
+    init_iters: Optional[int] = None  # None: auto (GPU 100, CPU 30)
+    view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 60)
     scan_scale: Optional[float] = None  # None: 1/4, but at least 128 px on the long side
     scan_batch: int = 16
     refine_tolerance: float = 0.02  # error bound of the fast scan; closer calls are re-measured finer
@@ -191,7 +191,7 @@ def scan_ratios(g, poses: np.ndarray, Kc, Wc: int, Hc: int, selected: list, p: C
 
     1. every candidate at the scan scale (error <= refine_tolerance);
     2. the candidates too close to call at half size, LOD off (error <= refine_tolerance / 3);
-    3. those still too close at full size (exact: the renderer's alpha).
+    3. those still too close at full size with the renderer (exact).
 
     The selection on the merged ratios is the one an exact full-size scan gives whenever the
     error bounds hold (measured in bench/coarse.md). Returns (ratios, n_refined, seconds)."""
@@ -212,7 +212,9 @@ def scan_ratios(g, poses: np.ndarray, Kc, Wc: int, Hc: int, selected: list, p: C
             break
         if scale <= scan.scale:
             continue
-        ratios[idx] = scan_hole_ratios(g, poses[idx], Kc, Wc, Hc, scale=scale, keep=1.0, batch=4).ratios
+        # full size: the renderer itself (faster than the splatter there, and the reference)
+        ratios[idx] = scan_hole_ratios(g, poses[idx], Kc, Wc, Hc, scale=scale, keep=1.0, batch=4,
+                                       method="splat" if scale < 1.0 else "render", eps2d=None if scale < 1.0 else 0.3).ratios
         tol[idx] = t_next if scale < 1.0 else 0.0
         n_ref += len(idx)
     return ratios, n_ref, time.perf_counter() - t0
