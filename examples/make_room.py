@@ -25,10 +25,10 @@ LIGHT = np.array([0.0, -0.9, 2.2])
 def render_room(width: int = 256, height: int = 192, fov_x_deg: float = 70.0):
     """Return (rgb uint8 [H,W,3], depth float32 [H,W], K [3,3], normals float32 [H,W,3])."""
     f = width / (2 * np.tan(np.radians(fov_x_deg) / 2))
-    cx, cy = (width - 1) / 2, (height - 1) / 2
+    cx, cy = width / 2, height / 2  # pixel (u, v) covers [u, u+1): its centre is u + 0.5
     K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], dtype=np.float64)
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    d = np.stack([(u - cx) / f, (v - cy) / f, np.ones_like(u)], -1)  # ray with z = 1, so t = z-depth
+    d = np.stack([(u + 0.5 - cx) / f, (v + 0.5 - cy) / f, np.ones_like(u)], -1)  # ray with z = 1, so t = z-depth
 
     t = np.full(u.shape, np.inf)
     n = np.zeros(u.shape + (3,))
@@ -120,7 +120,7 @@ def main(argv=None) -> None:
         "width": a.width,
         "height": a.height,
         "fov_x_deg": a.fov,
-        "convention": "OpenCV pinhole, pixel centres at integer coordinates; depth is z-depth in metres",
+        "convention": "OpenCV pinhole, pixel (u, v) centred at (u + 0.5, v + 0.5) as in gsplat; depth is z-depth in metres",
     }
     (a.out / "intrinsics.json").write_text(json.dumps(intr, indent=2) + "\n")
     for name in ("rgb.png", "rgb.depth.npy", "intrinsics.json"):

@@ -78,12 +78,12 @@ def test_resize_large_image(tmp_path):
 
 def test_scale_K_consistent_with_pixels():
     plan = resize_plan(1000, 700, 512)
-    K = np.array([[800.0, 0, 499.5], [0, 800.0, 349.5], [0, 0, 1]])
+    K = np.array([[800.0, 0, 500.0], [0, 800.0, 350.0], [0, 0, 1]])
     K2 = plan.scale_K(K)
     # the image centre maps to the working-image centre
     W, H = plan.size
-    assert K2[0, 2] == pytest.approx((W - 1) / 2, abs=0.6)
-    assert K2[1, 2] == pytest.approx((H - 1) / 2, abs=0.6)
+    assert K2[0, 2] == pytest.approx(W / 2, abs=0.6)
+    assert K2[1, 2] == pytest.approx(H / 2, abs=0.6)
     assert K2[0, 0] == pytest.approx(800 * plan.scale[0], rel=1e-5)
 
 

@@ -93,7 +93,7 @@ def test_tiny_moge_through_registry(tiny_moge):
     assert (r.depth[r.valid] > 0).all() and np.isfinite(r.depth).all()
     assert (r.depth[~r.valid] == 0).all()
     assert r.K.shape == (3, 3) and r.K.dtype == np.float32
-    assert r.K[0, 2] == pytest.approx(47.5, abs=1e-3) and r.K[1, 2] == pytest.approx(31.5, abs=1e-3)
+    assert r.K[0, 2] == pytest.approx(48.0, abs=1e-3) and r.K[1, 2] == pytest.approx(32.0, abs=1e-3)  # W/2, H/2: pixel centres at +0.5
     assert r.K[0, 0] > 0 and r.K[1, 1] > 0
     assert r.normals is not None and r.normals.shape == (64, 96, 3)
     n = np.linalg.norm(r.normals[r.valid], axis=-1)

@@ -48,16 +48,16 @@ class ResizePlan:
         return self.crop == (0, 0, *self.original_size) and self.size == self.original_size
 
     def scale_K(self, K) -> np.ndarray:
-        """Intrinsics of the original image -> intrinsics of the working image (pixel-centre convention)."""
+        """Intrinsics of the original image -> intrinsics of the working image (pixel u centred at u + 0.5)."""
         K = np.asarray(K, dtype=np.float64).copy()
         sx, sy = self.scale
         l, t, _, _ = self.crop
-        # pixel centres: u' + 0.5 = sx * (u + 0.5 - l)
+        # continuous image coordinates (pixel u spans [u, u+1), centre u + 0.5): x' = sx * (x - l)
         K[0, 0] *= sx
         K[0, 1] *= sx
-        K[0, 2] = sx * (K[0, 2] + 0.5 - l) - 0.5
+        K[0, 2] = sx * (K[0, 2] - l)
         K[1, 1] *= sy
-        K[1, 2] = sy * (K[1, 2] + 0.5 - t) - 0.5
+        K[1, 2] = sy * (K[1, 2] - t)
         return K.astype(np.float32)
 
     def apply_depth(self, depth: np.ndarray) -> np.ndarray:

@@ -84,8 +84,9 @@ class DepthBackend:
 
 
 def K_from_focal(width: int, height: int, focal: float) -> np.ndarray:
-    """Pinhole K with a centred principal point (pixel-centre convention: c = (W-1)/2)."""
-    return np.array([[focal, 0, (width - 1) / 2.0], [0, focal, (height - 1) / 2.0], [0, 0, 1]], dtype=np.float32)
+    """Pinhole K with a centred principal point, c = (W/2, H/2): pixel (u, v) is centred at
+    (u + 0.5, v + 0.5), the convention of the renderer and of `vd.lift`."""
+    return np.array([[focal, 0, width / 2.0], [0, focal, height / 2.0], [0, 0, 1]], dtype=np.float32)
 
 
 def focal_from_fov(width: int, fov_deg: float) -> float:

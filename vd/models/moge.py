@@ -171,7 +171,7 @@ class MogeDepth(DepthBackend):
         depth = np.where(valid, depth, 0).astype(np.float32)
         Kn = out["intrinsics"].float().cpu().numpy().astype(np.float64)  # normalised (uv in [0,1])
         K = np.array(
-            [[Kn[0, 0] * W, 0, Kn[0, 2] * W - 0.5], [0, Kn[1, 1] * H, Kn[1, 2] * H - 0.5], [0, 0, 1]], dtype=np.float32
+            [[Kn[0, 0] * W, 0, Kn[0, 2] * W], [0, Kn[1, 1] * H, Kn[1, 2] * H], [0, 0, 1]], dtype=np.float32
         )
         if K_known is not None:
             K = np.asarray(K_known, dtype=np.float32)
