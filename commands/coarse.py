@@ -39,6 +39,9 @@ def coarse(
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
+    offload: str = typer.Option("model", "--offload", help="Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", rich_help_panel=_BACK),
+    inpaint_steps: int = typer.Option(25, "--inpaint-steps", help="Flux Fill sampling steps.", rich_help_panel=_BACK),
+    guidance: float = typer.Option(30.0, "--guidance", help="Flux Fill guidance.", rich_help_panel=_BACK),
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
     fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file depth backend).", rich_help_panel=_BACK),
     max_resolution: int = common.MAX_RES,
@@ -83,7 +86,8 @@ def coarse(
         try:
             res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
                              render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
-                             fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None)
+                             fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None,
+                             inpaint_options={"offload": offload, "steps": inpaint_steps, "guidance": guidance})
         except BaseException:
             v.discard()
             raise

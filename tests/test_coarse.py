@@ -170,7 +170,8 @@ def test_fallback_closest_selects_where_none_does_not(tmp_path, run_vd, monkeypa
 def test_usage_errors(tmp_path, run_vd):
     img = make_scene(tmp_path / "in")
     for bad in (["--fallback", "maybe"], ["--traj", "helix"], ["--min-ratio", "0.5", "--max-ratio", "0.1"],
-                ["--n-frames", "1"], ["--radius-percentiles", "60", "10"]):
+                ["--n-frames", "1"], ["--radius-percentiles", "60", "10"], ["--offload", "gpu"],
+                ["--inpaint-steps", "0"]):
         r = run_vd("coarse", str(img), "-o", str(tmp_path / "o"), *bad)
         assert r.code == 2, (bad, r)
         assert "Traceback" not in r.stderr

@@ -94,7 +94,7 @@ def get_inpaint_backend(
     if offload not in OFFLOAD_MODES:
         raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     if steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {steps}")
+        raise UsageError(f"the Flux Fill step count (--inpaint-steps) must be at least 1, got {steps}")
     if name == "auto":
         from vd.paths import default_device
 

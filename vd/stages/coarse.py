@@ -343,7 +343,8 @@ def run_coarse(image, p: CoarseParams | None = None, **kw) -> CoarseResult:
     """Build (or load from the cache) the coarse scene of `image`; write `out` when given.
 
     Keyword arguments: depth_backend, inpaint_backend, render_backend ("auto"), max_resolution
-    (512), device, seed (0), fetch, out (Path), viewer, focal, fov, cache (a vd.cache.Cache)."""
+    (512), device, seed (0), fetch, out (Path), viewer, focal, fov, cache (a vd.cache.Cache),
+    inpaint_options (offload, steps, guidance for flux-fill)."""
     with _deterministic():
         return _run_coarse(image, p, **kw)
 
@@ -351,7 +352,7 @@ def run_coarse(image, p: CoarseParams | None = None, **kw) -> CoarseResult:
 def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "auto", inpaint_backend: str = "auto",
                render_backend: str = "auto", max_resolution: int = 512, device: Optional[str] = None, seed: int = 0,
                fetch: bool = False, out: Optional[Path] = None, viewer=None, focal: Optional[float] = None,
-               fov: Optional[float] = None, cache=None) -> CoarseResult:
+               fov: Optional[float] = None, cache=None, inpaint_options: Optional[dict] = None) -> CoarseResult:
     """Build (or load from the cache) the coarse scene of `image`; write `out` when given."""
     import torch
 
@@ -382,7 +383,8 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     cache = cache if cache is not None else Cache.open()
     dback = get_depth_backend(depth_backend, image_path=img.path, focal=focal, fov=fov, device=dev, auto_fetch=fetch or None)
     need_inpaint = p.outpaint or p.n_frames > 2
-    iback = get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None) if need_inpaint else None
+    iback = (get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None, **(inpaint_options or {}))
+             if need_inpaint else None)
     memory.reset()
 
     # --- scaffold ---------------------------------------------------------------------------
