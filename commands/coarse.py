@@ -88,6 +88,8 @@ def coarse(
                              render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
                              fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None,
                              inpaint_options={"offload": offload, "steps": inpaint_steps, "guidance": guidance})
+            if v.enabled:
+                _log_fly_through(v, res, render_backend)
         except BaseException:
             v.discard()
             raise
@@ -97,3 +99,15 @@ def coarse(
             console.out_json(res.summary)
         else:
             console.out(*res.paths)
+
+
+FLY_THROUGH_FRAMES = 48
+
+
+def _log_fly_through(v, res, render_backend: str) -> None:
+    """The final tab of the viewer: the coarse scene rendered along the spiral at the input camera."""
+    from vd.viewer.show import log_fly_through
+
+    first = next((f for f in res.frames if f.kind == "input"), res.frames[0])
+    camera = (first.K, first.rgb.shape[1], first.rgb.shape[0])
+    log_fly_through(v, res.gaussians, FLY_THROUGH_FRAMES, camera=camera, backend=render_backend)

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from vd.commands import common
+from vd.commands import viewer_options as vo
 
 
 def depth(
@@ -27,6 +28,11 @@ def depth(
     ),
     json_: bool = common.JSON,
     fetch: bool = common.FETCH,
+    viewer: str = vo.VIEWER,
+    viewer_port: int = vo.VIEWER_PORT,
+    rrd: Optional[Path] = vo.RRD,
+    wait: bool = vo.WAIT,
+    wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Estimate depth for each IMAGE; writes depth.npy, depth.png, mask.png, normals.npy (moge), intrinsics.json.
 
@@ -63,6 +69,8 @@ def depth(
             failures.append(e)
             continue
         rows.append(row)
+        vo.log_outputs("depth", row["json"]["out"], viewer=viewer, viewer_port=viewer_port, rrd=rrd, wait=wait,
+                       wait_seconds=wait_seconds, image=image, n_images=len(images), max_resolution=max_resolution)
         if json_:
             console.out_json(row["json"])
         else:

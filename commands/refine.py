@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from vd.commands import common
+from vd.commands import viewer_options as vo
 
 
 def refine(
@@ -22,6 +23,11 @@ def refine(
     device: Optional[str] = common.DEVICE,
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0); part of the cache key.", show_default=False),
     json_: bool = common.JSON,
+    viewer: str = vo.VIEWER,
+    viewer_port: int = vo.VIEWER_PORT,
+    rrd: Optional[Path] = vo.RRD,
+    wait: bool = vo.WAIT,
+    wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine Gaussians with RGB plus continuous-surface (depth, normal) supervision.
 
@@ -35,3 +41,4 @@ def refine(
 
     run_refine_command(dataset=dataset, init=init, out=out, iters=iters, depth_weight=depth_weight,
                        normal_weight=normal_weight, densify=densify, config=config, device=device, seed=seed, as_json=json_)
+    vo.log_outputs("refine", out, viewer=viewer, viewer_port=viewer_port, rrd=rrd, wait=wait, wait_seconds=wait_seconds)

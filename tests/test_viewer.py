@@ -692,3 +692,40 @@ def test_vd_view_fly_through(run_vd, tmp_path, _headless):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     r = run_vd("view", img, "--viewer", "save", "--rrd", tmp_path / "nofly.rrd", "--fly-through", "2")
     assert r.code == 2 and "needs Gaussians" in r.stderr and not list(tmp_path.glob("nofly.rrd*"))
+
+
+def test_stage_commands_take_the_viewer_options(run_vd):
+    for cmd in ("depth", "coarse", "fine", "refine", "view"):
+        r = run_vd(cmd, "--help")
+        assert r.code == 0, r
+        for opt in ("--viewer", "--viewer-port", "--rrd", "--wait", "--wait-seconds"):
+            assert opt in r.stdout, (cmd, opt)
+
+
+def test_vd_depth_records_the_depth_map(run_vd, tmp_path, _headless):
+    room = REPO / "examples" / "room" / "rgb.png"
+    if not room.is_file():
+        pytest.skip("the example scene is not in this tree")
+    r = run_vd("depth", room, "-o", tmp_path / "out", "--viewer", "save", "--rrd", tmp_path / "depth.rrd")
+    assert r.code == 0, r
+    assert str(tmp_path / "depth.rrd") not in r.stdout  # stdout keeps the stage's own results
+    assert_verified(tmp_path / "depth.rrd", _headless)
+    ents = rrd_entities(tmp_path / "depth.rrd", _headless)
+    assert {"/world/scaffold/cameras/rgb/rgb", "/world/scaffold/cameras/rgb/depth",
+            "/world/scaffold/cameras/rgb/masks/valid"} <= ents
+    r = run_vd("depth", room, "-o", tmp_path / "out2")  # headless default: no recording, no warning
+    assert r.code == 0 and "viewer" not in r.stderr and not list((tmp_path / "out2").glob("*.rrd"))
+
+
+def test_vd_coarse_records_scaffold_views_and_fly_through(run_vd, tmp_path, _headless):
+    """A real (tiny) coarse run with --viewer save: cameras, Gaussians and the final fly-through."""
+    room = REPO / "examples" / "room" / "rgb.png"
+    if not room.is_file():
+        pytest.skip("the example scene is not in this tree")
+    r = run_vd("coarse", room, "-o", tmp_path / "out", "--max-resolution", "64", "--n-frames", "3",
+               "--dense-multiplier", "4", "--init-iters", "2", "--view-iters", "2", "--fallback", "closest",
+               "--device", "cpu", "--viewer", "save", "--rrd", tmp_path / "coarse.rrd")
+    assert r.code == 0, r
+    assert_verified(tmp_path / "coarse.rrd", _headless)
+    ents = rrd_entities(tmp_path / "coarse.rrd", _headless)
+    assert {"/world/scaffold/gaussians", "/world/coarse/gaussians", "/world/final/camera/rgb"} <= ents, ents
