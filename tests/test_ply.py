@@ -85,7 +85,7 @@ def test_writer_drops_nonfinite_and_transparent(tmp_path):
 
 
 def test_write_is_atomic_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    import vd.ply as vp
+    import os
 
     p = tmp_path / "a.ply"
     write_ply(p, rand_gaussians(n=10, deg=0))
@@ -94,7 +94,7 @@ def test_write_is_atomic_and_leaves_no_partial_file(tmp_path, monkeypatch):
     def fail(a, b):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vp.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
         write_ply(p, rand_gaussians(n=20, deg=1))
     assert p.read_bytes() == before

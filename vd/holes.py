@@ -20,7 +20,6 @@ by one with the real renderer (the upstream way; the benchmark's reference).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

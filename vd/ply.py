@@ -15,7 +15,6 @@ raise `InputError` with one sentence.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,21 +144,11 @@ def write_ply(path, g, *, comments: dict | None = None, sh_degree: int | None = 
 
 
 def _atomic_write(path: Path, header: bytes, table: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            table.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    from vd.fsio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header)
+        table.tofile(f)
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -314,7 +314,7 @@ def write_colmap_dataset(
     from PIL import Image
 
     from vd import __version__
-    from vd.export._io import atomic_dir
+    from vd.fsio import atomic_dir
     from vd.export.normals import normals_from_depth
 
     out = Path(out)

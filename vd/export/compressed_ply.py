@@ -170,7 +170,7 @@ def encode_compressed_ply(a: SplatArrays, comments: list[str] | None = None) -> 
 def write_compressed_ply(path, g, *, sh_degree: int | None = None, comments: list[str] | None = None) -> CompressedReport:
     """Write Gaussians (or SplatArrays) as a PlayCanvas compressed PLY, atomically."""
     from vd.errors import InputError
-    from vd.export._io import atomic_write_bytes
+    from vd.fsio import atomic_write_bytes
 
     a = SplatArrays.from_gaussians(g).with_sh_degree(sh_degree)
     a, rep = filter_splats(a)

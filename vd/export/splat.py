@@ -47,7 +47,7 @@ def encode_splat(a: SplatArrays) -> bytes:
 def write_splat(path, g, *, comments=None) -> SplatReport:
     """Write Gaussians (or SplatArrays) as a `.splat` file, atomically (SH beyond DC is dropped)."""
     from vd.errors import InputError
-    from vd.export._io import atomic_write_bytes
+    from vd.fsio import atomic_write_bytes
 
     a, rep = filter_splats(SplatArrays.from_gaussians(g))
     if len(a) == 0:

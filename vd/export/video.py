@@ -95,7 +95,7 @@ def encode(frames: np.ndarray, path: Path, fps: float) -> int:
     """Write uint8 frames [N,H,W,3] to `path` (.mp4 or .gif) atomically; returns the file size."""
     import imageio.v3 as iio
 
-    from vd.export._io import atomic_path
+    from vd.fsio import atomic_path
 
     suffix = path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:

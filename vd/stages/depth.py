@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from vd.fsio import atomic_write_bytes
 from vd.image import LoadedImage, load_image
 from vd.models.depth import DepthBackend, DepthResult, get_depth_backend
 
@@ -137,25 +138,6 @@ def colorize_depth(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _write_atomic(path, data: bytes) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _npy_bytes(a: np.ndarray) -> bytes:
     import io
 
@@ -200,7 +182,7 @@ def write_outputs(out_dir, stage: DepthStageOutput) -> dict[str, "Path"]:
         files["normals"] = (out_dir / "normals.npy", _npy_bytes(r.normals.astype(np.float32)))
     files["intrinsics"] = (out_dir / "intrinsics.json", (json.dumps(intrinsics_json(r), indent=2) + "\n").encode())
     for path, data in files.values():
-        _write_atomic(path, data)
+        atomic_write_bytes(path, data)
     return {k: p for k, (p, _) in files.items()}
 
 

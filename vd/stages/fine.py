@@ -53,6 +53,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from vd.errors import InputError, UsageError
+from vd.fsio import atomic_write_bytes
 
 STAGE = "fine"
 VERSION = 1
@@ -799,13 +800,13 @@ def run_fine(
     strip_paths = []
     for k, png in enumerate(strips):
         p = out_dir / "steps" / f"step_{k:02d}.png"
-        _atomic_bytes(p, png)
+        atomic_write_bytes(p, png)
         strip_paths.append(p)
     pf = out_dir / "steps" / "final.png"
-    _atomic_bytes(pf, frec.read("strip.png"))
+    atomic_write_bytes(pf, frec.read("strip.png"))
     strip_paths.append(pf)
     ply_path = out_dir / "fine.ply"
-    _atomic_bytes(ply_path, frec.read("fine.ply"))
+    atomic_write_bytes(ply_path, frec.read("fine.ply"))
     fine_g, _ = read_ply(ply_path)
 
     timings["total_s"] = round(time.perf_counter() - t_all, 3)
@@ -833,7 +834,7 @@ def run_fine(
         "outputs": {"ply": "fine.ply", "strips": [str(p.relative_to(out_dir)) for p in strip_paths]},
     }
     summary_path = out_dir / "summary.json"
-    _atomic_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     if viewer is not None:
         try:
             viewer.log_gaussians("fine", fine_g)
@@ -908,24 +909,6 @@ def _resolve_render_backend(name: str, device) -> str:
     from vd.render import resolve_backend
 
     return str(resolve_backend((name or "auto").lower(), device))
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -433,7 +433,7 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
     """Validate the dataset, refine `init` on it (memoised), write the outputs into `out`."""
     from vd import __version__
     from vd.cache import Cache, file_hash, stage_key
-    from vd.export._io import atomic_write_bytes
+    from vd.fsio import atomic_write_bytes
     from vd.export.colmap import load_dataset
     from vd.errors import check_input_file
     from vd.paths import default_device

@@ -22,7 +22,6 @@ of ring and view frames. Every file is written atomically (temp file + rename).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -31,6 +30,7 @@ import numpy as np
 
 from vd.cameras import CONVENTION
 from vd.errors import InputError
+from vd.fsio import atomic_write_bytes
 
 
 @dataclass
@@ -116,20 +116,6 @@ def gaussians_from_arrays(tensors: dict, prefix: str = "g.", device="cpu"):
 # output folder
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _png(a: np.ndarray) -> bytes:
     from vd.cache import codecs
 
@@ -145,17 +131,9 @@ def _npy(a: np.ndarray) -> bytes:
 
 
 def write_ply_atomic(path: Path, g, comments: dict | None = None):
-    from vd.ply import write_ply
+    from vd.ply import write_ply  # write_ply is itself atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ply")
-    try:
-        rep = write_ply(tmp, g, comments=comments)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return rep
+    return write_ply(path, g, comments=comments)
 
 
 def write_outputs(out: Path, frames: list[Frame], scaffold_g, coarse_g, summary: dict, *, comments: dict | None = None) -> list[Path]:
@@ -166,10 +144,10 @@ def write_outputs(out: Path, frames: list[Frame], scaffold_g, coarse_g, summary:
     for i, f in enumerate(frames):
         d = out / "views" / f"{i:03d}"
         rel = f"views/{i:03d}"
-        _atomic_write(d / "rgb.png", _png(f.rgb))
-        _atomic_write(d / "depth.npy", _npy(f.depth))
-        _atomic_write(d / "hole_mask.png", _png(f.hole.astype(np.uint8) * 255))
-        _atomic_write(d / "spawn_mask.png", _png(f.spawn.astype(np.uint8) * 255))
+        atomic_write_bytes(d / "rgb.png", _png(f.rgb))
+        atomic_write_bytes(d / "depth.npy", _npy(f.depth))
+        atomic_write_bytes(d / "hole_mask.png", _png(f.hole.astype(np.uint8) * 255))
+        atomic_write_bytes(d / "spawn_mask.png", _png(f.spawn.astype(np.uint8) * 255))
         views.append({
             "name": f.name, "kind": f.kind, "width": f.width, "height": f.height,
             "K": np.asarray(f.K, dtype=np.float64).tolist(),
@@ -184,8 +162,8 @@ def write_outputs(out: Path, frames: list[Frame], scaffold_g, coarse_g, summary:
     summary["ply"] = {"scaffold": _report(rep_s), "coarse": _report(rep_c)}
     _remove_stale_views(out / "views", len(frames))
     cams = {"convention": CONVENTION, "views": views}
-    _atomic_write(out / "cameras.json", (json.dumps(cams, indent=1) + "\n").encode())
-    _atomic_write(out / "summary.json", (json.dumps(summary, indent=1, default=_default) + "\n").encode())
+    atomic_write_bytes(out / "cameras.json", (json.dumps(cams, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1, default=_default) + "\n").encode())
     return [coarse_path, scaffold_path, out / "cameras.json", out / "summary.json"]
 
 

@@ -1,4 +1,4 @@
-"""Atomic file output for exporters: never leave a partial file behind."""
+"""Atomic file output: a complete file (or folder) at its final path, or nothing there."""
 
 from __future__ import annotations
 
