@@ -449,7 +449,7 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
         f = vframes[0]
         _vlog(viewer, "log_frame", f.name, K=f.K, world_from_camera=f.world_from_camera, rgb=f.rgb, depth=f.depth,
               masks={"hole": f.hole, "spawn": f.spawn}, tab="coarse")
-        tag = " [fallback: outside the band]" if st.fallback else ""
+        tag = " (fallback: outside the band)" if st.fallback else ""
         console.info(f"view {k}/{max_views}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
                      f"+{st.added_gaussians} Gaussians" + (" (cached)" if v_hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s"))
         prev = vkey
