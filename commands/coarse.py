@@ -80,7 +80,7 @@ def coarse(
     for img in images:
         dest = common.output_dir(out, img, len(images))
         if len(images) > 1:
-            console.info(f"[bold]{img}[/]")
+            console.info(str(img))
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),
                               default_rrd=dest / "coarse.rrd")
         try:

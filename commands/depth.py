@@ -65,7 +65,7 @@ def depth(
         except VdError as e:
             if len(images) == 1:
                 raise
-            console.err.print(f"error: {image}: {e}")
+            console.err.print(f"error: {image}: {e}", markup=False)
             failures.append(e)
             continue
         rows.append(row)

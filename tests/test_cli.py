@@ -313,3 +313,13 @@ def test_unreadable_input_exit_1(run_vd, tmp_path):
     f.chmod(0)
     r = run_vd("inspect", str(f))
     assert r.code == 1 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+
+
+def test_log_lines_print_user_paths_verbatim(capsys):
+    """Paths such as shots/[day1]/a.png are not rich markup: info and warn print them as given."""
+    from vd import console
+
+    console.info("reading shots/[day1]/a.png")
+    console.warn("skipping [red]b.png")
+    err = capsys.readouterr().err
+    assert "shots/[day1]/a.png" in err and "skipping [red]b.png" in err

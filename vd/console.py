@@ -62,12 +62,16 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def info(message: str) -> None:
-    err.print(message)
+def info(message: str, *, markup: bool = False) -> None:
+    """A log line on stderr. Plain text by default: messages carry user paths, and a path such
+    as `shots/[day1]/a.png` must not be read as rich markup."""
+    err.print(message, markup=markup)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}")
+    from rich.text import Text
+
+    err.print(Text.assemble(("warning:", "yellow"), " ", message))
 
 
 def bars_enabled() -> bool:
