@@ -80,25 +80,11 @@ class _Backend:
 
 def full_size_flux(offload: str):
     import torch
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
 
+    from random_flux import random_flux_parts
     from vd.models import flux_fill as F
 
-    cfg = json.loads((F.config_dir() / "transformer" / "config.json").read_text())
-    vcfg = json.loads((F.config_dir() / "vae" / "config.json").read_text())
-    with torch.device("meta"):
-        tr = FluxTransformer2DModel.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
-    tr = tr.to_empty(device="cpu").to(torch.bfloat16)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in tr.named_parameters():
-            if p.ndim == 1 and "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.02)
-    ae = AutoencoderKL.from_config({k: v for k, v in vcfg.items() if not k.startswith("_")}).to(torch.bfloat16)
-    txt = torch.randn(1, 512, 4096)
-    vec = torch.randn(1, 768)
+    tr, ae, txt, vec = random_flux_parts()
     return F.FluxFill(tr, ae, txt, vec, device="cuda", dtype=torch.bfloat16, offload=offload)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -59,26 +58,11 @@ def bench_flux(steps: int = 25, size: int = 512) -> list[dict]:
     if not torch.cuda.is_available():
         return [{"case": f"FLUX.1-Fill-dev {size}x{size}, {steps} steps, offload={m}", "result": "not measured: no GPU lent"}
                 for m in ("sequential", "model", "none")]
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-
+    from random_flux import random_flux_parts
     from vd.models import flux_fill as F
 
-    cfg = json.loads((F.config_dir() / "transformer" / "config.json").read_text())
-    vcfg = json.loads((F.config_dir() / "vae" / "config.json").read_text())
     t0 = time.perf_counter()
-    with torch.device("meta"):
-        tr = FluxTransformer2DModel.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
-    tr = tr.to_empty(device="cpu").to(torch.bfloat16)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in tr.named_parameters():
-            if p.ndim == 1 and "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.02)
-    ae = AutoencoderKL.from_config({k: v for k, v in vcfg.items() if not k.startswith("_")}).to(torch.bfloat16)
-    txt = torch.randn(1, 512, 4096)
-    vec = torch.randn(1, 768)
+    tr, ae, txt, vec = random_flux_parts()
     n_params = sum(p.numel() for p in tr.parameters())
     print(f"built random transformer ({n_params / 1e9:.2f} B params) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rng = torch.Generator().manual_seed(1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import xxhash
 
+from vd.cache.keys import file_hash
 from vd.errors import CacheError, disk_full_message
 
 CHUNK = 1 << 20
@@ -34,17 +35,6 @@ def digest_of_path(path: Path) -> str:
 def is_object_name(path: Path) -> bool:
     name = path.name
     return len(name) == 30 and len(path.parent.name) == 2 and all(c in "0123456789abcdef" for c in name + path.parent.name)
-
-
-def hash_file(path: Path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(CHUNK)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -167,7 +157,7 @@ def read_verified(path: Path, digest: str) -> bytes | None:
 
 def verify(path: Path, digest: str) -> bool:
     try:
-        return hash_file(path) == digest
+        return file_hash(path) == digest
     except FileNotFoundError:
         return False
 

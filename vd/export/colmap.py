@@ -72,53 +72,6 @@ class DatasetReport:
 
 
 # ------------------------------------------------------------------ loading vd output folders
-def load_vd_views(folder: Path) -> list[ViewData]:
-    """Views of a vd output folder (cameras.json + views/<NNN>/...), read directly."""
-    from PIL import Image
-
-    folder = Path(folder)
-    cam_path = folder / "cameras.json"
-    if not cam_path.is_file():
-        raise InputError(f"{folder} has no cameras.json, so it is not a vd output folder")
-    try:
-        cams = json.loads(cam_path.read_text())
-        entries = cams["views"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{cam_path} is not a valid vd cameras.json ({e})") from None
-    views = []
-    for i, v in enumerate(entries):
-        where = f"{cam_path}, view {i}"
-        try:
-            K = np.asarray(v["K"], np.float64)
-            pose = np.asarray(v["world_from_camera"], np.float64)
-            rgb_rel = v["rgb"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{where}: missing or malformed field ({e})") from None
-        if K.shape != (3, 3) or pose.shape != (4, 4):
-            raise InputError(f"{where}: K must be 3x3 and world_from_camera 4x4")
-        p = folder / rgb_rel
-        if not p.is_file():
-            raise InputError(f"{where}: image file not found: {p}")
-        rgb = np.asarray(Image.open(p).convert("RGB"))
-        depth = None
-        if v.get("depth"):
-            dp = folder / v["depth"]
-            if not dp.is_file():
-                raise InputError(f"{where}: depth file not found: {dp}")
-            depth = np.load(dp, allow_pickle=False).astype(np.float32)
-            if depth.shape != rgb.shape[:2]:
-                raise InputError(f"{where}: depth {depth.shape} does not match the image {rgb.shape[:2]}")
-        mask = None
-        if v.get("mask"):
-            mp = folder / v["mask"]
-            if mp.is_file():
-                mask = np.asarray(Image.open(mp).convert("L")) > 127
-        views.append(ViewData(str(v.get("name", f"{i:03d}")), rgb, depth, K, pose, mask, str(v.get("kind", "view"))))
-    if not views:
-        raise InputError(f"{cam_path} lists no views")
-    return views
-
-
 # ------------------------------------------------------------------ writing
 def _fmt(x: float) -> str:
     return f"{float(x):.17g}"
@@ -481,7 +434,7 @@ def load_dataset(path) -> tuple[list[DatasetView], dict]:
 
 __all__ = [
     "CONVENTIONS", "DATASET_FORMAT", "DATASET_VERSION", "ViewData", "DatasetReport", "DatasetView",
-    "load_vd_views", "write_colmap_dataset", "points_from_gaussians", "points_from_views", "check_target",
+    "write_colmap_dataset", "points_from_gaussians", "points_from_views", "check_target",
     "colmap_pose", "pose_from_colmap", "read_cameras_txt", "read_images_txt", "load_dataset",
     "cameras_txt", "images_txt", "points3d_txt", "cameras_bin", "images_bin", "points3d_bin",
     "read_cameras_bin", "read_images_bin",

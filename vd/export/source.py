@@ -85,13 +85,8 @@ def _gaussian_file(path: Path):
 def _coarse_views(folder: Path):
     def load():
         from vd.export.colmap import ViewData
+        from vd.stages.scene_io import load_views
 
-        try:
-            from vd.stages.scene_io import load_views
-        except ImportError:  # pragma: no cover - coarse package absent
-            from vd.export.colmap import load_vd_views
-
-            return load_vd_views(folder)
         out = []
         for v in load_views(folder):
             extra = {"dense_index": v.dense_index} if v.dense_index is not None else {}

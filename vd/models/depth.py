@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import UsageError
+from vd.models.backend import ModelBackend
 
 DEPTH_BACKENDS = ("auto", "moge", "file")
 
@@ -62,25 +63,13 @@ class DepthResult:
         return float(self.valid.mean()) if self.valid.size else 0.0
 
 
-class DepthBackend:
+class DepthBackend(ModelBackend):
     """Interface; see the module docstring."""
 
-    name: str = "?"
-    identity: str = "?"
     estimates_novel_views: bool = True
-    device: str = "cpu"
 
     def estimate(self, rgb: np.ndarray, K_hint=None) -> DepthResult:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def release(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 def K_from_focal(width: int, height: int, focal: float) -> np.ndarray:

@@ -20,27 +20,15 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import UsageError
+from vd.models.backend import ModelBackend
 
 INPAINT_BACKENDS = ("auto", "flux-fill", "telea")
 OFFLOAD_MODES = ("none", "model", "sequential")
 
 
-class InpaintBackend:
-    name: str = "?"
-    identity: str = "?"
-    device: str = "cpu"
-
+class InpaintBackend(ModelBackend):
     def inpaint(self, rgb, mask, seed: int = 0) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def release(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 def check_inputs(rgb, mask) -> tuple[np.ndarray, np.ndarray]:
