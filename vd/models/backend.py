@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class ModelBackend:
     """Base of the depth and inpaint backends. `identity` names the model and its weights (it goes
@@ -9,7 +11,15 @@ class ModelBackend:
 
     name: str = "?"
     identity: str = "?"
-    device: str = "cpu"
+    _device: Optional[str] = "cpu"  # None: resolved on first use ($VD_DEVICE, else cuda when available)
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from vd.paths import default_device
+
+            self._device = default_device()
+        return str(self._device)
 
     def release(self) -> None:
         pass

@@ -416,14 +416,6 @@ class FluxFillInpaint(InpaintBackend):
         self._ff: Optional[FluxFill] = None
         self._identity: Optional[str] = None
 
-    @property
-    def device(self) -> str:
-        if self._device is None:
-            from vd.paths import default_device
-
-            self._device = default_device()
-        return str(self._device)
-
     def paths(self) -> dict:
         if self._paths is None:
             try:

@@ -72,14 +72,6 @@ class MogeDepth(DepthBackend):
         self._model = None
         self._identity: Optional[str] = None
 
-    @property
-    def device(self) -> str:
-        if self._device is None:
-            from vd.paths import default_device
-
-            self._device = default_device()
-        return str(self._device)
-
     def weights_path(self) -> Path:
         if self._weights is not None:
             return self._weights

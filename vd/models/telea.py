@@ -13,7 +13,6 @@ from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 
 class TeleaInpaint(InpaintBackend):
     name = "telea"
-    device = "cpu"
 
     def __init__(self, radius: int = 5):
         import cv2
