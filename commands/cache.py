@@ -70,15 +70,11 @@ def _image_label(record, cwd: str | None = None) -> str:
 
 
 def _record_row(r) -> dict:
-    return {
-        "key": r.key,
-        "stage": r.stage,
-        "image": r.image,
-        "size": r.size,
-        "created": r.created,
-        "last_used": r.last_used,
-        "artifacts": len(r.artifacts),
-    }
+    """A record for `--json` listings: its fields, with the artifact count instead of the manifest."""
+    row = r.to_json()
+    row.pop("meta")
+    row["artifacts"] = len(r.artifacts)
+    return row
 
 
 @app.command("ls")
