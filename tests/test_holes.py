@@ -87,7 +87,7 @@ def test_reduced_scan_matches_full_scan():
 
 def test_scan_ratios_refines_close_calls_to_the_exact_selection():
     from vd.cameras import candidate_intrinsics, look_at
-    from vd.holes import scan_hole_ratios_full
+    from vd.holes import HoleScan, scan_hole_ratios_full
     from vd.stages.coarse import CoarseParams, scan_ratios
     from vd.stages.select import select
 
@@ -99,9 +99,84 @@ def test_scan_ratios_refines_close_calls_to_the_exact_selection():
     for band in [(0.05, 0.25), (0.1, 0.5), (0.2, 0.3)]:
         for fb in ("none", "closest"):
             p = CoarseParams(scan_scale=0.25, min_ratio=band[0], max_ratio=band[1], fallback=fb, adjacent_exclusion=0)
-            r, n_ref, _ = scan_ratios(g, poses, Kc, W, H, [], p)
+            scan = HoleScan(poses, Kc, W, H, scale=0.25).add(g)
+            r, n_exact, _ = scan_ratios(scan, [], p)
             kw = dict(min_ratio=band[0], max_ratio=band[1], adjacent_exclusion=0, fallback=fb)
             a, b = select(full, [], **kw), select(r, [], **kw)
             assert (a is None) == (b is None) and (a is None or a.index == b.index), (band, fb, full, r)
-            if b is not None and n_ref:
-                assert abs(r[b.index] - full[b.index]) < 1e-4  # the winner was measured exactly
+            assert n_exact == len(scan.exact_indices)
+            assert np.array_equal(r[scan.exact_indices], full[scan.exact_indices])  # measured exactly
+
+
+def _two_chunks():
+    """A plane scene split in two chunks (as the scaffold and one added view)."""
+    import torch
+
+    g, K = _plane_gaussians()
+    n = len(g)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return g.select(perm[: n // 2].sort().values), g.select(perm[n // 2:].sort().values), K
+
+
+def test_hole_scan_grows_incrementally_with_the_same_bits_as_from_scratch():
+    from vd.cameras import candidate_intrinsics, look_at
+    from vd.gaussians import Gaussians
+    from vd.holes import HoleScan, scan_hole_ratios_full
+
+    a, b, K = _two_chunks()
+    Kc, W, H = candidate_intrinsics(K, 64, 48, 16)
+    poses = np.stack([np.eye(4)] + [look_at((x, 0.0, z), (0, 0, 3)) for x, z in [(0.3, 0), (-0.5, 0.3), (0.8, -0.2)]])
+    grown = HoleScan(poses, Kc, W, H, scale=0.5).add(a)
+    before = grown.exact_ratios([1, 2])
+    grown.add(b)
+    fresh = HoleScan(poses, Kc, W, H, scale=0.5).add(a).add(b)
+    assert np.array_equal(grown.fast_ratios(), fresh.fast_ratios())
+    assert np.array_equal(grown.exact_ratios([1, 2, 3]), fresh.exact_ratios([1, 2, 3]))
+    full = scan_hole_ratios_full(Gaussians.cat([a, b]), poses, Kc, W, H, backend="torch").ratios
+    assert np.array_equal(grown.exact_ratios(range(4)), full)
+    assert not np.array_equal(before, grown.exact_ratios([1, 2]))  # the added half covered holes
+    assert np.abs(grown.fast_ratios() - full).max() < 0.03
+
+
+def test_hole_scan_is_exact_at_full_scale():
+    from vd.cameras import candidate_intrinsics, look_at
+    from vd.holes import HoleScan, scan_hole_ratios_full
+
+    g, K = _plane_gaussians()
+    Kc, W, H = candidate_intrinsics(K, 64, 48, 16)
+    poses = np.stack([np.eye(4), look_at((0.6, 0.1, -0.3), (0, 0, 3))])
+    scan = HoleScan(poses, Kc, W, H)  # 96 px wide: scanned at full size
+    assert scan.exact_only and scan.tolerance == 0.0
+    assert np.array_equal(scan.add(g).fast_ratios(), scan_hole_ratios_full(g, poses, Kc, W, H, backend="torch").ratios)
+
+
+def test_wide_footprints_are_splatted_whole():
+    """Gaussians wider than the padded fast path (radius > 8 px) match the renderer too."""
+    import torch
+
+    from vd.gaussians import Gaussians
+    from vd.holes import splat_alpha
+    from vd.render import render
+
+    rng = np.random.default_rng(3)
+    n = 40
+    means = np.c_[rng.uniform(-1.2, 1.2, n), rng.uniform(-0.9, 0.9, n), rng.uniform(2.5, 4.0, n)]
+    g = Gaussians(means=torch.tensor(means, dtype=torch.float32),
+                  log_scales=torch.tensor(np.log(rng.uniform(0.02, 0.4, (n, 3))), dtype=torch.float32),
+                  quats=torch.nn.functional.normalize(torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32), dim=-1),
+                  opacity_logits=torch.tensor(rng.normal(0, 1, n), dtype=torch.float32),
+                  sh=torch.zeros(n, 1, 3))
+    K = torch.tensor([[60.0, 0, 40], [0, 60.0, 30], [0, 0, 1]])[None]
+    vm = torch.eye(4)[None]
+    a_r = render(g, vm, K, 80, 60, backend="torch").alpha
+    a_s = splat_alpha(g, vm, K, 80, 60)
+    assert float((a_r - a_s).abs().max()) < 2e-3
+    assert float(a_s.max()) > 0.5
+
+
+def test_morphology_matches_opencv_for_other_kernels():
+    rng = np.random.default_rng(5)
+    for kernel, erode, dilate in [(3, 2, 1), (7, 1, 2), (5, 0, 3), (5, 2, 0)]:
+        alpha = (rng.random((37, 51)) > 0.3).astype(np.float32)
+        kw = dict(kernel=kernel, erode=erode, dilate=dilate)
+        assert np.array_equal(hole_mask_np(alpha, **kw), hole_mask_cv2(alpha, **kw)), kw

@@ -6,8 +6,8 @@ Loop (up to n_frames − 2 added views), over one dense candidate trajectory of
 n_frames · dense_multiplier poses (or the poses of --trajectory FILE), rendered at the input
 size + margin with the input focal and a centred principal point:
 
-1. hole ratio of every candidate (`vd.holes.scan_hole_ratios`: batched, reduced resolution,
-   alpha only);
+1. hole ratio of every candidate (`vd.holes.HoleScan`: alpha only, reduced resolution, updated
+   with each view's new Gaussians; the close calls re-measured exactly at full size);
 2. `vd.stages.select.select` (band, adjacency, fallback); nothing selected → diagnostics and stop;
 3. render the chosen pose at full size; hole mask; inpaint the holes;
 4. depth of the new view: the depth model on the inpainted image when it estimates novel views
@@ -35,8 +35,9 @@ import numpy as np
 from vd.stages.scene_io import Frame
 
 SCAFFOLD_VERSION = 1
-VIEW_VERSION = 1
+VIEW_VERSION = 2  # 2: incremental hole scan (HoleScan), exact close calls by splatting
 
+EXACT_BATCH = 8  # close calls measured exactly per round of scan_ratios
 GPU_ITERS = (100, 500)  # upstream (PORT/FORK) init / per-view iterations
 CPU_ITERS = (30, 60)  # documented CPU defaults (see bench/coarse.md); printed when used
 
@@ -62,9 +63,8 @@ class CoarseParams:
     outpaint: bool = True
     init_iters: Optional[int] = None  # None: auto (GPU 100, CPU 30)
     view_iters: Optional[int] = None  # None: auto (GPU 500, CPU 60)
-    scan_scale: Optional[float] = None  # None: 1/4, but at least 128 px on the long side
-    scan_batch: int = 16
-    refine_tolerance: float = 0.02  # error bound of the fast scan; closer calls are re-measured finer
+    scan_scale: Optional[float] = None  # None: 1/4, but at least 64 px on the long side (vd.holes)
+    refine_tolerance: float = 0.03  # error bound of the fast scan (max 0.022 measured); closer calls are measured exactly
     edge_times: float = 0.05
 
     def validate(self) -> None:
@@ -186,42 +186,39 @@ def dense_poses(input_frame: Frame, p: CoarseParams) -> tuple[np.ndarray, float]
     return poses, radius
 
 
-def scan_ratios(g, poses: np.ndarray, Kc, Wc: int, Hc: int, selected: list, p: CoarseParams):
-    """Hole ratios for selection, coarse to fine (`vd.holes`, `candidates_to_refine`):
-
-    1. every candidate at the scan scale (error <= refine_tolerance);
-    2. the candidates too close to call at half size, LOD off (error <= refine_tolerance / 3);
-    3. those still too close at full size with the renderer (exact).
+def scan_ratios(scan, selected: list, p: CoarseParams):
+    """Hole ratios for selection from a `vd.holes.HoleScan` of the current scene, coarse to fine:
+    every candidate from the reduced-resolution maps (error <= refine_tolerance), then the
+    candidates too close to call (`candidates_to_refine`) exactly at full size, EXACT_BATCH at a
+    time from the highest upper bound down (about half as many as all at once on the room).
 
     The selection on the merged ratios is the one an exact full-size scan gives whenever the
-    error bounds hold (measured in bench/coarse.md). Returns (ratios, n_refined, seconds)."""
-    from vd.holes import scan_hole_ratios
+    error bound holds (measured in bench/coarse.md). Returns (ratios, n_exact, seconds), n_exact
+    counting the candidates measured exactly, now or at an earlier view (their full-size maps
+    are kept and updated)."""
     from vd.stages.select import candidates_to_refine
 
     t0 = time.perf_counter()
-    scan = scan_hole_ratios(g, poses, Kc, Wc, Hc, scale=p.scan_scale, batch=p.scan_batch)
-    ratios = scan.ratios.copy()
-    tol = np.full(len(ratios), float(p.refine_tolerance) if scan.scale < 1.0 else 0.0)
-    n_ref = 0
+    ratios = scan.fast_ratios()
+    tol = np.full(len(ratios), float(p.refine_tolerance) if not scan.exact_only else 0.0)
+    known = scan.exact_indices
+    if known and not scan.exact_only:
+        ratios[known] = scan.exact_ratios(known)
+        tol[known] = 0.0
     kw = dict(min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
-    for scale, t_next in ((0.5, p.refine_tolerance / 3.0), (1.0, 0.0)):
-        if not tol.any():
-            break
+    while tol.any():
         idx = candidates_to_refine(ratios, selected, tolerance=tol, **kw)
         if len(idx) == 0:
             break
-        if scale <= scan.scale:
-            continue
-        # full size: the renderer itself (faster than the splatter there, and the reference)
-        ratios[idx] = scan_hole_ratios(g, poses[idx], Kc, Wc, Hc, scale=scale, keep=1.0, batch=4,
-                                       method="splat" if scale < 1.0 else "render", eps2d=None if scale < 1.0 else 0.3).ratios
-        tol[idx] = t_next if scale < 1.0 else 0.0
-        n_ref += len(idx)
-    return ratios, n_ref, time.perf_counter() - t0
+        # the strongest contenders first: their exact ratios often settle the rest
+        idx = idx[np.argsort(-(ratios[idx] + tol[idx]), kind="stable")][:EXACT_BATCH]
+        ratios[idx] = scan.exact_ratios(idx)
+        tol[idx] = 0.0
+    return ratios, int((tol == 0).sum()) if not scan.exact_only else len(ratios), time.perf_counter() - t0
 
 
 def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int], k: int, p: CoarseParams, *,
-             depth_backend, inpaint_backend, render_backend: str, device: str, view_iters: int, seed: int):
+             scan, depth_backend, inpaint_backend, render_backend: str, device: str, view_iters: int, seed: int):
     """One iteration of the loop. Returns (artifacts, meta) for the cache (module docstring)."""
     import torch
 
@@ -236,10 +233,10 @@ def add_view(g_all, frames: list[Frame], poses: np.ndarray, selected: list[int],
 
     t0 = time.perf_counter()
     Kc, Wc, Hc = candidate_camera(frames[0], p.margin)
-    ratios, n_refined, scan_s = scan_ratios(g_all, poses, Kc, Wc, Hc, selected, p)
+    ratios, n_exact, scan_s = scan_ratios(scan, selected, p)
     sel = select(ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
                  adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
-    base_meta = {"view": k, "ratios": [round(float(r), 6) for r in ratios], "scan_seconds": scan_s, "refined": n_refined}
+    base_meta = {"view": k, "ratios": [round(float(r), 6) for r in ratios], "scan_seconds": scan_s, "exact": n_exact}
     if sel is None:
         d = diagnose(ratios, selected, min_ratio=p.min_ratio, max_ratio=p.max_ratio,
                      adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
@@ -359,6 +356,7 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     from vd import console
     from vd.cache import Cache, step_key
     from vd.gaussians import Gaussians
+    from vd.holes import HoleScan
     from vd.image import load_image
     from vd.models import memory
     from vd.models.depth import get_depth_backend
@@ -421,12 +419,19 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     prev = skey
     max_views = p.n_frames - 2
     Kc, Wc, Hc = candidate_camera(frames[0], p.margin)
+    scan = None  # the hole scan of the growing scene, built at the first view not in the cache
     for k in range(1, max_views + 1):
         vkey = step_key(prev, "view", k, **lp)
         seed_k = _seed_from_key(vkey)
 
         def compute_view(k=k, seed_k=seed_k):
-            arts, meta = add_view(g_all, frames, poses, selected, k, p, depth_backend=dback, inpaint_backend=iback,
+            nonlocal scan
+            if scan is None:
+                scan = HoleScan(poses, Kc, Wc, Hc, scale=p.scan_scale, tolerance=p.refine_tolerance, seed=seed,
+                                device=g_all.means.device)
+            for part in parts[scan.chunks:]:  # on resume: the scaffold and every cached view, in order
+                scan.add(part)
+            arts, meta = add_view(g_all, frames, poses, selected, k, p, scan=scan, depth_backend=dback, inpaint_backend=iback,
                                   render_backend=rname, device=dev, view_iters=view_iters, seed=seed_k)
             return arts, meta
 

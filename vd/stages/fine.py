@@ -382,7 +382,7 @@ def select_views(scene: CoarseScene, n_views: int, K: np.ndarray, width: int, he
     for k in range(n_views):
         remaining = [i for i in range(len(poses)) if i not in chosen]
         if temp is not None and len(temp):
-            ratios = scan_hole_ratios(temp, poses[remaining], K, width, height, scale=scale, backend=backend).ratios
+            ratios = scan_hole_ratios(temp, poses[remaining], K, width, height, scale=scale).ratios
         else:
             ratios = np.ones(len(remaining))
         j = int(np.argmax(ratios))  # ties -> lowest index
