@@ -80,6 +80,17 @@ def _isolated_vd_env(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny scenes: one torch thread is faster than two on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def vd_dirs(_isolated_vd_env):
     """{'cache': Path, 'models': Path} of this test's isolated folders."""
     return _isolated_vd_env

@@ -17,13 +17,7 @@ W, H = 40, 32
 K = torch.tensor([[36.0, 0, 20.0], [0, 36.0, 16.0], [0, 0, 1]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny scenes: one torch thread is faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scene(n=40, seed=0, deg=0, dtype=torch.float32) -> Gaussians:

@@ -17,13 +17,7 @@ H, W = 24, 32
 K = np.array([[30.0, 0, 16.0], [0, 30.0, 12.0], [0, 0, 1]], np.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny scenes: one torch thread is faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_view():

@@ -155,9 +155,11 @@ def project_footprints(s: AlphaSplats, viewmats, Ks, width: int, height: int, *,
     viewmats [C,4,4] (camera_from_world), Ks [C,3,3] -> x, y (pixel centre coordinates),
     conic (A, B, C: power = ½A·dx² + B·dx·dy + ½C·dy²), radius (ceil 3.33σ of the larger axis)
     and ok (in front of `near`, on screen, invertible), each [C,N]. The camera-space covariance
-    is linear in the 6 world entries, so it is one [N,6]×[6,6C] matmul; the Jacobian uses the
-    renderer's view-frustum clamp (x/z within ±(0.15·W/fx) of the image)."""
+    is linear in the 6 world entries, so it is one [N,6]×[6,6C] matmul; the rest is the torch
+    renderer's `ewa_covariance_2d`."""
     import torch
+
+    from vd.render.torch_backend import ewa_covariance_2d
 
     C = viewmats.shape[0]
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
@@ -168,21 +170,10 @@ def project_footprints(s: AlphaSplats, viewmats, Ks, width: int, height: int, *,
         for b, (k, l) in enumerate(_PAIRS):
             L[:, a, b] = R[:, i, k] * R[:, j, l] + (R[:, i, l] * R[:, j, k] if k != l else 0.0)
     cc = (s.cov6 @ L.permute(2, 1, 0).reshape(6, 6 * C)).reshape(-1, 6, C).permute(2, 1, 0)  # [C,6,N]
-    c00, c01, c02, c11, c12, c22 = cc.unbind(1)
     fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    z = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)
-    iz = 1.0 / z
-    xz, yz = tx * iz, ty * iz
-    xc = torch.minimum(torch.maximum(xz, -(cx / fx + 0.15 * width / fx)), (width - cx) / fx + 0.15 * width / fx)
-    yc = torch.minimum(torch.maximum(yz, -(cy / fy + 0.15 * height / fy)), (height - cy) / fy + 0.15 * height / fy)
-    # J = [[fx/z, 0, −fx·xc/z], [0, fy/z, −fy·yc/z]]; 2D covariance = J Σcam Jᵀ + eps2d·I
-    u, v = fx * iz, fy * iz
-    a = u * u * (c00 - 2 * xc * c02 + xc * xc * c22) + eps2d
-    b = u * v * (c01 - xc * c12 - yc * c02 + xc * yc * c22)
-    c = v * v * (c11 - 2 * yc * c12 + yc * yc * c22) + eps2d
+    x, y, a, b, c = ewa_covariance_2d(tx, ty, tz, cc.unbind(1), fx, fy, cx, cy, width, height, eps2d)
     det = a * c - b * b
     idet = 1.0 / det.clamp_min(1e-10)
-    x, y = fx * xz + cx, fy * yz + cy
     rad = torch.ceil(3.33 * torch.sqrt(torch.maximum(a, c).clamp_min(0)))
     ok = (det > 0) & (tz > near) & torch.isfinite(x) & torch.isfinite(y) & torch.isfinite(rad)
     ok &= (x + rad > 0) & (x - rad < width) & (y + rad > 0) & (y - rad < height)

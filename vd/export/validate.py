@@ -34,6 +34,14 @@ def _load_npy(p: Path, problems: list[str], what: str):
         return None
 
 
+def _load_prior(p: Path, problems: list[str], kind: str, view: str):
+    """A view's depth or normal prior, or None with the problem noted (missing or unreadable)."""
+    if not p.is_file():
+        problems.append(f"{p}: missing ({kind} prior of {view})")
+        return None
+    return _load_npy(p, problems, f"the {kind} prior")
+
+
 def validate_dataset(path) -> list[str]:
     from vd.export.colmap import SPARSE, pose_from_colmap, read_cameras_txt, read_images_txt
     from vd.errors import InputError
@@ -171,35 +179,29 @@ def validate_dataset(path) -> list[str]:
                         if not mask.any():
                             problems.append(f"{mk}: the mask has no valid pixel")
             dp = root / "priors" / "depth" / f"{stem}.npy"
-            if not dp.is_file():
-                problems.append(f"{dp}: missing (depth prior of {name})")
-            else:
-                d = _load_npy(dp, problems, "the depth prior")
-                if d is not None:
-                    if d.ndim != 2 or d.dtype.kind != "f":
-                        problems.append(f"{dp}: depth prior must be a float [H,W] array (got {d.dtype} {d.shape})")
-                    elif size is not None and d.shape != size:
-                        problems.append(f"{dp}: shape {d.shape} differs from camera {cam_id} (H,W)={size}")
-                    elif mask is not None and mask.shape == d.shape:
-                        bad = mask & ~(np.isfinite(d) & (d > 0))
-                        if bad.any():
-                            problems.append(f"{dp}: {int(bad.sum())} masked pixel(s) have a non-finite or non-positive depth")
+            d = _load_prior(dp, problems, "depth", name)
+            if d is not None:
+                if d.ndim != 2 or d.dtype.kind != "f":
+                    problems.append(f"{dp}: depth prior must be a float [H,W] array (got {d.dtype} {d.shape})")
+                elif size is not None and d.shape != size:
+                    problems.append(f"{dp}: shape {d.shape} differs from camera {cam_id} (H,W)={size}")
+                elif mask is not None and mask.shape == d.shape:
+                    bad = mask & ~(np.isfinite(d) & (d > 0))
+                    if bad.any():
+                        problems.append(f"{dp}: {int(bad.sum())} masked pixel(s) have a non-finite or non-positive depth")
             npth = root / "priors" / "normal" / f"{stem}.npy"
-            if not npth.is_file():
-                problems.append(f"{npth}: missing (normal prior of {name})")
-            else:
-                n = _load_npy(npth, problems, "the normal prior")
-                if n is not None:
-                    if n.ndim != 3 or n.shape[2] != 3 or n.dtype.kind != "f":
-                        problems.append(f"{npth}: normal prior must be a float [H,W,3] array (got {n.dtype} {n.shape})")
-                    elif size is not None and n.shape[:2] != size:
-                        problems.append(f"{npth}: shape {n.shape[:2]} differs from camera {cam_id} (H,W)={size}")
-                    elif not np.isfinite(n).all():
-                        problems.append(f"{npth}: contains non-finite values")
-                    else:
-                        norms = np.linalg.norm(n, axis=-1)
-                        if not np.all((np.abs(norms - 1) < 1e-3) | (norms < 1e-6)):
-                            problems.append(f"{npth}: normals must be unit length (or 0 where undefined)")
+            n = _load_prior(npth, problems, "normal", name)
+            if n is not None:
+                if n.ndim != 3 or n.shape[2] != 3 or n.dtype.kind != "f":
+                    problems.append(f"{npth}: normal prior must be a float [H,W,3] array (got {n.dtype} {n.shape})")
+                elif size is not None and n.shape[:2] != size:
+                    problems.append(f"{npth}: shape {n.shape[:2]} differs from camera {cam_id} (H,W)={size}")
+                elif not np.isfinite(n).all():
+                    problems.append(f"{npth}: contains non-finite values")
+                else:
+                    norms = np.linalg.norm(n, axis=-1)
+                    if not np.all((np.abs(norms - 1) < 1e-3) | (norms < 1e-6)):
+                        problems.append(f"{npth}: normals must be unit length (or 0 where undefined)")
             if meta is not None:
                 mv = meta_by_name.get(name)
                 if mv is None:

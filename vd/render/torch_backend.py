@@ -33,6 +33,26 @@ ALPHA_MAX = 0.999
 T_MIN = 1e-4
 
 
+def ewa_covariance_2d(tx, ty, tz, cam_cov, fx, fy, cx, cy, width: int, height: int, eps2d: float):
+    """gsplat's classic pinhole EWA step: camera-space means (tx, ty, tz) and covariances
+    cam_cov = (xx, xy, xz, yy, yz, zz) -> pixel coordinates (x, y) of the means and the 2D
+    covariance (a, b, c) = J·Σ·Jᵀ + eps2d·I, with the Jacobian's view-frustum clamp
+    (x/z and y/z held within 0.15·W/fx, 0.15·H/fy of the image). Elementwise: any shapes
+    that broadcast (the renderer: [N]; the hole scan: [C,N] with intrinsics [C,1])."""
+    c00, c01, c02, c11, c12, c22 = cam_cov
+    z = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)
+    iz = 1.0 / z
+    xz, yz = tx * iz, ty * iz
+    xc = torch.minimum(torch.maximum(xz, -(cx / fx + 0.15 * width / fx)), (width - cx) / fx + 0.15 * width / fx)
+    yc = torch.minimum(torch.maximum(yz, -(cy / fy + 0.15 * height / fy)), (height - cy) / fy + 0.15 * height / fy)
+    # J = [[fx/z, 0, −fx·xc/z], [0, fy/z, −fy·yc/z]]
+    u, v = fx * iz, fy * iz
+    a = u * u * (c00 - 2 * xc * c02 + xc * xc * c22) + eps2d
+    b = u * v * (c01 - xc * c12 - yc * c02 + xc * yc * c22)
+    c = v * v * (c11 - 2 * yc * c12 + yc * yc * c22) + eps2d
+    return fx * xz + cx, fy * yz + cy, a, b, c
+
+
 def project(
     means: Tensor,
     covars: Tensor,
@@ -55,30 +75,11 @@ def project(
     mc = means @ R.T + t  # [N,3]
     cc = R @ covars @ R.T  # [N,3,3]
     tx, ty, tz = mc.unbind(-1)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    tan_fovx = 0.5 * width / fx
-    tan_fovy = 0.5 * height / fy
-    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
-    lim_x_neg = cx / fx + 0.3 * tan_fovx
-    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
-    lim_y_neg = cy / fy + 0.3 * tan_fovy
-    safe_z = torch.where(tz.abs() < 1e-12, torch.full_like(tz, 1e-12), tz)
-    txc = safe_z * torch.clamp(tx / safe_z, min=-lim_x_neg, max=lim_x_pos)
-    tyc = safe_z * torch.clamp(ty / safe_z, min=-lim_y_neg, max=lim_y_pos)
-    iz = 1.0 / safe_z
-    # J = [[fx/z, 0, -fx x/z^2], [0, fy/z, -fy y/z^2]]
-    j00 = fx * iz
-    j02 = -fx * txc * iz * iz
-    j11 = fy * iz
-    j12 = -fy * tyc * iz * iz
-    c00, c01, c02 = cc[:, 0, 0], cc[:, 0, 1], cc[:, 0, 2]
-    c11, c12, c22 = cc[:, 1, 1], cc[:, 1, 2], cc[:, 2, 2]
-    a = j00 * j00 * c00 + 2 * j00 * j02 * c02 + j02 * j02 * c22 + eps2d
-    b = j00 * j11 * c01 + j00 * j12 * c02 + j02 * j11 * c12 + j02 * j12 * c22
-    c = j11 * j11 * c11 + 2 * j11 * j12 * c12 + j12 * j12 * c22 + eps2d
+    cam_cov = (cc[:, 0, 0], cc[:, 0, 1], cc[:, 0, 2], cc[:, 1, 1], cc[:, 1, 2], cc[:, 2, 2])
+    mx, my, a, b, c = ewa_covariance_2d(tx, ty, tz, cam_cov, K[0, 0], K[1, 1], K[0, 2], K[1, 2], width, height, eps2d)
     det = (a * c - b * b).clamp_min(1e-10)
     conics = torch.stack([c / det, -b / det, a / det], dim=-1)
-    means2d = torch.stack([fx * tx * iz + cx, fy * ty * iz + cy], dim=-1)
+    means2d = torch.stack([mx, my], dim=-1)
     with torch.no_grad():
         rx = torch.ceil(3.33 * torch.sqrt(a.clamp_min(0)))
         ry = torch.ceil(3.33 * torch.sqrt(c.clamp_min(0)))
