@@ -1,6 +1,7 @@
-"""Hole masks: threshold + erode/dilate, torch formulation equals the OpenCV one."""
+"""Hole masks (threshold + erode/dilate, equal to OpenCV), alpha splatting and the incremental hole scan."""
 
 import numpy as np
+import pytest
 
 from vd.holes import hole_mask_cv2, hole_mask_np, hole_masks, scale_intrinsics
 
@@ -180,3 +181,24 @@ def test_morphology_matches_opencv_for_other_kernels():
         alpha = (rng.random((37, 51)) > 0.3).astype(np.float32)
         kw = dict(kernel=kernel, erode=erode, dilate=dilate)
         assert np.array_equal(hole_mask_np(alpha, **kw), hole_mask_cv2(alpha, **kw)), kw
+
+
+@pytest.mark.gpu
+def test_hole_scan_on_cuda_matches_the_renderer():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from vd.cameras import candidate_intrinsics, look_at
+    from vd.holes import HoleScan, scan_hole_ratios_full
+
+    a, b, K = _two_chunks()
+    Kc, W, H = candidate_intrinsics(K, 64, 48, 16)
+    poses = np.stack([np.eye(4)] + [look_at((x, 0.0, z), (0, 0, 3)) for x, z in [(0.3, 0), (-0.5, 0.3), (0.8, -0.2)]])
+    gpu = HoleScan(poses, Kc, W, H, scale=0.5, device="cuda").add(a.to("cuda")).add(b.to("cuda"))
+    cpu = HoleScan(poses, Kc, W, H, scale=0.5).add(a).add(b)
+    assert np.abs(gpu.fast_ratios() - cpu.fast_ratios()).max() < 1e-3
+    from vd.gaussians import Gaussians
+
+    full = scan_hole_ratios_full(Gaussians.cat([a, b]), poses, Kc, W, H, backend="torch").ratios
+    assert np.abs(gpu.exact_ratios(range(4)) - full).max() < 1e-3
