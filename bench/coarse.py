@@ -59,7 +59,8 @@ def bench_scan(name, image, cache_dir, device, lines, n_frames=10, **kw):
 
     from vd.gaussians import Gaussians
     from vd.holes import HoleScan, scan_hole_ratios_full
-    from vd.stages.coarse import CoarseParams, candidate_camera, dense_poses, scan_ratios
+    from vd.params import CoarseParams
+    from vd.stages.coarse_view import candidate_camera, dense_poses, scan_ratios
     from vd.stages.select import select
 
     t = time.perf_counter()
@@ -67,8 +68,8 @@ def bench_scan(name, image, cache_dir, device, lines, n_frames=10, **kw):
     r = coarse_for(image, cache_dir, device, n_frames=n_frames, params=params, **kw)
     t_run = time.perf_counter() - t
     p = CoarseParams(n_frames=n_frames, **params)
-    poses, _ = dense_poses(r.frames[0], p)
-    Kc, W, H = candidate_camera(r.frames[0], p.margin)
+    poses, _ = dense_poses(r.views[0], p)
+    Kc, W, H = candidate_camera(r.views[0], p.margin)
     parts = loop_parts(r)
     run_picks = [int(v["dense_index"]) for v in r.summary["views"]]
 

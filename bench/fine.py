@@ -14,7 +14,7 @@
    small scene, to show the loop's cost without the model.
 
 The coarse scene is procedural (a back wall, a box in front, lifted with vd.lift), written in the
-real coarse output layout with vd.stages.scene_io, so the stage reads it like a real one.
+real coarse output layout with vd.stages.coarse_folder, so the stage reads it like a real one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def make_scene(folder: Path, width: int, height: int, *, n_frames: int = 10, den
     from vd.cameras import look_at
     from vd.lift import gaussians_from_rgbd
     from vd.render import render
-    from vd.stages.scene_io import Frame, write_outputs
+    from vd.stages.coarse_folder import write_coarse_folder
+    from vd.views import View
 
     f = 0.9 * width
     K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=np.float32)
@@ -54,15 +55,15 @@ def make_scene(folder: Path, width: int, height: int, *, n_frames: int = 10, den
     rgb[box] = [230, 180, 40]
     g = gaussians_from_rgbd(rgb, depth, K, np.eye(4, dtype=np.float32), None)
     full = np.ones((height, width), bool)
-    frames = [Frame("input", "input", rgb, depth, K, np.eye(4), full, full, np.zeros((height, width), bool), 0)]
+    frames = [View("input", "input", rgb, depth, K, np.eye(4), full, full, np.zeros((height, width), bool), 0)]
     for i, x in enumerate((-0.5, 0.5)):
         pose = look_at((x, -0.1, 0.2), (0.0, 0.0, 3.0))
         vm = torch.as_tensor(np.linalg.inv(pose), dtype=torch.float32)[None]
         r = render(g, vm, torch.as_tensor(K)[None], width, height, backend="torch" if not torch.cuda.is_available() else "auto")
         hole = r.alpha[0].cpu().numpy() < 0.5
-        frames.append(Frame(f"view_{i}", "view", (r.rgb[0].clamp(0, 1).cpu().numpy() * 255).astype(np.uint8),
-                            r.depth[0].cpu().numpy().astype(np.float32), K, pose, full, ~hole, hole, None))
-    write_outputs(folder, frames, g, g, {"stage": "coarse", "params": {"n_frames": n_frames, "dense_multiplier": dense_multiplier}})
+        frames.append(View(f"view_{i}", "view", (r.rgb[0].clamp(0, 1).cpu().numpy() * 255).astype(np.uint8),
+                            r.depth[0].cpu().numpy().astype(np.float32), K, pose, hole, ~hole, hole, None))
+    write_coarse_folder(folder, frames, g, g, {"stage": "coarse", "params": {"n_frames": n_frames, "dense_multiplier": dense_multiplier}})
     return folder
 
 
@@ -104,7 +105,8 @@ def run_case(label: str, scene: Path, params, backend, device: str) -> dict:
     import torch
 
     from vd.cache import Cache
-    from vd.stages.fine import FluxDenoiser, run_fine
+    from vd.stages.denoisers import FluxDenoiser
+    from vd.stages.fine import run_fine
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["VD_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -142,7 +144,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from vd.stages.fine import FineParams
+    from vd.params import FineParams
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

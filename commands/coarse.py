@@ -8,7 +8,9 @@ from typing import List, Optional
 import typer
 
 from vd.commands import common
+from vd.commands import tables
 from vd.commands import viewer_options as vo
+from vd.params import CoarseParams
 
 _SEL = "Frame selection"
 _TRAJ = "Camera trajectory"
@@ -20,28 +22,28 @@ _BACK = "Backends"
 def coarse(
     images: List[Path] = common.IMAGES,
     out: Optional[Path] = common.OUT,
-    n_frames: int = typer.Option(10, "--n-frames", help="Frames in the scene: input + ring + up to N-2 added views.", rich_help_panel=_SEL),
-    dense_multiplier: int = typer.Option(10, "--dense-multiplier", help="Candidate poses = n_frames x this.", rich_help_panel=_SEL),
-    margin: int = typer.Option(32, "--margin", help="Pixels added to the width and height of candidate views.", rich_help_panel=_SEL),
-    min_ratio: float = typer.Option(0.05, "--min-ratio", help="Smallest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
-    max_ratio: float = typer.Option(0.25, "--max-ratio", help="Largest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
-    adjacent_exclusion: int = typer.Option(1, "--adjacent-exclusion", help="Candidates within +-N of an added one are skipped.", rich_help_panel=_SEL),
-    fallback: str = typer.Option("none", "--fallback", help="none or closest: what to do when no candidate view is in the hole-ratio band.", rich_help_panel=_SEL),
-    traj: str = typer.Option("spiral", "--traj", help="Candidate trajectory: spiral, wobble or rot.", rich_help_panel=_TRAJ),
+    n_frames: Optional[int] = common.param_option(CoarseParams, "n_frames", "Frames in the scene: input + ring + up to N-2 added views.", rich_help_panel=_SEL),
+    dense_multiplier: Optional[int] = common.param_option(CoarseParams, "dense_multiplier", "Candidate poses = n_frames x this.", rich_help_panel=_SEL),
+    margin: Optional[int] = common.param_option(CoarseParams, "margin", "Pixels added to the width and height of candidate views.", rich_help_panel=_SEL),
+    min_ratio: Optional[float] = common.param_option(CoarseParams, "min_ratio", "Smallest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
+    max_ratio: Optional[float] = common.param_option(CoarseParams, "max_ratio", "Largest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
+    adjacent_exclusion: Optional[int] = common.param_option(CoarseParams, "adjacent_exclusion", "Candidates within +-N of an added one are skipped.", rich_help_panel=_SEL),
+    fallback: Optional[str] = common.param_option(CoarseParams, "fallback", "none or closest: what to do when no candidate view is in the hole-ratio band.", rich_help_panel=_SEL),
+    traj: Optional[str] = common.param_option(CoarseParams, "traj", "Candidate trajectory: spiral, wobble or rot.", rich_help_panel=_TRAJ),
     trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) or a COLMAP images.txt.", rich_help_panel=_TRAJ),
-    forward_ratio: float = typer.Option(0.3, "--forward-ratio", help="Scales the camera's motion into the scene (+z).", rich_help_panel=_TRAJ),
-    backward_ratio: float = typer.Option(0.4, "--backward-ratio", help="Scales the camera's pull-back (-z).", rich_help_panel=_TRAJ),
-    radius_percentiles: tuple[float, float] = typer.Option((5.0, 50.0), "--radius-percentiles", help="LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", rich_help_panel=_TRAJ),
-    expansion: float = typer.Option(0.3, "--expansion", help="Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).", rich_help_panel=_SCAF),
+    forward_ratio: Optional[float] = common.param_option(CoarseParams, "forward_ratio", "Scales the camera's motion into the scene (+z).", rich_help_panel=_TRAJ),
+    backward_ratio: Optional[float] = common.param_option(CoarseParams, "backward_ratio", "Scales the camera's pull-back (-z).", rich_help_panel=_TRAJ),
+    radius_percentiles: Optional[tuple[float, float]] = common.param_option(CoarseParams, "radius_percentiles", "LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", rich_help_panel=_TRAJ),
+    expansion: Optional[float] = common.param_option(CoarseParams, "expansion", "Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).", rich_help_panel=_SCAF),
     no_outpaint: bool = typer.Option(False, "--no-outpaint", help="Skip the outpainted canvas (input frame only).", rich_help_panel=_SCAF),
     init_iters: Optional[int] = typer.Option(None, "--init-iters", help="Scaffold optimisation iterations (default: 100 on GPU, 30 on CPU).", show_default=False, rich_help_panel=_OPT),
     view_iters: Optional[int] = typer.Option(None, "--view-iters", help="Optimisation iterations per added view (default: 500 on GPU, 60 on CPU).", show_default=False, rich_help_panel=_OPT),
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
-    offload: str = typer.Option("model", "--offload", help="Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", rich_help_panel=_BACK),
-    inpaint_steps: int = typer.Option(25, "--inpaint-steps", help="Flux Fill sampling steps.", rich_help_panel=_BACK),
-    guidance: float = typer.Option(30.0, "--guidance", help="Flux Fill guidance.", rich_help_panel=_BACK),
+    offload: Optional[str] = typer.Option(None, "--offload", help="Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", show_default="model", rich_help_panel=_BACK),
+    inpaint_steps: Optional[int] = typer.Option(None, "--inpaint-steps", help="Flux Fill sampling steps.", show_default="25", rich_help_panel=_BACK),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Flux Fill guidance.", show_default="30", rich_help_panel=_BACK),
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
     fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file depth backend).", rich_help_panel=_BACK),
     max_resolution: int = common.MAX_RES,
@@ -63,20 +65,25 @@ def coarse(
     """
     from vd import console
     from vd.errors import check_input_file
-    from vd.stages.coarse import CoarseParams, print_summary, run_coarse
+    from vd.params import check_device, check_intrinsics, check_max_resolution, given
+    from vd.stages.coarse import run_coarse
 
+    params = CoarseParams(**given(
+        n_frames=n_frames, dense_multiplier=dense_multiplier, margin=margin, min_ratio=min_ratio, max_ratio=max_ratio,
+        adjacent_exclusion=adjacent_exclusion, fallback=fallback, traj=traj,
+        trajectory_file=str(trajectory) if trajectory is not None else None, forward_ratio=forward_ratio,
+        backward_ratio=backward_ratio, radius_percentiles=tuple(radius_percentiles) if radius_percentiles else None,
+        expansion=expansion, outpaint=False if no_outpaint else None, init_iters=init_iters, view_iters=view_iters,
+    ))
+    params.validate()
+    check_intrinsics(focal, fov)
+    check_max_resolution(max_resolution)
+    check_device(device)
     for img in images:
         check_input_file(img, "image")
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
-    params = CoarseParams(
-        n_frames=n_frames, dense_multiplier=dense_multiplier, margin=margin, min_ratio=min_ratio, max_ratio=max_ratio,
-        adjacent_exclusion=adjacent_exclusion, fallback=fallback, traj=traj,
-        trajectory_file=str(trajectory) if trajectory is not None else None, forward_ratio=forward_ratio,
-        backward_ratio=backward_ratio, radius_percentiles=tuple(radius_percentiles), expansion=expansion,
-        outpaint=not no_outpaint, init_iters=init_iters, view_iters=view_iters,
-    )
-    params.validate()
+    inpaint_options = given(offload=offload, steps=inpaint_steps, guidance=guidance)
     for img in images:
         dest = common.output_dir(out, img, len(images))
         if len(images) > 1:
@@ -87,14 +94,14 @@ def coarse(
             res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
                              render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
                              fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None,
-                             inpaint_options={"offload": offload, "steps": inpaint_steps, "guidance": guidance})
+                             inpaint_options=inpaint_options)
             if v.enabled:
                 _log_fly_through(v, res, render_backend)
         except BaseException:
             v.discard()
             raise
         v.close()
-        print_summary(res.summary)
+        tables.print_coarse_summary(res.summary)
         if json_:
             console.out_json(res.summary)
         else:
@@ -108,6 +115,6 @@ def _log_fly_through(v, res, render_backend: str) -> None:
     """The final tab of the viewer: the coarse scene rendered along the spiral at the input camera."""
     from vd.viewer.show import log_fly_through
 
-    first = next((f for f in res.frames if f.kind == "input"), res.frames[0])
+    first = next((f for f in res.views if f.kind == "input"), res.views[0])
     camera = (first.K, first.rgb.shape[1], first.rgb.shape[0])
     log_fly_through(v, res.gaussians, FLY_THROUGH_FRAMES, camera=camera, backend=render_backend)

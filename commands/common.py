@@ -7,15 +7,25 @@ from typing import List, Optional
 
 import typer
 
+from vd import params
 from vd.errors import NotImplementedYet
 
 IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).")
 JSON = typer.Option(False, "--json", help="Print one JSON object per image on stdout instead of paths.")
 DEVICE = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
-SEED = typer.Option(0, "--seed", help="Random seed; part of every cache key.")
-MAX_RES = typer.Option(512, "--max-resolution", help="Long side cap in pixels; never upscales; sides become multiples of 16.")
+SEED = typer.Option(params.SEED, "--seed", help="Random seed; part of every cache key.")
+MAX_RES = typer.Option(params.MAX_RESOLUTION, "--max-resolution", help="Long side cap in pixels; never upscales; sides become multiples of 16.")
 FETCH = typer.Option(False, "--fetch", help="Download missing model weights first (also VD_AUTO_FETCH=1).")
+
+
+def param_option(params_class, field: str, help: str, **kw):
+    """A typer option for a parameter-dataclass field: it defaults to None ("not given") and --help
+    shows the dataclass default, so each default is declared once (in `vd.params`)."""
+    default = getattr(params_class, field)
+    shown = " ".join(f"{x:g}" for x in default) if isinstance(default, tuple) else (
+        f"{default:g}" if isinstance(default, float) else str(default))
+    return typer.Option(None, params.option_name(field), help=help, show_default=shown, **kw)
 
 
 def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
@@ -29,4 +39,4 @@ def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "output_dir", "not_implemented", "List", "Optional", "Path"]
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "output_dir", "not_implemented", "List", "Optional", "Path"]

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from vd.commands import common
+from vd.commands import common, tables
 from vd.commands import viewer_options as vo
 
 
@@ -43,7 +43,7 @@ def depth(
     from vd import console
     from vd.errors import VdError
     from vd.models import memory
-    from vd.stages.depth import depth_one, summary_table
+    from vd.stages.depth import depth_one
 
     memory.reset()
     rows, failures = [], []
@@ -78,8 +78,8 @@ def depth(
     for b in backends.values():
         b.release()
     if rows:
-        summary_table(rows)
-        memory.print_table("peak memory (vd depth)")
+        tables.print_depth_summary(rows)
+        tables.print_memory(memory.records(), "peak memory (vd depth)")
     if failures:
         codes = {e.exit_code for e in failures}
         err = VdError(f"{len(failures)} of {len(images)} images failed (see above)")

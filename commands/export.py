@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from vd.commands import common
+from vd.params import VideoParams
 
 HELP = """Export a scene to a file format other tools read, or validate a refine dataset.
 
@@ -38,19 +40,194 @@ def export(
     stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
     sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False),
     up: str = typer.Option("-y", "--up", help="Up axis of the written scene: -y (vd/OpenCV, SuperSplat), +y or +z."),
-    traj: str = typer.Option("spiral", "--traj", help="video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt)."),
-    frames: int = typer.Option(60, "--frames", help="video: number of frames."),
-    fps: float = typer.Option(20.0, "--fps", help="video: frames per second."),
+    traj: Optional[str] = typer.Option(None, "--traj", help="video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).", show_default=VideoParams.traj),
+    frames: Optional[int] = common.param_option(VideoParams, "frames", "video: number of frames."),
+    fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
     side_by_side_depth: bool = typer.Option(False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or non-empty output folder."),
     validate: Optional[Path] = typer.Option(None, "--validate", help="Validate a refine dataset folder and exit (1 when invalid).", show_default=False),
     device: Optional[str] = common.DEVICE,
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result on stdout."),
 ) -> None:
-    from vd.export.cli import run_export
+    from vd.params import check_device, given
 
-    run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, traj=traj, frames=frames,
-               fps=fps, side_by_side_depth=side_by_side_depth, force=force, validate=validate, device=device, as_json=json_)
+    check_device(device)
+    video = given(traj=traj, frames=frames, fps=fps, side_by_side_depth=side_by_side_depth or None)
+    if validate is not None:
+        validate_only(validate, source, out, json_)
+    else:
+        run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video, force=force,
+                   device=device, as_json=json_)
 
 
 export.__doc__ = HELP
+
+
+def validate_only(dataset: Path, source: Optional[Path], out: Optional[Path], as_json: bool) -> None:
+    """`vd export --validate DIR`: every problem on stderr and exit 1, or one line saying it is valid."""
+    import json
+
+    from vd import console
+    from vd.errors import UsageError
+
+    if source is not None or out is not None:
+        raise UsageError("--validate DIR takes no SOURCE or --out; run it on its own")
+    from vd.export.validate import check_dataset
+
+    with problems_listed():
+        check_dataset(dataset)
+    n = len(json.loads((dataset / "meta.json").read_text())["views"])
+    if as_json:
+        console.out_json({"dataset": str(dataset), "valid": True, "views": n})
+    else:
+        console.out(f"{dataset}: valid refine dataset ({n} views)")
+
+
+@contextmanager
+def problems_listed():
+    """When a refine dataset is invalid, list every problem on stderr, then one sentence counting them."""
+    from vd import console
+    from vd.errors import InputError
+    from vd.export.validate import DatasetInvalid
+
+    try:
+        yield
+    except DatasetInvalid as e:
+        for p in e.problems:
+            console.err.print(f"  - {p}", markup=False, highlight=False)
+        n = len(e.problems)
+        raise InputError(f"{e.path} is not a valid refine dataset: {n} problem{'s' if n != 1 else ''} (listed above)") from None
+
+
+def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: Optional[str], sh_degree: Optional[int],
+               up: str, video: dict, force: bool, device: Optional[str], as_json: bool) -> None:
+    """Resolve SOURCE, check every option against the format, then write the export."""
+    from vd.errors import UsageError
+    from vd.export import FORMATS, GAUSSIAN_FORMATS
+    from vd.export.source import resolve_source
+    from vd.export.transform import up_rotation
+
+    if source is None:
+        raise UsageError("missing SOURCE: give a PLY/.splat file, a vd output folder or a processed image (or use --validate DIR)")
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if out is None:
+        raise UsageError("missing --out/-o: where to write the export")
+    up_rotation(up)
+    if fmt in ("colmap", "video") and up != "-y":
+        raise UsageError(f"--up applies to ply, compressed-ply and splat; the {fmt} export keeps vd's world frame")
+    if fmt in ("colmap", "video") and sh_degree is not None:
+        raise UsageError(f"--sh-degree applies to ply and compressed-ply, not to {fmt}")
+    if sh_degree is not None and not 0 <= sh_degree <= 3:
+        raise UsageError(f"--sh-degree must be 0, 1, 2 or 3, got {sh_degree}")
+    if fmt != "video" and video:
+        raise UsageError("--traj, --frames, --fps and --side-by-side-depth apply to --format video only")
+    src = resolve_source(source, stage)
+    if fmt in GAUSSIAN_FORMATS:
+        export_gaussian_file(src, fmt, out, up=up, sh_degree=sh_degree, force=force, as_json=as_json)
+    elif fmt == "colmap":
+        export_colmap(src, out, force=force, as_json=as_json)
+    else:
+        params = VideoParams(**video)
+        params.validate()
+        export_video_file(src, out, params, force=force, device=device, as_json=as_json)
+
+
+def export_gaussian_file(src, fmt: str, out: Path, *, up: str, sh_degree: Optional[int], force: bool, as_json: bool) -> None:
+    from vd.export import export_gaussians
+
+    _check_output_file(out, force)
+    g = src.gaussians()
+    comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
+    rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments)
+    rep["source"] = str(src.path)
+    rep["stage"] = src.stage
+    _report_drops(rep)
+    _emit(rep, out, as_json)
+
+
+def export_colmap(src, out: Path, *, force: bool, as_json: bool) -> None:
+    from vd import console
+    from vd.export.colmap import check_target, points_from_gaussians, write_colmap_dataset
+
+    check_target(out, force)
+    views = src.views()
+    points = points_from_gaussians(src.gaussians())
+    prov = {**src.provenance, "points_source": "gaussians"}
+    with console.status("export: writing the COLMAP dataset"):
+        rep = write_colmap_dataset(out, views, points=points, provenance=prov, force=force)
+    d = {"format": "colmap", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+    _emit(d, out, as_json)
+
+
+def export_video_file(src, out: Path, params: VideoParams, *, force: bool, device: Optional[str], as_json: bool) -> None:
+    import numpy as np
+
+    from vd import console
+    from vd.errors import InputError
+    from vd.export.video import export_video
+    from vd.paths import resolve_device
+
+    _check_output_file(out, force)
+    g = src.gaussians()
+    if src.has_views:
+        from vd.cameras import scene_radius
+        from vd.views import find_input
+
+        v = find_input(src.views())
+        K, H, W = np.asarray(v.K, np.float64), v.height, v.width
+        try:
+            radius = scene_radius(v.depth, K, v.spawn if v.spawn is not None else v.supervise)
+        except InputError:
+            radius = _radius_from_points(g.means.detach().cpu().numpy())
+    else:
+        W, H = 512, 384
+        f = 0.5 * W / np.tan(np.deg2rad(60.0) / 2)
+        K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+        radius = _radius_from_points(g.means.detach().cpu().numpy())
+        console.info(f"video: {src.path} has no cameras; using a 60° field of view at {W}x{H} from the world origin")
+    prog = console.progress()
+    with prog:
+        rep = export_video(g, out, K=K, width=W, height=H, traj=params.traj, frames=params.frames, fps=params.fps,
+                           radius=radius, side_by_side_depth=params.side_by_side_depth, device=resolve_device(device),
+                           progress=prog)
+    d = {"format": "video", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+    _emit(d, out, as_json)
+
+
+def _report_drops(rep: dict) -> None:
+    from vd import console
+
+    if rep.get("dropped_nonfinite") or rep.get("dropped_transparent"):
+        console.info(f"export: dropped {rep['dropped_nonfinite']} non-finite and {rep['dropped_transparent']} "
+                     f"transparent (alpha < 1/255) Gaussians; wrote {rep['written']}")
+
+
+def _emit(rep: dict, out: Path, as_json: bool) -> None:
+    from vd import console
+
+    if as_json:
+        console.out_json(rep)
+    else:
+        console.out(str(out))
+
+
+def _check_output_file(out: Path, force: bool) -> None:
+    from vd.errors import UsageError
+
+    if out.exists():
+        if out.is_dir():
+            raise UsageError(f"the output {out} is a folder; give a file name")
+        if not force:
+            raise UsageError(f"the output {out} already exists; pass --force to replace it")
+
+
+def _radius_from_points(means) -> float:
+    import numpy as np
+
+    ok = np.isfinite(means).all(1) & (means[:, 2] > 0)
+    pts = means[ok] if ok.sum() >= 3 else means[np.isfinite(means).all(1)]
+    if len(pts) < 3:
+        return 1.0
+    r = float(np.mean(np.percentile(pts, 50, axis=0) - np.percentile(pts, 5, axis=0)))
+    return r if np.isfinite(r) and r > 0 else 1.0

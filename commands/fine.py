@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from vd.commands import common
+from vd.commands import common, tables
 from vd.commands import viewer_options as vo
+from vd.params import FineParams
 
 INPUTS = typer.Argument(
     ...,
@@ -26,16 +28,16 @@ def fine(
         help="For a COARSE_DIR: the output folder (default COARSE_DIR/fine). For an IMAGE: the coarse output "
         "folder given to `vd coarse -o` (fine results go to its fine/ sub-folder).",
     ),
-    views: int = typer.Option(8, "--views", min=1, help="Number of refined views (greedy largest-hole choice)."),
-    steps: int = typer.Option(9, "--steps", min=1, help="Refinement steps: the last STEPS of the schedule."),
-    total_steps: int = typer.Option(25, "--total-steps", min=1, help="Length of the full sampling schedule."),
-    gs_iters: int = typer.Option(192, "--gs-iters", min=0, help="Optimisation iterations of each scene rectification."),
-    rect_weight: float = typer.Option(0.5, "--rect-weight", min=0.0, max=1.0, help="Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene)."),
-    rescale: str = typer.Option("shrink", "--rescale", help="Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), match (both ways, can overshoot) or none."),
-    render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch."),
+    views: Optional[int] = common.param_option(FineParams, "views", "Number of refined views (greedy largest-hole choice)."),
+    steps: Optional[int] = common.param_option(FineParams, "steps", "Refinement steps: the last STEPS of the schedule."),
+    total_steps: Optional[int] = common.param_option(FineParams, "total_steps", "Length of the full sampling schedule."),
+    gs_iters: Optional[int] = common.param_option(FineParams, "gs_iters", "Optimisation iterations of each scene rectification."),
+    rect_weight: Optional[float] = common.param_option(FineParams, "rect_weight", "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene)."),
+    rescale: Optional[str] = common.param_option(FineParams, "rescale", "Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), match (both ways, can overshoot) or none."),
+    render_backend: Optional[str] = common.param_option(FineParams, "render_backend", "auto, gsplat or torch."),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
     allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
-    offload: str = typer.Option("model", "--offload", help="Flux memory mode: none | model | sequential."),
+    offload: Optional[str] = typer.Option(None, "--offload", help="Flux memory mode: none | model | sequential.", show_default="model"),
     device: Optional[str] = common.DEVICE,
     seed: int = common.SEED,
     json_: bool = common.JSON,
@@ -48,32 +50,123 @@ def fine(
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
     from vd import console
-    from vd.stages import fine as stage
-
-    params = stage.FineParams(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
-                              rect_weight=rect_weight, rescale=rescale, render_backend=render_backend, seed=seed)
-    params.validate()
-    jobs = stage.resolve_inputs(inputs, out)
-    dev, factory, backend_name = stage.choose_denoiser(
-        inpaint_backend, device=device, offload=offload, allow_classical=allow_classical,
-        guidance=params.guidance, auto_fetch=True if fetch else None,
-    )
     from vd.models import memory
+    from vd.params import check_device, given
+    from vd.stages.fine import run_fine
+
+    params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters, rect_weight=rect_weight,
+                                rescale=rescale, render_backend=render_backend, seed=seed))
+    params.validate()
+    check_device(device)
+    jobs = resolve_jobs(inputs, out)
+    dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=offload or "model",
+                                      allow_classical=allow_classical, guidance=params.guidance,
+                                      auto_fetch=True if fetch else None)
 
     for job in jobs:
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=job.source, n_images=len(jobs),
                               default_rrd=job.out_dir / "fine.rrd")
         try:
             with memory.track(f"fine {job.source.name}", device=dev):
-                result = stage.run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
+                result = run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
                                         image=job.image, viewer=v if v.enabled else None)
         except BaseException:
             v.discard()
             raise
         v.close()
-        stage.print_summary(result)
+        tables.print_fine_summary(result)
         if json_:
             console.out_json({"input": str(job.source), **result.to_json()})
         else:
             console.out(result.ply, result.summary_path, *result.strips)
-    memory.print_table("vd fine: memory")
+    tables.print_memory(memory.records(), "vd fine: memory")
+
+
+@dataclass
+class FineJob:
+    source: Path  # what the user named
+    coarse_dir: Path
+    out_dir: Path
+    image: Optional[str]
+
+
+def resolve_jobs(inputs, out: Optional[Path]) -> list[FineJob]:
+    """Map the command's arguments to (coarse folder, output folder) pairs; InputError when missing.
+
+    A folder is a coarse output folder; its results go to `out` (default <folder>/fine). An image
+    names the folder `vd coarse IMAGE [-o OUT]` wrote (OUT, else vd-out/<stem>/, one sub-folder per
+    image when several), and results go to its fine/ sub-folder.
+    """
+    from vd.errors import InputError, UsageError, check_input_file
+    from vd.stages.coarse_folder import is_coarse_folder, read_coarse_folder
+
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise UsageError("give at least one coarse output folder or image")
+    jobs = []
+    n_dirs = sum(1 for p in inputs if p.is_dir())
+    for p in inputs:
+        if not p.exists():
+            raise InputError(f"input not found: {p}")
+        if p.is_dir():
+            if not is_coarse_folder(p):
+                read_coarse_folder(p)  # raises the precise InputError
+            if out is None:
+                dst = p / "fine"
+            else:
+                dst = out / p.name if n_dirs > 1 else out
+            jobs.append(FineJob(p, p, dst, None))
+        else:
+            check_input_file(p, "input image")
+            coarse_dir = common.output_dir(out, p, len(inputs))
+            if not is_coarse_folder(coarse_dir):
+                hint = f" -o {out}" if out is not None else ""
+                raise InputError(f"no coarse scene for {p} in {coarse_dir}; run `vd coarse {p}{hint}` first")
+            jobs.append(FineJob(p, coarse_dir, coarse_dir / "fine", str(p.resolve())))
+    return jobs
+
+
+def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_classical: bool,
+                    guidance: float = 30.0, auto_fetch: Optional[bool] = None):
+    """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
+    without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
+    from vd import console
+    from vd.errors import UsageError
+    from vd.models.inpaint import INPAINT_BACKENDS, OFFLOAD_MODES
+    from vd.paths import resolve_device
+    from vd.stages.denoisers import ClassicalDenoiser, make_flux_denoiser
+
+    name = (name or "auto").lower()
+    if name not in INPAINT_BACKENDS:
+        raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
+    if offload not in OFFLOAD_MODES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    dev = resolve_device(device)
+    why = ""
+    if name == "auto":
+        from vd.models.inpaint import flux_weights_available
+
+        has_cuda = str(dev).startswith("cuda")
+        if has_cuda and (flux_weights_available() or auto_fetch):
+            name = "flux-fill"
+        else:
+            name = "telea"
+            why = "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
+        console.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
+    if name == "telea":
+        if not allow_classical:
+            reason = f" ({why})" if why else ""
+            raise UsageError(
+                f"`vd fine` refines with a diffusion model, but the inpaint backend is telea{reason}, which has none; "
+                "use --inpaint-backend flux-fill, or --allow-classical to rectify with classical inpaints"
+            )
+        console.warn("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
+        return dev, (lambda: ClassicalDenoiser(dev)), "telea"
+    if not str(dev).startswith("cuda"):
+        console.warn(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
+    # resolve the weights now so a missing model fails before any work (exit 3)
+    from vd.fetch.registry import require
+
+    require("flux-fill", auto_fetch=auto_fetch)
+    require("flux-prompt", auto_fetch=auto_fetch)
+    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch)), "flux-fill"

@@ -20,7 +20,8 @@ def inspect(
     """
     from vd import console
     from vd.errors import VdError, check_input_file
-    from vd.inspect_stats import ply_stats, render_table
+    from vd.commands.tables import inspect_renderable
+    from vd.export.inspect import ply_stats
 
     for f in files:
         check_input_file(f, "PLY file")
@@ -30,7 +31,7 @@ def inspect(
         if json_:
             console.out_json(st)
         else:
-            console.err.print(render_table(st))
+            console.err.print(inspect_renderable(st))
             console.err.print()
             console.out(
                 f"{st['file']}\t{st['count']} gaussians\tsh_degree={st['sh_degree']}\tnan={st['nan']}\tinf={st['inf']}"

@@ -37,8 +37,39 @@ def refine(
 
     Example: vd refine dataset/ --init vd-out/photo/coarse.ply -o refined/ --iters 300
     """
-    from vd.export.cli import run_refine_command
+    from vd import console
+    from vd.commands.export import problems_listed
+    from vd.params import check_device
+    from vd.stages.refine import load_config, refine as run
 
-    run_refine_command(dataset=dataset, init=init, out=out, iters=iters, depth_weight=depth_weight,
-                       normal_weight=normal_weight, densify=densify, config=config, device=device, seed=seed, as_json=json_)
+    check_device(device)
+    if config is not None:
+        load_config(config)  # usage errors (forbidden/unknown keys) before anything heavy
+    prog = console.progress()
+    with problems_listed(), prog:
+        res = run(dataset, init, out, iters=iters, depth_weight=depth_weight, normal_weight=normal_weight,
+                  densify=densify, config=config, device=device, seed=seed, progress=prog)
+    report(res, json_)
     vo.log_outputs("refine", out, viewer=viewer, viewer_port=viewer_port, rrd=rrd, wait=wait, wait_seconds=wait_seconds)
+
+
+def report(res, as_json: bool) -> None:
+    """The before/after line on stderr; the written paths (or the result as JSON) on stdout."""
+    from vd import console
+
+    m = res.meta.get("metrics", {})
+    b, a = m.get("before", {}), m.get("after", {})
+
+    def f(x, spec):
+        return "n/a" if x is None else format(x, spec)
+
+    console.info(
+        f"refine{' (cached)' if res.cached else ''}: {res.meta.get('gaussians', {}).get('final')} Gaussians; "
+        f"depth AbsRel {f(b.get('depth_abs_rel'), '.4f')} -> {f(a.get('depth_abs_rel'), '.4f')}, "
+        f"normal error {f(b.get('normal_deg'), '.2f')}° -> {f(a.get('normal_deg'), '.2f')}°, "
+        f"PSNR {f(b.get('psnr'), '.2f')} -> {f(a.get('psnr'), '.2f')} dB"
+    )
+    if as_json:
+        console.out_json(res.to_dict())
+    else:
+        console.out(str(res.ply), str(res.meta_path))

@@ -48,10 +48,11 @@ def poses():
 
 
 def make_views(g=None):
-    """ViewData for the plane scene: RGB rendered from the true Gaussians, exact depth."""
+    """Views of the plane scene: RGB rendered from the true Gaussians, exact depth; each supervises and
+    spawned its opaque pixels."""
     import torch
 
-    from vd.export.colmap import ViewData
+    from vd.views import View
     from vd.render import render
 
     g = g if g is not None else plane_gaussians()
@@ -61,7 +62,8 @@ def make_views(g=None):
         rgb = (out.rgb[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         depth = plane_depth(K, P)
         mask = out.alpha[0].numpy() > 0.9
-        views.append(ViewData(f"{i:03d}", rgb, depth, K.copy(), P, mask, "input" if i == 0 else "view"))
+        views.append(View(f"{i:03d}", "input" if i == 0 else "view", rgb, depth, K.copy(), P, supervise=mask, spawn=mask.copy(),
+                          hole=np.zeros_like(mask)))
     return views
 
 
@@ -77,31 +79,42 @@ def noisy(g, sigma=0.06, seed=1):
 
 
 def write_vd_folder(folder, g=None, views=None):
-    """A coarse-style output folder (coarse.ply, cameras.json, views/NNN/...) of the plane scene."""
+    """A coarse output folder (coarse.ply, scaffold.ply, cameras.json, views/NNN/...) of the plane scene."""
+    from pathlib import Path
+
+    from vd.ply import write_ply
+    from vd.views import write_views
+
+    folder = Path(folder)
+    g = g if g is not None else plane_gaussians()
+    write_views(folder, views if views is not None else make_views(g))
+    write_ply(folder / "coarse.ply", g)
+    write_ply(folder / "scaffold.ply", g)
+    return folder
+
+
+def write_v1_folder(folder, views):
+    """`views` in the coarse folder layout vd wrote before views format 2: no supervision masks,
+    the spawn mask under "mask"."""
     import json
     from pathlib import Path
 
     from PIL import Image
 
-    from vd.ply import write_ply
-
     folder = Path(folder)
-    g = g if g is not None else plane_gaussians()
-    views = views if views is not None else make_views(g)
     entries = []
     for i, v in enumerate(views):
         d = folder / "views" / f"{i:03d}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(v.rgb).save(d / "rgb.png")
         np.save(d / "depth.npy", v.depth.astype(np.float32))
-        Image.fromarray((v.mask * 255).astype(np.uint8)).save(d / "spawn_mask.png")
-        Image.fromarray(np.zeros(v.depth.shape, np.uint8)).save(d / "hole_mask.png")
-        entries.append({"name": v.name, "kind": v.kind, "width": int(v.rgb.shape[1]), "height": int(v.rgb.shape[0]),
-                        "K": v.K.tolist(), "world_from_camera": v.world_from_camera.tolist(),
+        Image.fromarray((v.spawn * 255).astype(np.uint8)).save(d / "spawn_mask.png")
+        Image.fromarray((v.hole * 255).astype(np.uint8)).save(d / "hole_mask.png")
+        entries.append({"name": v.name, "kind": v.kind, "width": v.width, "height": v.height,
+                        "K": np.asarray(v.K, float).tolist(), "world_from_camera": v.world_from_camera.tolist(),
                         "rgb": f"views/{i:03d}/rgb.png", "depth": f"views/{i:03d}/depth.npy",
                         "mask": f"views/{i:03d}/spawn_mask.png", "hole_mask": f"views/{i:03d}/hole_mask.png",
-                        "dense_index": None})
-    (folder / "cameras.json").write_text(json.dumps({"convention": "OpenCV camera (x right, y down, z forward); world = input camera", "views": entries}))
-    write_ply(folder / "coarse.ply", g)
-    write_ply(folder / "scaffold.ply", g)
+                        "dense_index": v.dense_index})
+    (folder / "cameras.json").write_text(json.dumps({"convention": "OpenCV camera (x right, y down, z forward); world = input camera",
+                                                     "views": entries}))
     return folder

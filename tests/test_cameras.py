@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from vd import cameras
+from vd.colmap import images_txt
 from vd.errors import InputError, UsageError
+from vd.trajectory_file import load_trajectory
 
 
 def test_look_at_identity():
@@ -108,13 +110,13 @@ def test_json_trajectory_roundtrip(tmp_path):
     poses = cameras.spiral(5, 1.0)
     f = tmp_path / "t.json"
     f.write_text(json.dumps(poses.tolist()))
-    assert np.allclose(cameras.load_trajectory(f), poses)
+    assert np.allclose(load_trajectory(f), poses)
     g = tmp_path / "cams.json"
     g.write_text(json.dumps({"views": [{"world_from_camera": p.tolist()} for p in poses]}))
-    assert np.allclose(cameras.load_trajectory(g), poses)
+    assert np.allclose(load_trajectory(g), poses)
     h = tmp_path / "p.json"
     h.write_text(json.dumps({"poses": poses.tolist()}))
-    assert np.allclose(cameras.load_trajectory(h), poses)
+    assert np.allclose(load_trajectory(h), poses)
 
 
 @pytest.mark.parametrize("content,msg", [
@@ -130,12 +132,12 @@ def test_bad_trajectory_files(tmp_path, content, msg):
     f = tmp_path / "bad.txt"
     f.write_text(content)
     with pytest.raises(InputError, match=msg):
-        cameras.load_trajectory(f)
+        load_trajectory(f)
 
 
 def test_missing_trajectory_file(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        cameras.load_trajectory(tmp_path / "nope.json")
+        load_trajectory(tmp_path / "nope.json")
 
 
 def test_colmap_images_txt_relative_to_first(tmp_path):
@@ -144,13 +146,13 @@ def test_colmap_images_txt_relative_to_first(tmp_path):
     A = cameras.look_at((0.3, -1.0, 2.0), (1.0, 0.0, 5.0))
     worldp = A[None] @ poses
     f = tmp_path / "images.txt"
-    cameras.write_colmap_images(f, [f"{i:03d}.png" for i in range(len(poses))], worldp)
+    f.write_text(images_txt(list(worldp), [f"{i:03d}.png" for i in range(len(poses))]))
     txt = f.read_text().splitlines()
     # shuffle the image entries: loading sorts by IMAGE_ID
     body = [l for l in txt if not l.startswith("#")]
     pairs = [body[i:i + 2] for i in range(0, len(body), 2)]
     f.write_text("\n".join(sum(pairs[::-1], [])) + "\n")
-    got = cameras.load_trajectory(f)
+    got = load_trajectory(f)
     expect = cameras.invert_pose(poses[0])[None] @ poses
     assert np.allclose(got, expect, atol=1e-8)
     assert np.allclose(got[0], np.eye(4), atol=1e-9)

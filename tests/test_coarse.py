@@ -61,7 +61,7 @@ def reference(tmp_path_factory):
 @pytest.mark.slow
 def test_end_to_end_adds_views_and_writes_outputs(reference):
     from vd.ply import read_ply
-    from vd.stages.scene_io import load_views
+    from vd.views import read_views
 
     img, out, _, summary, stderr = reference
     assert summary["selected"] >= 1
@@ -77,10 +77,10 @@ def test_end_to_end_adds_views_and_writes_outputs(reference):
     kinds = [c["kind"] for c in cams["views"]]
     assert kinds[:2] == ["input", "ring"] and kinds.count("view") == summary["selected"]
     assert np.allclose(cams["views"][0]["world_from_camera"], np.eye(4))
-    views = load_views(out)
+    views = read_views(out)
     assert len(views) == len(kinds)
     for vw in views:
-        assert vw.rgb.dtype == np.uint8 and vw.depth.shape == vw.rgb.shape[:2] and vw.mask.dtype == bool
+        assert vw.rgb.dtype == np.uint8 and vw.depth.shape == vw.rgb.shape[:2] and vw.spawn.dtype == bool
     # the ring shares the input's principal point (bug 5): K_ring = K_input shifted by the padding
     K0, K1 = views[0].K, views[1].K
     px, py = (views[1].rgb.shape[1] - W) // 2, (views[1].rgb.shape[0] - H) // 2
@@ -97,10 +97,10 @@ def test_coarse_covers_more_than_scaffold(reference):
     from vd.cameras import invert_pose
     from vd.ply import read_ply
     from vd.render import render
-    from vd.stages.scene_io import load_views
+    from vd.views import read_views
 
     img, out, _, _, _ = reference
-    views = [v for v in load_views(out) if v.kind == "view"]
+    views = [v for v in read_views(out) if v.kind == "view"]
     assert views
     g_c, _ = read_ply(out / "coarse.ply")
     g_s, _ = read_ply(out / "scaffold.ply")

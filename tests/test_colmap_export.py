@@ -72,9 +72,10 @@ def scene():
     P = look_at((0.3, -0.1, 0.1), (0.0, 0.0, 2.0))
     from _export_scene import plane_depth
 
-    from vd.export.colmap import ViewData
+    from vd.views import View
 
-    views[3] = ViewData("003", views[0].rgb, plane_depth(K, P), K.copy(), P, views[0].mask, "view")
+    views[3] = View("003", "view", views[0].rgb, plane_depth(K, P), K.copy(), P, supervise=views[0].supervise,
+                    spawn=views[0].spawn, hole=views[0].hole)
     return g, views
 
 
@@ -170,7 +171,7 @@ def test_priors_masks_and_meta(dataset, scene):
         assert d.dtype == np.float32 and d.shape == v.depth.shape and np.allclose(d, v.depth)
         assert n.dtype == np.float32 and n.shape == v.depth.shape + (3,)
         assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 255}
-        assert np.array_equal(m == 255, v.mask)
+        assert np.array_equal(m == 255, v.supervise)
         assert np.allclose(mv["world_from_camera"], v.world_from_camera)
         # normals of the plane: the plane's normal in the camera frame, facing the camera
         a, b, _ = PLANE

@@ -226,7 +226,9 @@ def test_memory_tracking(capsys):
     assert [r.stage for r in recs] == ["stage a", "stage b"]
     assert recs[0].peak_rss_bytes >= 32 * 2**20 and recs[1].peak_rss_bytes >= recs[0].peak_rss_bytes
     assert recs[0].to_json()["peak_vram_bytes"] is None or recs[0].peak_vram_bytes >= 0
-    memory.print_table("peak memory")
+    from vd.commands.tables import print_memory
+
+    print_memory(memory.records(), "peak memory")
     err = capsys.readouterr().err
     assert "stage a" in err and "peak RSS" in err and "MiB" in err
     memory.reset()

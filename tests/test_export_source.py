@@ -12,17 +12,9 @@ from _export_scene import make_views, plane_gaussians, write_vd_folder
 
 
 def _put_frames(cache, key, stage, image, views, g, meta):
-    from vd.cache import codecs
-    from vd.stages.scene_io import Frame, encode_frames, gaussians_to_arrays
+    from vd.views import encode_record
 
-    frames = [Frame(v.name, v.kind, v.rgb, v.depth, v.K.astype(np.float32), v.world_from_camera, v.mask, v.mask,
-                    np.zeros_like(v.mask), None) for v in views]
-    tensors, fmeta = encode_frames(frames, "f")
-    if g is not None:
-        tensors.update(gaussians_to_arrays(g))
-    meta = dict(meta, frames=fmeta)
-    return cache.put(key, {"data.safetensors": codecs.encode_tensors(tensors), "meta.json": codecs.encode_json(meta)},
-                     stage=stage, image=image)
+    return cache.put(key, encode_record(views, g, meta), stage=stage, image=image)
 
 
 @pytest.fixture

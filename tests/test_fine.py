@@ -20,7 +20,8 @@ def make_coarse(folder: Path, *, with_views: bool = True) -> Path:
     from vd.cameras import look_at
     from vd.lift import gaussians_from_rgbd
     from vd.render import render
-    from vd.stages.scene_io import Frame, write_outputs
+    from vd.stages.coarse_folder import write_coarse_folder
+    from vd.views import View
 
     K = np.array([[45.0, 0, W / 2], [0, 45.0, H / 2], [0, 0, 1]], dtype=np.float32)
     yy, xx = np.mgrid[0:H, 0:W]
@@ -34,7 +35,7 @@ def make_coarse(folder: Path, *, with_views: bool = True) -> Path:
     rgb[box] = [230, 180, 40]
     g = gaussians_from_rgbd(rgb, depth, K, np.eye(4, dtype=np.float32), None)
     full = np.ones((H, W), bool)
-    frames = [Frame("input", "input", rgb, depth, K, np.eye(4), full, full, np.zeros((H, W), bool), 0)]
+    frames = [View("input", "input", rgb, depth, K, np.eye(4), full, full, np.zeros((H, W), bool), 0)]
     if with_views:
         for i, x in enumerate((-0.5, 0.5)):
             pose = look_at((x, -0.1, 0.2), (0.0, 0.0, 3.0))
@@ -43,9 +44,9 @@ def make_coarse(folder: Path, *, with_views: bool = True) -> Path:
             vr = (r.rgb[0].clamp(0, 1).numpy() * 255).astype(np.uint8)
             vd_ = r.depth[0].numpy().astype(np.float32)
             hole = r.alpha[0].numpy() < 0.5
-            frames.append(Frame(f"view_{i}", "view", vr, vd_, K, pose, full, ~hole, hole, 10 + 20 * i))
+            frames.append(View(f"view_{i}", "view", vr, vd_, K, pose, hole, ~hole, hole, 10 + 20 * i))
     # a short dense trajectory (9 poses, every 3rd is a candidate) keeps the CPU test fast
-    write_outputs(folder, frames, g, g, {"stage": "coarse", "params": {"n_frames": 3, "dense_multiplier": 3}})
+    write_coarse_folder(folder, frames, g, g, {"stage": "coarse", "params": {"n_frames": 3, "dense_multiplier": 3}})
     return folder
 
 
@@ -62,7 +63,7 @@ def coarse_dir(_coarse_master, tmp_path) -> Path:
 
 
 def test_fine_frame_margins_are_multiples_of_16():
-    from vd.stages.fine import fine_frame
+    from vd.stages.fine_views import fine_frame
 
     K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
     K2, w, h = fine_frame(K, 64, 48, 16)
@@ -74,9 +75,10 @@ def test_fine_frame_margins_are_multiples_of_16():
 
 
 def test_select_views_prefers_large_holes_and_never_repeats(coarse_dir):
-    from vd.stages.fine import fine_frame, load_coarse, select_views
+    from vd.stages.coarse_folder import read_coarse_folder
+    from vd.stages.fine_views import fine_frame, select_views
 
-    scene = load_coarse(coarse_dir)
+    scene = read_coarse_folder(coarse_dir)
     K, w, h = fine_frame(scene.input_view.K, W, H, 16)
     views = select_views(scene, 3, K, w, h, backend="torch")
     assert len(views) == 3
@@ -165,7 +167,8 @@ def test_missing_and_bad_inputs(tmp_path, run_vd):
 
 def test_a_run_killed_after_a_step_resumes_at_the_next_one(coarse_dir, tmp_path):
     from vd.cache import Cache
-    from vd.stages.fine import ClassicalDenoiser, FineParams, run_fine
+    from vd.stages.denoisers import ClassicalDenoiser
+    from vd.stages.fine import FineParams, run_fine
 
     params = FineParams(views=2, steps=2, total_steps=4, gs_iters=1)
     calls = []

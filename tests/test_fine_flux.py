@@ -73,7 +73,8 @@ def test_flux_loop_end_to_end(tiny, tmp_path):
 
     from vd.cache import Cache
     from vd.ply import read_ply
-    from vd.stages.fine import FineParams, FluxDenoiser, run_fine
+    from vd.stages.denoisers import FluxDenoiser
+    from vd.stages.fine import FineParams, run_fine
 
     coarse = make_coarse(tmp_path / "coarse")
     params = FineParams(views=2, steps=2, total_steps=3, gs_iters=1, rect_weight=0.5)
@@ -113,7 +114,8 @@ def test_flux_loop_on_cuda_reports_vram(tiny, tmp_path):
 
     from vd.cache import Cache
     from vd.models.flux_fill import FluxFillInpaint
-    from vd.stages.fine import FineParams, FluxDenoiser, run_fine
+    from vd.stages.denoisers import FluxDenoiser
+    from vd.stages.fine import FineParams, run_fine
 
     coarse = make_coarse(tmp_path / "coarse")
     paths = {k: tiny[k] for k in ("transformer", "ae", "txt", "vec")}

@@ -89,7 +89,8 @@ def test_reduced_scan_matches_full_scan():
 def test_scan_ratios_refines_close_calls_to_the_exact_selection():
     from vd.cameras import candidate_intrinsics, look_at
     from vd.holes import HoleScan, scan_hole_ratios_full
-    from vd.stages.coarse import CoarseParams, scan_ratios
+    from vd.params import CoarseParams
+    from vd.stages.coarse_view import scan_ratios
     from vd.stages.select import select
 
     g, K = _plane_gaussians()

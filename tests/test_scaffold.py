@@ -61,7 +61,7 @@ def _rgb(H=48, W=64):
 def test_one_principal_point_for_input_and_ring(depth):
     rgb = _rgb()
     s = build_scaffold(rgb, depth_backend=depth, inpaint_backend=Fill(), expansion=0.3, init_iters=0)
-    inp, ring = s.frames
+    inp, ring = s.views
     px, py = canvas_padding(64, 48, 0.3)
     assert ring.rgb.shape == (48 + 2 * py, 64 + 2 * px, 3)
     assert np.allclose(ring.K[:2, 2] - inp.K[:2, 2], [px, py])
@@ -81,8 +81,8 @@ def test_one_principal_point_for_input_and_ring(depth):
 
 def test_no_outpaint_has_input_only():
     s = build_scaffold(_rgb(), depth_backend=NovelDepth(), inpaint_backend=None, outpaint=False, init_iters=0)
-    assert [f.kind for f in s.frames] == ["input"]
-    assert np.allclose(s.frames[0].K[:2, 2], [32, 24])
+    assert [f.kind for f in s.views] == ["input"]
+    assert np.allclose(s.views[0].K[:2, 2], [32, 24])
 
 
 def test_scaffold_optimisation_runs():

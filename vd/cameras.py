@@ -18,17 +18,15 @@ the original VistaDream.  Both endpoints of ``spiral`` and ``wobble`` are the id
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from vd.errors import InputError, UsageError
+from vd.params import TRAJECTORIES
 
 CONVENTION = "OpenCV camera (x right, y down, z forward); world = input camera"
-TRAJECTORIES = ("spiral", "wobble", "rot")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,20 +194,6 @@ def trajectory(kind: str, n: int, radius: float, **kw) -> np.ndarray:
 # trajectory files
 
 
-def _check_pose(m, where: str) -> np.ndarray:
-    a = np.asarray(m, dtype=np.float64)
-    if a.shape != (4, 4):
-        raise InputError(f"{where}: expected a 4x4 matrix, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise InputError(f"{where}: the matrix has non-finite values")
-    if not np.allclose(a[3], [0, 0, 0, 1], atol=1e-6):
-        raise InputError(f"{where}: the last row must be 0 0 0 1")
-    R = a[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-        raise InputError(f"{where}: the rotation part is not a proper rotation (orthonormal, det +1)")
-    return a
-
-
 def quat_to_rot(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
     q = np.array([qw, qx, qy, qz], dtype=np.float64)
     n = np.linalg.norm(q)
@@ -236,94 +220,6 @@ def rot_to_quat(R: np.ndarray) -> np.ndarray:
     x, y, z, qw = V[:, np.argmax(w)]
     q = np.array([qw, x, y, z])
     return q if q[0] >= 0 else -q
-
-
-def parse_colmap_images(text: str, where: str = "images.txt") -> list[tuple[str, np.ndarray]]:
-    """(name, world_from_camera) for each image of a COLMAP images.txt, sorted by IMAGE_ID.
-
-    COLMAP stores world->camera (qw qx qy qz tx ty tz) in the OpenCV camera convention; each
-    image line is followed by a (possibly empty) 2D-points line.
-    """
-    lines = text.splitlines()
-    entries = []
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        if not line or line.startswith("#"):
-            i += 1
-            continue
-        parts = line.split()
-        if len(parts) < 9:
-            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line (expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
-        try:
-            image_id = int(parts[0])
-            qw, qx, qy, qz, tx, ty, tz = (float(v) for v in parts[1:8])
-            R = quat_to_rot(qw, qx, qy, qz)
-        except ValueError:
-            raise InputError(f"{where}, line {i + 1}: not a valid COLMAP image line") from None
-        cfw = np.eye(4)
-        cfw[:3, :3] = R
-        cfw[:3, 3] = (tx, ty, tz)
-        name = " ".join(parts[9:]) if len(parts) > 9 else str(image_id)
-        entries.append((image_id, name, invert_pose(cfw)))
-        i += 2  # skip the POINTS2D line that follows every image line
-    entries.sort(key=lambda e: e[0])
-    return [(name, pose) for _, name, pose in entries]
-
-
-def load_trajectory(path: str | Path) -> np.ndarray:
-    """Poses [N, 4, 4] (world_from_camera, vd convention) from a trajectory file.
-
-    Accepted:
-    - JSON: a list of 4x4 world_from_camera matrices; or {"poses": [...]}; or a vd
-      cameras.json ({"views": [{"world_from_camera": ...}, ...]}). Used as given: the world
-      is the input camera, OpenCV axes.
-    - COLMAP images.txt (any file that is not JSON): world->camera quaternions and
-      translations. Poses are re-expressed relative to the first image (lowest IMAGE_ID),
-      which becomes the input camera; units are kept as they are.
-    """
-    from vd.errors import check_input_file
-
-    p = check_input_file(path, "trajectory file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"trajectory file is not text (expected JSON or COLMAP images.txt): {p}") from None
-    stripped = text.lstrip()
-    if stripped.startswith("[") or stripped.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"trajectory file {p} is not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(obj, dict):
-            if "poses" in obj:
-                obj = obj["poses"]
-            elif "views" in obj:
-                obj = [v.get("world_from_camera") if isinstance(v, dict) else None for v in obj["views"]]
-            else:
-                raise InputError(f"trajectory file {p}: expected a list of 4x4 matrices, or an object with 'poses' or 'views'")
-        if not isinstance(obj, list) or not obj:
-            raise InputError(f"trajectory file {p} holds no poses")
-        poses = [_check_pose(m, f"{p}, pose {i}") for i, m in enumerate(obj)]
-        return np.stack(poses)
-    entries = parse_colmap_images(text, str(p))
-    if not entries:
-        raise InputError(f"trajectory file {p} holds no poses (neither JSON nor COLMAP images.txt lines found)")
-    poses = np.stack([e[1] for e in entries])
-    ref = invert_pose(poses[0])
-    return ref[None] @ poses
-
-
-def write_colmap_images(path: str | Path, names: Sequence[str], poses: np.ndarray) -> None:
-    """Write world_from_camera poses as a COLMAP images.txt (one camera per image, IDs from 1)."""
-    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
-    for i, (name, pose) in enumerate(zip(names, np.asarray(poses))):
-        cfw = invert_pose(pose)
-        q = rot_to_quat(cfw[:3, :3])
-        t = cfw[:3, 3]
-        lines.append(f"{i + 1} {q[0]:.12g} {q[1]:.12g} {q[2]:.12g} {q[3]:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} {i + 1} {name}")
-        lines.append("")
-    Path(path).write_text("\n".join(lines) + "\n")
 
 
 def candidate_intrinsics(K: np.ndarray, width: int, height: int, margin: int) -> tuple[np.ndarray, int, int]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vd.errors import UsageError
+from vd.params import check_device
+
 
 def cache_dir() -> Path:
     """`$VD_CACHE_DIR`, else `$XDG_CACHE_HOME/vd`, else `~/.cache/vd`."""
@@ -35,3 +38,16 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | None, option: str = "--device") -> str:
+    """The device to run on: `device`, else `default_device()`; a UsageError (one sentence naming
+    the option, or VD_DEVICE) when it is malformed or names CUDA on a machine without it."""
+    name = device or default_device()
+    check_device(name, option if device else "VD_DEVICE")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"{option} {name} was asked for but CUDA is not available; use {option} cpu")
+    return name

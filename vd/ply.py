@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vd.errors import InputError
+from vd.fsio import atomic_write_bytes
 
 MIN_OPACITY = 1.0 / 255.0
 
@@ -121,8 +122,8 @@ def _gaussian_table(g, sh_degree: int | None):
     return table, keep, int((~finite).sum()), int((finite & ~opaque).sum()), sh_degree
 
 
-def write_ply(path, g, *, comments: dict | None = None, sh_degree: int | None = None) -> PlyReport:
-    """Write `g` as an INRIA-layout binary PLY; returns how many rows were written and dropped.
+def encode_ply(g, *, comments: dict | None = None, sh_degree: int | None = None) -> tuple[bytes, PlyReport]:
+    """The bytes of `g` as an INRIA-layout binary PLY, and how many rows were written and dropped.
 
     comments: extra ``comment key: value`` header lines (non-string values as compact JSON).
     Always present: ``vd_version``, ``up`` (default "-y": vd's world is the input camera's OpenCV
@@ -130,7 +131,6 @@ def write_ply(path, g, *, comments: dict | None = None, sh_degree: int | None = 
     input image), ``intrinsics`` (3x3 K) and ``image_size`` ([W, H]). A key given here overrides
     the default. sh_degree: write this SH degree (truncating or zero-padding), default g's own.
     """
-    path = Path(path)
     table, keep, n_nonfinite, n_transparent, deg = _gaussian_table(g, sh_degree)
     if not keep.all():
         table = table[keep]
@@ -138,17 +138,16 @@ def write_ply(path, g, *, comments: dict | None = None, sh_degree: int | None = 
     assert table.shape[1] == len(names)
     header = ["ply", "format binary_little_endian 1.0", *_comment_lines(comments),
               f"element vertex {table.shape[0]}", *[f"property float {p}" for p in names], "end_header"]
-    data = ("\n".join(header) + "\n").encode("ascii", "replace")
-    _atomic_write(path, data, np.ascontiguousarray(table))
-    return PlyReport(int(table.shape[0]), n_nonfinite, n_transparent, str(path), len(data) + table.nbytes)
+    data = ("\n".join(header) + "\n").encode("ascii", "replace") + np.ascontiguousarray(table).tobytes()
+    return data, PlyReport(int(table.shape[0]), n_nonfinite, n_transparent, "", len(data))
 
 
-def _atomic_write(path: Path, header: bytes, table: np.ndarray) -> None:
-    from vd.fsio import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(header)
-        table.tofile(f)
+def write_ply(path, g, *, comments: dict | None = None, sh_degree: int | None = None) -> PlyReport:
+    """Write `encode_ply(g, ...)` to `path` atomically; returns its report (with the path)."""
+    data, rep = encode_ply(g, comments=comments, sh_degree=sh_degree)
+    atomic_write_bytes(path, data)
+    rep.path = str(Path(path))
+    return rep
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -262,7 +261,7 @@ def _read_elements(path: Path, where: str) -> tuple[str, dict[str, np.ndarray], 
     return fmt, out, comments, elements
 
 
-def _parse_comments(comments: list[str]) -> dict[str, Any]:
+def parse_comments(comments: list[str]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for c in comments:
         m = re.match(r"^([^:\s][^:]*?)\s*:\s*(.*)$", c)
@@ -303,8 +302,8 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
         raise InputError(f"{where} has no 'vertex' element, so it holds no Gaussians")
     v = elems["vertex"]
     names = list(v.dtype.names or ())
-    if "chunk" in elems and "packed_position" in names:
-        return _read_compressed(path, fmt, comments, elems)
+    if is_compressed(elems):
+        raise _compressed_error(path)
     n = len(v)
     for req in ("x", "y", "z"):
         if req not in names:
@@ -397,7 +396,7 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
         except Exception:  # pragma: no cover - exotic list elements
             extra[name] = {}
     meta = {
-        "comments": _parse_comments(comments),
+        "comments": parse_comments(comments),
         "raw_comments": comments,
         "format": fmt,
         "count": n,
@@ -410,26 +409,14 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
     return g, meta
 
 
-def _read_compressed(path: Path, fmt: str, comments: list[str], elems: dict):
-    """A PlayCanvas compressed PLY (chunk + packed vertex elements), decoded by vd.export."""
-    try:
-        from vd.export.compressed_ply import read_compressed_ply
-    except ImportError:  # pragma: no cover - the export package is part of vd
-        raise InputError(f"{path} is a PlayCanvas compressed PLY, which this vd cannot decode") from None
-    arrays, _ = read_compressed_ply(path)
-    g = arrays.to_gaussians()
-    meta = {
-        "comments": _parse_comments(comments),
-        "raw_comments": comments,
-        "format": fmt,
-        "count": len(g),
-        "sh_degree": g.sh_degree,
-        "properties": list(elems["vertex"].dtype.names or ()),
-        "ignored_properties": [],
-        "extra": {},
-        "kind": "compressed",
-    }
-    return g, meta
+def is_compressed(elems: dict) -> bool:
+    """Whether parsed PLY elements are PlayCanvas's compressed layout (chunk + packed vertices)."""
+    return "chunk" in elems and "packed_position" in (elems["vertex"].dtype.names or ())
+
+
+def _compressed_error(path) -> InputError:
+    return InputError(f"{path} is a PlayCanvas compressed PLY; vd.export.read_gaussians reads it "
+                      f"(or convert it: vd export {path} --format ply -o OUT.ply)")
 
 
 def gaussian_columns(g) -> dict[str, np.ndarray]:
@@ -439,22 +426,19 @@ def gaussian_columns(g) -> dict[str, np.ndarray]:
 
 
 def read_ply_columns(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Raw vertex columns of any PLY (for `vd inspect`): ({name: array}, {format, comments, ...})."""
+    """Raw vertex columns of a PLY (for `vd inspect`): ({name: array}, {format, comments, ...})."""
     path = Path(path)
     where = str(path)
     fmt, elems, comments, specs = _read_elements(path, where)
     if "vertex" not in elems:
         raise InputError(f"{where} has no 'vertex' element, so it holds no Gaussians")
     v = elems["vertex"]
-    if "chunk" in elems and "packed_position" in (v.dtype.names or ()):
-        g, _ = _read_compressed(path, fmt, comments, elems)
-        cols = gaussian_columns(g)
-        fmt = f"{fmt} (PlayCanvas compressed, decoded)"
-    else:
-        cols = {name: np.asarray(v[name]) for name in (v.dtype.names or ())}
+    if is_compressed(elems):
+        raise _compressed_error(path)
+    cols = {name: np.asarray(v[name]) for name in (v.dtype.names or ())}
     meta = {
         "format": fmt,
-        "comments": _parse_comments(comments),
+        "comments": parse_comments(comments),
         "raw_comments": comments,
         "elements": {e.name: e.count for e in specs},
         "count": len(v),
@@ -463,4 +447,5 @@ def read_ply_columns(path) -> tuple[dict[str, np.ndarray], dict]:
     return cols, meta
 
 
-__all__ = ["MIN_OPACITY", "PlyReport", "gaussian_columns", "inria_property_names", "read_ply", "read_ply_columns", "write_ply"]
+__all__ = ["MIN_OPACITY", "PlyReport", "encode_ply", "gaussian_columns", "inria_property_names", "is_compressed", "parse_comments", "read_ply",
+           "read_ply_columns", "write_ply"]

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from vd.errors import InputError, UsageError
+from vd.export.colmap import load_dataset
+from vd.export.read import gaussian_file_kind, read_gaussians
+from vd.ply import read_ply
+from vd.views import decode_record, read_views
 
 FOLDER_STAGES = {"fine": "fine.ply", "coarse": "coarse.ply", "scaffold": "scaffold.ply", "refine": "gaussians_refined.ply"}
 IMAGE_STAGES = ("fine", "coarse", "scaffold")
@@ -50,58 +54,27 @@ class Source:
 
 
 def _gaussian_file(path: Path):
-    """(loader, kind, comments) for a Gaussian file."""
-    from vd.export.compressed_ply import is_compressed_ply
-
-    suffix = path.suffix.lower()
-    if suffix == ".splat":
-        def load():
-            from vd.export.splat import read_splat
-
-            return read_splat(path).to_gaussians()
-
-        return load, "splat", {}
-    if suffix == ".ply" and is_compressed_ply(path):
-        def load():
-            from vd.export.compressed_ply import read_compressed_ply
-
-            return read_compressed_ply(path)[0].to_gaussians()
-
-        return load, "compressed-ply", {}
-
-    cache: dict = {}
+    """(loader, kind, memo) for a Gaussian file; the memo holds the Gaussians and metadata once loaded."""
+    memo: dict = {}
 
     def load():
-        from vd.ply import read_ply
+        if "g" not in memo:
+            memo["g"], memo["meta"] = read_gaussians(path)
+        return memo["g"]
 
-        if "g" not in cache:
-            g, meta = read_ply(path)
-            cache["g"], cache["meta"] = g, meta
-        return cache["g"]
-
-    return load, "ply", cache
+    return load, gaussian_file_kind(path), memo
 
 
 def _coarse_views(folder: Path):
-    def load():
-        from vd.export.colmap import ViewData
-        from vd.stages.scene_io import load_views
-
-        out = []
-        for v in load_views(folder):
-            extra = {"dense_index": v.dense_index} if v.dense_index is not None else {}
-            out.append(ViewData(v.name, v.rgb, v.depth, v.K, v.world_from_camera, v.mask, v.kind, extra))
-        return out
-
-    return load
+    return lambda: read_views(folder)
 
 
 def _dataset_views(dataset: Path):
     def load():
-        from vd.export.colmap import ViewData, load_dataset
-
         views, _ = load_dataset(dataset)
-        return [ViewData(Path(v.name).stem, v.rgb, v.depth, v.K, v.world_from_camera, v.mask) for v in views]
+        for v in views:
+            v.name = Path(v.name).stem
+        return views
 
     return load
 
@@ -193,24 +166,6 @@ def _image_source(image: Path, stage: Optional[str]) -> Source:
     raise InputError(f"vd has no {stage or 'scaffold, coarse or fine'} result cached for {image} (cached stages: {', '.join(have)})")
 
 
-def _decode_frames(rec):
-    from vd.cache import codecs
-    from vd.stages.scene_io import decode_frames, gaussians_from_arrays
-
-    meta = codecs.decode_json(rec.read("meta.json"))
-    tensors = codecs.decode_tensors(rec.read("data.safetensors"))
-    frames = decode_frames(tensors, meta.get("frames", []), "f")
-    g = gaussians_from_arrays(tensors, device="cpu") if "g.means" in tensors else None
-    return frames, g, meta
-
-
-def _frames_to_views(frames):
-    from vd.export.colmap import ViewData
-
-    return [ViewData(f.name, f.rgb, f.depth, f.K, f.world_from_camera, f.spawn, f.kind,
-                     {"dense_index": f.dense_index} if f.dense_index is not None else {}) for f in frames]
-
-
 def _from_records(image: Path, recs, st: str) -> Optional[Source]:
     prov = {"source": str(image.resolve()), "source_kind": "image", "stage": st}
     if st == "fine":
@@ -221,14 +176,7 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
         prov["cache_key"] = rec.key
 
         def load():
-            import tempfile
-
-            from vd.ply import read_ply
-
-            with tempfile.TemporaryDirectory() as td:
-                f = Path(td) / "fine.ply"
-                f.write_bytes(rec.read("fine.ply"))
-                return read_ply(f)[0]
+            return read_ply(rec.path("fine.ply"))[0]
 
         return Source(image, "image", "fine", "the cached fine stage", load, None, prov)
     scaffolds = [r for r in recs if r.stage == "scaffold" and "data.safetensors" in r]
@@ -265,7 +213,7 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
 
             frames, parts = [], []
             for r in chain:
-                f, g, _ = _decode_frames(r)
+                f, g, _ = decode_record(r)
                 frames += f
                 if g is not None and len(g):
                     parts.append(g)
@@ -274,7 +222,7 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
         return state
 
     return Source(image, "image", st, f"the cached {st} stage ({len(chain) - 1} added view(s))",
-                  lambda: materialise()["g"], lambda: _frames_to_views(materialise()["frames"]), prov)
+                  lambda: materialise()["g"], lambda: materialise()["frames"], prov)
 
 
 __all__ = ["Source", "resolve_source", "STAGES", "FOLDER_STAGES"]

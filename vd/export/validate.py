@@ -13,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vd.colmap import pose_from_colmap, read_cameras_bin, read_cameras_txt, read_images_bin, read_images_txt
+from vd.errors import InputError
+
+SPARSE = Path("sparse") / "0"  # where the dataset keeps its COLMAP model
+
 
 def _load_png(p: Path, problems: list[str], what: str):
     from PIL import Image, UnidentifiedImageError
@@ -43,9 +48,6 @@ def _load_prior(p: Path, problems: list[str], kind: str, view: str):
 
 
 def validate_dataset(path) -> list[str]:
-    from vd.export.colmap import SPARSE, pose_from_colmap, read_cameras_txt, read_images_txt
-    from vd.errors import InputError
-
     root = Path(path)
     problems: list[str] = []
     if not root.exists():
@@ -110,7 +112,6 @@ def validate_dataset(path) -> list[str]:
                 break
 
     # --- binary model (optional): must agree with the text model
-    from vd.export.colmap import read_cameras_bin, read_images_bin
 
     if (sp / "cameras.bin").is_file() and cams is not None:
         try:
@@ -232,9 +233,20 @@ def validate_dataset(path) -> list[str]:
     return problems
 
 
-def summary_sentence(path, problems: list[str]) -> str:
-    n = len(problems)
-    return f"{path} is not a valid refine dataset: {n} problem{'s' if n != 1 else ''} (listed above)"
+class DatasetInvalid(InputError):
+    """A refine dataset failed validation; `problems` lists every problem found."""
+
+    def __init__(self, path, problems: list[str]):
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) != 2 else ''})" if len(problems) > 1 else ""
+        super().__init__(f"{path} is not a valid refine dataset: {problems[0]}{more}")
+        self.path, self.problems = path, problems
 
 
-__all__ = ["validate_dataset", "summary_sentence"]
+def check_dataset(path) -> None:
+    """Raise DatasetInvalid (every problem attached) unless `path` is a valid refine dataset."""
+    problems = validate_dataset(path)
+    if problems:
+        raise DatasetInvalid(path, problems)
+
+
+__all__ = ["validate_dataset", "check_dataset", "DatasetInvalid", "SPARSE"]

@@ -53,7 +53,8 @@ def colorize_depth(depths: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def trajectory_poses(traj: str, frames: int, *, radius: float, width: int, height: int) -> np.ndarray:
     """world_from_camera poses [N,4,4]: a named trajectory (spiral, wobble, rot) or a file."""
-    from vd.cameras import TRAJECTORIES, load_trajectory, trajectory
+    from vd.cameras import TRAJECTORIES, trajectory
+    from vd.trajectory_file import load_trajectory
 
     if traj in TRAJECTORIES:
         return trajectory(traj, frames, radius, width=width, height=height) if traj != "rot" else trajectory(traj, frames, radius)

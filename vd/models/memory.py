@@ -3,7 +3,6 @@
     from vd.models import memory
     with memory.track("depth"):          # resets the CUDA peak counter, records peaks on exit
         ...
-    memory.print_table()                 # rich table on stderr (after every GPU command)
     memory.records() -> list[StageMemory]; memory.reset()
 
 RSS is the process high-water mark (ru_maxrss), so it never decreases from one stage to the
@@ -95,29 +94,4 @@ def release_torch_memory() -> None:
         cuda.empty_cache()
 
 
-def _fmt(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def print_table(title: str = "memory") -> None:
-    """Peak VRAM and RSS per recorded stage, as a rich table on stderr (nothing when empty)."""
-    from rich.table import Table
-
-    from vd import console
-
-    if not _records or console.is_quiet():
-        return
-    t = Table(title=title, title_justify="left", show_edge=False)
-    t.add_column("stage")
-    t.add_column("device")
-    t.add_column("time", justify="right")
-    t.add_column("peak VRAM", justify="right")
-    t.add_column("peak RSS", justify="right")
-    for r in _records:
-        t.add_row(r.stage, r.device, f"{r.seconds:.1f} s", _fmt(r.peak_vram_bytes), _fmt(r.peak_rss_bytes))
-    console.err.print(t)
-
-
-__all__ = ["StageMemory", "track", "records", "reset", "print_table", "peak_rss_bytes", "peak_vram_bytes", "release_torch_memory"]
+__all__ = ["StageMemory", "track", "records", "reset", "peak_rss_bytes", "peak_vram_bytes", "release_torch_memory"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-BACKENDS = ("auto", "gsplat", "torch")
+from vd.params import RENDER_BACKENDS as BACKENDS
 
 
 @dataclass

@@ -233,29 +233,4 @@ def depth_one(
     return {"json": info, "paths": [str(p) for p in files.values()]}
 
 
-def summary_table(rows: list[dict]) -> None:
-    from rich.table import Table
-
-    from vd import console
-
-    if console.is_quiet():
-        return
-    t = Table(title="vd depth", title_justify="left", show_edge=False, pad_edge=False)
-    for c in ("image", "backend", "size", "focal", "FOV x", "depth", "valid", "cache"):
-        t.add_column(c, justify="right" if c in ("focal", "FOV x", "valid") else "left", no_wrap=True)
-    for row in rows:
-        j = row["json"]
-        t.add_row(
-            Path(j["image"]).name,
-            j["backend"],
-            f"{j['width']}x{j['height']}",
-            f"{j['focal']:.1f}",
-            f"{j['fov_x_deg']:.1f}°",
-            f"{j['depth_min']:.3g}-{j['depth_max']:.3g}",
-            f"{100 * j['valid_fraction']:.1f}%",
-            "hit" if j["cached"] else "new",
-        )
-    console.err.print(t)
-
-
-__all__ = ["run_depth", "depth_one", "write_outputs", "colorize_depth", "intrinsics_json", "summary_table", "DepthStageOutput", "depth_key", "encode_result", "decode_result", "DEPTH_STAGE_VERSION"]
+__all__ = ["run_depth", "depth_one", "write_outputs", "colorize_depth", "intrinsics_json", "DepthStageOutput", "depth_key", "encode_result", "decode_result", "DEPTH_STAGE_VERSION"]

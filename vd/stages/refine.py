@@ -243,7 +243,7 @@ class _Views:
                 "depth": torch.from_numpy(v.depth.astype(np.float32)).to(device),
                 "normal": n,
                 "normal_ok": (n.norm(dim=-1) > 0.5),
-                "mask": torch.from_numpy(v.mask.astype(bool)).to(device),
+                "mask": torch.from_numpy(v.supervise.astype(bool)).to(device),
                 "K": torch.from_numpy(v.K.astype(np.float32)).to(device),
                 "viewmat": torch.from_numpy(cfw.astype(np.float32)).to(device),
                 "W": int(v.rgb.shape[1]), "H": int(v.rgb.shape[0]),
@@ -371,7 +371,7 @@ def run_refine(views_data, g0, p: dict, *, device: str, progress=None) -> tuple[
     views = _Views(views_data, device)
     backend = resolve_backend(p["backend"], device)
     g = g0.to(device).clone()
-    depths = np.concatenate([v.depth[v.mask & (v.depth > 0)] for v in views_data]) if views_data else np.ones(1)
+    depths = np.concatenate([v.depth[v.supervise & (v.depth > 0)] for v in views_data]) if views_data else np.ones(1)
     extent = float(np.median(depths)) if depths.size else 1.0
     before = evaluate(g, views, p, backend)
     n0 = len(g)
@@ -436,8 +436,9 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
     from vd.fsio import atomic_write_bytes
     from vd.export.colmap import load_dataset
     from vd.errors import check_input_file
-    from vd.paths import default_device
-    from vd.ply import read_ply, write_ply
+    from vd.paths import resolve_device
+    from vd.export.read import read_gaussians
+    from vd.ply import encode_ply
 
     dataset = Path(dataset)
     init = check_input_file(init, "initial PLY (--init)")
@@ -447,9 +448,9 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
     cfg = load_config(config) if config is not None else {}
     p = resolve_params(cfg, iters=iters, depth_weight=depth_weight, normal_weight=normal_weight,
                        densify=densify, seed=seed)
-    device = device or default_device()
+    device = resolve_device(device)
     views, dmeta = load_dataset(dataset)  # strict validation first
-    g0, pmeta = read_ply(init)
+    g0, pmeta = read_gaussians(init)
     if len(g0) == 0:
         raise InputError(f"{init} holds no Gaussians")
     from vd.render import resolve_backend
@@ -460,8 +461,6 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
                     inputs=inputs, models={}, backend=backend, dtype="float32", seed=p["seed"])
 
     def compute():
-        import tempfile
-
         g, info = run_refine(views, g0, p, device=device, progress=progress)
         meta = {
             "stage": "refine", "version": VERSION, "vd_version": __version__, "key": key,
@@ -475,11 +474,8 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
                             "normal": "1 - |n_render . n_prior|", "thinness_thickness": "none (explicit non-goal)"},
             **info,
         }
-        with tempfile.TemporaryDirectory() as td:
-            tmp = Path(td) / "g.ply"
-            write_ply(tmp, g, comments={"stage": "refine", "refine_key": key,
-                                        **{k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}})
-            ply_bytes = tmp.read_bytes()
+        ply_bytes, _ = encode_ply(g, comments={"stage": "refine", "refine_key": key,
+                                               **{k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}})
         meta = _clean(meta)
         return {"gaussians_refined.ply": ply_bytes, "refine_meta.json": json.dumps(meta, indent=2, default=_json_default).encode()}
 

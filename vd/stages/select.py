@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-FALLBACKS = ("none", "closest")
+from vd.params import FALLBACKS
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from vd.export.read import read_gaussians
+from vd.views import find_input, read_views
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 PLYS = (("scaffold.ply", "scaffold"), ("coarse.ply", "coarse"), ("fine/fine.ply", "fine"), ("fine.ply", "fine"),
         ("gaussians_refined.ply", "final"))
@@ -62,9 +65,7 @@ def log_source(viewer, kind: str, path: Path) -> dict:
 
     summary: dict = {"source": str(path), "kind": kind, "cameras": 0, "gaussians": {}}
     if kind == "ply":
-        from vd.ply import read_ply
-
-        g, _meta = read_ply(path)
+        g, _meta = read_gaussians(path)
         viewer.log_gaussians("final", g)
         viewer.set_tab("final")
         summary["gaussians"]["final"] = len(g)
@@ -88,21 +89,17 @@ def log_source(viewer, kind: str, path: Path) -> dict:
         summary["cameras"] = 1
         return summary
 
-    from vd.ply import read_ply
-
     last_tab = "scaffold"
     camera = None
     if (path / "cameras.json").is_file():
-        from vd.stages.scene_io import load_views
-
-        views = load_views(path)
-        first = next((v for v in views if v.kind == "input"), views[0] if views else None)
-        if first is not None:
-            camera = (first.K, first.rgb.shape[1], first.rgb.shape[0])
+        views = read_views(path)
+        if views:
+            first = find_input(views)
+            camera = (first.K, first.width, first.height)
         for v in views:
             tab = "coarse" if v.kind == "view" else "scaffold"
             viewer.log_frame(v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb, depth=v.depth,
-                             masks={"spawn": v.mask, "hole": v.hole_mask}, tab=tab)
+                             masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole}, tab=tab)
             summary["cameras"] += 1
     else:
         summary["cameras"] += log_depth_output(viewer, path)  # a `vd depth` folder
@@ -111,7 +108,7 @@ def log_source(viewer, kind: str, path: Path) -> dict:
         f = path / name
         if tab in seen or not f.is_file():
             continue
-        g, _ = read_ply(f)
+        g, _ = read_gaussians(f)
         viewer.log_gaussians(tab, g)
         summary["gaussians"][tab] = len(g)
         seen.add(tab)
@@ -204,9 +201,7 @@ def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: i
 
 def log_ply(viewer, path, tab: str = "final") -> int:
     """Log the Gaussians of a PLY into `tab` (world/<tab>/gaussians); returns their number."""
-    from vd.ply import read_ply
-
-    g, _ = read_ply(path)
+    g, _ = read_gaussians(path)
     viewer.log_gaussians(tab, g)
     viewer.set_tab(tab)
     return len(g)

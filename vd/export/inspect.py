@@ -1,6 +1,6 @@
 """Statistics of Gaussian PLY files for `vd inspect` (in the spirit of `splat-transform --stats`).
 
-`ply_stats(path)` returns a JSON-ready dict; `render_table(stats)` builds rich renderables.
+`ply_stats(path)` returns a JSON-ready dict (`vd inspect` prints it as a table).
 Only numpy and the PLY reader are used (no torch), so inspecting a file is quick.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vd.errors import check_input_file
+from vd.export.read import read_columns
 
 OPACITY_BINS = 10
 
@@ -54,10 +55,8 @@ def _pcts(x: np.ndarray) -> dict:
 
 def ply_stats(path) -> dict:
     """Statistics of one PLY file (raises InputError for a missing or malformed file)."""
-    from vd.ply import read_ply_columns
-
     p = check_input_file(path, "PLY file")
-    cols, meta = read_ply_columns(p)
+    cols, meta = read_columns(p)
     n = int(meta["count"])
     names = list(cols)
     rest = [c for c in names if c.startswith("f_rest_")]
@@ -140,74 +139,5 @@ def ply_stats(path) -> dict:
     }
 
 
-def _fmt(x, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, int):
-        return f"{x:,}"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e5 or abs(x) < 1e-3:
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
-
-
-def render_table(st: dict):
-    """rich renderables (a summary grid and a per-column table) for one file's statistics."""
-    from rich.console import Group
-    from rich.table import Table
-
-    summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("file", st["file"])
-    summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
-    summary.add_row("memory", f"{_bytes(st['memory_bytes'])} in memory, {_bytes(st['file_bytes'])} on disk")
-    if st["bounds"]:
-        b = st["bounds"]
-        summary.add_row("bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"]))
-    nf = st["nan"] + st["inf"]
-    summary.add_row("non-finite", f"[red]{st['nan']} NaN, {st['inf']} Inf[/]" if nf else "none")
-    if st["scale"]:
-        summary.add_row("median exp(scale)", ", ".join(_fmt(v) for v in st["scale"]["median_exp"]))
-    if st["anisotropy"]:
-        for k, v in st["anisotropy"].items():
-            summary.add_row(f"anisotropy {k}", f"p10 {_fmt(v['p10'])}  median {_fmt(v['median'])}  p90 {_fmt(v['p90'])}")
-    if st["rotation"]:
-        r = st["rotation"]
-        frac = r["fraction_within_5deg"]
-        summary.add_row("rotations ≤5° from identity", f"{r['within_5deg_of_identity']:,} ({_fmt(frac * 100 if frac is not None else None, 3)}%)")
-    if st["opacity"]:
-        o = st["opacity"]
-        peak = max(o["histogram"]) or 1
-        bars = "▁▂▃▄▅▆▇█"
-        spark = "".join(bars[min(len(bars) - 1, int(h / peak * (len(bars) - 1) + 0.5))] if h else " " for h in o["histogram"])
-        summary.add_row("opacity histogram", f"0 [cyan]{spark}[/] 1  (median {_fmt(o['median'])}, {o['below_1_255']:,} below 1/255)")
-        summary.add_row("", " ".join(f"{h:,}" for h in o["histogram"]))
-    for k, v in (st["comments"] or {}).items():
-        summary.add_row(f"comment {k}", str(v))
-
-    cols = Table(show_edge=False, header_style="bold")
-    for h in ("column", "min", "median", "mean", "max", "std", "NaN", "Inf"):
-        cols.add_column(h, justify="left" if h == "column" else "right")
-    for name, c in st["columns"].items():
-        bad = c["nan"] or c["inf"]
-        cols.add_row(
-            f"[red]{name}[/]" if bad else name,
-            _fmt(c["min"]), _fmt(c["median"]), _fmt(c["mean"]), _fmt(c["max"]), _fmt(c["std"]),
-            f"[red]{c['nan']}[/]" if c["nan"] else "0",
-            f"[red]{c['inf']}[/]" if c["inf"] else "0",
-        )
-    return Group(summary, cols)
-
-
-__all__ = ["ply_stats", "render_table"]
+__all__ = ["ply_stats"]
 del Path

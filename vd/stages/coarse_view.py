@@ -1,0 +1,274 @@
+"""The coarse stage's added views: candidates, hole scan, selection, and one new view at a time.
+
+`vd.stages.coarse` runs the loop; this module holds its steps. Loop (up to n_frames − 2 added views), over one dense candidate trajectory of
+n_frames · dense_multiplier poses (or the poses of --trajectory FILE), rendered at the input
+size + margin with the input focal and a centred principal point:
+
+1. hole ratio of every candidate (`vd.holes.HoleScan`: alpha only, reduced resolution, updated
+   with each view's new Gaussians; the close calls re-measured exactly at full size);
+2. `vd.stages.select.select` (band, adjacency, fallback); nothing selected → diagnostics and stop;
+3. render the chosen pose at full size; hole mask; inpaint the holes;
+4. depth of the new view: the depth model on the inpainted image when it estimates novel views
+   (MoGe), else the completion rule of `vd.align.complete_depth` (the `file` backend); aligned to
+   the rendered depth (`vd.align.align_depth`);
+5. spawn mask = hole ∧ ¬depth edges ∧ valid; new Gaussians from it;
+6. optimise the new Gaussians only (all earlier ones frozen) against all views, each over its
+   supervised pixels (the input: all of them; the ring and added views: their generated pixels).
+
+Memoisation: the scaffold and every added view are separate cache entries; view k's key is
+`step_key(key of view k−1, "view", k, ...)`, and a view entry stores only that view and its
+(trained) Gaussians, which never change afterwards. A run killed after view k therefore resumes
+at view k+1 with identical results, and a second identical run is all cache hits. Every random
+choice is seeded from the entry's key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from vd import cameras, console
+from vd.cache import content_hash, stage_key
+from vd.params import CoarseParams
+from vd.trajectory_file import load_trajectory
+from vd.stages.select import candidates_to_refine, diagnose, select
+from vd.views import View, encode_record
+
+SCAFFOLD_VERSION = 1
+VIEW_VERSION = 2  # 2: incremental hole scan (HoleScan), exact close calls by splatting
+
+EXACT_BATCH = 8  # close calls measured exactly per round of scan_ratios
+GPU_ITERS = (100, 500)  # upstream init / per-view iterations
+CPU_ITERS = (30, 60)  # documented CPU defaults (see bench/coarse.md); printed when used
+
+def resolved_iters(p: CoarseParams, device: str) -> tuple[int, int, bool]:
+    """(init, view, auto_cpu): upstream counts on CUDA, the documented CPU defaults otherwise."""
+    cuda = str(device).startswith("cuda")
+    base = GPU_ITERS if cuda else CPU_ITERS
+    init = base[0] if p.init_iters is None else int(p.init_iters)
+    view = base[1] if p.view_iters is None else int(p.view_iters)
+    return init, view, not cuda and (p.init_iters is None or p.view_iters is None)
+
+
+@dataclass
+class ViewStat:
+    view: int
+    dense_index: int
+    hole_ratio: float
+    hole_pixels: int
+    spawn_pixels: int
+    added_gaussians: int
+    final_loss: float
+    fallback: bool
+    cached: bool
+    seconds: float = 0.0
+    scan_ratio: float = float("nan")  # the ratio the selection saw (reduced-resolution scan)
+
+
+@dataclass
+class CoarseResult:
+    views: list[View]
+    scaffold: object  # Gaussians
+    gaussians: object  # Gaussians (scaffold + every added view)
+    summary: dict
+    paths: list[Path] = field(default_factory=list)
+
+
+def seed_from_key(key: str) -> int:
+    return int(key[:8], 16) & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates
+
+
+def candidate_camera(input_view: View, margin: int):
+    return cameras.candidate_intrinsics(input_view.K, input_view.width, input_view.height, margin)
+
+
+def dense_poses(input_view: View, p: CoarseParams) -> tuple[np.ndarray, float]:
+    """The candidate poses [N, 4, 4] and the scene radius (over the input's spawned pixels)."""
+    valid = input_view.spawn if input_view.spawn.sum() >= 3 else input_view.depth > 0
+    radius = cameras.scene_radius(input_view.depth, input_view.K, valid, p.radius_percentiles)
+    if p.trajectory_file:
+        return load_trajectory(p.trajectory_file), radius
+    n = p.n_frames * p.dense_multiplier
+    poses = cameras.trajectory(p.traj, n, radius, forward_ratio=p.forward_ratio, backward_ratio=p.backward_ratio,
+                               width=input_view.width, height=input_view.height)
+    return poses, radius
+
+
+def scan_ratios(scan, selected: list, p: CoarseParams):
+    """Hole ratios for selection from a `vd.holes.HoleScan` of the current scene, coarse to fine:
+    every candidate from the reduced-resolution maps (error <= refine_tolerance), then the
+    candidates too close to call (`candidates_to_refine`) exactly at full size, EXACT_BATCH at a
+    time from the highest upper bound down (about half as many as all at once on the room).
+
+    The selection on the merged ratios is the one an exact full-size scan gives whenever the
+    error bound holds (measured in bench/coarse.md). Returns (ratios, n_exact, seconds), n_exact
+    counting the candidates measured exactly, now or at an earlier view (their full-size maps
+    are kept and updated)."""
+    t0 = time.perf_counter()
+    ratios = scan.fast_ratios()
+    tol = np.full(len(ratios), float(p.refine_tolerance) if not scan.exact_only else 0.0)
+    known = scan.exact_indices
+    if known and not scan.exact_only:
+        ratios[known] = scan.exact_ratios(known)
+        tol[known] = 0.0
+    kw = dict(min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
+    while tol.any():
+        idx = candidates_to_refine(ratios, selected, tolerance=tol, **kw)
+        if len(idx) == 0:
+            break
+        # the strongest contenders first: their exact ratios often settle the rest
+        idx = idx[np.argsort(-(ratios[idx] + tol[idx]), kind="stable")][:EXACT_BATCH]
+        ratios[idx] = scan.exact_ratios(idx)
+        tol[idx] = 0.0
+    return ratios, int((tol == 0).sum()) if not scan.exact_only else len(ratios), time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# one added view
+
+
+@dataclass
+class LoopContext:
+    """What every added view needs: the candidates, the backends and the run's settings."""
+
+    poses: np.ndarray
+    p: CoarseParams
+    depth_backend: object
+    inpaint_backend: object
+    render_backend: str
+    device: str
+    view_iters: int
+
+
+def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopContext, *, scan, seed: int):
+    """One iteration of the loop: pick a pose, make its view, train its Gaussians. Returns the
+    cache artifacts (the view, its Gaussians, the selection meta) and the record meta."""
+    p = ctx.p
+    t0 = time.perf_counter()
+    ratios, n_exact, scan_s = scan_ratios(scan, selected, p)
+    band = dict(min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
+    sel = select(ratios, selected, **band)
+    base_meta = {"view": k, "ratios": [round(float(r), 6) for r in ratios], "scan_seconds": scan_s, "exact": n_exact}
+    if sel is None:
+        meta = dict(base_meta, stopped=True, diagnostics=diagnose(ratios, selected, **band).to_dict())
+        return encode_record([], None, meta), {"stopped": True}
+    view = make_view(g_all, views[0], ctx.poses[sel.index], int(sel.index), k, ctx, seed)
+    new_g, loss = train_new_view(g_all, views, view, ctx, seed)
+    stat = ViewStat(view=k, dense_index=int(sel.index), hole_ratio=float(view.hole.mean()), hole_pixels=int(view.hole.sum()),
+                    spawn_pixels=int(view.spawn.sum()), added_gaussians=int(len(new_g)), final_loss=loss,
+                    fallback=bool(sel.fallback), cached=False, seconds=time.perf_counter() - t0, scan_ratio=float(sel.ratio))
+    meta = dict(base_meta, stopped=False, scan_ratio=float(sel.ratio), stat=asdict(stat))
+    return encode_record([view], new_g, meta), {"stopped": False}
+
+
+def make_view(g_all, input_view: View, pose: np.ndarray, dense_index: int, k: int, ctx: LoopContext, seed: int) -> View:
+    """Render the scene at `pose`, inpaint its holes, give it depth aligned to the scene, and mark
+    what it supervises (its holes) and where it spawns Gaussians (holes with valid, edge-free depth)."""
+    import torch
+
+    from vd.align import spawn_edges
+    from vd.holes import hole_masks
+    from vd.render import render
+
+    Kc, Wc, Hc = candidate_camera(input_view, ctx.p.margin)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        dev = g_all.means.device
+        vm = torch.as_tensor(cameras.invert_pose(pose), dtype=torch.float32, device=dev)[None]
+        res = render(g_all, vm, torch.as_tensor(Kc, dtype=torch.float32, device=dev)[None], Wc, Hc, backend=ctx.render_backend)
+        alpha = res.alpha[0].float()
+        hole = hole_masks(alpha).cpu().numpy()
+        rgb_r = (res.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        depth_r = res.depth[0].float().cpu().numpy()
+        alpha_np = alpha.cpu().numpy()
+    inpainted = np.asarray(ctx.inpaint_backend.inpaint(rgb_r, hole, seed=seed), dtype=np.uint8) if hole.any() else rgb_r
+    unknown = hole | (alpha_np < 0.5) | ~np.isfinite(depth_r) | (depth_r <= 0)
+    aligned, valid = new_view_depth(inpainted, np.where(unknown, 0.0, depth_r).astype(np.float32), unknown, Kc,
+                                    ctx.depth_backend)
+    spawn = hole & ~spawn_edges(aligned, valid, times=ctx.p.edge_times) & valid
+    return View(name=f"view_{k:02d}", kind="view", rgb=inpainted, depth=aligned.astype(np.float32),
+                K=np.asarray(Kc, dtype=np.float32), world_from_camera=np.asarray(pose, dtype=np.float64),
+                supervise=hole.copy(), spawn=spawn, hole=hole, dense_index=dense_index)
+
+
+def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarray, K, depth_backend):
+    """(depth aligned to the rendered depth, valid) for a new view: the depth model's estimate
+    when it estimates novel views (MoGe), else the rendered depth completed into the unknown pixels."""
+    from vd.align import align_depth, complete_depth
+
+    H, W = unknown.shape
+    if getattr(depth_backend, "estimates_novel_views", True):
+        dr = depth_backend.estimate(rgb, K_hint=np.asarray(K, dtype=np.float32))
+        pred = np.asarray(dr.depth, dtype=np.float32)
+        valid = np.asarray(dr.valid, dtype=bool)
+        if pred.shape != unknown.shape:
+            import cv2
+
+            pred = cv2.resize(pred, (W, H), interpolation=cv2.INTER_NEAREST)
+            valid = cv2.resize(valid.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
+    else:
+        pred = complete_depth(render_known, unknown)
+        valid = np.ones_like(unknown)
+    aligned = align_depth(render_known, pred, unknown)
+    return aligned, valid & np.isfinite(aligned) & (aligned > 0)
+
+
+def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed: int):
+    """(the new view's Gaussians, final loss): lifted from its spawn mask, then optimised against
+    every view with all earlier Gaussians frozen."""
+    import torch
+
+    from vd.gaussians import Gaussians
+    from vd.lift import gaussians_from_rgbd
+    from vd.train import optimise
+
+    new_g = gaussians_from_rgbd(view.rgb, view.depth, view.K, view.world_from_camera.astype(np.float32),
+                                view.spawn).to(g_all.means.device)
+    if len(new_g) == 0 or ctx.view_iters <= 0:
+        return new_g, float("nan")
+    g2 = Gaussians.cat([g_all, new_g])
+    trainable = torch.zeros(len(g2), dtype=torch.bool, device=g2.means.device)
+    trainable[len(g_all):] = True
+    targets = [v.train_view(ctx.device) for v in views] + [view.train_view(ctx.device)]
+    rep = optimise(g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend)
+    return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)
+
+
+# ---------------------------------------------------------------------------------------------
+# cache keys
+
+
+def scaffold_key(image_hash: str, p: CoarseParams, *, depth_id: str, inpaint_id: Optional[str], render_backend: str,
+                 init_iters: int, seed: int, max_resolution: int) -> str:
+    return stage_key(stage="scaffold", version=SCAFFOLD_VERSION,
+                     params={"expansion": p.expansion, "outpaint": p.outpaint, "init_iters": init_iters,
+                             "edge_times": p.edge_times, "max_resolution": max_resolution},
+                     inputs={"image": image_hash}, models={"depth": depth_id, "inpaint": inpaint_id},
+                     backend=render_backend, dtype="float32", seed=seed)
+
+
+def loop_params(p: CoarseParams, view_iters: int, poses: np.ndarray) -> dict:
+    return {
+        "version": VIEW_VERSION, "margin": p.margin, "min_ratio": p.min_ratio, "max_ratio": p.max_ratio,
+        "adjacent_exclusion": p.adjacent_exclusion, "fallback": p.fallback, "view_iters": view_iters,
+        "scan_scale": p.scan_scale, "refine_tolerance": p.refine_tolerance, "edge_times": p.edge_times,
+        "poses": content_hash(np.ascontiguousarray(poses, dtype=np.float64)),
+    }
+
+
+def log_to_viewer(viewer, method: str, *args, **kw) -> None:
+    """Call a viewer method; a viewer problem is a warning, never a failed stage."""
+    if viewer is None:
+        return
+    try:
+        getattr(viewer, method)(*args, **kw)
+    except Exception as e:  # noqa: BLE001
+        console.warn(f"viewer: {method} failed ({e})")

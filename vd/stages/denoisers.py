@@ -1,0 +1,133 @@
+"""What the MCS loop of `vd fine` samples with: Flux Fill, or a classical stand-in without a model.
+
+A `Denoiser` encodes renders to latents, predicts a velocity at time t, decodes, and gives its
+sampling schedule. `FluxDenoiser` is FLUX.1-Fill-dev in its packed latent space;
+`ClassicalDenoiser` (`vd fine --inpaint-backend telea --allow-classical`) runs the same loop in
+pixel space with v = (x_t - x0_telea) / t, x0_telea the OpenCV Telea inpaint of the holes of the
+current scene's render.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from vd.models import flux_fill
+from vd.models.flux_fill import FluxFillInpaint
+from vd.models.telea import TeleaInpaint
+
+
+class Denoiser:
+    """What the MCS loop needs from a model; latents are [B, ...] tensors."""
+
+    name = "?"
+    identity = "?"
+    dtype = "float32"
+
+    def prepare(self, rgb, holes) -> None:
+        """Condition on the views' coarse renders (rgb [B,H,W,3] float 0..1) and holes [B,H,W]."""
+
+    def encode(self, rgb):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def decode(self, z):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def schedule(self, total_steps: int, height: int, width: int) -> list[float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def velocity(self, x, t: float, state: dict):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def release(self) -> None:
+        pass
+
+
+class ClassicalDenoiser(Denoiser):
+    """No diffusion: pixel-space "latents" ([B,3,H,W] in [-1,1]) and a velocity that points at the
+    Telea inpaint of the holes of the current scene's render, v = (x_t - x0_telea) / t."""
+
+    name = "classical-telea"
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self.telea = TeleaInpaint()
+        self.identity = f"classical:{self.telea.identity}"
+
+    def encode(self, rgb):
+        return rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
+
+    def decode(self, z):
+        return ((z.float() + 1.0) * 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+    def schedule(self, total_steps, height, width):
+        return [1.0 - i / total_steps for i in range(total_steps)] + [0.0]
+
+    def velocity(self, x, t, state):
+        import torch
+
+        rgb = state["render_rgb"]  # uint8 [B,H,W,3] numpy
+        holes = state["render_holes"]  # bool [B,H,W]
+        filled = np.stack([self.telea.inpaint(rgb[i], holes[i]) for i in range(len(rgb))])
+        x0 = self.encode(torch.from_numpy(filled.astype(np.float32) / 255.0).to(x.device))
+        return (x.float() - x0) / t
+
+
+class FluxDenoiser(Denoiser):
+    """Flux Fill through `vd.models.flux_fill` building blocks; latents are packed tokens [B, L, 64].
+
+    Conditioning: each view's coarse render with its hole mask as the region to generate, so the
+    model keeps what the coarse scene already shows and fills what it does not. The model loads
+    lazily (on the first step that is not cached) and its identity keys the cache.
+    """
+
+    name = "flux-fill"
+
+    def __init__(self, *, device="cpu", offload: str = "model", guidance: float = 30.0, auto_fetch=None,
+                 backend=None):
+        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+        self.guidance = float(guidance)
+        self.dtype = "bfloat16" if str(self.backend.device).startswith("cuda") else "float32"
+        self.identity = f"{self.backend.identity}:fine-guidance={self.guidance}"
+        self.cond = None
+        self.hw: Optional[tuple[int, int]] = None
+
+    @property
+    def ff(self):
+        return self.backend.flux
+
+    def prepare(self, rgb, holes) -> None:
+        import torch
+
+        self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
+        images = rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
+        masks = torch.as_tensor(holes)[:, None].float()
+        self.cond = self.ff.condition(images, masks)
+
+    def encode(self, rgb):
+        self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
+        return flux_fill.pack_latents(self.ff.encode(rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0))
+
+    def decode(self, z):
+        H, W = self.hw
+        f = flux_fill.VAE_FACTOR
+        x = self.ff.decode(flux_fill.unpack_latents(z.float(), H // f, W // f))
+        return ((x + 1.0) * 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+    def schedule(self, total_steps, height, width):
+        return flux_fill.schedule(total_steps, (height // 16) * (width // 16))
+
+    def velocity(self, x, t, state):
+        H, W = self.hw
+        return self.ff.velocity(x, t, self.cond, self.guidance, height=H, width=W)
+
+    def release(self) -> None:
+        self.backend.release()
+
+
+def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool]) -> Denoiser:
+    return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+
+
+__all__ = ["Denoiser", "ClassicalDenoiser", "FluxDenoiser", "make_flux_denoiser"]
