@@ -306,7 +306,7 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
 
                 via = describe_proxies(proxy)
                 if via != "direct":
-                    raise DownloadError(f"{e} (proxies: {via})") from None
+                    raise DownloadError(f"{e} (proxies: {via})", e.failures) from None
                 raise
             report.results.append(FetchResult(m, f.name, got.path, got.action, got.sha256, got.source,
                                               got.resumed_from, got.bytes))
