@@ -156,15 +156,6 @@ def test_colmap_images_txt_relative_to_first(tmp_path):
     assert np.allclose(got[0], np.eye(4), atol=1e-9)
 
 
-def test_quaternion_roundtrip():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        q = rng.normal(size=4)
-        q /= np.linalg.norm(q)
-        q = q if q[0] >= 0 else -q
-        assert np.allclose(cameras.rot_to_quat(cameras.quat_to_rot(*q)), q, atol=1e-9)
-
-
 def test_candidate_intrinsics_keep_principal_point_centred():
     K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
     K2, W, H = cameras.candidate_intrinsics(K, 64, 48, 32)

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from vd.errors import InputError, UsageError
+from vd.geometry import quat_to_rotmat, rotmat_to_quat
 
 CONVENTION = "OpenCV camera (x right, y down, z forward); world = input camera"
 TRAJECTORIES = ("spiral", "wobble", "rot")
@@ -210,34 +211,6 @@ def _check_pose(m, where: str) -> np.ndarray:
     return a
 
 
-def quat_to_rot(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
-    q = np.array([qw, qx, qy, qz], dtype=np.float64)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError("zero quaternion")
-    w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def rot_to_quat(R: np.ndarray) -> np.ndarray:
-    """wxyz unit quaternion (w >= 0) of a rotation matrix."""
-    R = np.asarray(R, dtype=np.float64)
-    K = np.array([
-        [R[0, 0] - R[1, 1] - R[2, 2], R[1, 0] + R[0, 1], R[2, 0] + R[0, 2], R[2, 1] - R[1, 2]],
-        [R[1, 0] + R[0, 1], R[1, 1] - R[0, 0] - R[2, 2], R[2, 1] + R[1, 2], R[0, 2] - R[2, 0]],
-        [R[2, 0] + R[0, 2], R[2, 1] + R[1, 2], R[2, 2] - R[0, 0] - R[1, 1], R[1, 0] - R[0, 1]],
-        [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
-    ]) / 3.0
-    w, V = np.linalg.eigh(K)
-    x, y, z, qw = V[:, np.argmax(w)]
-    q = np.array([qw, x, y, z])
-    return q if q[0] >= 0 else -q
-
-
 def parse_colmap_images(text: str, where: str = "images.txt") -> list[tuple[str, np.ndarray]]:
     """(name, world_from_camera) for each image of a COLMAP images.txt, sorted by IMAGE_ID.
 
@@ -258,7 +231,7 @@ def parse_colmap_images(text: str, where: str = "images.txt") -> list[tuple[str,
         try:
             image_id = int(parts[0])
             qw, qx, qy, qz, tx, ty, tz = (float(v) for v in parts[1:8])
-            R = quat_to_rot(qw, qx, qy, qz)
+            R = quat_to_rotmat([qw, qx, qy, qz])
         except ValueError:
             raise InputError(f"{where}, line {i + 1}: not a valid COLMAP image line") from None
         cfw = np.eye(4)
@@ -319,7 +292,7 @@ def write_colmap_images(path: str | Path, names: Sequence[str], poses: np.ndarra
     lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
     for i, (name, pose) in enumerate(zip(names, np.asarray(poses))):
         cfw = invert_pose(pose)
-        q = rot_to_quat(cfw[:3, :3])
+        q = rotmat_to_quat(cfw[:3, :3])
         t = cfw[:3, 3]
         lines.append(f"{i + 1} {q[0]:.12g} {q[1]:.12g} {q[2]:.12g} {q[3]:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} {i + 1} {name}")
         lines.append("")

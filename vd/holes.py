@@ -127,7 +127,7 @@ class AlphaSplats:
 
         import torch
 
-        from vd.gaussians import quat_to_rotmat
+        from vd.geometry import quat_to_rotmat_torch
 
         with torch.no_grad():
             means, log_scales, quats, logits = g.means, g.log_scales, g.quats, g.opacity_logits
@@ -138,7 +138,7 @@ class AlphaSplats:
                 idx = torch.randperm(n, generator=gen)[:m].sort().values.to(means.device)
                 means, quats, logits = means[idx], quats[idx], logits[idx]
                 log_scales = log_scales[idx] + 0.5 * math.log(1.0 / keep)
-            M = quat_to_rotmat(quats) * torch.exp(log_scales)[:, None, :]
+            M = quat_to_rotmat_torch(quats) * torch.exp(log_scales)[:, None, :]
             c = M @ M.transpose(1, 2)
             cov6 = torch.stack([c[:, i, j] for i, j in _PAIRS], -1)
             return cls(means.float().contiguous(), cov6.float().contiguous(), torch.sigmoid(logits).float().contiguous())

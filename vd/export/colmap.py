@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from vd.errors import InputError, UsageError
+from vd.geometry import quat_to_rotmat, rotmat_to_quat
 
 DATASET_FORMAT = "vd-colmap-dataset"
 DATASET_VERSION = 1
@@ -78,8 +79,6 @@ def _fmt(x: float) -> str:
 
 
 def quat_from_rotmat(R: np.ndarray) -> np.ndarray:
-    from vd.export.transform import rotmat_to_quat
-
     return rotmat_to_quat(R)
 
 
@@ -395,8 +394,6 @@ def read_images_txt(text: str, where: str) -> list[tuple[int, np.ndarray, np.nda
 
 
 def pose_from_colmap(q: np.ndarray, t: np.ndarray) -> np.ndarray:
-    from vd.export.transform import quat_to_rotmat
-
     R = quat_to_rotmat(q)
     P = np.eye(4)
     P[:3, :3] = R.T
