@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vd.errors import check_input_file
+from vd.units import format_size
 
 OPACITY_BINS = 10
 
@@ -152,14 +153,6 @@ def _fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
-
-
 def render_table(st: dict):
     """rich renderables (a summary grid and a per-column table) for one file's statistics."""
     from rich.console import Group
@@ -170,7 +163,7 @@ def render_table(st: dict):
     summary.add_column()
     summary.add_row("file", st["file"])
     summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
-    summary.add_row("memory", f"{_bytes(st['memory_bytes'])} in memory, {_bytes(st['file_bytes'])} on disk")
+    summary.add_row("memory", f"{format_size(st['memory_bytes'], binary=True)} in memory, {format_size(st['file_bytes'], binary=True)} on disk")
     if st["bounds"]:
         b = st["bounds"]
         summary.add_row("bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"]))

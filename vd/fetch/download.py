@@ -49,6 +49,7 @@ from vd.fetch.errors import (
     for_status,
 )
 from vd.fetch.manifest import FileSpec, Source
+from vd.units import format_size
 
 CHUNK = 1 << 20                     # 1 MiB reads and writes
 DISK_MARGIN = 64 << 20              # keep this much free beyond the file itself
@@ -146,16 +147,6 @@ def write_sidecar(path: Path, digest: str) -> None:
     os.replace(tmp, side)
 
 
-def human(n: Optional[float]) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n}"
-
-
 def ensure_writable_dir(path: Path) -> Path:
     """Create `path` if needed and make sure files can be created in it; one sentence if not."""
     try:
@@ -178,8 +169,8 @@ def check_disk(path: Path, need: int, what: str) -> None:
     free = shutil.disk_usage(path).free
     if free < need + DISK_MARGIN:
         raise NotEnoughSpace(
-            f"not enough free disk space for {what}: need {human(need)} plus a {human(DISK_MARGIN)} margin, "
-            f"but {path} has {human(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
+            f"not enough free disk space for {what}: need {format_size(need)} plus a {format_size(DISK_MARGIN)} margin, "
+            f"but {path} has {format_size(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
 
 
 @contextmanager
@@ -572,7 +563,7 @@ class FileDownload:
         1 MiB at a time); sha256 (and periodic fdatasync) run in a helper thread meanwhile.
         Bytes received before a dropped connection are already on disk, a valid prefix to resume from."""
         limit = self.spec.size
-        note = f" (resumed from {human(offset)})" if offset else ""
+        note = f" (resumed from {format_size(offset)})" if offset else ""
         self.reporter.start(f"{self.label}{note}", total if total is not None else self.spec.expected_bytes, offset)
         pos = offset
         unreported = 0

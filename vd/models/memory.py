@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator, Optional
 
+from vd.units import format_size
+
 _records: list["StageMemory"] = []
 
 
@@ -95,10 +97,8 @@ def release_torch_memory() -> None:
         cuda.empty_cache()
 
 
-def _fmt(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+def _size_or_dash(n: Optional[int]) -> str:
+    return "-" if n is None else format_size(n, binary=True)
 
 
 def print_table(title: str = "memory") -> None:
@@ -116,7 +116,7 @@ def print_table(title: str = "memory") -> None:
     t.add_column("peak VRAM", justify="right")
     t.add_column("peak RSS", justify="right")
     for r in _records:
-        t.add_row(r.stage, r.device, f"{r.seconds:.1f} s", _fmt(r.peak_vram_bytes), _fmt(r.peak_rss_bytes))
+        t.add_row(r.stage, r.device, f"{r.seconds:.1f} s", _size_or_dash(r.peak_vram_bytes), _size_or_dash(r.peak_rss_bytes))
     console.err.print(t)
 
 
