@@ -34,7 +34,8 @@ def test_loops_start_and_end_at_identity(kind):
 
 
 def test_forward_ratio_moves_into_the_scene():
-    """Upstream bug 3: forward_ratio must scale motion along +z (into the scene)."""
+    """forward_ratio must scale motion along +z, into the scene (the port swapped the roles:
+    docs/upstream.md#spiral-trajectory)."""
     R = 1.0
     a = cameras.spiral(41, R, forward_ratio=0.5, backward_ratio=0.0)
     b = cameras.spiral(41, R, forward_ratio=0.0, backward_ratio=0.5)

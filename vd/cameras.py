@@ -7,9 +7,9 @@ Convention (one for all of vd)
 - A *pose* is the 4x4 ``world_from_camera`` matrix (camera-to-world). Renderers take its
   inverse, ``camera_from_world`` (what gsplat calls ``viewmats``).
 
-Trajectories (fixing upstream bug 3, see reference §7.3 / §16.3)
------------------------------------------------------------------
-Upstream's PORT uses the spiral output directly as world->camera, so its camera *sinks* and
+Trajectories (docs/upstream.md#spiral-trajectory)
+------------------------------------------------
+VistaDream's port uses its spiral output directly as world->camera, so its camera *sinks* and
 ``forward_ratio`` scales the *backward* pull.  vd generates camera **centres** and builds each
 pose with a look-at, so the roles are as named: ``forward_ratio`` scales motion along +z (into
 the scene), ``backward_ratio`` scales the pull-back along -z, and the camera rises (-y) like
@@ -37,7 +37,7 @@ TRAJECTORIES = ("spiral", "wobble", "rot")
 
 
 def look_at(position: Sequence[float], target: Sequence[float], up_hint: Sequence[float] = (0.0, -1.0, 0.0)) -> np.ndarray:
-    """world_from_camera for a camera at `position` looking at `target` (reference §7.2).
+    """world_from_camera for a camera at `position` looking at `target` (docs/upstream.md#look-at-poses).
 
     `up_hint` is the image "up" direction in world coordinates ((0, -1, 0) for OpenCV). With
     position 0 and the target on +z the result is the identity.
@@ -92,7 +92,8 @@ def backproject(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None
 
 
 def scene_radius(depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None, percentiles: Sequence[float] = (5.0, 50.0)) -> float:
-    """Scene radius for trajectories (reference §7.1), over *valid* pixels only (upstream bug 4).
+    """Scene radius for trajectories, over *valid* pixels only (upstream counted depth-0 pixels
+    too, and measured the outpainted canvas rather than the input: docs/upstream.md#scene-radius).
 
     Back-projects the valid pixels (finite depth > 0 and `valid`), takes per axis the range
     P_hi - P_lo of the coordinates, and returns the mean of the three ranges.
@@ -130,7 +131,7 @@ def _t(n: int) -> np.ndarray:
 
 def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
            width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
-    """`n` world_from_camera poses [n, 4, 4] of the closed spiral loop (reference §7.3).
+    """`n` world_from_camera poses [n, 4, 4] of the closed spiral loop (docs/upstream.md#spiral-trajectory).
 
     Camera centre at t in [0, 1]: r = sin(2πt)·R·rot_ratio,
     x = -r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·y_damp (the camera rises),
@@ -151,7 +152,7 @@ def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio:
 
 def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
            width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
-    """The upstream "wobble" loop (reference §7.4) in vd's convention.
+    """The upstream "wobble" loop in vd's convention (docs/upstream.md#other-trajectories).
 
     Centre: r = sin(2πt)·R·rot_ratio, x = r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·0.3,
     z = -r scaled by forward_ratio when it moves into the scene and backward_ratio otherwise.
@@ -171,7 +172,8 @@ def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio:
 
 
 def rot(n: int, radius: float = 1.0, **_: object) -> np.ndarray:
-    """A 360° pan in place (reference §7.4): centre 0, looking at (sin θ, 0, cos θ), θ = 2π·i/n."""
+    """A 360° pan in place: centre 0, looking at (sin θ, 0, cos θ), θ = 2π·i/n
+    (docs/upstream.md#other-trajectories)."""
     poses = [look_at((0.0, 0.0, 0.0), (math.sin(th), 0.0, math.cos(th))) for th in 2 * math.pi * np.arange(n) / max(n, 1)]
     return _snap_identity(np.stack(poses))
 

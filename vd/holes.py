@@ -1,9 +1,9 @@
 """Hole masks of rendered views, and the hole scan of the coarse loop's candidate poses.
 
-A *hole* is a pixel the current Gaussians do not cover (reference §6.5): alpha below a
-threshold (0.5, upstream's round(alpha) == 0), cleaned by one 5×5 erosion (drops specks) and
-three 5×5 dilations (grows holes by ~4 px so inpainting overlaps the seam). As upstream (bug
-12) there is no depth test: disocclusions behind existing surfaces are not holes.
+A *hole* is a pixel the current Gaussians do not cover (docs/upstream.md#hole-masks): alpha
+below a threshold (0.5, upstream's round(alpha) == 0), cleaned by one 5×5 erosion (drops specks)
+and three 5×5 dilations (grows holes by ~4 px so inpainting overlaps the seam). As upstream,
+there is no depth test: disocclusions behind existing surfaces are not holes.
 
 The coarse loop needs the hole ratio of ~100 candidate poses per added view. Alpha alone does
 not depend on the compositing order (final alpha = 1 − Π(1 − α_i)), so the scan skips the

@@ -12,7 +12,8 @@
 - Colours go to the SH DC term (linear, so black and white pixels are finite); opacity logits are
   clamped (``safe_logit``) so an opacity of 1 is finite too.
 - Pixels outside ``mask``, with non-finite or non-positive depth, are skipped; when none are left
-  the result is empty (no "first row" fallback, upstream bug 9).
+  the result is empty (upstream kept the whole first image row instead:
+  docs/upstream.md#gaussian-initialisation).
 """
 
 from __future__ import annotations
