@@ -34,8 +34,6 @@ class FetchError(VdError):
 class SourceError(FetchError):
     """One source could not deliver the file; `str()` says what it answered."""
 
-    transient = False
-
     def gave_up(self, attempts: int) -> "SourceError":
         """Mark a transient failure as final after `attempts` tries (the message says so)."""
         self.args = (f"{self} (gave up after {attempts} attempts)",)
@@ -47,8 +45,6 @@ class TransientError(SourceError):
 
     `now`: retry at once, without backoff (the request itself was wrong, not the server busy);
     `delay`: the wait the server asked for (Retry-After), in seconds."""
-
-    transient = True
 
     def __init__(self, message: str, *, now: bool = False, delay: Optional[float] = None):
         super().__init__(message)
