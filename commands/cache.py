@@ -85,7 +85,7 @@ def ls(
 ) -> None:
     """List cached stage results: key prefix, stage, image, size, age and last use."""
     from vd import console
-    from vd.cache.units import format_age, format_size
+    from vd.units import format_age, format_size
 
     cache = _open_existing()
     records = cache.find(image=image, stage=stage) if cache else []
@@ -111,7 +111,7 @@ def du(json_: bool = JSON_OPT) -> None:
     """Disk usage of the cache (per stage) and of the model weights beside it."""
     from vd import console
     from vd.cache.store import _tree_size_and_mtime
-    from vd.cache.units import format_size
+    from vd.units import format_size
     from vd.paths import models_dir
 
     cache = _open_existing()
@@ -156,7 +156,7 @@ def prune(
 ) -> None:
     """Delete cached results within a scope; nothing is deleted without one (like `dvc gc`)."""
     from vd import console
-    from vd.cache.units import format_age, format_size, parse_duration, parse_size
+    from vd.units import format_age, format_size, parse_duration, parse_size
     from vd.errors import UsageError
 
     if not any(v is not None for v in (older_than, max_size, stage, image)) and not include_models:
@@ -209,7 +209,7 @@ def verify(
 ) -> None:
     """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
     from vd import console
-    from vd.cache.units import format_size
+    from vd.units import format_size
 
     cache = _open_existing()
     if cache is None:
@@ -246,7 +246,7 @@ def clear(
 ) -> None:
     """Delete every cached result; model weights are kept (see `prune --include-models`)."""
     from vd import console
-    from vd.cache.units import format_size
+    from vd.units import format_size
     from vd.errors import UsageError
 
     if not yes:

@@ -93,7 +93,7 @@ def _table(rows: list, models_dir) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    from vd.fetch.download import human
+    from vd.units import format_size
 
     t = Table(title=None, show_lines=False, pad_edge=False, box=None)
     for col in ("model", "file", "size", "state", "sha256", "path"):
@@ -102,16 +102,16 @@ def _table(rows: list, models_dir) -> str:
     for m in rows:
         for i, f in enumerate(m["files"]):
             if f["size"] is not None:
-                size = human(f["size"])
+                size = format_size(f["size"])
             elif f["state"] == "present":
-                size = human(f["on_disk"])
+                size = format_size(f["on_disk"])
             elif f["expected_bytes"]:
-                size = f"~{human(f['expected_bytes'])}"
+                size = f"~{format_size(f['expected_bytes'])}"
             else:
                 size = "?"
             state = f["state"]
             if state == "partial":
-                state = f"partial ({human(f['on_disk'])})"
+                state = f"partial ({format_size(f['on_disk'])})"
             if f["sha256_from"] == "published":
                 sha = f["sha256"][:12] + "…"
             elif f["sha256_from"] == "recorded":

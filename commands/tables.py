@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from vd import console
+from vd.units import format_size
 
 
-def _gib(n) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+def _size(n) -> str:
+    return "-" if n is None else format_size(n, binary=True)
 
 
 def print_memory(records, title: str = "memory") -> None:
@@ -24,8 +23,8 @@ def print_memory(records, title: str = "memory") -> None:
     for col, just in (("stage", "left"), ("device", "left"), ("time", "right"), ("peak VRAM", "right"), ("peak RSS", "right")):
         t.add_column(col, justify=just)
     for r in rows:
-        t.add_row(r["stage"], r.get("device", "cpu"), f"{r['seconds']:.1f} s", _gib(r.get("peak_vram_bytes")),
-                  _gib(r.get("peak_rss_bytes")))
+        t.add_row(r["stage"], r.get("device", "cpu"), f"{r['seconds']:.1f} s", _size(r.get("peak_vram_bytes")),
+                  _size(r.get("peak_rss_bytes")))
     console.err.print(t)
 
 
@@ -82,7 +81,7 @@ def print_fine_summary(result) -> None:
     console.err.print(t)
     vram = s.get("vram", {}).get("peak_bytes")
     console.info(f"total {s['timings']['total_s']:.1f} s, peak VRAM "
-                 + (f"{vram / 2**30:.2f} GiB" if vram else "n/a (CPU)")
+                 + (format_size(vram, binary=True) if vram else "n/a (CPU)")
                  + f", {s['gaussians']['fine']} Gaussians -> {result.ply}")
 
 
@@ -121,14 +120,6 @@ def _fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
-
-
 def inspect_renderable(st: dict):
     """rich renderables (a summary grid and a per-column table) for one file's statistics."""
     from rich.console import Group
@@ -139,7 +130,7 @@ def inspect_renderable(st: dict):
     summary.add_column()
     summary.add_row("file", st["file"])
     summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
-    summary.add_row("memory", f"{_bytes(st['memory_bytes'])} in memory, {_bytes(st['file_bytes'])} on disk")
+    summary.add_row("memory", f"{format_size(st['memory_bytes'], binary=True)} in memory, {format_size(st['file_bytes'], binary=True)} on disk")
     if st["bounds"]:
         b = st["bounds"]
         summary.add_row("bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"]))

@@ -1,4 +1,4 @@
-"""Depth alignment (reference §5.4) and the depth-completion rule."""
+"""Depth alignment (docs/upstream.md#depth-alignment) and the depth-completion rule."""
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ def test_recovers_affine_and_is_exact_on_known():
     out, info = align_depth(rendered, pred, hole, return_info=True)
     assert info.method == "lstsq"
     assert info.scale == pytest.approx(1.7, rel=1e-4) and info.shift == pytest.approx(0.5, abs=1e-3)
-    assert np.array_equal(out[~hole], rendered[~hole])  # exact on known pixels (bug 13)
+    assert np.array_equal(out[~hole], rendered[~hole])  # exact on known pixels (upstream was only close)
     assert np.abs(out[hole] - true[hole]).max() < 1e-3
 
 

@@ -81,7 +81,8 @@ def test_end_to_end_adds_views_and_writes_outputs(reference):
     assert len(views) == len(kinds)
     for vw in views:
         assert vw.rgb.dtype == np.uint8 and vw.depth.shape == vw.rgb.shape[:2] and vw.spawn.dtype == bool
-    # the ring shares the input's principal point (bug 5): K_ring = K_input shifted by the padding
+    # the ring shares the input's principal point: K_ring = K_input shifted by the padding
+    # (docs/upstream.md#symmetric-outpaint-padding)
     K0, K1 = views[0].K, views[1].K
     px, py = (views[1].rgb.shape[1] - W) // 2, (views[1].rgb.shape[0] - H) // 2
     assert K1[0, 2] - K0[0, 2] == pytest.approx(px) and K1[1, 2] - K0[1, 2] == pytest.approx(py)

@@ -199,7 +199,8 @@ def test_splat_sort_order(tmp_path):
 @pytest.mark.parametrize("up,R", [("+y", np.diag([1.0, -1, -1])), ("+z", np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]))])
 def test_up_axis_rotates_positions_orientations_and_sh(tmp_path, up, R):
     from vd.export.ply import export_ply
-    from vd.export.transform import quat_to_rotmat, sh_basis
+    from vd.export.transform import sh_basis
+    from vd.geometry import quat_to_rotmat
     from vd.ply import read_ply
 
     a = random_splats(300, deg=3, seed=5)

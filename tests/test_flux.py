@@ -122,7 +122,7 @@ def test_inpaint_backend_mask_semantics(tiny):
     assert out.dtype == np.uint8 and out.shape == rgb.shape
     assert np.array_equal(out[~mask], rgb[~mask])
     assert not np.array_equal(out[mask], rgb[mask])
-    # deterministic per seed, different across seeds (upstream bug 7: one fixed noise for every call)
+    # deterministic per seed, different across seeds (upstream used one fixed noise for every call)
     assert np.array_equal(out, b.inpaint(rgb, mask, seed=1))
     assert not np.array_equal(out, b.inpaint(rgb, mask, seed=2))
     # empty mask: returned unchanged without running the model

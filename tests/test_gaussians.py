@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vd.gaussians import C0, Gaussians, quat_to_rotmat, rotmat_to_quat, safe_logit
+from vd.gaussians import C0, Gaussians, safe_logit
 
 
 def make(n=5, deg=0, seed=0):
@@ -59,16 +59,6 @@ def test_activations_and_helpers():
     assert torch.equal(g.quats, torch.tensor([[1.0, 0, 0, 0]]).expand(3, 4))
     assert math.isfinite(float(safe_logit(0.0))) and math.isfinite(float(safe_logit(1.0)))
     assert torch.allclose(g.normalized_quats().norm(dim=-1), torch.ones(3))
-
-
-def test_quaternion_convention_wxyz():
-    # 90 degrees about z: (w, x, y, z) = (cos45, 0, 0, sin45) maps x to y
-    q = torch.tensor([[math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)]])
-    R = quat_to_rotmat(q)[0]
-    assert torch.allclose(R @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]), atol=1e-6)
-    assert torch.allclose(rotmat_to_quat(R[None]), q, atol=1e-6)
-    # unnormalised input gives the same rotation
-    assert torch.allclose(quat_to_rotmat(3 * q), quat_to_rotmat(q), atol=1e-6)
 
 
 def test_tensors_round_trip_through_safetensors_bytes():

@@ -46,7 +46,7 @@ def test_content_hash_depends_on_pixels(tmp_path):
     [
         (4032, 3024, 512, (512, 384)),
         (3024, 4032, 512, (384, 512)),
-        (400, 300, 512, (400, 288)),  # small: never upscaled (upstream bug 8 would give 832x608)
+        (400, 300, 512, (400, 288)),  # small: never upscaled (upstream's 0.5 MP floor gave 832x608)
         (100, 50, 512, (96, 48)),
         (512, 512, 512, (512, 512)),
         (1000, 1000, 500, (496, 496)),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vd.errors import UsageError
-from vd.gaussians import Gaussians, quat_to_rotmat
+from vd.gaussians import Gaussians
+from vd.geometry import quat_to_rotmat_torch
 from vd.render import render, resolve_backend
 from vd.render.torch_backend import _Composite, _pixel_basis
 
@@ -46,7 +47,7 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
     d = torch.float64
     means, q, ls = g.means.to(d), g.quats.to(d), g.log_scales.to(d)
     vm, Kc = torch.as_tensor(viewmat, dtype=d), torch.as_tensor(Kc, dtype=d)
-    R = quat_to_rotmat(q)
+    R = quat_to_rotmat_torch(q)
     S = torch.exp(ls)
     cov = (R * S[:, None]) @ (R * S[:, None]).transpose(1, 2)
     mc = means @ vm[:3, :3].T + vm[:3, 3]

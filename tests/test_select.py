@@ -1,4 +1,5 @@
-"""Coarse frame selection: the eight upstream cases (reference §13) and the diagnostics branches."""
+"""Coarse frame selection: the eight upstream cases (docs/upstream.md#coarse-frame-selection) and the
+diagnostics branches."""
 
 import numpy as np
 import pytest

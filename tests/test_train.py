@@ -87,7 +87,7 @@ def test_losses_use_only_supervised_pixels():
     assert float(masked_l1(pred, target, mask)) == 0.0
     assert abs(float(masked_ssim(pred, target, mask)) - 1.0) < 1e-5
     assert float(view_loss(pred, target, mask)) < 1e-5
-    # ...while the whole-frame SSIM (upstream bug 11) would see the garbage
+    # ...while upstream's whole-frame SSIM (docs/upstream.md#training) would see the garbage
     assert float(ssim_map(pred, target).mean()) < 0.9
     # gradients do not reach unsupervised pixels
     p = pred.clone().requires_grad_()

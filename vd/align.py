@@ -1,4 +1,4 @@
-"""Depth alignment: connect a new view's depth to the existing geometry (reference §5.4).
+"""Depth alignment: connect a new view's depth to the existing geometry (docs/upstream.md#depth-alignment).
 
 `align_depth(rendered, predicted, hole)` follows upstream's `_affine_dpt_to_GS`:
 
@@ -8,8 +8,9 @@
 2. smooth residual propagation: the residual r = rendered − (a·pred + b) on known pixels is
    spread into the holes by repeated 15×15 box blurs with the known values reset every time.
 
-Improvement over upstream bug 13: the result is **exactly** the rendered depth on known pixels
-(the field is reset once more after the last blur), and the fit ignores pixels whose rendered
+Improvement over upstream, whose result is only close to the rendered depth on known pixels:
+here it is **exactly** the rendered depth there (the field is reset once more after the last
+blur), and the fit ignores pixels whose rendered
 depth is unreliable (the caller passes `hole` that already contains every low-alpha pixel).
 
 Depth completion for views without a depth model (`complete_depth`)

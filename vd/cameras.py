@@ -7,9 +7,9 @@ Convention (one for all of vd)
 - A *pose* is the 4x4 ``world_from_camera`` matrix (camera-to-world). Renderers take its
   inverse, ``camera_from_world`` (what gsplat calls ``viewmats``).
 
-Trajectories (fixing upstream bug 3, see reference §7.3 / §16.3)
------------------------------------------------------------------
-Upstream's PORT uses the spiral output directly as world->camera, so its camera *sinks* and
+Trajectories (docs/upstream.md#spiral-trajectory)
+------------------------------------------------
+VistaDream's port uses its spiral output directly as world->camera, so its camera *sinks* and
 ``forward_ratio`` scales the *backward* pull.  vd generates camera **centres** and builds each
 pose with a look-at, so the roles are as named: ``forward_ratio`` scales motion along +z (into
 the scene), ``backward_ratio`` scales the pull-back along -z, and the camera rises (-y) like
@@ -34,7 +34,7 @@ CONVENTION = "OpenCV camera (x right, y down, z forward); world = input camera"
 
 
 def look_at(position: Sequence[float], target: Sequence[float], up_hint: Sequence[float] = (0.0, -1.0, 0.0)) -> np.ndarray:
-    """world_from_camera for a camera at `position` looking at `target` (reference §7.2).
+    """world_from_camera for a camera at `position` looking at `target` (docs/upstream.md#look-at-poses).
 
     `up_hint` is the image "up" direction in world coordinates ((0, -1, 0) for OpenCV). With
     position 0 and the target on +z the result is the identity.
@@ -89,7 +89,8 @@ def backproject(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None
 
 
 def scene_radius(depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None, percentiles: Sequence[float] = (5.0, 50.0)) -> float:
-    """Scene radius for trajectories (reference §7.1), over *valid* pixels only (upstream bug 4).
+    """Scene radius for trajectories, over *valid* pixels only (upstream counted depth-0 pixels
+    too, and measured the outpainted canvas rather than the input: docs/upstream.md#scene-radius).
 
     Back-projects the valid pixels (finite depth > 0 and `valid`), takes per axis the range
     P_hi - P_lo of the coordinates, and returns the mean of the three ranges.
@@ -127,7 +128,7 @@ def _t(n: int) -> np.ndarray:
 
 def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
            width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
-    """`n` world_from_camera poses [n, 4, 4] of the closed spiral loop (reference §7.3).
+    """`n` world_from_camera poses [n, 4, 4] of the closed spiral loop (docs/upstream.md#spiral-trajectory).
 
     Camera centre at t in [0, 1]: r = sin(2πt)·R·rot_ratio,
     x = -r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·y_damp (the camera rises),
@@ -148,7 +149,7 @@ def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio:
 
 def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
            width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
-    """The upstream "wobble" loop (reference §7.4) in vd's convention.
+    """The upstream "wobble" loop in vd's convention (docs/upstream.md#other-trajectories).
 
     Centre: r = sin(2πt)·R·rot_ratio, x = r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·0.3,
     z = -r scaled by forward_ratio when it moves into the scene and backward_ratio otherwise.
@@ -168,7 +169,8 @@ def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio:
 
 
 def rot(n: int, radius: float = 1.0, **_: object) -> np.ndarray:
-    """A 360° pan in place (reference §7.4): centre 0, looking at (sin θ, 0, cos θ), θ = 2π·i/n."""
+    """A 360° pan in place: centre 0, looking at (sin θ, 0, cos θ), θ = 2π·i/n
+    (docs/upstream.md#other-trajectories)."""
     poses = [look_at((0.0, 0.0, 0.0), (math.sin(th), 0.0, math.cos(th))) for th in 2 * math.pi * np.arange(n) / max(n, 1)]
     return _snap_identity(np.stack(poses))
 
@@ -190,36 +192,6 @@ def trajectory(kind: str, n: int, radius: float, **kw) -> np.ndarray:
     return fn(n, radius, **kw)
 
 
-# ---------------------------------------------------------------------------------------------
-# trajectory files
-
-
-def quat_to_rot(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
-    q = np.array([qw, qx, qy, qz], dtype=np.float64)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError("zero quaternion")
-    w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def rot_to_quat(R: np.ndarray) -> np.ndarray:
-    """wxyz unit quaternion (w >= 0) of a rotation matrix."""
-    R = np.asarray(R, dtype=np.float64)
-    K = np.array([
-        [R[0, 0] - R[1, 1] - R[2, 2], R[1, 0] + R[0, 1], R[2, 0] + R[0, 2], R[2, 1] - R[1, 2]],
-        [R[1, 0] + R[0, 1], R[1, 1] - R[0, 0] - R[2, 2], R[2, 1] + R[1, 2], R[0, 2] - R[2, 0]],
-        [R[2, 0] + R[0, 2], R[2, 1] + R[1, 2], R[2, 2] - R[0, 0] - R[1, 1], R[1, 0] - R[0, 1]],
-        [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
-    ]) / 3.0
-    w, V = np.linalg.eigh(K)
-    x, y, z, qw = V[:, np.argmax(w)]
-    q = np.array([qw, x, y, z])
-    return q if q[0] >= 0 else -q
 
 
 def candidate_intrinsics(K: np.ndarray, width: int, height: int, margin: int) -> tuple[np.ndarray, int, int]:

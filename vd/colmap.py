@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vd.cameras import invert_pose, quat_to_rot, rot_to_quat
+from vd.geometry import quat_to_rotmat, rotmat_to_quat
 from vd.errors import InputError
 
 
@@ -31,7 +31,7 @@ def colmap_pose(world_from_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     P = np.asarray(world_from_camera, np.float64)
     R = P[:3, :3].T
     t = -R @ P[:3, 3]
-    return rot_to_quat(R), t
+    return rotmat_to_quat(R), t
 
 
 def cameras_txt(cameras: Sequence[tuple]) -> str:
@@ -120,7 +120,7 @@ def read_images_txt(text: str, where: str) -> list[tuple[int, np.ndarray, np.nda
 
 def pose_from_colmap(q: np.ndarray, t: np.ndarray) -> np.ndarray:
     """world_from_camera of an image's (q wxyz, t) world->camera transform."""
-    R = quat_to_rot(*np.asarray(q, dtype=np.float64))
+    R = quat_to_rotmat(np.asarray(q, dtype=np.float64))
     P = np.eye(4)
     P[:3, :3] = R.T
     P[:3, 3] = -R.T @ t

@@ -241,54 +241,12 @@ class Gaussians:
         return f"Gaussians(n={len(self)}, sh_degree={self.sh_degree}, device={self.device})"
 
 
-def quat_to_rotmat(q: Tensor) -> Tensor:
-    """[...,4] wxyz (any norm) -> [...,3,3] rotation matrices."""
-    q = torch.nn.functional.normalize(q, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    r = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return r.reshape(q.shape[:-1] + (3, 3))
-
-
-def rotmat_to_quat(R: Tensor) -> Tensor:
-    """[...,3,3] rotation matrices -> [...,4] unit wxyz quaternions with w >= 0 (robust branch)."""
-    R = torch.as_tensor(R, dtype=torch.float32)
-    m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
-    m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
-    m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
-    # Four candidate solutions; pick the numerically largest denominator per element.
-    qw2 = (1 + m00 + m11 + m22).clamp_min(0)
-    qx2 = (1 + m00 - m11 - m22).clamp_min(0)
-    qy2 = (1 - m00 + m11 - m22).clamp_min(0)
-    qz2 = (1 - m00 - m11 + m22).clamp_min(0)
-    cands = torch.stack([qw2, qx2, qy2, qz2], dim=-1)
-    best = cands.argmax(dim=-1)
-    s = torch.sqrt(cands.gather(-1, best[..., None]).squeeze(-1)) * 2  # 4*|q_best|
-    s = s.clamp_min(1e-12)
-    q_w = torch.stack([s / 4, (m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s], -1)
-    q_x = torch.stack([(m21 - m12) / s, s / 4, (m01 + m10) / s, (m02 + m20) / s], -1)
-    q_y = torch.stack([(m02 - m20) / s, (m01 + m10) / s, s / 4, (m12 + m21) / s], -1)
-    q_z = torch.stack([(m10 - m01) / s, (m02 + m20) / s, (m12 + m21) / s, s / 4], -1)
-    allq = torch.stack([q_w, q_x, q_y, q_z], dim=-2)
-    q = allq.gather(-2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
-    q = torch.where(q[..., :1] < 0, -q, q)
-    return torch.nn.functional.normalize(q, dim=-1)
-
-
 __all__ = [
     "C0",
     "Gaussians",
     "LOGIT_EPS",
     "num_sh_bases",
-    "quat_to_rotmat",
     "rgb_to_sh0",
-    "rotmat_to_quat",
     "safe_logit",
     "sh0_to_rgb",
     "sh_degree_from_bases",

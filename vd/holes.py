@@ -1,9 +1,9 @@
 """Hole masks of rendered views, and the hole scan of the coarse loop's candidate poses.
 
-A *hole* is a pixel the current Gaussians do not cover (reference §6.5): alpha below a
-threshold (0.5, upstream's round(alpha) == 0), cleaned by one 5×5 erosion (drops specks) and
-three 5×5 dilations (grows holes by ~4 px so inpainting overlaps the seam). As upstream (bug
-12) there is no depth test: disocclusions behind existing surfaces are not holes.
+A *hole* is a pixel the current Gaussians do not cover (docs/upstream.md#hole-masks): alpha
+below a threshold (0.5, upstream's round(alpha) == 0), cleaned by one 5×5 erosion (drops specks)
+and three 5×5 dilations (grows holes by ~4 px so inpainting overlaps the seam). As upstream,
+there is no depth test: disocclusions behind existing surfaces are not holes.
 
 The coarse loop needs the hole ratio of ~100 candidate poses per added view. Alpha alone does
 not depend on the compositing order (final alpha = 1 − Π(1 − α_i)), so the scan skips the
@@ -127,7 +127,7 @@ class AlphaSplats:
 
         import torch
 
-        from vd.gaussians import quat_to_rotmat
+        from vd.geometry import quat_to_rotmat_torch
 
         with torch.no_grad():
             means, log_scales, quats, logits = g.means, g.log_scales, g.quats, g.opacity_logits
@@ -138,7 +138,7 @@ class AlphaSplats:
                 idx = torch.randperm(n, generator=gen)[:m].sort().values.to(means.device)
                 means, quats, logits = means[idx], quats[idx], logits[idx]
                 log_scales = log_scales[idx] + 0.5 * math.log(1.0 / keep)
-            M = quat_to_rotmat(quats) * torch.exp(log_scales)[:, None, :]
+            M = quat_to_rotmat_torch(quats) * torch.exp(log_scales)[:, None, :]
             c = M @ M.transpose(1, 2)
             cov6 = torch.stack([c[:, i, j] for i, j in _PAIRS], -1)
             return cls(means.float().contiguous(), cov6.float().contiguous(), torch.sigmoid(logits).float().contiguous())

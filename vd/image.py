@@ -6,8 +6,8 @@
   rescaled to 8 bits), L, 1, CMYK and YCbCr to 8-bit RGB;
 - resizes (Lanczos) so the long side is at most `max_resolution` and both sides are multiples
   of 16 (Flux packs 2x2 latent patches of an 8x-downsampled image). It never upscales an image
-  past the cap (upstream bug 8: a 0.5-megapixel floor upscaled small inputs); a small image
-  is only cropped/rounded down to the nearest multiple of 16 (a centre crop of at most 15 px);
+  past the cap (upstream's 0.5-megapixel floor did: docs/upstream.md#input-resizing); a small
+  image is only cropped/rounded down to the nearest multiple of 16 (a centre crop of at most 15 px);
 - rejects a missing path, a directory, an empty, truncated, corrupt or non-image file with one
   `InputError` sentence.
 

@@ -12,7 +12,8 @@
 - Colours go to the SH DC term (linear, so black and white pixels are finite); opacity logits are
   clamped (``safe_logit``) so an opacity of 1 is finite too.
 - Pixels outside ``mask``, with non-finite or non-positive depth, are skipped; when none are left
-  the result is empty (no "first row" fallback, upstream bug 9).
+  the result is empty (upstream kept the whole first image row instead:
+  docs/upstream.md#gaussian-initialisation).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vd.gaussians import Gaussians, num_sh_bases, rgb_to_sh0, rotmat_to_quat, safe_logit
+from vd.gaussians import Gaussians, num_sh_bases, rgb_to_sh0, safe_logit
+from vd.geometry import rotmat_to_quat_torch
 
 
 def _t(x, dtype=torch.float32) -> Tensor:
@@ -167,7 +169,7 @@ def gaussians_from_rgbd(
 
     Rw = Twc[:3, :3]
     means = P.reshape(-1, 3)[idx] @ Rw.T + Twc[:3, 3]
-    quats = rotmat_to_quat(Rw[None] @ Rcam)
+    quats = rotmat_to_quat_torch(Rw[None] @ Rcam)
     # identity-rotation fallback Gaussians keep exactly (1,0,0,0) in the world when Twc is identity
     colors = rgb_t.reshape(-1, 3)[idx].clamp(0.0, 1.0)
     sh = torch.zeros(n, num_sh_bases(sh_degree), 3)

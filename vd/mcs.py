@@ -1,6 +1,6 @@
 r"""Multi-view consistency sampling (MCS) for a flow-matching model: the rectification math.
 
-VistaDream's fine stage (upstream spec §9) refines a coarse Gaussian scene by running the last
+VistaDream's fine stage (docs/upstream.md#mcs-fine-stage) refines a coarse Gaussian scene by running the last
 few steps of a diffusion sampler on several views at once and, at every step, pulling the
 sampler towards what a Gaussian scene fitted to all views' current predictions renders. The
 original does this on Stable Diffusion 1.5 (epsilon prediction, DDPM/LCM schedule). vd runs

@@ -3,7 +3,7 @@
 Both use the standard 11×11 Gaussian window (σ = 1.5), C1 = 0.01², C2 = 0.03², data range 1,
 "same" zero padding. `masked_ssim` averages the SSIM map over the supervised pixels only; pixels
 outside the mask are taken from the target in both images, so they add no error and receive no
-gradient (upstream bug 11 computed SSIM over the whole frame).
+gradient (upstream computed SSIM over the whole frame: docs/upstream.md#training).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Optimise Gaussians against posed RGB views (VistaDream's GS_Train_Tool, fixed).
 
-- Adam, one parameter group per attribute, learning rates from upstream (§6.6 of the reference):
+- Adam, one parameter group per attribute, learning rates from upstream (docs/upstream.md#training):
   means 1e-4, colour (SH) 5e-4, log-scales 5e-3, opacity logits 5e-2, quaternions 1e-3; no schedule,
   no densification.
 - Each iteration renders one view drawn uniformly at random (seeded generator) and minimises

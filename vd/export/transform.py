@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vd.geometry import quat_multiply, rotmat_to_quat
+
 C0 = 0.28209479177387814
 MIN_ALPHA = 1.0 / 255.0
 MIN_OPACITY_LOGIT = math.log(MIN_ALPHA / (1.0 - MIN_ALPHA))  # -5.5373, nerfstudio / gsplat threshold
@@ -127,59 +129,6 @@ def filter_splats(a: SplatArrays, min_alpha: float = MIN_ALPHA) -> tuple[SplatAr
 
 
 # ---------------------------------------------------------------------- rotation
-def quat_multiply(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """Hamilton product of wxyz quaternions (broadcasting)."""
-    w1, x1, y1, z1 = np.moveaxis(q1, -1, 0)
-    w2, x2, y2, z2 = np.moveaxis(q2, -1, 0)
-    return np.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        axis=-1,
-    )
-
-
-def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """One 3x3 rotation -> unit wxyz quaternion (w >= 0), Shepperd's method."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
-    cands = [tr, R[0, 0], R[1, 1], R[2, 2]]
-    i = int(np.argmax(cands))
-    if i == 0:
-        s = math.sqrt(max(tr + 1.0, 0.0)) * 2
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    elif i == 1:
-        s = math.sqrt(max(1.0 + R[0, 0] - R[1, 1] - R[2, 2], 0.0)) * 2
-        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
-    elif i == 2:
-        s = math.sqrt(max(1.0 + R[1, 1] - R[0, 0] - R[2, 2], 0.0)) * 2
-        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
-    else:
-        s = math.sqrt(max(1.0 + R[2, 2] - R[0, 0] - R[1, 1], 0.0)) * 2
-        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return -q if q[0] < 0 else q
-
-
-def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    R = np.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    )
-    return R.reshape(q.shape[:-1] + (3, 3))
-
-
 _C1 = 0.4886025119029199
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 _C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
@@ -268,6 +217,5 @@ def morton_order(means: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "C0", "MIN_ALPHA", "MIN_OPACITY_LOGIT", "UP_AXES", "SplatArrays", "FilterReport", "filter_splats",
-    "up_rotation", "rotate_splats", "apply_up", "quat_multiply", "rotmat_to_quat", "quat_to_rotmat",
-    "sh_basis", "sh_rotation_matrix", "morton_order",
+    "up_rotation", "rotate_splats", "apply_up", "sh_basis", "sh_rotation_matrix", "morton_order",
 ]

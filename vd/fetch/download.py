@@ -9,7 +9,8 @@ For one `FileSpec` into `<models_dir>/<model>/<name>`:
 3. Otherwise pick up the largest `<name>.<uuid8>.incomplete` left by an earlier run (renamed to
    this process's own unique name) and try the sources in order: `Range` resume, restart when
    the server answers 200 to a Range request, retries with exponential backoff on connection
-   errors, timeouts and 5xx, next source on 401/403/404, on an HTML page or on a hash mismatch.
+   errors, timeouts and 5xx, next source on 401/403/404, on an HTML page or on a hash mismatch
+   (each failure is a typed `vd.fetch.errors.SourceError`; its type decides retry or next source).
 4. Check the free disk space before writing, hash while streaming (sha256, in a helper thread
    that also fdatasyncs every 256 MiB), fsync, and atomically rename into place only when size
    and hash match. Nothing unverified is ever installed.
@@ -32,33 +33,27 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from vd.errors import MissingWeightsError, VdError
+from vd.fetch.errors import (
+    AccessDenied,
+    ChecksumMismatch,
+    DownloadError,
+    Incomplete,
+    NotEnoughSpace,
+    NotFound,
+    RangeRestart,
+    SourceError,
+    TransientError,
+    Unreachable,
+    WrongContent,
+    for_httpx,
+    for_status,
+)
 from vd.fetch.manifest import FileSpec, Source
+from vd.units import format_size
 
 CHUNK = 1 << 20                     # 1 MiB reads and writes
 DISK_MARGIN = 64 << 20              # keep this much free beyond the file itself
 INCOMPLETE = ".incomplete"
-
-
-class DownloadError(VdError):
-    """Every source failed for a file (exit 1); the message lists what each source answered."""
-
-
-class NotEnoughSpace(VdError):
-    """The models directory's disk cannot hold the download; raised before writing anything."""
-
-
-class _Retry(Exception):
-    """A transient failure: wait (unless `now`) and try the same source again."""
-
-    def __init__(self, reason: str, now: bool = False, delay: Optional[float] = None, connect: bool = False):
-        super().__init__(reason)
-        self.now = now
-        self.connect = connect          # could not even connect: fewer retries before the next source
-        self.delay = delay              # server-suggested wait (Retry-After), capped
-
-
-class _NextSource(Exception):
-    """This source cannot deliver the file: move on to the next one."""
 
 
 # --------------------------------------------------------------------------- reporting
@@ -152,16 +147,6 @@ def write_sidecar(path: Path, digest: str) -> None:
     os.replace(tmp, side)
 
 
-def human(n: Optional[float]) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n}"
-
-
 def ensure_writable_dir(path: Path) -> Path:
     """Create `path` if needed and make sure files can be created in it; one sentence if not."""
     try:
@@ -184,8 +169,8 @@ def check_disk(path: Path, need: int, what: str) -> None:
     free = shutil.disk_usage(path).free
     if free < need + DISK_MARGIN:
         raise NotEnoughSpace(
-            f"not enough free disk space for {what}: need {human(need)} plus a {human(DISK_MARGIN)} margin, "
-            f"but {path} has {human(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
+            f"not enough free disk space for {what}: need {format_size(need)} plus a {format_size(DISK_MARGIN)} margin, "
+            f"but {path} has {format_size(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
 
 
 @contextmanager
@@ -402,12 +387,12 @@ class FileDownload:
         need = (spec.expected_bytes or 0) - offset
         check_disk(self.dest, need, self.label)
 
-        failures: list[str] = []
+        failures: list[tuple[str, SourceError]] = []
         for i, src in enumerate(spec.sources):
             try:
                 digest, resumed_from = self._from_source(src)
-            except _NextSource as e:
-                failures.append(f"{src.label}: {e}")
+            except SourceError as e:
+                failures.append((src.label, e))
                 if i + 1 < len(spec.sources):
                     self.reporter.note(f"{self.label}: {src.label} failed ({e}); trying the next source")
                 continue
@@ -421,15 +406,9 @@ class FileDownload:
                 self.tmp.unlink()
         except OSError:
             pass
-        hint = ""
-        if any(s.gated for s in spec.sources) and any(("401" in f or "403" in f) for f in failures):
-            gated = next(s for s in spec.sources if s.gated)
-            hint = (f"; the Hugging Face repo is gated: accept its licence at "
-                    f"https://huggingface.co/{gated.repo} and set HF_TOKEN")
-        if failures and all(any(k in f for k in ("ConnectError", "ConnectTimeout", "ProxyError")) for f in failures):
-            hint += ("; no source could be reached: check the network, a proxy (--proxy, HTTPS_PROXY, ALL_PROXY) "
-                     "or a mirror (HF_ENDPOINT, VD_MODELSCOPE_ENDPOINT, --manifest)")
-        raise DownloadError(f"could not download {self.label}: " + "; ".join(failures) + hint)
+        raise DownloadError(f"could not download {self.label}: "
+                            + "; ".join(f"{label}: {e}" for label, e in failures)
+                            + _advice(spec, [e for _, e in failures]), failures)
 
     def _from_source(self, src: Source) -> tuple[str, int]:
         """Bring `self.tmp` to the complete, verified file from `src`; returns (sha256, resumed_from)."""
@@ -449,7 +428,7 @@ class FileDownload:
                 digest = self._hasher.hexdigest()
                 size = self.tmp.stat().st_size
                 if self.spec.size is not None and size != self.spec.size:
-                    raise _Retry(f"got {size} bytes, expected {self.spec.size}")
+                    raise Incomplete(f"got {size} bytes, expected {self.spec.size}")
                 if self.spec.sha256 and digest != self.spec.sha256:
                     if first_offset and not restarted_after_mismatch:
                         # the resumed-from part may be stale: one clean try from zero
@@ -459,14 +438,14 @@ class FileDownload:
                         first_offset = 0
                         continue
                     self.tmp.unlink(missing_ok=True)
-                    raise _NextSource(f"sha256 mismatch (got {digest[:12]}…, expected {self.spec.sha256[:12]}…)")
+                    raise ChecksumMismatch(f"sha256 mismatch (got {digest[:12]}…, expected {self.spec.sha256[:12]}…)")
                 return digest, got
-            except _Retry as e:
+            except TransientError as e:
                 progressed = self.tmp.exists() and self.tmp.stat().st_size > offset
                 attempt = 0 if progressed else attempt + 1
-                limit = min(max_tries, 2) if e.connect else max_tries
+                limit = min(max_tries, 2) if isinstance(e, Unreachable) else max_tries
                 if attempt > limit or total_attempts > 20 * max(1, max_tries):
-                    raise _NextSource(f"{e} (gave up after {total_attempts} attempts)") from None
+                    raise e.gave_up(total_attempts) from None
                 if not e.now:
                     delay = min(60.0, backoff_base() * (2 ** max(0, attempt - 1)))
                     if e.delay is not None:
@@ -527,25 +506,21 @@ class FileDownload:
                         return offset                 # already complete; verification follows
                     self.reporter.restart("server refused the resume range; starting over")
                     self._truncate()
-                    raise _Retry("HTTP 416 on resume", now=True)
-                if status in (401, 403):
-                    raise _NextSource(f"HTTP {status} (access denied{'' if headers.get('Authorization') or src.auth != 'hf' else '; no HF_TOKEN set'})")
-                if status in (404, 410):
-                    raise _NextSource(f"HTTP {status} (not found)")
-                if status in (408, 425, 429) or status >= 500:
-                    raise _Retry(f"HTTP {status} from {src.label}", delay=_retry_after(r.headers.get("retry-after")))
-                if status not in (200, 206):
-                    raise _NextSource(f"HTTP {status}")
+                    raise RangeRestart("HTTP 416 on resume")
+                failure = for_status(status, source=src.label, sent_token="Authorization" in headers,
+                                     needs_token=src.auth == "hf", retry_after=r.headers.get("retry-after"))
+                if failure is not None:
+                    raise failure
                 ctype = r.headers.get("content-type", "").lower()
                 if ctype.startswith(("text/html", "application/xhtml")):
-                    raise _NextSource("served an HTML page instead of the file (an error or login page?)")
+                    raise WrongContent("served an HTML page instead of the file (an error or login page?)")
                 resumed = offset
                 if status == 206:
                     start, total = _content_range(r.headers.get("content-range", ""))
                     if start != offset:
                         self.reporter.restart("server answered a different range; starting over")
                         self._truncate()
-                        raise _Retry("unexpected Content-Range", now=True)
+                        raise RangeRestart("unexpected Content-Range")
                 else:  # 200: whole body
                     total = _int(r.headers.get("content-length"))
                     if offset:
@@ -553,17 +528,14 @@ class FileDownload:
                         self._truncate()
                         offset = resumed = 0
                 if total is not None and self.spec.size is not None and total != self.spec.size:
-                    raise _NextSource(f"served {total} bytes, expected {self.spec.size}")
+                    raise WrongContent(f"served {total} bytes, expected {self.spec.size}")
                 self._stream_into(r.iter_raw(), offset, total)
                 return resumed
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as e:
-            raise _Retry(f"{type(e).__name__}: {e or 'cannot connect'}", connect=True) from None
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
-            raise _Retry(f"{type(e).__name__}: {e or 'connection problem'}") from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
-            raise _NextSource(str(e)) from None
-        except httpx.TooManyRedirects:
-            raise _NextSource("too many redirects") from None
+        except httpx.HTTPError as e:
+            failure = for_httpx(e)
+            if failure is None:
+                raise
+            raise failure from None
 
     def _attempt_file(self, src: Source, offset: int) -> int:
         from urllib.parse import unquote, urlsplit
@@ -572,15 +544,15 @@ class FileDownload:
         try:
             size = path.stat().st_size
             if self.spec.size is not None and size != self.spec.size:
-                raise _NextSource(f"{path} has {size} bytes, expected {self.spec.size}")
+                raise WrongContent(f"{path} has {size} bytes, expected {self.spec.size}")
             if offset > size:
                 self._truncate()
                 offset = 0
             f = open(path, "rb")
         except FileNotFoundError:
-            raise _NextSource("not found") from None
+            raise NotFound("not found") from None
         except PermissionError:
-            raise _NextSource("permission denied") from None
+            raise AccessDenied("permission denied") from None
         with f:
             f.seek(offset)
             self._stream_into(iter(lambda: f.read(CHUNK), b""), offset, size)
@@ -591,7 +563,7 @@ class FileDownload:
         1 MiB at a time); sha256 (and periodic fdatasync) run in a helper thread meanwhile.
         Bytes received before a dropped connection are already on disk, a valid prefix to resume from."""
         limit = self.spec.size
-        note = f" (resumed from {human(offset)})" if offset else ""
+        note = f" (resumed from {format_size(offset)})" if offset else ""
         self.reporter.start(f"{self.label}{note}", total if total is not None else self.spec.expected_bytes, offset)
         pos = offset
         unreported = 0
@@ -607,7 +579,7 @@ class FileDownload:
                             bg.finish()
                             f.truncate(0)
                             self._hasher = hashlib.sha256()
-                            raise _NextSource(f"served more than the expected {limit} bytes")
+                            raise WrongContent(f"served more than the expected {limit} bytes")
                         view = memoryview(chunk)
                         while view:
                             view = view[write(view):]
@@ -687,11 +659,17 @@ class _BackgroundHash:
             self.t.join()
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+def _advice(spec: FileSpec, failures: list[SourceError]) -> str:
+    """What the user can do about `failures`, as clauses to append to the message ("" if nothing)."""
+    hint = ""
+    gated = next((s for s in spec.sources if s.gated), None)
+    if gated is not None and any(isinstance(e, AccessDenied) and e.status for e in failures):
+        hint = (f"; the Hugging Face repo is gated: accept its licence at "
+                f"https://huggingface.co/{gated.repo} and set HF_TOKEN")
+    if failures and all(isinstance(e, Unreachable) for e in failures):
+        hint += ("; no source could be reached: check the network, a proxy (--proxy, HTTPS_PROXY, ALL_PROXY) "
+                 "or a mirror (HF_ENDPOINT, VD_MODELSCOPE_ENDPOINT, --manifest)")
+    return hint
 
 
 def _int(v) -> Optional[int]:

@@ -27,7 +27,6 @@ from vd.fetch.download import (
     Reporter,
     check_disk,
     ensure_writable_dir,
-    human,
     hub_cache_candidates,
     partials,
     read_sidecar,
@@ -35,6 +34,7 @@ from vd.fetch.download import (
     write_sidecar,
 )
 from vd.fetch.manifest import FileSpec, Manifest, ModelSpec, load
+from vd.units import format_size
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -212,7 +212,7 @@ class ConsoleReporter(Reporter):
             return
         dt = max(time.monotonic() - self.t0, 1e-6)
         if not self.console.bars_enabled() and self.count > (8 << 20):
-            self.console.info(f"{self.label}: {human(self.count)} in {dt:.1f} s ({human(self.count / dt)}/s)")
+            self.console.info(f"{self.label}: {format_size(self.count)} in {dt:.1f} s ({format_size(self.count / dt)}/s)")
         self.progress.stop_task(self.task)
         self.task = None
 
@@ -306,7 +306,7 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
 
                 via = describe_proxies(proxy)
                 if via != "direct":
-                    raise DownloadError(f"{e} (proxies: {via})") from None
+                    raise DownloadError(f"{e} (proxies: {via})", e.failures) from None
                 raise
             report.results.append(FetchResult(m, f.name, got.path, got.action, got.sha256, got.source,
                                               got.resumed_from, got.bytes))
@@ -386,7 +386,7 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
         size = sum(f.expected_bytes or 0 for f in missing)
         why = " and the network is off (VD_OFFLINE=1)" if auto_fetch and env_offline() else ""
         raise MissingWeightsError(
-            f"model weights for {model!r} are missing ({names}, about {human(size)}, in {model_dir(model)}){why}; "
+            f"model weights for {model!r} are missing ({names}, about {format_size(size)}, in {model_dir(model)}){why}; "
             f"run: {fetch_command(model)}")
     return {f.name: model_dir(model) / f.name for f in spec.files}
 

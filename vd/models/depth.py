@@ -96,8 +96,8 @@ def depth_edges(depth, valid=None, times: float = 0.05, kernel: int = 5) -> np.n
 
     range = P95 - P5 of the valid depths; a valid pixel is an edge when the spread (max - min)
     of the valid depths in its `kernel`x`kernel` neighbourhood (replicate padding) exceeds
-    `times * range`. Unlike an absolute gradient threshold this does not depend on the scene's
-    units or scale (upstream bug 6).
+    `times * range`. Unlike the port's absolute gradient threshold this does not depend on the
+    scene's units or scale (docs/upstream.md#scale-free-depth-edges).
     """
     import cv2
 

@@ -1,7 +1,7 @@
 """FLUX.1-Fill-dev inpainting through diffusers, without any text encoder.
 
 The backend (`FluxFillInpaint`, name `flux-fill`) follows the BFL reference sampler that the
-VistaDream port uses (reference §4.1), with its bugs fixed: the seed comes from the caller (one
+VistaDream port uses (docs/upstream.md#flux-fill-sampler), with its bugs fixed: the seed comes from the caller (one
 noise per stage key, not one fixed noise for every call), `steps`/`guidance`/`offload` are
 really used, and nothing is left on the GPU after a call in the offload modes.
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vd.gaussians import Gaussians, quat_to_rotmat
+from vd.gaussians import Gaussians
+from vd.geometry import quat_to_rotmat_torch
 from vd.render.sh import eval_sh
 
 ALPHA_MIN = 1.0 / 255.0
@@ -94,7 +95,7 @@ def project(
 
 
 def covariances(g: Gaussians) -> Tensor:
-    R = quat_to_rotmat(g.quats)
+    R = quat_to_rotmat_torch(g.quats)
     s = torch.exp(g.log_scales)
     M = R * s[:, None, :]
     return M @ M.transpose(1, 2)

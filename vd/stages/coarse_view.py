@@ -1,4 +1,5 @@
-"""The coarse stage's added views: candidates, hole scan, selection, and one new view at a time.
+"""The coarse stage's added views: candidates, hole scan, selection, and one new view at a time
+(docs/upstream.md#coarse-frame-selection).
 
 `vd.stages.coarse` runs the loop; this module holds its steps. Loop (up to n_frames − 2 added views), over one dense candidate trajectory of
 n_frames · dense_multiplier poses (or the poses of --trajectory FILE), rendered at the input

@@ -3,7 +3,7 @@
 VistaDream refines the coarse Gaussian scene by running the last `steps` of a diffusion schedule
 on several views at once and, at each step, fitting a copy of the coarse scene to every view's
 current clean prediction plus the anchor views, then steering the sampler towards the re-rendered
-scene. The flow-matching form of that steering is derived in `vd.mcs`; this module wires it to a
+scene (docs/upstream.md#mcs-fine-stage). The flow-matching form of that steering is derived in `vd.mcs`; this module wires it to a
 `vd.stages.denoisers.Denoiser`, the renderer and the optimiser.
 
     run_fine(coarse_dir, out_dir, FineParams(...), denoiser_factory=..., device=...) -> FineResult

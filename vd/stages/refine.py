@@ -1,6 +1,6 @@
 """`vd refine`: optimise Gaussians on a refine dataset with RGB + continuous-surface supervision.
 
-Per iteration (one view, reference §10.6):
+Per iteration (one view; docs/upstream.md#refine-supervision):
 
 - RGB: L1 + 0.2 (1 - SSIM) between the render and the image (all pixels; `ssim_lambda`).
 - Depth: the depth prior is aligned to the *detached* rendered depth by a per-view
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from vd.errors import InputError, UsageError
+from vd.geometry import quat_to_rotmat_torch
 
 VERSION = 1
 
@@ -338,9 +339,7 @@ def _densify_prune(g, grad_acc, grad_cnt, p, rng):
         sig = torch.exp(s.log_scales)
         for _ in range(2):
             noise = torch.from_numpy(rng.normal(size=(n_split, 3)).astype(np.float32)).to(sig.device)
-            from vd.gaussians import quat_to_rotmat
-
-            R = quat_to_rotmat(s.quats)
+            R = quat_to_rotmat_torch(s.quats)
             off = (R @ (noise * sig)[..., None])[..., 0]
             parts.append(Gaussians(s.means + off, s.log_scales - math.log(1.6), s.quats, s.opacity_logits, s.sh))
     out = Gaussians.cat(parts).detach()

@@ -1,10 +1,12 @@
-"""The scaffold: outpainted canvas, depth, input and ring views, initial Gaussians.
+"""The scaffold: outpainted canvas, depth, input and ring views, initial Gaussians
+(docs/upstream.md#scaffold).
 
 1. Canvas: the normalised input padded **symmetrically** by `pad_x = 8·round(W·expansion/2/8)`
    per side left/right (likewise top/bottom), so the canvas is W + 2·pad_x wide (a multiple of
    16 when W is, as FLUX needs) and ≈ W·(1 + expansion). Symmetric padding keeps one
    principal point for input and canvas: K_canvas = K_input shifted by (pad_x, pad_y)
-   (upstream pads asymmetrically and so shifts them by 4–7 px: docs/upstream.md). The ring (canvas minus the input rectangle) is
+   (upstream pads asymmetrically and so shifts them by 4–7 px:
+   docs/upstream.md#symmetric-outpaint-padding). The ring (canvas minus the input rectangle) is
    outpainted by the inpaint backend; the input pixels are kept exactly.
 2. Depth on the canvas: a model that estimates novel views (MoGe) runs once on the canvas and
    the input frame is its crop. The `file` backend knows the input only: its depth is used for

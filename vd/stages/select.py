@@ -1,6 +1,6 @@
 """Coarse frame selection: a pure function over candidate hole ratios, plus diagnostics.
 
-Behaviour follows the FORK's `_select_best_pose_index` (reference §8 and §13):
+Behaviour follows the FORK's `_select_best_pose_index` (docs/upstream.md#coarse-frame-selection):
 
 - valid = all candidate indices minus every already selected index ± `adjacent_exclusion`
   (a negative exclusion counts as 0);

@@ -1,4 +1,6 @@
-"""Human-readable sizes and ages, and parsers for `--max-size 20GB` / `--older-than 30d`."""
+"""Human-readable sizes and ages, and parsers for `--max-size 20GB` / `--older-than 30d`.
+
+Core: used by the cache commands, the fetcher, the memory report and `vd inspect`."""
 
 from __future__ import annotations
 
@@ -28,14 +30,19 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
 
 
-def format_size(n: float) -> str:
-    """Decimal units like `du -h --si` and `hf cache`: 999 B, 1.2 kB, 34.5 MB, 2.1 GB."""
+def format_size(n: float, *, binary: bool = False) -> str:
+    """Bytes for people, the one formatter vd uses everywhere.
+
+    Decimal by default, like `du -h --si` and `hf cache`: 999 B, 1.2 kB, 34.5 MB, 2.1 GB (disk
+    and download sizes). `binary=True` gives powers of 1024, as torch and nvidia-smi report
+    memory: 512 B, 1.5 KiB, 300.0 MiB, 22.2 GiB."""
+    step, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB")) if binary else (1000, ("B", "kB", "MB", "GB", "TB"))
     n = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    for unit in units:
+        if abs(n) < step or unit == units[-1]:
             return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"  # pragma: no cover
+        n /= step
+    return ""  # pragma: no cover - the loop returns at the last unit
 
 
 def format_age(seconds: float) -> str:
