@@ -144,7 +144,7 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
     dev = resolve_device(device)
     why = ""
     if name == "auto":
-        from vd.models.inpaint import flux_weights_available
+        from vd.models.choose import flux_weights_available
 
         has_cuda = str(dev).startswith("cuda")
         if has_cuda and (flux_weights_available() or auto_fetch):

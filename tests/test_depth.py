@@ -13,7 +13,9 @@ from PIL import Image
 
 from vd.errors import InputError, UsageError
 from vd.image import load_image
-from vd.models.depth import depth_edges, get_depth_backend, sidecar_depth
+from vd.models.depth import sidecar_depth
+from vd.align import depth_edges
+from vd.models.choose import get_depth_backend
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "room"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vd.errors import MissingWeightsError, UsageError
-from vd.models.inpaint import get_inpaint_backend, keep_unmasked
+from vd.models.inpaint import keep_unmasked
+from vd.models.choose import get_inpaint_backend
 
 
 def _scene(h=64, w=96):

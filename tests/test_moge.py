@@ -80,7 +80,7 @@ def _rgb(h=64, w=96):
 
 
 def test_tiny_moge_through_registry(tiny_moge):
-    from vd.models.depth import get_depth_backend
+    from vd.models.choose import get_depth_backend
 
     b = get_depth_backend("moge", device="cpu")
     assert b.name == "moge"
@@ -103,7 +103,7 @@ def test_tiny_moge_through_registry(tiny_moge):
 
 
 def test_tiny_moge_fixed_fov(tiny_moge):
-    from vd.models.depth import get_depth_backend
+    from vd.models.choose import get_depth_backend
 
     r = get_depth_backend("moge", device="cpu", fov=60.0).estimate(_rgb())
     assert r.fov_deg()[0] == pytest.approx(60.0, abs=0.05)
@@ -127,7 +127,7 @@ def test_vd_depth_moge_cli(tiny_moge, tmp_path, run_vd):
 
 def test_corrupt_moge_weights(tiny_moge):
     from vd.errors import VdError
-    from vd.models.depth import get_depth_backend
+    from vd.models.choose import get_depth_backend
 
     tiny_moge.write_bytes(b"not a checkpoint")
     with pytest.raises(VdError, match="cannot load MoGe weights"):
@@ -157,7 +157,7 @@ def test_moge_focal_in_original_pixels_and_intrinsics_file(tiny_moge, tmp_path, 
 @pytest.mark.gpu
 def test_tiny_moge_on_cuda(tiny_moge):
     from vd.models import memory
-    from vd.models.depth import get_depth_backend
+    from vd.models.choose import get_depth_backend
 
     b = get_depth_backend("moge", device="cuda")
     memory.reset()

@@ -109,9 +109,38 @@ def complete_depth(depth: np.ndarray, fill: np.ndarray, *, smooth: int = 5, max_
     return d
 
 
+def depth_edges(depth, valid=None, times: float = 0.05, kernel: int = 5) -> np.ndarray:
+    """Depth discontinuities, scale-relative (the original VistaDream `edge_filter` rule).
+
+    range = P95 - P5 of the valid depths; a valid pixel is an edge when the spread (max - min)
+    of the valid depths in its `kernel`x`kernel` neighbourhood (replicate padding) exceeds
+    `times * range`. Unlike the port's absolute gradient threshold this does not depend on the
+    scene's units or scale (docs/upstream.md#scale-free-depth-edges).
+    """
+    import cv2
+
+    d = np.asarray(depth, dtype=np.float32)
+    v = np.isfinite(d) & (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(d))
+    out = np.zeros(d.shape, dtype=bool)
+    if v.sum() < 2:
+        return out
+    p5, p95 = np.percentile(d[v], [5, 95])
+    rng = float(p95 - p5)
+    if not rng > 0:
+        return out
+    big = np.float32(np.finfo(np.float32).max)
+    hi = np.where(v, d, -big).astype(np.float32)
+    lo = np.where(v, d, big).astype(np.float32)
+    k = np.ones((kernel, kernel), np.uint8)
+    mx = cv2.dilate(hi, k, borderType=cv2.BORDER_REPLICATE)
+    mn = cv2.erode(lo, k, borderType=cv2.BORDER_REPLICATE)
+    spread = mx - mn
+    out = v & (spread > times * rng)
+    return out
+
+
 def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float = 0.05, kernel: int = 5) -> np.ndarray:
-    """Depth discontinuities for spawn masks: `vd.models.depth.depth_edges` (the percentile-range
-    rule) restricted to pixels within kernel//2 px of a *jump*.
+    """Depth discontinuities for spawn masks: `depth_edges` (the percentile-range rule) restricted to pixels within kernel//2 px of a *jump*.
 
     A jump is a pixel whose second difference along x or y exceeds `times`·(P95 − P5)/2.
     Smooth slopes (floors, ceilings, side walls seen at grazing angles) have a large local spread,
@@ -119,8 +148,6 @@ def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float
     difference; true occlusion boundaries have both.
     """
     import cv2
-
-    from vd.models.depth import depth_edges
 
     d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))

@@ -15,11 +15,9 @@ explicitly is never substituted: missing weights raise MissingWeightsError with 
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 
-from vd.errors import UsageError
 from vd.models.backend import ModelBackend
 
 INPAINT_BACKENDS = ("auto", "flux-fill", "telea")
@@ -48,75 +46,4 @@ def keep_unmasked(rgb: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> n
     return out
 
 
-def flux_weights_available(auto_fetch: Optional[bool] = False) -> bool:
-    try:
-        from vd.fetch.registry import require
-    except ImportError:
-        return False
-    from vd.errors import MissingWeightsError
-
-    try:
-        require("flux-fill", auto_fetch=False)
-        require("flux-prompt", auto_fetch=False)
-        return True
-    except MissingWeightsError:
-        return False
-
-
-def get_inpaint_backend(
-    name: str = "auto",
-    *,
-    device: Optional[str] = None,
-    offload: str = "model",
-    steps: int = 25,
-    guidance: float = 30.0,
-    auto_fetch: Optional[bool] = None,
-    quiet_choice: bool = False,
-) -> InpaintBackend:
-    """Build (but do not load) an inpainting backend; weights load on the first `inpaint` call."""
-    from vd import console
-
-    name = (name or "auto").lower()
-    if name not in INPAINT_BACKENDS:
-        raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
-    if steps < 1:
-        raise UsageError(f"the Flux Fill step count (--inpaint-steps) must be at least 1, got {steps}")
-    if name == "auto":
-        from vd.paths import default_device
-
-        dev = device or default_device()
-        has_cuda = str(dev).startswith("cuda")
-        if has_cuda:
-            import torch
-
-            has_cuda = torch.cuda.is_available()
-        have = flux_weights_available() if has_cuda else False
-        if has_cuda and not have and auto_fetch:
-            have = True  # require() below downloads them
-        name = "flux-fill" if (has_cuda and have) else "telea"
-        if not quiet_choice:
-            why = (
-                "CUDA and FLUX.1-Fill-dev weights found"
-                if name == "flux-fill"
-                else ("no FLUX.1-Fill-dev weights (vd fetch flux-fill flux-prompt)" if has_cuda else "no CUDA device")
-            )
-            console.info(f"inpaint backend: {name} ({why})")
-    if name == "telea":
-        from vd.models.telea import TeleaInpaint
-
-        return TeleaInpaint()
-    from vd.models.flux_fill import FluxFillInpaint
-
-    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch)
-
-
-__all__ = [
-    "InpaintBackend",
-    "get_inpaint_backend",
-    "check_inputs",
-    "keep_unmasked",
-    "INPAINT_BACKENDS",
-    "OFFLOAD_MODES",
-]
+__all__ = ["InpaintBackend", "check_inputs", "keep_unmasked", "INPAINT_BACKENDS", "OFFLOAD_MODES"]

@@ -25,7 +25,9 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import MissingWeightsError, VdError
+from vd.image import plan_to
 from vd.models.depth import DepthBackend, DepthResult, check_rgb
+from vd.models.intrinsics import read_intrinsics_json, resolve_K
 
 MOGE_INSTALL = 'pip install "vd[moge]" && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3'
 
@@ -60,7 +62,6 @@ class MogeDepth(DepthBackend):
 
     def __init__(self, *, device=None, focal=None, fov=None, auto_fetch=None, weights: Optional[Path] = None,
                  resolution_level: int = 9, intrinsics=None):
-        from vd.models.depth_file import read_intrinsics_json
 
         self._device = device
         self.focal, self.fov = focal, fov
@@ -132,8 +133,6 @@ class MogeDepth(DepthBackend):
         pixels via `plan`, --fov, or an intrinsics JSON) fixes MoGe's FoV; otherwise MoGe estimates it."""
         import torch
 
-        from vd.image import plan_to
-        from vd.models.depth_file import resolve_K
 
         rgb = check_rgb(rgb)
         H, W = rgb.shape[:2]

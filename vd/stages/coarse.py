@@ -16,14 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 
 from vd import console
 from vd.cache import Cache, step_key
 from vd.image import load_image
 from vd.models import memory
-from vd.models.depth import get_depth_backend
-from vd.models.inpaint import get_inpaint_backend
+from vd.models.choose import get_depth_backend
+from vd.models.choose import get_inpaint_backend
 from vd.params import MAX_RESOLUTION, SEED, CoarseParams, check_intrinsics, check_max_resolution
 from vd.paths import resolve_device
 from vd.render import resolve_backend

@@ -19,7 +19,8 @@ import numpy as np
 
 from vd.fsio import atomic_write_bytes
 from vd.image import LoadedImage, load_image
-from vd.models.depth import DepthBackend, DepthResult, get_depth_backend
+from vd.models.depth import DepthBackend, DepthResult
+from vd.models.choose import get_depth_backend
 
 DEPTH_STAGE_VERSION = 1
 

@@ -1,0 +1,113 @@
+"""Choosing a backend by name: `auto` picks the best one that can run here and says which and why.
+
+    get_depth_backend("auto" | "moge" | "file", ...) -> DepthBackend
+    get_inpaint_backend("auto" | "flux-fill" | "telea", ...) -> InpaintBackend
+
+Backends are built, not loaded: weights load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from vd import console
+from vd.errors import MissingWeightsError, UsageError
+from vd.fetch.registry import require
+from vd.models.depth import DEPTH_BACKENDS, DepthBackend, sidecar_depth
+from vd.models.depth_file import FileDepth
+from vd.models.flux_fill import FluxFillInpaint
+from vd.models.inpaint import INPAINT_BACKENDS, OFFLOAD_MODES, InpaintBackend
+from vd.models.intrinsics import focal_from_fov
+from vd.models.moge import MogeDepth
+from vd.models.telea import TeleaInpaint
+from vd.paths import default_device
+
+
+def get_depth_backend(
+    name: str = "auto",
+    *,
+    image_path=None,
+    focal: Optional[float] = None,
+    fov: Optional[float] = None,
+    device: Optional[str] = None,
+    auto_fetch: Optional[bool] = None,
+    intrinsics=None,
+    depth_path=None,
+    quiet_choice: bool = False,
+) -> DepthBackend:
+    """Build (but do not load) a depth backend. Model weights are loaded on first `estimate`."""
+    name = (name or "auto").lower()
+    if name not in DEPTH_BACKENDS:
+        raise UsageError(f"unknown depth backend {name!r}; choose one of: {', '.join(DEPTH_BACKENDS)}")
+    if focal is not None and fov is not None:
+        raise UsageError("give either --focal or --fov, not both")
+    if focal is not None and not focal > 0:
+        raise UsageError(f"--focal must be a positive focal length in pixels, got {focal}")
+    if fov is not None:
+        focal_from_fov(100, fov)  # range check
+    if name == "auto":
+        if depth_path is not None or sidecar_depth(image_path) is not None:
+            name = "file"
+            why = f"a depth map next to the image ({(depth_path or sidecar_depth(image_path)).name})"
+        else:
+            name = "moge"
+            why = "no depth map next to the image"
+        if not quiet_choice:
+            console.info(f"depth backend: {name} ({why})")
+    if name == "file":
+        return FileDepth(image_path=image_path, depth_path=depth_path, focal=focal, fov=fov, intrinsics=intrinsics)
+    return MogeDepth(device=device, focal=focal, fov=fov, auto_fetch=auto_fetch, intrinsics=intrinsics)
+
+
+def flux_weights_available(auto_fetch: Optional[bool] = False) -> bool:
+    """Whether FLUX.1-Fill-dev and its prompt embeddings are present (nothing is downloaded)."""
+    try:
+        require("flux-fill", auto_fetch=False)
+        require("flux-prompt", auto_fetch=False)
+        return True
+    except MissingWeightsError:
+        return False
+
+
+def get_inpaint_backend(
+    name: str = "auto",
+    *,
+    device: Optional[str] = None,
+    offload: str = "model",
+    steps: int = 25,
+    guidance: float = 30.0,
+    auto_fetch: Optional[bool] = None,
+    quiet_choice: bool = False,
+) -> InpaintBackend:
+    """Build (but do not load) an inpainting backend; weights load on the first `inpaint` call."""
+    name = (name or "auto").lower()
+    if name not in INPAINT_BACKENDS:
+        raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
+    if offload not in OFFLOAD_MODES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if steps < 1:
+        raise UsageError(f"the Flux Fill step count (--inpaint-steps) must be at least 1, got {steps}")
+    if name == "auto":
+        dev = device or default_device()
+        has_cuda = str(dev).startswith("cuda")
+        if has_cuda:
+            import torch
+
+            has_cuda = torch.cuda.is_available()
+        have = flux_weights_available() if has_cuda else False
+        if has_cuda and not have and auto_fetch:
+            have = True  # require() below downloads them
+        name = "flux-fill" if (has_cuda and have) else "telea"
+        if not quiet_choice:
+            why = (
+                "CUDA and FLUX.1-Fill-dev weights found"
+                if name == "flux-fill"
+                else ("no FLUX.1-Fill-dev weights (vd fetch flux-fill flux-prompt)" if has_cuda else "no CUDA device")
+            )
+            console.info(f"inpaint backend: {name} ({why})")
+    if name == "telea":
+        return TeleaInpaint()
+    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch)
+
+
+__all__ = ["get_depth_backend", "get_inpaint_backend", "flux_weights_available"]
