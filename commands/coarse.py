@@ -10,7 +10,7 @@ import typer
 from vd.commands import common
 from vd.commands import tables
 from vd.commands import viewer_options as vo
-from vd.params import CoarseParams
+from vd.params import CoarseParams, FluxParams
 
 _SEL = "Frame selection"
 _TRAJ = "Camera trajectory"
@@ -41,9 +41,9 @@ def coarse(
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
-    offload: Optional[str] = typer.Option(None, "--offload", help="Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", show_default="model", rich_help_panel=_BACK),
-    inpaint_steps: Optional[int] = typer.Option(None, "--inpaint-steps", help="Flux Fill sampling steps.", show_default="25", rich_help_panel=_BACK),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Flux Fill guidance.", show_default="30", rich_help_panel=_BACK),
+    offload: Optional[str] = common.param_option(FluxParams, "offload", "Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", rich_help_panel=_BACK),
+    inpaint_steps: Optional[int] = common.param_option(FluxParams, "inpaint_steps", "Flux Fill sampling steps.", rich_help_panel=_BACK),
+    guidance: Optional[float] = common.param_option(FluxParams, "guidance", "Flux Fill guidance.", rich_help_panel=_BACK),
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
     fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file depth backend).", rich_help_panel=_BACK),
     max_resolution: int = common.MAX_RES,
@@ -83,7 +83,8 @@ def coarse(
         check_input_file(img, "image")
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
-    inpaint_options = given(offload=offload, steps=inpaint_steps, guidance=guidance)
+    flux = FluxParams(**given(offload=offload, inpaint_steps=inpaint_steps, guidance=guidance))
+    flux.validate()
     for img in images:
         dest = common.output_dir(out, img, len(images))
         if len(images) > 1:
@@ -94,7 +95,7 @@ def coarse(
             res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
                              render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
                              fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None,
-                             inpaint_options=inpaint_options)
+                             inpaint_options=flux.backend_options())
             if v.enabled:
                 _log_fly_through(v, res, render_backend)
         except BaseException:

@@ -19,13 +19,18 @@ MAX_RES = typer.Option(params.MAX_RESOLUTION, "--max-resolution", help="Long sid
 FETCH = typer.Option(False, "--fetch", help="Download missing model weights first (also VD_AUTO_FETCH=1).")
 
 
+def shows_default(help: str, default) -> str:
+    """`help` with the default shown after it, as typer shows a default (for options whose own default is None)."""
+    shown = " ".join(f"{x:g}" for x in default) if isinstance(default, tuple) else (
+        f"{default:g}" if isinstance(default, float) else str(default))
+    return f"{help} [dim]\\[default: {shown}][/dim]"
+
+
 def param_option(params_class, field: str, help: str, **kw):
     """A typer option for a parameter-dataclass field: it defaults to None ("not given") and --help
     shows the dataclass default, so each default is declared once (in `vd.params`)."""
-    default = getattr(params_class, field)
-    shown = " ".join(f"{x:g}" for x in default) if isinstance(default, tuple) else (
-        f"{default:g}" if isinstance(default, float) else str(default))
-    return typer.Option(None, params.option_name(field), help=help, show_default=shown, **kw)
+    return typer.Option(None, params.option_name(field), help=shows_default(help, getattr(params_class, field)),
+                        show_default=False, **kw)
 
 
 def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
@@ -39,4 +44,4 @@ def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "output_dir", "not_implemented", "List", "Optional", "Path"]
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "shows_default", "output_dir", "not_implemented", "List", "Optional", "Path"]

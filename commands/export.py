@@ -40,7 +40,7 @@ def export(
     stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
     sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False),
     up: str = typer.Option("-y", "--up", help="Up axis of the written scene: -y (vd/OpenCV, SuperSplat), +y or +z."),
-    traj: Optional[str] = typer.Option(None, "--traj", help="video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).", show_default=VideoParams.traj),
+    traj: Optional[str] = typer.Option(None, "--traj", help=common.shows_default("video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).", VideoParams.traj), show_default=False),
     frames: Optional[int] = common.param_option(VideoParams, "frames", "video: number of frames."),
     fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
     side_by_side_depth: bool = typer.Option(False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."),

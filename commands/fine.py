@@ -10,7 +10,7 @@ import typer
 
 from vd.commands import common, tables
 from vd.commands import viewer_options as vo
-from vd.params import FineParams
+from vd.params import FineParams, FluxParams
 
 INPUTS = typer.Argument(
     ...,
@@ -37,7 +37,7 @@ def fine(
     render_backend: Optional[str] = common.param_option(FineParams, "render_backend", "auto, gsplat or torch."),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
     allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
-    offload: Optional[str] = typer.Option(None, "--offload", help="Flux memory mode: none | model | sequential.", show_default="model"),
+    offload: Optional[str] = common.param_option(FluxParams, "offload", "Flux memory mode: none | model | sequential."),
     device: Optional[str] = common.DEVICE,
     seed: int = common.SEED,
     json_: bool = common.JSON,
@@ -59,7 +59,7 @@ def fine(
     params.validate()
     check_device(device)
     jobs = resolve_jobs(inputs, out)
-    dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=offload or "model",
+    dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=offload or FluxParams.offload,
                                       allow_classical=allow_classical, guidance=params.guidance,
                                       auto_fetch=True if fetch else None)
 
@@ -132,7 +132,8 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
     without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
     from vd import console
     from vd.errors import UsageError
-    from vd.models.inpaint import INPAINT_BACKENDS, OFFLOAD_MODES
+    from vd.models.inpaint import INPAINT_BACKENDS
+    from vd.params import OFFLOAD_MODES
     from vd.paths import resolve_device
     from vd.stages.denoisers import ClassicalDenoiser, make_flux_denoiser
 

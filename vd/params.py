@@ -72,6 +72,28 @@ def given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
+@dataclass
+class FluxParams:
+    """FLUX.1-Fill-dev sampling and its GPU memory mode (`vd coarse`, `vd fine`)."""
+
+    offload: str = "model"  # none (fastest), model (modules moved to the GPU while used), sequential (least VRAM)
+    inpaint_steps: int = 25
+    guidance: float = 30.0
+
+    def validate(self) -> None:
+        check_finite(self)
+        check_choice(self.offload, OFFLOAD_MODES, "--offload")
+        require(self.inpaint_steps >= 1, f"--inpaint-steps must be at least 1, got {self.inpaint_steps}")
+        require(self.guidance >= 0, f"--guidance must be 0 or more, got {self.guidance:g}")
+
+    def backend_options(self) -> dict:
+        """Keyword arguments of `vd.models.choose.get_inpaint_backend`."""
+        return {"offload": self.offload, "steps": self.inpaint_steps, "guidance": self.guidance}
+
+
 @dataclass
 class CoarseParams:
     """`vd coarse`: frame selection, trajectory, scaffold and optimisation."""
@@ -131,7 +153,7 @@ class FineParams:
     margin: int = 16  # pixels per side (rounded up so both sides are multiples of 16)
     candidate_stride: int = 3  # every 3rd dense pose (upstream 2026)
     select_scale: float = 0.25  # resolution of the hole-ratio renders used to pick views
-    guidance: float = 30.0
+    guidance: float = FluxParams.guidance
     rescale: str = "shrink"  # vd.mcs: shrink (never lengthen v~), match (as the paper writes it) or none
     seed: int = SEED
     render_backend: str = "auto"
@@ -171,6 +193,6 @@ class VideoParams:
         require(self.fps > 0, f"--fps must be positive, got {self.fps:g}")
 
 
-__all__ = ["SEED", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams",
+__all__ = ["SEED", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "OFFLOAD_MODES",
            "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
            "option_name", "require"]

@@ -16,10 +16,11 @@ from vd.fetch.registry import require
 from vd.models.depth import DEPTH_BACKENDS, DepthBackend, sidecar_depth
 from vd.models.depth_file import FileDepth
 from vd.models.flux_fill import FluxFillInpaint
-from vd.models.inpaint import INPAINT_BACKENDS, OFFLOAD_MODES, InpaintBackend
+from vd.models.inpaint import INPAINT_BACKENDS, InpaintBackend
 from vd.models.intrinsics import focal_from_fov
 from vd.models.moge import MogeDepth
 from vd.models.telea import TeleaInpaint
+from vd.params import OFFLOAD_MODES, FluxParams
 from vd.paths import default_device
 
 
@@ -73,9 +74,9 @@ def get_inpaint_backend(
     name: str = "auto",
     *,
     device: Optional[str] = None,
-    offload: str = "model",
-    steps: int = 25,
-    guidance: float = 30.0,
+    offload: str = FluxParams.offload,
+    steps: int = FluxParams.inpaint_steps,
+    guidance: float = FluxParams.guidance,
     auto_fetch: Optional[bool] = None,
     quiet_choice: bool = False,
 ) -> InpaintBackend:

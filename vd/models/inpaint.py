@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from vd.models.backend import ModelBackend
+from vd.params import OFFLOAD_MODES
 
 INPAINT_BACKENDS = ("auto", "flux-fill", "telea")
-OFFLOAD_MODES = ("none", "model", "sequential")
 
 
 class InpaintBackend(ModelBackend):
