@@ -39,7 +39,8 @@ def coarse(
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
-    offload: str = typer.Option("model", "--offload", help="Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", rich_help_panel=_BACK),
+    offload: Optional[str] = common.offload_option(_BACK),
+    vram_budget: Optional[float] = common.vram_budget_option(_BACK),
     inpaint_steps: int = typer.Option(25, "--inpaint-steps", help="Flux Fill sampling steps.", rich_help_panel=_BACK),
     guidance: float = typer.Option(30.0, "--guidance", help="Flux Fill guidance.", rich_help_panel=_BACK),
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
@@ -63,6 +64,7 @@ def coarse(
     """
     from vd import console
     from vd.errors import check_input_file
+    from vd.models.offload import MemoryOptions
     from vd.stages.coarse import CoarseParams, print_summary, run_coarse
 
     for img in images:
@@ -77,6 +79,7 @@ def coarse(
         outpaint=not no_outpaint, init_iters=init_iters, view_iters=view_iters,
     )
     params.validate()
+    mem = MemoryOptions.from_cli(offload, vram_budget)
     for img in images:
         dest = common.output_dir(out, img, len(images))
         if len(images) > 1:
@@ -87,7 +90,8 @@ def coarse(
             res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
                              render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
                              fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None,
-                             inpaint_options={"offload": offload, "steps": inpaint_steps, "guidance": guidance})
+                             inpaint_options={"offload": mem.offload, "vram_budget": mem.budget_bytes,
+                                              "steps": inpaint_steps, "guidance": guidance})
             if v.enabled:
                 _log_fly_through(v, res, render_backend)
         except BaseException:

@@ -35,7 +35,8 @@ def fine(
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch."),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
     allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
-    offload: str = typer.Option("model", "--offload", help="Flux memory mode: none | model | sequential."),
+    offload: Optional[str] = common.offload_option(),
+    vram_budget: Optional[float] = common.vram_budget_option(),
     device: Optional[str] = common.DEVICE,
     seed: int = common.SEED,
     json_: bool = common.JSON,
@@ -48,15 +49,17 @@ def fine(
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
     from vd import console
+    from vd.models.offload import MemoryOptions
     from vd.stages import fine as stage
 
     params = stage.FineParams(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
                               rect_weight=rect_weight, rescale=rescale, render_backend=render_backend, seed=seed)
     params.validate()
+    mem = MemoryOptions.from_cli(offload, vram_budget)
     jobs = stage.resolve_inputs(inputs, out)
     dev, factory, backend_name = stage.choose_denoiser(
-        inpaint_backend, device=device, offload=offload, allow_classical=allow_classical,
-        guidance=params.guidance, auto_fetch=True if fetch else None,
+        inpaint_backend, device=device, offload=mem.offload, allow_classical=allow_classical,
+        guidance=params.guidance, auto_fetch=True if fetch else None, vram_budget=mem.budget_bytes,
     )
     from vd.models import memory
 

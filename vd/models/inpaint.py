@@ -1,7 +1,7 @@
 """Inpainting backends behind one interface.
 
-    get_inpaint_backend(name="auto", *, device=None, offload="model", steps=25, guidance=30.0,
-                        auto_fetch=None) -> InpaintBackend
+    get_inpaint_backend(name="auto", *, device=None, offload="auto", steps=25, guidance=30.0,
+                        auto_fetch=None, vram_budget=None) -> InpaintBackend
     backend.name, backend.identity       # identity goes into cache keys
     backend.inpaint(rgb uint8 [H,W,3], mask bool [H,W] (True = generate), seed: int) -> uint8 [H,W,3]
         # pixels where mask is False are returned exactly (bit-identical)
@@ -21,9 +21,9 @@ import numpy as np
 
 from vd.errors import UsageError
 from vd.models.backend import ModelBackend
+from vd.models.offload import OFFLOAD_CHOICES, OFFLOAD_MODES
 
 INPAINT_BACKENDS = ("auto", "flux-fill", "telea")
-OFFLOAD_MODES = ("none", "model", "sequential")
 
 
 class InpaintBackend(ModelBackend):
@@ -67,11 +67,12 @@ def get_inpaint_backend(
     name: str = "auto",
     *,
     device: Optional[str] = None,
-    offload: str = "model",
+    offload: str = "auto",
     steps: int = 25,
     guidance: float = 30.0,
     auto_fetch: Optional[bool] = None,
     quiet_choice: bool = False,
+    vram_budget: Optional[int] = None,
 ) -> InpaintBackend:
     """Build (but do not load) an inpainting backend; weights load on the first `inpaint` call."""
     from vd import console
@@ -79,8 +80,8 @@ def get_inpaint_backend(
     name = (name or "auto").lower()
     if name not in INPAINT_BACKENDS:
         raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if offload not in OFFLOAD_CHOICES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
     if steps < 1:
         raise UsageError(f"the Flux Fill step count (--inpaint-steps) must be at least 1, got {steps}")
     if name == "auto":
@@ -109,7 +110,8 @@ def get_inpaint_backend(
         return TeleaInpaint()
     from vd.models.flux_fill import FluxFillInpaint
 
-    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch)
+    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch,
+                           vram_budget=vram_budget)
 
 
 __all__ = [

@@ -341,7 +341,7 @@ def run_coarse(image, p: CoarseParams | None = None, **kw) -> CoarseResult:
 
     Keyword arguments: depth_backend, inpaint_backend, render_backend ("auto"), max_resolution
     (512), device, seed (0), fetch, out (Path), viewer, focal, fov, cache (a vd.cache.Cache),
-    inpaint_options (offload, steps, guidance for flux-fill)."""
+    inpaint_options (offload, vram_budget in bytes, steps, guidance for flux-fill)."""
     with _deterministic():
         return _run_coarse(image, p, **kw)
 
@@ -383,6 +383,9 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     need_inpaint = p.outpaint or p.n_frames > 2
     iback = (get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None, **(inpaint_options or {}))
              if need_inpaint else None)
+    from vd.models.offload import configure
+
+    memory_plan = configure(dback, iback, device=dev, budget=(inpaint_options or {}).get("vram_budget"))
     memory.reset()
 
     # --- scaffold ---------------------------------------------------------------------------
@@ -465,6 +468,7 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     summary = {
         "image": str(img.path), "size": [int(img.rgb.shape[1]), int(img.rgb.shape[0])], "device": dev,
         "backends": {"depth": dback.name, "inpaint": iback.name if iback else None, "render": rname},
+        "memory_plan": memory_plan,
         "params": {**{k: v for k, v in asdict(p).items() if k not in ("init_iters", "view_iters")},
                    "radius_percentiles": list(p.radius_percentiles), "max_resolution": max_resolution, "seed": seed},
         "iters": {"init": init_iters, "view": view_iters, "cpu_auto": auto},

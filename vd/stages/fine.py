@@ -501,11 +501,12 @@ class FluxDenoiser(Denoiser):
 
     name = "flux-fill"
 
-    def __init__(self, *, device="cpu", offload: str = "model", guidance: float = 30.0, auto_fetch=None,
-                 backend=None):
+    def __init__(self, *, device="cpu", offload: str = "auto", guidance: float = 30.0, auto_fetch=None,
+                 backend=None, vram_budget: Optional[int] = None):
         from vd.models.flux_fill import FluxFillInpaint
 
-        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
+                                                  vram_budget=vram_budget)
         self.guidance = float(guidance)
         self.dtype = "bfloat16" if str(self.backend.device).startswith("cuda") else "float32"
         self.identity = f"{self.backend.identity}:fine-guidance={self.guidance}"
@@ -520,6 +521,7 @@ class FluxDenoiser(Denoiser):
         import torch
 
         self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
+        self.backend.work_pixels = int(rgb.shape[0] * rgb.shape[1] * rgb.shape[2])  # sizes "auto" offload
         images = rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
         masks = torch.as_tensor(holes)[:, None].float()
         self.cond = self.ff.condition(images, masks)
@@ -550,8 +552,9 @@ class FluxDenoiser(Denoiser):
         self.backend.release()
 
 
-def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool]) -> Denoiser:
-    return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool],
+                       vram_budget: Optional[int] = None) -> Denoiser:
+    return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -819,6 +822,7 @@ def run_fine(
         "key": key,
         "coarse": str(Path(coarse_dir).resolve()),
         "denoiser": {"name": denoiser.name, "identity": denoiser.identity, "dtype": denoiser.dtype},
+        "memory_plan": getattr(getattr(denoiser, "backend", None), "placement", None),
         "render_backend": render_backend,
         "device": str(device),
         "params": asdict(params),
@@ -961,18 +965,18 @@ def resolve_inputs(inputs, out: Optional[Path]) -> list[FineJob]:
 
 
 def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_classical: bool,
-                    guidance: float = 30.0, auto_fetch: Optional[bool] = None):
+                    guidance: float = 30.0, auto_fetch: Optional[bool] = None, vram_budget: Optional[int] = None):
     """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
     without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
     from vd import console
-    from vd.models.inpaint import INPAINT_BACKENDS, OFFLOAD_MODES
+    from vd.models.inpaint import INPAINT_BACKENDS, OFFLOAD_CHOICES
     from vd.paths import default_device
 
     name = (name or "auto").lower()
     if name not in INPAINT_BACKENDS:
         raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if offload not in OFFLOAD_CHOICES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
     dev = device or default_device()
     if str(dev).startswith("cuda"):
         import torch
@@ -1006,7 +1010,8 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
 
     require("flux-fill", auto_fetch=auto_fetch)
     require("flux-prompt", auto_fetch=auto_fetch)
-    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch)), "flux-fill"
+    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
+                                            vram_budget=vram_budget)), "flux-fill"
 
 
 def print_summary(result: FineResult) -> None:
