@@ -4,7 +4,7 @@
 function __vd_subs
     switch $argv[1]
         case 'vd'
-            string split ' ' -- 'cache coarse depth export fetch fine inspect refine view'
+            string split ' ' -- 'cache coarse depth doctor export fetch fine inspect refine view'
         case 'vd cache'
             string split ' ' -- 'clear du ls prune verify'
     end
@@ -20,6 +20,8 @@ function __vd_valopts
             string split ' ' -- '--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --vram-budget --inpaint-steps --guidance --focal --fov --max-resolution --seed --device --viewer --viewer-port --rrd --wait-seconds'
         case 'vd depth'
             string split ' ' -- '--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device --viewer --viewer-port --rrd --wait-seconds'
+        case 'vd doctor'
+            string split ' ' -- '--device'
         case 'vd export'
             string split ' ' -- '--format -f --out -o --stage --sh-degree --up --traj --frames --fps --validate --device'
         case 'vd fetch'
@@ -59,6 +61,7 @@ complete -c vd -e
 complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'cache' -d 'Manage the content-addressed artifact cache ($VD_CACHE_DIR, default ~/.cache/vd)'
 complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'coarse' -d 'Build the coarse scene for each IMAGE (the main job)'
 complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'depth' -d 'Estimate depth for each IMAGE; writes depth.npy, depth.png, mask.png, normals.npy (moge), intrinsics.json'
+complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'doctor' -d 'Check torch and CUDA, gsplat and its compiled kernels, fused-ssim, diffusers, MoGe'\''s code, rerun, splat-transform, the model weights and the free VRAM, and say what vd would pick for each backend'
 complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'export' -d 'Export a scene to a file format other tools read, or validate a refine dataset'
 complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'fetch' -d 'Download model weights into $VD_MODELS_DIR, resuming and verifying every file'
 complete -c vd -n 'test (__vd_path) = '\''vd'\''' -f -a 'fine' -d 'Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json'
@@ -147,6 +150,10 @@ complete -c vd -n 'test (__vd_path) = '\''vd depth'\''' -l rrd -r -d 'Also save 
 complete -c vd -n 'test (__vd_path) = '\''vd depth'\''' -l wait -d 'At the end, keep the viewer connection / gRPC server open until Enter is pressed'
 complete -c vd -n 'test (__vd_path) = '\''vd depth'\''' -l wait-seconds -r -d 'At the end, keep the viewer connection / gRPC server open N seconds'
 complete -c vd -n 'test (__vd_path) = '\''vd depth'\''' -l help -s h -d 'Show this message and exit'
+complete -c vd -n 'test (__vd_path) = '\''vd doctor'\''' -l json -d 'Print the report as one JSON object'
+complete -c vd -n 'test (__vd_path) = '\''vd doctor'\''' -l verify -d 'Also re-hash the model weights (sha256; slow for FLUX.1-Fill-dev)'
+complete -c vd -n 'test (__vd_path) = '\''vd doctor'\''' -l device -r -d 'cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available)'
+complete -c vd -n 'test (__vd_path) = '\''vd doctor'\''' -l help -s h -d 'Show this message and exit'
 complete -c vd -n 'test (__vd_path) = '\''vd export'\''' -l format -s f -r -d 'ply, compressed-ply, splat, colmap or video'
 complete -c vd -n 'test (__vd_path) = '\''vd export'\''' -l out -s o -r -d 'Output file (a folder for colmap)'
 complete -c vd -n 'test (__vd_path) = '\''vd export'\''' -l stage -r -d 'Which stage'\''s Gaussians: fine, coarse, scaffold (or refine for a refine folder)'
