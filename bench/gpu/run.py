@@ -176,6 +176,7 @@ def orchestrate(args) -> int:
         child_env = _with_path(env, gsite) if use_gsplat else env
         for name, value in run_group(names, box, work, out, args.dry_run, use_gsplat, child_env).items():
             res.section(name, value)
+    res.set("gsplat_build", build.wait(0))  # stops a build that no section waited for
     shutil.rmtree(work, ignore_errors=True)
     res.data["run"]["seconds"] = round(time.perf_counter() - t_start, 1)
     res.write()
