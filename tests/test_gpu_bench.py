@@ -37,6 +37,9 @@ def test_dry_run_exercises_every_section(tmp_path):
     assert s["render-gsplat"]["data"]["all"]["skipped"].startswith("gsplat rasterises on CUDA only")
     assert s["coarse-fine"]["data"]["coarse"]["exit_code"] == 0 and s["coarse-fine"]["data"]["fine"]["exit_code"] == 0
     assert s["budget"]["data"]["12 GiB"]["exit_code"] == 0
+    # summary.json of both stages carries the memory plan (on the CPU: nothing to place)
+    assert s["budget"]["data"]["12 GiB"]["memory_plan"].startswith("no CUDA device")
+    assert s["coarse-fine"]["data"]["fine"]["memory_plan"].startswith("no CUDA device")
     assert "offload sequential" in s["budget"]["data"]["planned 12 GiB"]
     assert s["tests"]["data"]["exit_code"] == 0
     md = (tmp_path / "out" / "results.md").read_text()

@@ -243,13 +243,15 @@ def _render_rows(ctx: Ctx, backend: str) -> None:
 
             try:
                 with VramSampler(ctx.device) as vs:
+                    t = time.perf_counter()
                     once()  # warm-up
+                    warm = time.perf_counter() - t
                     times = []
-                    for _ in range(ctx.sizes.render_repeats):
+                    for _ in range(ctx.sizes.render_repeats if warm < 1.0 else 2 if warm < 5.0 else 1):
                         t = time.perf_counter()
                         once()
                         times.append(time.perf_counter() - t)
-                ctx.record(key, {"gaussians": len(g), "best_s": round(min(times), 4),
+                ctx.record(key, {"gaussians": len(g), "runs": len(times), "best_s": round(min(times), 4),
                                  "median_s": round(sorted(times)[len(times) // 2], 4), **vs.json()})
             except torch.cuda.OutOfMemoryError:
                 ctx.record(key, {"error": "CUDA out of memory"})

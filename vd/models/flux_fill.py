@@ -24,7 +24,8 @@ in `vd/assets/flux-fill/` (offline, `local_files_only=True`). Empty-prompt embed
 (T5, [1,512,4096]) and `vec.pt` (CLIP pooled, [1,768]) come from `vd fetch flux-prompt` and are
 read with `torch.load(weights_only=True)`.
 
-Offload modes (`--offload`):
+Offload modes (`--offload`; the default `auto` picks one from the free VRAM when the model loads,
+see `vd.models.offload`):
 - `none`: transformer and AE live on the GPU (fastest; needs ~24 GB for the bf16 weights alone);
 - `model`: whole modules move GPU<->CPU around their use (AE for encode, transformer for the
   denoising loop, AE for decode); peak ~ the transformer's 22.2 GiB plus activations;
