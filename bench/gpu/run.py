@@ -173,7 +173,8 @@ def orchestrate(args) -> int:
                 res.section(n, {"status": f"skipped: {max(left, 0):.0f} s of the {args.budget_s:.0f} s budget left"})
             continue
         use_gsplat = build.ok and any(p[2] for p in group)
-        child_env = _with_path(env, gsite) if use_gsplat else env
+        # env only looks at gsplat (vd doctor); the others must not import it before its kernels are built
+        child_env = _with_path(env, gsite) if use_gsplat or names == ["env"] else env
         for name, value in run_group(names, box, work, out, args.dry_run, use_gsplat, child_env).items():
             res.section(name, value)
     res.set("gsplat_build", build.wait(0))  # stops a build that no section waited for

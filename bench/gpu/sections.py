@@ -269,6 +269,9 @@ def render_gsplat(ctx: Ctx) -> None:
     if not ctx.gsplat_ok:
         ctx.skip("all", "gsplat did not build (see gsplat-build.log)")
         return
+    from vd.doctor import gsplat_kernels
+
+    ctx.record("vd doctor finds the kernels", gsplat_kernels())
     ctx.record("size", list(ctx.sizes.render_wh))
     _render_rows(ctx, "gsplat")
 
