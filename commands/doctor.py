@@ -46,6 +46,9 @@ def _lines(report) -> list[str]:
     lines.append(f"vd would use (device {p['device']}): depth {p['depth']}"
                  + (f" on {p['depth_device']}" if p.get("depth_device") else "")
                  + f", inpaint {p['inpaint']}, render {p['render']}, ssim {p['ssim']}, offload {p['offload']}")
+    if report.vram:
+        v = report.vram
+        lines.append(f"free VRAM: {v['free_bytes'] / 2**30:.1f} of {v['total_bytes'] / 2**30:.1f} GiB")
     lines.append(f"memory: {p['offload_reason']}")
     missing = [c.name for c in report.checks if c.blocks_gpu]
     lines.append("GPU path: ready" if not missing else f"GPU path: not ready (missing: {', '.join(missing)})")

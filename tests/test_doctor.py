@@ -59,10 +59,12 @@ def test_exit_0_when_nothing_blocks_the_gpu_path(monkeypatch, capsys):
 
     report = D.Report([D.Check("torch", "ok", "fine"), D.Check("fused-ssim", "optional", "absent", "pip ...")],
                       {"device": "cuda", "depth": "moge", "depth_device": "cuda", "inpaint": "flux-fill", "render": "gsplat",
-                       "ssim": "torch", "offload": "none", "offload_reason": "offload none (...)"})
+                       "ssim": "torch", "offload": "none", "offload_reason": "offload none (...)"},
+                      {"free_bytes": 130 * 2**30, "total_bytes": 140 * 2**30})
     monkeypatch.setattr(vd.doctor, "diagnose", lambda **kw: report)
     assert run(["doctor"]) == 0
-    assert "GPU path: ready" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "GPU path: ready" in out and "free VRAM: 130.0 of 140.0 GiB" in out
 
 
 def test_weights_present_missing_and_verified(tmp_path, monkeypatch):
