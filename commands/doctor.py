@@ -19,8 +19,7 @@ def doctor(
     """Check torch and CUDA, gsplat and its compiled kernels, fused-ssim, diffusers, MoGe's code, rerun,
     splat-transform, the model weights and the free VRAM, and say what vd would pick for each backend.
 
-    Exit codes: 0 the GPU path (MoGe-2, FLUX.1-Fill, gsplat on CUDA) can run; 1 it cannot (the
-    MISSING lines say why, each with its fix); optional pieces never change the exit code.
+    Exit codes: 0 the GPU path (MoGe-2, FLUX.1-Fill, gsplat on CUDA) can run; 1 it cannot (the MISSING lines say why).
     """
     from vd import console
     from vd.doctor import diagnose
