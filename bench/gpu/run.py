@@ -203,7 +203,8 @@ def child(args) -> int:
         t0 = time.perf_counter()
         try:
             SECTIONS[name](ctx)
-            status = f"ok ({time.perf_counter() - t0:.1f} s)"
+            skipped = ctx.data.get("all", {}).get("skipped") if list(ctx.data) == ["all"] else None
+            status = f"skipped: {skipped}" if skipped else f"ok ({time.perf_counter() - t0:.1f} s)"
         except Exception as e:  # noqa: BLE001 - one section's failure must not stop the others
             import traceback
 
