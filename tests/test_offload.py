@@ -162,3 +162,28 @@ def test_flux_backend_decides_auto_offload_when_it_loads(tmp_path):
     assert b.offload == "auto"
     b._place()
     assert b.offload == "none" and b.placement["on_gpu"] is False
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("budget_gib, expected", [(None, "none"), (1, "sequential")])
+def test_auto_offload_on_the_gpu(tmp_path, budget_gib, expected):
+    """On a real device: the free VRAM is read when the model loads, the plan is applied, the inpaint works."""
+    import numpy as np
+    import torch
+    from flux_tiny import make_tiny_flux
+
+    from vd.models.flux_fill import FluxFillInpaint
+
+    if budget_gib is None and torch.cuda.mem_get_info()[0] < 40 * GIB:
+        pytest.skip("needs a GPU with 40 GiB free")
+    tiny = make_tiny_flux(tmp_path)
+    paths = {k: tiny[k] for k in ("transformer", "ae", "txt", "vec")}
+    b = FluxFillInpaint(device="cuda", paths=paths, config=tiny["config"], steps=2,
+                        vram_budget=None if budget_gib is None else budget_gib * GIB)
+    rgb = np.full((32, 48, 3), 100, np.uint8)
+    mask = np.zeros((32, 48), bool)
+    mask[8:24, 8:40] = True
+    out = b.inpaint(rgb, mask, seed=0)
+    assert np.array_equal(out[~mask], rgb[~mask])
+    assert b.offload == expected and b.placement["on_gpu"] and b.placement["free_bytes"] > 0
+    b.release()
