@@ -361,6 +361,7 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     from vd.models import memory
     from vd.models.depth import get_depth_backend
     from vd.models.inpaint import get_inpaint_backend
+    from vd.models.offload import configure
     from vd.paths import default_device
     from vd.render import resolve_backend
 
@@ -383,8 +384,6 @@ def _run_coarse(image, p: CoarseParams | None = None, *, depth_backend: str = "a
     need_inpaint = p.outpaint or p.n_frames > 2
     iback = (get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None, **(inpaint_options or {}))
              if need_inpaint else None)
-    from vd.models.offload import configure
-
     memory_plan = configure(dback, iback, device=dev, budget=(inpaint_options or {}).get("vram_budget"))
     memory.reset()
 
