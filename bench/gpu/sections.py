@@ -335,11 +335,33 @@ def random_flux_cli(parts):
                       paths={k: "random" for k in ("transformer", "ae", "txt", "vec")})
         return dev, (lambda: fine.FluxDenoiser(backend=backend)), "flux-fill"
 
-    inpaint.get_inpaint_backend, fine.choose_denoiser = get_backend, choose
+    swaps = [(real_get, get_backend), (real_choose, choose)]
+    undo = _swap_everywhere(swaps)
     try:
         yield
     finally:
-        inpaint.get_inpaint_backend, fine.choose_denoiser = real_get, real_choose
+        for module, attr, value in undo:
+            setattr(module, attr, value)
+
+
+def _swap_everywhere(swaps) -> list:
+    """Replace each function in every loaded vd module that holds it (wherever a refactor imports
+    it from); returns what to restore."""
+    import importlib
+
+    for name in ("vd.stages.coarse", "vd.stages.fine", "vd.commands.coarse", "vd.commands.fine"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    undo = []
+    for module in [m for n, m in list(sys.modules.items()) if n.startswith("vd.") and m is not None]:
+        for attr, value in list(vars(module).items()):
+            for old, new in swaps:
+                if value is old:
+                    setattr(module, attr, new)
+                    undo.append((module, attr, old))
+    return undo
 
 
 def run_vd(ctx: Ctx, args: list[str], cache: Path) -> dict:
