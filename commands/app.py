@@ -15,6 +15,7 @@ from vd import __version__
 from vd.commands import cache as cache_cmd
 from vd.commands import coarse as coarse_cmd
 from vd.commands import depth as depth_cmd
+from vd.commands import doctor as doctor_cmd
 from vd.commands import export as export_cmd
 from vd.commands import fetch as fetch_cmd
 from vd.commands import fine as fine_cmd
@@ -68,6 +69,7 @@ app.command("export", no_args_is_help=True)(export_cmd.export)
 app.command("refine", no_args_is_help=True)(refine_cmd.refine)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("view", no_args_is_help=True)(view_cmd.view)
+app.command("doctor", no_args_is_help=False)(doctor_cmd.doctor)
 app.add_typer(cache_cmd.app, name="cache")
 
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from vd.commands import common
+from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.commands import tables
 from vd.commands import viewer_options as vo
 from vd.params import CoarseParams, FluxParams
@@ -41,7 +42,8 @@ def coarse(
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
-    offload: Optional[str] = common.param_option(FluxParams, "offload", "Flux Fill GPU memory mode: none (fastest), model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).", rich_help_panel=_BACK),
+    offload: Optional[str] = common.param_option(FluxParams, "offload", OFFLOAD_HELP, metavar="MODE", rich_help_panel=_BACK),
+    vram_budget: Optional[float] = common.param_option(FluxParams, "vram_budget", VRAM_BUDGET_HELP, metavar="GiB", rich_help_panel=_BACK),
     inpaint_steps: Optional[int] = common.param_option(FluxParams, "inpaint_steps", "Flux Fill sampling steps.", rich_help_panel=_BACK),
     guidance: Optional[float] = common.param_option(FluxParams, "guidance", "Flux Fill guidance.", rich_help_panel=_BACK),
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
@@ -83,7 +85,7 @@ def coarse(
         check_input_file(img, "image")
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
-    flux = FluxParams(**given(offload=offload, inpaint_steps=inpaint_steps, guidance=guidance))
+    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     flux.validate()
     for img in images:
         dest = common.output_dir(out, img, len(images))

@@ -19,8 +19,16 @@ MAX_RES = typer.Option(params.MAX_RESOLUTION, "--max-resolution", help="Long sid
 FETCH = typer.Option(False, "--fetch", help="Download missing model weights first (also VD_AUTO_FETCH=1).")
 
 
+OFFLOAD_HELP = ("Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), model "
+                "(whole modules moved to the GPU while used), sequential (block by block, the least VRAM).")
+VRAM_BUDGET_HELP = ("Cap on the GPU memory vd plans for, in GiB (e.g. 16 on a shared 24 GB card); --offload auto picks "
+                    "within it.")
+
+
 def shows_default(help: str, default) -> str:
     """`help` with the default shown after it, as typer shows a default (for options whose own default is None)."""
+    if default is None:
+        return help
     shown = " ".join(f"{x:g}" for x in default) if isinstance(default, tuple) else (
         f"{default:g}" if isinstance(default, float) else str(default))
     return f"{help} [dim]\\[default: {shown}][/dim]"

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from vd.commands import common, tables
+from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.commands import viewer_options as vo
 from vd.params import FineParams, FluxParams
 
@@ -37,7 +38,8 @@ def fine(
     render_backend: Optional[str] = common.param_option(FineParams, "render_backend", "auto, gsplat or torch."),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
     allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
-    offload: Optional[str] = common.param_option(FluxParams, "offload", "Flux memory mode: none | model | sequential."),
+    offload: Optional[str] = common.param_option(FluxParams, "offload", OFFLOAD_HELP, metavar="MODE"),
+    vram_budget: Optional[float] = common.param_option(FluxParams, "vram_budget", VRAM_BUDGET_HELP, metavar="GiB"),
     device: Optional[str] = common.DEVICE,
     seed: int = common.SEED,
     json_: bool = common.JSON,
@@ -57,9 +59,11 @@ def fine(
     params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters, rect_weight=rect_weight,
                                 rescale=rescale, render_backend=render_backend, seed=seed))
     params.validate()
+    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget))
+    flux.validate()
     check_device(device)
     jobs = resolve_jobs(inputs, out)
-    dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=offload or FluxParams.offload,
+    dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=flux.offload, vram_budget=flux.budget_bytes,
                                       allow_classical=allow_classical, guidance=params.guidance,
                                       auto_fetch=True if fetch else None)
 
@@ -127,21 +131,22 @@ def resolve_jobs(inputs, out: Optional[Path]) -> list[FineJob]:
 
 
 def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_classical: bool,
-                    guidance: float = 30.0, auto_fetch: Optional[bool] = None):
+                    guidance: float = FluxParams.guidance, auto_fetch: Optional[bool] = None,
+                    vram_budget: Optional[int] = None):
     """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
     without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
     from vd import console
     from vd.errors import UsageError
     from vd.models.inpaint import INPAINT_BACKENDS
-    from vd.params import OFFLOAD_MODES
+    from vd.params import OFFLOAD_CHOICES
     from vd.paths import resolve_device
     from vd.stages.denoisers import ClassicalDenoiser, make_flux_denoiser
 
     name = (name or "auto").lower()
     if name not in INPAINT_BACKENDS:
         raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if offload not in OFFLOAD_CHOICES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
     dev = resolve_device(device)
     why = ""
     if name == "auto":
@@ -170,4 +175,5 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
 
     require("flux-fill", auto_fetch=auto_fetch)
     require("flux-prompt", auto_fetch=auto_fetch)
-    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch)), "flux-fill"
+    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
+                                            vram_budget=vram_budget)), "flux-fill"

@@ -5,7 +5,7 @@
 _vd() {
     local -A subs opts valopts choices
     subs=(
-        ['vd']='cache coarse depth export fetch fine inspect refine view'
+        ['vd']='cache coarse depth doctor export fetch fine inspect refine view'
         ['vd cache']='clear du ls prune verify'
     )
     opts=(
@@ -16,11 +16,12 @@ _vd() {
         ['vd cache ls']='--json --stage --image --help -h'
         ['vd cache prune']='--older-than --max-size --stage --image --include-models --dry-run -n --json --help -h'
         ['vd cache verify']='--repair --json --help -h'
-        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --no-outpaint --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --inpaint-steps --guidance --focal --fov --max-resolution --json --seed --device --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
+        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --no-outpaint --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --vram-budget --inpaint-steps --guidance --focal --fov --max-resolution --json --seed --device --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd depth']='--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
+        ['vd doctor']='--json --verify --device --help -h'
         ['vd export']='--format -f --out -o --stage --sh-degree --up --traj --frames --fps --side-by-side-depth --force --validate --device --json --help -h'
         ['vd fetch']='--list --verify --json --offline --proxy --manifest --force --help -h'
-        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --rescale --render-backend --inpaint-backend --allow-classical --offload --device --seed --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
+        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --rescale --render-backend --inpaint-backend --allow-classical --offload --vram-budget --device --seed --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd inspect']='--json --strict --help -h'
         ['vd refine']='--init --out -o --iters --depth-weight --normal-weight --densify --no-densify --config --device --seed --json --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd view']='--viewer --viewer-port --rrd --wait --wait-seconds --fly-through --traj --render-backend --help -h'
@@ -28,11 +29,12 @@ _vd() {
     valopts=(
         ['vd cache ls']='--stage --image'
         ['vd cache prune']='--older-than --max-size --stage --image'
-        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --inpaint-steps --guidance --focal --fov --max-resolution --seed --device --viewer --viewer-port --rrd --wait-seconds'
+        ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --vram-budget --inpaint-steps --guidance --focal --fov --max-resolution --seed --device --viewer --viewer-port --rrd --wait-seconds'
         ['vd depth']='--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device --viewer --viewer-port --rrd --wait-seconds'
+        ['vd doctor']='--device'
         ['vd export']='--format -f --out -o --stage --sh-degree --up --traj --frames --fps --validate --device'
         ['vd fetch']='--proxy --manifest'
-        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --rescale --render-backend --inpaint-backend --offload --device --seed --viewer --viewer-port --rrd --wait-seconds'
+        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --rescale --render-backend --inpaint-backend --offload --vram-budget --device --seed --viewer --viewer-port --rrd --wait-seconds'
         ['vd refine']='--init --out -o --iters --depth-weight --normal-weight --config --device --seed --viewer --viewer-port --rrd --wait-seconds'
         ['vd view']='--viewer --viewer-port --rrd --wait-seconds --fly-through --traj --render-backend'
     )

@@ -72,26 +72,36 @@ def given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+GIB = 2**30
 OFFLOAD_MODES = ("none", "model", "sequential")
+OFFLOAD_CHOICES = ("auto", *OFFLOAD_MODES)  # auto: decided from the free VRAM when the model loads (vd.models.offload)
 
 
 @dataclass
 class FluxParams:
-    """FLUX.1-Fill-dev sampling and its GPU memory mode (`vd coarse`, `vd fine`)."""
+    """FLUX.1-Fill-dev sampling and its GPU memory (`vd coarse`, `vd fine`)."""
 
-    offload: str = "model"  # none (fastest), model (modules moved to the GPU while used), sequential (least VRAM)
+    offload: str = "auto"  # auto, none (fastest), model (modules moved to the GPU while used), sequential (least VRAM)
+    vram_budget: Optional[float] = None  # GiB vd may plan for (None: the free memory)
     inpaint_steps: int = 25
     guidance: float = 30.0
 
     def validate(self) -> None:
         check_finite(self)
-        check_choice(self.offload, OFFLOAD_MODES, "--offload")
+        check_choice(self.offload, OFFLOAD_CHOICES, "--offload")
+        b = self.vram_budget
+        require(b is None or (math.isfinite(b) and b > 0), f"--vram-budget must be a positive number of GiB, got {b}")
         require(self.inpaint_steps >= 1, f"--inpaint-steps must be at least 1, got {self.inpaint_steps}")
         require(self.guidance >= 0, f"--guidance must be 0 or more, got {self.guidance:g}")
 
+    @property
+    def budget_bytes(self) -> Optional[int]:
+        return None if self.vram_budget is None else int(self.vram_budget * GIB)
+
     def backend_options(self) -> dict:
         """Keyword arguments of `vd.models.choose.get_inpaint_backend`."""
-        return {"offload": self.offload, "steps": self.inpaint_steps, "guidance": self.guidance}
+        return {"offload": self.offload, "steps": self.inpaint_steps, "guidance": self.guidance,
+                "vram_budget": self.budget_bytes}
 
 
 @dataclass
@@ -193,6 +203,6 @@ class VideoParams:
         require(self.fps > 0, f"--fps must be positive, got {self.fps:g}")
 
 
-__all__ = ["SEED", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "OFFLOAD_MODES",
+__all__ = ["SEED", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
            "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
            "option_name", "require"]

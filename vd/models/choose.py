@@ -20,7 +20,7 @@ from vd.models.inpaint import INPAINT_BACKENDS, InpaintBackend
 from vd.models.intrinsics import focal_from_fov
 from vd.models.moge import MogeDepth
 from vd.models.telea import TeleaInpaint
-from vd.params import OFFLOAD_MODES, FluxParams
+from vd.params import OFFLOAD_CHOICES, FluxParams
 from vd.paths import default_device
 
 
@@ -79,13 +79,14 @@ def get_inpaint_backend(
     guidance: float = FluxParams.guidance,
     auto_fetch: Optional[bool] = None,
     quiet_choice: bool = False,
+    vram_budget: Optional[int] = None,
 ) -> InpaintBackend:
     """Build (but do not load) an inpainting backend; weights load on the first `inpaint` call."""
     name = (name or "auto").lower()
     if name not in INPAINT_BACKENDS:
         raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
-    if offload not in OFFLOAD_MODES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if offload not in OFFLOAD_CHOICES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
     if steps < 1:
         raise UsageError(f"the Flux Fill step count (--inpaint-steps) must be at least 1, got {steps}")
     if name == "auto":
@@ -108,7 +109,8 @@ def get_inpaint_backend(
             console.info(f"inpaint backend: {name} ({why})")
     if name == "telea":
         return TeleaInpaint()
-    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch)
+    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch,
+                           vram_budget=vram_budget)
 
 
 __all__ = ["get_depth_backend", "get_inpaint_backend", "flux_weights_available"]

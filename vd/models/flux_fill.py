@@ -24,7 +24,8 @@ in `vd/assets/flux-fill/` (offline, `local_files_only=True`). Empty-prompt embed
 (T5, [1,512,4096]) and `vec.pt` (CLIP pooled, [1,768]) come from `vd fetch flux-prompt` and are
 read with `torch.load(weights_only=True)`.
 
-Offload modes (`--offload`):
+Offload modes (`--offload`; the default `auto` picks one from the free VRAM when the model loads,
+see `vd.models.offload`):
 - `none`: transformer and AE live on the GPU (fastest; needs ~24 GB for the bf16 weights alone);
 - `model`: whole modules move GPU<->CPU around their use (AE for encode, transformer for the
   denoising loop, AE for decode); peak ~ the transformer's 22.2 GiB plus activations;
@@ -402,12 +403,16 @@ def _empty_cache():
 class FluxFillInpaint(InpaintBackend):
     name = "flux-fill"
 
-    def __init__(self, *, device=None, offload: str = "model", steps: int = 25, guidance: float = 30.0,
-                 auto_fetch=None, paths: Optional[dict] = None, config=None):
+    def __init__(self, *, device=None, offload: str = "auto", steps: int = 25, guidance: float = 30.0,
+                 auto_fetch=None, paths: Optional[dict] = None, config=None, vram_budget: Optional[int] = None):
         """`paths` (transformer, ae, txt, vec) and `config` (a folder with transformer/ and vae/)
-        override the registry and the bundled configs (tests use tiny models this way)."""
+        override the registry and the bundled configs (tests use tiny models this way).
+        offload "auto" is decided from the free VRAM (capped at `vram_budget` bytes) when the model loads."""
         self._device = device
         self.offload = offload
+        self.vram_budget = vram_budget
+        self.work_pixels: Optional[int] = None  # views x height x width of a call, when known before loading
+        self.placement: Optional[dict] = None  # the vd.models.offload decision, for summaries
         self.steps = int(steps)
         self.guidance = float(guidance)
         self.auto_fetch = auto_fetch
@@ -456,10 +461,24 @@ class FluxFillInpaint(InpaintBackend):
             from vd import console
 
             p = self.paths()
+            if self.offload == "auto":
+                self._place()
             with console.status(f"loading FLUX.1-Fill-dev (offload={self.offload}) on {self.device}"):
-                self._ff = FluxFill.load(p["transformer"], p["ae"], p["txt"], p["vec"], device=self.device,
-                                         offload=self.offload, config=self.config)
+                self._ff = self._build(p)
         return self._ff
+
+    def _build(self, p: dict) -> FluxFill:
+        return FluxFill.load(p["transformer"], p["ae"], p["txt"], p["vec"], device=self.device, offload=self.offload,
+                             config=self.config)
+
+    def _place(self) -> None:
+        from vd import console
+        from vd.models.offload import DEFAULT_WORK_PIXELS, place
+
+        pl = place(self.device, budget=self.vram_budget, work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS)
+        self.offload, self.placement = pl.offload, pl.to_json()
+        if pl.on_gpu:
+            (console.info if pl.fits else console.warn)(f"GPU memory: {pl.reason}")
 
     @property
     def flux(self) -> FluxFill:

@@ -1,7 +1,7 @@
 """Inpainting backends behind one interface.
 
-    get_inpaint_backend(name="auto", *, device=None, offload="model", steps=25, guidance=30.0,
-                        auto_fetch=None) -> InpaintBackend
+    vd.models.choose.get_inpaint_backend(name="auto", *, device=None, offload="auto", steps=25, guidance=30.0,
+                                         auto_fetch=None, vram_budget=None) -> InpaintBackend
     backend.name, backend.identity       # identity goes into cache keys
     backend.inpaint(rgb uint8 [H,W,3], mask bool [H,W] (True = generate), seed: int) -> uint8 [H,W,3]
         # pixels where mask is False are returned exactly (bit-identical)
@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from vd.models.backend import ModelBackend
-from vd.params import OFFLOAD_MODES
 
 INPAINT_BACKENDS = ("auto", "flux-fill", "telea")
 
@@ -46,4 +45,4 @@ def keep_unmasked(rgb: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> n
     return out
 
 
-__all__ = ["InpaintBackend", "check_inputs", "keep_unmasked", "INPAINT_BACKENDS", "OFFLOAD_MODES"]
+__all__ = ["InpaintBackend", "check_inputs", "keep_unmasked", "INPAINT_BACKENDS"]

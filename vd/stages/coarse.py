@@ -23,6 +23,7 @@ from vd.image import load_image
 from vd.models import memory
 from vd.models.choose import get_depth_backend
 from vd.models.choose import get_inpaint_backend
+from vd.models.offload import configure
 from vd.params import MAX_RESOLUTION, SEED, CoarseParams, check_intrinsics, check_max_resolution
 from vd.paths import resolve_device
 from vd.render import resolve_backend
@@ -65,7 +66,9 @@ class CoarseRun:
         iback = None
         if p.outpaint or p.n_frames > 2:
             iback = get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None, **(inpaint_options or {}))
+        memory_plan = configure(dback, iback, device=dev, budget=(inpaint_options or {}).get("vram_budget"))
         return cls(p=p, img=img, dev=dev, rname=rname, init_iters=init_iters, view_iters=view_iters, cpu_auto=auto,
+                   memory_plan=memory_plan,
                    dback=dback, iback=iback, seed=seed, max_resolution=max_resolution, viewer=viewer,
                    cache=cache if cache is not None else Cache.open(), t_start=time.perf_counter())
 
@@ -193,6 +196,7 @@ class CoarseRun:
         return {
             "image": str(self.img.path), "size": [int(self.img.rgb.shape[1]), int(self.img.rgb.shape[0])], "device": self.dev,
             "backends": {"depth": self.dback.name, "inpaint": self.iback.name if self.iback else None, "render": self.rname},
+            "memory_plan": self.memory_plan,
             "params": {**{k: v for k, v in asdict(p).items() if k not in ("init_iters", "view_iters")},
                        "radius_percentiles": list(p.radius_percentiles), "max_resolution": self.max_resolution,
                        "seed": self.seed},
@@ -237,7 +241,9 @@ def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, *, dept
                inpaint_options: Optional[dict] = None) -> stage.CoarseResult:
     """Build (or load from the cache) the coarse scene of `image`; write the output folder `out` when given.
 
-    `inpaint_options` go to the inpaint backend (flux-fill: offload, steps, guidance). `viewer`
+    `inpaint_options` go to the inpaint backend (flux-fill: `vd.params.FluxParams.backend_options()`:
+    offload, vram_budget in bytes, steps, guidance); `offload="auto"` is planned before any model
+    loads (`vd.models.offload.configure`) and recorded as the summary's "memory_plan". `viewer`
     receives every view and the Gaussians as they are made (see `vd.viewer`)."""
     with _deterministic():
         run = CoarseRun.open(image, params or CoarseParams(), depth_backend=depth_backend, inpaint_backend=inpaint_backend,

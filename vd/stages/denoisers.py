@@ -16,6 +16,7 @@ import numpy as np
 from vd.models import flux_fill
 from vd.models.flux_fill import FluxFillInpaint
 from vd.models.telea import TeleaInpaint
+from vd.params import FluxParams
 
 
 class Denoiser:
@@ -84,9 +85,10 @@ class FluxDenoiser(Denoiser):
 
     name = "flux-fill"
 
-    def __init__(self, *, device="cpu", offload: str = "model", guidance: float = 30.0, auto_fetch=None,
-                 backend=None):
-        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+    def __init__(self, *, device="cpu", offload: str = FluxParams.offload, guidance: float = FluxParams.guidance,
+                 auto_fetch=None, backend=None, vram_budget: Optional[int] = None):
+        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
+                                                  vram_budget=vram_budget)
         self.guidance = float(guidance)
         self.dtype = "bfloat16" if str(self.backend.device).startswith("cuda") else "float32"
         self.identity = f"{self.backend.identity}:fine-guidance={self.guidance}"
@@ -101,6 +103,7 @@ class FluxDenoiser(Denoiser):
         import torch
 
         self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
+        self.backend.work_pixels = int(rgb.shape[0] * rgb.shape[1] * rgb.shape[2])  # sizes "auto" offload
         images = rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
         masks = torch.as_tensor(holes)[:, None].float()
         self.cond = self.ff.condition(images, masks)
@@ -126,8 +129,9 @@ class FluxDenoiser(Denoiser):
         self.backend.release()
 
 
-def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool]) -> Denoiser:
-    return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch)
+def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool],
+                       vram_budget: Optional[int] = None) -> Denoiser:
+    return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget)
 
 
 __all__ = ["Denoiser", "ClassicalDenoiser", "FluxDenoiser", "make_flux_denoiser"]

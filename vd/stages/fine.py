@@ -315,6 +315,7 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
     summary = {
         "stage": STAGE, "version": VERSION, "key": key, "coarse": str(Path(coarse_dir).resolve()),
         "denoiser": {"name": denoiser.name, "identity": denoiser.identity, "dtype": denoiser.dtype},
+        "memory_plan": getattr(getattr(denoiser, "backend", None), "placement", None),
         "render_backend": render_backend, "device": str(device), "params": asdict(params),
         "frame": {"width": W, "height": H, "K": np.asarray(K).round(6).tolist()},
         "schedule": [round(s, 6) for s in loop.sched], "start_index": loop.start,

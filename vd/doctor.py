@@ -1,0 +1,250 @@
+"""What this installation can run: the checks behind `vd doctor`, returned as data.
+
+    report = diagnose(verify=False)
+    report.checks            # list[Check]: name, status (ok | missing | optional | warn), detail, fix
+    report.picks             # what `auto` would choose for depth, inpaint, render, ssim and offload
+    report.gpu_ready         # False when the real GPU path (MoGe-2, FLUX.1-Fill, gsplat on CUDA) cannot run
+    report.to_json()
+
+A check whose status is "missing" blocks the GPU path; "optional" and "warn" do not. Nothing here
+compiles or downloads anything: gsplat's kernels are looked for, not built.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+GPU_MODELS = ("moge", "flux-fill", "flux-prompt")
+TORCH_PIN = "2.13.0"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | missing (blocks the GPU path) | optional (not installed, not needed) | warn
+    detail: str
+    fix: str = ""
+
+    @property
+    def blocks_gpu(self) -> bool:
+        return self.status == "missing"
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    picks: dict = field(default_factory=dict)
+    vram: Optional[dict] = None
+
+    @property
+    def gpu_ready(self) -> bool:
+        return not any(c.blocks_gpu for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {"gpu_ready": self.gpu_ready, "checks": [asdict(c) for c in self.checks], "picks": self.picks,
+                "vram": self.vram}
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- torch and CUDA
+@dataclass
+class TorchInfo:
+    version: Optional[str] = None
+    cuda_build: Optional[str] = None  # the CUDA version torch was built with
+    cuda: bool = False
+    device_name: Optional[str] = None
+    capability: Optional[str] = None
+
+
+def torch_info() -> TorchInfo:
+    try:
+        import torch
+    except ImportError:
+        return TorchInfo()
+    info = TorchInfo(torch.__version__, torch.version.cuda, bool(torch.cuda.is_available()))
+    if info.cuda:
+        info.device_name = torch.cuda.get_device_name(0)
+        major, minor = torch.cuda.get_device_capability(0)
+        info.capability = f"{major}.{minor}"
+    return info
+
+
+def check_torch(t: TorchInfo) -> Check:
+    if t.version is None:
+        return Check("torch", "missing", "not installed", f'pip install "torch=={TORCH_PIN}"')
+    if t.cuda:
+        return Check("torch", "ok", f"{t.version}, CUDA {t.cuda_build}, {t.device_name} (compute {t.capability})")
+    if t.cuda_build is None:
+        return Check("torch", "missing", f"{t.version} is a CPU-only build",
+                     f'pip install "torch=={TORCH_PIN}" --index-url https://download.pytorch.org/whl/cu128  '
+                     "# or the cuXXX build your driver supports")
+    return Check("torch", "missing", f"{t.version} (CUDA {t.cuda_build}) sees no CUDA device",
+                 "check the NVIDIA driver with nvidia-smi (it must support CUDA " + str(t.cuda_build) + ")")
+
+
+def nvcc_version() -> Optional[str]:
+    """The release of the nvcc on PATH or under CUDA_HOME, e.g. "13.0"; None without one."""
+    exe = shutil.which("nvcc")
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if exe is None and home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
+        exe = os.path.join(home, "bin", "nvcc")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
+# --------------------------------------------------------------------------- gsplat
+def gsplat_kernels() -> Optional[str]:
+    """Where gsplat's compiled kernels are (prebuilt module or torch's JIT build folder), or None."""
+    if _importable("gsplat.csrc"):
+        return "prebuilt"
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private; absent in some torch versions
+
+        folder = _get_build_directory("gsplat_cuda", verbose=False)
+    except Exception:  # noqa: BLE001 - any failure means "not found"
+        return None
+    so = os.path.join(folder, "gsplat_cuda.so")
+    return so if os.path.isfile(so) else None
+
+
+def check_gsplat(t: TorchInfo, nvcc: Optional[str]) -> Check:
+    ver = _version("gsplat")
+    if ver is None:
+        return Check("gsplat", "missing", "not installed (the torch renderer is used instead, much slower on large scenes)",
+                     f'pip install "torch=={TORCH_PIN}" "gsplat>=1.5"   # torch pinned, or pip replaces it')
+    kernels = gsplat_kernels()
+    if kernels is not None:
+        return Check("gsplat", "ok", f"{ver}, CUDA kernels compiled ({kernels})")
+    build = "MAX_JOBS=8 python -c 'from gsplat.cuda._backend import _C'"
+    if nvcc is None:
+        return Check("gsplat", "missing", f"{ver}, kernels not compiled and no nvcc to compile them",
+                     f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}".replace("  ", " "))
+    if t.cuda_build and nvcc.split(".")[0] != t.cuda_build.split(".")[0]:
+        return Check("gsplat", "missing", f"{ver}, kernels not compiled; nvcc {nvcc} does not match torch's CUDA {t.cuda_build}",
+                     f"put the CUDA {t.cuda_build} toolkit first on PATH (CUDA_HOME), then: {build}")
+    return Check("gsplat", "warn", f"{ver}, kernels not compiled yet: the first GPU run compiles them with nvcc {nvcc} (minutes)",
+                 f"compile them now: {build}")
+
+
+# --------------------------------------------------------------------------- other packages and tools
+def check_packages() -> list[Check]:
+    from vd.models.moge import MOGE_INSTALL
+
+    checks = []
+    ver = _version("fused-ssim") or _version("fused_ssim")
+    checks.append(Check("fused-ssim", "ok", ver or "installed") if _importable("fused_ssim") else Check(
+        "fused-ssim", "optional", "not installed (a plain torch SSIM is used)",
+        "pip install --no-build-isolation git+https://github.com/rahul-goel/fused-ssim"))
+    ver = _version("diffusers")
+    checks.append(Check("diffusers", "ok", ver) if ver else Check(
+        "diffusers", "missing", "not installed (FLUX.1-Fill needs it)", f'pip install "torch=={TORCH_PIN}" "diffusers>=0.32"'))
+    checks.append(Check("MoGe code", "ok", f"dlr-moge {_version('dlr-moge') or '?'}") if _importable("moge.model.v2") else Check(
+        "MoGe code", "missing", "the moge package (dlr-moge) is not installed", MOGE_INSTALL))
+    ver = _version("rerun-sdk")
+    checks.append(Check("rerun", "ok", ver) if ver else Check(
+        "rerun", "optional", "not installed (no live viewer)", 'pip install "rerun-sdk>=0.41"'))
+    exe = shutil.which("splat-transform")
+    checks.append(Check("splat-transform", "ok", exe) if exe else Check(
+        "splat-transform", "optional", "not on PATH (only a cross-check of compressed PLYs uses it)",
+        "npm install -g @playcanvas/splat-transform"))
+    return checks
+
+
+def check_weights(verify: bool = False) -> list[Check]:
+    """One check per model the GPU path needs: present, and verified (sha256) when `verify`."""
+    from vd.fetch import registry
+
+    rows = {r["model"]: r for r in registry.status(GPU_MODELS)}
+    hashed = {}
+    if verify:
+        for r in registry.verify(GPU_MODELS):
+            hashed.setdefault(r["model"], []).append(r["result"])
+    checks = []
+    for name in GPU_MODELS:
+        r = rows[name]
+        if r["state"] != "present":
+            checks.append(Check(f"weights {name}", "missing", f"{r['state']} in {r['path']}", registry.fetch_command(name)))
+            continue
+        results = hashed.get(name)
+        if results is not None and any(x not in ("ok", "recorded") for x in results):
+            checks.append(Check(f"weights {name}", "missing", f"sha256 mismatch in {r['path']}",
+                                f"vd fetch --force {name}"))
+        elif results is not None:
+            checks.append(Check(f"weights {name}", "ok", f"present and verified (sha256) in {r['path']}"))
+        else:
+            checks.append(Check(f"weights {name}", "ok", f"present in {r['path']} (re-hash with vd doctor --verify)"))
+    return checks
+
+
+# --------------------------------------------------------------------------- what auto would pick
+def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optional[dict]]:
+    """What `auto` would choose for each backend, and the free VRAM (None without CUDA)."""
+    ok = {c.name: c.status in ("ok", "warn") for c in checks}
+
+    def have(*names: str) -> bool:
+        return all(ok.get(n, False) for n in names)
+
+    cuda = t.cuda and device.startswith("cuda")
+    out = {
+        "device": device,
+        "depth": "moge" if have("MoGe code", "weights moge") else "file (a depth map beside the image; MoGe-2 unavailable)",
+        "inpaint": "flux-fill" if cuda and have("diffusers", "weights flux-fill", "weights flux-prompt") else "telea",
+        "render": "gsplat" if cuda and have("gsplat") else "torch",
+        "ssim": "fused-ssim" if cuda and ok.get("fused-ssim") else "torch",
+    }
+    vram = None
+    from vd.models.offload import place
+
+    pl = place(device if cuda else "cpu", flux=out["inpaint"] == "flux-fill", depth=out["depth"] == "moge")
+    out["offload"] = pl.offload
+    out["depth_device"] = ("cuda" if pl.depth_on_gpu else "cpu") if out["depth"] == "moge" else None
+    out["offload_reason"] = pl.reason
+    if cuda:
+        vram = {"free_bytes": pl.free_bytes, "total_bytes": pl.total_bytes}
+    return out, vram
+
+
+def diagnose(*, verify: bool = False, device: Optional[str] = None) -> Report:
+    t = torch_info()
+    nvcc = nvcc_version()
+    checks = [check_torch(t)]
+    if t.cuda_build or t.cuda:
+        checks.append(Check("nvcc", "ok", nvcc) if nvcc else Check(
+            "nvcc", "optional", "not found (only needed to compile gsplat's kernels)",
+            f"install the CUDA toolkit {t.cuda_build} and put its bin/ on PATH"))
+    checks.append(check_gsplat(t, nvcc))
+    checks += check_packages()
+    checks += check_weights(verify)
+    dev = device or os.environ.get("VD_DEVICE") or ("cuda" if t.cuda else "cpu")
+    chosen, vram = picks(t, checks, dev)
+    return Report(checks, chosen, vram)
+
+
+__all__ = ["Check", "Report", "TorchInfo", "diagnose", "torch_info", "check_torch", "check_gsplat", "check_packages",
+           "check_weights", "gsplat_kernels", "nvcc_version", "picks"]
