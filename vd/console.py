@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
@@ -51,8 +52,6 @@ def out_json(obj: Any) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    from pathlib import Path
-
     if isinstance(o, Path):
         return str(o)
     if hasattr(o, "tolist"):

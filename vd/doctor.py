@@ -21,6 +21,10 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from vd.fetch import registry
+from vd.models.moge import MOGE_INSTALL
+from vd.models.offload import place
+
 GPU_MODELS = ("moge", "flux-fill", "flux-prompt")
 TORCH_PIN = "2.13.0"
 
@@ -154,8 +158,6 @@ def check_gsplat(t: TorchInfo, nvcc: Optional[str]) -> Check:
 
 # --------------------------------------------------------------------------- other packages and tools
 def check_packages() -> list[Check]:
-    from vd.models.moge import MOGE_INSTALL
-
     checks = []
     ver = _version("fused-ssim") or _version("fused_ssim")
     checks.append(Check("fused-ssim", "ok", ver or "installed") if _importable("fused_ssim") else Check(
@@ -178,7 +180,6 @@ def check_packages() -> list[Check]:
 
 def check_weights(verify: bool = False) -> list[Check]:
     """One check per model the GPU path needs: present, and verified (sha256) when `verify`."""
-    from vd.fetch import registry
 
     rows = {r["model"]: r for r in registry.status(GPU_MODELS)}
     hashed = {}
@@ -219,7 +220,6 @@ def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optiona
         "ssim": "fused-ssim" if cuda and ok.get("fused-ssim") else "torch",
     }
     vram = None
-    from vd.models.offload import place
 
     pl = place(device if cuda else "cpu", flux=out["inpaint"] == "flux-fill", depth=out["depth"] == "moge")
     out["offload"] = pl.offload

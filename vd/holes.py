@@ -18,9 +18,15 @@ size one by one with the real renderer (the upstream way; the benchmark's refere
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from vd.cameras import invert_pose
+from vd.geometry import quat_to_rotmat_torch
+from vd.render import render
 
 ALPHA_THRESHOLD = 0.5
 KERNEL = 5
@@ -123,11 +129,8 @@ class AlphaSplats:
         """The splats of Gaussians `g`; when keep < 1, a seeded random subset of that fraction
         with every scale grown by 1/sqrt(keep), so a surface keeps its coverage (area per
         Gaussian × density) while `keep` times fewer Gaussians are splatted."""
-        import math
 
         import torch
-
-        from vd.geometry import quat_to_rotmat_torch
 
         with torch.no_grad():
             means, log_scales, quats, logits = g.means, g.log_scales, g.quats, g.opacity_logits
@@ -320,8 +323,6 @@ class HoleScan:
                  tolerance: float = 0.03, seed: int = 0, device=None):
         import torch
 
-        from vd.cameras import invert_pose
-
         self.width, self.height = int(width), int(height)
         self.scale = float(default_scan_scale(width, height) if scale is None else scale)
         poses = np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)
@@ -362,7 +363,6 @@ class HoleScan:
 
     def add(self, g) -> "HoleScan":
         """Splat a chunk of new Gaussians (the scaffold, then each added view's) onto every map."""
-        import time
 
         import torch
 
@@ -407,7 +407,6 @@ class HoleScan:
 
     def fast_ratios(self) -> np.ndarray:
         """Hole ratio of every candidate from the reduced-resolution maps (exact at scale 1)."""
-        import time
 
         import torch
         import torch.nn.functional as F
@@ -432,7 +431,6 @@ class HoleScan:
     def exact_ratios(self, idx) -> np.ndarray:
         """Hole ratios of candidates `idx` at full size, from their full-size maps (built on first
         use from every chunk so far, then kept up to date by `add`)."""
-        import time
 
         import torch
 
@@ -473,7 +471,6 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
                      keep: float | None = None, exact: bool = False) -> ScanResult:
     """One-shot hole ratios of every candidate pose (world_from_camera [N, 4, 4]) at size
     width × height: `HoleScan(...).add(g).fast_ratios()` (or its exact ratios)."""
-    import time
 
     t0 = time.perf_counter()
     scan = HoleScan(poses, K, width, height, scale=scale, keep=keep, device=g.means.device).add(g)
@@ -484,12 +481,8 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
 def scan_hole_ratios_full(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, backend: str = "auto",
                           threshold: float = ALPHA_THRESHOLD) -> ScanResult:
     """Reference scan: every candidate rendered at full size, one by one, with colour (upstream)."""
-    import time
 
     import torch
-
-    from vd.cameras import invert_pose
-    from vd.render import render
 
     t0 = time.perf_counter()
     poses = np.asarray(poses, dtype=np.float64)

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from vd.errors import InputError
+from vd import __version__
+from vd.errors import InputError, check_input_file
 from vd.fsio import atomic_write_bytes
 
 MIN_OPACITY = 1.0 / 255.0
@@ -70,8 +71,6 @@ def inria_property_names(sh_degree: int) -> list[str]:
 
 
 def _comment_lines(comments: dict | None) -> list[str]:
-    from vd import __version__
-
     merged: dict[str, Any] = {"vd_version": __version__, "up": "-y",
                               "convention": "OpenCV (x right, y down, z forward); world = input camera"}
     if comments:
@@ -292,7 +291,6 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
     """
     import torch
 
-    from vd.errors import check_input_file
     from vd.gaussians import C0, Gaussians, safe_logit
 
     path = check_input_file(path, "PLY file")

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from vd.gaussians import Gaussians
+from vd.render import render, resolve_backend
+from vd.ssim import masked_ssim
 
 DEFAULT_LRS = {
     "means": 1e-4,
@@ -87,7 +89,6 @@ def view_loss(pred: Tensor, target: Tensor, mask: Tensor, ssim_lambda: float = 0
     """Upstream's form (no (1−λ) factor on L1): mean |pred − target| over the supervised pixels
     + λ·(1 − SSIM averaged over the same pixels). With a full mask on CUDA, fused-ssim is used
     when installed; a partial mask needs the per-pixel SSIM map, so the torch SSIM is used."""
-    from vd.ssim import masked_ssim
 
     loss = masked_l1(pred, target, mask)
     if ssim_lambda:
@@ -111,7 +112,6 @@ def optimise(
 
     progress: optional callable(iteration, loss) called after every step.
     """
-    from vd.render import render, resolve_backend
 
     rep = TrainReport()
     if len(g) == 0 or not views or iters <= 0:

@@ -30,10 +30,23 @@ from typing import Sequence
 
 import numpy as np
 
-from vd.colmap import (cameras_bin, cameras_txt, images_bin, images_txt, points3d_bin, points3d_txt, pose_from_colmap,
-                       read_cameras_txt, read_images_txt)
+from vd import __version__
+from vd.colmap import (
+    cameras_bin,
+    cameras_txt,
+    images_bin,
+    images_txt,
+    points3d_bin,
+    points3d_txt,
+    pose_from_colmap,
+    read_cameras_txt,
+    read_images_txt,
+)
 from vd.errors import InputError, UsageError
+from vd.export.normals import normals_from_depth
+from vd.export.transform import C0, SplatArrays, filter_splats
 from vd.export.validate import SPARSE, check_dataset
+from vd.fsio import atomic_dir
 from vd.views import View
 
 DATASET_FORMAT = "vd-colmap-dataset"
@@ -65,7 +78,6 @@ class DatasetReport:
 # ------------------------------------------------------------------ writing
 def points_from_gaussians(g, max_points: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(xyz float, rgb uint8) of the opaque, finite Gaussians (a seeded subsample above max_points)."""
-    from vd.export.transform import C0, SplatArrays, filter_splats
 
     a, _ = filter_splats(SplatArrays.from_gaussians(g), min_alpha=0.1)
     idx = np.arange(len(a))
@@ -116,10 +128,6 @@ def write_colmap_dataset(
 ) -> DatasetReport:
     """Write the refine dataset to `out` (built in a temporary folder, then moved into place)."""
     from PIL import Image
-
-    from vd import __version__
-    from vd.fsio import atomic_dir
-    from vd.export.normals import normals_from_depth
 
     out = Path(out)
     check_target(out, force)

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vd.errors import InputError
 from vd.export.transform import C0, SplatArrays, filter_splats, morton_order
+from vd.fsio import atomic_write_bytes
 
 CHUNK = 256
 CHUNK_PROPS = (
@@ -169,8 +171,6 @@ def encode_compressed_ply(a: SplatArrays, comments: list[str] | None = None) -> 
 
 def write_compressed_ply(path, g, *, sh_degree: int | None = None, comments: list[str] | None = None) -> CompressedReport:
     """Write Gaussians (or SplatArrays) as a PlayCanvas compressed PLY, atomically."""
-    from vd.errors import InputError
-    from vd.fsio import atomic_write_bytes
 
     a = SplatArrays.from_gaussians(g).with_sh_degree(sh_degree)
     a, rep = filter_splats(a)
@@ -195,8 +195,6 @@ def read_compressed_ply(path) -> tuple[SplatArrays, list[str]]:
 
     Alpha is clamped to [0.5/255, 1-0.5/255] before the logit so opacities stay finite."""
     from plyfile import PlyData
-
-    from vd.errors import InputError
 
     try:
         ply = PlyData.read(str(path))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vd.errors import InputError
 from vd.export.transform import UP_DESCRIPTIONS, SplatArrays, apply_up, up_rotation
+from vd.ply import write_ply
 
 
 def prepare(g, *, up: str = "-y", sh_degree: int | None = None) -> SplatArrays:
@@ -18,8 +20,6 @@ def prepare(g, *, up: str = "-y", sh_degree: int | None = None) -> SplatArrays:
 
 def export_ply(g, path, *, up: str = "-y", sh_degree: int | None = None, comments: dict | None = None):
     """Write `g` as an INRIA PLY; returns `vd.ply.PlyReport` (written, dropped_nonfinite, dropped_transparent)."""
-    from vd.errors import InputError
-    from vd.ply import write_ply
 
     a = prepare(g, up=up, sh_degree=sh_degree)
     c = dict(comments or {})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from vd.cache import Cache
 from vd.errors import InputError, UsageError
 from vd.export.colmap import load_dataset
 from vd.export.read import gaussian_file_kind, read_gaussians
@@ -144,8 +145,6 @@ def _folder_source(folder: Path, stage: Optional[str]) -> Source:
 
 
 def _image_source(image: Path, stage: Optional[str]) -> Source:
-    from vd.cache import Cache
-
     try:
         cache = Cache.open()
     except Exception as e:  # noqa: BLE001 - any cache problem means "not processed"

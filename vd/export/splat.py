@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vd.errors import InputError
 from vd.export.transform import C0, SplatArrays, filter_splats
+from vd.fsio import atomic_write_bytes
 
 SPLAT_DTYPE = np.dtype([("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 assert SPLAT_DTYPE.itemsize == 32
@@ -46,8 +48,6 @@ def encode_splat(a: SplatArrays) -> bytes:
 
 def write_splat(path, g, *, comments=None) -> SplatReport:
     """Write Gaussians (or SplatArrays) as a `.splat` file, atomically (SH beyond DC is dropped)."""
-    from vd.errors import InputError
-    from vd.fsio import atomic_write_bytes
 
     a, rep = filter_splats(SplatArrays.from_gaussians(g))
     if len(a) == 0:
@@ -59,7 +59,6 @@ def write_splat(path, g, *, comments=None) -> SplatReport:
 
 def read_splat(path) -> SplatArrays:
     """Decode a `.splat` file (positions exact; colour, opacity, rotation to 8 bits)."""
-    from vd.errors import InputError
 
     data = Path(path).read_bytes()
     if len(data) % 32:

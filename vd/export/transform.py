@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vd.errors import UsageError
 from vd.geometry import quat_multiply, rotmat_to_quat
 
 C0 = 0.28209479177387814
@@ -43,7 +44,6 @@ UP_DESCRIPTIONS = {
 
 def up_rotation(up: str) -> np.ndarray:
     """The 3x3 rotation taking vd's world (OpenCV, -y up) to a frame whose up axis is `up`."""
-    from vd.errors import UsageError
 
     if up not in _UP_ROTATIONS:
         raise UsageError(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
@@ -89,8 +89,6 @@ class SplatArrays:
         if degree is None:
             return self
         if not 0 <= degree <= 3:
-            from vd.errors import UsageError
-
             raise UsageError(f"--sh-degree must be 0, 1, 2 or 3, got {degree}")
         k = (degree + 1) ** 2
         cur = self.sh.shape[1]

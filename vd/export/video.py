@@ -6,12 +6,17 @@ inverse depth, turbo colour map, range fixed over the whole video from the 1st-9
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vd.cameras import TRAJECTORIES, invert_pose, trajectory
 from vd.errors import UsageError
+from vd.fsio import atomic_path
+from vd.render import render
+from vd.trajectory_file import load_trajectory
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -53,8 +58,6 @@ def colorize_depth(depths: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def trajectory_poses(traj: str, frames: int, *, radius: float, width: int, height: int) -> np.ndarray:
     """world_from_camera poses [N,4,4]: a named trajectory (spiral, wobble, rot) or a file."""
-    from vd.cameras import TRAJECTORIES, trajectory
-    from vd.trajectory_file import load_trajectory
 
     if traj in TRAJECTORIES:
         return trajectory(traj, frames, radius, width=width, height=height) if traj != "rot" else trajectory(traj, frames, radius)
@@ -67,9 +70,6 @@ def trajectory_poses(traj: str, frames: int, *, radius: float, width: int, heigh
 def render_frames(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, backend="auto",
                   side_by_side_depth=False, progress=None, batch: int = 1) -> np.ndarray:
     import torch
-
-    from vd.cameras import invert_pose
-    from vd.render import render
 
     rgbs, depths, alphas = [], [], []
     task = progress.add_task("video: rendering", total=len(poses)) if progress is not None else None
@@ -95,8 +95,6 @@ def render_frames(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, 
 def encode(frames: np.ndarray, path: Path, fps: float) -> int:
     """Write uint8 frames [N,H,W,3] to `path` (.mp4 or .gif) atomically; returns the file size."""
     import imageio.v3 as iio
-
-    from vd.fsio import atomic_path
 
     suffix = path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
@@ -127,7 +125,6 @@ def encode(frames: np.ndarray, path: Path, fps: float) -> int:
 def export_video(g, path, *, K, width: int, height: int, traj: str = "spiral", frames: int = 60, fps: float = 20.0,
                  radius: float, side_by_side_depth: bool = False, backend: str = "auto", device=None,
                  progress=None) -> VideoReport:
-    import time
 
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:

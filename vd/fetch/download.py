@@ -22,15 +22,19 @@ at 60 s), VD_FETCH_TIMEOUT (30 s), VD_FETCH_FSYNC (1).
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
+from urllib.parse import unquote, urlsplit
 
 from vd.errors import MissingWeightsError, VdError
 from vd.fetch.errors import (
@@ -49,6 +53,7 @@ from vd.fetch.errors import (
     for_status,
 )
 from vd.fetch.manifest import FileSpec, Source
+from vd.fetch.net import hf_token, make_client
 from vd.units import format_size
 
 CHUNK = 1 << 20                     # 1 MiB reads and writes
@@ -176,7 +181,6 @@ def check_disk(path: Path, need: int, what: str) -> None:
 @contextmanager
 def file_lock(lock_path: Path, on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
     """Exclusive advisory lock (fcntl.flock) held for the `with` block; waits for other holders."""
-    import fcntl
 
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -486,15 +490,11 @@ class FileDownload:
         import httpx
 
         if self._client is None:
-            from vd.fetch.net import make_client
-
             self._client = (self.client_factory or make_client)()
         headers = {}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         if src.auth == "hf":
-            from vd.fetch.net import hf_token
-
             tok = hf_token()
             if tok:
                 headers["Authorization"] = f"Bearer {tok}"
@@ -538,8 +538,6 @@ class FileDownload:
             raise failure from None
 
     def _attempt_file(self, src: Source, offset: int) -> int:
-        from urllib.parse import unquote, urlsplit
-
         path = Path(unquote(urlsplit(src.url).path))
         try:
             size = path.stat().st_size
@@ -622,9 +620,6 @@ class _BackgroundHash:
     """
 
     def __init__(self, h, fd: Optional[int] = None, sync_every: int = 256 << 20):
-        import queue
-        import threading
-
         self.h = h
         self.fd = fd
         self.sync_every = sync_every

@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from vd.errors import InputError
 
@@ -78,7 +79,6 @@ class Source:
             return f"ModelScope {self.repo}"
         if self.kind == "file":
             return f"local file {self.url[len('file://'):]}"
-        from urllib.parse import urlsplit
 
         return urlsplit(self.url).netloc or self.url
 

@@ -8,9 +8,11 @@ as `socks5://`, and a scheme httpx cannot use is one clear sentence instead of a
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Optional
 
+from vd import __version__
 from vd.errors import UsageError
 
 _SCHEMES = {"http": "http", "https": "https", "socks5": "socks5", "socks5h": "socks5h",
@@ -73,8 +75,6 @@ def make_client(proxy: Optional[str] = None):
     """An httpx.Client that honours the proxy settings and never decompresses bodies."""
     import httpx
 
-    from vd import __version__
-
     _bigger_reads()
     mounts = {}
     for pattern, url in proxy_mounts(proxy).items():
@@ -106,8 +106,6 @@ def _verify_setting():
     for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         v = os.environ.get(var)
         if v and Path(v).is_file():
-            import ssl
-
             return ssl.create_default_context(cafile=v)
     return True
 

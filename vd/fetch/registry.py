@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from vd import console
 from vd.errors import MissingWeightsError, UsageError
 from vd.fetch.download import (
     DownloadError,
@@ -34,6 +35,9 @@ from vd.fetch.download import (
     write_sidecar,
 )
 from vd.fetch.manifest import FileSpec, Manifest, ModelSpec, load
+from vd.fetch.net import describe_proxies, make_client, normalise_proxy
+from vd.paths import models_dir as _md
+from vd.paths import offline as env_offline
 from vd.units import format_size
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -57,8 +61,6 @@ def model_spec(model: str, manifest_path: Optional[Path | str] = None) -> ModelS
 
 
 def models_dir() -> Path:
-    from vd.paths import models_dir as _md
-
     return _md()
 
 
@@ -169,8 +171,6 @@ class ConsoleReporter(Reporter):
     """Rich progress bars on stderr (bytes, speed, ETA, resumed-from); plain lines without a TTY."""
 
     def __init__(self):
-        from vd import console
-
         self.console = console
         self.progress = console.progress(transient=False, bytes_mode=True)
         self.task = None
@@ -253,14 +253,11 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
     possible and the rest is reported in `FetchReport.missing` (no exception). `force`
     downloads again files that are present (the old copy is replaced only once the new verifies).
     """
-    from vd.paths import offline as env_offline
 
     man = manifest(manifest_path)
     names = _check_names(models, man)
     offline = env_offline() if offline is None else offline
     if proxy and not offline:
-        from vd.fetch.net import normalise_proxy
-
         normalise_proxy(proxy)  # a bad --proxy is a usage error before anything starts
     root = models_dir()
     todo: list[tuple[str, FileSpec]] = []
@@ -285,8 +282,6 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
     def client_factory():
         nonlocal client
         if client is None:
-            from vd.fetch.net import make_client
-
             client = make_client(proxy)
         return _Unclosable(client)
 
@@ -302,8 +297,6 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
                 report.missing.append(FetchResult(m, f.name, model_dir(m) / f.name, "missing"))
                 continue
             except DownloadError as e:
-                from vd.fetch.net import describe_proxies
-
                 via = describe_proxies(proxy)
                 if via != "direct":
                     raise DownloadError(f"{e} (proxies: {via})", e.failures) from None
@@ -363,15 +356,12 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
     Files already in a Hugging Face hub cache are verified and linked in (no network). With
     `auto_fetch=True` (or VD_AUTO_FETCH=1 when None) missing files are downloaded first.
     """
-    from vd.paths import offline as env_offline
 
     spec = model_spec(model)
     if auto_fetch is None:
         auto_fetch = auto_fetch_env()
     missing = [f for f in spec.files if file_state(model, f).state != "present"]
     if missing and auto_fetch and not env_offline():
-        from vd import console
-
         with ConsoleReporter() as rep:
             if not console.is_quiet():
                 console.info(f"fetching model weights for {model} (--fetch / VD_AUTO_FETCH)")

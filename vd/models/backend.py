@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from vd.paths import default_device
+
 
 class ModelBackend:
     """Base of the depth and inpaint backends. `identity` names the model and its weights (it goes
@@ -16,8 +18,6 @@ class ModelBackend:
     @property
     def device(self) -> str:
         if self._device is None:
-            from vd.paths import default_device
-
             self._device = default_device()
         return str(self._device)
 

@@ -35,14 +35,19 @@ see `vd.models.offload`):
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from vd import console
+from vd.cache import file_hash
 from vd.errors import MissingWeightsError, VdError
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
+from vd.models.memory import release_torch_memory
+from vd.models.offload import DEFAULT_WORK_PIXELS, place
 
 BASE_SHIFT, MAX_SHIFT = 0.5, 1.15
 BASE_SEQ, MAX_SEQ = 256, 4096
@@ -390,8 +395,6 @@ def _cpu():
 
 
 def _empty_cache():
-    import gc
-
     import torch
 
     gc.collect()
@@ -449,8 +452,6 @@ class FluxFillInpaint(InpaintBackend):
             except ImportError:  # pragma: no cover
                 pass
             if ids is None:
-                from vd.cache import file_hash
-
                 ids = "flux-fill:" + ",".join(f"{k}={file_hash(p)[:16]}" for k, p in sorted(paths.items()))
             dt = "bf16" if self.device.startswith("cuda") else "fp32"
             self._identity = f"{ids}:steps={self.steps}:guidance={self.guidance}:{dt}"
@@ -458,8 +459,6 @@ class FluxFillInpaint(InpaintBackend):
 
     def _load(self) -> FluxFill:
         if self._ff is None:
-            from vd import console
-
             p = self.paths()
             if self.offload == "auto":
                 self._place()
@@ -472,9 +471,6 @@ class FluxFillInpaint(InpaintBackend):
                              config=self.config)
 
     def _place(self) -> None:
-        from vd import console
-        from vd.models.offload import DEFAULT_WORK_PIXELS, place
-
         pl = place(self.device, budget=self.vram_budget, work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS)
         self.offload, self.placement = pl.offload, pl.to_json()
         if pl.on_gpu:
@@ -509,7 +505,6 @@ class FluxFillInpaint(InpaintBackend):
             self._ff.park()
             self._ff.close()
             self._ff = None
-            from vd.models.memory import release_torch_memory
 
             release_torch_memory()
 

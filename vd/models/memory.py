@@ -11,6 +11,8 @@ next; VRAM is the peak within the stage (the counter is reset when the stage sta
 
 from __future__ import annotations
 
+import gc
+import resource
 import sys
 import time
 from contextlib import contextmanager
@@ -34,7 +36,6 @@ class StageMemory:
 
 def peak_rss_bytes() -> int:
     """The process's peak resident set size so far (children not included)."""
-    import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r if sys.platform == "darwin" else r * 1024)  # Linux reports KiB, macOS bytes
@@ -86,7 +87,6 @@ def reset() -> None:
 
 def release_torch_memory() -> None:
     """gc, then return cached CUDA blocks to the driver (after a model is dropped)."""
-    import gc
 
     gc.collect()
     cuda = _cuda()

@@ -19,15 +19,18 @@ OpenCV camera frame.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from vd import console
 from vd.errors import MissingWeightsError, VdError
 from vd.image import plan_to
 from vd.models.depth import DepthBackend, DepthResult, check_rgb
 from vd.models.intrinsics import read_intrinsics_json, resolve_K
+from vd.models.memory import release_torch_memory
 
 MOGE_INSTALL = 'pip install "vd[moge]" && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3'
 
@@ -121,8 +124,6 @@ class MogeDepth(DepthBackend):
 
     def _load(self):
         if self._model is None:
-            from vd import console
-
             path = self.weights_path()
             with console.status(f"loading MoGe-2 on {self.device}"):
                 self._model = load_moge(path, self.device)
@@ -132,7 +133,6 @@ class MogeDepth(DepthBackend):
         """Depth for `rgb`. A known camera (K_hint in working pixels, else --focal in original-image
         pixels via `plan`, --fov, or an intrinsics JSON) fixes MoGe's FoV; otherwise MoGe estimates it."""
         import torch
-
 
         rgb = check_rgb(rgb)
         H, W = rgb.shape[:2]
@@ -144,7 +144,6 @@ class MogeDepth(DepthBackend):
             fov_x = math.degrees(2 * math.atan(W / (2 * float(K_known[0, 0]))))
         dev = next(model.parameters()).device
         image = torch.from_numpy(rgb.copy()).to(dev).permute(2, 0, 1).float().div_(255.0)
-        import warnings
 
         with warnings.catch_warnings():
             # MoGe opens a float32 CPU autocast region that torch reports as unsupported (harmless)
@@ -175,8 +174,6 @@ class MogeDepth(DepthBackend):
 
     def release(self) -> None:
         if self._model is not None:
-            from vd.models.memory import release_torch_memory
-
             self._model = None
             release_torch_memory()
 

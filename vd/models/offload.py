@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from vd import console
 from vd.params import GIB, OFFLOAD_CHOICES, OFFLOAD_MODES
-
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,6 @@ def configure(depth_backend, inpaint_backend, *, device, budget: Optional[int] =
 
     Sets the Flux backend's offload mode when it is "auto" and moves the depth model to the CPU
     when it does not fit. Returns the placement as JSON (for summary.json)."""
-    from vd import console
 
     flux = getattr(inpaint_backend, "name", None) == "flux-fill"
     depth = getattr(depth_backend, "name", None) == "moge"

@@ -15,7 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from vd.errors import UsageError
 from vd.params import RENDER_BACKENDS as BACKENDS
+from vd.render.gsplat_backend import render_gsplat
 
 
 @dataclass
@@ -38,8 +42,6 @@ def resolve_backend(backend: str, device) -> str:
     """'auto' -> 'gsplat' on CUDA when gsplat imports, else 'torch'. Raises UsageError otherwise."""
     import torch
 
-    from vd.errors import UsageError
-
     if backend not in BACKENDS:
         raise UsageError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     dev = torch.device(device)
@@ -54,7 +56,6 @@ def resolve_backend(backend: str, device) -> str:
 
 
 def _prep_cams(viewmats, Ks, device, dtype=None):
-    import numpy as np
     import torch
 
     def t(x):
@@ -108,8 +109,6 @@ def render(
         rgb = torch.zeros(C, height, width, 3, device=g.device, dtype=g.means.dtype)
         alpha, depth = z, z.clone()
     elif name == "gsplat":
-        from vd.render.gsplat_backend import render_gsplat
-
         rgb, depth, alpha = render_gsplat(g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d)
     else:
         from vd.render.torch_backend import render_torch

@@ -16,19 +16,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-
 from vd import console
 from vd.cache import Cache, step_key
+from vd.holes import HoleScan
 from vd.image import load_image
 from vd.models import memory
-from vd.models.choose import get_depth_backend
-from vd.models.choose import get_inpaint_backend
+from vd.models.choose import get_depth_backend, get_inpaint_backend
 from vd.models.offload import configure
 from vd.params import MAX_RESOLUTION, SEED, CoarseParams, check_intrinsics, check_max_resolution
 from vd.paths import resolve_device
 from vd.render import resolve_backend
 from vd.stages import coarse_view as stage
 from vd.stages.coarse_folder import write_coarse_folder
+from vd.stages.scaffold import build_scaffold
 from vd.stages.select import Diagnostics
 from vd.views import View, decode_record, encode_record
 
@@ -118,8 +118,6 @@ class CoarseRun:
                      + (" (cached)" if self.scaffold_hit else f", loss {self.scaffold_meta.get('loss', float('nan')):.4f}"))
 
     def _compute_scaffold(self):
-        from vd.stages.scaffold import build_scaffold
-
         p = self.p
         console.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
                      else "scaffold: depth, Gaussians, optimisation ...")
@@ -154,8 +152,6 @@ class CoarseRun:
                 _after_view(k)
 
     def _compute_view(self, k: int, vkey: str):
-        from vd.holes import HoleScan
-
         if self.scan is None:
             Kc, Wc, Hc = stage.candidate_camera(self.views[0], self.p.margin)
             self.scan = HoleScan(self.poses, Kc, Wc, Hc, scale=self.p.scan_scale, tolerance=self.p.refine_tolerance,

@@ -33,10 +33,13 @@ from typing import Optional
 import numpy as np
 
 from vd import cameras, console
+from vd.align import align_depth, complete_depth, spawn_edges
 from vd.cache import content_hash, stage_key
+from vd.holes import hole_masks
 from vd.params import CoarseParams
-from vd.trajectory_file import load_trajectory
+from vd.render import render
 from vd.stages.select import candidates_to_refine, diagnose, select
+from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
 
 SCAFFOLD_VERSION = 1
@@ -175,10 +178,6 @@ def make_view(g_all, input_view: View, pose: np.ndarray, dense_index: int, k: in
     what it supervises (its holes) and where it spawns Gaussians (holes with valid, edge-free depth)."""
     import torch
 
-    from vd.align import spawn_edges
-    from vd.holes import hole_masks
-    from vd.render import render
-
     Kc, Wc, Hc = candidate_camera(input_view, ctx.p.margin)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -203,7 +202,6 @@ def make_view(g_all, input_view: View, pose: np.ndarray, dense_index: int, k: in
 def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarray, K, depth_backend):
     """(depth aligned to the rendered depth, valid) for a new view: the depth model's estimate
     when it estimates novel views (MoGe), else the rendered depth completed into the unknown pixels."""
-    from vd.align import align_depth, complete_depth
 
     H, W = unknown.shape
     if getattr(depth_backend, "estimates_novel_views", True):

@@ -44,11 +44,14 @@ from vd import console, mcs
 from vd.cache import Cache, codecs, stage_key, step_key
 from vd.cameras import invert_pose
 from vd.fsio import atomic_write_bytes
+from vd.holes import hole_masks
 from vd.params import FineParams
 from vd.ply import encode_ply, read_ply
+from vd.render import resolve_backend
 from vd.stages.coarse_folder import CoarseScene, read_coarse_folder
 from vd.stages.denoisers import Denoiser
 from vd.stages.fine_views import FinePose, fine_frame, render_views, select_views
+from vd.train import TrainView, optimise
 
 STAGE = "fine"
 VERSION = 2  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask)
@@ -87,8 +90,6 @@ def rectification_targets(scene: CoarseScene, images, poses, K, device) -> list:
     step), then the refined views over all their pixels."""
     import torch
 
-    from vd.train import TrainView
-
     reps = max(1, int(round(len(images) / max(len(scene.anchors), 1))))
     targets = [v.train_view(device) for v in scene.anchors for _ in range(reps)]
     Kt = torch.as_tensor(np.asarray(K, np.float32), device=device)
@@ -101,7 +102,6 @@ def rectification_targets(scene: CoarseScene, images, poses, K, device) -> list:
 
 def rectify(scene: CoarseScene, images, poses, K, *, iters: int, seed: int, backend: str, device):
     """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses`; (g, losses)."""
-    from vd.train import optimise
 
     g = scene.gaussians.clone().to(device)
     if iters <= 0:
@@ -159,8 +159,6 @@ class MCSLoop:
         resumed, start from the encoded renders noised to the first time."""
         import torch
 
-        from vd.holes import hole_masks
-
         if self.prepared:
             return
         t = time.perf_counter()
@@ -189,8 +187,6 @@ class MCSLoop:
     def step(self, k: int) -> dict[str, bytes]:
         """One MCS step -> cache artifacts (state.safetensors, step.json, strip.png)."""
         import torch
-
-        from vd.holes import hole_masks
 
         self.prepare()
         t, t_next = self.times(k)
@@ -271,8 +267,6 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
              device: str = "cpu", cache: Optional[Cache] = None, image: Optional[str] = None, viewer=None) -> FineResult:
     """Run MCS on the coarse scene in `coarse_dir`; write fine.ply, steps/, summary.json to `out_dir`."""
     import torch
-
-    from vd.render import resolve_backend
 
     params.validate()
     out_dir = Path(out_dir)

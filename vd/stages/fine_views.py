@@ -19,7 +19,9 @@ import numpy as np
 
 from vd.cameras import invert_pose
 from vd.errors import InputError
+from vd.holes import hole_masks, scan_hole_ratios
 from vd.params import CoarseParams
+from vd.render import render
 from vd.stages.coarse_folder import CoarseScene
 from vd.stages.coarse_view import dense_poses
 
@@ -72,8 +74,6 @@ def render_views(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *
                  chunk: int = 4, with_grad: bool = False):
     """Render `g` at world_from_camera `poses` [C,4,4] -> (rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W])."""
     import torch
-
-    from vd.render import render
 
     dev = g.means.device
     poses = np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)
@@ -136,7 +136,6 @@ def select_views(scene: CoarseScene, n_views: int, K: np.ndarray, width: int, he
     import torch
 
     from vd.gaussians import Gaussians
-    from vd.holes import hole_masks, scan_hole_ratios
 
     poses, sources = candidate_poses(scene, stride)
     n_views = min(int(n_views), len(poses))

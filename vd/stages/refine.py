@@ -33,8 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from vd.errors import InputError, UsageError
+from vd import __version__
+from vd.cache import Cache, content_hash, file_hash, stage_key
+from vd.errors import InputError, UsageError, check_input_file
+from vd.export.colmap import load_dataset
+from vd.export.normals import normals_from_depth_torch
+from vd.export.read import read_gaussians
+from vd.fsio import atomic_write_bytes
 from vd.geometry import quat_to_rotmat_torch
+from vd.paths import resolve_device
+from vd.ply import encode_ply
+from vd.render import render, resolve_backend
 
 VERSION = 1
 
@@ -81,7 +90,6 @@ def _forbidden_keys(obj, prefix="") -> list[str]:
 
 def load_config(path) -> dict:
     """Read a refine config (JSON or TOML) and check it; UsageError on forbidden/unknown keys."""
-    from vd.errors import check_input_file
 
     p = check_input_file(path, "refine config")
     text = p.read_text()
@@ -219,8 +227,6 @@ class RefineResult:
 
 
 def dataset_hash(path: Path) -> str:
-    from vd.cache import content_hash, file_hash
-
     entries = []
     for f in sorted(Path(path).rglob("*")):
         if f.is_file():
@@ -254,9 +260,6 @@ class _Views:
 def _view_losses(g, v, p, backend):
     """Render one view and compute (rgb, depth, normal) losses plus diagnostics."""
     import torch
-
-    from vd.export.normals import normals_from_depth_torch
-    from vd.render import render
 
     out = render(g, v["viewmat"][None], v["K"][None], v["W"], v["H"], backend=backend)
     rgb, d_r, alpha = out.rgb[0], out.depth[0], out.alpha[0]
@@ -363,8 +366,6 @@ def run_refine(views_data, g0, p: dict, *, device: str, progress=None) -> tuple[
     """Optimise `g0` on the dataset views; returns (refined Gaussians on CPU, run info)."""
     import torch
 
-    from vd.render import resolve_backend
-
     torch.manual_seed(p["seed"])
     rng = np.random.default_rng(p["seed"])
     views = _Views(views_data, device)
@@ -430,14 +431,6 @@ def run_refine(views_data, g0, p: dict, *, device: str, progress=None) -> tuple[
 def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=None, densify=None,
            config=None, device=None, seed=None, progress=None) -> RefineResult:
     """Validate the dataset, refine `init` on it (memoised), write the outputs into `out`."""
-    from vd import __version__
-    from vd.cache import Cache, file_hash, stage_key
-    from vd.fsio import atomic_write_bytes
-    from vd.export.colmap import load_dataset
-    from vd.errors import check_input_file
-    from vd.paths import resolve_device
-    from vd.export.read import read_gaussians
-    from vd.ply import encode_ply
 
     dataset = Path(dataset)
     init = check_input_file(init, "initial PLY (--init)")
@@ -452,7 +445,6 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
     g0, pmeta = read_gaussians(init)
     if len(g0) == 0:
         raise InputError(f"{init} holds no Gaussians")
-    from vd.render import resolve_backend
 
     backend = resolve_backend(p["backend"], device)
     inputs = {"dataset": dataset_hash(dataset), "init": file_hash(init)}

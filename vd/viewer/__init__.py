@@ -150,7 +150,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
             return NullViewer()
         raise VdError("the viewer needs rerun-sdk, which is not installed: pip install 'vd[viewer]'")
 
-    from vd.viewer.rerun_viewer import RerunViewer
+    from vd.viewer.rerun_viewer import RerunViewer  # rerun (optional) only when a viewer is asked for
 
     return RerunViewer.open(live, port=int(port), rrd=rrd_path, wait=bool(wait), wait_seconds=wait_seconds,
                             app_id=app_id, recording_name=recording_name, auto=(mode == "auto"), strict=strict)

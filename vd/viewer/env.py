@@ -5,12 +5,16 @@ Standard library only: importing this never imports rerun.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Mapping, Optional
+
+from vd import console
 
 DISPLAY_VARS = ("DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET")
 
@@ -98,8 +102,6 @@ def grpc_url(port: int, host: str = "127.0.0.1") -> str:
 
 def rerun_executable() -> Optional[str]:
     """The `rerun` viewer/CLI binary shipped with rerun-sdk (its wheel's rerun_cli), else PATH."""
-    import importlib.util
-    import shutil
 
     override = os.environ.get("VD_RERUN_EXECUTABLE")
     if override:
@@ -145,7 +147,6 @@ def wait_after_run(*, wait: bool = False, wait_seconds: Optional[float] = None, 
     `--wait` returns at once when stdin is not a terminal, and tolerates EOF and Ctrl-C.
     Returns what happened: "slept", "enter", "eof", "interrupted", "not-a-tty" or "none".
     """
-    from vd import console
 
     if wait_seconds is not None and wait_seconds > 0:
         console.info(f"viewer: keeping {what} open for {wait_seconds:g} s (--wait-seconds)")

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import atexit
 import functools
+import getpass
 import os
 import re
+import socket
+import subprocess
 import sys
+import tempfile
 import uuid
 import weakref
 from pathlib import Path
@@ -28,6 +32,8 @@ from typing import Optional
 
 import numpy as np
 
+from vd import console
+from vd.errors import VdError
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
 
@@ -202,10 +208,6 @@ def spawn_viewer(port: int, *, timeout: float = 20.0) -> Optional[int]:
     Reuses a viewer already listening on the port (returns None); returns the new pid.
     Raises VdError with the viewer's own message when it cannot start (e.g. no display).
     """
-    import subprocess
-    import tempfile
-
-    from vd.errors import VdError
 
     if venv.is_listening(port):
         return None
@@ -293,9 +295,6 @@ class RerunViewer(Viewer):
              strict: bool = False) -> "RerunViewer":
         import rerun as rr
 
-        from vd import console
-        from vd.errors import VdError
-
         missing = [n for n in ("set_sinks", "FileSink", "GrpcSink", "GrpcServerSink") if not hasattr(rr, n)]
         if missing:
             raise VdError(f"rerun-sdk {getattr(rr, '__version__', '?')} is too old for vd (no {', '.join(missing)}): "
@@ -351,9 +350,6 @@ class RerunViewer(Viewer):
 
     @staticmethod
     def _print_connect_hints(port: int) -> None:
-        import getpass
-        import socket
-
         try:
             user = getpass.getuser()
         except Exception:  # noqa: BLE001
@@ -485,7 +481,6 @@ class RerunViewer(Viewer):
         if self._closed:
             return
         self._closed = True
-        from vd import console
 
         try:
             self.rec.flush(timeout_sec=30.0)

@@ -10,10 +10,19 @@ Sources:
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
+from vd import console
+from vd.cameras import trajectory
+from vd.errors import InputError
 from vd.export.read import read_gaussians
+from vd.image import load_image
+from vd.render import render
 from vd.views import find_input, read_views
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
@@ -23,7 +32,6 @@ PLYS = (("scaffold.ply", "scaffold"), ("coarse.ply", "coarse"), ("fine/fine.ply"
 
 def resolve_source(source, *, out_root: Optional[Path] = None) -> tuple[str, Path]:
     """("ply" | "dir" | "image", path) for what `vd view SOURCE` shows; InputError otherwise."""
-    from vd.errors import InputError
 
     p = Path(source)
     if not p.exists():
@@ -49,19 +57,12 @@ def source_stem(kind: str, path: Path) -> str:
 
 
 def _default_K(width: int, height: int, fov_deg: float = 60.0):
-    import math
-
-    import numpy as np
-
     f = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
     return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=np.float64)
 
 
 def log_source(viewer, kind: str, path: Path) -> dict:
     """Log `path` into `viewer`; returns a summary {"cameras": n, "gaussians": {tab: n}, ...}."""
-    import numpy as np
-
-    from vd import console
 
     summary: dict = {"source": str(path), "kind": kind, "cameras": 0, "gaussians": {}}
     if kind == "ply":
@@ -73,8 +74,6 @@ def log_source(viewer, kind: str, path: Path) -> dict:
         return summary
     if kind == "image":
         from PIL import Image
-
-        from vd.errors import InputError
 
         try:
             with Image.open(path) as im:
@@ -124,12 +123,7 @@ def log_fly_through(viewer, g, n: int, *, camera=None, traj: str = "spiral", siz
     log_video_frame (timeline "frame", final tab). `camera` = (K, width, height) of the input view;
     without it a 60-degree camera of `size`. The loop's radius comes from the Gaussians in front
     of the input camera (the 5th..50th percentile range of their positions, as for depth maps)."""
-    import numpy as np
     import torch
-
-    from vd.cameras import trajectory
-    from vd.errors import InputError
-    from vd.render import render
 
     if n <= 0:
         return 0
@@ -163,9 +157,6 @@ def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: i
     """Log what `vd depth` wrote in `out_dir` (depth.npy, intrinsics.json, mask.png) as the input
     camera of the scaffold tab; `rgb` (HxWx3) or `image` (a path, loaded like the stage did) gives
     the colours, else depth.png. Returns the number of frames logged (0 when the files are absent)."""
-    import json
-
-    import numpy as np
 
     out_dir = Path(out_dir)
     if not (out_dir / "depth.npy").is_file() or not (out_dir / "intrinsics.json").is_file():
@@ -175,8 +166,6 @@ def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: i
     K = np.asarray(intr["K"], dtype=np.float64)
     h, w = depth.shape
     if rgb is None and image is not None:
-        from vd.image import load_image
-
         rgb = load_image(image, max_resolution=max_resolution).rgb
     if rgb is None and (out_dir / "depth.png").is_file():
         from PIL import Image
