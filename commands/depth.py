@@ -43,8 +43,12 @@ def depth(
     from vd import console
     from vd.errors import VdError
     from vd.models import memory
+    from vd.params import check_device, check_intrinsics, check_max_resolution
     from vd.stages.depth import depth_one
 
+    check_intrinsics(focal, fov)
+    check_max_resolution(max_resolution)
+    check_device(depth_device)
     memory.reset()
     rows, failures = [], []
     backends: dict = {}

@@ -122,14 +122,14 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
         raise UsageError(f"--sh-degree must be 0, 1, 2 or 3, got {sh_degree}")
     if fmt != "video" and video:
         raise UsageError("--traj, --frames, --fps and --side-by-side-depth apply to --format video only")
+    params = VideoParams(**video)
+    params.validate()
     src = resolve_source(source, stage)
     if fmt in GAUSSIAN_FORMATS:
         export_gaussian_file(src, fmt, out, up=up, sh_degree=sh_degree, force=force, as_json=as_json)
     elif fmt == "colmap":
         export_colmap(src, out, force=force, as_json=as_json)
     else:
-        params = VideoParams(**video)
-        params.validate()
         export_video_file(src, out, params, force=force, device=device, as_json=as_json)
 
 

@@ -56,11 +56,13 @@ def check_device(device: Optional[str], option: str = "--device") -> None:
 
 
 def check_intrinsics(focal: Optional[float] = None, fov: Optional[float] = None) -> None:
-    """A focal length in pixels (> 0) and a horizontal field of view in degrees (0 < fov < 180)."""
+    """A focal length in pixels (> 0), a horizontal field of view in degrees (0.5 to 179.5), not both."""
+    require(focal is None or fov is None, "give either --focal or --fov, not both")
     if focal is not None:
         require(math.isfinite(focal) and focal > 0, f"--focal must be a positive number of pixels, got {focal:g}")
     if fov is not None:
-        require(math.isfinite(fov) and 0 < fov < 180, f"--fov must be between 0 and 180 degrees, got {fov:g}")
+        require(math.isfinite(fov) and 0.5 < fov < 179.5,
+                f"--fov must be a horizontal field of view in degrees between 0.5 and 179.5, got {fov:g}")
 
 
 def check_max_resolution(n: int) -> None:

@@ -17,10 +17,9 @@ from vd.models.depth import DEPTH_BACKENDS, DepthBackend, sidecar_depth
 from vd.models.depth_file import FileDepth
 from vd.models.flux_fill import FluxFillInpaint
 from vd.models.inpaint import INPAINT_BACKENDS, InpaintBackend
-from vd.models.intrinsics import focal_from_fov
 from vd.models.moge import MogeDepth
 from vd.models.telea import TeleaInpaint
-from vd.params import OFFLOAD_CHOICES, FluxParams
+from vd.params import OFFLOAD_CHOICES, FluxParams, check_intrinsics
 from vd.paths import default_device
 
 
@@ -40,12 +39,7 @@ def get_depth_backend(
     name = (name or "auto").lower()
     if name not in DEPTH_BACKENDS:
         raise UsageError(f"unknown depth backend {name!r}; choose one of: {', '.join(DEPTH_BACKENDS)}")
-    if focal is not None and fov is not None:
-        raise UsageError("give either --focal or --fov, not both")
-    if focal is not None and not focal > 0:
-        raise UsageError(f"--focal must be a positive focal length in pixels, got {focal}")
-    if fov is not None:
-        focal_from_fov(100, fov)  # range check
+    check_intrinsics(focal, fov)
     if name == "auto":
         if depth_path is not None or sidecar_depth(image_path) is not None:
             name = "file"

@@ -9,8 +9,9 @@ from typing import Optional
 
 import numpy as np
 
-from vd.errors import InputError, UsageError, check_input_file
+from vd.errors import InputError, check_input_file
 from vd.image import plan_to
+from vd.params import check_intrinsics
 
 
 def K_from_focal(width: int, height: int, focal: float) -> np.ndarray:
@@ -20,8 +21,7 @@ def K_from_focal(width: int, height: int, focal: float) -> np.ndarray:
 
 
 def focal_from_fov(width: int, fov_deg: float) -> float:
-    if not (0.5 < fov_deg < 179.5):
-        raise UsageError(f"--fov must be a horizontal field of view in degrees between 0.5 and 179.5, got {fov_deg}")
+    check_intrinsics(fov=fov_deg)
     return width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
 
 
