@@ -291,100 +291,124 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
     """
     import torch
 
-    from vd.gaussians import C0, Gaussians, safe_logit
+    from vd.gaussians import Gaussians, safe_logit
 
     path = check_input_file(path, "PLY file")
     where = str(path)
-    fmt, elems, comments, specs = _read_elements(path, where)
+    fmt, elems, comments, _ = _read_elements(path, where)
+    cols = _Columns(_vertex_element(elems, path))
+    means = cols.many(["x", "y", "z"])
+    sh = _sh(cols, where)
+    opaque = safe_logit(torch.ones(1)).numpy().repeat(cols.n)  # a file without opacities is read as opaque
+    opac = cols.one("opacity") if "opacity" in cols.names else opaque.astype(np.float32)
+    log_scales, kind = _log_scales(cols)
+    quats = _quats(cols)
+    cols.used.update(n for n in ("nx", "ny", "nz") if n in cols.names)  # normals carry nothing for a splat
+    g = Gaussians(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (means, log_scales, quats, opac, sh)))
+    meta = {
+        "comments": parse_comments(comments),
+        "raw_comments": comments,
+        "format": fmt,
+        "count": cols.n,
+        "sh_degree": int(round(sh.shape[1] ** 0.5)) - 1,
+        "properties": cols.names,
+        "ignored_properties": [p for p in cols.names if p not in cols.used],
+        "extra": _other_elements(elems),
+        "kind": kind,
+    }
+    return g, meta
+
+
+def _vertex_element(elems: dict, path) -> np.ndarray:
+    where = str(path)
     if "vertex" not in elems:
         raise InputError(f"{where} has no 'vertex' element, so it holds no Gaussians")
-    v = elems["vertex"]
-    names = list(v.dtype.names or ())
     if is_compressed(elems):
         raise _compressed_error(path)
-    n = len(v)
+    v = elems["vertex"]
     for req in ("x", "y", "z"):
-        if req not in names:
+        if req not in (v.dtype.names or ()):
             raise InputError(f"{where} has no '{req}' vertex property, so it is not a point or Gaussian PLY")
-    used: set[str] = set()
+    return v
 
-    mat = None
-    if names and all(v.dtype[x] == np.dtype("<f4") for x in names) and v.dtype.itemsize == 4 * len(names):
-        try:  # all float32 little endian: one [N, P] view, columns gathered with one copy per group
-            mat = v.view("<f4").reshape(n, len(names))
-        except ValueError:
-            mat = None
-    pos = {x: i for i, x in enumerate(names)}
 
-    def col(name) -> np.ndarray:
-        used.add(name)
-        if mat is not None:
-            return np.array(mat[:, pos[name]], dtype=np.float32)
-        return np.array(v[name], dtype=np.float32)
+class _Columns:
+    """float32 columns of a PLY's vertex element, gathered with as few copies as possible; it
+    remembers which properties were read (the others are reported as ignored)."""
 
-    def fast_cols(ns: list[str]) -> np.ndarray:
-        if not ns:
-            return np.zeros((n, 0), np.float32)
-        if mat is not None:
-            used.update(ns)
-            idx = [pos[x] for x in ns]
-            if idx == list(range(idx[0], idx[0] + len(idx))):  # a run of columns: a strided slice
-                return np.ascontiguousarray(mat[:, idx[0] : idx[0] + len(idx)], dtype=np.float32)
-            return np.ascontiguousarray(mat[:, idx], dtype=np.float32)
-        return np.stack([col(x) for x in ns], axis=1)
+    def __init__(self, v: np.ndarray):
+        self.v, self.n = v, len(v)
+        self.names = list(v.dtype.names or ())
+        self.used: set[str] = set()
+        self.pos = {x: i for i, x in enumerate(self.names)}
+        self.mat = None
+        if self.names and all(v.dtype[x] == np.dtype("<f4") for x in self.names) and v.dtype.itemsize == 4 * len(self.names):
+            try:  # all float32 little endian: one [N, P] view
+                self.mat = v.view("<f4").reshape(self.n, len(self.names))
+            except ValueError:
+                self.mat = None
 
-    means = fast_cols(["x", "y", "z"])
-    kind = "3dgs"
-    if all(f"f_dc_{i}" in names for i in range(3)):
-        dc = fast_cols([f"f_dc_{i}" for i in range(3)])
-    elif all(c in names for c in ("red", "green", "blue")):
-        rgb = fast_cols(["red", "green", "blue"])
-        kind_max = 255.0 if v.dtype["red"].kind in "ui" else 1.0
-        dc = (rgb / kind_max - 0.5) / C0
+    def one(self, name: str) -> np.ndarray:
+        self.used.add(name)
+        src = self.mat[:, self.pos[name]] if self.mat is not None else self.v[name]
+        return np.array(src, dtype=np.float32)
+
+    def many(self, names: list[str]) -> np.ndarray:
+        if not names:
+            return np.zeros((self.n, 0), np.float32)
+        if self.mat is None:
+            return np.stack([self.one(x) for x in names], axis=1)
+        self.used.update(names)
+        idx = [self.pos[x] for x in names]
+        if idx == list(range(idx[0], idx[0] + len(idx))):  # a run of columns: a strided slice
+            return np.ascontiguousarray(self.mat[:, idx[0]: idx[0] + len(idx)], dtype=np.float32)
+        return np.ascontiguousarray(self.mat[:, idx], dtype=np.float32)
+
+
+def _sh(cols: _Columns, where: str) -> np.ndarray:
+    """SH coefficients [N, K, 3]: f_dc_* (or red/green/blue) and channel-major f_rest_*."""
+    from vd.gaussians import C0
+
+    if all(f"f_dc_{i}" in cols.names for i in range(3)):
+        dc = cols.many([f"f_dc_{i}" for i in range(3)])
+    elif all(c in cols.names for c in ("red", "green", "blue")):
+        full = 255.0 if cols.v.dtype["red"].kind in "ui" else 1.0
+        dc = (cols.many(["red", "green", "blue"]) / full - 0.5) / C0
     else:
-        dc = np.zeros((n, 3), np.float32)
-    rest_names = _sorted_numbered(names, "f_rest_")
-    n_rest = len(rest_names)
-    if n_rest not in (0, 9, 24, 45):
-        raise InputError(
-            f"{where} has {n_rest} f_rest properties; expected 0, 9, 24 or 45 (SH degree 0..3)"
-        )
-    k = n_rest // 3 + 1
-    sh = np.empty((n, k, 3), np.float32)
+        dc = np.zeros((cols.n, 3), np.float32)
+    rest_names = _sorted_numbered(cols.names, "f_rest_")
+    if len(rest_names) not in (0, 9, 24, 45):
+        raise InputError(f"{where} has {len(rest_names)} f_rest properties; expected 0, 9, 24 or 45 (SH degree 0..3)")
+    k = len(rest_names) // 3 + 1
+    sh = np.empty((cols.n, k, 3), np.float32)
     sh[:, 0] = dc
-    if n_rest:
-        rest = fast_cols(rest_names).reshape(n, 3, k - 1)  # channel-major
-        sh[:, 1:] = rest.transpose(0, 2, 1)
-    if "opacity" in names:
-        opac = col("opacity")
-    else:
-        opac = safe_logit(torch.ones(1)).numpy().repeat(n).astype(np.float32)
-    scale_names = _sorted_numbered(names, "scale_")
-    if len(scale_names) >= 3:
-        log_scales = fast_cols(scale_names[:3])
-    elif len(scale_names) == 2:
-        kind = "2dgs"
-        s2 = fast_cols(scale_names)
-        thin = s2.min(axis=1, keepdims=True) - np.log(np.float32(100.0))
-        log_scales = np.concatenate([s2, thin], axis=1)
-    else:
-        log_scales = np.full((n, 3), np.log(0.01), np.float32)
-    rot_names = _sorted_numbered(names, "rot_")
-    if len(rot_names) >= 4:
-        quats = fast_cols(rot_names[:4])
-    else:
-        quats = np.zeros((n, 4), np.float32)
-        quats[:, 0] = 1.0
-    for nrm in ("nx", "ny", "nz"):
-        if nrm in names:
-            used.add(nrm)
-    g = Gaussians(
-        torch.from_numpy(np.ascontiguousarray(means)),
-        torch.from_numpy(np.ascontiguousarray(log_scales)),
-        torch.from_numpy(np.ascontiguousarray(quats)),
-        torch.from_numpy(np.ascontiguousarray(opac)),
-        torch.from_numpy(sh),
-    )
+    if rest_names:
+        sh[:, 1:] = cols.many(rest_names).reshape(cols.n, 3, k - 1).transpose(0, 2, 1)
+    return sh
+
+
+def _log_scales(cols: _Columns) -> tuple[np.ndarray, str]:
+    """(log-scales [N, 3], "3dgs" | "2dgs"): 2DGS surfels get a thin third axis."""
+    names = _sorted_numbered(cols.names, "scale_")
+    if len(names) >= 3:
+        return cols.many(names[:3]), "3dgs"
+    if len(names) == 2:
+        s2 = cols.many(names)
+        return np.concatenate([s2, s2.min(axis=1, keepdims=True) - np.log(np.float32(100.0))], axis=1), "2dgs"
+    return np.full((cols.n, 3), np.log(0.01), np.float32), "3dgs"
+
+
+def _quats(cols: _Columns) -> np.ndarray:
+    names = _sorted_numbered(cols.names, "rot_")
+    if len(names) >= 4:
+        return cols.many(names[:4])
+    q = np.zeros((cols.n, 4), np.float32)
+    q[:, 0] = 1.0
+    return q
+
+
+def _other_elements(elems: dict) -> dict:
+    """{element name: {property: list}} of every element but the vertices."""
     extra = {}
     for name, arr in elems.items():
         if name == "vertex":
@@ -393,18 +417,7 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
             extra[name] = {p: np.asarray(arr[p]).tolist() for p in (arr.dtype.names or ())}
         except Exception:  # pragma: no cover - exotic list elements
             extra[name] = {}
-    meta = {
-        "comments": parse_comments(comments),
-        "raw_comments": comments,
-        "format": fmt,
-        "count": n,
-        "sh_degree": k and int(round(k ** 0.5)) - 1,
-        "properties": names,
-        "ignored_properties": [p for p in names if p not in used],
-        "extra": extra,
-        "kind": kind,
-    }
-    return g, meta
+    return extra
 
 
 def is_compressed(elems: dict) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -48,46 +49,52 @@ def _load_prior(p: Path, problems: list[str], kind: str, view: str):
 
 
 def validate_dataset(path) -> list[str]:
+    """Every problem of the refine dataset at `path`, each naming its file (empty: valid)."""
     root = Path(path)
-    problems: list[str] = []
     if not root.exists():
         return [f"{root}: the dataset folder does not exist"]
     if not root.is_dir():
         return [f"{root}: not a folder"]
+    problems: list[str] = []
+    meta = _check_meta(root / "meta.json", problems)
+    cams, imgs = _check_sparse_text(root / SPARSE, problems)
+    _check_sparse_binary(root / SPARSE, cams, imgs, problems)
+    if imgs is None:
+        return problems
+    if len({e[0] for e in imgs}) != len(imgs):
+        problems.append(f"{root / SPARSE / 'images.txt'}: duplicate IMAGE_ID values")
+    meta_views = {v["name"]: v for v in (meta or {}).get("views", []) if isinstance(v, dict) and "name" in v}
+    for entry in imgs:
+        _check_view(root, entry, cams, None if meta is None else meta_views, problems)
+    _check_strays(root, {e[4] for e in imgs}, None if meta is None else meta_views, problems)
+    return problems
 
-    # --- meta.json
-    meta = None
-    mp = root / "meta.json"
+
+def _check_meta(mp: Path, problems: list[str]) -> Optional[dict]:
     if not mp.is_file():
         problems.append(f"{mp}: missing (conventions, provenance and view mapping)")
-    else:
-        try:
-            meta = json.loads(mp.read_text())
-            if not isinstance(meta, dict) or not isinstance(meta.get("views"), list):
-                problems.append(f"{mp}: has no 'views' list")
-                meta = None
-        except (ValueError, UnicodeDecodeError) as e:
-            problems.append(f"{mp}: not valid JSON ({e})")
+        return None
+    try:
+        meta = json.loads(mp.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        problems.append(f"{mp}: not valid JSON ({e})")
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("views"), list):
+        problems.append(f"{mp}: has no 'views' list")
+        return None
+    return meta
 
-    # --- sparse model
-    sp = root / SPARSE
-    cams, imgs = None, None
+
+def _check_sparse_text(sp: Path, problems: list[str]):
+    """(cameras, images) of the text model (None where unreadable), with their problems noted."""
     for name in ("cameras.txt", "images.txt", "points3D.txt"):
         if not (sp / name).is_file():
             problems.append(f"{sp / name}: missing")
+    cams = imgs = None
     if (sp / "cameras.txt").is_file():
         try:
             cams = read_cameras_txt((sp / "cameras.txt").read_text(), str(sp / "cameras.txt"))
-            if not cams:
-                problems.append(f"{sp / 'cameras.txt'}: lists no camera")
-            for cid, (model, w, h, prm) in cams.items():
-                need = {"PINHOLE": 4, "SIMPLE_PINHOLE": 3}.get(model)
-                if need is None:
-                    problems.append(f"{sp / 'cameras.txt'}: camera {cid} has model {model}; only PINHOLE (or SIMPLE_PINHOLE) is supported")
-                elif len(prm) != need:
-                    problems.append(f"{sp / 'cameras.txt'}: camera {cid} ({model}) has {len(prm)} parameters, expected {need}")
-                elif not all(np.isfinite(prm)) or min(prm[: need - 2]) <= 0 or w <= 0 or h <= 0:
-                    problems.append(f"{sp / 'cameras.txt'}: camera {cid} has a non-positive size or focal length, or a non-finite parameter")
+            _check_cameras(sp / "cameras.txt", cams, problems)
         except InputError as e:
             problems.append(str(e))
     if (sp / "images.txt").is_file():
@@ -98,21 +105,40 @@ def validate_dataset(path) -> list[str]:
         except InputError as e:
             problems.append(str(e))
     if (sp / "points3D.txt").is_file():
-        for ln, line in enumerate((sp / "points3D.txt").read_text().splitlines(), 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            p = s.split()
-            try:
-                ok = len(p) >= 8 and (len(p) - 8) % 2 == 0 and all(np.isfinite([float(x) for x in p[1:8]]))
-            except ValueError:
-                ok = False
-            if not ok:
-                problems.append(f"{sp / 'points3D.txt'}, line {ln}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]'")
-                break
+        _check_points(sp / "points3D.txt", problems)
+    return cams, imgs
 
-    # --- binary model (optional): must agree with the text model
 
+def _check_cameras(where: Path, cams: dict, problems: list[str]) -> None:
+    if not cams:
+        problems.append(f"{where}: lists no camera")
+    for cid, (model, w, h, prm) in cams.items():
+        need = {"PINHOLE": 4, "SIMPLE_PINHOLE": 3}.get(model)
+        if need is None:
+            problems.append(f"{where}: camera {cid} has model {model}; only PINHOLE (or SIMPLE_PINHOLE) is supported")
+        elif len(prm) != need:
+            problems.append(f"{where}: camera {cid} ({model}) has {len(prm)} parameters, expected {need}")
+        elif not all(np.isfinite(prm)) or min(prm[: need - 2]) <= 0 or w <= 0 or h <= 0:
+            problems.append(f"{where}: camera {cid} has a non-positive size or focal length, or a non-finite parameter")
+
+
+def _check_points(where: Path, problems: list[str]) -> None:
+    for ln, line in enumerate(where.read_text().splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        p = s.split()
+        try:
+            ok = len(p) >= 8 and (len(p) - 8) % 2 == 0 and all(np.isfinite([float(x) for x in p[1:8]]))
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"{where}, line {ln}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]'")
+            return
+
+
+def _check_sparse_binary(sp: Path, cams, imgs, problems: list[str]) -> None:
+    """The binary model is optional; when present it must agree with the text model."""
     if (sp / "cameras.bin").is_file() and cams is not None:
         try:
             bc = read_cameras_bin((sp / "cameras.bin").read_bytes(), str(sp / "cameras.bin"))
@@ -130,107 +156,125 @@ def validate_dataset(path) -> list[str]:
         except InputError as e:
             problems.append(str(e))
     for name in ("cameras", "images", "points3D"):
-        if (sp / f"{name}.bin").is_file() != (sp / f"{name}.txt").is_file() and (sp / f"{name}.bin").is_file():
+        if (sp / f"{name}.bin").is_file() and not (sp / f"{name}.txt").is_file():
             problems.append(f"{sp / (name + '.bin')}: present without {name}.txt")
 
-    # --- per image
-    seen_names = set()
-    meta_by_name = {}
-    if meta is not None:
-        for v in meta["views"]:
-            if isinstance(v, dict) and "name" in v:
-                meta_by_name[v["name"]] = v
-    if imgs is not None:
-        ids = [e[0] for e in imgs]
-        if len(set(ids)) != len(ids):
-            problems.append(f"{sp / 'images.txt'}: duplicate IMAGE_ID values")
-        for image_id, q, t, cam_id, name in imgs:
-            seen_names.add(name)
-            stem = Path(name).stem
-            where = f"image {image_id} ({name})"
-            if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(np.linalg.norm(q) - 1) > 1e-3:
-                problems.append(f"{sp / 'images.txt'}: {where} has a non-finite pose or a quaternion that is not unit length")
-                continue
-            size = None
-            if cams is not None:
-                if cam_id not in cams:
-                    problems.append(f"{sp / 'images.txt'}: {where} refers to camera {cam_id}, which cameras.txt does not define")
-                else:
-                    size = (cams[cam_id][2], cams[cam_id][1])  # (H, W)
-            ip = root / "images" / name
-            if not ip.is_file():
-                problems.append(f"{ip}: missing (listed in images.txt)")
-            else:
-                im = _load_png(ip, problems, "the image")
-                if im is not None and size is not None and im.shape[:2] != size:
-                    problems.append(f"{ip}: size {im.shape[1]}x{im.shape[0]} differs from camera {cam_id} ({size[1]}x{size[0]})")
-            mk = root / "masks" / f"{stem}.png"
-            mask = None
-            if not mk.is_file():
-                problems.append(f"{mk}: missing (mask of {name})")
-            else:
-                m = _load_png(mk, problems, "the mask")
-                if m is not None:
-                    if m.ndim != 2:
-                        problems.append(f"{mk}: mask must be single-channel (got shape {m.shape})")
-                    elif size is not None and m.shape != size:
-                        problems.append(f"{mk}: size {m.shape[1]}x{m.shape[0]} differs from camera {cam_id} ({size[1]}x{size[0]})")
-                    else:
-                        mask = m > 127
-                        if not mask.any():
-                            problems.append(f"{mk}: the mask has no valid pixel")
-            dp = root / "priors" / "depth" / f"{stem}.npy"
-            d = _load_prior(dp, problems, "depth", name)
-            if d is not None:
-                if d.ndim != 2 or d.dtype.kind != "f":
-                    problems.append(f"{dp}: depth prior must be a float [H,W] array (got {d.dtype} {d.shape})")
-                elif size is not None and d.shape != size:
-                    problems.append(f"{dp}: shape {d.shape} differs from camera {cam_id} (H,W)={size}")
-                elif mask is not None and mask.shape == d.shape:
-                    bad = mask & ~(np.isfinite(d) & (d > 0))
-                    if bad.any():
-                        problems.append(f"{dp}: {int(bad.sum())} masked pixel(s) have a non-finite or non-positive depth")
-            npth = root / "priors" / "normal" / f"{stem}.npy"
-            n = _load_prior(npth, problems, "normal", name)
-            if n is not None:
-                if n.ndim != 3 or n.shape[2] != 3 or n.dtype.kind != "f":
-                    problems.append(f"{npth}: normal prior must be a float [H,W,3] array (got {n.dtype} {n.shape})")
-                elif size is not None and n.shape[:2] != size:
-                    problems.append(f"{npth}: shape {n.shape[:2]} differs from camera {cam_id} (H,W)={size}")
-                elif not np.isfinite(n).all():
-                    problems.append(f"{npth}: contains non-finite values")
-                else:
-                    norms = np.linalg.norm(n, axis=-1)
-                    if not np.all((np.abs(norms - 1) < 1e-3) | (norms < 1e-6)):
-                        problems.append(f"{npth}: normals must be unit length (or 0 where undefined)")
-            if meta is not None:
-                mv = meta_by_name.get(name)
-                if mv is None:
-                    problems.append(f"{mp}: has no view entry for {name} (listed in images.txt)")
-                else:
-                    try:
-                        P = np.asarray(mv["world_from_camera"], float)
-                        if P.shape != (4, 4) or not np.allclose(P, pose_from_colmap(q, t), atol=1e-4):
-                            problems.append(f"{mp}: world_from_camera of {name} disagrees with its pose in images.txt")
-                        K = np.asarray(mv["K"], float)
-                        if cams is not None and cam_id in cams and cams[cam_id][0] == "PINHOLE":
-                            fx, fy, cx, cy = cams[cam_id][3]
-                            if K.shape != (3, 3) or not np.allclose([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], [fx, fy, cx, cy], rtol=1e-6, atol=1e-6):
-                                problems.append(f"{mp}: K of {name} disagrees with camera {cam_id} in cameras.txt")
-                    except (KeyError, TypeError, ValueError):
-                        problems.append(f"{mp}: the view entry of {name} lacks a valid K or world_from_camera")
-        # stray files
-        if (root / "images").is_dir():
-            for f in sorted((root / "images").iterdir()):
-                if f.is_file() and f.name not in seen_names:
-                    problems.append(f"{f}: not listed in images.txt")
+
+def _check_view(root: Path, entry, cams, meta_views: Optional[dict], problems: list[str]) -> None:
+    """One image of images.txt: its pose, camera, image, mask, priors and meta.json entry."""
+    image_id, q, t, cam_id, name = entry
+    sp, stem = root / SPARSE, Path(name).stem
+    where = f"image {image_id} ({name})"
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(np.linalg.norm(q) - 1) > 1e-3:
+        problems.append(f"{sp / 'images.txt'}: {where} has a non-finite pose or a quaternion that is not unit length")
+        return
+    size = None  # (H, W) of its camera
+    if cams is not None:
+        if cam_id not in cams:
+            problems.append(f"{sp / 'images.txt'}: {where} refers to camera {cam_id}, which cameras.txt does not define")
         else:
-            problems.append(f"{root / 'images'}: missing folder")
-        if meta is not None:
-            for name in meta_by_name:
-                if name not in seen_names:
-                    problems.append(f"{mp}: view {name} is not listed in images.txt")
-    return problems
+            size = (cams[cam_id][2], cams[cam_id][1])
+    _check_image(root / "images" / name, size, cam_id, problems)
+    mask = _check_mask(root / "masks" / f"{stem}.png", size, cam_id, name, problems)
+    _check_depth(root / "priors" / "depth" / f"{stem}.npy", size, cam_id, mask, name, problems)
+    _check_normal(root / "priors" / "normal" / f"{stem}.npy", size, cam_id, name, problems)
+    if meta_views is not None:
+        _check_meta_view(root / "meta.json", meta_views.get(name), entry, cams, problems)
+
+
+def _size_note(cam_id, size) -> str:
+    return f"camera {cam_id} ({size[1]}x{size[0]})"
+
+
+def _check_image(ip: Path, size, cam_id, problems: list[str]) -> None:
+    if not ip.is_file():
+        problems.append(f"{ip}: missing (listed in images.txt)")
+        return
+    im = _load_png(ip, problems, "the image")
+    if im is not None and size is not None and im.shape[:2] != size:
+        problems.append(f"{ip}: size {im.shape[1]}x{im.shape[0]} differs from {_size_note(cam_id, size)}")
+
+
+def _check_mask(mk: Path, size, cam_id, name: str, problems: list[str]):
+    """The mask as bool [H, W], or None when missing or malformed (noted)."""
+    if not mk.is_file():
+        problems.append(f"{mk}: missing (mask of {name})")
+        return None
+    m = _load_png(mk, problems, "the mask")
+    if m is None:
+        return None
+    if m.ndim != 2:
+        problems.append(f"{mk}: mask must be single-channel (got shape {m.shape})")
+        return None
+    if size is not None and m.shape != size:
+        problems.append(f"{mk}: size {m.shape[1]}x{m.shape[0]} differs from {_size_note(cam_id, size)}")
+        return None
+    mask = m > 127
+    if not mask.any():
+        problems.append(f"{mk}: the mask has no valid pixel")
+    return mask
+
+
+def _check_depth(dp: Path, size, cam_id, mask, name: str, problems: list[str]) -> None:
+    d = _load_prior(dp, problems, "depth", name)
+    if d is None:
+        return
+    if d.ndim != 2 or d.dtype.kind != "f":
+        problems.append(f"{dp}: depth prior must be a float [H,W] array (got {d.dtype} {d.shape})")
+    elif size is not None and d.shape != size:
+        problems.append(f"{dp}: shape {d.shape} differs from camera {cam_id} (H,W)={size}")
+    elif mask is not None and mask.shape == d.shape:
+        bad = mask & ~(np.isfinite(d) & (d > 0))
+        if bad.any():
+            problems.append(f"{dp}: {int(bad.sum())} masked pixel(s) have a non-finite or non-positive depth")
+
+
+def _check_normal(npth: Path, size, cam_id, name: str, problems: list[str]) -> None:
+    n = _load_prior(npth, problems, "normal", name)
+    if n is None:
+        return
+    if n.ndim != 3 or n.shape[2] != 3 or n.dtype.kind != "f":
+        problems.append(f"{npth}: normal prior must be a float [H,W,3] array (got {n.dtype} {n.shape})")
+    elif size is not None and n.shape[:2] != size:
+        problems.append(f"{npth}: shape {n.shape[:2]} differs from camera {cam_id} (H,W)={size}")
+    elif not np.isfinite(n).all():
+        problems.append(f"{npth}: contains non-finite values")
+    else:
+        norms = np.linalg.norm(n, axis=-1)
+        if not np.all((np.abs(norms - 1) < 1e-3) | (norms < 1e-6)):
+            problems.append(f"{npth}: normals must be unit length (or 0 where undefined)")
+
+
+def _check_meta_view(mp: Path, mv: Optional[dict], entry, cams, problems: list[str]) -> None:
+    """meta.json's entry of an image agrees with images.txt and cameras.txt."""
+    _, q, t, cam_id, name = entry
+    if mv is None:
+        problems.append(f"{mp}: has no view entry for {name} (listed in images.txt)")
+        return
+    try:
+        P = np.asarray(mv["world_from_camera"], float)
+        if P.shape != (4, 4) or not np.allclose(P, pose_from_colmap(q, t), atol=1e-4):
+            problems.append(f"{mp}: world_from_camera of {name} disagrees with its pose in images.txt")
+        K = np.asarray(mv["K"], float)
+        if cams is not None and cam_id in cams and cams[cam_id][0] == "PINHOLE":
+            fx, fy, cx, cy = cams[cam_id][3]
+            if K.shape != (3, 3) or not np.allclose([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], [fx, fy, cx, cy], rtol=1e-6, atol=1e-6):
+                problems.append(f"{mp}: K of {name} disagrees with camera {cam_id} in cameras.txt")
+    except (KeyError, TypeError, ValueError):
+        problems.append(f"{mp}: the view entry of {name} lacks a valid K or world_from_camera")
+
+
+def _check_strays(root: Path, listed: set, meta_views: Optional[dict], problems: list[str]) -> None:
+    """Images and meta.json views that images.txt does not list."""
+    if (root / "images").is_dir():
+        for f in sorted((root / "images").iterdir()):
+            if f.is_file() and f.name not in listed:
+                problems.append(f"{f}: not listed in images.txt")
+    else:
+        problems.append(f"{root / 'images'}: missing folder")
+    for name in meta_views or {}:
+        if name not in listed:
+            problems.append(f"{root / 'meta.json'}: view {name} is not listed in images.txt")
 
 
 class DatasetInvalid(InputError):
