@@ -47,10 +47,12 @@ def _print_table(headers: list[str], rows: list[list[str]], right: set[int] = fr
 
 
 def _open_existing():
-    """The cache when it exists, else None (read-only commands never create it)."""
+    """The cache when it exists, else None (read-only commands never create it).
+
+    On a full disk the index opens read-only, so listing and freeing space still work."""
     from vd.cache import Cache
 
-    return Cache.open() if Cache.exists() else None
+    return Cache.open(remote=None, maintenance=True) if Cache.exists() else None
 
 
 def _root() -> Path:
@@ -205,12 +207,19 @@ def prune(
 @app.command("verify")
 def verify(
     repair: bool = typer.Option(False, "--repair", help="Drop records with corrupt or missing objects and delete orphaned files."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="First rebuild a damaged index from the record files beside the objects."),
     json_: bool = JSON_OPT,
 ) -> None:
     """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
     from vd import console
     from vd.cache.units import format_size
 
+    if rebuild:
+        from vd.cache import Cache
+
+        rebuilt = Cache.rebuild_index()
+        console.info(f"rebuilt the index from {rebuilt['records']} record files"
+                     + (f" ({rebuilt['skipped']} with missing objects dropped)" if rebuilt["skipped"] else ""))
     cache = _open_existing()
     if cache is None:
         report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}

@@ -1,0 +1,116 @@
+"""The cache index: diskcache (SQLite) opened for writing, or read-only when the disk is full.
+
+Opening diskcache writes (settings rows, the WAL file), so on a full or read-only file system it
+fails. Maintenance commands must still list and free space there: `ReadOnlyIndex` reads the same
+SQLite file through an immutable connection and decodes rows with diskcache's own JSONDisk.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+from vd.cache import objects
+from vd.errors import CacheError, disk_full_message
+
+DB_NAME = "cache.db"
+
+
+def corrupt_message(index_dir: Path, detail) -> str:
+    return f"the cache index at {index_dir} is damaged ({detail}); run `vd cache verify --rebuild` to rebuild it from the cached records"
+
+
+def open_writable(root: Path):
+    import diskcache
+
+    try:
+        return diskcache.Cache(
+            str(root / "index"),
+            disk=diskcache.JSONDisk,
+            eviction_policy="none",
+            size_limit=2**62,
+            timeout=120,
+            statistics=False,
+        )
+    except sqlite3.DatabaseError as e:
+        msg = str(e)
+        if "readonly" in msg or "unable to open" in msg:
+            raise CacheError(f"cache directory is not writable: {root} (set VD_CACHE_DIR to a writable folder)") from e
+        if "full" in msg or "disk I/O" in msg and _disk_full(root):
+            raise CacheError(disk_full_message(root)) from e
+        raise CacheError(corrupt_message(root / "index", e)) from e
+    except OSError as e:
+        raise objects._wrap(e, root) from e
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding `path` has no free blocks left for this user."""
+    import os
+
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def is_full_or_readonly(error: Exception) -> bool:
+    cause = error.__cause__
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return True
+    text = str(error)
+    return text.startswith("no space left") or "not writable" in text
+
+
+class ReadOnlyIndex:
+    """The subset of diskcache.Cache that listing needs, over an immutable SQLite connection.
+
+    Immutable means SQLite takes no locks and writes nothing (no WAL, no shared memory), which is
+    what works on a full disk; a writer running at the same time may not be seen.
+    """
+
+    readonly = True
+
+    def __init__(self, index_dir: Path):
+        import diskcache
+
+        db = index_dir / DB_NAME
+        if not db.is_file():
+            raise CacheError(f"the cache index at {index_dir} is missing; run `vd cache verify --rebuild`")
+        self._disk = diskcache.JSONDisk(str(index_dir))
+        self._con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+        self._index_dir = index_dir
+
+    def _rows(self, where: str = "", args: tuple = ()):
+        try:
+            return self._con.execute(f"SELECT key, raw, mode, filename, value FROM Cache {where}", args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CacheError(corrupt_message(self._index_dir, e)) from e
+
+    def _decode(self, row):
+        _, _, mode, filename, value = row
+        return self._disk.fetch(mode, filename, value, False)
+
+    def iterkeys(self):
+        for row in self._rows():
+            yield self._disk.get(row[0], row[1])
+
+    def get(self, key, default=None):
+        db_key, raw = self._disk.put(key)
+        rows = self._rows("WHERE key = ? AND raw = ?", (db_key, raw))
+        return self._decode(rows[0]) if rows else default
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def _refuse(self, *args, **kwargs):
+        raise CacheError(disk_full_message(self._index_dir.parent))
+
+    set = delete = clear = _refuse
+
+    def transact(self):
+        self._refuse()
+
+    def close(self) -> None:
+        self._con.close()
