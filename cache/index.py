@@ -64,10 +64,13 @@ def is_full_or_readonly(error: Exception) -> bool:
 
 
 class ReadOnlyIndex:
-    """The subset of diskcache.Cache that listing needs, over an immutable SQLite connection.
+    """The subset of diskcache.Cache that maintenance needs, for a full disk.
 
-    Immutable means SQLite takes no locks and writes nothing (no WAL, no shared memory), which is
-    what works on a full disk; a writer running at the same time may not be seen.
+    Reads go through an immutable SQLite connection: no locks, no WAL, no shared memory, nothing
+    written (a writer running at the same time may not be seen). Deletes, which maintenance makes
+    only after deleting objects freed some room, go through a plain connection with single-row
+    statements: opening diskcache itself rewrites its settings and needs far more room. The
+    database's own triggers keep diskcache's count and size right.
     """
 
     readonly = True
@@ -79,14 +82,42 @@ class ReadOnlyIndex:
         if not db.is_file():
             raise CacheError(f"the cache index at {index_dir} is missing; run `vd cache verify --rebuild`")
         self._disk = diskcache.JSONDisk(str(index_dir))
+        self._db = db
         self._con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
         self._index_dir = index_dir
+        self._writing = False
 
     def _rows(self, where: str = "", args: tuple = ()):
         try:
             return self._con.execute(f"SELECT key, raw, mode, filename, value FROM Cache {where}", args).fetchall()
         except sqlite3.DatabaseError as e:
             raise CacheError(corrupt_message(self._index_dir, e)) from e
+
+    def delete(self, key) -> bool:
+        import os
+
+        if not self._writing:  # from now on read what we write
+            self._con.close()
+            self._con = sqlite3.connect(str(self._db), timeout=120, isolation_level=None)
+            self._writing = True
+        db_key, raw = self._disk.put(key)
+        try:
+            rows = self._rows("WHERE key = ? AND raw = ?", (db_key, raw))
+            self._con.execute("DELETE FROM Cache WHERE key = ? AND raw = ?", (db_key, raw))
+        except sqlite3.OperationalError as e:
+            raise CacheError(disk_full_message(self._index_dir.parent)) from e
+        for row in rows:
+            if row[3]:
+                try:
+                    os.unlink(self._index_dir / row[3])
+                except OSError:
+                    pass
+        return bool(rows)
+
+    def transact(self):
+        import contextlib
+
+        return contextlib.nullcontext()
 
     def _decode(self, row):
         _, _, mode, filename, value = row
@@ -107,10 +138,7 @@ class ReadOnlyIndex:
     def _refuse(self, *args, **kwargs):
         raise CacheError(disk_full_message(self._index_dir.parent))
 
-    set = delete = clear = _refuse
-
-    def transact(self):
-        self._refuse()
+    set = clear = _refuse
 
     def close(self) -> None:
         self._con.close()

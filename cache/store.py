@@ -605,7 +605,10 @@ class Cache:
         count = len(self)
         self._remove_objects()
         records.clear(self.root)
-        self.make_writable()
+        if self.readonly:  # a full disk: drop the whole index; the next run starts a new one
+            self._index.close()
+            shutil.rmtree(self.index_dir, ignore_errors=True)
+            return count, size
         self._guard(lambda: self._with_lock(self._index.clear))
         return count, size
 
@@ -778,7 +781,6 @@ def apply_prune(cache: Cache | None, plan: PrunePlan) -> tuple[int, int]:
             except OSError:
                 continue
             objects.remove(p)
-        cache.make_writable()
         candidates = set()
         for r in plan.records:
             cache.delete(r.key)

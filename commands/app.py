@@ -99,10 +99,10 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
         console.err.print(INTERRUPTED)
         return 130
     except OSError as e:
-        import errno
+        from vd.errors import OUTPUT_HINT, is_disk_full
 
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return _report(disk_full_message(e.filename or "the output"), EXIT_FAILURE)
+        if is_disk_full(e):
+            return _report(disk_full_message(e.filename or "the output", OUTPUT_HINT), EXIT_FAILURE)
         if isinstance(e, PermissionError):
             return _report(f"permission denied: {e.filename or e}", EXIT_FAILURE)
         return _report(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), EXIT_FAILURE)

@@ -77,8 +77,7 @@ def coarse(
         outpaint=not no_outpaint, init_iters=init_iters, view_iters=view_iters,
     )
     params.validate()
-    for img in images:
-        dest = common.output_dir(out, img, len(images))
+    for img, dest in zip(images, common.output_dirs(out, images)):
         if len(images) > 1:
             console.info(str(img))
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),

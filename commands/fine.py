@@ -54,6 +54,11 @@ def fine(
                               rect_weight=rect_weight, rescale=rescale, render_backend=render_backend, seed=seed)
     params.validate()
     jobs = stage.resolve_inputs(inputs, out)
+    from vd.outputs import check_distinct, prepare
+
+    check_distinct([(job.coarse_dir, job.out_dir) for job in jobs])
+    for job in jobs:
+        prepare(job.out_dir)
     dev, factory, backend_name = stage.choose_denoiser(
         inpaint_backend, device=device, offload=offload, allow_classical=allow_classical,
         guidance=params.guidance, auto_fetch=True if fetch else None,

@@ -30,7 +30,7 @@ import numpy as np
 
 from vd.cameras import CONVENTION
 from vd.errors import InputError
-from vd.fsio import atomic_write_bytes
+from vd.fsio import atomic_write_bytes, output_transaction
 
 
 @dataclass
@@ -138,6 +138,11 @@ def write_ply_atomic(path: Path, g, comments: dict | None = None):
 
 def write_outputs(out: Path, frames: list[Frame], scaffold_g, coarse_g, summary: dict, *, comments: dict | None = None) -> list[Path]:
     """Write the output folder; returns the written paths (PLYs, cameras.json, summary.json)."""
+    with output_transaction():  # all the files, or none under their final names
+        return _write_outputs(out, frames, scaffold_g, coarse_g, summary, comments=comments)
+
+
+def _write_outputs(out: Path, frames: list[Frame], scaffold_g, coarse_g, summary: dict, *, comments: dict | None = None) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     views = []
