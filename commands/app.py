@@ -8,6 +8,7 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -53,8 +54,14 @@ def _global(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results on stdout and errors on stderr; no tables or bars."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    cache_remote: Optional[str] = typer.Option(None, "--cache-remote", metavar="URL", help="A shared remote cache tier (file://, s3://, gs://; default $VD_CACHE_REMOTE)."),
 ) -> None:
+    import os
+
     from vd import console
+
+    if cache_remote is not None:
+        os.environ["VD_CACHE_REMOTE"] = cache_remote  # read by Cache.open in every stage
 
     console.set_quiet(quiet)
     console.set_debug(debug)

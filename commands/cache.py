@@ -204,6 +204,64 @@ def prune(
     console.out(summary)
 
 
+def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> None:
+    from vd import console
+    from vd.cache import Cache, sync
+    from vd.cache.units import format_size, parse_duration
+    from vd.errors import UsageError
+
+    try:
+        older_s = parse_duration(older_than) if older_than is not None else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cache = Cache.open(remote=remote if remote else "env")
+    scope = dict(stage=stage, image=image, older_than_s=older_s, dry_run=dry_run)
+    if direction == "push":
+        moved = sync.push(cache, **scope)
+        rows, sent = [r for r, _ in moved], sum(n for _, n in moved)
+    else:
+        rows = sync.pull(cache, **scope)
+        sent = sum(r.size for r in rows)
+    label = cache.remote.label if cache.remote else "-"
+    if json_:
+        console.out_json({"dry_run": dry_run, "remote": label, "records": [_record_row(r) for r in rows], "bytes": sent})
+        return
+    verb = {"push": ("would push", "pushed"), "pull": ("would pull", "pulled")}[direction][0 if dry_run else 1]
+    cwd = os.getcwd()
+    for r in rows:
+        console.out(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}")
+    console.out(f"{verb} {len(rows)} record{'s' if len(rows) != 1 else ''} ({format_size(sent)}) {'to' if direction == 'push' else 'from'} {label}")
+
+
+REMOTE_OPT = typer.Option(None, "--cache-remote", metavar="URL", help="The remote cache (default: $VD_CACHE_REMOTE): file://, s3://, gs://, ...")
+
+
+@app.command("push")
+def push(
+    remote: Optional[str] = REMOTE_OPT,
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d)."),
+    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage."),
+    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be uploaded; upload nothing."),
+    json_: bool = JSON_OPT,
+) -> None:
+    """Upload local records the remote cache lacks (objects first, then the record); no scope: all."""
+    _sync("push", remote, older_than, stage, image, dry_run, json_)
+
+
+@app.command("pull")
+def pull(
+    remote: Optional[str] = REMOTE_OPT,
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d)."),
+    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage."),
+    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be downloaded; download nothing."),
+    json_: bool = JSON_OPT,
+) -> None:
+    """Download remote records the local cache lacks, verifying every object; no scope: all."""
+    _sync("pull", remote, older_than, stage, image, dry_run, json_)
+
+
 @app.command("verify")
 def verify(
     repair: bool = typer.Option(False, "--repair", help="Drop records with corrupt or missing objects and delete orphaned files."),
