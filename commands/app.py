@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from vd import __version__
+from vd.commands import batch as batch_cmd
 from vd.commands import cache as cache_cmd
 from vd.commands import coarse as coarse_cmd
 from vd.commands import depth as depth_cmd
@@ -75,6 +76,7 @@ app.command("export", no_args_is_help=True)(export_cmd.export)
 app.command("refine", no_args_is_help=True)(refine_cmd.refine)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("view", no_args_is_help=True)(view_cmd.view)
+app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.add_typer(cache_cmd.app, name="cache")
 
 

@@ -24,7 +24,7 @@ def _resolved(p: Path) -> Path:
         return p.absolute()
 
 
-def _distinct_names(images: Sequence[Path]) -> list[Path]:
+def distinct_names(images: Sequence[Path]) -> list[Path]:
     """A relative folder per image: its stem; where stems clash, its path below the clashing
     images' common folder (sa/x, sb/x); where even that clashes (x.png, x.jpg), the suffix too."""
     resolved = [_resolved(Path(i)) for i in images]
@@ -55,7 +55,7 @@ def output_dirs(out: Path | None, images: Sequence[Path]) -> list[Path]:
     if out is not None and len({_resolved(i) for i in images}) == 1:
         return [Path(out)] * len(images)
     base = Path(out) if out is not None else DEFAULT_BASE
-    return [base / n for n in _distinct_names(images)]
+    return [base / n for n in distinct_names(images)]
 
 
 def prepare(folder: Path) -> Path:
