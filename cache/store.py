@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -452,8 +453,54 @@ class Cache:
             record = self._lookup(key)  # another process may have computed it meanwhile
             if record is not None:
                 return record, True
-            STATS["computed"] += 1
-            return self._compute_and_put(key, compute, stage=stage, image=image, meta=meta), False
+            record = self._await_remote_lease(key, stage)  # or another machine is computing it
+            if record is not None:
+                return record, True
+            with self._remote_lease(key):
+                STATS["computed"] += 1
+                return self._compute_and_put(key, compute, stage=stage, image=image, meta=meta), False
+
+    def _await_remote_lease(self, key: str, stage: str, poll_s: float = 1.0) -> Record | None:
+        """While another machine holds a live lease on `key`, poll the remote for its record."""
+        from vd.cache import lease
+
+        told = False
+        while self.remote is not None:
+            try:
+                other = lease.live_other(self.remote, key)
+            except RemoteError as e:
+                self._remote_failed(e)
+                return None
+            if other is None:  # no lease, or its holder just finished: one last look
+                return self._from_remote(key) if told and self.remote is not None else None
+            record = self._from_remote(key)
+            if record is not None:
+                return record
+            if not told:
+                STATS["waited"] += 1
+                _say_waiting(stage, key, where=f" on {other.get('host', 'another machine')}")
+                told = True
+            time.sleep(poll_s)
+        return None
+
+    @contextlib.contextmanager
+    def _remote_lease(self, key: str):
+        """Hold the remote lease of `key` while computing it (nothing without a remote)."""
+        held = None
+        if self.remote is not None:
+            from vd.cache import lease
+
+            held = lease.Lease(self.remote, key)
+            try:
+                held.start()
+            except RemoteError as e:
+                self._remote_failed(e)
+                held = None
+        try:
+            yield
+        finally:
+            if held is not None:
+                held.stop()
 
     def _lookup(self, key: str) -> Record | None:
         """get(), counting a local hit (remote hits are counted where they are fetched)."""
@@ -648,10 +695,10 @@ class Cache:
         return {"records": kept, "skipped": skipped}
 
 
-def _say_waiting(stage: str, key: str) -> None:
+def _say_waiting(stage: str, key: str, where: str = "") -> None:
     from vd import console
 
-    console.info(f"waiting for another vd process computing {stage} ({key[:12]})")
+    console.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
 
 
 # ---------------------------------------------------------------------- pruning

@@ -158,3 +158,43 @@ def test_remote_urls_are_shown_without_credentials():
 
     assert redact("s3://KEY:SECRET@bucket/p?token=x") == "s3://bucket/p"
     assert redact("file:///shared/cache") == "file:///shared/cache"
+
+
+LEASE_SCRIPT = """
+import json, sys, time, pathlib
+from vd.cache import Cache
+from vd.cache.store import stats
+cache = Cache.open(sys.argv[1], remote=sys.argv[2])
+def compute():
+    pathlib.Path(sys.argv[3]).write_text("started")
+    time.sleep(2.0)
+    return {"a": b"computed on " + sys.argv[1].encode()}
+rec, hit = cache.memoise("ef" * 16, compute, stage="depth")
+print(json.dumps({**stats(), "value": rec.read("a").decode()}))
+"""
+
+
+def test_a_key_in_flight_on_another_machine_is_awaited_not_recomputed(tmp_path):
+    import subprocess
+    import sys
+
+    remote = f"file://{tmp_path / 'shared'}"
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", LEASE_SCRIPT, str(tmp_path / name), remote, str(tmp_path / f"{name}.started")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    a = start("machine-a")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "machine-a.started").exists():
+        assert a.poll() is None and time.monotonic() < deadline, a.communicate()
+        time.sleep(0.05)
+    b = start("machine-b")
+    (out_a, err_a), (out_b, err_b) = a.communicate(timeout=60), b.communicate(timeout=60)
+    assert a.returncode == 0 and b.returncode == 0, (err_a, err_b)
+    sa, sb = json.loads(out_a.splitlines()[-1]), json.loads(out_b.splitlines()[-1])
+    assert sa["computed"] == 1 and sb["computed"] == 0, (sa, sb)
+    assert sb["remote_hits"] == 1 and sb["waited"] == 1, sb
+    assert sb["value"] == sa["value"] and not (tmp_path / "machine-b.started").exists()
+    assert "waiting for another vd process on" in err_b
+    assert not list((tmp_path / "shared" / "leases").rglob("*.json"))  # released
