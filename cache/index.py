@@ -63,6 +63,17 @@ def is_full_or_readonly(error: Exception) -> bool:
     return text.startswith("no space left") or "not writable" in text
 
 
+def _reader(db: Path) -> sqlite3.Connection:
+    """A read-only connection: `mode=ro` (sees a WAL's pending writes; needs the shared-memory
+    file, which a full disk may refuse), else `immutable=1` (reads the database file alone)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        return con
+    except sqlite3.DatabaseError:
+        return sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+
+
 class ReadOnlyIndex:
     """The subset of diskcache.Cache that maintenance needs, for a full disk.
 
@@ -83,7 +94,7 @@ class ReadOnlyIndex:
             raise CacheError(f"the cache index at {index_dir} is missing; run `vd cache verify --rebuild`")
         self._disk = diskcache.JSONDisk(str(index_dir))
         self._db = db
-        self._con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+        self._con = _reader(db)
         self._index_dir = index_dir
         self._writing = False
 
@@ -104,6 +115,9 @@ class ReadOnlyIndex:
         try:
             rows = self._rows("WHERE key = ? AND raw = ?", (db_key, raw))
             self._con.execute("DELETE FROM Cache WHERE key = ? AND raw = ?", (db_key, raw))
+            # fold the WAL back into the database now: a later immutable reader sees the delete
+            # and the WAL's room is given back
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError as e:
             raise CacheError(disk_full_message(self._index_dir.parent)) from e
         for row in rows:
