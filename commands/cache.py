@@ -234,30 +234,22 @@ def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> N
 
 
 REMOTE_OPT = typer.Option(None, "--cache-remote", metavar="URL", help="The remote cache (default: $VD_CACHE_REMOTE): file://, s3://, gs://, ...")
+SYNC_OLDER = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d).")
+SYNC_STAGE = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage.")
+SYNC_IMAGE = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image.")
+SYNC_DRY = typer.Option(False, "--dry-run", "-n", help="Show what would be moved; move nothing.")
 
 
 @app.command("push")
-def push(
-    remote: Optional[str] = REMOTE_OPT,
-    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d)."),
-    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage."),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image."),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be uploaded; upload nothing."),
-    json_: bool = JSON_OPT,
-) -> None:
+def push(remote: Optional[str] = REMOTE_OPT, older_than: Optional[str] = SYNC_OLDER, stage: Optional[str] = SYNC_STAGE,
+         image: Optional[Path] = SYNC_IMAGE, dry_run: bool = SYNC_DRY, json_: bool = JSON_OPT) -> None:
     """Upload local records the remote cache lacks (objects first, then the record); no scope: all."""
     _sync("push", remote, older_than, stage, image, dry_run, json_)
 
 
 @app.command("pull")
-def pull(
-    remote: Optional[str] = REMOTE_OPT,
-    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d)."),
-    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage."),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image."),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be downloaded; download nothing."),
-    json_: bool = JSON_OPT,
-) -> None:
+def pull(remote: Optional[str] = REMOTE_OPT, older_than: Optional[str] = SYNC_OLDER, stage: Optional[str] = SYNC_STAGE,
+         image: Optional[Path] = SYNC_IMAGE, dry_run: bool = SYNC_DRY, json_: bool = JSON_OPT) -> None:
     """Download remote records the local cache lacks, verifying every object; no scope: all."""
     _sync("pull", remote, older_than, stage, image, dry_run, json_)
 

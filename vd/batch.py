@@ -78,12 +78,10 @@ def collect_inputs(items: Sequence[str], stdin=None) -> list[Path]:
     missing = [p for p in found if not p.is_file()]
     if missing:
         raise InputError(f"input not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    seen, out = set(), []
+    unique: dict[Path, Path] = {}
     for p in found:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
+        unique.setdefault(p.resolve(), p)
+    out = list(unique.values())
     if not out:
         raise InputError("no input images: give files, folders, globs, a list file or - for stdin")
     return out
