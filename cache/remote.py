@@ -41,9 +41,17 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+# remotes that failed in this process: warned about once, then not tried again
+FAILED: set[str] = set()
+
+
 def from_env() -> "Remote | None":
-    url = os.environ.get(ENV, "").strip()
-    return Remote(url) if url else None
+    return from_url(os.environ.get(ENV, ""))
+
+
+def from_url(url: str | None) -> "Remote | None":
+    url = (url or "").strip()
+    return Remote(url) if url and url not in FAILED else None
 
 
 class Remote:

@@ -150,7 +150,7 @@ class Cache:
         if remote == "env":
             remote = remote_mod.from_env()
         elif isinstance(remote, str):
-            remote = Remote(remote) if remote else None
+            remote = remote_mod.from_url(remote)
         try:
             return cls(root, cls._open_root(root), remote)
         except CacheError as e:
@@ -319,7 +319,10 @@ class Cache:
     # ------------------------------------------------------------------ remote tier
     def _remote_failed(self, error: RemoteError) -> None:
         from vd import console
+        from vd.cache import remote as remote_mod
 
+        if self.remote is not None:
+            remote_mod.FAILED.add(self.remote.url)
         console.warn(f"{error}; working with the local cache only")
         self.remote = None
 

@@ -113,6 +113,9 @@ def test_truncated_remote_object_is_detected_and_recomputed(tmp_path, capsys):
 def test_unreachable_remote_warns_once_and_works_locally(tmp_path, monkeypatch, capsys):
     pytest.importorskip("s3fs")
     from vd.cache import Cache
+    from vd.cache import remote
+
+    monkeypatch.setattr(remote, "FAILED", set())
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -126,9 +129,12 @@ def test_unreachable_remote_warns_once_and_works_locally(tmp_path, monkeypatch, 
     for i in range(3):
         rec, hit = cache.memoise(f"{i:032x}", lambda: {"x": b"local"}, stage="depth")
         assert not hit and rec.read("x") == b"local"
+    again = Cache.open(tmp_path / "local", remote="s3://nowhere/cache")  # a later stage of the same run
+    assert again.memoise(f"{9:032x}", lambda: {"x": b"local"}, stage="depth")[0].read("x") == b"local"
     assert time.monotonic() - t < 30
     err = capsys.readouterr().err
     assert err.count("working with the local cache only") == 1, err
+    assert "testing" not in err
     assert cache.get(f"{0:032x}") is not None
 
 
