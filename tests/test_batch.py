@@ -135,3 +135,14 @@ def test_ray_batch_end_to_end_with_a_killed_worker_then_all_cache_hits(tmp_path,
         assert len(rows(out)) == 3
     finally:
         ray.shutdown()
+
+
+def test_serial_batch_coarse_then_fine(run_vd, tmp_path, one_torch_thread):
+    img = scenes(tmp_path / "in", 1)[0]
+    out = tmp_path / "B"
+    r = run_vd("batch", img, "-o", out, "--executor", "serial", "--stages", "coarse,fine", *OPTS, "-O", "allow_classical=true",
+               "-O", "fine_views=2", "-O", "fine_steps=2", "-O", "fine_total_steps=4", "-O", "fine_gs_iters=2")
+    assert r.code == 0, r
+    (row,) = rows(out)
+    assert row["status"] == "ok" and set(row["timings"]) >= {"coarse", "fine"}, row
+    assert Path(row["outputs"]["fine"][0]).is_file()

@@ -30,7 +30,8 @@ EXPORT_FILES = {"ply": "scene.ply", "compressed-ply": "scene.compressed.ply", "s
 RESULTS = "results.jsonl"
 # options a batch forwards to the stages (names as in the commands, with _ for -)
 RUN_OPTIONS = {"depth_backend": "auto", "inpaint_backend": "auto", "render_backend": "auto", "device": None, "seed": 0,
-               "max_resolution": 512, "focal": None, "fov": None, "offload": "model", "inpaint_steps": 25, "guidance": 30.0}
+               "max_resolution": 512, "focal": None, "fov": None, "offload": "model", "inpaint_steps": 25, "guidance": 30.0,
+               "allow_classical": False}
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -161,8 +162,19 @@ def _coarse_fields() -> set[str]:
     return {f.name for f in fields(CoarseParams)}
 
 
+FINE_PREFIX = "fine_"  # -O fine_gs_iters=64: a FineParams field (views, steps, gs_iters, ...)
+
+
+def _fine_fields() -> set[str]:
+    from dataclasses import fields
+
+    from vd.stages.fine import FineParams
+
+    return {f.name for f in fields(FineParams)} - {"seed", "render_backend"}
+
+
 def check_options(options: dict, where: str) -> None:
-    known = set(RUN_OPTIONS) | _coarse_fields()
+    known = set(RUN_OPTIONS) | _coarse_fields() | {FINE_PREFIX + n for n in _fine_fields()}
     unknown = sorted(set(options) - known)
     if unknown:
         raise UsageError(f"unknown option{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -232,10 +244,11 @@ def _run_stages(job: Job, spec: BatchSpec, timings: dict, outputs: dict) -> None
 def _run_fine(image: Path, dest: Path, opts: dict, timings: dict, outputs: dict) -> None:
     from vd.stages import fine as stage
 
-    params = stage.FineParams(render_backend=opts["render_backend"], seed=opts["seed"])
+    fine_opts = {k[len(FINE_PREFIX):]: v for k, v in opts.items() if k.startswith(FINE_PREFIX)}
+    params = stage.FineParams(render_backend=opts["render_backend"], seed=opts["seed"], **fine_opts)
     params.validate()
     dev, factory, _ = stage.choose_denoiser(opts["inpaint_backend"], device=opts["device"], offload=opts["offload"],
-                                            allow_classical=False, guidance=params.guidance)
+                                            allow_classical=bool(opts["allow_classical"]), guidance=params.guidance)
     t = time.perf_counter()
     result = stage.run_fine(dest, dest / "fine", params, denoiser_factory=factory, device=dev, image=str(image))
     timings["fine"] = round(time.perf_counter() - t, 3)
