@@ -41,7 +41,7 @@ def _progress():
 
 
 def batch(
-    inputs: List[str] = typer.Argument(..., help="Images, folders, globs, list files, or - for stdin.", show_default=False, metavar="INPUT"),
+    inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, globs, list files, or - for stdin (optional with --batch-file).", show_default=False, metavar="INPUT"),
     out: Path = typer.Option(Path("vd-batch"), "--out", "-o", help="Output folder: one sub-folder per image and results.jsonl.", rich_help_panel=_RUN),
     stages: str = typer.Option("coarse", "--stages", help="depth, coarse or coarse,fine.", rich_help_panel=_RUN),
     export: Optional[str] = typer.Option(None, "--export", help="Comma-separated exports per scene: ply, compressed-ply, splat, colmap, video.", rich_help_panel=_RUN),
@@ -80,7 +80,10 @@ def batch(
         options[name.strip().replace("-", "_")] = _parse_value(value)
     spec = lib.BatchSpec(stages=lib.parse_stages(stages), exports=(), retries=retries, gpus_per_task=gpus_per_task)
     spec.exports = lib.parse_exports(export, spec.stages)
-    images = lib.collect_inputs(inputs + [str(p) for p in per_image if str(p) not in inputs], stdin=sys.stdin)
+    inputs = list(inputs or [])
+    if not inputs and not per_image:
+        raise UsageError("no inputs: give images, folders, globs, a list file, - for stdin, or a --batch-file with [[images]]")
+    images = lib.collect_inputs(inputs + [str(p) for p in per_image], stdin=sys.stdin)
     jobs = lib.plan_jobs(images, out, options, per_image)
     with _progress() as bar:
         rows = lib.run_batch(jobs, spec, out, executor=executor, address=address, progress=bar)
