@@ -135,6 +135,11 @@ def _write_named(directory: Path, final: Path, view: memoryview) -> None:
     _fsync_dir(directory)
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a small non-object file (a record) atomically: named temporary, fsync, rename."""
+    _write_named(path.parent, path, memoryview(data).cast("B"))
+
+
 def _unlink_quiet(path) -> None:
     if path is None:
         return

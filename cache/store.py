@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from vd.cache import objects
+from vd.cache import index as index_mod
+from vd.cache import locks, objects, records
+from vd.cache.remote import Remote, RemoteError
 from vd.errors import CacheError, disk_full_message
 
 CACHEDIR_TAG = (
@@ -21,6 +25,14 @@ CACHEDIR_TAG = (
 )
 INDEX_SCHEMA = 1
 GC_GRACE_S = 600.0  # orphan objects younger than this may belong to a write in progress
+
+# Process-wide counters of what memoise() did: hits (local), remote_hits, computed, waited (for
+# another process computing the same key). Read with stats(); the batch runner reports them.
+STATS: Counter = Counter()
+
+
+def stats() -> dict[str, int]:
+    return {k: STATS[k] for k in ("hits", "remote_hits", "computed", "waited")}
 
 
 def _now() -> float:
@@ -108,19 +120,48 @@ class Record:
 class Cache:
     """The artifact cache rooted at `root` (default `vd.paths.cache_dir()`)."""
 
-    def __init__(self, root: Path, index):
+    def __init__(self, root: Path, index, remote: Remote | None = None):
         self.root = root
         self.objects_dir = root / "objects"
         self.index_dir = root / "index"
         self._index = index
+        self.remote = remote
+        self._bad_remote: set[str] = set()  # digests found corrupt in the remote: re-upload them
+        self._readonly_error: CacheError | None = None  # why the index is read-only
+
+    @property
+    def readonly(self) -> bool:
+        """True when the index was opened read-only (a full or read-only disk)."""
+        return getattr(self._index, "readonly", False)
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, root: str | os.PathLike | None = None) -> "Cache":
-        """Open (creating when needed) the cache; CacheError with one sentence when unusable."""
+    def open(cls, root: str | os.PathLike | None = None, *, remote: "Remote | str | None" = "env", maintenance: bool = False) -> "Cache":
+        """Open (creating when needed) the cache; CacheError with one sentence when unusable.
+
+        `remote`: a Remote, a URL, None for local only, or "env" for $VD_CACHE_REMOTE.
+        `maintenance`: on a full or read-only disk open the index read-only instead of failing
+        (listing works; deleting frees objects first, then reopens the index for writing).
+        """
+        from vd.cache import remote as remote_mod
         from vd.paths import cache_dir
 
         root = Path(root).expanduser() if root is not None else cache_dir()
+        if remote == "env":
+            remote = remote_mod.from_env()
+        elif isinstance(remote, str):
+            remote = remote_mod.from_url(remote)
+        try:
+            return cls(root, cls._open_root(root), remote)
+        except CacheError as e:
+            if not (maintenance and index_mod.is_full_or_readonly(e) and cls.exists(root)):
+                raise
+            cache = cls(root, index_mod.ReadOnlyIndex(root / "index"), remote)
+            cache._readonly_error = e
+            return cache
+
+    @classmethod
+    def _open_root(cls, root: Path):
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "objects").mkdir(exist_ok=True)
@@ -137,7 +178,7 @@ class Cache:
             raise CacheError(f"cache directory cannot be created, part of its path is a file: {root} (set VD_CACHE_DIR to a writable folder)") from e
         except OSError as e:
             raise objects._wrap(e, root) from e
-        return cls(root, cls._open_index(root))
+        return cls._open_index(root)
 
     @classmethod
     def exists(cls, root: str | os.PathLike | None = None) -> bool:
@@ -148,25 +189,20 @@ class Cache:
 
     @staticmethod
     def _open_index(root: Path):
-        import diskcache
+        return index_mod.open_writable(root)
 
-        try:
-            return diskcache.Cache(
-                str(root / "index"),
-                disk=diskcache.JSONDisk,
-                eviction_policy="none",
-                size_limit=2**62,
-                timeout=120,
-                statistics=False,
-            )
-        except sqlite3.DatabaseError as e:
-            if "readonly" in str(e) or "unable to open" in str(e):
-                raise CacheError(f"cache directory is not writable: {root} (set VD_CACHE_DIR to a writable folder)") from e
-            if "full" in str(e):
-                raise CacheError(disk_full_message(root)) from e
-            raise CacheError(f"the cache index at {root / 'index'} is unreadable ({e}); run `vd cache clear --yes`") from e
-        except OSError as e:
-            raise objects._wrap(e, root) from e
+    def check_deletable(self) -> None:
+        """Raise why the cache cannot be changed, unless the reason is only a full disk (which
+        deleting objects first mends)."""
+        e = self._readonly_error
+        if e is not None and not str(e).startswith("no space left"):
+            raise e
+
+    def make_writable(self) -> None:
+        """Reopen a read-only index for writing (after deleting objects freed some space)."""
+        if self.readonly:
+            self._index.close()
+            self._index = index_mod.open_writable(self.root)
 
     def close(self) -> None:
         self._index.close()
@@ -183,13 +219,13 @@ class Cache:
             return fn(*args, **kwargs)
         except sqlite3.OperationalError as e:
             msg = str(e)
-            if "full" in msg:
+            if "full" in msg or "disk I/O" in msg and index_mod._disk_full(self.root):
                 raise CacheError(disk_full_message(self.root)) from e
             if "readonly" in msg:
                 raise CacheError(f"cache directory is not writable: {self.root} (set VD_CACHE_DIR to a writable folder)") from e
             raise CacheError(f"the cache index at {self.index_dir} failed ({msg})") from e
         except sqlite3.DatabaseError as e:
-            raise CacheError(f"the cache index at {self.index_dir} is corrupt ({e}); run `vd cache clear --yes`") from e
+            raise CacheError(index_mod.corrupt_message(self.index_dir, e)) from e
         except OSError as e:
             raise objects._wrap(e, self.root) from e
 
@@ -217,6 +253,7 @@ class Cache:
         console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
         for p in bad or []:
             objects.remove(p)
+        records.delete(self.root, key)
         self._guard(self._index.delete, key)
 
     # ------------------------------------------------------------------ public API
@@ -252,7 +289,14 @@ class Cache:
         return out
 
     def get(self, key: str, *, verify: bool = True, touch: bool = True) -> Record | None:
-        """The record of `key` when present and intact; a corrupt entry is dropped (with a warning)."""
+        """The record of `key` when present and intact (locally, else from the remote tier); a
+        corrupt local entry is dropped (with a warning)."""
+        record = self._get_local(key, verify=verify, touch=touch)
+        if record is None and self.remote is not None:
+            record = self._from_remote(key)
+        return record
+
+    def _get_local(self, key: str, *, verify: bool = True, touch: bool = True) -> Record | None:
         entry = self._get_entry(key)
         if entry is None:
             return None
@@ -271,6 +315,66 @@ class Cache:
             record.last_used = _now()
             self._touch(key, record.last_used)
         return record
+
+    # ------------------------------------------------------------------ remote tier
+    def _remote_failed(self, error: RemoteError) -> None:
+        from vd import console
+        from vd.cache import remote as remote_mod
+
+        if self.remote is not None:
+            remote_mod.FAILED.add(self.remote.url)
+        console.warn(f"{error}; working with the local cache only")
+        self.remote = None
+
+    def _from_remote(self, key: str) -> Record | None:
+        """Download the record of `key` and its verified objects into the local cache."""
+        try:
+            entry = self.remote.get_entry(key)
+            if entry is None:
+                return None
+            for name, a in entry.get("artifacts", {}).items():
+                local = objects.object_path(self.objects_dir, a["hash"])
+                if objects.verify(local, a["hash"]):
+                    continue
+                data = self.remote.fetch_object(a["hash"])
+                if data is None:
+                    from vd import console
+
+                    self._bad_remote.add(a["hash"])
+                    console.warn(f"remote cache object of {entry.get('stage', '?')} ({name}) is missing or corrupt; recomputing")
+                    return None
+                objects.write_object(self.objects_dir, data, a["hash"])
+        except RemoteError as e:
+            self._remote_failed(e)
+            return None
+        entry = dict(entry, last_used=_now())
+        records.write(self.root, key, entry)
+        self._guard(self._index.set, key, entry)
+        STATS["remote_hits"] += 1
+        return self._record(key, entry)
+
+    def upload(self, record: Record, *, force: set[str] = frozenset()) -> int:
+        """Upload `record`'s objects (those the remote lacks), then its record; returns bytes sent.
+
+        RemoteError when the remote fails."""
+        sent = 0
+        for a in record.artifacts.values():
+            d = a["hash"]
+            if d not in force and self.remote.has_object(d, a["size"]):
+                continue
+            self.remote.put_object(d, objects.object_path(self.objects_dir, d))
+            sent += a["size"]
+        entry = self._get_entry(record.key) or {}
+        self.remote.put_entry(record.key, entry)
+        return sent
+
+    def _push(self, record: Record) -> None:
+        if self.remote is None:
+            return
+        try:
+            self.upload(record, force=self._bad_remote)
+        except RemoteError as e:
+            self._remote_failed(e)
 
     def _touch(self, key: str, when: float) -> None:
         def do():
@@ -320,12 +424,15 @@ class Cache:
             "last_used": now,
             "meta": meta,
         }
+        records.write(self.root, key, entry)
         self._guard(self._index.set, key, entry)
         # a concurrent prune may have collected an object between our write and the index entry
         for digest, data in payloads.items():
             if not objects.object_path(self.objects_dir, digest).exists():
                 objects.write_object(self.objects_dir, data, digest)
-        return self._record(key, entry)
+        record = self._record(key, entry)
+        self._push(record)
+        return record
 
     def memoise(
         self,
@@ -341,9 +448,73 @@ class Cache:
         `compute()` returns a mapping name -> bytes, or a tuple (mapping, meta dict) to record
         metadata known only after computing. Returns (record, hit).
         """
-        record = self.get(key)
+        record = self._lookup(key)
         if record is not None:
             return record, True
+        with locks.key_lock(self.root, key, on_wait=lambda: _say_waiting(stage, key)) as waited:
+            STATS["waited"] += int(waited)
+            record = self._lookup(key)  # another process may have computed it meanwhile
+            if record is not None:
+                return record, True
+            record = self._await_remote_lease(key, stage)  # or another machine is computing it
+            if record is not None:
+                return record, True
+            with self._remote_lease(key):
+                STATS["computed"] += 1
+                return self._compute_and_put(key, compute, stage=stage, image=image, meta=meta), False
+
+    def _await_remote_lease(self, key: str, stage: str, poll_s: float = 1.0) -> Record | None:
+        """While another machine holds a live lease on `key`, poll the remote for its record."""
+        from vd.cache import lease
+
+        told = False
+        while self.remote is not None:
+            try:
+                other = lease.live_other(self.remote, key)
+            except RemoteError as e:
+                self._remote_failed(e)
+                return None
+            if other is None:  # no lease, or its holder just finished: one last look
+                return self._from_remote(key) if told and self.remote is not None else None
+            record = self._from_remote(key)
+            if record is not None:
+                return record
+            if not told:
+                STATS["waited"] += 1
+                _say_waiting(stage, key, where=f" on {other.get('host', 'another machine')}")
+                told = True
+            time.sleep(poll_s)
+        return None
+
+    @contextlib.contextmanager
+    def _remote_lease(self, key: str):
+        """Hold the remote lease of `key` while computing it (nothing without a remote)."""
+        held = None
+        if self.remote is not None:
+            from vd.cache import lease
+
+            held = lease.Lease(self.remote, key)
+            try:
+                held.start()
+            except RemoteError as e:
+                self._remote_failed(e)
+                held = None
+        try:
+            yield
+        finally:
+            if held is not None:
+                held.stop()
+
+    def _lookup(self, key: str) -> Record | None:
+        """get(), counting a local hit (remote hits are counted where they are fetched)."""
+        record = self._get_local(key)
+        if record is not None:
+            STATS["hits"] += 1
+        elif self.remote is not None:
+            record = self._from_remote(key)
+        return record
+
+    def _compute_and_put(self, key, compute, *, stage, image, meta) -> Record:
         result = compute()
         extra_meta = None
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
@@ -351,12 +522,13 @@ class Cache:
         merged = dict(meta or {})
         if extra_meta:
             merged.update(extra_meta)
-        return self.put(key, result, stage=stage, image=image, meta=merged), False
+        return self.put(key, result, stage=stage, image=image, meta=merged)
 
     memoize = memoise
 
     def delete(self, key: str) -> bool:
         """Remove the record of `key` (its objects are collected by gc())."""
+        records.delete(self.root, key)
         return bool(self._guard(self._index.delete, key))
 
     # ------------------------------------------------------------------ maintenance
@@ -466,7 +638,7 @@ class Cache:
         for _, _, st in objects.iter_objects(root / "objects"):
             freed += st.st_size
         try:
-            for name in ("index", "objects"):
+            for name in ("objects", "records", "index"):
                 if (root / name).exists():
                     shutil.rmtree(root / name)
             (root / "objects").mkdir(parents=True, exist_ok=True)
@@ -475,21 +647,61 @@ class Cache:
         return freed
 
     def clear(self) -> tuple[int, int]:
-        """Delete every record and object (model weights are not touched)."""
+        """Delete every record and object (model weights are not touched).
+
+        Objects go first, so that on a full disk the index has room to shrink afterwards."""
+        self.check_deletable()
         n, size = self.objects_size()
-        records = len(self)
+        count = len(self)
+        self._remove_objects()
+        records.clear(self.root)
+        if self.readonly:  # a full disk: drop the whole index; the next run starts a new one
+            self._index.close()
+            shutil.rmtree(self.index_dir, ignore_errors=True)
+            return count, size
+        self._guard(lambda: self._with_lock(self._index.clear))
+        return count, size
 
-        def do():
-            self._index.clear()
-            if self.objects_dir.exists():
-                for sub in self.objects_dir.iterdir():
-                    if sub.is_dir():
-                        shutil.rmtree(sub, ignore_errors=True)
-                    else:
-                        objects.remove(sub)
+    def _remove_objects(self) -> None:
+        if self.objects_dir.exists():
+            for sub in self.objects_dir.iterdir():
+                if sub.is_dir():
+                    shutil.rmtree(sub, ignore_errors=True)
+                else:
+                    objects.remove(sub)
 
-        self._guard(lambda: self._with_lock(do))
-        return records, size
+    @classmethod
+    def rebuild_index(cls, root: str | os.PathLike | None = None) -> dict:
+        """Replace the index with one rebuilt from the record files whose objects are all present.
+
+        Returns {"records": kept, "skipped": records with missing objects}."""
+        from vd.paths import cache_dir
+
+        root = Path(root).expanduser() if root is not None else cache_dir()
+        found = list(records.iter_records(root))
+        shutil.rmtree(root / "index", ignore_errors=True)
+        cache = cls(root, cls._open_root(root), None)
+        kept = skipped = 0
+        try:
+            for key, entry in found:
+                present = all(
+                    _size_is(objects.object_path(cache.objects_dir, a["hash"]), a["size"]) for a in entry["artifacts"].values()
+                )
+                if not present:
+                    records.delete(root, key)
+                    skipped += 1
+                    continue
+                cache._guard(cache._index.set, key, entry)
+                kept += 1
+        finally:
+            cache.close()
+        return {"records": kept, "skipped": skipped}
+
+
+def _say_waiting(stage: str, key: str, where: str = "") -> None:
+    from vd import console
+
+    console.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
 
 
 # ---------------------------------------------------------------------- pruning
@@ -499,10 +711,18 @@ class PrunePlan:
     freed_objects: int
     freed_bytes: int
     models: list[tuple[Path, int]]  # (path, bytes) of model folders/files to delete
+    freed: frozenset = frozenset()  # digests no kept record refers to
 
     @property
     def model_bytes(self) -> int:
         return sum(s for _, s in self.models)
+
+
+def _size_is(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
 
 
 def _tree_size_and_mtime(path: Path) -> tuple[int, float]:
@@ -594,18 +814,29 @@ def plan_prune(
                 if older_than_s is None or now - newest >= older_than_s:
                     models.append((p, size))
     ordered = sorted(victims.values(), key=lambda r: r.last_used)
-    return PrunePlan(ordered, len(freed), sum(sizes[d] for d in freed), models)
+    return PrunePlan(ordered, len(freed), sum(sizes[d] for d in freed), models, frozenset(freed))
 
 
 def apply_prune(cache: Cache | None, plan: PrunePlan) -> tuple[int, int]:
     """Delete the planned records, collect their objects, delete planned model weights."""
     count = size = 0
     if cache is not None:
+        cache.check_deletable()
+        # objects first: on a full disk that frees the room the index needs to record the deletes
+        for digest in plan.freed:
+            p = objects.object_path(cache.objects_dir, digest)
+            try:
+                size += p.stat().st_size
+                count += 1
+            except OSError:
+                continue
+            objects.remove(p)
         candidates = set()
         for r in plan.records:
             cache.delete(r.key)
             candidates.update(a["hash"] for a in r.artifacts.values())
-        count, size = cache.gc(candidates=candidates)
+        more, more_bytes = cache.gc(candidates=candidates)
+        count, size = count + more, size + more_bytes
     for p, _ in plan.models:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

@@ -8,10 +8,12 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
 from vd import __version__
+from vd.commands import batch as batch_cmd
 from vd.commands import cache as cache_cmd
 from vd.commands import coarse as coarse_cmd
 from vd.commands import depth as depth_cmd
@@ -54,8 +56,14 @@ def _global(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results on stdout and errors on stderr; no tables or bars."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    cache_remote: Optional[str] = typer.Option(None, "--cache-remote", metavar="URL", help="A shared remote cache tier (file://, s3://, gs://; default $VD_CACHE_REMOTE)."),
 ) -> None:
+    import os
+
     from vd import console
+
+    if cache_remote is not None:
+        os.environ["VD_CACHE_REMOTE"] = cache_remote  # read by Cache.open in every stage
 
     console.set_quiet(quiet)
     console.set_debug(debug)
@@ -70,6 +78,7 @@ app.command("refine", no_args_is_help=True)(refine_cmd.refine)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("view", no_args_is_help=True)(view_cmd.view)
 app.command("doctor", no_args_is_help=False)(doctor_cmd.doctor)
+app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.add_typer(cache_cmd.app, name="cache")
 
 
@@ -101,10 +110,10 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
         console.err.print(INTERRUPTED)
         return 130
     except OSError as e:
-        import errno
+        from vd.errors import OUTPUT_HINT, is_disk_full
 
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return _report(disk_full_message(e.filename or "the output"), EXIT_FAILURE)
+        if is_disk_full(e):
+            return _report(disk_full_message(e.filename or "the output", OUTPUT_HINT), EXIT_FAILURE)
         if isinstance(e, PermissionError):
             return _report(f"permission denied: {e.filename or e}", EXIT_FAILURE)
         return _report(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), EXIT_FAILURE)

@@ -47,10 +47,12 @@ def _print_table(headers: list[str], rows: list[list[str]], right: set[int] = fr
 
 
 def _open_existing():
-    """The cache when it exists, else None (read-only commands never create it)."""
+    """The cache when it exists, else None (read-only commands never create it).
+
+    On a full disk the index opens read-only, so listing and freeing space still work."""
     from vd.cache import Cache
 
-    return Cache.open() if Cache.exists() else None
+    return Cache.open(remote=None, maintenance=True) if Cache.exists() else None
 
 
 def _root() -> Path:
@@ -202,15 +204,72 @@ def prune(
     console.out(summary)
 
 
+def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> None:
+    from vd import console
+    from vd.cache import Cache, sync
+    from vd.units import format_size, parse_duration
+    from vd.errors import UsageError
+
+    try:
+        older_s = parse_duration(older_than) if older_than is not None else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cache = Cache.open(remote=remote if remote else "env")
+    scope = dict(stage=stage, image=image, older_than_s=older_s, dry_run=dry_run)
+    if direction == "push":
+        moved = sync.push(cache, **scope)
+        rows, sent = [r for r, _ in moved], sum(n for _, n in moved)
+    else:
+        rows = sync.pull(cache, **scope)
+        sent = sum(r.size for r in rows)
+    label = cache.remote.label if cache.remote else "-"
+    if json_:
+        console.out_json({"dry_run": dry_run, "remote": label, "records": [_record_row(r) for r in rows], "bytes": sent})
+        return
+    verb = {"push": ("would push", "pushed"), "pull": ("would pull", "pulled")}[direction][0 if dry_run else 1]
+    cwd = os.getcwd()
+    for r in rows:
+        console.out(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}")
+    console.out(f"{verb} {len(rows)} record{'s' if len(rows) != 1 else ''} ({format_size(sent)}) {'to' if direction == 'push' else 'from'} {label}")
+
+
+REMOTE_OPT = typer.Option(None, "--cache-remote", metavar="URL", help="The remote cache (default: $VD_CACHE_REMOTE): file://, s3://, gs://, ...")
+SYNC_OLDER = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d).")
+SYNC_STAGE = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage.")
+SYNC_IMAGE = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image.")
+SYNC_DRY = typer.Option(False, "--dry-run", "-n", help="Show what would be moved; move nothing.")
+
+
+@app.command("push")
+def push(remote: Optional[str] = REMOTE_OPT, older_than: Optional[str] = SYNC_OLDER, stage: Optional[str] = SYNC_STAGE,
+         image: Optional[Path] = SYNC_IMAGE, dry_run: bool = SYNC_DRY, json_: bool = JSON_OPT) -> None:
+    """Upload local records the remote cache lacks (objects first, then the record); no scope: all."""
+    _sync("push", remote, older_than, stage, image, dry_run, json_)
+
+
+@app.command("pull")
+def pull(remote: Optional[str] = REMOTE_OPT, older_than: Optional[str] = SYNC_OLDER, stage: Optional[str] = SYNC_STAGE,
+         image: Optional[Path] = SYNC_IMAGE, dry_run: bool = SYNC_DRY, json_: bool = JSON_OPT) -> None:
+    """Download remote records the local cache lacks, verifying every object; no scope: all."""
+    _sync("pull", remote, older_than, stage, image, dry_run, json_)
+
+
 @app.command("verify")
 def verify(
     repair: bool = typer.Option(False, "--repair", help="Drop records with corrupt or missing objects and delete orphaned files."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="First rebuild a damaged index from the record files beside the objects."),
     json_: bool = JSON_OPT,
 ) -> None:
     """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
     from vd import console
     from vd.units import format_size
 
+    if rebuild:
+        from vd.cache import Cache
+
+        rebuilt = Cache.rebuild_index()
+        console.info(f"rebuilt the index from {rebuilt['records']} record files"
+                     + (f" ({rebuilt['skipped']} with missing objects dropped)" if rebuilt["skipped"] else ""))
     cache = _open_existing()
     if cache is None:
         report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}

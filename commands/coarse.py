@@ -87,8 +87,7 @@ def coarse(
         check_input_file(trajectory, "trajectory file")
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     flux.validate()
-    for img in images:
-        dest = common.output_dir(out, img, len(images))
+    for img, dest in zip(images, common.output_dirs(out, images)):
         if len(images) > 1:
             console.info(str(img))
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),

@@ -48,8 +48,16 @@ def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
     return out / image.stem if n_images > 1 else out
 
 
+def output_dirs(out: Optional[Path], images: List[Path]) -> List[Path]:
+    """One distinct output folder per image, created and checked before anything is computed."""
+    from vd.outputs import prepare_output_dirs
+
+    return prepare_output_dirs(out, images)
+
+
 def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "shows_default", "output_dir", "not_implemented", "List", "Optional", "Path"]
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "shows_default", "output_dir",
+           "output_dirs", "not_implemented", "List", "Optional", "Path"]

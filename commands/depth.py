@@ -52,11 +52,12 @@ def depth(
     memory.reset()
     rows, failures = [], []
     backends: dict = {}
-    for image in images:
+    dests = common.output_dirs(out, images)
+    for image, dest in zip(images, dests):
         try:
             row = depth_one(
                 image,
-                out=common.output_dir(out, image, len(images)),
+                out=dest,
                 backend=backend,
                 focal=focal,
                 fov=fov,

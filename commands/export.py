@@ -102,10 +102,13 @@ def problems_listed():
 def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: Optional[str], sh_degree: Optional[int],
                up: str, video: dict, force: bool, device: Optional[str], as_json: bool) -> None:
     """Resolve SOURCE, check every option against the format, then write the export."""
+    from vd import console
     from vd.errors import UsageError
-    from vd.export import FORMATS, GAUSSIAN_FORMATS
+    from vd.export import FORMATS
     from vd.export.source import resolve_source
     from vd.export.transform import up_rotation
+    from vd.export.write import write_export
+    from vd.paths import resolve_device
 
     if source is None:
         raise UsageError("missing SOURCE: give a PLY/.splat file, a vd output folder or a processed image (or use --validate DIR)")
@@ -125,109 +128,18 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     params = VideoParams(**video)
     params.validate()
     src = resolve_source(source, stage)
-    if fmt in GAUSSIAN_FORMATS:
-        export_gaussian_file(src, fmt, out, up=up, sh_degree=sh_degree, force=force, as_json=as_json)
-    elif fmt == "colmap":
-        export_colmap(src, out, force=force, as_json=as_json)
+    if fmt == "colmap":
+        with console.status("export: writing the COLMAP dataset"):
+            rep = write_export(src, fmt, out, force=force)
+    elif fmt == "video":
+        with console.progress() as prog:
+            rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog)
     else:
-        export_video_file(src, out, params, force=force, device=device, as_json=as_json)
-
-
-def export_gaussian_file(src, fmt: str, out: Path, *, up: str, sh_degree: Optional[int], force: bool, as_json: bool) -> None:
-    from vd.export import export_gaussians
-
-    _check_output_file(out, force)
-    g = src.gaussians()
-    comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
-    rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments)
-    rep["source"] = str(src.path)
-    rep["stage"] = src.stage
-    _report_drops(rep)
-    _emit(rep, out, as_json)
-
-
-def export_colmap(src, out: Path, *, force: bool, as_json: bool) -> None:
-    from vd import console
-    from vd.export.colmap import check_target, points_from_gaussians, write_colmap_dataset
-
-    check_target(out, force)
-    views = src.views()
-    points = points_from_gaussians(src.gaussians())
-    prov = {**src.provenance, "points_source": "gaussians"}
-    with console.status("export: writing the COLMAP dataset"):
-        rep = write_colmap_dataset(out, views, points=points, provenance=prov, force=force)
-    d = {"format": "colmap", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
-    _emit(d, out, as_json)
-
-
-def export_video_file(src, out: Path, params: VideoParams, *, force: bool, device: Optional[str], as_json: bool) -> None:
-    import numpy as np
-
-    from vd import console
-    from vd.errors import InputError
-    from vd.export.video import export_video
-    from vd.paths import resolve_device
-
-    _check_output_file(out, force)
-    g = src.gaussians()
-    if src.has_views:
-        from vd.cameras import scene_radius
-        from vd.views import find_input
-
-        v = find_input(src.views())
-        K, H, W = np.asarray(v.K, np.float64), v.height, v.width
-        try:
-            radius = scene_radius(v.depth, K, v.spawn if v.spawn is not None else v.supervise)
-        except InputError:
-            radius = _radius_from_points(g.means.detach().cpu().numpy())
-    else:
-        W, H = 512, 384
-        f = 0.5 * W / np.tan(np.deg2rad(60.0) / 2)
-        K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
-        radius = _radius_from_points(g.means.detach().cpu().numpy())
-        console.info(f"video: {src.path} has no cameras; using a 60° field of view at {W}x{H} from the world origin")
-    prog = console.progress()
-    with prog:
-        rep = export_video(g, out, K=K, width=W, height=H, traj=params.traj, frames=params.frames, fps=params.fps,
-                           radius=radius, side_by_side_depth=params.side_by_side_depth, device=resolve_device(device),
-                           progress=prog)
-    d = {"format": "video", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
-    _emit(d, out, as_json)
-
-
-def _report_drops(rep: dict) -> None:
-    from vd import console
-
+        rep = write_export(src, fmt, out, up=up, sh_degree=sh_degree, force=force)
     if rep.get("dropped_nonfinite") or rep.get("dropped_transparent"):
         console.info(f"export: dropped {rep['dropped_nonfinite']} non-finite and {rep['dropped_transparent']} "
                      f"transparent (alpha < 1/255) Gaussians; wrote {rep['written']}")
-
-
-def _emit(rep: dict, out: Path, as_json: bool) -> None:
-    from vd import console
-
     if as_json:
         console.out_json(rep)
     else:
         console.out(str(out))
-
-
-def _check_output_file(out: Path, force: bool) -> None:
-    from vd.errors import UsageError
-
-    if out.exists():
-        if out.is_dir():
-            raise UsageError(f"the output {out} is a folder; give a file name")
-        if not force:
-            raise UsageError(f"the output {out} already exists; pass --force to replace it")
-
-
-def _radius_from_points(means) -> float:
-    import numpy as np
-
-    ok = np.isfinite(means).all(1) & (means[:, 2] > 0)
-    pts = means[ok] if ok.sum() >= 3 else means[np.isfinite(means).all(1)]
-    if len(pts) < 3:
-        return 1.0
-    r = float(np.mean(np.percentile(pts, 50, axis=0) - np.percentile(pts, 5, axis=0)))
-    return r if np.isfinite(r) and r > 0 else 1.0

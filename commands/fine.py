@@ -53,7 +53,9 @@ def fine(
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
     from vd import console
     from vd.models import memory
+    from vd.outputs import check_distinct, prepare
     from vd.params import check_device, given
+    from vd.stages.denoisers import choose_denoiser
     from vd.stages.fine import run_fine
 
     params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters, rect_weight=rect_weight,
@@ -63,6 +65,9 @@ def fine(
     flux.validate()
     check_device(device)
     jobs = resolve_jobs(inputs, out)
+    check_distinct([(job.coarse_dir, job.out_dir) for job in jobs])
+    for job in jobs:
+        prepare(job.out_dir)
     dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=flux.offload, vram_budget=flux.budget_bytes,
                                       allow_classical=allow_classical, guidance=params.guidance,
                                       auto_fetch=True if fetch else None)
@@ -128,52 +133,3 @@ def resolve_jobs(inputs, out: Optional[Path]) -> list[FineJob]:
                 raise InputError(f"no coarse scene for {p} in {coarse_dir}; run `vd coarse {p}{hint}` first")
             jobs.append(FineJob(p, coarse_dir, coarse_dir / "fine", str(p.resolve())))
     return jobs
-
-
-def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_classical: bool,
-                    guidance: float = FluxParams.guidance, auto_fetch: Optional[bool] = None,
-                    vram_budget: Optional[int] = None):
-    """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
-    without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
-    from vd import console
-    from vd.errors import UsageError
-    from vd.models.inpaint import INPAINT_BACKENDS
-    from vd.params import OFFLOAD_CHOICES
-    from vd.paths import resolve_device
-    from vd.stages.denoisers import ClassicalDenoiser, make_flux_denoiser
-
-    name = (name or "auto").lower()
-    if name not in INPAINT_BACKENDS:
-        raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
-    if offload not in OFFLOAD_CHOICES:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
-    dev = resolve_device(device)
-    why = ""
-    if name == "auto":
-        from vd.models.choose import flux_weights_available
-
-        has_cuda = str(dev).startswith("cuda")
-        if has_cuda and (flux_weights_available() or auto_fetch):
-            name = "flux-fill"
-        else:
-            name = "telea"
-            why = "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
-        console.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
-    if name == "telea":
-        if not allow_classical:
-            reason = f" ({why})" if why else ""
-            raise UsageError(
-                f"`vd fine` refines with a diffusion model, but the inpaint backend is telea{reason}, which has none; "
-                "use --inpaint-backend flux-fill, or --allow-classical to rectify with classical inpaints"
-            )
-        console.warn("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
-        return dev, (lambda: ClassicalDenoiser(dev)), "telea"
-    if not str(dev).startswith("cuda"):
-        console.warn(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
-    # resolve the weights now so a missing model fails before any work (exit 3)
-    from vd.fetch.registry import require
-
-    require("flux-fill", auto_fetch=auto_fetch)
-    require("flux-prompt", auto_fetch=auto_fetch)
-    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
-                                            vram_budget=vram_budget)), "flux-fill"

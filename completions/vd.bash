@@ -5,17 +5,20 @@
 _vd() {
     local -A subs opts valopts choices
     subs=(
-        ['vd']='cache coarse depth doctor export fetch fine inspect refine view'
-        ['vd cache']='clear du ls prune verify'
+        ['vd']='batch cache coarse depth doctor export fetch fine inspect refine view'
+        ['vd cache']='clear du ls prune pull push verify'
     )
     opts=(
-        ['vd']='--quiet -q --debug --version --help -h'
+        ['vd']='--quiet -q --debug --version --cache-remote --help -h'
+        ['vd batch']='--out -o --stages --export --executor --address --gpus-per-task --retries --batch-file --option -O --depth-backend --inpaint-backend --render-backend --device --focal --fov --max-resolution --seed --json --help -h'
         ['vd cache']='--help -h'
         ['vd cache clear']='--yes -y --json --help -h'
         ['vd cache du']='--json --help -h'
         ['vd cache ls']='--json --stage --image --help -h'
         ['vd cache prune']='--older-than --max-size --stage --image --include-models --dry-run -n --json --help -h'
-        ['vd cache verify']='--repair --json --help -h'
+        ['vd cache pull']='--cache-remote --older-than --stage --image --dry-run -n --json --help -h'
+        ['vd cache push']='--cache-remote --older-than --stage --image --dry-run -n --json --help -h'
+        ['vd cache verify']='--repair --rebuild --json --help -h'
         ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --no-outpaint --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --vram-budget --inpaint-steps --guidance --focal --fov --max-resolution --json --seed --device --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd depth']='--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd doctor']='--json --verify --device --help -h'
@@ -27,8 +30,12 @@ _vd() {
         ['vd view']='--viewer --viewer-port --rrd --wait --wait-seconds --fly-through --traj --render-backend --help -h'
     )
     valopts=(
+        ['vd']='--cache-remote'
+        ['vd batch']='--out -o --stages --export --executor --address --gpus-per-task --retries --batch-file --option -O --depth-backend --inpaint-backend --render-backend --device --focal --fov --max-resolution --seed'
         ['vd cache ls']='--stage --image'
         ['vd cache prune']='--older-than --max-size --stage --image'
+        ['vd cache pull']='--cache-remote --older-than --stage --image'
+        ['vd cache push']='--cache-remote --older-than --stage --image'
         ['vd coarse']='--out -o --n-frames --dense-multiplier --margin --min-ratio --max-ratio --adjacent-exclusion --fallback --traj --trajectory --forward-ratio --backward-ratio --radius-percentiles --expansion --init-iters --view-iters --depth-backend --inpaint-backend --render-backend --offload --vram-budget --inpaint-steps --guidance --focal --fov --max-resolution --seed --device --viewer --viewer-port --rrd --wait-seconds'
         ['vd depth']='--out -o --backend --focal --fov --intrinsics --max-resolution --depth-device --device --viewer --viewer-port --rrd --wait-seconds'
         ['vd doctor']='--device'

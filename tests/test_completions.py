@@ -48,7 +48,7 @@ def _bash_complete(words: list[str]) -> list[str]:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
 def test_bash_completion_behaviour():
     assert _bash_complete(["vd", "ca"]) == ["cache"]
-    assert set(_bash_complete(["vd", "cache", ""])) == {"ls", "du", "prune", "verify", "clear"}
+    assert set(_bash_complete(["vd", "cache", ""])) == {"ls", "du", "prune", "push", "pull", "verify", "clear"}
     assert "--older-than" in _bash_complete(["vd", "cache", "prune", "--o"])
     assert "--dry-run" in _bash_complete(["vd", "-q", "cache", "prune", "--older-than", "30d", "--d"])
     assert "--json" in _bash_complete(["vd", "depth", "--js"])

@@ -95,7 +95,9 @@ def test_write_is_atomic_and_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
+    from vd.errors import OutputError
+
+    with pytest.raises(OutputError, match="^no space left on the device"):  # the cache's sentence
         write_ply(p, rand_gaussians(n=20, deg=1))
     assert p.read_bytes() == before
     assert [x.name for x in tmp_path.iterdir()] == ["a.ply"]

@@ -63,5 +63,24 @@ def check_input_file(path, what: str = "input file"):
     return p
 
 
-def disk_full_message(path) -> str:
-    return f"no space left on the device holding {path}; free some space or point VD_CACHE_DIR elsewhere"
+def disk_full_message(path, hint: str = "point VD_CACHE_DIR elsewhere") -> str:
+    return f"no space left on the device holding {path}; free some space or {hint}"
+
+
+OUTPUT_HINT = "choose another output folder with -o"
+
+
+class OutputError(VdError):
+    """The output folder cannot be written (full disk, read-only, a file in the way, a clash)."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or numpy's short write ("N requested and M written"), which carries no errno."""
+    import errno
+
+    if not isinstance(e, OSError):
+        return False
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return e.errno is None and " requested and " in text and text.rstrip().endswith("written")

@@ -1,13 +1,26 @@
-"""Atomic file output: a complete file (or folder) at its final path, or nothing there."""
+"""Atomic file output: a complete file (or folder) at its final path, or nothing there.
+
+Inside `output_transaction()` the renames onto final names are deferred until the whole block
+succeeds: a stage that writes a dozen files either leaves all of them or none (a full disk in
+the middle leaves neither a `scaffold.ply` nor a half `views/`). A full disk becomes one
+OutputError sentence, the same as the cache's.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from vd.errors import OUTPUT_HINT, OutputError, disk_full_message, is_disk_full
+
+# (temporary, final) pairs waiting for the enclosing transaction to commit, and folders it made
+_pending: contextvars.ContextVar[list | None] = contextvars.ContextVar("vd_fsio_pending", default=None)
+_made_dirs: contextvars.ContextVar[list | None] = contextvars.ContextVar("vd_fsio_dirs", default=None)
 
 
 def _umask() -> int:
@@ -16,23 +29,83 @@ def _umask() -> int:
     return mask
 
 
+def _translate(e: OSError, path: Path) -> BaseException:
+    if is_disk_full(e):
+        return OutputError(disk_full_message(path.parent, OUTPUT_HINT))
+    return e
+
+
+def _mkdirs(folder: Path) -> None:
+    """mkdir -p, remembering (inside a transaction) the folders it created."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    made = _made_dirs.get()
+    if made is not None:
+        made.extend(reversed(missing))
+
+
+@contextmanager
+def output_transaction() -> Iterator[None]:
+    """Defer every atomic_path rename inside the block to its successful end; on failure remove
+    the temporaries and the folders the block created. Nested blocks join the outer one."""
+    if _pending.get() is not None:
+        yield
+        return
+    pending: list = []
+    made: list = []
+    tokens = (_pending.set(pending), _made_dirs.set(made))
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
+    finally:
+        _pending.reset(tokens[0])
+        _made_dirs.reset(tokens[1])
+    for tmp, final in pending:
+        os.replace(tmp, final)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`,
-    on failure it is removed."""
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`
+    (at the end of the enclosing output_transaction, if any), on failure it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = None
     try:
+        _mkdirs(path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        pending = _pending.get()
+        if pending is not None:
+            pending.append((tmp, path))
+        else:
+            os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        translated = _translate(e, path)
+        if translated is e:
+            raise
+        raise translated from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -58,6 +131,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             else:
                 path.unlink()
         os.replace(tmp, path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        translated = _translate(e, path)
+        if translated is e:
+            raise
+        raise translated from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -316,12 +316,11 @@ def _random_flux_backend(parts):
 @contextmanager
 def random_flux_cli(parts):
     """`vd coarse/fine --inpaint-backend flux-fill` use the random model (no weights needed)."""
-    import vd.commands.fine as fine_cmd
     import vd.models.choose as choose_mod
-    from vd.stages.denoisers import FluxDenoiser
+    import vd.stages.denoisers as denoisers
 
     cls = _random_flux_backend(parts)
-    real_get, real_choose = choose_mod.get_inpaint_backend, fine_cmd.choose_denoiser
+    real_get, real_choose = choose_mod.get_inpaint_backend, denoisers.choose_denoiser
     names = {"device", "offload", "steps", "guidance", "vram_budget"}
 
     def get_backend(name="auto", **kw):
@@ -334,7 +333,7 @@ def random_flux_cli(parts):
         dev = device or "cuda"
         backend = cls(device=dev, offload=offload, guidance=guidance, vram_budget=vram_budget,
                       paths={k: "random" for k in ("transformer", "ae", "txt", "vec")})
-        return dev, (lambda: FluxDenoiser(backend=backend)), "flux-fill"
+        return dev, (lambda: denoisers.FluxDenoiser(backend=backend)), "flux-fill"
 
     swaps = [(real_get, get_backend), (real_choose, choose)]
     undo = _swap_everywhere(swaps)
@@ -350,7 +349,7 @@ def _swap_everywhere(swaps) -> list:
     it from); returns what to restore."""
     import importlib
 
-    for name in ("vd.stages.coarse", "vd.stages.fine", "vd.commands.coarse", "vd.commands.fine"):
+    for name in ("vd.stages.coarse", "vd.stages.fine", "vd.commands.coarse", "vd.commands.fine", "vd.batch"):
         try:
             importlib.import_module(name)
         except ImportError:

@@ -18,7 +18,7 @@ import numpy as np
 
 from vd.cache import content_hash, file_hash
 from vd.errors import InputError
-from vd.fsio import atomic_write_bytes
+from vd.fsio import atomic_write_bytes, output_transaction
 from vd.ply import read_ply, write_ply
 from vd.views import View, find_input, read_views, write_views
 
@@ -32,8 +32,13 @@ def write_coarse_folder(out: Path, views: list[View], scaffold, coarse, summary:
                         comments: Optional[dict] = None) -> list[Path]:
     """Write the folder; returns the paths of coarse.ply, scaffold.ply, cameras.json and summary.json.
 
-    summary.json gains a ``ply`` entry with what each PLY writer kept and dropped."""
-    out = Path(out)
+    summary.json gains a ``ply`` entry with what each PLY writer kept and dropped. All the files, or
+    none under their final names (a full disk leaves no partial folder)."""
+    with output_transaction():
+        return _write_coarse_folder(Path(out), views, scaffold, coarse, summary, comments)
+
+
+def _write_coarse_folder(out: Path, views, scaffold, coarse, summary: dict, comments: Optional[dict]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     cameras = write_views(out, views)
     reports = {name: write_ply(out / f"{name}.ply", g, comments=comments)

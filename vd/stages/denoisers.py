@@ -1,4 +1,5 @@
-"""What the MCS loop of `vd fine` samples with: Flux Fill, or a classical stand-in without a model.
+"""What the MCS loop of `vd fine` samples with: Flux Fill, or a classical stand-in without a model,
+and `choose_denoiser`, which picks one by name (`auto` says which and why).
 
 A `Denoiser` encodes renders to latents, predicts a velocity at time t, decodes, and gives its
 sampling schedule. `FluxDenoiser` is FLUX.1-Fill-dev in its packed latent space;
@@ -13,10 +14,16 @@ from typing import Optional
 
 import numpy as np
 
+from vd import console
+from vd.errors import UsageError
+from vd.fetch.registry import require
 from vd.models import flux_fill
+from vd.models.choose import flux_weights_available
 from vd.models.flux_fill import FluxFillInpaint
+from vd.models.inpaint import INPAINT_BACKENDS
 from vd.models.telea import TeleaInpaint
-from vd.params import FluxParams
+from vd.params import OFFLOAD_CHOICES, FluxParams
+from vd.paths import resolve_device
 
 
 class Denoiser:
@@ -134,4 +141,42 @@ def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Opt
     return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget)
 
 
-__all__ = ["Denoiser", "ClassicalDenoiser", "FluxDenoiser", "make_flux_denoiser"]
+def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_classical: bool,
+                    guidance: float = FluxParams.guidance, auto_fetch: Optional[bool] = None,
+                    vram_budget: Optional[int] = None):
+    """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
+    without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
+    name = (name or "auto").lower()
+    if name not in INPAINT_BACKENDS:
+        raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
+    if offload not in OFFLOAD_CHOICES:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
+    dev = resolve_device(device)
+    why = ""
+    if name == "auto":
+        has_cuda = str(dev).startswith("cuda")
+        if has_cuda and (flux_weights_available() or auto_fetch):
+            name = "flux-fill"
+        else:
+            name = "telea"
+            why = "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
+        console.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
+    if name == "telea":
+        if not allow_classical:
+            reason = f" ({why})" if why else ""
+            raise UsageError(
+                f"`vd fine` refines with a diffusion model, but the inpaint backend is telea{reason}, which has none; "
+                "use --inpaint-backend flux-fill, or --allow-classical to rectify with classical inpaints"
+            )
+        console.warn("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
+        return dev, (lambda: ClassicalDenoiser(dev)), "telea"
+    if not str(dev).startswith("cuda"):
+        console.warn(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
+    # resolve the weights now so a missing model fails before any work (exit 3)
+    require("flux-fill", auto_fetch=auto_fetch)
+    require("flux-prompt", auto_fetch=auto_fetch)
+    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
+                                            vram_budget=vram_budget)), "flux-fill"
+
+
+__all__ = ["Denoiser", "ClassicalDenoiser", "FluxDenoiser", "make_flux_denoiser", "choose_denoiser"]

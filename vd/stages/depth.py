@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from vd.fsio import atomic_write_bytes
+from vd.fsio import atomic_write_bytes, output_transaction
 from vd.image import LoadedImage, load_image
 from vd.models.depth import DepthBackend, DepthResult
 from vd.models.choose import get_depth_backend
@@ -182,8 +182,9 @@ def write_outputs(out_dir, stage: DepthStageOutput) -> dict[str, "Path"]:
     if r.normals is not None:
         files["normals"] = (out_dir / "normals.npy", _npy_bytes(r.normals.astype(np.float32)))
     files["intrinsics"] = (out_dir / "intrinsics.json", (json.dumps(intrinsics_json(r), indent=2) + "\n").encode())
-    for path, data in files.values():
-        atomic_write_bytes(path, data)
+    with output_transaction():  # all the files, or none under their final names
+        for path, data in files.values():
+            atomic_write_bytes(path, data)
     return {k: p for k, (p, _) in files.items()}
 
 

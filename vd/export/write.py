@@ -1,0 +1,89 @@
+"""Writing a resolved SOURCE (`vd.export.source`) in one format: what `vd export` and `vd batch --export` run.
+
+    report = write_export(source, "ply", Path("scene.ply"), force=True)    # a JSON-ready dict
+
+Checks the target first (an existing file needs `force`; a COLMAP target folder must be empty or
+forced), then writes atomically; the report names the format, the path, the counts kept and
+dropped, the source and its stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from vd import console
+from vd.cameras import scene_radius
+from vd.errors import InputError, UsageError
+from vd.export import GAUSSIAN_FORMATS, export_gaussians
+from vd.export.colmap import check_target, points_from_gaussians, write_colmap_dataset
+from vd.export.source import Source
+from vd.export.video import export_video
+from vd.params import VideoParams
+from vd.views import find_input
+
+NO_CAMERA_FOV = 60.0  # degrees: the camera of a video of a source without cameras
+NO_CAMERA_SIZE = (512, 384)
+
+
+def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree: Optional[int] = None,
+                 video: Optional[VideoParams] = None, force: bool = False, device: str = "cpu", progress=None) -> dict:
+    """Write `src` as `fmt` to `out`; returns the report (see the module docstring)."""
+    out = Path(out)
+    if fmt == "colmap":
+        check_target(out, force)
+        prov = {**src.provenance, "points_source": "gaussians"}
+        rep = write_colmap_dataset(out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov,
+                                   force=force)
+        return {"format": "colmap", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+    check_output_file(out, force)
+    g = src.gaussians()
+    if fmt in GAUSSIAN_FORMATS:
+        comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
+        rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments)
+        return {**rep, "source": str(src.path), "stage": src.stage}
+    video = video or VideoParams()
+    K, W, H, radius = video_camera(src, g)
+    rep = export_video(g, out, K=K, width=W, height=H, traj=video.traj, frames=video.frames, fps=video.fps, radius=radius,
+                       side_by_side_depth=video.side_by_side_depth, device=device, progress=progress)
+    return {"format": "video", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+
+
+def check_output_file(out: Path, force: bool) -> None:
+    if out.exists():
+        if out.is_dir():
+            raise UsageError(f"the output {out} is a folder; give a file name")
+        if not force:
+            raise UsageError(f"the output {out} already exists; pass --force to replace it")
+
+
+def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
+    """(K, width, height, scene radius) of a fly-through: the input camera when the source has views,
+    else a 60° camera at the world origin sized by the Gaussians."""
+    means = g.means.detach().cpu().numpy()
+    if src.has_views:
+        v = find_input(src.views())
+        K = np.asarray(v.K, np.float64)
+        try:
+            return K, v.width, v.height, scene_radius(v.depth, K, v.spawn if v.spawn is not None else v.supervise)
+        except InputError:
+            return K, v.width, v.height, radius_from_points(means)
+    W, H = NO_CAMERA_SIZE
+    f = 0.5 * W / np.tan(np.deg2rad(NO_CAMERA_FOV) / 2)
+    console.info(f"video: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
+    return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]]), W, H, radius_from_points(means)
+
+
+def radius_from_points(means: np.ndarray) -> float:
+    """A scene radius from Gaussian centres in front of the camera (1 when there are too few)."""
+    ok = np.isfinite(means).all(1) & (means[:, 2] > 0)
+    pts = means[ok] if ok.sum() >= 3 else means[np.isfinite(means).all(1)]
+    if len(pts) < 3:
+        return 1.0
+    r = float(np.mean(np.percentile(pts, 50, axis=0) - np.percentile(pts, 5, axis=0)))
+    return r if np.isfinite(r) and r > 0 else 1.0
+
+
+__all__ = ["write_export", "check_output_file", "video_camera", "radius_from_points"]
