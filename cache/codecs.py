@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
+from pathlib import PurePath
 from typing import Any, Mapping
 
 
@@ -39,7 +41,6 @@ def decode_tensors(data: bytes) -> dict:
 
 def tensors_metadata(data: bytes) -> dict[str, str]:
     """The string metadata of a safetensors blob."""
-    import struct
 
     (n,) = struct.unpack("<Q", bytes(data[:8]))
     header = json.loads(bytes(data[8 : 8 + n]))
@@ -47,8 +48,6 @@ def tensors_metadata(data: bytes) -> dict[str, str]:
 
 
 def _jsonable(obj: Any) -> Any:
-    from pathlib import PurePath
-
     if obj is None or isinstance(obj, (bool, str, int)):
         return obj
     if isinstance(obj, float):

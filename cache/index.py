@@ -7,7 +7,9 @@ SQLite file through an immutable connection and decodes rows with diskcache's ow
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import sqlite3
 from pathlib import Path
 
@@ -46,7 +48,6 @@ def open_writable(root: Path):
 
 def _disk_full(path: Path) -> bool:
     """Whether the file system holding `path` has no free blocks left for this user."""
-    import os
 
     try:
         st = os.statvfs(path)
@@ -105,8 +106,6 @@ class ReadOnlyIndex:
             raise CacheError(corrupt_message(self._index_dir, e)) from e
 
     def delete(self, key) -> bool:
-        import os
-
         if not self._writing:  # from now on read what we write
             self._con.close()
             self._con = sqlite3.connect(str(self._db), timeout=120, isolation_level=None)
@@ -129,8 +128,6 @@ class ReadOnlyIndex:
         return bool(rows)
 
     def transact(self):
-        import contextlib
-
         return contextlib.nullcontext()
 
     def _decode(self, row):

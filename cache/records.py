@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -81,8 +82,6 @@ def iter_records(root: Path) -> Iterator[tuple[str, dict]]:
 
 
 def clear(root: Path) -> None:
-    import shutil
-
     shutil.rmtree(root / RECORDS, ignore_errors=True)
 
 

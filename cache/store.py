@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from vd import console
 from vd.cache import index as index_mod
-from vd.cache import locks, objects, records
+from vd.cache import lease, locks, objects, records
+from vd.cache import remote as remote_mod
+from vd.cache.codecs import _jsonable
 from vd.cache.remote import Remote, RemoteError
 from vd.errors import CacheError, disk_full_message
+from vd.paths import cache_dir
+from vd.paths import models_dir as default_models_dir
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -143,8 +148,6 @@ class Cache:
         `maintenance`: on a full or read-only disk open the index read-only instead of failing
         (listing works; deleting frees objects first, then reopens the index for writing).
         """
-        from vd.cache import remote as remote_mod
-        from vd.paths import cache_dir
 
         root = Path(root).expanduser() if root is not None else cache_dir()
         if remote == "env":
@@ -182,8 +185,6 @@ class Cache:
 
     @classmethod
     def exists(cls, root: str | os.PathLike | None = None) -> bool:
-        from vd.paths import cache_dir
-
         root = Path(root).expanduser() if root is not None else cache_dir()
         return (root / "index").is_dir()
 
@@ -246,8 +247,6 @@ class Cache:
         return self._guard(self._index.get, key, default=None)
 
     def _drop(self, key: str, reason: str, bad: list[Path] | None = None) -> None:
-        from vd import console
-
         entry = self._get_entry(key)
         stage = entry.get("stage", "?") if entry else "?"
         console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
@@ -318,9 +317,6 @@ class Cache:
 
     # ------------------------------------------------------------------ remote tier
     def _remote_failed(self, error: RemoteError) -> None:
-        from vd import console
-        from vd.cache import remote as remote_mod
-
         if self.remote is not None:
             remote_mod.FAILED.add(self.remote.url)
         console.warn(f"{error}; working with the local cache only")
@@ -338,8 +334,6 @@ class Cache:
                     continue
                 data = self.remote.fetch_object(a["hash"])
                 if data is None:
-                    from vd import console
-
                     self._bad_remote.add(a["hash"])
                     console.warn(f"remote cache object of {entry.get('stage', '?')} ({name}) is missing or corrupt; recomputing")
                     return None
@@ -409,7 +403,6 @@ class Cache:
             manifest[name] = {"hash": digest, "size": len(memoryview(data).cast("B"))}
             payloads[digest] = data
         now = _now()
-        from vd.cache.codecs import _jsonable
 
         meta = _jsonable(dict(meta or {}))  # numpy scalars, paths, NaN -> plain JSON
         resolved = _resolve_image(image)
@@ -465,7 +458,6 @@ class Cache:
 
     def _await_remote_lease(self, key: str, stage: str, poll_s: float = 1.0) -> Record | None:
         """While another machine holds a live lease on `key`, poll the remote for its record."""
-        from vd.cache import lease
 
         told = False
         while self.remote is not None:
@@ -491,8 +483,6 @@ class Cache:
         """Hold the remote lease of `key` while computing it (nothing without a remote)."""
         held = None
         if self.remote is not None:
-            from vd.cache import lease
-
             held = lease.Lease(self.remote, key)
             try:
                 held.start()
@@ -631,7 +621,6 @@ class Cache:
 
         Model weights (models/) and CACHEDIR.TAG stay. Returns the bytes freed.
         """
-        from vd.paths import cache_dir
 
         root = Path(root).expanduser() if root is not None else cache_dir()
         freed = 0
@@ -675,7 +664,6 @@ class Cache:
         """Replace the index with one rebuilt from the record files whose objects are all present.
 
         Returns {"records": kept, "skipped": records with missing objects}."""
-        from vd.paths import cache_dir
 
         root = Path(root).expanduser() if root is not None else cache_dir()
         found = list(records.iter_records(root))
@@ -699,8 +687,6 @@ class Cache:
 
 
 def _say_waiting(stage: str, key: str, where: str = "") -> None:
-    from vd import console
-
     console.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
 
 
@@ -805,8 +791,6 @@ def plan_prune(
 
     models: list[tuple[Path, int]] = []
     if include_models:
-        from vd.paths import models_dir as default_models_dir
-
         mdir = models_dir or default_models_dir()
         if mdir.is_dir():
             for p in sorted(mdir.iterdir()):

@@ -10,7 +10,7 @@ from typing import Any
 
 from vd.cache.remote import RemoteError
 from vd.cache.store import Cache, Record, _now, _resolve_image
-from vd.errors import CacheError
+from vd.errors import CacheError, UsageError
 
 
 def _in_scope(r: Record, stage: str | None, image: Any, older_than_s: float | None, now: float) -> bool:
@@ -64,6 +64,4 @@ def pull(cache: Cache, *, stage=None, image=None, older_than_s=None, dry_run=Fal
 
 def _need_remote(cache: Cache) -> None:
     if cache.remote is None:
-        from vd.errors import UsageError
-
         raise UsageError("no remote cache: set VD_CACHE_REMOTE or pass --cache-remote URL")

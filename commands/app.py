@@ -7,12 +7,14 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import Optional
 
 import typer
 
-from vd import __version__
+from vd import __version__, console
 from vd.commands import batch as batch_cmd
 from vd.commands import cache as cache_cmd
 from vd.commands import coarse as coarse_cmd
@@ -24,6 +26,7 @@ from vd.commands import fine as fine_cmd
 from vd.commands import inspect as inspect_cmd
 from vd.commands import refine as refine_cmd
 from vd.commands import view as view_cmd
+from vd.errors import EXIT_FAILURE, EXIT_USAGE, VdError, disk_full_message
 
 HELP = """\
 Turn one photo into a 3D Gaussian-splatting scene.
@@ -58,9 +61,6 @@ def _global(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     cache_remote: Optional[str] = typer.Option(None, "--cache-remote", metavar="URL", help="A shared remote cache tier (file://, s3://, gs://; default $VD_CACHE_REMOTE)."),
 ) -> None:
-    import os
-
-    from vd import console
 
     if cache_remote is not None:
         os.environ["VD_CACHE_REMOTE"] = cache_remote  # read by Cache.open in every stage
@@ -87,8 +87,6 @@ INTERRUPTED = "Interrupted; completed steps are cached and the next run resumes 
 
 def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     """Run the CLI on `argv` and return the exit code; never raises for user errors."""
-    from vd import console
-    from vd.errors import EXIT_FAILURE, EXIT_USAGE, VdError, disk_full_message
 
     command = typer.main.get_command(app)
     try:
@@ -127,11 +125,7 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
 
 
 def _report(message: str, code: int) -> int:
-    from vd import console
-
     if console.is_debug():
-        import traceback
-
         traceback.print_exc(file=sys.stderr)
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()

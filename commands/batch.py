@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from vd import batch as lib
+from vd import console
+from vd.errors import UsageError, VdError
 
 _RUN = "Run"
 _STAGE = "Stage options"
@@ -21,8 +27,6 @@ image succeeded, 1 when some failed (they are listed).
 
 
 def _parse_value(text: str):
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
@@ -31,9 +35,14 @@ def _parse_value(text: str):
 
 def _progress():
     """done / failed / running in the description, a bar, N/M, elapsed and ETA, on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from vd import console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console.err, transient=False,
@@ -61,11 +70,6 @@ def batch(
     seed: int = typer.Option(0, "--seed", help="Random seed; part of every cache key.", rich_help_panel=_STAGE),
     json_: bool = typer.Option(False, "--json", help="Print every result row as JSON on stdout instead of output folders."),
 ) -> None:
-    import sys
-
-    from vd import batch as lib
-    from vd import console
-    from vd.errors import UsageError, VdError
 
     options = {"depth_backend": depth_backend, "inpaint_backend": inpaint_backend, "render_backend": render_backend,
                "device": device, "focal": focal, "fov": fov, "max_resolution": max_resolution, "seed": seed}

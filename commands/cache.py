@@ -14,6 +14,11 @@ from typing import Optional
 
 import typer
 
+from vd import console
+from vd.errors import CacheError, UsageError, VdError
+from vd.paths import cache_dir, models_dir
+from vd.units import format_age, format_size, parse_duration, parse_size
+
 app = typer.Typer(
     help="Manage the content-addressed artifact cache ($VD_CACHE_DIR, default ~/.cache/vd).",
     no_args_is_help=True,
@@ -56,8 +61,6 @@ def _open_existing():
 
 
 def _root() -> Path:
-    from vd.paths import cache_dir
-
     return cache_dir()
 
 
@@ -86,8 +89,6 @@ def ls(
     image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this input image."),
 ) -> None:
     """List cached stage results: key prefix, stage, image, size, age and last use."""
-    from vd import console
-    from vd.units import format_age, format_size
 
     cache = _open_existing()
     records = cache.find(image=image, stage=stage) if cache else []
@@ -111,10 +112,7 @@ def ls(
 @app.command("du")
 def du(json_: bool = JSON_OPT) -> None:
     """Disk usage of the cache (per stage) and of the model weights beside it."""
-    from vd import console
     from vd.cache.store import _tree_size_and_mtime
-    from vd.units import format_size
-    from vd.paths import models_dir
 
     cache = _open_existing()
     per_stage: dict[str, dict] = {}
@@ -157,9 +155,6 @@ def prune(
     json_: bool = JSON_OPT,
 ) -> None:
     """Delete cached results within a scope; nothing is deleted without one (like `dvc gc`)."""
-    from vd import console
-    from vd.units import format_age, format_size, parse_duration, parse_size
-    from vd.errors import UsageError
 
     if not any(v is not None for v in (older_than, max_size, stage, image)) and not include_models:
         raise UsageError("nothing to prune without a scope: give --older-than, --max-size, --stage, --image or --include-models")
@@ -205,10 +200,7 @@ def prune(
 
 
 def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> None:
-    from vd import console
     from vd.cache import Cache, sync
-    from vd.units import format_size, parse_duration
-    from vd.errors import UsageError
 
     try:
         older_s = parse_duration(older_than) if older_than is not None else None
@@ -261,8 +253,6 @@ def verify(
     json_: bool = JSON_OPT,
 ) -> None:
     """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
-    from vd import console
-    from vd.units import format_size
 
     if rebuild:
         from vd.cache import Cache
@@ -293,8 +283,6 @@ def verify(
             tail += " deleted"
         console.out(f"checked {report['records']} records and {report['objects']} objects: {bad} problem{'s' if bad != 1 else ''}{tail}")
     if bad and not repair:
-        from vd.errors import VdError
-
         raise VdError(f"{bad} cached object{'s are' if bad != 1 else ' is'} corrupt or missing; run `vd cache verify --repair` to drop them")
 
 
@@ -304,14 +292,10 @@ def clear(
     json_: bool = JSON_OPT,
 ) -> None:
     """Delete every cached result; model weights are kept (see `prune --include-models`)."""
-    from vd import console
-    from vd.units import format_size
-    from vd.errors import UsageError
 
     if not yes:
         raise UsageError(f"`vd cache clear` deletes every cached result in {_root()}; pass --yes to confirm")
     from vd.cache import Cache
-    from vd.errors import CacheError
 
     try:
         cache = _open_existing()

@@ -7,11 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from vd.commands import common
-from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
-from vd.commands import tables
+from vd import console
+from vd.commands import common, tables
 from vd.commands import viewer_options as vo
-from vd.params import CoarseParams, FluxParams
+from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
+from vd.errors import check_input_file
+from vd.params import CoarseParams, FluxParams, check_device, check_intrinsics, check_max_resolution, given
 
 _SEL = "Frame selection"
 _TRAJ = "Camera trajectory"
@@ -65,9 +66,6 @@ def coarse(
     folder and prints the written paths (or one JSON summary per image with --json). Every
     step is cached: a second identical run is instant and an interrupted run resumes.
     """
-    from vd import console
-    from vd.errors import check_input_file
-    from vd.params import check_device, check_intrinsics, check_max_resolution, given
     from vd.stages.coarse import run_coarse
 
     params = CoarseParams(**given(

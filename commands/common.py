@@ -9,6 +9,7 @@ import typer
 
 from vd import params
 from vd.errors import NotImplementedYet
+from vd.outputs import prepare_output_dirs
 
 IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).")
@@ -50,7 +51,6 @@ def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
 
 def output_dirs(out: Optional[Path], images: List[Path]) -> List[Path]:
     """One distinct output folder per image, created and checked before anything is computed."""
-    from vd.outputs import prepare_output_dirs
 
     return prepare_output_dirs(out, images)
 

@@ -7,8 +7,12 @@ from typing import List, Optional
 
 import typer
 
+from vd import console
 from vd.commands import common, tables
 from vd.commands import viewer_options as vo
+from vd.errors import VdError
+from vd.models import memory
+from vd.params import check_device, check_intrinsics, check_max_resolution
 
 
 def depth(
@@ -40,10 +44,6 @@ def depth(
     in millimetres, with intrinsics from --focal, --fov, --intrinsics or an intrinsics.json beside
     the image). Results are memoised: a second run on the same image is instant.
     """
-    from vd import console
-    from vd.errors import VdError
-    from vd.models import memory
-    from vd.params import check_device, check_intrinsics, check_max_resolution
     from vd.stages.depth import depth_one
 
     check_intrinsics(focal, fov)

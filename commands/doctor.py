@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from vd import console
 from vd.commands import common
 
 MARK = {"ok": "ok", "missing": "MISSING", "optional": "optional", "warn": "warn"}
@@ -21,7 +22,6 @@ def doctor(
 
     Exit codes: 0 the GPU path (MoGe-2, FLUX.1-Fill, gsplat on CUDA) can run; 1 it cannot (the MISSING lines say why).
     """
-    from vd import console
     from vd.doctor import diagnose
 
     report = diagnose(verify=verify, device=device)

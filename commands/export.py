@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from vd import console
 from vd.commands import common
-from vd.params import VideoParams
+from vd.errors import InputError, UsageError
+from vd.params import VideoParams, check_device, given
+from vd.paths import resolve_device
 
 HELP = """Export a scene to a file format other tools read, or validate a refine dataset.
 
@@ -49,7 +53,6 @@ def export(
     device: Optional[str] = common.DEVICE,
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result on stdout."),
 ) -> None:
-    from vd.params import check_device, given
 
     check_device(device)
     video = given(traj=traj, frames=frames, fps=fps, side_by_side_depth=side_by_side_depth or None)
@@ -65,10 +68,6 @@ export.__doc__ = HELP
 
 def validate_only(dataset: Path, source: Optional[Path], out: Optional[Path], as_json: bool) -> None:
     """`vd export --validate DIR`: every problem on stderr and exit 1, or one line saying it is valid."""
-    import json
-
-    from vd import console
-    from vd.errors import UsageError
 
     if source is not None or out is not None:
         raise UsageError("--validate DIR takes no SOURCE or --out; run it on its own")
@@ -86,8 +85,6 @@ def validate_only(dataset: Path, source: Optional[Path], out: Optional[Path], as
 @contextmanager
 def problems_listed():
     """When a refine dataset is invalid, list every problem on stderr, then one sentence counting them."""
-    from vd import console
-    from vd.errors import InputError
     from vd.export.validate import DatasetInvalid
 
     try:
@@ -102,13 +99,10 @@ def problems_listed():
 def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: Optional[str], sh_degree: Optional[int],
                up: str, video: dict, force: bool, device: Optional[str], as_json: bool) -> None:
     """Resolve SOURCE, check every option against the format, then write the export."""
-    from vd import console
-    from vd.errors import UsageError
     from vd.export import FORMATS
     from vd.export.source import resolve_source
     from vd.export.transform import up_rotation
     from vd.export.write import write_export
-    from vd.paths import resolve_device
 
     if source is None:
         raise UsageError("missing SOURCE: give a PLY/.splat file, a vd output folder or a processed image (or use --validate DIR)")

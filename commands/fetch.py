@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from vd import console
+from vd.errors import MissingWeightsError, UsageError, VdError
+from vd.fetch import registry
+from vd.paths import offline as env_offline
+from vd.units import format_size
 
 
 def fetch(
@@ -24,10 +31,6 @@ def fetch(
     files already in a Hugging Face cache are verified and reused. Installed paths go to stdout.
     Exit codes: 0 ok, 1 failure, 2 unknown model, 3 missing (offline).
     """
-    from vd import console
-    from vd.errors import MissingWeightsError, UsageError, VdError
-    from vd.fetch import registry
-    from vd.paths import offline as env_offline
 
     if sum(bool(x) for x in (list_, verify)) > 1:
         raise UsageError("--list and --verify cannot be combined")
@@ -88,12 +91,8 @@ def fetch(
 
 
 def _table(rows: list, models_dir) -> str:
-    import io
-
     from rich.console import Console
     from rich.table import Table
-
-    from vd.units import format_size
 
     t = Table(title=None, show_lines=False, pad_edge=False, box=None)
     for col in ("model", "file", "size", "state", "sha256", "path"):

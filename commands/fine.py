@@ -8,10 +8,14 @@ from typing import List, Optional
 
 import typer
 
+from vd import console
 from vd.commands import common, tables
-from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.commands import viewer_options as vo
-from vd.params import FineParams, FluxParams
+from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
+from vd.errors import InputError, UsageError, check_input_file
+from vd.models import memory
+from vd.outputs import check_distinct, prepare
+from vd.params import FineParams, FluxParams, check_device, given
 
 INPUTS = typer.Argument(
     ...,
@@ -51,10 +55,6 @@ def fine(
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
-    from vd import console
-    from vd.models import memory
-    from vd.outputs import check_distinct, prepare
-    from vd.params import check_device, given
     from vd.stages.denoisers import choose_denoiser
     from vd.stages.fine import run_fine
 
@@ -106,7 +106,6 @@ def resolve_jobs(inputs, out: Optional[Path]) -> list[FineJob]:
     names the folder `vd coarse IMAGE [-o OUT]` wrote (OUT, else vd-out/<stem>/, one sub-folder per
     image when several), and results go to its fine/ sub-folder.
     """
-    from vd.errors import InputError, UsageError, check_input_file
     from vd.stages.coarse_folder import is_coarse_folder, read_coarse_folder
 
     inputs = [Path(p) for p in inputs]

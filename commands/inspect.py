@@ -7,6 +7,10 @@ from typing import List
 
 import typer
 
+from vd import console
+from vd.commands.tables import inspect_renderable
+from vd.errors import VdError, check_input_file
+
 
 def inspect(
     files: List[Path] = typer.Argument(..., help="PLY files to inspect.", show_default=False),
@@ -18,9 +22,6 @@ def inspect(
     The table goes to stderr; stdout gets one summary line per file (or, with --json, one JSON
     object per file). With --strict the command exits 1 when any file holds NaN or Inf values.
     """
-    from vd import console
-    from vd.errors import VdError, check_input_file
-    from vd.commands.tables import inspect_renderable
     from vd.export.inspect import ply_stats
 
     for f in files:

@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
+from vd import console
 from vd.commands import common
 from vd.commands import viewer_options as vo
+from vd.commands.export import problems_listed
+from vd.params import check_device
 
 
 def refine(
@@ -37,10 +40,8 @@ def refine(
 
     Example: vd refine dataset/ --init vd-out/photo/coarse.ply -o refined/ --iters 300
     """
-    from vd import console
-    from vd.commands.export import problems_listed
-    from vd.params import check_device
-    from vd.stages.refine import load_config, refine as run
+    from vd.stages.refine import load_config
+    from vd.stages.refine import refine as run
 
     check_device(device)
     if config is not None:
@@ -55,7 +56,6 @@ def refine(
 
 def report(res, as_json: bool) -> None:
     """The before/after line on stderr; the written paths (or the result as JSON) on stdout."""
-    from vd import console
 
     m = res.meta.get("metrics", {})
     b, a = m.get("before", {}), m.get("after", {})

@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
+from vd import console
 from vd.commands import viewer_options as vo
+from vd.errors import UsageError
+from vd.viewer import open_viewer, resolve_auto
 
 
 def view(
@@ -26,9 +29,6 @@ def view(
     Serving (--viewer serve, or auto without a display) keeps the server open until Enter unless
     --wait-seconds is given.
     """
-    from vd import console
-    from vd.errors import UsageError
-    from vd.viewer import open_viewer, resolve_auto
     from vd.viewer.show import log_source, resolve_source, source_stem
 
     kind, path = resolve_source(source)

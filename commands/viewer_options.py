@@ -20,6 +20,10 @@ from typing import Optional
 
 import typer
 
+from vd import console
+from vd.errors import VdError
+from vd.viewer import open_viewer
+
 PANEL = "Viewer"
 MODES = ("auto", "none", "spawn", "serve", "connect", "save")
 DEFAULT_PORT = 9876
@@ -51,7 +55,6 @@ def open_from_options(viewer: str = "auto", viewer_port: int = DEFAULT_PORT, rrd
                       wait: bool = False, wait_seconds: Optional[float] = None, *, app_id: str = "vd",
                       recording_name: Optional[str] = None, default_rrd: Optional[Path] = None):
     """The Viewer the options ask for. `default_rrd` is used for `--viewer save` without `--rrd`."""
-    from vd.viewer import open_viewer
 
     mode = _check_mode(getattr(viewer, "value", viewer))
     if mode == "save" and rrd is None:
@@ -88,8 +91,6 @@ def log_outputs(kind: str, out_dir, *, viewer: str = "auto", viewer_port: int = 
     problem, bad options included, is a warning. Does nothing, and imports nothing heavy, when no
     viewer is asked for.
     """
-    from vd import console
-    from vd.errors import VdError
 
     try:
         v = open_from_options(viewer, viewer_port, rrd_for(rrd, image or Path(out_dir), n_images), wait,

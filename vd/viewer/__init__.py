@@ -27,8 +27,12 @@ when the viewer closes. World coordinates are OpenCV RDF with world = the input 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Optional
+
+from vd import console
+from vd.errors import UsageError, VdError
 
 TABS = ("scaffold", "coarse", "fine", "final")
 MODES = ("auto", "none", "spawn", "serve", "connect", "save")
@@ -82,8 +86,6 @@ class NullViewer(Viewer):
 
 
 def rerun_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("rerun") is not None
 
 
@@ -99,8 +101,6 @@ def resolve_auto(*, interactive: Optional[bool] = None, display: Optional[bool] 
 
 
 def _check_rrd(rrd) -> Path:
-    from vd.errors import UsageError
-
     p = Path(rrd).expanduser()
     if p.is_dir():
         raise UsageError(f"--rrd must be a file path, not a directory: {p}")
@@ -118,8 +118,6 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
     a bad mode or port) and VdError when rerun-sdk is missing for an explicit request.
     `strict=True` makes logging errors raise instead of warning once (tests).
     """
-    from vd.errors import UsageError, VdError
-
     mode = str(getattr(mode, "value", mode) or "auto").strip().lower()
     if mode not in MODES:
         raise UsageError(f"--viewer must be one of {', '.join(MODES)}, not {mode!r}")
@@ -144,8 +142,6 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
                              "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
     if not rerun_available():
         if mode == "auto" and rrd_path is None:
-            from vd import console
-
             console.info("viewer: rerun-sdk is not installed, no viewer (pip install 'vd[viewer]' to get one)")
             return NullViewer()
         raise VdError("the viewer needs rerun-sdk, which is not installed: pip install 'vd[viewer]'")
