@@ -33,6 +33,7 @@ from typing import Optional
 
 from vd import console
 from vd.errors import UsageError, VdError
+from vd.viewer import env
 
 TABS = ("scaffold", "coarse", "fine", "final")
 MODES = ("auto", "none", "spawn", "serve", "connect", "save")
@@ -91,8 +92,6 @@ def rerun_available() -> bool:
 
 def resolve_auto(*, interactive: Optional[bool] = None, display: Optional[bool] = None) -> str:
     """What `--viewer auto` means here: "spawn", "serve" or "none"."""
-    from vd.viewer import env
-
     interactive = env.is_interactive() if interactive is None else interactive
     display = env.has_display() if display is None else display
     if not interactive:
@@ -135,9 +134,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
     if live is None and rrd_path is None:
         return NullViewer()
     if live == "spawn" and mode == "spawn":
-        from vd.viewer import env
-
-        if not env.has_display():
+            if not env.has_display():
             raise UsageError("--viewer spawn needs a display (DISPLAY / WAYLAND_DISPLAY are not set); "
                              "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
     if not rerun_available():
