@@ -134,7 +134,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
     if live is None and rrd_path is None:
         return NullViewer()
     if live == "spawn" and mode == "spawn":
-            if not env.has_display():
+        if not env.has_display():
             raise UsageError("--viewer spawn needs a display (DISPLAY / WAYLAND_DISPLAY are not set); "
                              "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
     if not rerun_available():
