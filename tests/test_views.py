@@ -112,3 +112,37 @@ def test_read_views_errors(tmp_path):
     (tmp_path / "cameras.json").write_text(json.dumps({"format": "vd-views", "version": 9, "views": []}))
     with pytest.raises(InputError, match="upgrade vd"):
         read_views(tmp_path)
+
+
+def test_fine_supervises_each_anchor_over_its_recorded_mask(tmp_path):
+    """`vd fine` fits the anchors over exactly the pixels `vd coarse` did: all of the input
+    (not only its spawned pixels), the generated pixels of the ring."""
+    import torch
+
+    from vd.stages.fine import rectification_targets
+
+    inp, ring = _view("input", "input"), _view("ring", "ring", 20, 24)
+    write_coarse_folder(tmp_path, [inp, ring], _gaussians(), _gaussians(), {})
+    scene = read_coarse_folder(tmp_path)
+    images = torch.zeros((1, 12, 16, 3))
+    targets = rectification_targets(scene, images, np.eye(4)[None], inp.K, "cpu")
+    assert [t.width for t in targets] == [16, 24, 16]  # input, ring, then the refined view
+    assert targets[0].mask.numpy().all() and not inp.spawn.all()
+    assert np.array_equal(targets[1].mask.numpy(), ring.hole)
+    assert targets[2].mask.numpy().all()
+
+
+def test_colmap_masks_are_the_supervision_masks(tmp_path):
+    from vd.commands.app import run
+
+    views = [_view("input", "input"), _view("view_01", "view")]
+    views[1].world_from_camera = np.eye(4)
+    views[1].world_from_camera[0, 3] = 0.2
+    assert not np.array_equal(views[1].supervise, views[1].spawn)
+    write_coarse_folder(tmp_path / "scene", views, _gaussians(), _gaussians(), {})
+    assert run(["export", str(tmp_path / "scene"), "--format", "colmap", "-o", str(tmp_path / "ds")]) == 0
+    from PIL import Image
+
+    for i, v in enumerate(views):
+        mask = np.asarray(Image.open(tmp_path / "ds" / "masks" / f"{i:06d}.png")) == 255
+        assert np.array_equal(mask, v.supervise & (v.depth > 0))
