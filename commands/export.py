@@ -142,6 +142,9 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     if fmt == "colmap":
         with console.status("export: writing the COLMAP dataset"):
             rep = write_export(src, fmt, out, force=force)
+    elif fmt == "sog":
+        with console.status("export: splat-transform is writing the SOG file (minutes without a GPU when the scene has SH)"):
+            rep = write_export(src, fmt, out, sh_degree=sh_degree, force=force)
     elif fmt == "video":
         with console.progress() as prog:
             rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog)

@@ -110,6 +110,13 @@ class Browser:
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
+    def canvas_pixels(self, selector: str = "canvas") -> np.ndarray:
+        """[H,W,3] uint8 of a canvas's pixels (its drawing buffer, read by the page: no compositor frame needed)."""
+        from PIL import Image
+
+        url = self.evaluate(f"document.querySelector({json.dumps(selector)}).toDataURL('image/png')")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
     def close(self) -> None:
         try:
             self.call("Browser.close", session=False)

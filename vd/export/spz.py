@@ -153,20 +153,6 @@ class SpzHeader:
     flags: int
 
 
-def is_spz(path) -> bool:
-    """Whether a file starts like a gzip stream holding an SPZ header (looks at the first bytes only)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            if head != b"\x1f\x8b":
-                return False
-            f.seek(0)
-            with gzip.GzipFile(fileobj=f) as z:
-                return struct.unpack("<I", z.read(4))[0] == MAGIC
-    except (OSError, EOFError, struct.error, zlib.error):
-        return False
-
-
 def _parse_header(raw: bytes, where: str) -> SpzHeader:
     if len(raw) < HEADER.size:
         raise InputError(f"{where} is not an SPZ file (shorter than its 16-byte header)")
@@ -258,5 +244,5 @@ def read_spz(path) -> tuple[SplatArrays, SpzHeader]:
     return decode_spz(_gunzip(p), str(p))
 
 
-__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "is_spz", "pack_rotations_v2", "pack_rotations_v3",
+__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "pack_rotations_v2", "pack_rotations_v3",
            "read_spz", "unpack_rotations_v2", "unpack_rotations_v3", "write_spz"]

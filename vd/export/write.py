@@ -81,7 +81,7 @@ def check_output_file(out: Path, force: bool) -> None:
 
 
 def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
-    """(K, width, height, scene radius) of a fly-through: the input camera when the source has views,
+    """(K, width, height, scene radius) of a fly-through or a viewer page: the input camera when the source has views,
     else a 60° camera at the world origin sized by the Gaussians."""
     means = g.means.detach().cpu().numpy()
     if src.has_views:
@@ -93,7 +93,7 @@ def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
             return K, v.width, v.height, radius_from_points(means)
     W, H = NO_CAMERA_SIZE
     f = 0.5 * W / np.tan(np.deg2rad(NO_CAMERA_FOV) / 2)
-    console.info(f"video: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
+    console.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]]), W, H, radius_from_points(means)
 
 
