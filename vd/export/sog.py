@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vd.errors import InputError, UsageError
 from vd.export.ply import export_ply
+from vd.fsio import atomic_path
 
 INSTALL_HINT = "npm install -g @playcanvas/splat-transform"
 
@@ -66,12 +67,10 @@ def write_sog(path, g, *, sh_degree: int | None = None) -> SogReport:
     path = Path(path)
     if path.suffix.lower() != ".sog":
         raise UsageError(f"a SOG file name ends in .sog, got {path.name}")
-    with tempfile.TemporaryDirectory(prefix="vd-sog-", dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="vd-sog-") as tmp, atomic_path(path, suffix=".sog") as out:
         ply = Path(tmp) / "scene.ply"
         rep = export_ply(g, ply, sh_degree=sh_degree)
-        out = Path(tmp) / "scene.sog"
         _convert(exe, ply, out)
-        os.replace(out, path)
     return SogReport(path, rep.written, rep.dropped_nonfinite, rep.dropped_transparent, path.stat().st_size, exe)
 
 
