@@ -314,6 +314,20 @@ def test_html_page_is_self_contained(tmp_path, run_vd):
     assert scene["camera"]["width"] == 64 and scene["camera"]["height"] == 48 and scene["camera"]["K"][0][0] == 60.0
 
 
+def test_html_of_a_bare_ply_uses_a_default_camera(tmp_path, run_vd):
+    from _export_scene import plane_gaussians
+    from vd.ply import write_ply
+
+    write_ply(tmp_path / "plane.ply", plane_gaussians())
+    r = run_vd("export", str(tmp_path / "plane.ply"), "--format", "html", "-o", str(tmp_path / "plane.html"))
+    assert r.code == 0 and "has no cameras; using a 60° field of view at 512x384" in r.stderr, r
+    scene, _ = page_parts((tmp_path / "plane.html").read_text())
+    assert (scene["camera"]["width"], scene["camera"]["height"]) == (512, 384)
+    for args, word in ((["--sh-degree", "1"], "--sh-degree applies to"), (["--up", "+z"], "--up applies to")):
+        r = run_vd("export", str(tmp_path / "plane.ply"), "--format", "html", "-o", str(tmp_path / "x.html"), *args)
+        assert r.code == 2 and word in r.stderr, r
+
+
 def test_html_scene_is_moved_into_the_input_camera_frame():
     from vd.export.html import to_camera_frame
     from vd.export.transform import SplatArrays
