@@ -146,7 +146,9 @@ def write_md(path: Path, rows, machine):
         bpg = r.get("bytes_per_gaussian", "")
         lines.append(f"| {r['format']} | {r['gaussians']} | {r.get('sh_degree', '')} | {r['seconds']} | {mb} | {bpg} | {notes} |")
     lines += ["", "GPU refine speed: not measured (no GPU lent to this task).", ""]
-    path.write_text("\n".join(lines))
+    old = path.read_text() if path.exists() else ""
+    keep = old[old.index("<!-- section:share -->"):] if "<!-- section:share -->" in old else ""  # bench/share.py's section
+    path.write_text("\n".join(lines) + ("\n" + keep if keep else ""))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def batch(
     inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, globs, list files, or - for stdin (optional with --batch-file).", show_default=False, metavar="INPUT"),
     out: Path = typer.Option(Path("vd-batch"), "--out", "-o", help="Output folder: one sub-folder per image and results.jsonl.", rich_help_panel=_RUN),
     stages: str = typer.Option("coarse", "--stages", help="depth, coarse or coarse,fine.", rich_help_panel=_RUN),
-    export: Optional[str] = typer.Option(None, "--export", help="Comma-separated exports per scene: ply, compressed-ply, splat, colmap, video.", rich_help_panel=_RUN),
+    export: Optional[str] = typer.Option(None, "--export", help="Comma-separated exports per scene: ply, compressed-ply, splat, spz, sog, html, colmap, video.", rich_help_panel=_RUN),
     executor: Optional[str] = typer.Option(None, "--executor", help="ray or serial (default: ray when installed, else serial).", rich_help_panel=_RUN),
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Join this Ray cluster (default $RAY_ADDRESS; none: start a local one).", rich_help_panel=_RUN),
     gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", min=0.0, help="GPUs each task reserves (default 1 with CUDA, else 0).", rich_help_panel=_RUN),

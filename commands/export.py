@@ -1,4 +1,4 @@
-"""`vd export`: write a scene as PLY, compressed PLY, .splat, a COLMAP dataset or a video."""
+"""`vd export`: write a scene as PLY, compressed PLY, .splat, SPZ, SOG, a web page, a COLMAP dataset or a video."""
 
 from __future__ import annotations
 
@@ -12,22 +12,26 @@ import typer
 from vd import console
 from vd.commands import common
 from vd.errors import InputError, UsageError
-from vd.params import VideoParams, check_device, given
+from vd.params import ExportParams, VideoParams, check_device, given
 from vd.paths import resolve_device
 
 HELP = """Export a scene to a file format other tools read, or validate a refine dataset.
 
-SOURCE is a PLY/.splat file, a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose).
+SOURCE is a PLY/.splat/.spz file, a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
 
-Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
+Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
 
-vd's world is the input camera's OpenCV frame (x right, y down, z forward), so -y is up; --up +y or +z rotates the scene for tools that expect another up axis and records the axis in the file header.
+vd's world is the input camera's OpenCV frame (x right, y down, z forward), so -y is up; --up +y or +z rotates a ply, compressed-ply or splat export for tools that expect another up axis and records the axis in the file header. SPZ is always RUB (x right, y up, z back): vd rotates the scene 180° about x when it writes one and back when it reads one.
 
 Examples:
 
   vd export vd-out/photo --format ply -o photo.ply
 
   vd export photo.ply --format compressed-ply -o photo.compressed.ply
+
+  vd export vd-out/photo --format spz -o photo.spz
+
+  vd export vd-out/photo --format html -o photo.html
 
   vd export vd-out/photo --format colmap -o dataset/
 
@@ -38,12 +42,14 @@ Examples:
 
 
 def export(
-    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a PLY/.splat file.", show_default=False),
-    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, colmap or video."),
+    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a PLY/.splat/.spz file.", show_default=False),
+    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, html, colmap or video."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False),
     stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
     sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False),
-    up: str = typer.Option("-y", "--up", help="Up axis of the written scene: -y (vd/OpenCV, SuperSplat), +y or +z."),
+    up: str = typer.Option("-y", "--up", help="Up axis of a ply, compressed-ply or splat export: -y (vd/OpenCV, SuperSplat), +y or +z."),
+    spz_version: Optional[int] = common.param_option(ExportParams, "spz_version", "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, Spark, Babylon.js, three.js and splat-transform; 2 for older readers)."),
+    as_splats: bool = typer.Option(False, "--as-splats", help="Read a PLY that is not Gaussian splats (a mesh's vertices, a point cloud) as opaque grey splats of scale 0.01 with no rotation, filling what it lacks."),
     traj: Optional[str] = typer.Option(None, "--traj", help=common.shows_default("video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).", VideoParams.traj), show_default=False),
     frames: Optional[int] = common.param_option(VideoParams, "frames", "video: number of frames."),
     fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
@@ -53,14 +59,14 @@ def export(
     device: Optional[str] = common.DEVICE,
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result on stdout."),
 ) -> None:
-
     check_device(device)
     video = given(traj=traj, frames=frames, fps=fps, side_by_side_depth=side_by_side_depth or None)
+    options = given(spz_version=spz_version)
     if validate is not None:
         validate_only(validate, source, out, json_)
     else:
-        run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video, force=force,
-                   device=device, as_json=json_)
+        run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video, options=options,
+                   as_splats=as_splats, force=force, device=device, as_json=json_)
 
 
 export.__doc__ = HELP
@@ -68,7 +74,6 @@ export.__doc__ = HELP
 
 def validate_only(dataset: Path, source: Optional[Path], out: Optional[Path], as_json: bool) -> None:
     """`vd export --validate DIR`: every problem on stderr and exit 1, or one line saying it is valid."""
-
     if source is not None or out is not None:
         raise UsageError("--validate DIR takes no SOURCE or --out; run it on its own")
     from vd.export.validate import check_dataset
@@ -97,39 +102,46 @@ def problems_listed():
 
 
 def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: Optional[str], sh_degree: Optional[int],
-               up: str, video: dict, force: bool, device: Optional[str], as_json: bool) -> None:
+               up: str, video: dict, options: dict, as_splats: bool, force: bool, device: Optional[str], as_json: bool) -> None:
     """Resolve SOURCE, check every option against the format, then write the export."""
-    from vd.export import FORMATS
+    from vd.export import FIXED_FRAME_FORMATS, FORMATS
     from vd.export.source import resolve_source
     from vd.export.transform import up_rotation
     from vd.export.write import write_export
 
     if source is None:
-        raise UsageError("missing SOURCE: give a PLY/.splat file, a vd output folder or a processed image (or use --validate DIR)")
+        raise UsageError("missing SOURCE: give a PLY/.splat/.spz file, a vd output folder or a processed image (or use --validate DIR)")
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None:
         raise UsageError("missing --out/-o: where to write the export")
     up_rotation(up)
-    if fmt in ("colmap", "video") and up != "-y":
-        raise UsageError(f"--up applies to ply, compressed-ply and splat; the {fmt} export keeps vd's world frame")
-    if fmt in ("colmap", "video") and sh_degree is not None:
-        raise UsageError(f"--sh-degree applies to ply and compressed-ply, not to {fmt}")
+    if fmt in FIXED_FRAME_FORMATS and up != "-y":
+        raise UsageError(f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own (see vd export --help)")
+    if fmt in ("colmap", "video", "html") and sh_degree is not None:
+        raise UsageError(f"--sh-degree applies to ply, compressed-ply, spz and sog, not to {fmt}")
+    if fmt != "spz" and options:
+        raise UsageError("--spz-version applies to --format spz only")
+    export_params = ExportParams(**options)
+    export_params.validate()
     if sh_degree is not None and not 0 <= sh_degree <= 3:
         raise UsageError(f"--sh-degree must be 0, 1, 2 or 3, got {sh_degree}")
     if fmt != "video" and video:
         raise UsageError("--traj, --frames, --fps and --side-by-side-depth apply to --format video only")
     params = VideoParams(**video)
     params.validate()
-    src = resolve_source(source, stage)
+    src = resolve_source(source, stage, as_splats=as_splats)
     if fmt == "colmap":
         with console.status("export: writing the COLMAP dataset"):
             rep = write_export(src, fmt, out, force=force)
+    elif fmt == "sog":
+        with console.status("export: splat-transform is writing the SOG file (minutes without a GPU when the scene has SH)"):
+            rep = write_export(src, fmt, out, sh_degree=sh_degree, force=force)
     elif fmt == "video":
         with console.progress() as prog:
             rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog)
     else:
-        rep = write_export(src, fmt, out, up=up, sh_degree=sh_degree, force=force)
+        rep = write_export(src, fmt, out, up=up, sh_degree=sh_degree, export=export_params, force=force)
     if rep.get("dropped_nonfinite") or rep.get("dropped_transparent"):
         console.info(f"export: dropped {rep['dropped_nonfinite']} non-finite and {rep['dropped_transparent']} "
                      f"transparent (alpha < 1/255) Gaussians; wrote {rep['written']}")

@@ -129,7 +129,11 @@ def inspect_renderable(st: dict):
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("file", st["file"])
-    summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
+    if st["is_splats"]:
+        summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
+    else:
+        summary.add_row("format", f"{st['format']}")
+        summary.add_row("content", f"[yellow]not Gaussian splats: {st['description']}[/]")
     summary.add_row("memory", f"{format_size(st['memory_bytes'], binary=True)} in memory, {format_size(st['file_bytes'], binary=True)} on disk")
     if st["bounds"]:
         b = st["bounds"]

@@ -26,8 +26,8 @@ from vd.params import MAX_RESOLUTION, SEED, CoarseParams, FineParams, FluxParams
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 STAGE_CHOICES = {"depth": ("depth",), "coarse": ("coarse",), "coarse,fine": ("coarse", "fine"), "fine": ("coarse", "fine")}
-EXPORT_FILES = {"ply": "scene.ply", "compressed-ply": "scene.compressed.ply", "splat": "scene.splat",
-                "colmap": "colmap", "video": "scene.mp4"}
+EXPORT_FILES = {"ply": "scene.ply", "compressed-ply": "scene.compressed.ply", "splat": "scene.splat", "spz": "scene.spz",
+                "sog": "scene.sog", "html": "scene.html", "colmap": "colmap", "video": "scene.mp4"}
 RESULTS = "results.jsonl"
 # options a batch forwards to the stages (names as in the commands, with _ for -)
 RUN_OPTIONS = {"depth_backend": "auto", "inpaint_backend": "auto", "render_backend": "auto", "device": None, "seed": SEED,

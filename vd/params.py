@@ -22,6 +22,7 @@ TRAJECTORIES = ("spiral", "wobble", "rot")
 FALLBACKS = ("none", "closest")
 RESCALES = ("shrink", "match", "none")
 RENDER_BACKENDS = ("auto", "gsplat", "torch")
+SPZ_VERSIONS = (2, 3)  # written by vd; 3 (smallest-three rotations) is what Niantic's library writes and current readers take
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
@@ -205,6 +206,17 @@ class VideoParams:
         require(self.fps > 0, f"--fps must be positive, got {self.fps:g}")
 
 
-__all__ = ["SEED", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
+@dataclass
+class ExportParams:
+    """`vd export` options with defaults of their own."""
+
+    spz_version: int = 3
+
+    def validate(self) -> None:
+        require(self.spz_version in SPZ_VERSIONS,
+                f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {self.spz_version}")
+
+
+__all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
            "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
            "option_name", "require"]

@@ -287,7 +287,9 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
     Metadata: ``comments`` ({key: value} from ``comment key: value`` lines), ``raw_comments``,
     ``format``, ``count``, ``sh_degree``, ``properties`` (vertex property names in file order),
     ``extra`` ({element name: {property: list}} for non-vertex elements such as SHARP's
-    ``intrinsic``/``extrinsic``), ``ignored_properties`` and ``kind`` ("3dgs" or "2dgs").
+    ``intrinsic``/``extrinsic``), ``elements`` ({element name: count}), ``ignored_properties`` and
+    ``kind`` ("3dgs" or "2dgs"). Properties a splat needs and the file lacks get defaults (opaque,
+    scale 0.01, no rotation, grey); `vd.export.content` names such files.
     """
     import torch
 
@@ -295,7 +297,7 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
 
     path = check_input_file(path, "PLY file")
     where = str(path)
-    fmt, elems, comments, _ = _read_elements(path, where)
+    fmt, elems, comments, specs = _read_elements(path, where)
     cols = _Columns(_vertex_element(elems, path))
     means = cols.many(["x", "y", "z"])
     sh = _sh(cols, where)
@@ -314,6 +316,7 @@ def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
         "properties": cols.names,
         "ignored_properties": [p for p in cols.names if p not in cols.used],
         "extra": _other_elements(elems),
+        "elements": {e.name: e.count for e in specs},
         "kind": kind,
     }
     return g, meta

@@ -1,4 +1,7 @@
-"""Statistics of Gaussian PLY files for `vd inspect` (in the spirit of `splat-transform --stats`).
+"""Statistics of Gaussian files for `vd inspect` (in the spirit of `splat-transform --stats`).
+
+A PLY that is not Gaussian splats is named for what it is (``content``: triangle mesh, point
+cloud, ...) with the splat properties it lacks (``missing``).
 
 `ply_stats(path)` returns a JSON-ready dict (`vd inspect` prints it as a table).
 Only numpy and the PLY reader are used (no torch), so inspecting a file is quick.
@@ -12,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vd.errors import check_input_file
+from vd.export.content import ply_content
 from vd.export.read import read_columns
 
 OPACITY_BINS = 10
@@ -54,14 +58,15 @@ def _pcts(x: np.ndarray) -> dict:
 
 
 def ply_stats(path) -> dict:
-    """Statistics of one PLY file (raises InputError for a missing or malformed file)."""
-    p = check_input_file(path, "PLY file")
+    """Statistics of one PLY, SPZ or .splat file (raises InputError for a missing or malformed file)."""
+    p = check_input_file(path, "Gaussian file")
     cols, meta = read_columns(p)
     n = int(meta["count"])
     names = list(cols)
     rest = [c for c in names if c.startswith("f_rest_")]
     n_rest = len(rest)
     sh_degree = {0: 0, 9: 1, 24: 2, 45: 3}.get(n_rest)
+    content = ply_content(names, meta["elements"])
     columns = {name: _column_stats(cols[name]) for name in names}
     nan_total = sum(c["nan"] for c in columns.values())
     inf_total = sum(c["inf"] for c in columns.values())
@@ -121,6 +126,11 @@ def ply_stats(path) -> dict:
         "file": str(p),
         "format": meta["format"],
         "count": n,
+        "content": content.kind,
+        "is_splats": content.is_splats,
+        "missing": content.missing,
+        "faces": content.faces,
+        "description": content.describe(),
         "sh_degree": sh_degree,
         "f_rest": n_rest,
         "properties": names,

@@ -1,49 +1,71 @@
 """Reading Gaussians from any file vd writes or meets: INRIA-style PLY (and its variants),
-PlayCanvas compressed PLY, and antimatter15 `.splat`."""
+PlayCanvas compressed PLY, antimatter15 `.splat` and Niantic SPZ.
+
+A PLY that is not Gaussian splats (a triangle mesh, a bare point cloud) is read with defaults for
+what it lacks; `require_splats=True` refuses it instead, naming what it is (`vd.export.content`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vd.errors import InputError
 from vd.export.compressed_ply import is_compressed_ply, read_compressed_ply
+from vd.export.content import ply_content
 from vd.export.splat import read_splat
+from vd.export.spz import read_spz
 from vd.ply import gaussian_columns, parse_comments, read_ply, read_ply_columns
+
+AS_SPLATS_HINT = "pass --as-splats to read its vertices as opaque grey splats of scale 0.01 with no rotation"
 
 
 def gaussian_file_kind(path) -> str:
-    """"splat", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
+    """"splat", "spz", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
     p = Path(path)
-    if p.suffix.lower() == ".splat":
-        return "splat"
+    suffix = p.suffix.lower()
+    if suffix in (".splat", ".spz"):
+        return suffix[1:]
     return "compressed-ply" if is_compressed_ply(p) else "ply"
 
 
-def read_gaussians(path) -> tuple[object, dict]:
+def read_gaussians(path, *, require_splats: bool = False) -> tuple[object, dict]:
     """(Gaussians on CPU, metadata) of a Gaussian file; InputError naming the problem otherwise.
 
-    The metadata of a PLY is `vd.ply.read_ply`'s; the others give format, count, SH degree and,
-    for a compressed PLY, its header comments."""
+    The metadata of a PLY is `vd.ply.read_ply`'s plus ``content`` (what the file holds, see
+    `vd.export.content`); the others give format, count, SH degree and, for a compressed PLY,
+    its header comments. require_splats: refuse a PLY that is not Gaussian splats."""
     kind = gaussian_file_kind(path)
     if kind == "splat":
         g = read_splat(path).to_gaussians()
         return g, {"format": "splat", "count": len(g), "sh_degree": 0, "comments": {}, "kind": "splat"}
+    if kind == "spz":
+        a, h = read_spz(path)
+        return a.to_gaussians(), {"format": f"spz v{h.version}", "count": len(a), "sh_degree": h.sh_degree,
+                                  "comments": {}, "kind": "spz", "antialiased": bool(h.flags & 1)}
     if kind == "compressed-ply":
         arrays, comments = read_compressed_ply(path)
         g = arrays.to_gaussians()
         return g, {"format": "binary_little_endian", "count": len(g), "sh_degree": g.sh_degree,
                    "comments": parse_comments(comments), "raw_comments": comments, "kind": "compressed"}
-    return read_ply(path)
+    g, meta = read_ply(path)
+    content = ply_content(meta["properties"], meta["elements"])
+    if require_splats and not content.is_splats:
+        raise InputError(f"{path} is {content.describe()}, not Gaussian splats; {AS_SPLATS_HINT}")
+    return g, {**meta, "content": content.kind}
 
 
 def read_columns(path) -> tuple[dict, dict]:
-    """Raw vertex columns of a PLY for `vd inspect`; a compressed PLY is decoded to INRIA columns."""
-    if gaussian_file_kind(path) != "compressed-ply":
+    """Raw vertex columns of a Gaussian file for `vd inspect`; compressed PLY, SPZ and .splat are
+    decoded to INRIA columns."""
+    kind = gaussian_file_kind(path)
+    if kind == "ply":
         return read_ply_columns(path)
     g, meta = read_gaussians(path)
-    n_chunks = (len(g) + 255) // 256
-    return gaussian_columns(g), {"format": "binary_little_endian (PlayCanvas compressed, decoded)",
-                                 "comments": meta["comments"], "raw_comments": meta["raw_comments"],
-                                 "elements": {"chunk": n_chunks, "vertex": len(g)}, "count": len(g), "header_bytes": None}
+    elements = {"chunk": (len(g) + 255) // 256, "vertex": len(g)} if kind == "compressed-ply" else {"vertex": len(g)}
+    fmt = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)", "spz": f"{meta['format']} (decoded)",
+           "splat": "splat (antimatter15, decoded)"}[kind]
+    return gaussian_columns(g), {"format": fmt, "comments": meta["comments"], "raw_comments": meta.get("raw_comments", []),
+                                 "elements": elements, "count": len(g), "header_bytes": None}
 
 
-__all__ = ["gaussian_file_kind", "read_gaussians", "read_columns"]
+__all__ = ["AS_SPLATS_HINT", "gaussian_file_kind", "read_gaussians", "read_columns"]

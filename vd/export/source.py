@@ -1,6 +1,8 @@
 """What `vd export SOURCE` points at: a Gaussian file, a vd output folder, or a processed image.
 
-- a ``.ply`` (INRIA or PlayCanvas compressed) or ``.splat`` file: Gaussians only, no cameras;
+- a ``.ply`` (INRIA or PlayCanvas compressed), ``.splat`` or ``.spz`` file: Gaussians only, no
+  cameras; a PLY that is not Gaussian splats (a mesh, a point cloud) is refused unless
+  ``as_splats`` (``--as-splats``) asks to read its vertices as splats with default properties;
 - a coarse output folder (``cameras.json``): Gaussians from ``fine.ply`` / ``coarse.ply`` /
   ``scaffold.ply`` (``--stage`` picks one; default the latest of these that exists) and the views;
 - a fine output folder (``fine.ply`` + ``summary.json`` naming its coarse folder);
@@ -31,7 +33,7 @@ STAGES = tuple(FOLDER_STAGES)
 @dataclass
 class Source:
     path: Path
-    kind: str  # ply | compressed-ply | splat | folder | image
+    kind: str  # ply | compressed-ply | splat | spz | folder | image
     stage: Optional[str]
     description: str
     _gaussians: Callable[[], Any]
@@ -54,13 +56,13 @@ class Source:
         return self._views()
 
 
-def _gaussian_file(path: Path):
+def _gaussian_file(path: Path, as_splats: bool = False):
     """(loader, kind, memo) for a Gaussian file; the memo holds the Gaussians and metadata once loaded."""
     memo: dict = {}
 
     def load():
         if "g" not in memo:
-            memo["g"], memo["meta"] = read_gaussians(path)
+            memo["g"], memo["meta"] = read_gaussians(path, require_splats=not as_splats)
         return memo["g"]
 
     return load, gaussian_file_kind(path), memo
@@ -80,7 +82,7 @@ def _dataset_views(dataset: Path):
     return load
 
 
-def resolve_source(source, stage: Optional[str] = None) -> Source:
+def resolve_source(source, stage: Optional[str] = None, *, as_splats: bool = False) -> Source:
     if stage is not None and stage not in STAGES:
         raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
     p = Path(source)
@@ -89,10 +91,10 @@ def resolve_source(source, stage: Optional[str] = None) -> Source:
     if p.is_dir():
         return _folder_source(p, stage)
     suffix = p.suffix.lower()
-    if suffix in (".ply", ".splat"):
+    if suffix in (".ply", ".splat", ".spz"):
         if stage is not None:
-            raise UsageError("--stage applies to an output folder or a processed image, not to a single PLY/.splat file")
-        load, kind, _ = _gaussian_file(p)
+            raise UsageError("--stage applies to an output folder or a processed image, not to a single PLY/.splat/.spz file")
+        load, kind, _ = _gaussian_file(p, as_splats)
         return Source(p, kind, None, f"a {kind} file", load, None, {"source": str(p.resolve()), "source_kind": kind})
     return _image_source(p, stage)
 

@@ -19,9 +19,11 @@ from vd.cameras import scene_radius
 from vd.errors import InputError, UsageError
 from vd.export import GAUSSIAN_FORMATS, export_gaussians
 from vd.export.colmap import check_target, points_from_gaussians, write_colmap_dataset
+from vd.export.html import write_html
+from vd.export.sog import write_sog
 from vd.export.source import Source
 from vd.export.video import export_video
-from vd.params import VideoParams
+from vd.params import ExportParams, VideoParams
 from vd.views import find_input
 
 NO_CAMERA_FOV = 60.0  # degrees: the camera of a video of a source without cameras
@@ -29,8 +31,10 @@ NO_CAMERA_SIZE = (512, 384)
 
 
 def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree: Optional[int] = None,
-                 video: Optional[VideoParams] = None, force: bool = False, device: str = "cpu", progress=None) -> dict:
+                 video: Optional[VideoParams] = None, export: Optional[ExportParams] = None, force: bool = False,
+                 device: str = "cpu", progress=None) -> dict:
     """Write `src` as `fmt` to `out`; returns the report (see the module docstring)."""
+    export = export or ExportParams()
     out = Path(out)
     if fmt == "colmap":
         check_target(out, force)
@@ -42,13 +46,30 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
     g = src.gaussians()
     if fmt in GAUSSIAN_FORMATS:
         comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
-        rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments)
+        rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments, spz_version=export.spz_version)
         return {**rep, "source": str(src.path), "stage": src.stage}
+    if fmt == "sog":
+        r = write_sog(out, g, sh_degree=sh_degree)
+        return {"format": fmt, "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
+                "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "converter": r.converter,
+                "axes": "vd's OpenCV world (-y up)", "source": str(src.path), "stage": src.stage}
+    if fmt == "html":
+        return write_page(src, g, out)
     video = video or VideoParams()
     K, W, H, radius = video_camera(src, g)
     rep = export_video(g, out, K=K, width=W, height=H, traj=video.traj, frames=video.frames, fps=video.fps, radius=radius,
                        side_by_side_depth=video.side_by_side_depth, device=device, progress=progress)
     return {"format": "video", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+
+
+def write_page(src: Source, g, out: Path) -> dict:
+    """The self-contained viewer page, opening at the source's input camera (or a default one)."""
+    K, W, H, _ = video_camera(src, g)
+    pose = find_input(src.views()).world_from_camera if src.has_views else None
+    r = write_html(out, g, K=K, width=W, height=H, world_from_camera=pose, title=f"{Path(src.path).name} (vd)")
+    return {"format": "html", "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
+            "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "scene_bytes": r.spz_bytes,
+            "camera": {"width": W, "height": H, "K": np.asarray(K, float).tolist()}, "source": str(src.path), "stage": src.stage}
 
 
 def check_output_file(out: Path, force: bool) -> None:
@@ -60,7 +81,7 @@ def check_output_file(out: Path, force: bool) -> None:
 
 
 def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
-    """(K, width, height, scene radius) of a fly-through: the input camera when the source has views,
+    """(K, width, height, scene radius) of a fly-through or a viewer page: the input camera when the source has views,
     else a 60° camera at the world origin sized by the Gaussians."""
     means = g.means.detach().cpu().numpy()
     if src.has_views:
@@ -72,7 +93,7 @@ def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
             return K, v.width, v.height, radius_from_points(means)
     W, H = NO_CAMERA_SIZE
     f = 0.5 * W / np.tan(np.deg2rad(NO_CAMERA_FOV) / 2)
-    console.info(f"video: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
+    console.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]]), W, H, radius_from_points(means)
 
 
@@ -86,4 +107,4 @@ def radius_from_points(means: np.ndarray) -> float:
     return r if np.isfinite(r) and r > 0 else 1.0
 
 
-__all__ = ["write_export", "check_output_file", "video_camera", "radius_from_points"]
+__all__ = ["write_export", "write_page", "check_output_file", "video_camera", "radius_from_points"]
