@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vd.cameras import backproject, invert_pose
+
 
 @dataclass
 class AlignInfo:
@@ -167,3 +169,74 @@ def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float
     jump = ((np.maximum(d2x, d2y) > thr) | nb_invalid) & v
     near = cv2.dilate(jump.astype(np.uint8), np.ones((kernel, kernel), np.uint8)) > 0
     return base & near
+
+
+def _neighbours(a: np.ndarray, fill) -> list[np.ndarray]:
+    """The 8 neighbours of every pixel of a 2-D array (outside the image: `fill`)."""
+    p = np.pad(a, 1, mode="constant", constant_values=fill)
+    H, W = a.shape
+    return [p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+
+def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *, tol: float = 0.05,
+                      min_support: int = 2) -> np.ndarray:
+    """Depth with every edge pixel placed on the surface it belongs to (docs/upstream.md#depth-edges).
+
+    An edge pixel (`edges`, e.g. `spawn_edges`) whose depth lies within `tol` (relative) of at
+    least `min_support` of its 8 valid neighbours is on a surface and keeps its depth (exact depth
+    maps: every pixel, thin structures too). One that does not, a "flying pixel" between a
+    foreground and a background as depth models produce across discontinuities, takes the
+    nearer (in depth) of the nearest and the farthest valid depth among its neighbours: it joins
+    the foreground or the background instead of hanging between them. So every edge pixel can
+    spawn a Gaussian without stretched curtain splats, and no outline is left unspawned."""
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
+    todo = np.asarray(edges, dtype=bool) & v
+    if not todo.any():
+        return d.copy()
+    nd = _neighbours(np.where(v, d, 0.0), 0.0)
+    support = sum(((n > 0) & (np.abs(n - d) <= tol * d)).astype(np.int32) for n in nd)
+    flying = todo & (support < min_support)
+    big = np.float32(np.finfo(np.float32).max)
+    near = np.minimum.reduce([np.where(n > 0, n, big) for n in nd])
+    far = np.maximum.reduce(nd)
+    has = far > 0
+    snap = np.where(d - near <= far - d, near, far)
+    out = d.copy()
+    fix = flying & has
+    out[fix] = snap[fix]
+    return out
+
+
+def in_front_of_views(depth: np.ndarray, K, world_from_camera, views, mask: np.ndarray, *, tol: float = 0.05) -> np.ndarray:
+    """Pixels of `mask` whose lifted point would hide a surface an earlier view sees.
+
+    The pixels of a new view (z-depth `depth`, intrinsics K, pose world_from_camera) are lifted
+    and projected into each earlier view (objects with depth, K, world_from_camera, e.g.
+    `vd.views.View`); a point is *in front* when it lands inside that view at a pixel of known
+    depth D and is nearer than D·(1 − tol). Gaussians spawned there would occlude geometry that
+    was right (ORIG's occlusion removal, docs/upstream.md#depth-alignment); a true hole lies behind
+    what the earlier views see, or outside them."""
+    m = np.asarray(mask, dtype=bool) & (np.asarray(depth) > 0)
+    out = np.zeros(m.shape, dtype=bool)
+    if not m.any():
+        return out
+    P = backproject(np.asarray(depth, dtype=np.float64), np.asarray(K, dtype=np.float64), m)  # [N,3] camera
+    Tw = np.asarray(world_from_camera, dtype=np.float64)
+    Pw = P @ Tw[:3, :3].T + Tw[:3, 3]
+    hit = np.zeros(len(Pw), dtype=bool)
+    for v in views:
+        cw = invert_pose(np.asarray(v.world_from_camera, dtype=np.float64))
+        Pc = Pw @ cw[:3, :3].T + cw[:3, 3]
+        Kv = np.asarray(v.K, dtype=np.float64)
+        z = Pc[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.floor(Kv[0, 0] * Pc[:, 0] / z + Kv[0, 1] * Pc[:, 1] / z + Kv[0, 2]).astype(np.int64, copy=False)
+            w = np.floor(Kv[1, 1] * Pc[:, 1] / z + Kv[1, 2]).astype(np.int64, copy=False)
+        H, W = np.shape(v.depth)
+        ok = (z > 1e-6) & (u >= 0) & (u < W) & (w >= 0) & (w < H)
+        D = np.zeros(len(z))
+        D[ok] = np.asarray(v.depth)[w[ok], u[ok]]
+        hit |= ok & (D > 0) & (z < D * (1.0 - tol))
+    out[m] = hit
+    return out

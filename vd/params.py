@@ -129,6 +129,7 @@ class CoarseParams:
     scan_scale: Optional[float] = None  # None: 1/4, at least 64 px on the long side (vd.holes)
     refine_tolerance: float = 0.03  # error bound of the fast hole scan (max 0.022 measured); closer calls are exact
     edge_times: float = 0.05
+    depth_weight: float = 1.0  # weight of the relative depth error in the optimisation (0: photometric only)
 
     def validate(self) -> None:
         check_finite(self)
@@ -148,6 +149,7 @@ class CoarseParams:
         require(self.scan_scale is None or 0.0 < self.scan_scale <= 1.0, f"the scan scale must be in (0, 1], got {self.scan_scale}")
         require(self.refine_tolerance >= 0, f"the refine tolerance must be 0 or more, got {self.refine_tolerance}")
         require(self.edge_times > 0, f"the depth-edge threshold must be positive, got {self.edge_times}")
+        require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
         lo_hi = tuple(self.radius_percentiles)
         require(len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
                 f"--radius-percentiles must be LOW HIGH with 0 <= LOW < HIGH <= 100, got {lo_hi}")

@@ -78,8 +78,9 @@ class View:
     def camera_from_world(self) -> np.ndarray:
         return invert_pose(self.world_from_camera)
 
-    def train_view(self, device="cpu"):
-        """The tensors `vd.train.optimise` fits to: this view's image over its supervised pixels."""
+    def train_view(self, device="cpu", *, depth: bool = False):
+        """The tensors `vd.train.optimise` fits to: this view's image over its supervised pixels
+        and, with `depth`, its depth where it spawned Gaussians (the depth they were placed at)."""
         import torch
 
         from vd.train import TrainView
@@ -89,6 +90,9 @@ class View:
             mask=torch.from_numpy(np.ascontiguousarray(self.supervise, dtype=bool)).to(device),
             K=torch.as_tensor(np.asarray(self.K, dtype=np.float32), device=device),
             camera_from_world=torch.as_tensor(self.camera_from_world(), dtype=torch.float32, device=device),
+            depth=torch.from_numpy(np.ascontiguousarray(self.depth, dtype=np.float32)).to(device) if depth else None,
+            depth_mask=(torch.from_numpy(np.ascontiguousarray(self.spawn, dtype=bool)).to(device)
+                        if depth and self.spawn is not None else None),
         )
 
 

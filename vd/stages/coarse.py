@@ -124,7 +124,7 @@ class CoarseRun:
         s = build_scaffold(self.img.rgb, depth_backend=self.dback, inpaint_backend=self.iback, expansion=p.expansion,
                            outpaint=p.outpaint, init_iters=self.init_iters, seed=stage.seed_from_key(self.skey),
                            render_backend=self.rname, device=self.dev, image_plan=getattr(self.img, "plan", None),
-                           edge_times=p.edge_times)
+                           edge_times=p.edge_times, depth_weight=p.depth_weight)
         meta = {"counts": s.counts, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
 
