@@ -169,6 +169,7 @@ class FineParams:
     select_scale: float = 0.25  # resolution of the hole-ratio renders used to pick views
     guidance: float = FluxParams.guidance
     rescale: str = "shrink"  # vd.mcs: shrink (never lengthen v~), match (as the paper writes it) or none
+    depth_weight: float = 1.0  # weight of the anchors' relative depth error in each fit (0: photometric only)
     seed: int = SEED
     render_backend: str = "auto"
 
@@ -186,6 +187,7 @@ class FineParams:
         require(self.candidate_stride >= 1, f"the candidate stride must be at least 1, got {self.candidate_stride}")
         require(0.0 < self.select_scale <= 1.0, f"the selection scale must be in (0, 1], got {self.select_scale}")
         require(self.guidance >= 0, f"--guidance must be 0 or more, got {self.guidance:g}")
+        require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
 
     def key_params(self) -> dict:
         """The parameters that change the result, for the cache key (seed and backend are keyed apart)."""
