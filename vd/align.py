@@ -171,40 +171,47 @@ def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float
     return base & near
 
 
-def _neighbours(a: np.ndarray, fill) -> list[np.ndarray]:
-    """The 8 neighbours of every pixel of a 2-D array (outside the image: `fill`)."""
-    p = np.pad(a, 1, mode="constant", constant_values=fill)
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """a[y + dy, x + dx] for every pixel (0 outside the image)."""
+    p = np.pad(a, 1, mode="constant", constant_values=0)
     H, W = a.shape
-    return [p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    return p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
 
 
-def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *, tol: float = 0.05,
-                      min_support: int = 2) -> np.ndarray:
+def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *,
+                      tol: float = 0.05, kernel: int = 5) -> np.ndarray:
     """Depth with every edge pixel placed on the surface it belongs to (docs/upstream.md#depth-edges).
 
-    An edge pixel (`edges`, e.g. `spawn_edges`) whose depth lies within `tol` (relative) of at
-    least `min_support` of its 8 valid neighbours is on a surface and keeps its depth (exact depth
-    maps: every pixel, thin structures too). One that does not, a "flying pixel" between a
-    foreground and a background as depth models produce across discontinuities, takes the
-    nearer (in depth) of the nearest and the farthest valid depth among its neighbours: it joins
-    the foreground or the background instead of hanging between them. So every edge pixel can
-    spawn a Gaussian without stretched curtain splats, and no outline is left unspawned."""
+    A *flying pixel* is an edge pixel (`edges`, e.g. `spawn_edges`) that lies strictly between
+    its two neighbours along some direction (horizontal, vertical or diagonal) with a jump of
+    more than `tol` (relative) to each: what depth models put between a foreground and a
+    background. It takes the nearer (in depth) of the nearest and the farthest depth of the other
+    pixels of its `kernel`×`kernel` neighbourhood, joining the foreground or the background
+    instead of hanging between them (a band of such pixels splits between the two sides). Every
+    other pixel keeps its depth: true surfaces (a step's two sides, slopes, creases) and thin
+    structures (nearer than both neighbours). Then every edge pixel can spawn a Gaussian, without
+    curtains and without an unspawned outline."""
+    import cv2
+
     d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
-    todo = np.asarray(edges, dtype=bool) & v
-    if not todo.any():
-        return d.copy()
-    nd = _neighbours(np.where(v, d, 0.0), 0.0)
-    support = sum(((n > 0) & (np.abs(n - d) <= tol * d)).astype(np.int32) for n in nd)
-    flying = todo & (support < min_support)
-    big = np.float32(np.finfo(np.float32).max)
-    near = np.minimum.reduce([np.where(n > 0, n, big) for n in nd])
-    far = np.maximum.reduce(nd)
-    has = far > 0
-    snap = np.where(d - near <= far - d, near, far)
+    dv = np.where(v, d, 0.0).astype(np.float32)
+    flying = np.zeros(d.shape, dtype=bool)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = _shifted(dv, dy, dx), _shifted(dv, -dy, -dx)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        flying |= (lo > 0) & (d - lo > tol * d) & (hi - d > tol * d)
+    flying &= np.asarray(edges, dtype=bool) & v
     out = d.copy()
-    fix = flying & has
-    out[fix] = snap[fix]
+    if not flying.any():
+        return out
+    solid = v & ~flying
+    big = np.float32(np.finfo(np.float32).max)
+    k = np.ones((kernel, kernel), np.uint8)
+    near = cv2.erode(np.where(solid, d, big).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
+    far = cv2.dilate(np.where(solid, d, 0.0).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
+    fix = flying & (far > 0)
+    out[fix] = np.where(d - near <= far - d, near, far)[fix]
     return out
 
 

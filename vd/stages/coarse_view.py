@@ -200,7 +200,10 @@ def make_view(g_all, views: list[View], pose: np.ndarray, dense_index: int, k: i
     aligned, valid = new_view_depth(inpainted, np.where(unknown, 0.0, depth_r).astype(np.float32), unknown, Kc,
                                     ctx.depth_backend)
     aligned = assign_edge_depth(aligned, spawn_edges(aligned, valid, times=ctx.p.edge_times), valid)
-    new = hole & ~in_front_of_views(aligned, Kc, pose, views, hole)
+    # the hole mask reaches ~4 px into covered pixels (so inpainting overlaps the seam): Gaussians
+    # there would duplicate known surfaces with inpainted colours, so only uncovered pixels are new
+    open_ = hole & (alpha_np < 0.5)
+    new = open_ & ~in_front_of_views(aligned, Kc, pose, views, open_)
     return View(name=f"view_{k:02d}", kind="view", rgb=inpainted, depth=aligned.astype(np.float32),
                 K=np.asarray(Kc, dtype=np.float32), world_from_camera=np.asarray(pose, dtype=np.float64),
                 supervise=new, spawn=new & valid, hole=hole, dense_index=dense_index)
