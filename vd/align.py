@@ -182,25 +182,34 @@ def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | 
                       tol: float = 0.05, kernel: int = 5) -> np.ndarray:
     """Depth with every edge pixel placed on the surface it belongs to (docs/upstream.md#depth-edges).
 
-    A *flying pixel* is an edge pixel (`edges`, e.g. `spawn_edges`) that lies strictly between
-    its two neighbours along some direction (horizontal, vertical or diagonal) with a jump of
-    more than `tol` (relative) to each: what depth models put between a foreground and a
-    background. It takes the nearer (in depth) of the nearest and the farthest depth of the other
-    pixels of its `kernel`×`kernel` neighbourhood, joining the foreground or the background
-    instead of hanging between them (a band of such pixels splits between the two sides). Every
-    other pixel keeps its depth: true surfaces (a step's two sides, slopes, creases) and thin
-    structures (nearer than both neighbours). Then every edge pixel can spawn a Gaussian, without
-    curtains and without an unspawned outline."""
+    A *flying pixel* is an edge pixel (`edges`, e.g. `spawn_edges`) that, along some direction
+    (horizontal, vertical or diagonal), lies strictly between its two neighbours with a jump of
+    more than `tol` (relative) to each, and continues neither side's surface: on a plane inverse
+    depth is affine in the pixel coordinates, so a pixel continues a side when the second
+    difference of inverse depth through its two pixels on that side is within `tol` (relative).
+    That is what depth models put between a foreground and a background. It takes the nearer (in
+    depth) of the nearest and the farthest depth of the other pixels of its `kernel`×`kernel`
+    neighbourhood, joining the foreground or the background instead of hanging between them.
+    Every other pixel keeps its depth: true surfaces (a step's two sides, slopes seen at grazing
+    angles, creases) and thin structures (nearer than both neighbours). Then every edge pixel can
+    spawn a Gaussian, without curtains and without an unspawned outline."""
     import cv2
 
     d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
     dv = np.where(v, d, 0.0).astype(np.float32)
+    q = np.where(v, 1.0 / np.maximum(d, 1e-30), 0.0).astype(np.float32)  # inverse depth
     flying = np.zeros(d.shape, dtype=bool)
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
         a, b = _shifted(dv, dy, dx), _shifted(dv, -dy, -dx)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
-        flying |= (lo > 0) & (d - lo > tol * d) & (hi - d > tol * d)
+        between = (lo > 0) & (d - lo > tol * d) & (hi - d > tol * d)
+        continues = np.zeros_like(between)
+        for s in (1, -1):  # the side at +1, +2 and the side at -1, -2 along the direction
+            q1, q2 = _shifted(q, s * dy, s * dx), _shifted(_shifted(q, s * dy, s * dx), s * dy, s * dx)
+            # a side that leaves the image or the valid pixels cannot be ruled out: it continues
+            continues |= (q2 <= 0) | (np.abs(q - 2 * q1 + q2) <= tol * q)
+        flying |= between & ~continues
     flying &= np.asarray(edges, dtype=bool) & v
     out = d.copy()
     if not flying.any():

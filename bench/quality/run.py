@@ -8,7 +8,9 @@ backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaus
 
 - ``lift``: no optimisation, one Gaussian per pixel at the given depth (`vd.lift.gaussians_from_rgbd`);
 - ``scaffold``: the scaffold of `vd coarse` (outpaint with telea, optimisation);
-- ``coarse``: `vd coarse` with default flags; ``closest``: with ``--fallback closest``.
+- ``coarse``: `vd coarse` with default flags; ``closest``: with ``--fallback closest``;
+- ``fine``: `vd fine --inpaint-backend telea --allow-classical` on the ``closest`` scene, cut down
+  for the CPU (FINE below: 4 views, 3 steps, 30 iterations per fit; defaults 8 / 9 / 192).
 
 Each is scored at the input view and every move (`bench.quality.score`); timings are wall-clock
 seconds of the method (the coarse runs share the scaffold through the cache, so ``coarse`` and
@@ -28,7 +30,8 @@ import numpy as np
 from bench.quality.scenes import SCENES, make_scene
 from bench.quality.score import ground_truth, render_view, score_view, summarise
 
-METHODS = ("lift", "scaffold", "coarse", "closest")
+METHODS = ("lift", "scaffold", "coarse", "closest", "fine")
+FINE = {"views": 4, "steps": 3, "gs_iters": 30}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,15 +47,28 @@ def write_input(gt, folder: Path) -> Path:
     return folder / "rgb.png"
 
 
-def coarse_gaussians(image: Path, fallback: str, cache, n_frames: int | None = None, **params):
+def coarse_gaussians(image: Path, fallback: str, cache, n_frames: int | None = None, out: Path | None = None,
+                     **params):
     """(scaffold Gaussians, coarse Gaussians, summary) of `vd coarse` on the image, offline on CPU."""
     from vd.params import CoarseParams
     from vd.stages.coarse import run_coarse
 
     p = CoarseParams(fallback=fallback, **({"n_frames": n_frames} if n_frames else {}), **params)
     res = run_coarse(image, p, depth_backend="file", inpaint_backend="telea", render_backend="torch", device="cpu",
-                     cache=cache)
+                     cache=cache, out=out)
     return res.scaffold, res.gaussians, res.summary
+
+
+def fine_gaussians(coarse_dir: Path, cache):
+    """The Gaussians of `vd fine --allow-classical` (telea stand-in for the diffusion model) on a coarse folder."""
+    from vd.params import FineParams
+    from vd.ply import read_ply
+    from vd.stages.denoisers import ClassicalDenoiser
+    from vd.stages.fine import run_fine
+
+    res = run_fine(coarse_dir, coarse_dir / "fine", FineParams(**FINE, render_backend="torch"),
+                   denoiser_factory=lambda: ClassicalDenoiser("cpu"), device="cpu", cache=cache)
+    return read_ply(res.ply)[0]
 
 
 def lift_gaussians(gt):
@@ -75,6 +91,9 @@ def run_scene(name: str, methods, work: Path, cache, *, width: int, height: int,
             g = lift_gaussians(gts[0])
         elif m == "scaffold":
             g, _, _ = coarse_gaussians(image, "none", cache, n_frames=2, **(params or {}))
+        elif m == "fine":
+            coarse_gaussians(image, "closest", cache, n_frames=n_frames, out=work / name / "closest", **(params or {}))
+            g = fine_gaussians(work / name / "closest", cache)
         else:
             _, g, summ = coarse_gaussians(image, "closest" if m == "closest" else "none", cache, n_frames=n_frames,
                                           **(params or {}))
