@@ -128,3 +128,22 @@ def test_added_views_keep_the_input_view_and_fill_holes(small_run):
     assert co["input_psnr"] >= sc["input_psnr"] - 0.5, small_run
     assert co["novel_coverage"] >= 0.95 and co["novel_coverage_worst"] >= 0.9, small_run
     assert co["novel_psnr"] >= small_run["lift"]["novel_psnr"] - 1.0, small_run
+
+
+def test_depth_term_adds_the_relative_depth_error_of_the_render():
+    """optimise(depth_weight=w) adds w · mean |d_render − d| / d over the depth mask to the loss."""
+    from vd.lift import gaussians_from_rgbd
+    from vd.train import TrainView, optimise
+
+    gt = ground_truth(make_scene("room", 32, 24), [])[0]
+    target = gt.depth * 1.2  # 20 % too far: the render's relative error is about 1/6
+    losses = {}
+    for w in (0.0, 2.0):
+        g = gaussians_from_rgbd(gt.rgb, gt.depth, gt.K.astype(np.float32))
+        tv = TrainView(rgb=gt.rgb, mask=None, K=gt.K.astype(np.float32), camera_from_world=np.eye(4, dtype=np.float32),
+                       depth=target)
+        losses[w] = optimise(g, [tv], 1, backend="torch", depth_weight=w).losses[0]
+    g = gaussians_from_rgbd(gt.rgb, gt.depth, gt.K.astype(np.float32))
+    d = render(g, torch.eye(4), torch.as_tensor(gt.K, dtype=torch.float32), 32, 24, backend="torch").depth[0].numpy()
+    rel = float(np.mean(np.abs(d - target) / target))
+    assert abs((losses[2.0] - losses[0.0]) - 2.0 * rel) < 1e-4, (losses, rel)
