@@ -4,7 +4,8 @@ A `View` is a posed RGB-D image with three explicit masks:
 
 - ``supervise``: the pixels that supervise optimisation (the input: all of them; the outpainted
   ring and added views: their generated pixels);
-- ``spawn``: the pixels that became Gaussians (valid depth, not a depth edge);
+- ``spawn``: the pixels that became Gaussians (valid depth; an added view: its uncovered pixels
+  that hide nothing an earlier view sees);
 - ``hole``: the generated pixels (outpainted ring, inpainted holes; empty for the input).
 
 The scaffold and coarse stages make views, the cache stores them (`encode_views` /
