@@ -40,6 +40,7 @@ def coarse(
     no_outpaint: bool = typer.Option(False, "--no-outpaint", help="Skip the outpainted canvas (input frame only).", rich_help_panel=_SCAF),
     init_iters: Optional[int] = typer.Option(None, "--init-iters", help="Scaffold optimisation iterations (default: 100 on GPU, 30 on CPU).", show_default=False, rich_help_panel=_OPT),
     view_iters: Optional[int] = typer.Option(None, "--view-iters", help="Optimisation iterations per added view (default: 500 on GPU, 60 on CPU).", show_default=False, rich_help_panel=_OPT),
+    depth_weight: Optional[float] = common.param_option(CoarseParams, "depth_weight", "Weight of the depth error in the optimisation (keeps Gaussians at the depth they were placed; 0 = photometric only).", rich_help_panel=_OPT),
     depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
@@ -74,6 +75,7 @@ def coarse(
         trajectory_file=str(trajectory) if trajectory is not None else None, forward_ratio=forward_ratio,
         backward_ratio=backward_ratio, radius_percentiles=tuple(radius_percentiles) if radius_percentiles else None,
         expansion=expansion, outpaint=False if no_outpaint else None, init_iters=init_iters, view_iters=view_iters,
+        depth_weight=depth_weight,
     ))
     params.validate()
     check_intrinsics(focal, fov)

@@ -38,6 +38,7 @@ def fine(
     total_steps: Optional[int] = common.param_option(FineParams, "total_steps", "Length of the full sampling schedule."),
     gs_iters: Optional[int] = common.param_option(FineParams, "gs_iters", "Optimisation iterations of each scene rectification."),
     rect_weight: Optional[float] = common.param_option(FineParams, "rect_weight", "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene)."),
+    depth_weight: Optional[float] = common.param_option(FineParams, "depth_weight", "Weight of the anchors' depth error in each scene fit (0 = photometric only)."),
     rescale: Optional[str] = common.param_option(FineParams, "rescale", "Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), match (both ways, can overshoot) or none."),
     render_backend: Optional[str] = common.param_option(FineParams, "render_backend", "auto, gsplat or torch."),
     inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
@@ -58,7 +59,7 @@ def fine(
     from vd.stages.denoisers import choose_denoiser
     from vd.stages.fine import run_fine
 
-    params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters, rect_weight=rect_weight,
+    params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters, rect_weight=rect_weight, depth_weight=depth_weight,
                                 rescale=rescale, render_backend=render_backend, seed=seed))
     params.validate()
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget))

@@ -111,3 +111,79 @@ def test_spawn_edges_keep_slopes_flag_jumps():
     assert e[slope_rows].mean() < 0.02  # ... spawn_edges does not
     assert e[40:60, 48:52].any() and e[38:42, 55:75].any()  # box outline is an edge
     assert not e[50, 65]  # box interior is not
+
+
+def _step(flying: bool):
+    """A foreground (2 m, left) against a background (5 m, right), with one column of pixels at
+    3.2 m between them when `flying` (what a depth model makes of a discontinuity)."""
+    d = np.full((12, 16), 5.0, np.float32)
+    d[:, :8] = 2.0
+    if flying:
+        d[:, 8] = 3.2
+    return d
+
+
+def test_assign_edge_depth_snaps_flying_pixels_to_the_nearer_side():
+    from vd.align import assign_edge_depth, spawn_edges
+
+    d = _step(True)
+    out = assign_edge_depth(d, spawn_edges(d), d > 0)
+    assert np.allclose(out[:, 8], 2.0)  # 3.2 is nearer (in depth) to 2 than to 5
+    d[:, 8] = 4.1
+    out = assign_edge_depth(d, spawn_edges(d), d > 0)
+    assert np.allclose(out[:, 8], 5.0)
+    assert np.array_equal(np.delete(out, 8, axis=1), np.delete(d, 8, axis=1))  # nothing else moves
+    band = _step(False)
+    band[:, 8], band[:, 9] = 2.9, 3.1  # two pixels wide: each joins a side
+    out = assign_edge_depth(band, spawn_edges(band), band > 0)
+    assert np.isin(out[:, 8:10], [2.0, 5.0]).all()
+
+
+def test_assign_edge_depth_keeps_a_receding_plane_against_the_sky():
+    """A floor seen at a grazing angle (inverse depth affine in v, depth jumps > 5 % per row)
+    meeting a far background: every floor pixel continues the floor, none is moved."""
+    from vd.align import assign_edge_depth, spawn_edges
+
+    v = np.arange(16, dtype=np.float32)[:, None] * np.ones((1, 12), np.float32)
+    d = np.where(v >= 6, 1.5 * 20.0 / (v - 5.0 + 0.5), 400.0).astype(np.float32)  # y = 1.5 m below, f = 20
+    e = spawn_edges(d)
+    assert e.any()
+    assert np.array_equal(assign_edge_depth(d, e, d > 0), d)
+
+
+def test_assign_edge_depth_keeps_true_surfaces_and_thin_structures():
+    from vd.align import assign_edge_depth, spawn_edges
+
+    d = _step(False)
+    d[:, 12] = 1.0  # a one-pixel pole in front of the background
+    e = spawn_edges(d)
+    assert e[:, 12].all() and e[:, 7].all()
+    assert np.array_equal(assign_edge_depth(d, e, d > 0), d)
+
+
+def test_in_front_of_views_drops_what_would_hide_a_known_surface():
+    from types import SimpleNamespace
+
+    from vd.align import in_front_of_views
+
+    K = np.array([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]])
+    known = SimpleNamespace(depth=np.full((12, 16), 4.0, np.float32), K=K, world_from_camera=np.eye(4))
+    pose = np.eye(4)
+    pose[0, 3] = 0.2  # a new camera 20 cm to the right, same orientation
+    depth = np.full((12, 16), 4.0, np.float32)
+    depth[:, :4] = 2.0  # in front of the wall the input sees
+    depth[:, 4:8] = 6.0  # behind it: a true hole (a disocclusion)
+    mask = np.ones((12, 16), bool)
+    mask[0] = False
+    front = in_front_of_views(depth, K, pose, [known], mask)
+    assert front[1:, :4].all()
+    assert not front[:, 4:].any()  # behind, or on the wall itself
+    assert not front[0].any()  # outside the mask
+    far = SimpleNamespace(depth=known.depth, K=K, world_from_camera=np.diag([1.0, 1, 1, 1]) @ _translate(0, 0, -50))
+    assert not in_front_of_views(depth, K, pose, [far], mask).any()  # what a view does not see is never hidden
+
+
+def _translate(x, y, z):
+    T = np.eye(4)
+    T[:3, 3] = (x, y, z)
+    return T

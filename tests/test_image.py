@@ -245,3 +245,28 @@ def test_cli_bad_image_one_line_exit_1(tmp_path, run_vd, kind):
     lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(lines) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("w,h,cap", [(4000, 300, 64), (300, 4000, 64), (1000, 20, 512), (5000, 17, 128), (640, 480, 512),
+                                     (1920, 1080, 512), (410, 300, 512), (4000, 3000, 64)])
+def test_extreme_aspects_keep_square_pixels(w, h, cap):
+    """The working image is a centre crop of the original scaled equally in x and y (5f1dd5a
+    squeezed a 4000x300 image into 64x16 whole: 3.3x taller pixels)."""
+    p = resize_plan(w, h, cap)
+    sx, sy = p.scale
+    assert abs(sx / sy - 1) < 0.05, (p, sx, sy)
+    tw, th = p.size
+    assert tw % 16 == 0 and th % 16 == 0 and max(tw, th) <= cap
+    assert sx <= 1.0 + 1e-9 and sy <= 1.0 + 1e-9  # never upscaled
+    l, t, r, b = p.crop
+    assert 0 <= l < r <= w and 0 <= t < b <= h
+
+
+def test_extreme_aspect_image_loads_uncropped_on_its_short_side(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "wide.png"
+    Image.new("RGB", (4000, 300), (10, 20, 30)).save(src)
+    img = load_image(src, 64)
+    assert img.rgb.shape[:2] == (16, 64)
+    assert img.plan.crop == (1400, 0, 2600, 300)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vd.cameras import backproject, invert_pose
+
 
 @dataclass
 class AlignInfo:
@@ -167,3 +169,90 @@ def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float
     jump = ((np.maximum(d2x, d2y) > thr) | nb_invalid) & v
     near = cv2.dilate(jump.astype(np.uint8), np.ones((kernel, kernel), np.uint8)) > 0
     return base & near
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """a[y + dy, x + dx] for every pixel (0 outside the image)."""
+    p = np.pad(a, 1, mode="constant", constant_values=0)
+    H, W = a.shape
+    return p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+
+
+def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *,
+                      tol: float = 0.05, kernel: int = 5) -> np.ndarray:
+    """Depth with every edge pixel placed on the surface it belongs to (docs/upstream.md#depth-edges).
+
+    A *flying pixel* is an edge pixel (`edges`, e.g. `spawn_edges`) that, along some direction
+    (horizontal, vertical or diagonal), lies strictly between its two neighbours with a jump of
+    more than `tol` (relative) to each, and continues neither side's surface: on a plane inverse
+    depth is affine in the pixel coordinates, so a pixel continues a side when the second
+    difference of inverse depth through its two pixels on that side is within `tol` (relative).
+    That is what depth models put between a foreground and a background. It takes the nearer (in
+    depth) of the nearest and the farthest depth of the other pixels of its `kernel`×`kernel`
+    neighbourhood, joining the foreground or the background instead of hanging between them.
+    Every other pixel keeps its depth: true surfaces (a step's two sides, slopes seen at grazing
+    angles, creases) and thin structures (nearer than both neighbours). Then every edge pixel can
+    spawn a Gaussian, without curtains and without an unspawned outline."""
+    import cv2
+
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
+    dv = np.where(v, d, 0.0).astype(np.float32)
+    q = np.where(v, 1.0 / np.maximum(d, 1e-30), 0.0).astype(np.float32)  # inverse depth
+    flying = np.zeros(d.shape, dtype=bool)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = _shifted(dv, dy, dx), _shifted(dv, -dy, -dx)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        between = (lo > 0) & (d - lo > tol * d) & (hi - d > tol * d)
+        continues = np.zeros_like(between)
+        for s in (1, -1):  # the side at +1, +2 and the side at -1, -2 along the direction
+            q1, q2 = _shifted(q, s * dy, s * dx), _shifted(_shifted(q, s * dy, s * dx), s * dy, s * dx)
+            # a side that leaves the image or the valid pixels cannot be ruled out: it continues
+            continues |= (q2 <= 0) | (np.abs(q - 2 * q1 + q2) <= tol * q)
+        flying |= between & ~continues
+    flying &= np.asarray(edges, dtype=bool) & v
+    out = d.copy()
+    if not flying.any():
+        return out
+    solid = v & ~flying
+    big = np.float32(np.finfo(np.float32).max)
+    k = np.ones((kernel, kernel), np.uint8)
+    near = cv2.erode(np.where(solid, d, big).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
+    far = cv2.dilate(np.where(solid, d, 0.0).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
+    fix = flying & (far > 0)
+    out[fix] = np.where(d - near <= far - d, near, far)[fix]
+    return out
+
+
+def in_front_of_views(depth: np.ndarray, K, world_from_camera, views, mask: np.ndarray, *, tol: float = 0.05) -> np.ndarray:
+    """Pixels of `mask` whose lifted point would hide a surface an earlier view sees.
+
+    The pixels of a new view (z-depth `depth`, intrinsics K, pose world_from_camera) are lifted
+    and projected into each earlier view (objects with depth, K, world_from_camera, e.g.
+    `vd.views.View`); a point is *in front* when it lands inside that view at a pixel of known
+    depth D and is nearer than D·(1 − tol). Gaussians spawned there would occlude geometry that
+    was right (ORIG's occlusion removal, docs/upstream.md#depth-edges); a true hole lies behind
+    what the earlier views see, or outside them."""
+    m = np.asarray(mask, dtype=bool) & (np.asarray(depth) > 0)
+    out = np.zeros(m.shape, dtype=bool)
+    if not m.any():
+        return out
+    P = backproject(np.asarray(depth, dtype=np.float64), np.asarray(K, dtype=np.float64), m)  # [N,3] camera
+    Tw = np.asarray(world_from_camera, dtype=np.float64)
+    Pw = P @ Tw[:3, :3].T + Tw[:3, 3]
+    hit = np.zeros(len(Pw), dtype=bool)
+    for v in views:
+        cw = invert_pose(np.asarray(v.world_from_camera, dtype=np.float64))
+        Pc = Pw @ cw[:3, :3].T + cw[:3, 3]
+        Kv = np.asarray(v.K, dtype=np.float64)
+        z = Pc[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.floor(Kv[0, 0] * Pc[:, 0] / z + Kv[0, 1] * Pc[:, 1] / z + Kv[0, 2]).astype(np.int64, copy=False)
+            w = np.floor(Kv[1, 1] * Pc[:, 1] / z + Kv[1, 2]).astype(np.int64, copy=False)
+        H, W = np.shape(v.depth)
+        ok = (z > 1e-6) & (u >= 0) & (u < W) & (w >= 0) & (w < H)
+        D = np.zeros(len(z))
+        D[ok] = np.asarray(v.depth)[w[ok], u[ok]]
+        hit |= ok & (D > 0) & (z < D * (1.0 - tol))
+    out[m] = hit
+    return out

@@ -92,11 +92,12 @@ def resize_plan(width: int, height: int, max_resolution: int = 512) -> ResizePla
     # target sides: scaled, rounded down to multiples of 16 (never above the cap, never upscaled)
     tw = max(MULTIPLE, int(width * s + 1e-6) // MULTIPLE * MULTIPLE)
     th = max(MULTIPLE, int(height * s + 1e-6) // MULTIPLE * MULTIPLE)
-    # crop the original to the target aspect ratio (centre), so no distortion
-    crop_w = min(width, round(tw / s))
-    crop_h = min(height, round(th / s))
-    # exact aspect: choose the crop so that crop_w/crop_h == tw/th as closely as possible
-    if s == 1.0:
+    # crop the original (centre) to the target's aspect, so pixels stay square: the largest box of
+    # aspect tw/th inside the image (an extreme aspect, e.g. 4000x300 at 64, whose short side
+    # would round to 0 and is raised to 16, loses the ends of its long side instead of stretching)
+    crop_w = min(width, int(round(height * tw / th)))
+    crop_h = min(height, int(round(width * th / tw)))
+    if s == 1.0:  # no scaling: a pure crop of at most 15 px per side
         crop_w, crop_h = tw, th
     left = (width - crop_w) // 2
     top = (height - crop_h) // 2

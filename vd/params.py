@@ -130,6 +130,7 @@ class CoarseParams:
     scan_scale: Optional[float] = None  # None: 1/4, at least 64 px on the long side (vd.holes)
     refine_tolerance: float = 0.03  # error bound of the fast hole scan (max 0.022 measured); closer calls are exact
     edge_times: float = 0.05
+    depth_weight: float = 1.0  # weight of the relative depth error in the optimisation (0: photometric only)
 
     def validate(self) -> None:
         check_finite(self)
@@ -149,6 +150,7 @@ class CoarseParams:
         require(self.scan_scale is None or 0.0 < self.scan_scale <= 1.0, f"the scan scale must be in (0, 1], got {self.scan_scale}")
         require(self.refine_tolerance >= 0, f"the refine tolerance must be 0 or more, got {self.refine_tolerance}")
         require(self.edge_times > 0, f"the depth-edge threshold must be positive, got {self.edge_times}")
+        require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
         lo_hi = tuple(self.radius_percentiles)
         require(len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
                 f"--radius-percentiles must be LOW HIGH with 0 <= LOW < HIGH <= 100, got {lo_hi}")
@@ -168,6 +170,7 @@ class FineParams:
     select_scale: float = 0.25  # resolution of the hole-ratio renders used to pick views
     guidance: float = FluxParams.guidance
     rescale: str = "shrink"  # vd.mcs: shrink (never lengthen v~), match (as the paper writes it) or none
+    depth_weight: float = 1.0  # weight of the anchors' relative depth error in each fit (0: photometric only)
     seed: int = SEED
     render_backend: str = "auto"
 
@@ -185,6 +188,7 @@ class FineParams:
         require(self.candidate_stride >= 1, f"the candidate stride must be at least 1, got {self.candidate_stride}")
         require(0.0 < self.select_scale <= 1.0, f"the selection scale must be in (0, 1], got {self.select_scale}")
         require(self.guidance >= 0, f"--guidance must be 0 or more, got {self.guidance:g}")
+        require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
 
     def key_params(self) -> dict:
         """The parameters that change the result, for the cache key (seed and backend are keyed apart)."""

@@ -4,7 +4,10 @@
   means 1e-4, colour (SH) 5e-4, log-scales 5e-3, opacity logits 5e-2, quaternions 1e-3; no schedule,
   no densification.
 - Each iteration renders one view drawn uniformly at random (seeded generator) and minimises
-  masked L1 over the supervised pixels + λ·(1 − SSIM) over the same pixels (`vd.ssim.masked_ssim`).
+  masked L1 over the supervised pixels + λ·(1 − SSIM) over the same pixels (`vd.ssim.masked_ssim`),
+  plus, for views that carry a depth target, ``depth_weight`` · the mean relative depth error
+  |d_render − d| / d over the view's ``depth_mask`` (a photometric loss alone lets Gaussians
+  slide along their rays: the depth term keeps the geometry the depth map gave).
 - ``trainable``: a bool mask over the Gaussians; only those are optimised, the others are
   constants (no gradient, no Adam state). The trained values are written back into ``g`` in place.
 """
@@ -40,6 +43,8 @@ class TrainView:
     mask: Tensor  # [H,W] bool, supervised pixels
     K: Tensor  # [3,3]
     camera_from_world: Tensor  # [4,4] OpenCV
+    depth: Tensor | None = None  # [H,W] z-depth target (optional)
+    depth_mask: Tensor | None = None  # [H,W] bool, where the depth target is trusted (default: depth > 0)
 
     def __post_init__(self):
         def t(x, dtype=torch.float32):
@@ -58,6 +63,13 @@ class TrainView:
         self.mask = torch.ones(self.rgb.shape[:2], dtype=torch.bool) if self.mask is None else t(self.mask, torch.bool)
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.mask.shape != self.rgb.shape[:2]:
             raise ValueError(f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, {tuple(self.mask.shape)}")
+        if self.depth is not None:
+            self.depth = t(self.depth)
+            ok = torch.isfinite(self.depth) & (self.depth > 0)
+            self.depth_mask = ok if self.depth_mask is None else (t(self.depth_mask, torch.bool) & ok)
+            self.depth = torch.where(ok, self.depth, torch.ones_like(self.depth))
+            if self.depth.shape != self.rgb.shape[:2] or self.depth_mask.shape != self.rgb.shape[:2]:
+                raise ValueError(f"TrainView depth and depth_mask must be [H,W] = {tuple(self.rgb.shape[:2])}")
 
     @property
     def height(self) -> int:
@@ -96,6 +108,13 @@ def view_loss(pred: Tensor, target: Tensor, mask: Tensor, ssim_lambda: float = 0
     return loss
 
 
+def depth_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean relative error |pred − target| / target over `mask` (0 when the mask is empty)."""
+    if not bool(mask.any()):
+        return pred.sum() * 0.0
+    return ((pred - target).abs() / target)[mask].mean()
+
+
 def optimise(
     g: Gaussians,
     views: list,
@@ -104,6 +123,7 @@ def optimise(
     trainable: Tensor | None = None,
     lrs: dict | None = None,
     ssim_lambda: float = 0.2,
+    depth_weight: float = 0.0,
     seed: int = 0,
     backend: str = "auto",
     progress: Callable[[int, float], None] | None = None,
@@ -145,18 +165,22 @@ def optimise(
     opt = torch.optim.Adam([{"params": [params[k]], "lr": lr[k], "name": k} for k in _FIELDS], eps=1e-15)
     gen = torch.Generator().manual_seed(int(seed))
     views_dev = [
-        (v.rgb.to(dev), v.mask.to(dev), v.K.to(dev), v.camera_from_world.to(dev), v.width, v.height) for v in views
+        (v.rgb.to(dev), v.mask.to(dev), v.K.to(dev), v.camera_from_world.to(dev), v.width, v.height,
+         None if v.depth is None or not depth_weight else (v.depth.to(dev), v.depth_mask.to(dev)))
+        for v in views
     ]
     t0 = time.perf_counter()
     for it in range(iters):
         vi = int(torch.randint(len(views_dev), (1,), generator=gen))
-        rgb, mask, K, vm, W, H = views_dev[vi]
+        rgb, mask, K, vm, W, H, dt = views_dev[vi]
         if idx is None:
             cur = Gaussians(**params)
         else:
             cur = Gaussians(**{k: base[k].index_put((idx,), params[k]) for k in _FIELDS})
         out = render(cur, vm[None], K[None], W, H, backend=name)
         loss = view_loss(out.rgb[0], rgb, mask, ssim_lambda)
+        if dt is not None:
+            loss = loss + depth_weight * depth_loss(out.depth[0], *dt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -177,4 +201,4 @@ def optimise(
     return rep
 
 
-__all__ = ["DEFAULT_LRS", "TrainReport", "TrainView", "masked_l1", "optimise", "view_loss"]
+__all__ = ["DEFAULT_LRS", "TrainReport", "TrainView", "depth_loss", "masked_l1", "optimise", "view_loss"]

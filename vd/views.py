@@ -4,7 +4,8 @@ A `View` is a posed RGB-D image with three explicit masks:
 
 - ``supervise``: the pixels that supervise optimisation (the input: all of them; the outpainted
   ring and added views: their generated pixels);
-- ``spawn``: the pixels that became Gaussians (valid depth, not a depth edge);
+- ``spawn``: the pixels that became Gaussians (valid depth; an added view: its uncovered pixels
+  that hide nothing an earlier view sees);
 - ``hole``: the generated pixels (outpainted ring, inpainted holes; empty for the input).
 
 The scaffold and coarse stages make views, the cache stores them (`encode_views` /
@@ -78,8 +79,9 @@ class View:
     def camera_from_world(self) -> np.ndarray:
         return invert_pose(self.world_from_camera)
 
-    def train_view(self, device="cpu"):
-        """The tensors `vd.train.optimise` fits to: this view's image over its supervised pixels."""
+    def train_view(self, device="cpu", *, depth: bool = False):
+        """The tensors `vd.train.optimise` fits to: this view's image over its supervised pixels
+        and, with `depth`, its depth where it spawned Gaussians (the depth they were placed at)."""
         import torch
 
         from vd.train import TrainView
@@ -89,6 +91,9 @@ class View:
             mask=torch.from_numpy(np.ascontiguousarray(self.supervise, dtype=bool)).to(device),
             K=torch.as_tensor(np.asarray(self.K, dtype=np.float32), device=device),
             camera_from_world=torch.as_tensor(self.camera_from_world(), dtype=torch.float32, device=device),
+            depth=torch.from_numpy(np.ascontiguousarray(self.depth, dtype=np.float32)).to(device) if depth else None,
+            depth_mask=(torch.from_numpy(np.ascontiguousarray(self.spawn, dtype=bool)).to(device)
+                        if depth and self.spawn is not None else None),
         )
 
 

@@ -124,7 +124,7 @@ class CoarseRun:
         s = build_scaffold(self.img.rgb, depth_backend=self.dback, inpaint_backend=self.iback, expansion=p.expansion,
                            outpaint=p.outpaint, init_iters=self.init_iters, seed=stage.seed_from_key(self.skey),
                            render_backend=self.rname, device=self.dev, image_plan=getattr(self.img, "plan", None),
-                           edge_times=p.edge_times)
+                           edge_times=p.edge_times, depth_weight=p.depth_weight)
         meta = {"counts": s.counts, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
 
@@ -215,19 +215,31 @@ class CoarseRun:
 
 class _deterministic:
     """torch deterministic algorithms for the duration of a run (restored afterwards), so a
-    resumed run reproduces an uninterrupted one bit for bit where torch allows it."""
+    resumed run reproduces an uninterrupted one bit for bit where torch allows it.
+
+    The flag is set on torch's C core directly: `torch.use_deterministic_algorithms` also sets
+    the flag of torch.compile's inductor, whose import takes about a second, half of a fully
+    cached run; vd compiles nothing."""
+
+    @staticmethod
+    def _set(mode: bool, warn_only: bool) -> None:
+        import torch
+
+        setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+        if setter is None:  # a torch without the private setter
+            torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        else:
+            setter(mode, warn_only=warn_only)
 
     def __enter__(self):
         import torch
 
         self.prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        self._set(True, True)
         return self
 
     def __exit__(self, *exc):
-        import torch
-
-        torch.use_deterministic_algorithms(self.prev[0], warn_only=self.prev[1])
+        self._set(*self.prev)
 
 
 def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, *, depth_backend: str = "auto",

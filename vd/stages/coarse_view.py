@@ -12,9 +12,14 @@ size + margin with the input focal and a centred principal point:
 4. depth of the new view: the depth model on the inpainted image when it estimates novel views
    (MoGe), else the completion rule of `vd.align.complete_depth` (the `file` backend); aligned to
    the rendered depth (`vd.align.align_depth`);
-5. spawn mask = hole ∧ ¬depth edges ∧ valid; new Gaussians from it;
+5. depth-edge pixels placed on their side (`vd.align.assign_edge_depth`); the hole pixels whose
+   lifted point would hide a surface an earlier view sees are dropped
+   (`vd.align.in_front_of_views`): new Gaussians go into true holes only, behind or beside the
+   known geometry, never in front of what was right; spawn = supervise = hole ∧ ¬in front
+   (∧ valid depth for spawn); new Gaussians from the spawn mask;
 6. optimise the new Gaussians only (all earlier ones frozen) against all views, each over its
-   supervised pixels (the input: all of them; the ring and added views: their generated pixels).
+   supervised pixels (the input: all of them; the ring and added views: their generated pixels)
+   and, weighted by `depth_weight`, against each view's depth where it spawned.
 
 Memoisation: the scaffold and every added view are separate cache entries; view k's key is
 `step_key(key of view k−1, "view", k, ...)`, and a view entry stores only that view and its
@@ -33,17 +38,18 @@ from typing import Optional
 import numpy as np
 
 from vd import cameras, console
-from vd.align import align_depth, complete_depth, spawn_edges
+from vd.align import align_depth, assign_edge_depth, complete_depth, in_front_of_views, spawn_edges
 from vd.cache import content_hash, stage_key
 from vd.holes import hole_masks
 from vd.params import CoarseParams
 from vd.render import render
+from vd.stages.scaffold import LIFT_FOOTPRINT
 from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
 
-SCAFFOLD_VERSION = 1
-VIEW_VERSION = 2  # 2: incremental hole scan (HoleScan), exact close calls by splatting
+SCAFFOLD_VERSION = 2  # 2: edge pixels spawn on their side, depth term
+VIEW_VERSION = 3  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term
 
 EXACT_BATCH = 8  # close calls measured exactly per round of scan_ratios
 GPU_ITERS = (100, 500)  # upstream init / per-view iterations
@@ -164,7 +170,7 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
     if sel is None:
         meta = dict(base_meta, stopped=True, diagnostics=diagnose(ratios, selected, **band).to_dict())
         return encode_record([], None, meta), {"stopped": True}
-    view = make_view(g_all, views[0], ctx.poses[sel.index], int(sel.index), k, ctx, seed)
+    view = make_view(g_all, views, ctx.poses[sel.index], int(sel.index), k, ctx, seed)
     new_g, loss = train_new_view(g_all, views, view, ctx, seed)
     stat = ViewStat(view=k, dense_index=int(sel.index), hole_ratio=float(view.hole.mean()), hole_pixels=int(view.hole.sum()),
                     spawn_pixels=int(view.spawn.sum()), added_gaussians=int(len(new_g)), final_loss=loss,
@@ -173,12 +179,12 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
     return encode_record([view], new_g, meta), {"stopped": False}
 
 
-def make_view(g_all, input_view: View, pose: np.ndarray, dense_index: int, k: int, ctx: LoopContext, seed: int) -> View:
+def make_view(g_all, views: list[View], pose: np.ndarray, dense_index: int, k: int, ctx: LoopContext, seed: int) -> View:
     """Render the scene at `pose`, inpaint its holes, give it depth aligned to the scene, and mark
-    what it supervises (its holes) and where it spawns Gaussians (holes with valid, edge-free depth)."""
+    what it supervises and spawns: its holes, less what would hide a surface an earlier view sees."""
     import torch
 
-    Kc, Wc, Hc = candidate_camera(input_view, ctx.p.margin)
+    Kc, Wc, Hc = candidate_camera(views[0], ctx.p.margin)
     torch.manual_seed(seed)
     with torch.no_grad():
         dev = g_all.means.device
@@ -193,10 +199,14 @@ def make_view(g_all, input_view: View, pose: np.ndarray, dense_index: int, k: in
     unknown = hole | (alpha_np < 0.5) | ~np.isfinite(depth_r) | (depth_r <= 0)
     aligned, valid = new_view_depth(inpainted, np.where(unknown, 0.0, depth_r).astype(np.float32), unknown, Kc,
                                     ctx.depth_backend)
-    spawn = hole & ~spawn_edges(aligned, valid, times=ctx.p.edge_times) & valid
+    aligned = assign_edge_depth(aligned, spawn_edges(aligned, valid, times=ctx.p.edge_times), valid)
+    # the hole mask reaches ~4 px into covered pixels (so inpainting overlaps the seam): Gaussians
+    # there would duplicate known surfaces with inpainted colours, so only uncovered pixels are new
+    open_ = hole & (alpha_np < 0.5)
+    new = open_ & ~in_front_of_views(aligned, Kc, pose, views, open_)
     return View(name=f"view_{k:02d}", kind="view", rgb=inpainted, depth=aligned.astype(np.float32),
                 K=np.asarray(Kc, dtype=np.float32), world_from_camera=np.asarray(pose, dtype=np.float64),
-                supervise=hole.copy(), spawn=spawn, hole=hole, dense_index=dense_index)
+                supervise=new, spawn=new & valid, hole=hole, dense_index=dense_index)
 
 
 def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarray, K, depth_backend):
@@ -230,14 +240,16 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
     from vd.train import optimise
 
     new_g = gaussians_from_rgbd(view.rgb, view.depth, view.K, view.world_from_camera.astype(np.float32),
-                                view.spawn).to(g_all.means.device)
+                                view.spawn, footprint=LIFT_FOOTPRINT).to(g_all.means.device)
     if len(new_g) == 0 or ctx.view_iters <= 0:
         return new_g, float("nan")
     g2 = Gaussians.cat([g_all, new_g])
     trainable = torch.zeros(len(g2), dtype=torch.bool, device=g2.means.device)
     trainable[len(g_all):] = True
-    targets = [v.train_view(ctx.device) for v in views] + [view.train_view(ctx.device)]
-    rep = optimise(g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend)
+    dw = float(ctx.p.depth_weight)
+    targets = [v.train_view(ctx.device, depth=dw > 0) for v in views + [view]]
+    rep = optimise(g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend,
+                   depth_weight=dw)
     return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)
 
 
@@ -249,7 +261,8 @@ def scaffold_key(image_hash: str, p: CoarseParams, *, depth_id: str, inpaint_id:
                  init_iters: int, seed: int, max_resolution: int) -> str:
     return stage_key(stage="scaffold", version=SCAFFOLD_VERSION,
                      params={"expansion": p.expansion, "outpaint": p.outpaint, "init_iters": init_iters,
-                             "edge_times": p.edge_times, "max_resolution": max_resolution},
+                             "edge_times": p.edge_times, "depth_weight": p.depth_weight,
+                             "max_resolution": max_resolution},
                      inputs={"image": image_hash}, models={"depth": depth_id, "inpaint": inpaint_id},
                      backend=render_backend, dtype="float32", seed=seed)
 
@@ -259,6 +272,7 @@ def loop_params(p: CoarseParams, view_iters: int, poses: np.ndarray) -> dict:
         "version": VIEW_VERSION, "margin": p.margin, "min_ratio": p.min_ratio, "max_ratio": p.max_ratio,
         "adjacent_exclusion": p.adjacent_exclusion, "fallback": p.fallback, "view_iters": view_iters,
         "scan_scale": p.scan_scale, "refine_tolerance": p.refine_tolerance, "edge_times": p.edge_times,
+        "depth_weight": p.depth_weight,
         "poses": content_hash(np.ascontiguousarray(poses, dtype=np.float64)),
     }
 

@@ -54,7 +54,7 @@ from vd.stages.fine_views import FinePose, fine_frame, render_views, select_view
 from vd.train import TrainView, optimise
 
 STAGE = "fine"
-VERSION = 2  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask)
+VERSION = 3  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term
 
 
 @dataclass
@@ -84,14 +84,14 @@ class FineResult:
 # rectification: fit the coarse scene to the anchors and the current images
 
 
-def rectification_targets(scene: CoarseScene, images, poses, K, device) -> list:
-    """The optimiser's targets: each anchor view over its supervised pixels, repeated so that the
-    anchors get about half of the steps (VistaDream 2026 alternates one anchor step and one view
-    step), then the refined views over all their pixels."""
+def rectification_targets(scene: CoarseScene, images, poses, K, device, depth: bool = False) -> list:
+    """The optimiser's targets: each anchor view over its supervised pixels (with `depth`, also its
+    depth where it spawned), repeated so that the anchors get about half of the steps (VistaDream
+    2026 alternates one anchor step and one view step), then the refined views over all their pixels."""
     import torch
 
     reps = max(1, int(round(len(images) / max(len(scene.anchors), 1))))
-    targets = [v.train_view(device) for v in scene.anchors for _ in range(reps)]
+    targets = [v.train_view(device, depth=depth) for v in scene.anchors for _ in range(reps)]
     Kt = torch.as_tensor(np.asarray(K, np.float32), device=device)
     for i in range(len(images)):
         img = images[i].float().to(device)
@@ -100,15 +100,17 @@ def rectification_targets(scene: CoarseScene, images, poses, K, device) -> list:
     return targets
 
 
-def rectify(scene: CoarseScene, images, poses, K, *, iters: int, seed: int, backend: str, device):
-    """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses`; (g, losses)."""
+def rectify(scene: CoarseScene, images, poses, K, *, iters: int, seed: int, backend: str, device,
+            depth_weight: float = 0.0):
+    """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses` (and, weighted by
+    `depth_weight`, to the anchors' depth, so the fit keeps the geometry); (g, losses)."""
 
     g = scene.gaussians.clone().to(device)
     if iters <= 0:
         return g, []
     # one iteration = one anchor step and one view step on average (see rectification_targets)
-    rep = optimise(g, rectification_targets(scene, images, poses, K, device), 2 * int(iters), seed=int(seed),
-                   backend=backend)
+    rep = optimise(g, rectification_targets(scene, images, poses, K, device, depth=depth_weight > 0), 2 * int(iters),
+                   seed=int(seed), backend=backend, depth_weight=depth_weight)
     return g.detach(), [float(x) for x in rep.losses]
 
 
@@ -198,7 +200,7 @@ class MCSLoop:
         tm["model_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         g, losses = rectify(self.scene, imgs, self.poses, self.K, iters=p.gs_iters, seed=p.seed + k, backend=self.backend,
-                            device=self.device)
+                            device=self.device, depth_weight=p.depth_weight)
         tm["rectify_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rgb, _, alpha = render_views(g, self.poses, self.K, self.W, self.H, backend=self.backend)
@@ -228,7 +230,7 @@ class MCSLoop:
         tf = time.perf_counter()
         imgs = self.denoiser.decode(self.x.to(self.device)).float()
         g, losses = rectify(self.scene, imgs, self.poses, self.K, iters=self.params.gs_iters, seed=self.params.seed + 10_000,
-                            backend=self.backend, device=self.device)
+                            backend=self.backend, device=self.device, depth_weight=self.params.depth_weight)
         rgb, _, _ = render_views(g, self.poses, self.K, self.W, self.H, backend=self.backend)
         ply, rep = encode_ply(g.to("cpu"), comments={"vd_stage": "fine", "vd_fine_key": key})
         info = {"gs_loss_first": losses[0] if losses else None, "gs_loss_final": _tail_mean(losses),

@@ -11,10 +11,14 @@
 2. Depth on the canvas: a model that estimates novel views (MoGe) runs once on the canvas and
    the input frame is its crop. The `file` backend knows the input only: its depth is used for
    the input and extended into the ring by `vd.align.complete_depth`.
-3. Views: input (identity pose, supervises every pixel, spawns ¬edge ∧ valid) and ring (the
-   canvas camera, same pose; supervises and spawns the ring ∧ ¬edge ∧ valid). Edges are
-   `vd.align.spawn_edges` (depth discontinuities, not smooth slopes).
-4. Gaussians from both views, optimised together for `init_iters` iterations.
+3. Views: input (identity pose, supervises and spawns every pixel of valid depth) and ring (the
+   canvas camera, same pose; supervises and spawns the ring ∧ valid). Depth-edge pixels
+   (`vd.align.spawn_edges`: discontinuities, not smooth slopes) spawn too, on the surface they
+   belong to (`vd.align.assign_edge_depth`): upstream left them out, which leaves a dark
+   outline around every discontinuity (docs/upstream.md#depth-edges).
+4. Gaussians from both views, optimised together for `init_iters` iterations against the
+   images and, weighted by `depth_weight`, against the depth they were placed at (so the
+   photometric loss cannot slide them along their rays).
 
 `--no-outpaint` skips 1 and keeps the input view only.
 """
@@ -25,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vd.align import complete_depth, spawn_edges
+from vd.align import assign_edge_depth, complete_depth, spawn_edges
 from vd.views import View
 
-VERSION = 1
+VERSION = 2  # 2: edge pixels spawn (assigned to a side), depth term
+LIFT_FOOTPRINT = 0.7  # Gaussians' extent in pixel spacings (vd.lift): sharper input views than 1.0, as much coverage
 
 
 def canvas_padding(width: int, height: int, expansion: float) -> tuple[int, int]:
@@ -51,7 +56,7 @@ class ScaffoldResult:
 
 def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expansion: float = 0.3, outpaint: bool = True,
                    init_iters: int = 100, seed: int = 0, render_backend: str = "auto", device: str = "cpu",
-                   image_plan=None, edge_times: float = 0.05) -> ScaffoldResult:
+                   image_plan=None, edge_times: float = 0.05, depth_weight: float = 0.0) -> ScaffoldResult:
     """Compute the scaffold from an RGB uint8 [H, W, 3] image (see the module docstring)."""
     import torch
 
@@ -68,25 +73,26 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
     ring[inner] = False
     canvas = outpaint_canvas(rgb, ring, inner, inpaint_backend, seed) if use_ring else rgb
     depth_c, valid_c, K_in, K_c = canvas_depth(rgb, canvas, ring, inner, depth_backend, image_plan, use_ring)
-    edges_c = spawn_edges(depth_c, valid_c, times=edge_times)
+    depth_c = assign_edge_depth(depth_c, spawn_edges(depth_c, valid_c, times=edge_times), valid_c)
 
     eye = np.eye(4)
-    d_in, v_in, e_in = depth_c[inner].copy(), valid_c[inner].copy(), edges_c[inner].copy()
+    d_in, v_in = depth_c[inner].copy(), valid_c[inner].copy()
     views = [View(
         name="input", kind="input", rgb=rgb, depth=d_in, K=K_in.astype(np.float32), world_from_camera=eye,
-        supervise=np.ones((H, W), dtype=bool), spawn=v_in & ~e_in, hole=np.zeros((H, W), dtype=bool),
+        supervise=np.ones((H, W), dtype=bool), spawn=v_in, hole=np.zeros((H, W), dtype=bool),
     )]
     if use_ring:
         views.append(View(
             name="ring", kind="ring", rgb=canvas, depth=depth_c, K=K_c.astype(np.float32), world_from_camera=eye.copy(),
-            supervise=ring.copy(), spawn=ring & valid_c & ~edges_c, hole=ring.copy(),
+            supervise=ring.copy(), spawn=ring & valid_c, hole=ring.copy(),
         ))
 
-    parts = [gaussians_from_rgbd(v.rgb, v.depth, v.K.astype(np.float32), v.world_from_camera.astype(np.float32), v.spawn)
-             for v in views]
+    parts = [gaussians_from_rgbd(v.rgb, v.depth, v.K.astype(np.float32), v.world_from_camera.astype(np.float32), v.spawn,
+                                 footprint=LIFT_FOOTPRINT) for v in views]
     g = Gaussians.cat(parts).to(device)
     torch.manual_seed(int(seed))
-    rep = optimise(g, [v.train_view(device) for v in views], int(init_iters), seed=int(seed), backend=render_backend)
+    rep = optimise(g, [v.train_view(device, depth=depth_weight > 0) for v in views], int(init_iters), seed=int(seed),
+                   backend=render_backend, depth_weight=depth_weight)
     return ScaffoldResult(views=views, gaussians=g, counts=[len(p) for p in parts], loss=float(rep.final_loss),
                           depth_valid_fraction=float(valid_c[inner].mean()))
 

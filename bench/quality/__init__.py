@@ -1,0 +1,1 @@
+"""The quality evaluation: synthetic scenes with exact depth, camera moves, scores (see run.py)."""

@@ -1,0 +1,162 @@
+"""The quality evaluation: synthetic scenes with exact depth, vd's stages, scores at a dozen moves.
+
+    python -m bench.quality.run                       # every scene, every method -> bench/quality-results.json
+    python -m bench.quality.run --scenes room --methods lift scaffold --png /tmp/q
+
+For each scene (`bench.quality.scenes`), the photo and its exact depth are written as a `file`
+backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaussians from it:
+
+- ``lift``: no optimisation, one Gaussian per pixel at the given depth (`vd.lift.gaussians_from_rgbd`);
+- ``scaffold``: the scaffold of `vd coarse` (outpaint with telea, optimisation);
+- ``coarse``: `vd coarse` with default flags; ``closest``: with ``--fallback closest``;
+- ``fine``: `vd fine --inpaint-backend telea --allow-classical` on the ``closest`` scene, cut down
+  for the CPU (FINE below: 4 views, 3 steps, 30 iterations per fit; defaults 8 / 9 / 192).
+
+Each is scored at the input view and every move (`bench.quality.score`); timings are wall-clock
+seconds of the method (the coarse runs share the scaffold through the cache, so ``coarse`` and
+``closest`` time their own views only when run after ``scaffold``). Renders go to --png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality.scenes import SCENES, make_scene
+from bench.quality.score import ground_truth, render_view, score_view, summarise
+
+METHODS = ("lift", "scaffold", "coarse", "closest", "fine")
+FINE = {"views": 4, "steps": 3, "gs_iters": 30}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_input(gt, folder: Path) -> Path:
+    """The input view as a `file` depth backend input; returns the image path."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gt.rgb).save(folder / "rgb.png")
+    np.save(folder / "rgb.depth.npy", gt.depth)
+    H, W = gt.depth.shape
+    (folder / "intrinsics.json").write_text(json.dumps({"K": np.asarray(gt.K).tolist(), "width": W, "height": H}))
+    return folder / "rgb.png"
+
+
+def coarse_gaussians(image: Path, fallback: str, cache, n_frames: int | None = None, out: Path | None = None,
+                     **params):
+    """(scaffold Gaussians, coarse Gaussians, summary) of `vd coarse` on the image, offline on CPU."""
+    from vd.params import CoarseParams
+    from vd.stages.coarse import run_coarse
+
+    p = CoarseParams(fallback=fallback, **({"n_frames": n_frames} if n_frames else {}), **params)
+    res = run_coarse(image, p, depth_backend="file", inpaint_backend="telea", render_backend="torch", device="cpu",
+                     cache=cache, out=out)
+    return res.scaffold, res.gaussians, res.summary
+
+
+def fine_gaussians(coarse_dir: Path, cache):
+    """The Gaussians of `vd fine --allow-classical` (telea stand-in for the diffusion model) on a coarse folder."""
+    from vd.params import FineParams
+    from vd.ply import read_ply
+    from vd.stages.denoisers import ClassicalDenoiser
+    from vd.stages.fine import run_fine
+
+    res = run_fine(coarse_dir, coarse_dir / "fine", FineParams(**FINE, render_backend="torch"),
+                   denoiser_factory=lambda: ClassicalDenoiser("cpu"), device="cpu", cache=cache)
+    return read_ply(res.ply)[0]
+
+
+def lift_gaussians(gt):
+    from vd.lift import gaussians_from_rgbd
+
+    return gaussians_from_rgbd(gt.rgb, gt.depth, gt.K.astype(np.float32))
+
+
+def run_scene(name: str, methods, work: Path, cache, *, width: int, height: int, n_frames=None, png: Path | None = None,
+              params: dict | None = None) -> dict:
+    scene = make_scene(name, width, height)
+    gts = ground_truth(scene)
+    image = write_input(gts[0], work / name)
+    out = {"scene": name, "size": [width, height], "median_depth": float(np.median(gts[0].depth[gts[0].depth > 0])),
+           "methods": {}}
+    built = {}
+    for m in methods:
+        t0 = time.perf_counter()
+        if m == "lift":
+            g = lift_gaussians(gts[0])
+        elif m == "scaffold":
+            g, _, _ = coarse_gaussians(image, "none", cache, n_frames=2, **(params or {}))
+        elif m == "fine":
+            coarse_gaussians(image, "closest", cache, n_frames=n_frames, out=work / name / "closest", **(params or {}))
+            g = fine_gaussians(work / name / "closest", cache)
+        else:
+            _, g, summ = coarse_gaussians(image, "closest" if m == "closest" else "none", cache, n_frames=n_frames,
+                                          **(params or {}))
+            out.setdefault("views_added", {})[m] = summ["selected"]
+        seconds = time.perf_counter() - t0
+        rows = [score_view(g, gt) for gt in gts]
+        out["methods"][m] = {"seconds": seconds, "gaussians": len(g), "summary": summarise(rows), "views": rows}
+        built[m] = g
+        if png is not None:
+            save_pngs(png / name, m, g, gts)
+    return out
+
+
+def save_pngs(folder: Path, method: str, g, gts) -> None:
+    """The renders of a method at the input view and three moves, beside the ground truth."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for gt in gts[:1] + [x for x in gts if x.name in ("back", "right", "back-right-yaw")]:
+        pair = np.concatenate([gt.rgb, render_view(g, gt)], axis=1)
+        Image.fromarray(pair).save(folder / f"{method}-{gt.name}.png")
+
+
+def table(results: list[dict]) -> str:
+    """A markdown table: one row per scene and method."""
+    head = ("| scene | method | s | Gaussians | input cov | input PSNR | novel cov (mean / worst) | novel PSNR | "
+            "novel SSIM | novel AbsRel (all / seen) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in results:
+        for m, v in r["methods"].items():
+            s = v["summary"]
+            lines.append(f"| {r['scene']} | {m} | {v['seconds']:.1f} | {v['gaussians']} | {s['input_coverage']:.4f} | "
+                         f"{s['input_psnr']:.2f} | {s['novel_coverage']:.3f} / {s['novel_coverage_worst']:.3f} | "
+                         f"{s['novel_psnr']:.2f} | {s['novel_ssim']:.3f} | {s['novel_absrel']:.4f} / "
+                         f"{s.get('novel_absrel_seen', float('nan')):.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--size", type=int, nargs=2, default=(128, 96), metavar=("W", "H"))
+    ap.add_argument("--n-frames", type=int, default=None, help="vd coarse --n-frames (default: vd's)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/vd-quality"), help="inputs and the cache (VD_CACHE_DIR)")
+    ap.add_argument("--png", type=Path, default=None, help="write renders beside the ground truth here")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "quality-results.json")
+    a = ap.parse_args(argv)
+    from vd.cache import Cache
+
+    os.environ.setdefault("VD_CACHE_DIR", str(a.work / "cache"))
+    cache = Cache.open(os.environ["VD_CACHE_DIR"], remote=None)
+    results = []
+    for s in a.scenes:
+        t0 = time.perf_counter()
+        results.append(run_scene(s, a.methods, a.work, cache, width=a.size[0], height=a.size[1], n_frames=a.n_frames,
+                                 png=a.png))
+        results[-1]["seconds"] = time.perf_counter() - t0
+        print(table(results[-1:]).split("\n", 2)[-1], flush=True)
+    a.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results},
+                                indent=1) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
