@@ -90,9 +90,10 @@ def test_lift_scores_perfectly_where_it_is_exact():
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """The 64x48 room scored at four moves: the plain lift, the scaffold of vd coarse and vd coarse
-    with two added views (--fallback closest), as summaries (bench.quality.score.summarise)."""
-    from bench.quality.run import write_input
+    """The 64x48 room scored at four moves: the plain lift, the scaffold of vd coarse, vd coarse
+    with two added views (--fallback closest) and vd refine of its exported dataset (30 iterations),
+    as summaries (bench.quality.score.summarise)."""
+    from bench.quality.run import refine_gaussians, write_input
     from vd.cache import Cache
     from vd.lift import gaussians_from_rgbd
     from vd.params import CoarseParams
@@ -103,11 +104,13 @@ def small_run(tmp_path_factory):
     image = write_input(gts[0], tmp_path_factory.mktemp("quality"))
     cache = Cache.open(tmp_path_factory.mktemp("cache"), remote=None)
     res = run_coarse(image, CoarseParams(n_frames=4, init_iters=30, view_iters=30, fallback="closest"),
-                     depth_backend="file", inpaint_backend="telea", render_backend="torch", device="cpu", cache=cache)
+                     depth_backend="file", inpaint_backend="telea", render_backend="torch", device="cpu", cache=cache,
+                     out=image.parent / "closest")
     assert res.summary["selected"] == 2
     lift = gaussians_from_rgbd(gts[0].rgb, gts[0].depth, gts[0].K.astype(np.float32))
+    refined = refine_gaussians(image.parent / "closest", iters=30)
     return {name: summarise([score_view(g, gt) for gt in gts])
-            for name, g in (("lift", lift), ("scaffold", res.scaffold), ("coarse", res.gaussians))}
+            for name, g in (("lift", lift), ("scaffold", res.scaffold), ("coarse", res.gaussians), ("refine", refined))}
 
 
 def test_no_seams_at_the_input_view(small_run):
@@ -128,6 +131,17 @@ def test_added_views_keep_the_input_view_and_fill_holes(small_run):
     assert co["input_psnr"] >= sc["input_psnr"] - 0.5, small_run
     assert co["novel_coverage"] >= 0.95 and co["novel_coverage_worst"] >= 0.9, small_run
     assert co["novel_psnr"] >= small_run["lift"]["novel_psnr"] - 1.0, small_run
+
+
+def test_refine_keeps_the_input_view(small_run):
+    """vd refine of the exported dataset (the input view is one of its views) keeps the input view
+    covered and no worse, the novel views covered, and the seen geometry no worse than the plain lift's
+    (an export with its images upside down: input PSNR 20 dB)."""
+    co, rf = small_run["coarse"], small_run["refine"]
+    assert rf["input_coverage"] >= 0.995, small_run
+    assert rf["input_psnr"] >= co["input_psnr"] - 0.5, small_run
+    assert rf["novel_coverage"] >= co["novel_coverage"] - 0.02, small_run
+    assert rf["novel_absrel_seen"] <= small_run["lift"]["novel_absrel_seen"], small_run
 
 
 def test_depth_term_adds_the_relative_depth_error_of_the_render():

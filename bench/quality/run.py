@@ -10,7 +10,9 @@ backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaus
 - ``scaffold``: the scaffold of `vd coarse` (outpaint with telea, optimisation);
 - ``coarse``: `vd coarse` with default flags; ``closest``: with ``--fallback closest``;
 - ``fine``: `vd fine --inpaint-backend telea --allow-classical` on the ``closest`` scene, cut down
-  for the CPU (FINE below: 4 views, 3 steps, 30 iterations per fit; defaults 8 / 9 / 192).
+  for the CPU (FINE below: 4 views, 3 steps, 30 iterations per fit; defaults 8 / 9 / 192);
+- ``refine``: `vd export --format colmap` of the ``closest`` scene, then `vd refine` of that dataset
+  initialised from its coarse.ply, cut down for the CPU (REFINE below: 100 iterations; default 300).
 
 Each is scored at the input view and every move (`bench.quality.score`); timings are wall-clock
 seconds of the method (the coarse runs share the scaffold through the cache, so ``coarse`` and
@@ -30,8 +32,9 @@ import numpy as np
 from bench.quality.scenes import SCENES, make_scene
 from bench.quality.score import ground_truth, render_view, score_view, summarise
 
-METHODS = ("lift", "scaffold", "coarse", "closest", "fine")
+METHODS = ("lift", "scaffold", "coarse", "closest", "fine", "refine")
 FINE = {"views": 4, "steps": 3, "gs_iters": 30}
+REFINE = {"iters": 100}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,6 +74,23 @@ def fine_gaussians(coarse_dir: Path, cache):
     return read_ply(res.ply)[0]
 
 
+def refine_gaussians(coarse_dir: Path, **params):
+    """The Gaussians of `vd refine` (REFINE, then `params`) on the `vd export --format colmap` dataset of a coarse
+    folder, from its coarse.ply (memoised in the cache of $VD_CACHE_DIR: `refine` takes no cache argument)."""
+    from vd.export.source import resolve_source
+    from vd.export.write import write_export
+    from vd.ply import read_ply
+    from vd.stages.refine import refine
+
+    # stage="coarse": after ``fine`` the folder also holds fine/fine.ply, which export would pick by default
+    src = resolve_source(coarse_dir, "coarse")
+    dataset = coarse_dir.parent / "refine-dataset"
+    write_export(src, "colmap", dataset, force=True)
+    res = refine(dataset, coarse_dir / "coarse.ply", coarse_dir.parent / "refine", device="cpu",
+                 **{**REFINE, **params})
+    return read_ply(res.ply)[0]
+
+
 def lift_gaussians(gt):
     from vd.lift import gaussians_from_rgbd
 
@@ -91,9 +111,10 @@ def run_scene(name: str, methods, work: Path, cache, *, width: int, height: int,
             g = lift_gaussians(gts[0])
         elif m == "scaffold":
             g, _, _ = coarse_gaussians(image, "none", cache, n_frames=2, **(params or {}))
-        elif m == "fine":
-            coarse_gaussians(image, "closest", cache, n_frames=n_frames, out=work / name / "closest", **(params or {}))
-            g = fine_gaussians(work / name / "closest", cache)
+        elif m in ("fine", "refine"):
+            closest = work / name / "closest"
+            coarse_gaussians(image, "closest", cache, n_frames=n_frames, out=closest, **(params or {}))
+            g = fine_gaussians(closest, cache) if m == "fine" else refine_gaussians(closest)
         else:
             _, g, summ = coarse_gaussians(image, "closest" if m == "closest" else "none", cache, n_frames=n_frames,
                                           **(params or {}))
