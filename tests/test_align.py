@@ -187,3 +187,15 @@ def _translate(x, y, z):
     T = np.eye(4)
     T[:3, 3] = (x, y, z)
     return T
+
+
+def test_occluding_pixels_are_the_near_side_of_a_jump():
+    from vd.align import occluding_pixels, spawn_edges
+
+    d = _step(flying=False)  # 2 m on the left, 5 m on the right
+    occ = occluding_pixels(d, spawn_edges(d, d > 0), d > 0)
+    assert occ[:, 7].all()  # the foreground's last column
+    assert not occ[:, 8:].any()  # the background is not occluding
+    assert not occ[:, :7].any()  # nor is the foreground's interior
+    flat = np.full((12, 16), 3.0, np.float32)
+    assert not occluding_pixels(flat, np.ones_like(flat, bool)).any()

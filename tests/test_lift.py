@@ -141,3 +141,16 @@ def test_fronto_parallel_surfels_get_identity_rotation():
     g = gaussians_from_rgbd(np.zeros((H, W, 3), np.float32), np.full((H, W), 2.0, np.float32), K)
     assert torch.allclose(g.quats, torch.tensor([1.0, 0, 0, 0]).expand(len(g), 4), atol=1e-6)
     assert (g.log_scales[:, 2] < g.log_scales[:, 0] - 2).all()  # still thin along z
+
+
+def test_footprint_map_sets_each_pixels_extent():
+    d = np.full((H, W), 2.0, np.float32)
+    fp = np.full((H, W), 1.0, np.float32)
+    fp[:, : W // 2] = 0.25
+    g = gaussians_from_rgbd(np.full((H, W, 3), 0.5, np.float32), d, K, footprint=fp)
+    s = g.log_scales.exp().max(dim=1).values.reshape(H, W)
+    assert torch.allclose(s[:, : W // 2], s[:, W // 2:] * 0.25, rtol=1e-4)
+    scalar = gaussians_from_rgbd(np.full((H, W, 3), 0.5, np.float32), d, K, footprint=0.25)
+    assert torch.allclose(scalar.log_scales.reshape(H, W, 3)[:, :4], g.log_scales.reshape(H, W, 3)[:, :4])
+    with pytest.raises(ValueError, match="footprint"):
+        gaussians_from_rgbd(np.full((H, W, 3), 0.5, np.float32), d, K, footprint=np.ones((H, W + 1), np.float32))

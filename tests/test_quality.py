@@ -135,11 +135,12 @@ def test_added_views_keep_the_input_view_and_fill_holes(small_run):
 
 def test_refine_keeps_the_input_view(small_run):
     """vd refine of the exported dataset (the input view is one of its views) keeps the input view
-    covered and no worse, the novel views covered, and the seen geometry no worse than the plain lift's
-    (an export with its images upside down: input PSNR 20 dB)."""
+    covered and at the issue's 33 dB (its 30 iterations start by blurring a coarse scene that reaches
+    ~39 dB here), the novel views covered, and the seen geometry no worse than the plain lift's (an
+    export with its images upside down: input PSNR 20 dB)."""
     co, rf = small_run["coarse"], small_run["refine"]
     assert rf["input_coverage"] >= 0.995, small_run
-    assert rf["input_psnr"] >= co["input_psnr"] - 0.5, small_run
+    assert rf["input_psnr"] >= 33.0, small_run
     assert rf["novel_coverage"] >= co["novel_coverage"] - 0.02, small_run
     assert rf["novel_absrel_seen"] <= small_run["lift"]["novel_absrel_seen"], small_run
 

@@ -118,3 +118,36 @@ def test_defaults_and_bad_arguments():
     seen = []
     optimise(g, [v], 2, progress=lambda i, loss: seen.append((i, loss)))
     assert [i for i, _ in seen] == [0, 1]
+
+
+def test_fit_colours_undoes_the_blur_of_overlapping_gaussians():
+    from vd.train import fit_colours
+
+    rgb, depth = synthetic_view()
+    g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))  # one pixel's footprint: neighbours blend in
+    view = TrainView(rgb, np.ones((H, W), bool), K, np.eye(4, dtype=np.float32))
+    before = psnr(render(g, torch.eye(4), torch.from_numpy(K), W, H).rgb[0], torch.from_numpy(rgb))
+    geometry = {k: getattr(g, k).clone() for k in ("means", "log_scales", "quats", "opacity_logits")}
+    fit_colours(g, [view], 6)
+    after = psnr(render(g, torch.eye(4), torch.from_numpy(K), W, H).rgb[0], torch.from_numpy(rgb))
+    assert after > before + 8.0 and after > 32.0
+    for k, t in geometry.items():  # colours only
+        assert torch.equal(getattr(g, k), t), k
+
+
+def test_fit_colours_touches_only_trainable_gaussians_and_supervised_pixels():
+    from vd.train import fit_colours
+
+    rgb, depth = synthetic_view()
+    g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+    before = g.sh.clone()
+    trainable = torch.zeros(len(g), dtype=torch.bool)
+    trainable[: len(g) // 2] = True
+    fit_colours(g, [TrainView(rgb, None, K, np.eye(4))], 3, trainable=trainable)
+    assert torch.equal(g.sh[~trainable], before[~trainable])
+    assert not torch.equal(g.sh[trainable], before[trainable])
+    # a view that supervises nothing changes nothing
+    g2 = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+    sh2 = g2.sh.clone()
+    fit_colours(g2, [TrainView(rgb, np.zeros((H, W), bool), K, np.eye(4))], 3)
+    assert torch.equal(g2.sh, sh2)

@@ -87,7 +87,7 @@ def gaussians_from_rgbd(
     max_stretch: float = 5.0,
     max_jump: float = 0.05,
     sh_degree: int = 0,
-    footprint: float = 1.0,
+    footprint=1.0,
 ) -> Gaussians:
     """One Gaussian per valid pixel of an RGB-D frame (see the module docstring).
 
@@ -96,7 +96,8 @@ def gaussians_from_rgbd(
     optional [H,W,3] unit normals in the same OpenCV camera frame (x right, y down, z forward),
     e.g. from the depth model, used instead of the depth-tangent normal where finite (their sign
     does not matter). `footprint` scales every Gaussian's in-surface extent (1: one pixel's
-    spacing, upstream's σ = depth/focal/√2; smaller is sharper at the view it was lifted from).
+    spacing, upstream's σ = depth/focal/√2; smaller is sharper at the view it was lifted from); a
+    float, or an [H,W] map for a footprint per pixel.
     Numpy or torch inputs; the result is on CPU.
     """
     rgb_t = _t(rgb) if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8) else torch.from_numpy(rgb.astype(np.float32) / 255.0)
@@ -123,7 +124,8 @@ def gaussians_from_rgbd(
         return Gaussians.empty(sh_degree)
     P = backproject(zc, Kt)  # [H,W,3]
     f = 0.5 * (Kt[0, 0].abs() + Kt[1, 1].abs())
-    base = (zc / f / math.sqrt(2.0)).reshape(-1)[idx] * float(footprint)  # isotropic sigma
+    fp = _footprints(footprint, z.shape, idx)
+    base = (zc / f / math.sqrt(2.0)).reshape(-1)[idx] * fp  # isotropic sigma
     log_scales = torch.log(base.clamp_min(1e-12))[:, None].repeat(1, 3)
     Rcam = torch.eye(3).expand(n, 3, 3).clone()
     aniso = torch.zeros(n, dtype=torch.bool)
@@ -157,8 +159,8 @@ def gaussians_from_rgbd(
         good &= e1n > 1e-12
         e1 = e1 / e1n.clamp_min(1e-30)[:, None]
         e2 = torch.cross(nhat, e1, dim=-1)
-        s1 = (tu * e1).sum(-1).abs() / math.sqrt(2.0) * float(footprint)
-        s2 = (tv * e2).sum(-1).abs() / math.sqrt(2.0) * float(footprint)
+        s1 = (tu * e1).sum(-1).abs() / math.sqrt(2.0) * fp
+        s2 = (tv * e2).sum(-1).abs() / math.sqrt(2.0) * fp
         cap = max_stretch * base
         s1 = torch.minimum(torch.maximum(s1, base / max_stretch), cap)
         s2 = torch.minimum(torch.maximum(s2, base / max_stretch), cap)
@@ -181,6 +183,16 @@ def gaussians_from_rgbd(
     g = Gaussians(means.contiguous(), log_scales.contiguous(), quats.contiguous(), op, sh)
     g.anisotropic_mask = aniso  # informational; not part of the container's fields
     return g
+
+
+def _footprints(footprint, shape, idx: Tensor) -> Tensor:
+    """Per-Gaussian footprints [n] from a scalar or an [H,W] map."""
+    if isinstance(footprint, (int, float)):
+        return torch.full((idx.numel(),), float(footprint))
+    fp = _t(footprint).cpu().float()
+    if tuple(fp.shape) != tuple(shape):
+        raise ValueError(f"footprint must be a number or an [H,W] = {tuple(shape)} map, got {tuple(fp.shape)}")
+    return fp.reshape(-1)[idx]
 
 
 __all__ = ["backproject", "gaussians_from_rgbd"]

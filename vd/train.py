@@ -201,4 +201,52 @@ def optimise(
     return rep
 
 
-__all__ = ["DEFAULT_LRS", "TrainReport", "TrainView", "depth_loss", "masked_l1", "optimise", "view_loss"]
+def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor | None = None,
+                backend: str = "auto") -> None:
+    """Solve, in place, for the base colours (SH DC) that reproduce `views` over their supervised
+    pixels with the geometry and opacities fixed.
+
+    A lifted Gaussian overlaps its neighbours, so its pixel's own colour renders blurred; the
+    rendered colour is linear in the Gaussians' colours, and a few SIRT iterations (residual
+    divided by each pixel's alpha, back-projected with the compositing weights, divided by each
+    Gaussian's total weight) deconvolve it. Cheaper than the optimiser's iterations, whose colour
+    learning rate moves a colour by about 0.01 in 30 steps.
+    """
+    from vd.render.sh import C0
+
+    if len(g) == 0 or iters <= 0 or not views:
+        return
+    dev = g.device
+    name = resolve_backend(backend, dev)
+    keep = None if trainable is None else torch.as_tensor(trainable, device=dev).to(torch.bool)
+    fixed = {k: getattr(g, k).detach() for k in ("means", "log_scales", "quats", "opacity_logits")}
+    sh_rest = g.sh[:, 1:].detach()
+    targets = [(v.rgb.to(dev), v.mask.to(dev), v.K.to(dev)[None], v.camera_from_world.to(dev)[None], v.width, v.height)
+               for v in views]
+
+    def weights(dc: Tensor, rgb, mask, K, vm, W, H, residual: bool) -> Tensor:
+        dc = dc.detach().requires_grad_(True)
+        out = render(Gaussians(sh=torch.cat([dc[:, None], sh_rest], 1), **fixed), vm, K, W, H, backend=name)
+        m = mask[..., None].float()
+        if residual:  # Σ_p w_i(p) (t_p − r_p) / α_p
+            r = (rgb - out.rgb[0]).detach() / out.alpha[0].detach().clamp_min(1e-3)[..., None]
+            (out.rgb[0] * r * m).sum().backward()
+        else:  # Σ_p w_i(p)
+            (out.rgb[0] * m).sum().backward()
+        return dc.grad / C0
+
+    dc = g.sh[:, 0].detach().clone()
+    with torch.enable_grad():
+        column = [weights(dc, *t, residual=False) for t in targets]
+        for it in range(int(iters)):
+            for t, col in zip(targets, column):
+                step = weights(dc, *t, residual=True) / col.clamp_min(1e-6)
+                step = torch.where(col > 1e-3, step, torch.zeros_like(step))
+                if keep is not None:
+                    step[~keep] = 0.0
+                dc = dc + step / C0
+    with torch.no_grad():
+        g.sh[:, 0] = dc
+
+
+__all__ = ["DEFAULT_LRS", "TrainReport", "TrainView", "depth_loss", "fit_colours", "masked_l1", "optimise", "view_loss"]

@@ -17,9 +17,11 @@ size + margin with the input focal and a centred principal point:
    (`vd.align.in_front_of_views`): new Gaussians go into true holes only, behind or beside the
    known geometry, never in front of what was right; spawn = supervise = hole ∧ ¬in front
    (∧ valid depth for spawn); new Gaussians from the spawn mask;
-6. optimise the new Gaussians only (all earlier ones frozen) against all views, each over its
-   supervised pixels (the input: all of them; the ring and added views: their generated pixels)
-   and, weighted by `depth_weight`, against each view's depth where it spawned.
+6. lift them as the scaffold does (`vd.stages.scaffold.lift_footprints`, nearly opaque), solve
+   their colours against the new view (`vd.train.fit_colours`), optimise the new Gaussians only
+   (all earlier ones frozen) against all views, each over its supervised pixels (the input: all
+   of them; the ring and added views: their generated pixels) and, weighted by `depth_weight`,
+   against each view's depth where it spawned; solve their colours again.
 
 Memoisation: the scaffold and every added view are separate cache entries; view k's key is
 `step_key(key of view k−1, "view", k, ...)`, and a view entry stores only that view and its
@@ -43,13 +45,14 @@ from vd.cache import content_hash, stage_key
 from vd.holes import hole_masks
 from vd.params import CoarseParams
 from vd.render import render
-from vd.stages.scaffold import LIFT_FOOTPRINT
+from vd.stages.scaffold import COLOUR_FIT_ITERS, LIFT_OPACITY, lift_footprints
 from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
 
-SCAFFOLD_VERSION = 2  # 2: edge pixels spawn on their side, depth term
-VIEW_VERSION = 3  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term
+SCAFFOLD_VERSION = 3  # 2: edge pixels spawn on their side, depth term; 3: colour fit, opaque lift, edge footprint
+VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term;
+# 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
 
 EXACT_BATCH = 8  # close calls measured exactly per round of scan_ratios
 GPU_ITERS = (100, 500)  # upstream init / per-view iterations
@@ -237,10 +240,12 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
 
     from vd.gaussians import Gaussians
     from vd.lift import gaussians_from_rgbd
-    from vd.train import optimise
+    from vd.train import fit_colours, optimise
 
+    valid = np.isfinite(view.depth) & (view.depth > 0)
+    footprint = lift_footprints(view.depth, spawn_edges(view.depth, valid, times=ctx.p.edge_times), valid)
     new_g = gaussians_from_rgbd(view.rgb, view.depth, view.K, view.world_from_camera.astype(np.float32),
-                                view.spawn, footprint=LIFT_FOOTPRINT).to(g_all.means.device)
+                                view.spawn, footprint=footprint, opacity=LIFT_OPACITY).to(g_all.means.device)
     if len(new_g) == 0 or ctx.view_iters <= 0:
         return new_g, float("nan")
     g2 = Gaussians.cat([g_all, new_g])
@@ -248,8 +253,10 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
     trainable[len(g_all):] = True
     dw = float(ctx.p.depth_weight)
     targets = [v.train_view(ctx.device, depth=dw > 0) for v in views + [view]]
+    fit_colours(g2, targets[-1:], COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     rep = optimise(g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend,
                    depth_weight=dw)
+    fit_colours(g2, targets[-1:], COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)
 
 
