@@ -199,3 +199,26 @@ def test_occluding_pixels_are_the_near_side_of_a_jump():
     assert not occ[:, :7].any()  # nor is the foreground's interior
     flat = np.full((12, 16), 3.0, np.float32)
     assert not occluding_pixels(flat, np.ones_like(flat, bool)).any()
+
+
+def test_in_front_of_views_drops_a_rim_point_beside_a_silhouette():
+    """A point 3 m away that falls between a 2 m foreground pixel and the 6 m background beside it
+    is in front of that background (the pixel it falls in alone would say it is behind)."""
+    from types import SimpleNamespace
+
+    from vd.align import in_front_of_views
+
+    K = np.array([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]])
+    d = np.full((12, 16), 6.0, np.float32)
+    d[:, :8] = 2.0  # the foreground ends at column 7
+    known = SimpleNamespace(depth=d, K=K, world_from_camera=np.eye(4))
+    depth = np.full((12, 16), 3.0, np.float32)
+    mask = np.zeros((12, 16), bool)
+    mask[5, 6] = True  # one pixel inside the foreground: behind it
+    assert not in_front_of_views(depth, K, np.eye(4), [known], mask)[5, 6]
+    mask[5, 6], mask[5, 7] = False, True
+    # the foreground's last pixel, 0.4 px to the right in the known view: it falls in the 2 m
+    # pixel, and spills over the 6 m one beside it
+    shifted = _translate(0.4 * 3.0 / 20.0, 0, 0)
+    assert in_front_of_views(depth, K, shifted, [known], mask)[5, 7]
+

@@ -246,8 +246,8 @@ def in_front_of_views(depth: np.ndarray, K, world_from_camera, views, mask: np.n
 
     The pixels of a new view (z-depth `depth`, intrinsics K, pose world_from_camera) are lifted
     and projected into each earlier view (objects with depth, K, world_from_camera, e.g.
-    `vd.views.View`); a point is *in front* when it lands inside that view at a pixel of known
-    depth D and is nearer than D·(1 − tol). Gaussians spawned there would occlude geometry that
+    `vd.views.View`); a point is *in front* when it lands inside that view nearer than D·(1 − tol),
+    D the farthest known depth of the four pixel centres around it. Gaussians spawned there would occlude geometry that
     was right (ORIG's occlusion removal, docs/upstream.md#depth-edges); a true hole lies behind
     what the earlier views see, or outside them."""
     m = np.asarray(mask, dtype=bool) & (np.asarray(depth) > 0)
