@@ -17,11 +17,11 @@ size + margin with the input focal and a centred principal point:
    (`vd.align.in_front_of_views`): new Gaussians go into true holes only, behind or beside the
    known geometry, never in front of what was right; spawn = supervise = hole ∧ ¬in front
    (∧ valid depth for spawn); new Gaussians from the spawn mask;
-6. lift them as the scaffold does (`vd.stages.scaffold.lift_footprints`, nearly opaque), solve
-   their colours against the new view (`vd.train.fit_colours`), optimise the new Gaussians only
-   (all earlier ones frozen) against all views, each over its supervised pixels (the input: all
-   of them; the ring and added views: their generated pixels) and, weighted by `depth_weight`,
-   against each view's depth where it spawned; solve their colours again.
+6. lift them as the scaffold does (`vd.stages.scaffold.lift_footprints`, nearly opaque),
+   optimise the new Gaussians only (all earlier ones frozen) against all views, each over its
+   supervised pixels (the input: all of them; the ring and added views: their generated pixels)
+   and, weighted by `depth_weight`, against each view's depth where it spawned; then solve their
+   colours against the new view (`vd.train.fit_colours`).
 
 Memoisation: the scaffold and every added view are separate cache entries; view k's key is
 `step_key(key of view k−1, "view", k, ...)`, and a view entry stores only that view and its
@@ -45,7 +45,7 @@ from vd.cache import content_hash, stage_key
 from vd.holes import hole_masks
 from vd.params import CoarseParams
 from vd.render import render
-from vd.stages.scaffold import COLOUR_FIT_ITERS, LIFT_OPACITY, lift_footprints
+from vd.stages.scaffold import LIFT_OPACITY, lift_footprints
 from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
@@ -56,6 +56,7 @@ VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of
 
 EXACT_BATCH = 8  # close calls measured exactly per round of scan_ratios
 GPU_ITERS = (100, 500)  # upstream init / per-view iterations
+VIEW_COLOUR_FIT_ITERS = 3  # before and after the optimisation; each iteration renders the whole scene at the view
 CPU_ITERS = (30, 60)  # documented CPU defaults (see bench/coarse.md); printed when used
 
 def resolved_iters(p: CoarseParams, device: str) -> tuple[int, int, bool]:
@@ -253,10 +254,10 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
     trainable[len(g_all):] = True
     dw = float(ctx.p.depth_weight)
     targets = [v.train_view(ctx.device, depth=dw > 0) for v in views + [view]]
-    fit_colours(g2, targets[-1:], COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
+    fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     rep = optimise(g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend,
                    depth_weight=dw)
-    fit_colours(g2, targets[-1:], COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
+    fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)
 
 
