@@ -222,3 +222,29 @@ def test_in_front_of_views_drops_a_rim_point_beside_a_silhouette():
     shifted = _translate(0.4 * 3.0 / 20.0, 0, 0)
     assert in_front_of_views(depth, K, shifted, [known], mask)[5, 7]
 
+
+
+def test_background_behind_edges_continues_the_far_surface_under_the_near_side():
+    """A 2 m post (columns 6–9) before a 5 m wall, red left of it and blue right of it: the layer
+    is the wall continued `band` pixels under each side of the post, just behind the wall, in
+    the colour of its own side; nothing behind the wall, nothing past the band."""
+    from vd.align import background_behind_edges, spawn_edges
+
+    d = np.full((10, 16), 5.0, np.float32)
+    d[:, 6:10] = 2.0
+    rgb = np.zeros((10, 16, 3), np.float32)
+    rgb[:, :6, 0] = 1.0
+    rgb[:, 10:, 2] = 1.0
+    rgb[:, 6:10] = 0.5
+    mask, layer, colour = background_behind_edges(d, rgb, spawn_edges(d, d > 0), d > 0, band=1)
+    assert mask[:, [6, 9]].all() and mask.sum() == 20  # the post's outer columns only
+    assert np.allclose(layer[mask], 5.0 * 1.01)  # behind the wall's own Gaussians, not in front of them
+    assert np.allclose(colour[:, 6], [1, 0, 0]) and np.allclose(colour[:, 9], [0, 0, 1])
+
+    mask, layer, colour = background_behind_edges(d, rgb, spawn_edges(d, d > 0), d > 0, band=2)
+    assert mask[:, 6:10].all() and not mask[:, :6].any() and not mask[:, 10:].any()
+    assert np.allclose(layer[mask], 5.05)
+    assert np.allclose(colour[:, 7], [1, 0, 0]) and np.allclose(colour[:, 8], [0, 0, 1])
+
+    flat = np.full((10, 16), 3.0, np.float32)
+    assert not background_behind_edges(flat, rgb, np.ones_like(flat, bool), band=4)[0].any()

@@ -89,3 +89,55 @@ def test_scaffold_optimisation_runs():
     s = build_scaffold(_rgb(24, 32), depth_backend=NovelDepth(), inpaint_backend=Fill(), init_iters=3, render_backend="torch")
     assert np.isfinite(s.loss)
     assert np.isfinite(s.gaussians.means.detach().numpy()).all()
+
+
+class PostDepth(NovelDepth):
+    """Input-only depth: a 2 m post (columns 28–35) before a 5 m wall."""
+
+    estimates_novel_views = False
+
+    def estimate(self, rgb, K_hint=None, plan=None):
+        from vd.models.depth import DepthResult
+
+        H, W = rgb.shape[:2]
+        depth = np.full((H, W), 5.0, np.float32)
+        depth[:, 28:36] = 2.0
+        K = np.array([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]], np.float32)
+        return DepthResult(depth=depth, K=K, valid=np.ones((H, W), bool))
+
+
+def test_hidden_layer_fills_what_a_sideways_move_uncovers_and_stays_hidden_at_the_input():
+    import torch
+
+    from vd.gaussians import Gaussians
+    from vd.render import render
+
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, :28] = (200, 40, 40)  # red wall left of the post, blue right of it
+    rgb[:, 36:] = (40, 40, 200)
+    rgb[:, 28:36] = (128, 128, 128)
+    s = build_scaffold(rgb, depth_backend=PostDepth(), inpaint_backend=Fill(), init_iters=0, render_backend="torch")
+    g = s.gaussians
+    assert s.hidden > 0 and len(g) == sum(s.counts) + s.hidden
+    views_only = Gaussians(*(t[:sum(s.counts)] for t in (g.means, g.log_scales, g.quats, g.opacity_logits, g.sh)))
+    K = torch.as_tensor(s.views[0].K)
+
+    def draw(gs, x):  # the camera moved x metres to the right
+        vm = torch.eye(4)
+        vm[0, 3] = -x
+        with torch.no_grad():
+            r = render(gs, vm, K, 64, 48, backend="torch")
+        return r.rgb[0].numpy(), r.alpha[0].numpy()
+
+    with_layer, _ = draw(g, 0.0)
+    without, _ = draw(views_only, 0.0)
+    assert np.abs(with_layer - without).max() < 0.03  # hidden at the input view
+    # 0.2 m to the right: the post shifts 5 px left, the wall 2 px, uncovering a strip right of it
+    rgb_l, alpha_l = draw(g, 0.2)
+    _, alpha_v = draw(views_only, 0.2)
+    rows = slice(10, 38)
+    hole = np.zeros((48, 64), bool)
+    hole[rows] = alpha_v[rows] < 0.5
+    assert hole.sum() >= 28  # at least a column of holes without the layer
+    assert (alpha_l[hole] > 0.5).all()  # filled with it
+    assert (rgb_l[hole][:, 2] > rgb_l[hole][:, 0] + 0.2).all()  # by the blue wall that continues there

@@ -151,3 +151,61 @@ def test_fit_colours_touches_only_trainable_gaussians_and_supervised_pixels():
     sh2 = g2.sh.clone()
     fit_colours(g2, [TrainView(rgb, np.zeros((H, W), bool), K, np.eye(4))], 3)
     assert torch.equal(g2.sh, sh2)
+
+
+def _patch_scene():
+    """A lifted view at 48×64, a 10×15-pixel patch of it trainable, two target views."""
+    rng = np.random.default_rng(0)
+    h, w = 48, 64
+    rgb = rng.random((h, w, 3)).astype(np.float32)
+    depth = (2.0 + 0.5 * rng.random((h, w))).astype(np.float32)
+    k = np.array([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]], np.float32)
+    g = gaussians_from_rgbd(rgb, depth, k, opacity=0.9)
+    patch = np.zeros((h, w), bool)
+    patch[5:15, 40:55] = True
+    trainable = torch.from_numpy(patch.reshape(-1))  # one Gaussian per pixel, in pixel order
+    moved = np.eye(4, dtype=np.float32)
+    moved[0, 3] = -0.1
+    target = np.clip(rgb + 0.1 * rng.standard_normal(rgb.shape), 0, 1).astype(np.float32)
+    mask = np.ones((h, w), bool)
+    mask[:, :8] = False
+    views = [TrainView(target, mask, k, np.eye(4, dtype=np.float32), depth=depth), TrainView(target, None, k, moved)]
+    return g, trainable, views, k, (h, w)
+
+
+def test_reach_window_holds_what_the_gaussians_can_change():
+    from vd.train import reach_window
+
+    g, trainable, _, k, (h, w) = _patch_scene()
+    box = reach_window(g.means[trainable], g.log_scales[trainable], torch.eye(4), torch.from_numpy(k), w, h)
+    assert box is not None
+    x0, y0, x1, y1 = box
+    assert x0 <= 40 - 12 and x1 >= 55 + 12 or x1 == w  # the patch and the margin
+    assert y0 == 0 and y1 >= 15 + 12
+    assert x0 > 0  # the left of the view is out of reach
+    behind = torch.eye(4)
+    behind[2, 3] = -2.2  # the camera moved 2.2 m forward: some Gaussians now behind it
+    assert reach_window(g.means[trainable], g.log_scales[trainable], behind, torch.from_numpy(k), w, h) is None
+    assert reach_window(g.means, g.log_scales, torch.eye(4), torch.from_numpy(k), w, h) is None  # the whole view
+
+
+def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_view(monkeypatch):
+    """Rendering only the window the trainable Gaussians reach changes nothing but the time."""
+    import vd.train as train
+    from vd.train import fit_colours
+
+    g, trainable, views, _, _ = _patch_scene()
+    runs = []
+    for whole in (False, True):
+        if whole:
+            monkeypatch.setattr(train, "reach_window", lambda *a, **kw: None)
+        h = g.clone()
+        rep = optimise(h, views, 12, trainable=trainable, depth_weight=1.0, seed=3)
+        fit_colours(h, views, 3, trainable=trainable)
+        runs.append((h, rep))
+    (a, ra), (b, rb) = runs
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        moved = (getattr(b, name) - getattr(g, name)).abs().max()
+        assert moved > 1e-4, name  # it trained
+        assert (getattr(a, name) - getattr(b, name)).abs().max() < 1e-2 * float(moved), name  # float noise: ~1e-3
+    assert abs(ra.final_loss - rb.final_loss) < 1e-5 * rb.final_loss  # the whole view's loss either way

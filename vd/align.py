@@ -172,9 +172,9 @@ def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float
 
 
 def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """a[y + dy, x + dx] for every pixel (0 outside the image)."""
-    p = np.pad(a, 1, mode="constant", constant_values=0)
-    H, W = a.shape
+    """a[y + dy, x + dx] for every pixel (0 outside the image; trailing axes, e.g. colour, kept)."""
+    p = np.pad(a, [(1, 1), (1, 1)] + [(0, 0)] * (a.ndim - 2), mode="constant", constant_values=0)
+    H, W = a.shape[:2]
     return p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
 
 
@@ -239,6 +239,52 @@ def occluding_pixels(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | N
             if dy or dx:
                 out |= _shifted(dv, dy, dx) > d * (1.0 + tol)
     return out & v & np.asarray(edges, dtype=bool)
+
+
+def background_behind_edges(depth: np.ndarray, rgb: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *,
+                            band: int = 4, tol: float = 0.05, behind_by: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The farther surface continued behind the near side of every depth jump, up to `band` pixels.
+
+    Returns (mask [H,W] bool, depth [H,W] float32, rgb [H,W,3] float32 in the units of `rgb`): the
+    pixels where the view sees a nearer surface in front of the continued one, and that surface's
+    depth and colour there. It starts at the occluding pixels (`occluding_pixels`), each taking the
+    mean depth and colour of its neighbours more than `tol` farther, and grows one pixel a step
+    into pixels nearer than the layer beside them. A camera that moves reveals a strip behind each
+    edge (and magnifies the near side, opening sub-pixel gaps at its outline); Gaussians of this
+    hidden layer fill it with the surface that continues there, as a layered depth image does,
+    where otherwise only an inpainted view would."""
+    d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    v = (d > 0) if valid is None else (np.asarray(valid, dtype=bool) & (d > 0))
+    d = np.where(v, d, 0.0).astype(np.float32)
+    col = np.asarray(rgb, dtype=np.float32)
+    layer = np.zeros(d.shape, dtype=np.float32)
+    layer_rgb = np.zeros(col.shape, dtype=np.float32)
+    mask = np.zeros(d.shape, dtype=bool)
+    # sources for the first step: the pixels themselves; later steps: the layer grown so far
+    src_d, src_rgb, src_ok = d, col, v
+    front = occluding_pixels(d, edges, v, tol=tol)
+    for _ in range(max(int(band), 0)):
+        cand = v & ~mask if mask.any() else front
+        acc_d = np.zeros(d.shape, dtype=np.float32)
+        acc_c = np.zeros(col.shape, dtype=np.float32)
+        cnt = np.zeros(d.shape, dtype=np.float32)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if not (dy or dx):
+                    continue
+                nd = _shifted(np.where(src_ok, src_d, 0.0), dy, dx)
+                behind = cand & (nd > d * (1.0 + tol))
+                acc_d = np.maximum(acc_d, np.where(behind, nd, 0.0))
+                acc_c += np.where(behind[..., None], _shifted(src_rgb, dy, dx), 0.0)
+                cnt += behind
+        new = cnt > 0
+        if not new.any():
+            break
+        layer[new] = acc_d[new] * (1.0 + behind_by) if not mask.any() else acc_d[new]
+        layer_rgb[new] = acc_c[new] / cnt[new][:, None]
+        mask |= new
+        src_d, src_rgb, src_ok = layer, layer_rgb, mask.copy()
+    return mask, layer, layer_rgb
 
 
 def in_front_of_views(depth: np.ndarray, K, world_from_camera, views, mask: np.ndarray, *, tol: float = 0.05) -> np.ndarray:

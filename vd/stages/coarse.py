@@ -114,7 +114,9 @@ class CoarseRun:
                                 depth=v.depth, masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole},
                                 tab="scaffold")
         stage.log_to_viewer(self.viewer, "log_gaussians", "scaffold", g)
+        hidden = self.scaffold_meta.get("hidden", 0)
         console.info(f"scaffold: {len(g)} Gaussians from {len(self.views)} view(s)"
+                     + (f", {hidden} of them behind depth edges" if hidden else "")
                      + (" (cached)" if self.scaffold_hit else f", loss {self.scaffold_meta.get('loss', float('nan')):.4f}"))
 
     def _compute_scaffold(self):
@@ -125,7 +127,7 @@ class CoarseRun:
                            outpaint=p.outpaint, init_iters=self.init_iters, seed=stage.seed_from_key(self.skey),
                            render_backend=self.rname, device=self.dev, image_plan=getattr(self.img, "plan", None),
                            edge_times=p.edge_times, depth_weight=p.depth_weight)
-        meta = {"counts": s.counts, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
+        meta = {"counts": s.counts, "hidden": s.hidden, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
 
     # --- the view loop ----------------------------------------------------------------------

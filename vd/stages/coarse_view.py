@@ -50,7 +50,8 @@ from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
 
-SCAFFOLD_VERSION = 3  # 2: edge pixels spawn on their side, depth term; 3: colour fit, opaque lift, edge footprint
+SCAFFOLD_VERSION = 4  # 2: edge pixels spawn on their side, depth term; 3: colour fit, opaque lift, edge footprint;
+# 4: the hidden background layer behind depth edges
 VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term;
 # 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
 

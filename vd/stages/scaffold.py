@@ -22,6 +22,12 @@
    (`vd.train.fit_colours`), optimised together for `init_iters` iterations against the images
    and, weighted by `depth_weight`, against the depth they were placed at (so the photometric
    loss cannot slide them along their rays), and their colours solved again.
+5. A hidden layer (`hidden_background`): the farther surface continued a few pixels under the
+   near side of every depth jump, just behind the surface it continues, so that it cannot show at
+   the input view. A camera that moves uncovers strips behind every edge and magnifies the near
+   side, opening gaps along its outline; this layer fills them with the surface that continues
+   there (as a layered depth image does) before any view has to be inpainted. It is not
+   optimised here (no view sees it yet); `vd fine` and `vd refine` train it where their views do.
 
 `--no-outpaint` skips 1 and keeps the input view only.
 """
@@ -32,16 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vd.align import assign_edge_depth, complete_depth, occluding_pixels, spawn_edges
+from vd.align import assign_edge_depth, background_behind_edges, complete_depth, occluding_pixels, spawn_edges
 from vd.views import View
 
-VERSION = 3  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint
+VERSION = 4  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
+# 4: hidden background layer behind depth edges
 LIFT_FOOTPRINT = 0.7  # Gaussians' extent in pixel spacings (vd.lift): sharper input views than 1.0, as much coverage
 EDGE_FOOTPRINT = 0.25  # on the near side of a depth jump: no tint on the surface behind it
 # nearly opaque: what a later view adds behind a surface must not show through it (at 0.8, 1–3 %
 # of a 400 m sky behind a 20 m facade moved the facade's rendered depth by 20–60 %)
 LIFT_OPACITY = 0.99
 COLOUR_FIT_ITERS = 6  # vd.train.fit_colours iterations before and after the optimisation
+# how far the hidden background layer reaches under the near side of a depth jump
+# (vd.align.background_behind_edges), as a fraction of the canvas's larger side: 5 px at 166
+# (the evaluation's 128×96 canvas); 0.015 covers as much there, 0.05 no more
+BACKGROUND_BAND = 0.03
 
 
 def canvas_padding(width: int, height: int, expansion: float) -> tuple[int, int]:
@@ -58,6 +69,7 @@ class ScaffoldResult:
     views: list[View]  # input (+ ring)
     gaussians: object  # Gaussians (all frames, optimised)
     counts: list[int]  # Gaussians per view, in view order
+    hidden: int  # Gaussians of the layer behind depth edges (after the views')
     loss: float
     depth_valid_fraction: float
 
@@ -105,9 +117,27 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
     targets = [v.train_view(device, depth=depth_weight > 0) for v in views]
     fit_colours(g, targets, COLOUR_FIT_ITERS, backend=render_backend)
     rep = optimise(g, targets, int(init_iters), seed=int(seed), backend=render_backend, depth_weight=depth_weight)
-    fit_colours(g, targets, COLOUR_FIT_ITERS, backend=render_backend)  # the optimiser's first steps blur colours again
-    return ScaffoldResult(views=views, gaussians=g, counts=[len(p) for p in parts], loss=float(rep.final_loss),
+    hidden = hidden_background(canvas, depth_c, edges_c, valid_c, K_c)
+    visible = torch.ones(len(g) + len(hidden), dtype=torch.bool, device=g.means.device)
+    visible[len(g):] = False
+    g = Gaussians.cat([g, hidden.to(device)])
+    # the optimiser's first steps blur colours again; the hidden layer stays the colour it continues
+    fit_colours(g, targets, COLOUR_FIT_ITERS, trainable=visible, backend=render_backend)
+    return ScaffoldResult(views=views, gaussians=g, counts=[len(p) for p in parts], hidden=len(hidden),
+                          loss=float(rep.final_loss),
                           depth_valid_fraction=float(valid_c[inner].mean()))
+
+
+def hidden_background(canvas: np.ndarray, depth: np.ndarray, edges: np.ndarray, valid: np.ndarray, K: np.ndarray):
+    """Gaussians of the farther surface continued behind the near side of each depth jump
+    (`vd.align.background_behind_edges`, BACKGROUND_BAND of the canvas's larger side), hidden at the
+    input view and revealed when the camera moves."""
+    from vd.lift import gaussians_from_rgbd
+
+    band = int(round(BACKGROUND_BAND * max(depth.shape)))
+    mask, layer, layer_rgb = background_behind_edges(depth, canvas.astype(np.float32) / 255.0, edges, valid, band=band)
+    return gaussians_from_rgbd(layer_rgb, layer, K.astype(np.float32), mask=mask, footprint=LIFT_FOOTPRINT,
+                               opacity=LIFT_OPACITY)
 
 
 def lift_footprints(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray) -> np.ndarray:
