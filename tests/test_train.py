@@ -189,20 +189,26 @@ def test_reach_window_holds_what_the_gaussians_can_change():
     assert reach_window(g.means, g.log_scales, torch.eye(4), torch.from_numpy(k), w, h) is None  # the whole view
 
 
-def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_view(monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", pytest.param("gsplat", marks=pytest.mark.gpu)])
+def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_view(monkeypatch, backend):
     """Rendering only the window the trainable Gaussians reach changes nothing but the time."""
     import vd.train as train
     from vd.train import fit_colours
 
+    if backend == "gsplat":
+        pytest.importorskip("gsplat")
+    device = "cuda" if backend == "gsplat" else "cpu"
     g, trainable, views, _, _ = _patch_scene()
+    g, trainable = g.to(device), trainable.to(device)
     runs = []
     for whole in (False, True):
         if whole:
             monkeypatch.setattr(train, "reach_window", lambda *a, **kw: None)
         h = g.clone()
-        rep = optimise(h, views, 12, trainable=trainable, depth_weight=1.0, seed=3)
-        fit_colours(h, views, 3, trainable=trainable)
-        runs.append((h, rep))
+        rep = optimise(h, views, 12, trainable=trainable, depth_weight=1.0, seed=3, backend=backend)
+        fit_colours(h, views, 3, trainable=trainable, backend=backend)
+        runs.append((h.to("cpu"), rep))
+    g = g.to("cpu")
     (a, ra), (b, rb) = runs
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
         moved = (getattr(b, name) - getattr(g, name)).abs().max()
