@@ -183,6 +183,9 @@ def test_reach_window_holds_what_the_gaussians_can_change():
     assert x0 <= 40 - 12 and x1 >= 55 + 12 or x1 == w  # the patch and the margin
     assert y0 == 0 and y1 >= 15 + 12
     assert x0 > 0  # the left of the view is out of reach
+    far = reach_window(g.means[trainable], g.log_scales[trainable], torch.eye(4), torch.from_numpy(k), w, h,
+                       travel=0.05, growth=2.0)  # centres that may move 5 cm (~1.3 px), scales that may double
+    assert far is not None and far[0] < x0 and far[3] > y1
     behind = torch.eye(4)
     behind[2, 3] = -2.2  # the camera moved 2.2 m forward: some Gaussians now behind it
     assert reach_window(g.means[trainable], g.log_scales[trainable], behind, torch.from_numpy(k), w, h) is None

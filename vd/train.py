@@ -177,8 +177,10 @@ def optimise(
     ]
     # with a trainable subset, each view is rendered only over the window those Gaussians reach
     # (the rest of the view is a constant of the loss: same gradients, far fewer pixels)
+    # Adam moves a value by about its learning rate a step (more only where gradients jump)
+    travel, growth = iters * lr["means"], math.exp(iters * lr["log_scales"])
     windows = [None] * len(views_dev) if idx is None else [
-        reach_window(params["means"].detach(), params["log_scales"].detach(), vm, K, W, H)
+        reach_window(params["means"].detach(), params["log_scales"].detach(), vm, K, W, H, travel=travel, growth=growth)
         for _, _, K, vm, W, H, _ in views_dev]
     t0 = time.perf_counter()
     order: list[int] = []  # views in a fresh random order each pass, so that each gets its share
@@ -215,28 +217,28 @@ def optimise(
     return rep
 
 
-REACH_MARGIN = 12  # px around the Gaussians' reach: the SSIM window's diameter (11) and a pixel of motion
+REACH_MARGIN = 12  # px around the Gaussians' reach: the SSIM window's diameter (11), and one
 
 
-def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K: Tensor, W: int, H: int,
-                 *, margin: int = REACH_MARGIN, sigmas: float = 4.5) -> tuple[int, int, int, int] | None:
+def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K: Tensor, W: int, H: int, *,
+                 travel: float = 0.0, growth: float = 1.0, margin: int = REACH_MARGIN) -> tuple[int, int, int, int] | None:
     """The pixel box (x0, y0, x1, y1) of a view that Gaussians [N] can change, with `margin`; None
     when it is (nearly) the whole view, or when some Gaussian is at or behind the camera plane.
 
-    A Gaussian reaches `sigmas` of its largest standard deviation around its projected centre
-    (3σ, and 1.5× for a scale that grows while it trains); its own pixels' SSIM then reaches the
-    margin."""
+    A Gaussian reaches 3 of its largest standard deviations (times `growth`, what its scales may
+    grow by while it trains) around its projected centre, which may move `travel` (world units);
+    its pixels' SSIM then reaches `margin` further."""
+    if means.shape[0] == 0:
+        return (0, 0, 0, 0)
     R, t = camera_from_world[:3, :3], camera_from_world[:3, 3]
     pc = means @ R.T + t
     z = pc[:, 2]
-    if means.shape[0] == 0:
-        return (0, 0, 0, 0)
     if bool((z <= 1e-6).any()):
         return None
     f = torch.maximum(K[0, 0].abs(), K[1, 1].abs())
     u = K[0, 0] * pc[:, 0] / z + K[0, 2]
     v = K[1, 1] * pc[:, 1] / z + K[1, 2]
-    r = sigmas * f * log_scales.max(dim=1).values.exp() / z + margin
+    r = f * (3.0 * growth * log_scales.max(dim=1).values.exp() + travel) / z + margin
     x0 = max(int(torch.floor((u - r).min())), 0)
     y0 = max(int(torch.floor((v - r).min())), 0)
     x1 = min(int(torch.ceil((u + r).max())) + 1, W)
