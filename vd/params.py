@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
-from typing import Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional
 
 from vd.errors import UsageError
 
@@ -29,6 +29,42 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 def option_name(field: str) -> str:
     """The CLI option of a parameter: n_frames -> --n-frames."""
     return "--" + field.replace("_", "-")
+
+
+ALL_KEYS = "*"  # a field outside every key its dataclass derives (keyed apart, e.g. the seed)
+
+
+def param(default: Any, help: str = "", *, not_in_keys: tuple[str, ...] = (), option: Optional[str] = None) -> Any:
+    """A parameter-dataclass field with what the CLI and the cache keys need declared beside its default:
+    its --help text, its option when that is not `option_name(field)`, and `not_in_keys`, the cache
+    keys (stage names, or ALL_KEYS) whose result it does not change. Every other key derived by
+    `key_params` includes it, so a field added later can never be left out of a key by mistake."""
+    meta: dict[str, Any] = {"help": help, "not_in_keys": tuple(not_in_keys)}
+    if option is not None:
+        meta["option"] = option
+    return field(default=default, metadata=meta)
+
+
+def key_params(obj, key: str) -> dict:
+    """The fields of a parameter dataclass that change the result cached under `key` (a stage name):
+    all of them but those whose `param(..., not_in_keys=...)` names that key or ALL_KEYS."""
+    out = {}
+    for f in fields(obj):
+        outside = f.metadata.get("not_in_keys", ())
+        if key not in outside and ALL_KEYS not in outside:
+            value = getattr(obj, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def help_of(cls, name: str) -> str:
+    """The --help text declared with a parameter field."""
+    return next(f for f in fields(cls) if f.name == name).metadata.get("help", "")
+
+
+def option_of(cls, name: str) -> str:
+    """The CLI option of a parameter field: declared with it, else `option_name(name)`."""
+    return next(f for f in fields(cls) if f.name == name).metadata.get("option") or option_name(name)
 
 
 def require(ok: bool, message: str) -> None:
@@ -78,16 +114,54 @@ def given(**options) -> dict:
 GIB = 2**30
 OFFLOAD_MODES = ("none", "model", "sequential")
 OFFLOAD_CHOICES = ("auto", *OFFLOAD_MODES)  # auto: decided from the free VRAM when the model loads (vd.models.offload)
+GPU_ITERS = (100, 500)  # upstream scaffold / per-view optimisation iterations (CUDA)
+CPU_ITERS = (30, 60)  # the documented CPU defaults (bench/coarse.md)
+
+OFFLOAD_HELP = ("Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), model "
+                "(whole modules moved to the GPU while used), sequential (block by block, the least VRAM).")
+VRAM_BUDGET_HELP = ("Cap on the GPU memory vd plans for, in GiB (e.g. 16 on a shared 24 GB card); --offload auto picks "
+                    "within it.")
+
+
+@dataclass
+class RunOptions:
+    """What a stage run needs beside its parameters: backends, device, seed, image size, intrinsics.
+
+    `vd coarse`, `vd fine`, `vd depth` and `vd batch` build one from their options; the stage
+    runners (`vd.stages.coarse.run_coarse`, `vd.stages.fine.prepare_fine`) take it."""
+
+    depth_backend: str = param("auto", "auto, moge or file (a depth map next to the image).")
+    inpaint_backend: str = param("auto", "auto, flux-fill or telea.")
+    render_backend: str = param("auto", "auto, gsplat or torch.")
+    device: Optional[str] = param(None, "cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
+    seed: int = param(SEED, "Random seed; part of every cache key.")
+    max_resolution: int = param(MAX_RESOLUTION, "Long side cap in pixels; never upscales; sides become multiples of 16.")
+    focal: Optional[float] = param(None, "Focal length in pixels (file depth backend).")
+    fov: Optional[float] = param(None, "Horizontal field of view in degrees (file depth backend).")
+    fetch: bool = param(False, "Download missing model weights first (also VD_AUTO_FETCH=1).")
+    allow_classical: bool = param(False, "With the telea backend, run `vd fine`'s rectification loop on classical "
+                                         "inpaints instead of failing.")
+
+    def validate(self) -> None:
+        check_choice(self.render_backend, RENDER_BACKENDS, "--render-backend")
+        check_intrinsics(self.focal, self.fov)
+        check_max_resolution(self.max_resolution)
+        check_device(self.device)
+
+    @property
+    def auto_fetch(self) -> Optional[bool]:
+        """What the model loaders take: True to download missing weights, None to follow VD_AUTO_FETCH."""
+        return True if self.fetch else None
 
 
 @dataclass
 class FluxParams:
     """FLUX.1-Fill-dev sampling and its GPU memory (`vd coarse`, `vd fine`)."""
 
-    offload: str = "auto"  # auto, none (fastest), model (modules moved to the GPU while used), sequential (least VRAM)
-    vram_budget: Optional[float] = None  # GiB vd may plan for (None: the free memory)
-    inpaint_steps: int = 25
-    guidance: float = 30.0
+    offload: str = param("auto", OFFLOAD_HELP)
+    vram_budget: Optional[float] = param(None, VRAM_BUDGET_HELP)  # None: the free memory
+    inpaint_steps: int = param(25, "Flux Fill sampling steps.")
+    guidance: float = param(30.0, "Flux Fill guidance.")
 
     def validate(self) -> None:
         check_finite(self)
@@ -107,30 +181,58 @@ class FluxParams:
                 "vram_budget": self.budget_bytes}
 
 
+LOOP_ONLY = ("scaffold",)  # a field of the coarse view loop: the scaffold's key leaves it out
+
+
 @dataclass
 class CoarseParams:
-    """`vd coarse`: frame selection, trajectory, scaffold and optimisation."""
+    """`vd coarse`: frame selection, trajectory, scaffold and optimisation.
 
-    n_frames: int = 10
-    dense_multiplier: int = 10
-    margin: int = 32
-    min_ratio: float = 0.05
-    max_ratio: float = 0.25
-    adjacent_exclusion: int = 1
-    fallback: str = "none"
-    traj: str = "spiral"
-    trajectory_file: Optional[str] = None
-    forward_ratio: float = 0.3
-    backward_ratio: float = 0.4
-    radius_percentiles: tuple = (5.0, 50.0)
-    expansion: float = 0.3
-    outpaint: bool = True
-    init_iters: Optional[int] = None  # None: 100 on CUDA (upstream), 30 on CPU
-    view_iters: Optional[int] = None  # None: 500 on CUDA (upstream), 60 on CPU
-    scan_scale: Optional[float] = None  # None: 1/4, at least 64 px on the long side (vd.holes)
-    refine_tolerance: float = 0.03  # error bound of the fast hole scan (max 0.022 measured); closer calls are exact
-    edge_times: float = 0.05
-    depth_weight: float = 1.0  # weight of the relative depth error in the optimisation (0: photometric only)
+    Cache keys (`key_params`): "scaffold" (`vd.stages.scaffold.scaffold_key`) and "coarse-view"
+    (`vd.stages.coarse.view_key`, which also chains from the scaffold's key)."""
+
+    n_frames: int = param(10, "Frames in the scene: input + ring + up to N-2 added views.", not_in_keys=LOOP_ONLY)
+    dense_multiplier: int = param(10, "Candidate poses = n_frames x this.", not_in_keys=LOOP_ONLY)
+    margin: int = param(32, "Pixels added to the width and height of candidate views.", not_in_keys=LOOP_ONLY)
+    min_ratio: float = param(0.05, "Smallest hole ratio a candidate may have to be added.", not_in_keys=LOOP_ONLY)
+    max_ratio: float = param(0.25, "Largest hole ratio a candidate may have to be added.", not_in_keys=LOOP_ONLY)
+    adjacent_exclusion: int = param(1, "Candidates within +-N of an added one are skipped.", not_in_keys=LOOP_ONLY)
+    fallback: str = param("none", "none or closest: what to do when no candidate view is in the hole-ratio band.",
+                          not_in_keys=LOOP_ONLY)
+    traj: str = param("spiral", "Candidate trajectory: spiral, wobble or rot.", not_in_keys=LOOP_ONLY)
+    # the poses it holds are keyed by content (vd.stages.coarse.view_key), not by the file's name
+    trajectory_file: Optional[str] = param(
+        None, "Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) "
+        "or a COLMAP images.txt.", option="--trajectory", not_in_keys=ALL_KEYS)
+    forward_ratio: float = param(0.3, "Scales the camera's motion into the scene (+z).", not_in_keys=LOOP_ONLY)
+    backward_ratio: float = param(0.4, "Scales the camera's pull-back (-z).", not_in_keys=LOOP_ONLY)
+    radius_percentiles: tuple = param((5.0, 50.0), "LOW HIGH depth percentiles (valid input pixels) that size the "
+                                      "trajectory.", not_in_keys=LOOP_ONLY)
+    expansion: float = param(0.3, "Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).")
+    outpaint: bool = param(True, "Outpaint a canvas around the input (--no-outpaint: the input frame only).",
+                           option="--outpaint/--no-outpaint")
+    init_iters: Optional[int] = param(
+        None, f"Scaffold optimisation iterations (default: {GPU_ITERS[0]} on GPU, {CPU_ITERS[0]} on CPU).")
+    view_iters: Optional[int] = param(
+        None, f"Optimisation iterations per added view (default: {GPU_ITERS[1]} on GPU, {CPU_ITERS[1]} on CPU).",
+        not_in_keys=LOOP_ONLY)
+    scan_scale: Optional[float] = param(
+        None, "Resolution of the fast hole scan, a fraction of the candidate size (default: 1/4, at least 64 px on "
+        "the long side).", not_in_keys=LOOP_ONLY)
+    refine_tolerance: float = param(
+        0.03, "Error bound of the fast hole scan (0.022 measured): closer calls are measured exactly.",
+        not_in_keys=LOOP_ONLY)
+    edge_times: float = param(0.05, "Depth-edge threshold: a jump of this fraction of the depth range is an edge "
+                                    "(smaller: more edges).")
+    depth_weight: float = param(1.0, "Weight of the depth error in the optimisation (keeps Gaussians at the depth "
+                                     "they were placed; 0 = photometric only).")
+
+    def resolved(self, device: str) -> "CoarseParams":
+        """These parameters with the optimisation iterations decided: the upstream counts on CUDA,
+        the documented CPU defaults elsewhere (what the cache keys hold)."""
+        base = GPU_ITERS if str(device).startswith("cuda") else CPU_ITERS
+        return replace(self, init_iters=base[0] if self.init_iters is None else int(self.init_iters),
+                       view_iters=base[1] if self.view_iters is None else int(self.view_iters))
 
     def validate(self) -> None:
         check_finite(self)
@@ -156,23 +258,35 @@ class CoarseParams:
                 f"--radius-percentiles must be LOW HIGH with 0 <= LOW < HIGH <= 100, got {lo_hi}")
 
 
+VIEWS_APART = ("fine-views",)  # a field of the MCS loop: the choice of views does not depend on it
+
+
 @dataclass
 class FineParams:
-    """`vd fine`: multi-view consistency sampling."""
+    """`vd fine`: multi-view consistency sampling.
 
-    views: int = 8
-    steps: int = 9
-    total_steps: int = 25
-    gs_iters: int = 192
-    rect_weight: float = 0.5
-    margin: int = 16  # pixels per side (rounded up so both sides are multiples of 16)
-    candidate_stride: int = 3  # every 3rd dense pose (upstream 2026)
-    select_scale: float = 0.25  # resolution of the hole-ratio renders used to pick views
-    guidance: float = FluxParams.guidance
-    rescale: str = "shrink"  # vd.mcs: shrink (never lengthen v~), match (as the paper writes it) or none
-    depth_weight: float = 1.0  # weight of the anchors' relative depth error in each fit (0: photometric only)
-    seed: int = SEED
-    render_backend: str = "auto"
+    Cache keys (`key_params`): "fine-views" (the choice of views) and "fine" (the MCS loop), both
+    in `vd.stages.fine`; the seed and the renderer are keyed apart."""
+
+    views: int = param(8, "Number of refined views (greedy largest-hole choice).")
+    steps: int = param(9, "Refinement steps: the last STEPS of the schedule.", not_in_keys=VIEWS_APART)
+    total_steps: int = param(25, "Length of the full sampling schedule.", not_in_keys=VIEWS_APART)
+    gs_iters: int = param(192, "Optimisation iterations of each scene rectification.", not_in_keys=VIEWS_APART)
+    rect_weight: float = param(0.5, "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene).",
+                               not_in_keys=VIEWS_APART)
+    margin: int = param(16, "Pixels added to each side of the refined views (rounded up so both sides are multiples "
+                            "of 16).")
+    candidate_stride: int = param(3, "Candidate views: every Nth pose of the coarse trajectory (plus the coarse "
+                                     "views).")
+    select_scale: float = param(0.25, "Resolution of the hole-ratio renders that choose the views, a fraction of "
+                                      "their size.")
+    guidance: float = param(FluxParams.guidance, "Flux Fill guidance of the refinement.", not_in_keys=VIEWS_APART)
+    rescale: str = param("shrink", "Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), "
+                                   "match (both ways, can overshoot) or none.", not_in_keys=VIEWS_APART)
+    depth_weight: float = param(1.0, "Weight of the anchors' depth error in each scene fit (0 = photometric only).",
+                                not_in_keys=VIEWS_APART)
+    seed: int = param(SEED, "Random seed; part of every cache key.", not_in_keys=ALL_KEYS)
+    render_backend: str = param("auto", "auto, gsplat or torch.", not_in_keys=ALL_KEYS)
 
     def validate(self) -> None:
         check_finite(self)
@@ -191,8 +305,8 @@ class FineParams:
         require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
 
     def key_params(self) -> dict:
-        """The parameters that change the result, for the cache key (seed and backend are keyed apart)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seed", "render_backend")}
+        """The parameters that change the MCS loop's result, for its cache key (seed and backend are keyed apart)."""
+        return key_params(self, "fine")
 
 
 @dataclass
@@ -223,4 +337,5 @@ class ExportParams:
 
 __all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
            "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
-           "option_name", "require"]
+           "option_name", "require", "ALL_KEYS", "CPU_ITERS", "GPU_ITERS", "LOOP_ONLY", "OFFLOAD_HELP", "RunOptions",
+           "VIEWS_APART", "VRAM_BUDGET_HELP", "help_of", "key_params", "option_of", "param"]

@@ -1,75 +1,112 @@
 """The coarse stage: the scaffold, then the warp-and-inpaint loop that adds views where the scene has holes.
 
-    result = run_coarse(image, CoarseParams(...), out=Path("vd-out/room"))
+    result = run_coarse(image, CoarseParams(...), RunOptions(...), flux=FluxParams(...), out=Path("vd-out/room"),
+                        viewer=viewer)
 
-The loop's steps live in `vd.stages.coarse_view` (its docstring describes them); `CoarseRun`
-holds one run's state: backends opened once, the scaffold, the memoised views, the summary.
+`run_coarse` is the runner `vd coarse` and `vd batch` both call. The scaffold is
+`vd.stages.scaffold.run_scaffold` (which owns its key); the loop's steps live in
+`vd.stages.coarse_view` (its docstring describes them); this module owns the loop's cache key
+(`view_key`, VIEW_VERSION). `CoarseRun` holds one run's state, every attribute declared.
 Memoisation: the scaffold and every added view are separate cache entries; view k's key is
-`step_key(key of view k−1, "view", k, ...)`, so a run killed after view k resumes at view k+1
-with identical results, and a second identical run is all cache hits.
+`view_key(key of view k−1, k, ...)`, so a run killed after view k resumes at view k+1 with
+identical results, and a second identical run is all cache hits.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+
+import numpy as np
 
 from vd import console
-from vd.cache import Cache, step_key
+from vd.cache import Cache, content_hash, step_key
 from vd.holes import HoleScan
-from vd.image import load_image
+from vd.image import LoadedImage, load_image
 from vd.models import memory
 from vd.models.choose import get_depth_backend, get_inpaint_backend
 from vd.models.offload import configure
-from vd.params import MAX_RESOLUTION, SEED, CoarseParams, check_intrinsics, check_max_resolution
+from vd.params import CPU_ITERS, GPU_ITERS, CoarseParams, FluxParams, RunOptions, key_params
 from vd.paths import resolve_device
 from vd.render import resolve_backend
 from vd.stages import coarse_view as stage
 from vd.stages.coarse_folder import write_coarse_folder
-from vd.stages.scaffold import build_scaffold
+from vd.stages.runner import NULL_VIEWER, StageViewer, seed_from_key
+from vd.stages.scaffold import ScaffoldRecord, run_scaffold
 from vd.stages.select import Diagnostics
-from vd.views import View, decode_record, encode_record
+from vd.viewer import Viewer
+from vd.views import View, decode_record
+
+VIEW_STAGE = "coarse-view"
+VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term;
+# 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
+FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 # test hook: called as _after_view(k) after view k is memoised (kill-and-resume tests)
 _after_view: Optional[Callable[[int], None]] = None
 
 
-class CoarseRun:
-    """The state of one run; `open` checks everything a user can get wrong before any work."""
+def view_key(prev_key: str, k: int, p: CoarseParams, poses: np.ndarray) -> str:
+    """The key of added view k: it chains from the previous view's key (the scaffold's for view 1),
+    and holds every parameter of `p` that the loop's results depend on (`p` resolved:
+    `CoarseParams.resolved`) and the candidate poses by content."""
+    return step_key(prev_key, "view", k, version=VIEW_VERSION, params=key_params(p, VIEW_STAGE),
+                    poses=content_hash(np.ascontiguousarray(poses, dtype=np.float64)))
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-        self.views: list[View] = []
-        self.parts: list = []  # the scaffold's Gaussians, then each added view's
-        self.stats: list[stage.ViewStat] = []
-        self.stopped: Optional[dict] = None
-        self.scan = None  # the hole scan of the growing scene, built at the first view not in the cache
+
+@dataclass(slots=True)
+class CoarseRun:
+    """The state of one run. Every attribute is declared here (slots: no other can be set); `open`
+    fills the first group and checks everything a user can get wrong before any work, `run` the rest."""
+
+    p: CoarseParams  # the iteration counts resolved
+    options: RunOptions
+    img: LoadedImage
+    dev: str
+    rname: str  # the render backend
+    cpu_auto: bool  # the CPU iteration defaults were used
+    memory_plan: Any  # vd.models.offload.configure's placement (summary.json)
+    dback: Any  # the depth backend
+    iback: Any  # the inpaint backend (None without outpainting and added views)
+    viewer: StageViewer
+    cache: Cache
+    t_start: float
+    scaffold: Optional[ScaffoldRecord] = None
+    views: list[View] = field(default_factory=list)
+    parts: list = field(default_factory=list)  # the scaffold's Gaussians, then each added view's
+    stats: list[stage.ViewStat] = field(default_factory=list)
+    stopped: Optional[dict] = None  # the selection's diagnostics when the loop stopped early
+    poses: Optional[np.ndarray] = None  # the candidate poses
+    radius: float = 0.0  # the scene radius that sized the trajectory
+    ctx: Optional[stage.LoopContext] = None
+    scan: Optional[HoleScan] = None  # the hole scan of the growing scene, built at the first view not in the cache
 
     @classmethod
-    def open(cls, image, p: CoarseParams, *, depth_backend: str, inpaint_backend: str, render_backend: str,
-             max_resolution: int, device: Optional[str], seed: int, fetch: bool, viewer, focal: Optional[float],
-             fov: Optional[float], cache: Optional[Cache], inpaint_options: Optional[dict]) -> "CoarseRun":
+    def open(cls, image, p: CoarseParams, options: RunOptions, *, flux: FluxParams, viewer: Viewer,
+             cache: Optional[Cache]) -> "CoarseRun":
         p.validate()
-        check_intrinsics(focal, fov)
-        check_max_resolution(max_resolution)
-        dev = resolve_device(device)
-        rname = resolve_backend(render_backend, dev)
-        init_iters, view_iters, auto = stage.resolved_iters(p, dev)
+        options.validate()
+        flux.validate()
+        dev = resolve_device(options.device)
+        rname = resolve_backend(options.render_backend, dev)
+        resolved = p.resolved(dev)
+        auto = not str(dev).startswith("cuda") and (p.init_iters is None or p.view_iters is None)
         if auto:
-            console.info(f"CPU run: using {init_iters} scaffold and {view_iters} per-view optimisation iterations "
-                         f"(upstream GPU defaults are {stage.GPU_ITERS[0]}/{stage.GPU_ITERS[1]}; "
-                         "set --init-iters/--view-iters to override)")
-        img = load_image(image, max_resolution)
-        dback = get_depth_backend(depth_backend, image_path=img.path, focal=focal, fov=fov, device=dev, auto_fetch=fetch or None)
+            console.info(f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view optimisation "
+                         f"iterations (upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}, CPU defaults "
+                         f"{CPU_ITERS[0]}/{CPU_ITERS[1]}; set --init-iters/--view-iters to override)")
+        img = load_image(image, options.max_resolution)
+        dback = get_depth_backend(options.depth_backend, image_path=img.path, focal=options.focal, fov=options.fov,
+                                  device=dev, auto_fetch=options.auto_fetch)
         iback = None
         if p.outpaint or p.n_frames > 2:
-            iback = get_inpaint_backend(inpaint_backend, device=dev, auto_fetch=fetch or None, **(inpaint_options or {}))
-        memory_plan = configure(dback, iback, device=dev, budget=(inpaint_options or {}).get("vram_budget"))
-        return cls(p=p, img=img, dev=dev, rname=rname, init_iters=init_iters, view_iters=view_iters, cpu_auto=auto,
-                   memory_plan=memory_plan,
-                   dback=dback, iback=iback, seed=seed, max_resolution=max_resolution, viewer=viewer,
+            iback = get_inpaint_backend(options.inpaint_backend, device=dev, auto_fetch=options.auto_fetch,
+                                        **flux.backend_options())
+        memory_plan = configure(dback, iback, device=dev, budget=flux.budget_bytes)
+        return cls(p=resolved, options=options, img=img, dev=dev, rname=rname, cpu_auto=auto, memory_plan=memory_plan,
+                   dback=dback, iback=iback, viewer=StageViewer(viewer),
                    cache=cache if cache is not None else Cache.open(), t_start=time.perf_counter())
 
     @property
@@ -87,63 +124,39 @@ class CoarseRun:
             for b in (self.dback, self.iback):
                 if b is not None:
                     b.release()
-        stage.log_to_viewer(self.viewer, "log_gaussians", "coarse", self.g_all)
+        self.viewer.log_gaussians("coarse", self.g_all)
         result = stage.CoarseResult(views=self.views, scaffold=self.parts[0], gaussians=self.g_all, summary=self.summary())
         if out is not None:
             comments = {"source_image": self.img.content_hash, "stage": "coarse"}
             result.paths = write_coarse_folder(Path(out), self.views, result.scaffold, result.gaussians, result.summary,
                                                comments=comments)
             result.summary["outputs"] = [str(x) for x in result.paths]
+        self.viewer.show("fly-through", _log_fly_through, result, self.rname)
         return result
 
     # --- scaffold ---------------------------------------------------------------------------
 
     def build_scaffold(self) -> None:
-        p = self.p
-        self.skey = stage.scaffold_key(self.img.content_hash, p, depth_id=self.dback.identity,
-                                       inpaint_id=self.iback.identity if (self.iback and p.outpaint) else None,
-                                       render_backend=self.rname, init_iters=self.init_iters, seed=self.seed,
-                                       max_resolution=self.max_resolution)
-        with memory.track("scaffold", self.dev):
-            rec, self.scaffold_hit = self.cache.memoise(self.skey, self._compute_scaffold, stage="scaffold",
-                                                        image=str(self.img.path))
-            self.views, g, self.scaffold_meta = decode_record(rec, self.dev)
-        self.parts = [g]
-        for v in self.views:
-            stage.log_to_viewer(self.viewer, "log_frame", v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb,
-                                depth=v.depth, masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole},
-                                tab="scaffold")
-        stage.log_to_viewer(self.viewer, "log_gaussians", "scaffold", g)
-        hidden = self.scaffold_meta.get("hidden", 0)
-        console.info(f"scaffold: {len(g)} Gaussians from {len(self.views)} view(s)"
-                     + (f", {hidden} of them behind depth edges" if hidden else "")
-                     + (" (cached)" if self.scaffold_hit else f", loss {self.scaffold_meta.get('loss', float('nan')):.4f}"))
-
-    def _compute_scaffold(self):
-        p = self.p
-        console.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
-                     else "scaffold: depth, Gaussians, optimisation ...")
-        s = build_scaffold(self.img.rgb, depth_backend=self.dback, inpaint_backend=self.iback, expansion=p.expansion,
-                           outpaint=p.outpaint, init_iters=self.init_iters, seed=stage.seed_from_key(self.skey),
-                           render_backend=self.rname, device=self.dev, image_plan=getattr(self.img, "plan", None),
-                           edge_times=p.edge_times, depth_weight=p.depth_weight)
-        meta = {"counts": s.counts, "hidden": s.hidden, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
-        return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
+        self.scaffold = run_scaffold(self.img, self.p, depth_backend=self.dback, inpaint_backend=self.iback,
+                                     render_backend=self.rname, device=self.dev, seed=self.options.seed,
+                                     max_resolution=self.options.max_resolution, cache=self.cache, viewer=self.viewer)
+        self.views = list(self.scaffold.views)
+        self.parts = [self.scaffold.gaussians]
 
     # --- the view loop ----------------------------------------------------------------------
 
     def add_views(self) -> None:
         p = self.p
+        assert self.scaffold is not None, "build_scaffold first"
         self.poses, self.radius = stage.dense_poses(self.views[0], p)
         self.ctx = stage.LoopContext(poses=self.poses, p=p, depth_backend=self.dback, inpaint_backend=self.iback,
-                                     render_backend=self.rname, device=self.dev, view_iters=self.view_iters)
-        lp = stage.loop_params(p, self.view_iters, self.poses)
-        prev = self.skey
+                                     render_backend=self.rname, device=self.dev, view_iters=int(p.view_iters or 0))
+        prev = self.scaffold.key
         for k in range(1, p.n_frames - 1):
-            vkey = step_key(prev, "view", k, **lp)
+            vkey = view_key(prev, k, p, self.poses)
             with memory.track(f"view {k}", self.dev):
                 vrec, hit = self.cache.memoise(vkey, lambda k=k, vkey=vkey: self._compute_view(k, vkey),
-                                               stage="coarse-view", image=str(self.img.path))
+                                               stage=VIEW_STAGE, image=str(self.img.path))
                 vviews, g_new, vmeta = decode_record(vrec, self.dev)
             if vmeta.get("stopped"):
                 self._stop(k, vmeta.get("diagnostics", {}), hit)
@@ -154,14 +167,15 @@ class CoarseRun:
                 _after_view(k)
 
     def _compute_view(self, k: int, vkey: str):
+        assert self.poses is not None and self.ctx is not None
         if self.scan is None:
             Kc, Wc, Hc = stage.candidate_camera(self.views[0], self.p.margin)
             self.scan = HoleScan(self.poses, Kc, Wc, Hc, scale=self.p.scan_scale, tolerance=self.p.refine_tolerance,
-                                 seed=self.seed, device=self.parts[0].means.device)
+                                 seed=self.options.seed, device=self.parts[0].means.device)
         for part in self.parts[self.scan.chunks:]:  # on resume: the scaffold and every cached view, in order
             self.scan.add(part)
         return stage.add_view(self.g_all, self.views, [s.dense_index for s in self.stats], k, self.ctx, scan=self.scan,
-                              seed=stage.seed_from_key(vkey))
+                              seed=seed_from_key(vkey))
 
     def _stop(self, k: int, diagnostics: dict, hit: bool) -> None:
         self.stopped = diagnostics
@@ -177,9 +191,9 @@ class CoarseRun:
         self.views = self.views + [view]
         if g_new is not None and len(g_new):
             self.parts.append(g_new)
-        stage.log_to_viewer(self.viewer, "log_frame", view.name, K=view.K, world_from_camera=view.world_from_camera,
-                            rgb=view.rgb, depth=view.depth,
-                            masks={"supervise": view.supervise, "hole": view.hole, "spawn": view.spawn}, tab="coarse")
+        self.viewer.log_frame(view.name, K=view.K, world_from_camera=view.world_from_camera, rgb=view.rgb,
+                              depth=view.depth, masks={"supervise": view.supervise, "hole": view.hole,
+                                                       "spawn": view.spawn}, tab="coarse")
         tag = " (fallback: outside the band)" if st.fallback else ""
         console.info(f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
                      f"+{st.added_gaussians} Gaussians"
@@ -188,20 +202,22 @@ class CoarseRun:
     # --- summary ----------------------------------------------------------------------------
 
     def summary(self) -> dict:
-        p, stats = self.p, self.stats
+        p, stats, sc = self.p, self.stats, self.scaffold
+        assert sc is not None and self.poses is not None
         Kc, Wc, Hc = stage.candidate_camera(self.views[0], p.margin)
         n_scaffold = len(self.parts[0])
         return {
-            "image": str(self.img.path), "size": [int(self.img.rgb.shape[1]), int(self.img.rgb.shape[0])], "device": self.dev,
+            "image": str(self.img.path), "size": [int(self.img.rgb.shape[1]), int(self.img.rgb.shape[0])],
+            "device": self.dev,
             "backends": {"depth": self.dback.name, "inpaint": self.iback.name if self.iback else None, "render": self.rname},
             "memory_plan": self.memory_plan,
             "params": {**{k: v for k, v in asdict(p).items() if k not in ("init_iters", "view_iters")},
-                       "radius_percentiles": list(p.radius_percentiles), "max_resolution": self.max_resolution,
-                       "seed": self.seed},
-            "iters": {"init": self.init_iters, "view": self.view_iters, "cpu_auto": self.cpu_auto},
+                       "radius_percentiles": list(p.radius_percentiles), "max_resolution": self.options.max_resolution,
+                       "seed": self.options.seed},
+            "iters": {"init": p.init_iters, "view": p.view_iters, "cpu_auto": self.cpu_auto},
             "scene_radius": self.radius, "candidates": int(len(self.poses)), "candidate_size": [Wc, Hc],
             "scaffold": {"gaussians": n_scaffold, "frames": len([v for v in self.views if v.kind != "view"]),
-                         "loss": self.scaffold_meta.get("loss"), "cached": self.scaffold_hit, "key": self.skey},
+                         "loss": sc.meta.get("loss"), "cached": sc.hit, "key": sc.key},
             "views": [asdict(s) for s in stats],
             "selected": len(stats), "max_views": p.n_frames - 2,
             "stopped": self.stopped,
@@ -213,6 +229,15 @@ class CoarseRun:
             "memory": [m.to_json() for m in memory.records()],
             "seconds": time.perf_counter() - self.t_start,
         }
+
+
+def _log_fly_through(viewer, result: stage.CoarseResult, render_backend: str) -> None:
+    """The viewer's final tab: the coarse scene rendered along the spiral at the input camera."""
+    from vd.viewer.show import log_fly_through
+
+    first = next((f for f in result.views if f.kind == "input"), result.views[0])
+    camera = (first.K, first.rgb.shape[1], first.rgb.shape[0])
+    log_fly_through(viewer, result.gaussians, FLY_THROUGH_FRAMES, camera=camera, backend=render_backend)
 
 
 class _deterministic:
@@ -244,22 +269,22 @@ class _deterministic:
         self._set(*self.prev)
 
 
-def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, *, depth_backend: str = "auto",
-               inpaint_backend: str = "auto", render_backend: str = "auto", max_resolution: int = MAX_RESOLUTION,
-               device: Optional[str] = None, seed: int = SEED, fetch: bool = False, out: Optional[Path] = None,
-               viewer=None, focal: Optional[float] = None, fov: Optional[float] = None, cache: Optional[Cache] = None,
-               inpaint_options: Optional[dict] = None) -> stage.CoarseResult:
+def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, options: Optional[RunOptions] = None, *,
+               flux: Optional[FluxParams] = None, out: Optional[Path] = None, viewer: Viewer = NULL_VIEWER,
+               cache: Optional[Cache] = None, **option_values: Any) -> stage.CoarseResult:
     """Build (or load from the cache) the coarse scene of `image`; write the output folder `out` when given.
 
-    `inpaint_options` go to the inpaint backend (flux-fill: `vd.params.FluxParams.backend_options()`:
-    offload, vram_budget in bytes, steps, guidance); `offload="auto"` is planned before any model
-    loads (`vd.models.offload.configure`) and recorded as the summary's "memory_plan". `viewer`
-    receives every view and the Gaussians as they are made (see `vd.viewer`)."""
+    `options` (backends, device, seed, max resolution, intrinsics) may also be given field by field
+    (`run_coarse(img, p, depth_backend="file", device="cpu")`). `flux` configures the flux-fill
+    inpaint backend; its `offload="auto"` is planned before any model loads
+    (`vd.models.offload.configure`) and recorded as the summary's "memory_plan". `viewer` (a
+    `vd.viewer.Viewer`; NullViewer by default) receives every view and the Gaussians as they are
+    made, then a fly-through; its failures never fail the run (`vd.stages.runner.StageViewer`)."""
+    options = replace(options or RunOptions(), **option_values)
     with _deterministic():
-        run = CoarseRun.open(image, params or CoarseParams(), depth_backend=depth_backend, inpaint_backend=inpaint_backend,
-                             render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
-                             fetch=fetch, viewer=viewer, focal=focal, fov=fov, cache=cache, inpaint_options=inpaint_options)
+        run = CoarseRun.open(image, params or CoarseParams(), options, flux=flux or FluxParams(), viewer=viewer,
+                             cache=cache)
         return run.run(out)
 
 
-__all__ = ["CoarseParams", "CoarseRun", "run_coarse"]
+__all__ = ["CoarseParams", "CoarseRun", "FLY_THROUGH_FRAMES", "VIEW_STAGE", "VIEW_VERSION", "run_coarse", "view_key"]

@@ -23,8 +23,8 @@ size + margin with the input focal and a centred principal point:
    and, weighted by `depth_weight`, against each view's depth where it spawned; then solve their
    colours against the new view (`vd.train.fit_colours`).
 
-Memoisation: the scaffold and every added view are separate cache entries; view k's key is
-`step_key(key of view k−1, "view", k, ...)`, and a view entry stores only that view and its
+Memoisation (`vd.stages.coarse` runs it and owns the keys): the scaffold and every added view are
+separate cache entries; view k's key is `view_key(key of view k−1, k, ...)`, and a view entry stores only that view and its
 (trained) Gaussians, which never change afterwards. A run killed after view k therefore resumes
 at view k+1 with identical results, and a second identical run is all cache hits. Every random
 choice is seeded from the entry's key.
@@ -35,13 +35,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from vd import cameras, console
+from vd import cameras
 from vd.align import align_depth, assign_edge_depth, complete_depth, in_front_of_views, spawn_edges
-from vd.cache import content_hash, stage_key
 from vd.holes import hole_masks
 from vd.params import CoarseParams
 from vd.render import render
@@ -50,23 +48,8 @@ from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
 
-SCAFFOLD_VERSION = 4  # 2: edge pixels spawn on their side, depth term; 3: colour fit, opaque lift, edge footprint;
-# 4: the hidden background layer behind depth edges
-VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term;
-# 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
-
 EXACT_BATCH = 8  # close calls measured exactly per round of scan_ratios
-GPU_ITERS = (100, 500)  # upstream init / per-view iterations
 VIEW_COLOUR_FIT_ITERS = 3  # before and after the optimisation; each iteration renders the whole scene at the view
-CPU_ITERS = (30, 60)  # documented CPU defaults (see bench/coarse.md); printed when used
-
-def resolved_iters(p: CoarseParams, device: str) -> tuple[int, int, bool]:
-    """(init, view, auto_cpu): upstream counts on CUDA, the documented CPU defaults otherwise."""
-    cuda = str(device).startswith("cuda")
-    base = GPU_ITERS if cuda else CPU_ITERS
-    init = base[0] if p.init_iters is None else int(p.init_iters)
-    view = base[1] if p.view_iters is None else int(p.view_iters)
-    return init, view, not cuda and (p.init_iters is None or p.view_iters is None)
 
 
 @dataclass
@@ -91,10 +74,6 @@ class CoarseResult:
     gaussians: object  # Gaussians (scaffold + every added view)
     summary: dict
     paths: list[Path] = field(default_factory=list)
-
-
-def seed_from_key(key: str) -> int:
-    return int(key[:8], 16) & 0x7FFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,37 +239,3 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
                    depth_weight=dw)
     fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)
-
-
-# ---------------------------------------------------------------------------------------------
-# cache keys
-
-
-def scaffold_key(image_hash: str, p: CoarseParams, *, depth_id: str, inpaint_id: Optional[str], render_backend: str,
-                 init_iters: int, seed: int, max_resolution: int) -> str:
-    return stage_key(stage="scaffold", version=SCAFFOLD_VERSION,
-                     params={"expansion": p.expansion, "outpaint": p.outpaint, "init_iters": init_iters,
-                             "edge_times": p.edge_times, "depth_weight": p.depth_weight,
-                             "max_resolution": max_resolution},
-                     inputs={"image": image_hash}, models={"depth": depth_id, "inpaint": inpaint_id},
-                     backend=render_backend, dtype="float32", seed=seed)
-
-
-def loop_params(p: CoarseParams, view_iters: int, poses: np.ndarray) -> dict:
-    return {
-        "version": VIEW_VERSION, "margin": p.margin, "min_ratio": p.min_ratio, "max_ratio": p.max_ratio,
-        "adjacent_exclusion": p.adjacent_exclusion, "fallback": p.fallback, "view_iters": view_iters,
-        "scan_scale": p.scan_scale, "refine_tolerance": p.refine_tolerance, "edge_times": p.edge_times,
-        "depth_weight": p.depth_weight,
-        "poses": content_hash(np.ascontiguousarray(poses, dtype=np.float64)),
-    }
-
-
-def log_to_viewer(viewer, method: str, *args, **kw) -> None:
-    """Call a viewer method; a viewer problem is a warning, never a failed stage."""
-    if viewer is None:
-        return
-    try:
-        getattr(viewer, method)(*args, **kw)
-    except Exception as e:  # noqa: BLE001
-        console.warn(f"viewer: {method} failed ({e})")

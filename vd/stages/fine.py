@@ -6,6 +6,8 @@ current clean prediction plus the anchor views, then steering the sampler toward
 scene (docs/upstream.md#mcs-fine-stage). The flow-matching form of that steering is derived in `vd.mcs`; this module wires it to a
 `vd.stages.denoisers.Denoiser`, the renderer and the optimiser.
 
+    runner = prepare_fine(FineParams(...), RunOptions(...), FluxParams(...))   # the denoiser chosen once
+    runner.run(coarse_dir, out_dir, image=..., viewer=viewer) -> FineResult  # `vd fine` and `vd batch`
     run_fine(coarse_dir, out_dir, FineParams(...), denoiser_factory=..., device=...) -> FineResult
 
 1. Views: `vd.stages.fine_views.select_views` (memoised on its own).
@@ -45,16 +47,21 @@ from vd.cache import Cache, codecs, stage_key, step_key
 from vd.cameras import invert_pose
 from vd.fsio import atomic_write_bytes
 from vd.holes import hole_masks
-from vd.params import FineParams
+from vd.models import memory
+from vd.params import FineParams, FluxParams, RunOptions, key_params
 from vd.ply import encode_ply, read_ply
 from vd.render import resolve_backend
 from vd.stages.coarse_folder import CoarseScene, read_coarse_folder
-from vd.stages.denoisers import Denoiser
+from vd.stages.denoisers import Denoiser, choose_denoiser
 from vd.stages.fine_views import FinePose, fine_frame, render_views, select_views
+from vd.stages.runner import NULL_VIEWER, StageViewer
 from vd.train import TrainView, optimise
+from vd.viewer import Viewer
 
 STAGE = "fine"
+VIEWS_STAGE = "fine-views"  # the choice of views, memoised on its own
 VERSION = 3  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term
+VIEWS_VERSION = 4  # 4: keyed by every selection parameter (key_params), apart from the MCS loop's version
 
 
 @dataclass
@@ -243,13 +250,29 @@ class MCSLoop:
 # the run
 
 
+def views_key(scene: CoarseScene, params: FineParams, K, size: tuple[int, int], render_backend: str) -> str:
+    """The key of the choice of views: the scene, the refined frame, every parameter the choice depends on."""
+    W, H = size
+    return stage_key(stage=VIEWS_STAGE, version=VIEWS_VERSION, inputs=scene.inputs, backend=render_backend,
+                     params={**key_params(params, VIEWS_STAGE), "frame": [W, H], "K": np.round(K, 6).tolist()})
+
+
+def fine_key(scene: CoarseScene, params: FineParams, K, size: tuple[int, int], poses: np.ndarray, *, denoiser_id: str,
+             dtype: str, render_backend: str) -> str:
+    """The key of the MCS loop (its steps and final fit key from it): the scene, the views, the
+    denoiser, every parameter the loop depends on (`FineParams.key_params`), the renderer and the seed."""
+    W, H = size
+    return stage_key(stage=STAGE, version=VERSION,
+                     params={**params.key_params(), "frame": [W, H], "K": np.round(K, 6).tolist(),
+                             "poses": np.round(poses, 8).tolist()},
+                     inputs=scene.inputs, models={"denoiser": denoiser_id}, backend=render_backend,
+                     dtype=dtype, seed=int(params.seed))
+
+
 def choose_poses(scene: CoarseScene, params: FineParams, K, size: tuple[int, int], *, cache: Cache, render_backend: str,
                  device, image: Optional[str]) -> list[FinePose]:
     """The refined views' poses, memoised on their own (they depend on the scene and the selection parameters only)."""
     W, H = size
-    vkey = stage_key(stage="fine-views", version=VERSION, inputs=scene.inputs, backend=render_backend,
-                     params={"views": params.views, "stride": params.candidate_stride, "scale": params.select_scale,
-                             "frame": [W, H], "K": np.round(K, 6).tolist()})
 
     def compute():
         with console.status("fine: choosing views"):
@@ -257,7 +280,8 @@ def choose_poses(scene: CoarseScene, params: FineParams, K, size: tuple[int, int
                                backend=render_backend, device=device)
         return {"views.json": codecs.encode_json([v.to_json() for v in sel])}
 
-    rec, _ = cache.memoise(vkey, compute, stage=STAGE, image=image, meta={"step": "views"})
+    rec, _ = cache.memoise(views_key(scene, params, K, size, render_backend), compute, stage=STAGE, image=image,
+                           meta={"step": "views"})
     poses = [FinePose(d["index"], d["name"], np.asarray(d["world_from_camera"], dtype=np.float64), d["hole_ratio"], d["source"])
              for d in codecs.decode_json(rec.read("views.json"))]
     if len(poses) < params.views:
@@ -265,12 +289,47 @@ def choose_poses(scene: CoarseScene, params: FineParams, K, size: tuple[int, int
     return poses
 
 
+@dataclass(frozen=True)
+class FineRunner:
+    """`vd fine` over any number of coarse folders, the parameters checked and the denoiser chosen
+    once (`prepare_fine`); `vd fine` and `vd batch` both run it."""
+
+    params: FineParams
+    device: str
+    denoiser_factory: Callable[[], Denoiser]
+
+    def run(self, coarse_dir: Path, out_dir: Path, *, image: Optional[str] = None, viewer: Viewer = NULL_VIEWER,
+            cache: Optional[Cache] = None, label: Optional[str] = None) -> FineResult:
+        """`run_fine` on one coarse folder, its memory tracked as "fine <label>" (default: the folder's name)."""
+        with memory.track(f"fine {label or Path(coarse_dir).name}", device=self.device):
+            return run_fine(coarse_dir, out_dir, self.params, denoiser_factory=self.denoiser_factory, device=self.device,
+                            cache=cache, image=image, viewer=viewer)
+
+
+def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> FineRunner:
+    """Check the parameters and choose the denoiser (`options.inpaint_backend`, `allow_classical`,
+    `device`, `fetch`; flux's offload and VRAM budget) before any work: UsageError (exit 2) or
+    MissingWeightsError (exit 3) here, not after the first folder. The seed and renderer are the
+    FineParams' own."""
+    params.validate()
+    flux.validate()
+    options.validate()
+    dev, factory, _ = choose_denoiser(options.inpaint_backend, device=options.device, offload=flux.offload,
+                                      vram_budget=flux.budget_bytes, allow_classical=options.allow_classical,
+                                      guidance=params.guidance, auto_fetch=options.auto_fetch)
+    return FineRunner(params=params, device=str(dev), denoiser_factory=factory)
+
+
 def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_factory: Callable[[], Denoiser],
-             device: str = "cpu", cache: Optional[Cache] = None, image: Optional[str] = None, viewer=None) -> FineResult:
-    """Run MCS on the coarse scene in `coarse_dir`; write fine.ply, steps/, summary.json to `out_dir`."""
+             device: str = "cpu", cache: Optional[Cache] = None, image: Optional[str] = None,
+             viewer: Viewer = NULL_VIEWER) -> FineResult:
+    """Run MCS on the coarse scene in `coarse_dir`; write fine.ply, steps/, summary.json to `out_dir`.
+    `viewer` (NullViewer by default) is shown every step's renders and the result; its failures
+    never fail the run (`vd.stages.runner.StageViewer`)."""
     import torch
 
     params.validate()
+    show = StageViewer(viewer)
     out_dir = Path(out_dir)
     t_all = time.perf_counter()
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
@@ -288,15 +347,12 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
     timings = {"select_s": round(time.perf_counter() - t0, 3)}
     poses = np.stack([v.world_from_camera for v in views])
     denoiser = denoiser_factory()
-    key = stage_key(stage=STAGE, version=VERSION,
-                    params={**params.key_params(), "frame": [W, H], "K": np.round(K, 6).tolist(),
-                            "poses": np.round(poses, 8).tolist()},
-                    inputs=scene.inputs, models={"denoiser": denoiser.identity}, backend=render_backend,
-                    dtype=denoiser.dtype, seed=int(params.seed))
-    _viewer_call(viewer, "set_tab", "fine")
+    key = fine_key(scene, params, K, (W, H), poses, denoiser_id=denoiser.identity, dtype=denoiser.dtype,
+                   render_backend=render_backend)
+    show.set_tab("fine")
     loop = MCSLoop(scene, poses, K, (W, H), params, denoiser, render_backend, device)
     try:
-        rows, strips, cached = _run_steps(loop, key, cache, image, viewer)
+        rows, strips, cached = _run_steps(loop, key, cache, image, show)
         frec, fhit = cache.memoise(step_key(key, "final"), lambda: loop.finish(key), stage=STAGE, image=image,
                                    meta={"step": "final"})
     finally:
@@ -321,11 +377,12 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
         "outputs": {"ply": "fine.ply", "strips": [str(p.relative_to(out_dir)) for p in strip_paths]},
     }
     summary_path = atomic_write_bytes(out_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    _viewer_call(viewer, "log_gaussians", "fine", fine_g)
+    show.log_gaussians("fine", fine_g)
     return FineResult(out_dir, ply_path, summary_path, strip_paths, summary, cached)
 
 
-def _run_steps(loop: MCSLoop, key: str, cache: Cache, image: Optional[str], viewer) -> tuple[list[dict], list[bytes], int]:
+def _run_steps(loop: MCSLoop, key: str, cache: Cache, image: Optional[str],
+               viewer: StageViewer) -> tuple[list[dict], list[bytes], int]:
     """Every step, memoised; returns (summary rows, strip PNGs, cached steps)."""
     rows, strips, cached = [], [], 0
     # (no progress bar: loading the model shows a spinner, and rich allows one live display)
@@ -343,8 +400,7 @@ def _run_steps(loop: MCSLoop, key: str, cache: Cache, image: Optional[str], view
                      + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s"))
         rgb = loop.state["render_rgb"]
         for i in range(len(rgb)):
-            _viewer_call(viewer, "log_frame", f"fine/view_{i:03d}", K=loop.K, world_from_camera=loop.poses[i], rgb=rgb[i],
-                         tab="fine")
+            viewer.log_frame(f"fine/view_{i:03d}", K=loop.K, world_from_camera=loop.poses[i], rgb=rgb[i], tab="fine")
     return rows, strips, cached
 
 
@@ -361,14 +417,6 @@ def _write_outputs(out_dir: Path, strips: list[bytes], final_record) -> tuple[Pa
     return atomic_write_bytes(out_dir / "fine.ply", final_record.read("fine.ply")), paths
 
 
-def _viewer_call(viewer, method: str, *args, **kw) -> None:
-    if viewer is None:
-        return
-    try:
-        getattr(viewer, method)(*args, **kw)
-    except Exception:  # noqa: BLE001 - the viewer never fails a run
-        pass
-
-
-__all__ = ["FineParams", "FineResult", "MCSLoop", "run_fine", "rectify", "rectification_targets", "choose_poses", "STAGE",
-           "VERSION"]
+__all__ = ["FineParams", "FineResult", "FineRunner", "MCSLoop", "prepare_fine", "run_fine", "rectify",
+           "rectification_targets", "choose_poses", "fine_key", "views_key", "STAGE", "VERSION", "VIEWS_STAGE",
+           "VIEWS_VERSION"]

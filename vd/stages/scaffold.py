@@ -30,17 +30,29 @@
    optimised here (no view sees it yet); `vd fine` and `vd refine` train it where their views do.
 
 `--no-outpaint` skips 1 and keeps the input view only.
+
+The runner, `run_scaffold`, memoises the result under `scaffold_key` (this module's STAGE and
+VERSION, the parameters `vd.params.key_params(p, "scaffold")`, the image, the models, the
+renderer and the seed) and shows it in the viewer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from vd import console
 from vd.align import assign_edge_depth, background_behind_edges, complete_depth, occluding_pixels, spawn_edges
-from vd.views import View
+from vd.cache import Cache, stage_key
+from vd.image import LoadedImage
+from vd.models import memory
+from vd.params import CoarseParams, key_params
+from vd.stages.runner import StageViewer, seed_from_key
+from vd.views import View, decode_record, encode_record
 
+STAGE = "scaffold"
 VERSION = 4  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
 # 4: hidden background layer behind depth edges
 LIFT_FOOTPRINT = 0.7  # Gaussians' extent in pixel spacings (vd.lift): sharper input views than 1.0, as much coverage
@@ -53,6 +65,58 @@ COLOUR_FIT_ITERS = 6  # vd.train.fit_colours iterations before and after the opt
 # (vd.align.background_behind_edges), as a fraction of the canvas's larger side: 5 px at 166
 # (the evaluation's 128×96 canvas); 0.015 covers as much there, 0.05 no more
 BACKGROUND_BAND = 0.03
+
+
+def scaffold_key(image_hash: str, p: CoarseParams, *, depth_id: str, inpaint_id: Optional[str], render_backend: str,
+                 seed: int, max_resolution: int) -> str:
+    """The scaffold's cache key; `p` with its iteration counts resolved (`CoarseParams.resolved`)."""
+    return stage_key(stage=STAGE, version=VERSION, params={**key_params(p, STAGE), "max_resolution": max_resolution},
+                     inputs={"image": image_hash}, models={"depth": depth_id, "inpaint": inpaint_id},
+                     backend=render_backend, dtype="float32", seed=seed)
+
+
+@dataclass
+class ScaffoldRecord:
+    """The scaffold as `run_scaffold` returns it: read from the cache or just computed."""
+
+    key: str
+    hit: bool
+    views: list[View]  # input (+ ring)
+    gaussians: object  # vd.gaussians.Gaussians on the run's device
+    meta: dict  # counts, hidden, loss, depth_valid_fraction
+
+
+def run_scaffold(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_backend, render_backend: str, device: str,
+                 seed: int, max_resolution: int, cache: Cache, viewer: StageViewer) -> ScaffoldRecord:
+    """The scaffold of `img` (memoised), logged to the viewer's scaffold tab."""
+    p = p.resolved(device)
+    use_inpaint = inpaint_backend is not None and p.outpaint
+    key = scaffold_key(img.content_hash, p, depth_id=depth_backend.identity,
+                       inpaint_id=inpaint_backend.identity if use_inpaint else None, render_backend=render_backend,
+                       seed=seed, max_resolution=max_resolution)
+
+    def compute():
+        console.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
+                     else "scaffold: depth, Gaussians, optimisation ...")
+        s = build_scaffold(img.rgb, depth_backend=depth_backend, inpaint_backend=inpaint_backend, expansion=p.expansion,
+                           outpaint=p.outpaint, init_iters=int(p.init_iters or 0), seed=seed_from_key(key),
+                           render_backend=render_backend, device=device, image_plan=img.plan, edge_times=p.edge_times,
+                           depth_weight=p.depth_weight)
+        meta = {"counts": s.counts, "hidden": s.hidden, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
+        return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
+
+    with memory.track("scaffold", device):
+        rec, hit = cache.memoise(key, compute, stage=STAGE, image=str(img.path))
+        views, g, meta = decode_record(rec, device)
+    for v in views:
+        viewer.log_frame(v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb, depth=v.depth,
+                         masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole}, tab="scaffold")
+    viewer.log_gaussians("scaffold", g)
+    hidden = meta.get("hidden", 0)
+    console.info(f"scaffold: {len(g)} Gaussians from {len(views)} view(s)"
+                 + (f", {hidden} of them behind depth edges" if hidden else "")
+                 + (" (cached)" if hit else f", loss {meta.get('loss', float('nan')):.4f}"))
+    return ScaffoldRecord(key=key, hit=hit, views=views, gaussians=g, meta=meta)
 
 
 def canvas_padding(width: int, height: int, expansion: float) -> tuple[int, int]:
