@@ -12,7 +12,7 @@ from vd.commands import common, tables
 from vd.commands import viewer_options as vo
 from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.errors import check_input_file
-from vd.params import CoarseParams, FluxParams, check_device, check_intrinsics, check_max_resolution, given
+from vd.params import CoarseParams, FluxParams, RunOptions, given
 
 _SEL = "Frame selection"
 _TRAJ = "Camera trajectory"
@@ -77,28 +77,23 @@ def coarse(
         expansion=expansion, outpaint=False if no_outpaint else None, init_iters=init_iters, view_iters=view_iters,
         depth_weight=depth_weight,
     ))
+    options = RunOptions(depth_backend=depth_backend, inpaint_backend=inpaint_backend, render_backend=render_backend,
+                         device=device, seed=seed, max_resolution=max_resolution, focal=focal, fov=fov, fetch=fetch)
+    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     params.validate()
-    check_intrinsics(focal, fov)
-    check_max_resolution(max_resolution)
-    check_device(device)
+    options.validate()
+    flux.validate()
     for img in images:
         check_input_file(img, "image")
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
-    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
-    flux.validate()
     for img, dest in zip(images, common.output_dirs(out, images)):
         if len(images) > 1:
             console.info(str(img))
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),
                               default_rrd=dest / "coarse.rrd")
         try:
-            res = run_coarse(img, params, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
-                             render_backend=render_backend, max_resolution=max_resolution, device=device, seed=seed,
-                             fetch=fetch, out=dest, focal=focal, fov=fov, viewer=v if v.enabled else None,
-                             inpaint_options=flux.backend_options())
-            if v.enabled:
-                _log_fly_through(v, res, render_backend)
+            res = run_coarse(img, params, options, flux=flux, out=dest, viewer=v)
         except BaseException:
             v.discard()
             raise
@@ -108,15 +103,3 @@ def coarse(
             console.out_json(res.summary)
         else:
             console.out(*res.paths)
-
-
-FLY_THROUGH_FRAMES = 48
-
-
-def _log_fly_through(v, res, render_backend: str) -> None:
-    """The final tab of the viewer: the coarse scene rendered along the spiral at the input camera."""
-    from vd.viewer.show import log_fly_through
-
-    first = next((f for f in res.views if f.kind == "input"), res.views[0])
-    camera = (first.K, first.rgb.shape[1], first.rgb.shape[0])
-    log_fly_through(v, res.gaussians, FLY_THROUGH_FRAMES, camera=camera, backend=render_backend)

@@ -15,7 +15,7 @@ from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.errors import InputError, UsageError, check_input_file
 from vd.models import memory
 from vd.outputs import check_distinct, prepare
-from vd.params import FineParams, FluxParams, check_device, given
+from vd.params import FineParams, FluxParams, RunOptions, given
 
 INPUTS = typer.Argument(
     ...,
@@ -56,30 +56,27 @@ def fine(
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
-    from vd.stages.denoisers import choose_denoiser
-    from vd.stages.fine import run_fine
+    from vd.stages.fine import prepare_fine
 
-    params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters, rect_weight=rect_weight, depth_weight=depth_weight,
-                                rescale=rescale, render_backend=render_backend, seed=seed))
-    params.validate()
+    params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
+                                rect_weight=rect_weight, depth_weight=depth_weight, rescale=rescale,
+                                render_backend=render_backend, seed=seed))
+    options = RunOptions(inpaint_backend=inpaint_backend, device=device, allow_classical=allow_classical, fetch=fetch)
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget))
+    params.validate()
     flux.validate()
-    check_device(device)
+    options.validate()
     jobs = resolve_jobs(inputs, out)
     check_distinct([(job.coarse_dir, job.out_dir) for job in jobs])
     for job in jobs:
         prepare(job.out_dir)
-    dev, factory, _ = choose_denoiser(inpaint_backend, device=device, offload=flux.offload, vram_budget=flux.budget_bytes,
-                                      allow_classical=allow_classical, guidance=params.guidance,
-                                      auto_fetch=True if fetch else None)
+    runner = prepare_fine(params, options, flux)
 
     for job in jobs:
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=job.source, n_images=len(jobs),
                               default_rrd=job.out_dir / "fine.rrd")
         try:
-            with memory.track(f"fine {job.source.name}", device=dev):
-                result = run_fine(job.coarse_dir, job.out_dir, params, denoiser_factory=factory, device=dev,
-                                        image=job.image, viewer=v if v.enabled else None)
+            result = runner.run(job.coarse_dir, job.out_dir, image=job.image, viewer=v, label=job.source.name)
         except BaseException:
             v.discard()
             raise

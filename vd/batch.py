@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from vd.errors import InputError, UsageError, VdError
-from vd.params import MAX_RESOLUTION, SEED, CoarseParams, FineParams, FluxParams
+from vd.params import CoarseParams, FineParams, FluxParams, RunOptions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -29,10 +29,10 @@ STAGE_CHOICES = {"depth": ("depth",), "coarse": ("coarse",), "coarse,fine": ("co
 EXPORT_FILES = {"ply": "scene.ply", "compressed-ply": "scene.compressed.ply", "splat": "scene.splat", "spz": "scene.spz",
                 "sog": "scene.sog", "html": "scene.html", "colmap": "colmap", "video": "scene.mp4"}
 RESULTS = "results.jsonl"
-# options a batch forwards to the stages (names as in the commands, with _ for -)
-RUN_OPTIONS = {"depth_backend": "auto", "inpaint_backend": "auto", "render_backend": "auto", "device": None, "seed": SEED,
-               "max_resolution": MAX_RESOLUTION, "focal": None, "fov": None, "allow_classical": False,
-               **{f.name: getattr(FluxParams, f.name) for f in fields(FluxParams)}}
+NOT_IN_BATCH = {"fetch"}  # workers never download weights (several at once would race): run `vd fetch` first
+# options a batch forwards to the stages (names as in the commands, with _ for -), with their defaults
+RUN_OPTIONS = {**{f.name: f.default for f in fields(RunOptions) if f.name not in NOT_IN_BATCH},
+               **{f.name: f.default for f in fields(FluxParams)}}
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -202,15 +202,24 @@ def _peak_vram() -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+def _run_options(opts: dict) -> RunOptions:
+    return RunOptions(**{f.name: opts[f.name] for f in fields(RunOptions) if f.name in opts})
+
+
+def _flux_params(opts: dict) -> FluxParams:
+    return FluxParams(**{f.name: opts[f.name] for f in fields(FluxParams)})
+
+
 def _run_stages(job: Job, spec: BatchSpec, timings: dict, outputs: dict) -> None:
     opts = {**RUN_OPTIONS, **job.options}
     image, dest = Path(job.image), Path(job.out)
+    options = _run_options(opts)
     if spec.stages == ("depth",):
         from vd.stages.depth import depth_one
 
         t = time.perf_counter()
-        row = depth_one(image, out=dest, backend=opts["depth_backend"], focal=opts["focal"], fov=opts["fov"],
-                        max_resolution=opts["max_resolution"], device=opts["device"])
+        row = depth_one(image, out=dest, backend=options.depth_backend, focal=options.focal, fov=options.fov,
+                        max_resolution=options.max_resolution, device=options.device)
         timings["depth"] = round(time.perf_counter() - t, 3)
         outputs.update(row["json"]["files"])
         return
@@ -219,37 +228,24 @@ def _run_stages(job: Job, spec: BatchSpec, timings: dict, outputs: dict) -> None
     coarse_opts = {k: v for k, v in job.options.items() if k in _coarse_fields()}
     if "radius_percentiles" in coarse_opts:
         coarse_opts["radius_percentiles"] = tuple(coarse_opts["radius_percentiles"])
-    params = CoarseParams(**coarse_opts)
-    params.validate()
-    flux = FluxParams(**{f.name: opts[f.name] for f in fields(FluxParams)})
-    flux.validate()
     t = time.perf_counter()
-    res = run_coarse(image, params, depth_backend=opts["depth_backend"], inpaint_backend=opts["inpaint_backend"],
-                     render_backend=opts["render_backend"], max_resolution=opts["max_resolution"], device=opts["device"],
-                     seed=opts["seed"], fetch=False, out=dest, focal=opts["focal"], fov=opts["fov"],
-                     inpaint_options=flux.backend_options())
+    res = run_coarse(image, CoarseParams(**coarse_opts), options, flux=_flux_params(opts), out=dest)
     timings["coarse"] = round(time.perf_counter() - t, 3)
     outputs["coarse"] = [str(p) for p in res.paths]
     if "fine" in spec.stages:
-        _run_fine(image, dest, opts, timings, outputs)
+        _run_fine(image, dest, opts, options, timings, outputs)
     for fmt in spec.exports:
         _export(dest, fmt, opts, timings, outputs)
 
 
-def _run_fine(image: Path, dest: Path, opts: dict, timings: dict, outputs: dict) -> None:
-    from vd.stages.denoisers import choose_denoiser
-    from vd.stages.fine import run_fine
+def _run_fine(image: Path, dest: Path, opts: dict, options: RunOptions, timings: dict, outputs: dict) -> None:
+    from vd.stages.fine import prepare_fine
 
     fine_opts = {k[len(FINE_PREFIX):]: v for k, v in opts.items() if k.startswith(FINE_PREFIX)}
-    params = FineParams(render_backend=opts["render_backend"], seed=opts["seed"], **fine_opts)
-    params.validate()
-    flux = FluxParams(**{f.name: opts[f.name] for f in fields(FluxParams)})
-    flux.validate()
-    dev, factory, _ = choose_denoiser(opts["inpaint_backend"], device=opts["device"], offload=flux.offload,
-                                      vram_budget=flux.budget_bytes, allow_classical=bool(opts["allow_classical"]),
-                                      guidance=params.guidance)
+    params = FineParams(render_backend=options.render_backend, seed=options.seed, **fine_opts)
+    runner = prepare_fine(params, options, _flux_params(opts))
     t = time.perf_counter()
-    result = run_fine(dest, dest / "fine", params, denoiser_factory=factory, device=dev, image=str(image))
+    result = runner.run(dest, dest / "fine", image=str(image))
     timings["fine"] = round(time.perf_counter() - t, 3)
     outputs["fine"] = [str(result.ply), str(result.summary_path)]
 
