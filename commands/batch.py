@@ -11,7 +11,9 @@ import typer
 
 from vd import batch as lib
 from vd import console
+from vd.commands import common
 from vd.errors import UsageError, VdError
+from vd.params import RunOptions
 
 _RUN = "Run"
 _STAGE = "Stage options"
@@ -49,6 +51,11 @@ def _progress():
                     disable=not console.bars_enabled())
 
 
+def _stage(field: str):
+    """A stage option for every image, declared with its RunOptions field (`vd.params`)."""
+    return common.field_option(RunOptions, field, rich_help_panel=_STAGE)
+
+
 def batch(
     inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, globs, list files, or - for stdin (optional with --batch-file).", show_default=False, metavar="INPUT"),
     out: Path = typer.Option(Path("vd-batch"), "--out", "-o", help="Output folder: one sub-folder per image and results.jsonl.", rich_help_panel=_RUN),
@@ -60,19 +67,21 @@ def batch(
     retries: int = typer.Option(1, "--retries", min=0, help="Retries of a task whose worker died or crashed (not of user errors).", rich_help_panel=_RUN),
     batch_file: Optional[Path] = typer.Option(None, "--batch-file", help="JSON or TOML: [defaults] options and [[images]] entries with per-image overrides.", rich_help_panel=_RUN),
     option: List[str] = typer.Option([], "--option", "-O", metavar="NAME=VALUE", help="A stage option for every image, e.g. -O n_frames=8, -O fine_gs_iters=64 (repeatable).", rich_help_panel=_STAGE),
-    depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file.", rich_help_panel=_STAGE),
-    inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_STAGE),
-    render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_STAGE),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).", rich_help_panel=_STAGE),
-    focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_STAGE),
-    fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file depth backend).", rich_help_panel=_STAGE),
-    max_resolution: int = typer.Option(512, "--max-resolution", help="Long side cap in pixels.", rich_help_panel=_STAGE),
-    seed: int = typer.Option(0, "--seed", help="Random seed; part of every cache key.", rich_help_panel=_STAGE),
+    depth_backend: str = _stage("depth_backend"),
+    inpaint_backend: str = _stage("inpaint_backend"),
+    render_backend: str = _stage("render_backend"),
+    device: Optional[str] = _stage("device"),
+    focal: Optional[float] = _stage("focal"),
+    fov: Optional[float] = _stage("fov"),
+    max_resolution: int = _stage("max_resolution"),
+    seed: int = _stage("seed"),
+    allow_classical: bool = _stage("allow_classical"),
     json_: bool = typer.Option(False, "--json", help="Print every result row as JSON on stdout instead of output folders."),
 ) -> None:
 
     options = {"depth_backend": depth_backend, "inpaint_backend": inpaint_backend, "render_backend": render_backend,
-               "device": device, "focal": focal, "fov": fov, "max_resolution": max_resolution, "seed": seed}
+               "device": device, "focal": focal, "fov": fov, "max_resolution": max_resolution, "seed": seed,
+               "allow_classical": allow_classical}
     per_image: dict = {}
     if batch_file is not None:
         defaults, per_image = lib.load_batch_file(batch_file)

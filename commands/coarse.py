@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import typer
 
 from vd import console
 from vd.commands import common, tables
 from vd.commands import viewer_options as vo
-from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.errors import check_input_file
 from vd.params import CoarseParams, FluxParams, RunOptions, given
 
@@ -20,36 +18,58 @@ _SCAF = "Scaffold"
 _OPT = "Optimisation"
 _BACK = "Backends"
 
+HELP = (
+    "Build the coarse scene for each IMAGE (the main job).\n\n"
+    "Writes coarse.ply, scaffold.ply, cameras.json, summary.json and views/NNN/ into the output folder "
+    "and prints the written paths (or one JSON summary per image with --json).\n"
+    "Every step is cached: a second identical run is instant and an interrupted run resumes."
+)
+
+
+def _coarse(field: str, panel: str, **kw):
+    return common.param_option(CoarseParams, field, rich_help_panel=panel, **kw)
+
+
+def _flux(field: str, **kw):
+    return common.param_option(FluxParams, field, rich_help_panel=_BACK, **kw)
+
+
+def _run(field: str, **kw):
+    return common.field_option(RunOptions, field, rich_help_panel=_BACK, **kw)
+
 
 def coarse(
     images: List[Path] = common.IMAGES,
     out: Optional[Path] = common.OUT,
-    n_frames: Optional[int] = common.param_option(CoarseParams, "n_frames", "Frames in the scene: input + ring + up to N-2 added views.", rich_help_panel=_SEL),
-    dense_multiplier: Optional[int] = common.param_option(CoarseParams, "dense_multiplier", "Candidate poses = n_frames x this.", rich_help_panel=_SEL),
-    margin: Optional[int] = common.param_option(CoarseParams, "margin", "Pixels added to the width and height of candidate views.", rich_help_panel=_SEL),
-    min_ratio: Optional[float] = common.param_option(CoarseParams, "min_ratio", "Smallest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
-    max_ratio: Optional[float] = common.param_option(CoarseParams, "max_ratio", "Largest hole ratio a candidate may have to be added.", rich_help_panel=_SEL),
-    adjacent_exclusion: Optional[int] = common.param_option(CoarseParams, "adjacent_exclusion", "Candidates within +-N of an added one are skipped.", rich_help_panel=_SEL),
-    fallback: Optional[str] = common.param_option(CoarseParams, "fallback", "none or closest: what to do when no candidate view is in the hole-ratio band.", rich_help_panel=_SEL),
-    traj: Optional[str] = common.param_option(CoarseParams, "traj", "Candidate trajectory: spiral, wobble or rot.", rich_help_panel=_TRAJ),
-    trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) or a COLMAP images.txt.", rich_help_panel=_TRAJ),
-    forward_ratio: Optional[float] = common.param_option(CoarseParams, "forward_ratio", "Scales the camera's motion into the scene (+z).", rich_help_panel=_TRAJ),
-    backward_ratio: Optional[float] = common.param_option(CoarseParams, "backward_ratio", "Scales the camera's pull-back (-z).", rich_help_panel=_TRAJ),
-    radius_percentiles: Optional[tuple[float, float]] = common.param_option(CoarseParams, "radius_percentiles", "LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", rich_help_panel=_TRAJ),
-    expansion: Optional[float] = common.param_option(CoarseParams, "expansion", "Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).", rich_help_panel=_SCAF),
-    no_outpaint: bool = typer.Option(False, "--no-outpaint", help="Skip the outpainted canvas (input frame only).", rich_help_panel=_SCAF),
-    init_iters: Optional[int] = typer.Option(None, "--init-iters", help="Scaffold optimisation iterations (default: 100 on GPU, 30 on CPU).", show_default=False, rich_help_panel=_OPT),
-    view_iters: Optional[int] = typer.Option(None, "--view-iters", help="Optimisation iterations per added view (default: 500 on GPU, 60 on CPU).", show_default=False, rich_help_panel=_OPT),
-    depth_weight: Optional[float] = common.param_option(CoarseParams, "depth_weight", "Weight of the depth error in the optimisation (keeps Gaussians at the depth they were placed; 0 = photometric only).", rich_help_panel=_OPT),
-    depth_backend: str = typer.Option("auto", "--depth-backend", help="auto, moge or file (a depth map next to the image).", rich_help_panel=_BACK),
-    inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto, flux-fill or telea.", rich_help_panel=_BACK),
-    render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch.", rich_help_panel=_BACK),
-    offload: Optional[str] = common.param_option(FluxParams, "offload", OFFLOAD_HELP, metavar="MODE", rich_help_panel=_BACK),
-    vram_budget: Optional[float] = common.param_option(FluxParams, "vram_budget", VRAM_BUDGET_HELP, metavar="GiB", rich_help_panel=_BACK),
-    inpaint_steps: Optional[int] = common.param_option(FluxParams, "inpaint_steps", "Flux Fill sampling steps.", rich_help_panel=_BACK),
-    guidance: Optional[float] = common.param_option(FluxParams, "guidance", "Flux Fill guidance.", rich_help_panel=_BACK),
-    focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels (file depth backend).", rich_help_panel=_BACK),
-    fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees (file depth backend).", rich_help_panel=_BACK),
+    n_frames: Optional[int] = _coarse("n_frames", _SEL),
+    dense_multiplier: Optional[int] = _coarse("dense_multiplier", _SEL),
+    margin: Optional[int] = _coarse("margin", _SEL),
+    min_ratio: Optional[float] = _coarse("min_ratio", _SEL),
+    max_ratio: Optional[float] = _coarse("max_ratio", _SEL),
+    adjacent_exclusion: Optional[int] = _coarse("adjacent_exclusion", _SEL),
+    fallback: Optional[str] = _coarse("fallback", _SEL),
+    scan_scale: Optional[float] = _coarse("scan_scale", _SEL),
+    refine_tolerance: Optional[float] = _coarse("refine_tolerance", _SEL),
+    traj: Optional[str] = _coarse("traj", _TRAJ),
+    trajectory: Optional[Path] = _coarse("trajectory_file", _TRAJ),
+    forward_ratio: Optional[float] = _coarse("forward_ratio", _TRAJ),
+    backward_ratio: Optional[float] = _coarse("backward_ratio", _TRAJ),
+    radius_percentiles: Optional[tuple[float, float]] = _coarse("radius_percentiles", _TRAJ),
+    expansion: Optional[float] = _coarse("expansion", _SCAF),
+    outpaint: Optional[bool] = _coarse("outpaint", _SCAF),
+    edge_times: Optional[float] = _coarse("edge_times", _SCAF),
+    init_iters: Optional[int] = _coarse("init_iters", _OPT),
+    view_iters: Optional[int] = _coarse("view_iters", _OPT),
+    depth_weight: Optional[float] = _coarse("depth_weight", _OPT),
+    depth_backend: str = _run("depth_backend"),
+    inpaint_backend: str = _run("inpaint_backend"),
+    render_backend: str = _run("render_backend"),
+    offload: Optional[str] = _flux("offload", metavar="MODE"),
+    vram_budget: Optional[float] = _flux("vram_budget", metavar="GiB"),
+    inpaint_steps: Optional[int] = _flux("inpaint_steps"),
+    guidance: Optional[float] = _flux("guidance"),
+    focal: Optional[float] = _run("focal"),
+    fov: Optional[float] = _run("fov"),
     max_resolution: int = common.MAX_RES,
     json_: bool = common.JSON,
     seed: int = common.SEED,
@@ -61,12 +81,6 @@ def coarse(
     wait: bool = vo.WAIT,
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
-    """Build the coarse scene for each IMAGE (the main job).
-
-    Writes coarse.ply, scaffold.ply, cameras.json, summary.json and views/NNN/ into the output
-    folder and prints the written paths (or one JSON summary per image with --json). Every
-    step is cached: a second identical run is instant and an interrupted run resumes.
-    """
     from vd.stages.coarse import run_coarse
 
     params = CoarseParams(**given(
@@ -74,8 +88,8 @@ def coarse(
         adjacent_exclusion=adjacent_exclusion, fallback=fallback, traj=traj,
         trajectory_file=str(trajectory) if trajectory is not None else None, forward_ratio=forward_ratio,
         backward_ratio=backward_ratio, radius_percentiles=tuple(radius_percentiles) if radius_percentiles else None,
-        expansion=expansion, outpaint=False if no_outpaint else None, init_iters=init_iters, view_iters=view_iters,
-        depth_weight=depth_weight,
+        expansion=expansion, outpaint=outpaint, init_iters=init_iters, view_iters=view_iters, scan_scale=scan_scale,
+        refine_tolerance=refine_tolerance, edge_times=edge_times, depth_weight=depth_weight,
     ))
     options = RunOptions(depth_backend=depth_backend, inpaint_backend=inpaint_backend, render_backend=render_backend,
                          device=device, seed=seed, max_resolution=max_resolution, focal=focal, fov=fov, fetch=fetch)
@@ -103,3 +117,6 @@ def coarse(
             console.out_json(res.summary)
         else:
             console.out(*res.paths)
+
+
+coarse.__doc__ = HELP

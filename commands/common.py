@@ -14,32 +14,46 @@ from vd.outputs import prepare_output_dirs
 IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).")
 JSON = typer.Option(False, "--json", help="Print one JSON object per image on stdout instead of paths.")
-DEVICE = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
-SEED = typer.Option(params.SEED, "--seed", help="Random seed; part of every cache key.")
-MAX_RES = typer.Option(params.MAX_RESOLUTION, "--max-resolution", help="Long side cap in pixels; never upscales; sides become multiples of 16.")
-FETCH = typer.Option(False, "--fetch", help="Download missing model weights first (also VD_AUTO_FETCH=1).")
-
-
-OFFLOAD_HELP = ("Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), model "
-                "(whole modules moved to the GPU while used), sequential (block by block, the least VRAM).")
-VRAM_BUDGET_HELP = ("Cap on the GPU memory vd plans for, in GiB (e.g. 16 on a shared 24 GB card); --offload auto picks "
-                    "within it.")
 
 
 def shows_default(help: str, default) -> str:
     """`help` with the default shown after it, as typer shows a default (for options whose own default is None)."""
     if default is None:
         return help
-    shown = " ".join(f"{x:g}" for x in default) if isinstance(default, tuple) else (
-        f"{default:g}" if isinstance(default, float) else str(default))
-    return f"{help} [dim]\\[default: {shown}][/dim]"
+    return f"{help} [dim]\\[default: {shown_default(default)}][/dim]"
 
 
-def param_option(params_class, field: str, help: str, **kw):
-    """A typer option for a parameter-dataclass field: it defaults to None ("not given") and --help
-    shows the dataclass default, so each default is declared once (in `vd.params`)."""
-    return typer.Option(None, params.option_name(field), help=shows_default(help, getattr(params_class, field)),
-                        show_default=False, **kw)
+def shown_default(default) -> str:
+    """A default as --help shows it: numbers with %g, tuples space-separated."""
+    if isinstance(default, tuple):
+        return " ".join(f"{x:g}" for x in default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def param_option(params_class, field: str, help: Optional[str] = None, **kw):
+    """A typer option for a parameter-dataclass field: it defaults to None ("not given"; build the
+    dataclass with `vd.params.given`) and --help shows the dataclass default; its option name and
+    help text are the ones declared with the field (`vd.params.param`), so each is declared once."""
+    default = getattr(params_class, field)
+    option = params.option_of(params_class, field)
+    if isinstance(default, bool) and "/" in option:  # --x/--no-x: the default is the flag that is on
+        on, off = (name.strip().lstrip("-") for name in option.split("/"))
+        default = on if default else off
+    text = params.help_of(params_class, field) if help is None else help
+    return typer.Option(None, option, help=shows_default(text, default), show_default=False, **kw)
+
+
+def field_option(params_class, field: str, **kw):
+    """A typer option that takes a parameter-dataclass field's default itself (typer shows it), with
+    the option name and help text declared with the field."""
+    return typer.Option(getattr(params_class, field), params.option_of(params_class, field),
+                        help=params.help_of(params_class, field), **kw)
+
+
+DEVICE = field_option(params.RunOptions, "device")
+SEED = field_option(params.RunOptions, "seed")
+MAX_RES = field_option(params.RunOptions, "max_resolution")
+FETCH = field_option(params.RunOptions, "fetch")
 
 
 def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
@@ -59,5 +73,6 @@ def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "shows_default", "output_dir",
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "field_option", "param_option", "shows_default",
+           "shown_default", "output_dir",
            "output_dirs", "not_implemented", "List", "Optional", "Path"]

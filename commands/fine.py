@@ -11,7 +11,6 @@ import typer
 from vd import console
 from vd.commands import common, tables
 from vd.commands import viewer_options as vo
-from vd.commands.common import OFFLOAD_HELP, VRAM_BUDGET_HELP
 from vd.errors import InputError, UsageError, check_input_file
 from vd.models import memory
 from vd.outputs import check_distinct, prepare
@@ -26,6 +25,10 @@ INPUTS = typer.Argument(
 )
 
 
+def _fine(field: str, **kw):
+    return common.param_option(FineParams, field, **kw)
+
+
 def fine(
     inputs: List[Path] = INPUTS,
     out: Optional[Path] = typer.Option(
@@ -33,18 +36,22 @@ def fine(
         help="For a COARSE_DIR: the output folder (default COARSE_DIR/fine). For an IMAGE: the coarse output "
         "folder given to `vd coarse -o` (fine results go to its fine/ sub-folder).",
     ),
-    views: Optional[int] = common.param_option(FineParams, "views", "Number of refined views (greedy largest-hole choice)."),
-    steps: Optional[int] = common.param_option(FineParams, "steps", "Refinement steps: the last STEPS of the schedule."),
-    total_steps: Optional[int] = common.param_option(FineParams, "total_steps", "Length of the full sampling schedule."),
-    gs_iters: Optional[int] = common.param_option(FineParams, "gs_iters", "Optimisation iterations of each scene rectification."),
-    rect_weight: Optional[float] = common.param_option(FineParams, "rect_weight", "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene)."),
-    depth_weight: Optional[float] = common.param_option(FineParams, "depth_weight", "Weight of the anchors' depth error in each scene fit (0 = photometric only)."),
-    rescale: Optional[str] = common.param_option(FineParams, "rescale", "Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), match (both ways, can overshoot) or none."),
-    render_backend: Optional[str] = common.param_option(FineParams, "render_backend", "auto, gsplat or torch."),
-    inpaint_backend: str = typer.Option("auto", "--inpaint-backend", help="auto | flux-fill | telea (telea has no diffusion: needs --allow-classical)."),
-    allow_classical: bool = typer.Option(False, "--allow-classical", help="With the telea backend, run the rectification loop on classical inpaints instead of failing."),
-    offload: Optional[str] = common.param_option(FluxParams, "offload", OFFLOAD_HELP, metavar="MODE"),
-    vram_budget: Optional[float] = common.param_option(FluxParams, "vram_budget", VRAM_BUDGET_HELP, metavar="GiB"),
+    views: Optional[int] = _fine("views"),
+    steps: Optional[int] = _fine("steps"),
+    total_steps: Optional[int] = _fine("total_steps"),
+    gs_iters: Optional[int] = _fine("gs_iters"),
+    rect_weight: Optional[float] = _fine("rect_weight"),
+    depth_weight: Optional[float] = _fine("depth_weight"),
+    rescale: Optional[str] = _fine("rescale"),
+    guidance: Optional[float] = _fine("guidance"),
+    margin: Optional[int] = _fine("margin"),
+    candidate_stride: Optional[int] = _fine("candidate_stride"),
+    select_scale: Optional[float] = _fine("select_scale"),
+    render_backend: Optional[str] = _fine("render_backend"),
+    inpaint_backend: str = common.field_option(RunOptions, "inpaint_backend"),
+    allow_classical: bool = common.field_option(RunOptions, "allow_classical"),
+    offload: Optional[str] = common.param_option(FluxParams, "offload", metavar="MODE"),
+    vram_budget: Optional[float] = common.param_option(FluxParams, "vram_budget", metavar="GiB"),
     device: Optional[str] = common.DEVICE,
     seed: int = common.SEED,
     json_: bool = common.JSON,
@@ -59,7 +66,8 @@ def fine(
     from vd.stages.fine import prepare_fine
 
     params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
-                                rect_weight=rect_weight, depth_weight=depth_weight, rescale=rescale,
+                                rect_weight=rect_weight, depth_weight=depth_weight, rescale=rescale, guidance=guidance,
+                                margin=margin, candidate_stride=candidate_stride, select_scale=select_scale,
                                 render_backend=render_backend, seed=seed))
     options = RunOptions(inpaint_backend=inpaint_backend, device=device, allow_classical=allow_classical, fetch=fetch)
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget))

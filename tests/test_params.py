@@ -84,3 +84,82 @@ def test_library_rejects_what_the_cli_rejects():
         get_depth_backend("file", focal=math.inf)
     with pytest.raises(UsageError, match="not both"):
         check_intrinsics(500.0, 60.0)
+
+
+# --- parameters declared once: every field has one option, whose default and help are the field's
+
+def _command(name):
+    import typer
+
+    from vd.commands.app import app
+
+    return typer.main.get_command(app).commands[name]
+
+
+def _fields(cls, only=None, but=()):
+    from dataclasses import fields
+
+    return [(cls, f.name) for f in fields(cls) if (only is None or f.name in only) and f.name not in but]
+
+
+def _cli_fields():
+    from vd.batch import NOT_IN_BATCH
+    from vd.params import RunOptions
+
+    return {
+        "coarse": _fields(CoarseParams) + _fields(FluxParams) + _fields(RunOptions, but={"allow_classical"}),
+        # fine samples with its own steps and guidance (FineParams); of Flux Fill it takes the GPU memory options
+        "fine": _fields(FineParams) + _fields(FluxParams, only={"offload", "vram_budget"})
+        + _fields(RunOptions, only={"inpaint_backend", "render_backend", "device", "seed", "fetch", "allow_classical"}),
+        "batch": _fields(RunOptions, but=NOT_IN_BATCH),  # the parameter dataclasses' fields go through -O NAME=VALUE
+    }
+
+
+def _shown(default, option: str) -> str:
+    if isinstance(default, bool) and "/" in option:
+        on, off = (name.lstrip("-") for name in option.split("/"))
+        return on if default else off
+    if isinstance(default, tuple):
+        return " ".join(f"{x:g}" for x in default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+@pytest.mark.parametrize("command", ["coarse", "fine", "batch"])
+def test_every_field_has_exactly_one_option_showing_its_default_and_help(command):
+    from vd.params import help_of, option_of
+
+    cmd = _command(command)
+    for cls, name in _cli_fields()[command]:
+        option = option_of(cls, name)
+        matches = [p for p in cmd.params if option.split("/")[0] in p.opts]
+        assert len(matches) == 1, f"vd {command}: {cls.__name__}.{name} has {len(matches)} options {option}"
+        opt, default, help_text = matches[0], getattr(cls, name), help_of(cls, name)
+        assert help_text and opt.help.startswith(help_text), f"vd {command} {option}: help not the field's: {opt.help!r}"
+        if opt.default is None and default is not None:  # "not given": the help shows the dataclass default
+            assert opt.show_default is False and f"\\[default: {_shown(default, option)}]" in opt.help, (command, option)
+        else:  # the option takes the field's default and typer shows it
+            assert opt.default == default, f"vd {command} {option}: default {opt.default!r}, field {default!r}"
+
+
+def test_param_option_takes_the_help_declared_with_the_field():
+    """A field added with its help needs no help string in the command: param_option finds it."""
+    from dataclasses import make_dataclass
+
+    from vd.commands.common import param_option
+    from vd.params import param
+
+    Extended = make_dataclass("Extended", [("new_knob", float, param(0.25, "A knob added later."))], bases=(CoarseParams,))
+    opt = param_option(Extended, "new_knob")
+    assert opt.param_decls == ("--new-knob",) and opt.default is None
+    assert opt.help.startswith("A knob added later.") and "[default: 0.25]" in opt.help
+
+
+def test_coarse_help_keeps_each_sentence_on_one_line(run_vd, monkeypatch):
+    """The description used to break mid-sentence ("into the output" / "folder")."""
+    monkeypatch.setenv("COLUMNS", "400")
+    r = run_vd("coarse", "--help")
+    assert r.code == 0, r
+    lines = r.stdout.splitlines()
+    assert any("into the output folder and prints the written paths" in ln for ln in lines), r.stdout[:1500]
+    assert any(ln.strip() == "Every step is cached: a second identical run is instant and an interrupted run resumes."
+               for ln in lines), r.stdout[:1500]

@@ -31,13 +31,15 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-ALL_KEYS = "*"  # a field outside every key its dataclass derives (keyed apart, e.g. the seed)
+# a field that `key_params` leaves out of every key because the runners key it apart: the seed and the
+# renderer (a stage key's own seed and backend), a trajectory file (its poses, by content)
+KEYED_APART = ("*",)
 
 
 def param(default: Any, help: str = "", *, not_in_keys: tuple[str, ...] = (), option: Optional[str] = None) -> Any:
     """A parameter-dataclass field with what the CLI and the cache keys need declared beside its default:
     its --help text, its option when that is not `option_name(field)`, and `not_in_keys`, the cache
-    keys (stage names, or ALL_KEYS) whose result it does not change. Every other key derived by
+    keys (stage names, or KEYED_APART) whose result it does not change. Every other key derived by
     `key_params` includes it, so a field added later can never be left out of a key by mistake."""
     meta: dict[str, Any] = {"help": help, "not_in_keys": tuple(not_in_keys)}
     if option is not None:
@@ -47,11 +49,11 @@ def param(default: Any, help: str = "", *, not_in_keys: tuple[str, ...] = (), op
 
 def key_params(obj, key: str) -> dict:
     """The fields of a parameter dataclass that change the result cached under `key` (a stage name):
-    all of them but those whose `param(..., not_in_keys=...)` names that key or ALL_KEYS."""
+    all of them but those whose `param(..., not_in_keys=...)` names that key or is KEYED_APART."""
     out = {}
     for f in fields(obj):
         outside = f.metadata.get("not_in_keys", ())
-        if key not in outside and ALL_KEYS not in outside:
+        if key not in outside and KEYED_APART[0] not in outside:
             value = getattr(obj, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
@@ -131,7 +133,8 @@ class RunOptions:
     runners (`vd.stages.coarse.run_coarse`, `vd.stages.fine.prepare_fine`) take it."""
 
     depth_backend: str = param("auto", "auto, moge or file (a depth map next to the image).")
-    inpaint_backend: str = param("auto", "auto, flux-fill or telea.")
+    inpaint_backend: str = param("auto", "auto, flux-fill or telea (which has no diffusion model: `vd fine` needs "
+                                         "--allow-classical to use it).")
     render_backend: str = param("auto", "auto, gsplat or torch.")
     device: Optional[str] = param(None, "cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
     seed: int = param(SEED, "Random seed; part of every cache key.")
@@ -203,7 +206,7 @@ class CoarseParams:
     # the poses it holds are keyed by content (vd.stages.coarse.view_key), not by the file's name
     trajectory_file: Optional[str] = param(
         None, "Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) "
-        "or a COLMAP images.txt.", option="--trajectory", not_in_keys=ALL_KEYS)
+        "or a COLMAP images.txt.", option="--trajectory", not_in_keys=KEYED_APART)
     forward_ratio: float = param(0.3, "Scales the camera's motion into the scene (+z).", not_in_keys=LOOP_ONLY)
     backward_ratio: float = param(0.4, "Scales the camera's pull-back (-z).", not_in_keys=LOOP_ONLY)
     radius_percentiles: tuple = param((5.0, 50.0), "LOW HIGH depth percentiles (valid input pixels) that size the "
@@ -285,8 +288,8 @@ class FineParams:
                                    "match (both ways, can overshoot) or none.", not_in_keys=VIEWS_APART)
     depth_weight: float = param(1.0, "Weight of the anchors' depth error in each scene fit (0 = photometric only).",
                                 not_in_keys=VIEWS_APART)
-    seed: int = param(SEED, "Random seed; part of every cache key.", not_in_keys=ALL_KEYS)
-    render_backend: str = param("auto", "auto, gsplat or torch.", not_in_keys=ALL_KEYS)
+    seed: int = param(SEED, "Random seed; part of every cache key.", not_in_keys=KEYED_APART)
+    render_backend: str = param("auto", "auto, gsplat or torch.", not_in_keys=KEYED_APART)
 
     def validate(self) -> None:
         check_finite(self)
@@ -313,10 +316,10 @@ class FineParams:
 class VideoParams:
     """`vd export --format video`: the fly-through."""
 
-    traj: str = "spiral"  # or a trajectory file
-    frames: int = 60
-    fps: float = 20.0
-    side_by_side_depth: bool = False
+    traj: str = param("spiral", "video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).")
+    frames: int = param(60, "video: number of frames.")
+    fps: float = param(20.0, "video: frames per second.")
+    side_by_side_depth: bool = param(False, "video: RGB and colour-mapped depth side by side.")
 
     def validate(self) -> None:
         check_finite(self)
@@ -328,7 +331,8 @@ class VideoParams:
 class ExportParams:
     """`vd export` options with defaults of their own."""
 
-    spz_version: int = 3
+    spz_version: int = param(3, "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, "
+                                "Spark, Babylon.js, three.js and splat-transform; 2 for older readers).")
 
     def validate(self) -> None:
         require(self.spz_version in SPZ_VERSIONS,
@@ -337,5 +341,5 @@ class ExportParams:
 
 __all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
            "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
-           "option_name", "require", "ALL_KEYS", "CPU_ITERS", "GPU_ITERS", "LOOP_ONLY", "OFFLOAD_HELP", "RunOptions",
+           "option_name", "require", "KEYED_APART", "CPU_ITERS", "GPU_ITERS", "LOOP_ONLY", "OFFLOAD_HELP", "RunOptions",
            "VIEWS_APART", "VRAM_BUDGET_HELP", "help_of", "key_params", "option_of", "param"]
