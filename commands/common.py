@@ -73,6 +73,6 @@ def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "field_option", "param_option", "shows_default",
-           "shown_default", "output_dir",
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "field_option", "param_option",
+           "shows_default", "shown_default", "output_dir",
            "output_dirs", "not_implemented", "List", "Optional", "Path"]

@@ -134,9 +134,10 @@ def test_every_field_has_exactly_one_option_showing_its_default_and_help(command
         matches = [p for p in cmd.params if option.split("/")[0] in p.opts]
         assert len(matches) == 1, f"vd {command}: {cls.__name__}.{name} has {len(matches)} options {option}"
         opt, default, help_text = matches[0], getattr(cls, name), help_of(cls, name)
-        assert help_text and opt.help.startswith(help_text), f"vd {command} {option}: help not the field's: {opt.help!r}"
+        assert help_text and opt.help.startswith(help_text), f"vd {command} {option}: not the field's help: {opt.help}"
         if opt.default is None and default is not None:  # "not given": the help shows the dataclass default
-            assert opt.show_default is False and f"\\[default: {_shown(default, option)}]" in opt.help, (command, option)
+            shown = f"\\[default: {_shown(default, option)}]"
+            assert opt.show_default is False and shown in opt.help, (command, option, opt.help)
         else:  # the option takes the field's default and typer shows it
             assert opt.default == default, f"vd {command} {option}: default {opt.default!r}, field {default!r}"
 
@@ -148,7 +149,8 @@ def test_param_option_takes_the_help_declared_with_the_field():
     from vd.commands.common import param_option
     from vd.params import param
 
-    Extended = make_dataclass("Extended", [("new_knob", float, param(0.25, "A knob added later."))], bases=(CoarseParams,))
+    Extended = make_dataclass("Extended", [("new_knob", float, param(0.25, "A knob added later."))],
+                              bases=(CoarseParams,))
     opt = param_option(Extended, "new_knob")
     assert opt.param_decls == ("--new-knob",) and opt.default is None
     assert opt.help.startswith("A knob added later.") and "[default: 0.25]" in opt.help

@@ -224,4 +224,5 @@ def test_batch_run_options_are_the_run_options_fields():
     from vd.batch import NOT_IN_BATCH, RUN_OPTIONS
     from vd.params import FluxParams, RunOptions
 
-    assert set(RUN_OPTIONS) == ({f.name for f in fields(RunOptions)} - NOT_IN_BATCH) | {f.name for f in fields(FluxParams)}
+    run_options = {f.name for f in fields(RunOptions)} - NOT_IN_BATCH
+    assert set(RUN_OPTIONS) == run_options | {f.name for f in fields(FluxParams)}

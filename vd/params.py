@@ -119,8 +119,8 @@ OFFLOAD_CHOICES = ("auto", *OFFLOAD_MODES)  # auto: decided from the free VRAM w
 GPU_ITERS = (100, 500)  # upstream scaffold / per-view optimisation iterations (CUDA)
 CPU_ITERS = (30, 60)  # the documented CPU defaults (bench/coarse.md)
 
-OFFLOAD_HELP = ("Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), model "
-                "(whole modules moved to the GPU while used), sequential (block by block, the least VRAM).")
+OFFLOAD_HELP = ("Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), "
+                "model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).")
 VRAM_BUDGET_HELP = ("Cap on the GPU memory vd plans for, in GiB (e.g. 16 on a shared 24 GB card); --offload auto picks "
                     "within it.")
 
@@ -138,7 +138,8 @@ class RunOptions:
     render_backend: str = param("auto", "auto, gsplat or torch.")
     device: Optional[str] = param(None, "cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
     seed: int = param(SEED, "Random seed; part of every cache key.")
-    max_resolution: int = param(MAX_RESOLUTION, "Long side cap in pixels; never upscales; sides become multiples of 16.")
+    max_resolution: int = param(MAX_RESOLUTION,
+                                "Long side cap in pixels; never upscales; sides become multiples of 16.")
     focal: Optional[float] = param(None, "Focal length in pixels (file depth backend).")
     fov: Optional[float] = param(None, "Horizontal field of view in degrees (file depth backend).")
     fetch: bool = param(False, "Download missing model weights first (also VD_AUTO_FETCH=1).")
@@ -275,8 +276,8 @@ class FineParams:
     steps: int = param(9, "Refinement steps: the last STEPS of the schedule.", not_in_keys=VIEWS_APART)
     total_steps: int = param(25, "Length of the full sampling schedule.", not_in_keys=VIEWS_APART)
     gs_iters: int = param(192, "Optimisation iterations of each scene rectification.", not_in_keys=VIEWS_APART)
-    rect_weight: float = param(0.5, "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene).",
-                               not_in_keys=VIEWS_APART)
+    rect_weight: float = param(0.5, "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the "
+                                    "scene).", not_in_keys=VIEWS_APART)
     margin: int = param(16, "Pixels added to each side of the refined views (rounded up so both sides are multiples "
                             "of 16).")
     candidate_stride: int = param(3, "Candidate views: every Nth pose of the coarse trajectory (plus the coarse "

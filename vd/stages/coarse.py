@@ -28,7 +28,7 @@ from vd.image import LoadedImage, load_image
 from vd.models import memory
 from vd.models.choose import get_depth_backend, get_inpaint_backend
 from vd.models.offload import configure
-from vd.params import CPU_ITERS, GPU_ITERS, CoarseParams, FluxParams, RunOptions, key_params
+from vd.params import GPU_ITERS, CoarseParams, FluxParams, RunOptions, key_params
 from vd.paths import resolve_device
 from vd.render import resolve_backend
 from vd.stages import coarse_view as stage
@@ -40,8 +40,8 @@ from vd.viewer import Viewer
 from vd.views import View, decode_record
 
 VIEW_STAGE = "coarse-view"
-VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn, depth term;
-# 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
+VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
+# depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 # test hook: called as _after_view(k) after view k is memoised (kill-and-resume tests)
@@ -94,9 +94,9 @@ class CoarseRun:
         resolved = p.resolved(dev)
         auto = not str(dev).startswith("cuda") and (p.init_iters is None or p.view_iters is None)
         if auto:
-            console.info(f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view optimisation "
-                         f"iterations (upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}, CPU defaults "
-                         f"{CPU_ITERS[0]}/{CPU_ITERS[1]}; set --init-iters/--view-iters to override)")
+            console.info(f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view "
+                         f"optimisation iterations (upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}; "
+                         "set --init-iters/--view-iters to override)")
         img = load_image(image, options.max_resolution)
         dback = get_depth_backend(options.depth_backend, image_path=img.path, focal=options.focal, fov=options.fov,
                                   device=dev, auto_fetch=options.auto_fetch)

@@ -24,8 +24,8 @@ size + margin with the input focal and a centred principal point:
    colours against the new view (`vd.train.fit_colours`).
 
 Memoisation (`vd.stages.coarse` runs it and owns the keys): the scaffold and every added view are
-separate cache entries; view k's key is `view_key(key of view k−1, k, ...)`, and a view entry stores only that view and its
-(trained) Gaussians, which never change afterwards. A run killed after view k therefore resumes
+separate cache entries; view k's key is `view_key(key of view k−1, k, ...)`, and a view entry stores only
+that view and its (trained) Gaussians, which never change afterwards. A run killed after view k therefore resumes
 at view k+1 with identical results, and a second identical run is all cache hits. Every random
 choice is seeded from the entry's key.
 """

@@ -302,8 +302,8 @@ class FineRunner:
             cache: Optional[Cache] = None, label: Optional[str] = None) -> FineResult:
         """`run_fine` on one coarse folder, its memory tracked as "fine <label>" (default: the folder's name)."""
         with memory.track(f"fine {label or Path(coarse_dir).name}", device=self.device):
-            return run_fine(coarse_dir, out_dir, self.params, denoiser_factory=self.denoiser_factory, device=self.device,
-                            cache=cache, image=image, viewer=viewer)
+            return run_fine(coarse_dir, out_dir, self.params, denoiser_factory=self.denoiser_factory,
+                            device=self.device, cache=cache, image=image, viewer=viewer)
 
 
 def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> FineRunner:
