@@ -10,7 +10,8 @@ aten operation the code under it runs passes through it. On a GPU these wait for
 (A device-to-host copy such as ``.cpu()`` or ``.tolist()`` cannot be told apart on a CPU run.)
 
 Reads made by the renderer (frames under ``vd/render/``, the CPU-only torch rasteriser; the GPU
-path uses gsplat) are counted apart in `renderer`. `iteration()` starts a new iteration's count.
+path uses gsplat) are counted apart in `renderer`. `iteration()` starts a new iteration's count;
+`aside()` sends what follows to `setup` (work outside the training loop) until the next one.
 """
 
 from __future__ import annotations
@@ -49,14 +50,19 @@ class HostReads(TorchDispatchMode):
         self.setup: list[str] = []  # before the first iteration()
         self.per_iteration: list[list[str]] = []
         self.renderer = 0
+        self._current = self.setup
 
     def iteration(self) -> None:
         self.per_iteration.append([])
+        self._current = self.per_iteration[-1]
+
+    def aside(self) -> None:
+        self._current = self.setup
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if _is_host_read(func, args):
             if _in_renderer():
                 self.renderer += 1
             else:
-                (self.per_iteration[-1] if self.per_iteration else self.setup).append(str(func))
+                self._current.append(str(func))
         return func(*args, **(kwargs or {}))

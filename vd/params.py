@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from vd.errors import UsageError
@@ -221,6 +221,111 @@ class ExportParams:
                 f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {self.spz_version}")
 
 
+# ------------------------------------------------------------------------------ vd refine
+REFINE_FORBIDDEN = ("thin", "thick")  # a thinness/thickness regulariser is an explicit non-goal of vd refine
+
+
+def _refine(default, help: str, *, keyed_apart: bool = False, option: Optional[str] = None):
+    """A RefineParams field: its default and --help text, declared once; `option` when it is not
+    `option_name(field)`. `keyed_apart`: the cache key holds it outside the parameters (the seed,
+    the resolved renderer)."""
+    meta = {"help": help, "not_in_keys": ("*",) if keyed_apart else ()}
+    if option is not None:
+        meta["option"] = option
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RefineParams:
+    """`vd refine`: RGB plus depth- and normal-prior supervision (`vd.stages.refine`). A config
+    file (JSON or TOML) may set any field; an option given on the command line wins."""
+
+    iters: int = _refine(300, "Optimisation steps.")
+    depth_weight: float = _refine(0.5, "Weight of the depth loss (Huber of the residual to the aligned prior).")
+    normal_weight: float = _refine(0.1, "Weight of the normal loss, 1 - |n_render . n_prior|.")
+    densify: bool = _refine(False, "Split high-gradient and prune transparent Gaussians.")
+    ssim_lambda: float = _refine(0.2, "RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages.")
+    huber_delta: float = _refine(0.01, "Relative depth residual where the depth loss turns linear.")
+    lr_means: float = _refine(5e-4, "Learning rate of the positions, times the scene extent (median prior depth).")
+    lr_scales: float = _refine(5e-3, "Learning rate of the log-scales.")
+    lr_quats: float = _refine(1e-3, "Learning rate of the rotations (quaternions).")
+    lr_opacity: float = _refine(2.5e-2, "Learning rate of the opacity logits.")
+    lr_sh: float = _refine(2.5e-3, "Learning rate of the colours (SH coefficients).")
+    densify_every: int = _refine(100, "Iterations between two densification steps.")
+    densify_from: int = _refine(100, "First iteration that may densify.")
+    densify_until: float = _refine(0.6, "Last iteration that may densify, as a fraction of the iterations.")
+    densify_fraction: float = _refine(0.02, "Share of the Gaussians split at each densification step.")
+    prune_opacity: float = _refine(0.005, "Densification removes the Gaussians less opaque than this.")
+    min_alpha: float = _refine(0.5, "Rendered alpha above which the rendered depth counts as a surface.")
+    backend: str = _refine("auto", "Renderer: auto, gsplat or torch.", keyed_apart=True, option="--render-backend")
+    seed: int = _refine(SEED, "Random seed; part of the cache key.", keyed_apart=True)
+
+    @classmethod
+    def check_mapping(cls, cfg, where: str = "config") -> dict:
+        """The fields a mapping (a config file's) sets, type-checked: UsageError on a
+        thinness/thickness key (anywhere in it), an unknown key or a value of the wrong type."""
+        require(isinstance(cfg, dict), f"{where} must hold a table/object of refine parameters")
+        bad = _forbidden_keys(cfg)
+        require(not bad, f"{where} asks for {', '.join(bad)}: thinness/thickness regularisers are an explicit "
+                         "non-goal of vd refine (it supervises depth and normals only); remove these keys")
+        types = {f.name: type(f.default) for f in fields(cls)}
+        unknown = [k for k in cfg if k not in types]
+        require(not unknown, f"{where} has unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(types)}")
+        out = {}
+        for k, v in cfg.items():
+            t = types[k]
+            if t is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            require(isinstance(v, t) and not (t is int and isinstance(v, bool)), f"{where}: {k} must be a {t.__name__}, got {v!r}")
+            out[k] = v
+        return out
+
+    @classmethod
+    def resolve(cls, config: Optional[dict] = None, **options) -> "RefineParams":
+        """The defaults, then a config mapping, then the options given (None: not given); validated."""
+        values = cls.check_mapping(dict(config or {}), "the refine config")
+        values.update(cls.check_mapping(given(**options), "the refine options"))
+        p = cls(**values)
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        require(self.iters >= 0, f"--iters must be >= 0, got {self.iters}")
+        for name in ("depth_weight", "normal_weight"):
+            v = getattr(self, name)
+            require(math.isfinite(v) and v >= 0, f"{option_name(name)} must be a finite number >= 0, got {v}")
+        check_finite(self)
+        require(self.huber_delta > 0, f"--huber-delta must be > 0, got {self.huber_delta:g}")
+        require(self.ssim_lambda >= 0, f"--ssim-lambda must be 0 or more, got {self.ssim_lambda:g}")
+        for name in ("lr_means", "lr_scales", "lr_quats", "lr_opacity", "lr_sh"):
+            require(getattr(self, name) >= 0, f"{option_name(name)} must be 0 or more, got {getattr(self, name):g}")
+        require(self.densify_every >= 1, f"--densify-every must be at least 1, got {self.densify_every}")
+        require(self.densify_from >= 0, f"--densify-from must be 0 or more, got {self.densify_from}")
+        for name in ("densify_until", "densify_fraction", "prune_opacity", "min_alpha"):
+            v = getattr(self, name)
+            require(0.0 <= v <= 1.0, f"{option_name(name)} must be between 0 and 1, got {v:g}")
+        check_choice(self.backend, RENDER_BACKENDS, "--render-backend")
+
+    def key_params(self) -> dict:
+        """The parameters that change the result, for the cache key: every field but those keyed apart."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("not_in_keys")}
+
+
+def _forbidden_keys(obj, prefix: str = "") -> list[str]:
+    """The keys (dotted paths) of a nested mapping that ask for a thinness/thickness regulariser."""
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            name = f"{prefix}{k}"
+            if any(word in str(k).lower() for word in REFINE_FORBIDDEN):
+                found.append(name)
+            found += _forbidden_keys(v, name + ".")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += _forbidden_keys(v, f"{prefix}{i}.")
+    return found
+
+
 __all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
-           "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
+           "VideoParams", "RefineParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
            "option_name", "require"]

@@ -293,7 +293,8 @@ def optimise(
     log_every: int = LOG_EVERY,
     progress: Callable[[int, float], None] | None = None,
 ) -> TrainReport:
-    """Optimise `g` on `views` for `iters` iterations; returns the loss history.
+    """Optimise `g` on `views` (`TrainView`s, or `DeviceView`s already on g's device) for `iters`
+    iterations; returns the loss history.
 
     progress: optional callable(iteration, loss), called after the iterations whose losses are
     read: the first, every `log_every`-th and the last.
@@ -335,7 +336,8 @@ def optimise(
     base = {k: getattr(g, k).detach() for k in _FIELDS}
     adam = GaussianAdam(base if idx is None else {k: base[k][idx] for k in _FIELDS}, lr)
     gen = torch.Generator().manual_seed(int(seed))
-    views_dev = [DeviceView.of(v, dev, depth=bool(depth_weight) or terms is not None) for v in views]
+    views_dev = [v if isinstance(v, DeviceView) else DeviceView.of(v, dev, depth=bool(depth_weight) or terms is not None)
+                 for v in views]
     # with a trainable subset, each view is rendered only over the window those Gaussians reach
     # (the rest of the view is a constant of the loss: same gradients, far fewer pixels)
     # Adam moves a value by about its learning rate a step (more only where gradients jump)
