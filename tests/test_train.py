@@ -308,3 +308,13 @@ def test_optimise_densifies_without_restarting_adam():
     assert rep.adam_steps == 6  # a rebuilt optimiser would count 2 (the steps after the last densification)
     for t in g.tensors().values():
         assert torch.isfinite(t).all()
+
+
+def test_fit_colours_iterations_wait_for_the_device_nowhere(monkeypatch):
+    """fit_colours' iterations (one render per target and iteration) read nothing back."""
+    from vd.train import fit_colours
+
+    g, trainable, views, _, _ = _patch_scene()
+    reads, _ = _reads_per_iteration(monkeypatch, lambda: fit_colours(g, views, 3, trainable=trainable))
+    assert len(reads.per_iteration) == 2 + 3 * 2  # the weights of each target, then 3 iterations x 2 targets
+    assert all(found == [] for found in reads.per_iteration), reads.per_iteration

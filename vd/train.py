@@ -524,9 +524,8 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
         for it in range(int(iters)):
             for t, col in zip(targets, column):
                 step = weights(dc, *t, residual=True) / col.clamp_min(1e-6)
-                step = torch.where(col > 1e-3, step, torch.zeros_like(step))
-                if keep is not None:
-                    step[~keep] = 0.0
+                ok = col > 1e-3 if keep is None else (col > 1e-3) & keep[:, None]
+                step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
                 dc = dc + step / C0
     with torch.no_grad():
         g.sh[:, 0] = dc
