@@ -275,7 +275,8 @@ def test_densification_keeps_adam_state_of_the_surviving_gaussians():
     means_before = adam.params["means"].detach().clone()
     grad = torch.zeros(n)
     grad[[10, 20, 30]] = torch.tensor([3.0, 2.0, 1.0])  # the three to split (fraction 3/n)
-    split, pruned = adam.densify(grad, Densify(every=1, start=1, until=9, fraction=3 / n), torch.Generator().manual_seed(0))
+    d = Densify(every=1, start=1, until=9, fraction=3 / n)
+    split, pruned = adam.densify(grad, d, torch.Generator().manual_seed(0))
     assert (split, pruned) == (3, 5)
     survivors = torch.ones(n, dtype=torch.bool)
     survivors[:5] = False
@@ -302,7 +303,8 @@ def test_optimise_densifies_without_restarting_adam():
     g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
     n0 = len(g)
     g.opacity_logits[:7] = -9.0
-    rep = optimise(g, [TrainView(rgb, None, K, np.eye(4))], 6, densify=Densify(every=2, start=2, until=4, fraction=0.05))
+    d = Densify(every=2, start=2, until=4, fraction=0.05)
+    rep = optimise(g, [TrainView(rgb, None, K, np.eye(4))], 6, densify=d)
     assert rep.pruned == 7 and rep.split > 0
     assert len(g) == n0 - 7 + rep.split and g.sh.shape[0] == len(g)
     assert rep.adam_steps == 6  # a rebuilt optimiser would count 2 (the steps after the last densification)

@@ -276,7 +276,8 @@ class RefineParams:
             t = types[k]
             if t is float and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
-            require(isinstance(v, t) and not (t is int and isinstance(v, bool)), f"{where}: {k} must be a {t.__name__}, got {v!r}")
+            require(isinstance(v, t) and not (t is int and isinstance(v, bool)),
+                    f"{where}: {k} must be a {t.__name__}, got {v!r}")
             out[k] = v
         return out
 
@@ -327,5 +328,5 @@ def _forbidden_keys(obj, prefix: str = "") -> list[str]:
 
 
 __all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
-           "VideoParams", "RefineParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
+           "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
            "option_name", "require"]

@@ -81,7 +81,8 @@ class TrainView:
         self.camera_from_world = t(self.camera_from_world)
         self.mask = torch.ones(self.rgb.shape[:2], dtype=torch.bool) if self.mask is None else t(self.mask, torch.bool)
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.mask.shape != self.rgb.shape[:2]:
-            raise ValueError(f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, {tuple(self.mask.shape)}")
+            raise ValueError(f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, "
+                             f"{tuple(self.mask.shape)}")
         if self.depth is not None:
             self.depth = t(self.depth)
             ok = torch.isfinite(self.depth) & (self.depth > 0)
@@ -124,13 +125,13 @@ class DeviceView:
     def of(cls, v: TrainView, device, *, depth: bool) -> "DeviceView":
         mask = v.mask.to(device)
         n = int(mask.sum())
-        with_depth = depth and v.depth is not None
+        target = v.depth.to(device) if depth and v.depth is not None else None
+        trusted = v.depth_mask.to(device) if target is not None and v.depth_mask is not None else None
         return cls(
             rgb=v.rgb.to(device), mask=None if n == mask.numel() else mask, K=v.K.to(device),
             camera_from_world=v.camera_from_world.to(device), width=v.width, height=v.height, n_supervised=n,
-            depth=v.depth.to(device) if with_depth else None,
-            depth_mask=v.depth_mask.to(device) if with_depth else None,
-            n_depth=int(v.depth_mask.sum()) if with_depth else 0,
+            depth=None if trusted is None else target, depth_mask=trusted,
+            n_depth=0 if trusted is None else int(trusted.sum()),
             normal=None if v.normal is None else v.normal.to(device),
         )
 
@@ -336,8 +337,8 @@ def optimise(
     base = {k: getattr(g, k).detach() for k in _FIELDS}
     adam = GaussianAdam(base if idx is None else {k: base[k][idx] for k in _FIELDS}, lr)
     gen = torch.Generator().manual_seed(int(seed))
-    views_dev = [v if isinstance(v, DeviceView) else DeviceView.of(v, dev, depth=bool(depth_weight) or terms is not None)
-                 for v in views]
+    with_depth = bool(depth_weight) or terms is not None
+    views_dev = [v if isinstance(v, DeviceView) else DeviceView.of(v, dev, depth=with_depth) for v in views]
     # with a trainable subset, each view is rendered only over the window those Gaussians reach
     # (the rest of the view is a constant of the loss: same gradients, far fewer pixels)
     # Adam moves a value by about its learning rate a step (more only where gradients jump)
@@ -361,14 +362,15 @@ def optimise(
         else:
             cur = Gaussians(**{k: base[k].index_put((idx,), adam.params[k]) for k in _FIELDS})
         parts = _loss_terms(cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms)
-        loss = sum(weights[k] * v for k, v in parts.items())
+        loss = _weighted(parts, weights)
         if it == iters - 1 and windows[vi] is not None:  # a window's loss leaves out constants: the whole one
             with torch.no_grad():
                 whole = _loss_terms(cur, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms)
-                rep.final_loss = float(sum(weights[k] * v for k, v in whole.items()))
+                rep.final_loss = float(_weighted(whole, weights))
         adam.step(loss)
-        if grad_sum is not None and it + 1 <= densify.until:
-            grad_sum += adam.params["means"].grad.norm(dim=-1)
+        means_grad = adam.params["means"].grad
+        if densify is not None and grad_sum is not None and means_grad is not None and it + 1 <= densify.until:
+            grad_sum += means_grad.norm(dim=-1)
             grad_steps += 1
         history[it] = torch.stack([loss.detach(), *(parts.get(k, zero).detach() for k in names)])
         if it == 0 or (it + 1) % log_every == 0 or it == iters - 1:
@@ -376,7 +378,7 @@ def optimise(
             rep.log.append({"iter": it + 1, "loss": row[0], **dict(zip(names, row[1:]))})
             if progress is not None:
                 progress(it, row[0])
-        if densify is not None and densify.due(it + 1):
+        if densify is not None and grad_sum is not None and densify.due(it + 1):
             n_split, n_pruned = adam.densify(grad_sum / max(grad_steps, 1), densify, gen)
             rep.split += n_split
             rep.pruned += n_pruned
@@ -403,7 +405,8 @@ REACH_MARGIN = 12  # px around the Gaussians' reach: the SSIM window's diameter 
 
 
 def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K: Tensor, W: int, H: int, *,
-                 travel: float = 0.0, growth: float = 1.0, margin: int = REACH_MARGIN) -> tuple[int, int, int, int] | None:
+                 travel: float = 0.0, growth: float = 1.0,
+                 margin: int = REACH_MARGIN) -> tuple[int, int, int, int] | None:
     """The pixel box (x0, y0, x1, y1) of a view that Gaussians [N] can change, with `margin`; None
     when it is (nearly) the whole view, or when some Gaussian is at or behind the camera plane.
 
@@ -432,6 +435,15 @@ def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K
     return x0, y0, x1, y1
 
 
+def _weighted(parts: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """The loss: Σ weight · term."""
+    total = None
+    for k, v in parts.items():
+        total = weights[k] * v if total is None else total + weights[k] * v
+    assert total is not None  # there is always an "rgb" term
+    return total
+
+
 def _loss_terms(g: Gaussians, view: DeviceView, window, backend: str, ssim_lambda: float, with_depth: bool,
                 terms: LossTerms | None) -> dict[str, Tensor]:
     """One view's unweighted loss terms: "rgb" (`view_loss`), "depth" (the relative depth error,
@@ -441,7 +453,7 @@ def _loss_terms(g: Gaussians, view: DeviceView, window, backend: str, ssim_lambd
     if window is None:
         out = render(g, view.camera_from_world[None], view.K[None], view.width, view.height, backend=backend)
         parts = {"rgb": view_loss(out.rgb[0], view.rgb, view.mask, ssim_lambda)}
-        if with_depth and view.depth is not None:
+        if with_depth and view.depth is not None and view.depth_mask is not None:
             parts["depth"] = depth_loss(out.depth[0], view.depth, view.depth_mask)
         if terms is not None:
             parts.update(terms(out, view))
@@ -463,7 +475,7 @@ def _loss_terms(g: Gaussians, view: DeviceView, window, backend: str, ssim_lambd
         mixed = torch.where(m[..., None], pred.clamp(0, 1), target)
         rgb = rgb + ssim_lambda * (1.0 - torch.where(m, ssim_map(mixed, target), none).sum() / n)
     parts = {"rgb": rgb}
-    if with_depth and view.depth is not None and view.n_depth:
+    if with_depth and view.depth is not None and view.depth_mask is not None and view.n_depth:
         d, dm = view.depth[win], view.depth_mask[win]
         parts["depth"] = torch.where(dm, (out.depth[0] - d).abs() / d, none).sum() / view.n_depth
     return parts
@@ -516,6 +528,7 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
             (out.rgb[0] * r * m).sum().backward()
         else:  # Σ_p w_i(p)
             (out.rgb[0] * m).sum().backward()
+        assert dc.grad is not None
         return dc.grad / C0
 
     dc = g.sh[:, 0].detach().clone()

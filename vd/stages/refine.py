@@ -66,7 +66,8 @@ def load_config(path) -> dict:
             try:
                 import tomllib
             except ImportError:  # Python 3.10
-                raise InputError(f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead") from None
+                raise InputError(f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead"
+                                 ) from None
             cfg = tomllib.loads(text)
         else:
             cfg = json.loads(text)
@@ -228,11 +229,16 @@ def dataset_hash(path: Path) -> str:
 def train_views(views) -> list:
     """The `vd.train.TrainView`s of a refine dataset's views: the RGB supervises every pixel;
     the depth and normal priors, the supervised pixels (the dataset's masks)."""
+    import torch
+
     from vd.train import TrainView
 
-    return [TrainView(rgb=v.rgb, mask=None, K=np.asarray(v.K, np.float32),
-                      camera_from_world=v.camera_from_world().astype(np.float32), depth=v.depth,
-                      depth_mask=np.asarray(v.supervise, bool), normal=v.normal) for v in views]
+    def tensor(a, dtype=np.float32):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
+
+    return [TrainView(rgb=tensor(v.rgb.astype(np.float32) / 255.0),
+                      mask=torch.ones(v.height, v.width, dtype=torch.bool), K=tensor(v.K), camera_from_world=tensor(v.camera_from_world()), depth=tensor(v.depth),
+                      depth_mask=tensor(v.supervise, bool), normal=tensor(v.normal)) for v in views]
 
 
 def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
@@ -270,7 +276,8 @@ def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
         "depth_abs_rel": mean("depth_abs_rel"), "normal_deg": mean("normal_deg"), "normal_loss": mean("normal_loss"),
         "rgb_l1": mean("rgb_l1"), "psnr": mean("psnr"), "per_view": per,
         "definition": {
-            "depth_abs_rel": "mean |d_render - (s*d_prior + b)| / (s*d_prior + b) on mask & alpha>min_alpha, (s,b) fitted per view",
+            "depth_abs_rel": "mean |d_render - (s*d_prior + b)| / (s*d_prior + b) on mask & alpha>min_alpha, "
+                             "(s,b) fitted per view",
             "normal_deg": "mean angle (degrees, sign-insensitive) between normals of the rendered depth and the prior",
             "normal_loss": "mean 1 - |n_render . n_prior|",
         },
@@ -313,7 +320,7 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
         "iters_per_second": (p.iters / rep.seconds) if rep.seconds > 0 and p.iters else None,
         "gaussians": {"initial": n0, "final": len(g), "split": rep.split, "pruned": rep.pruned},
         "adam_steps": rep.adam_steps,
-        "alignment": [{"view": d["view"], "scale": d["scale"], "shift": d["shift"], "pixels": d["pixels"]} for d in after["per_view"]],
+        "alignment": [{k: d[k] for k in ("view", "scale", "shift", "pixels")} for d in after["per_view"]],
         "metrics": {"before": before, "after": after},
         "losses": rep.log,
     }
@@ -358,14 +365,16 @@ def refine(dataset, init, out, *, config=None, device=None, progress=None, **opt
                        "config": str(Path(config).resolve()) if config is not None else None,
                        "config_hash": file_hash(config) if config is not None else None},
             "params": asdict(p),
-            "losses_used": {"rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels", "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
+            "losses_used": {"rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels",
+                            "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
                             "normal": "1 - |n_render . n_prior|", "thinness_thickness": "none (explicit non-goal)"},
             **info,
         }
-        ply_bytes, _ = encode_ply(g, comments={"stage": "refine", "refine_key": key,
-                                               **{k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}})
+        kept = {k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}
+        ply_bytes, _ = encode_ply(g, comments={"stage": "refine", "refine_key": key, **kept})
         meta = _clean(meta)
-        return {"gaussians_refined.ply": ply_bytes, "refine_meta.json": json.dumps(meta, indent=2, default=_json_default).encode()}
+        meta_json = json.dumps(meta, indent=2, default=_json_default).encode()
+        return {"gaussians_refined.ply": ply_bytes, "refine_meta.json": meta_json}
 
     cache = Cache.open()
     record, hit = cache.memoise(key, compute, stage="refine", image=None, meta={"dataset": str(dataset)})
