@@ -1,7 +1,14 @@
-"""`vd refine`: optimise Gaussians on a COLMAP-style dataset with depth and normal priors."""
+"""`vd refine`: optimise Gaussians on a COLMAP-style dataset with depth and normal priors.
+
+Its parameter options are built from the fields of `vd.params.RefineParams` (`options_of`): each
+option, its default and its help are declared once, with the field; an option left out is "not
+given" (None), so a config file's value or the field's default applies.
+"""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -11,26 +18,43 @@ from vd import console
 from vd.commands import common
 from vd.commands import viewer_options as vo
 from vd.commands.export import problems_listed
-from vd.params import check_device
+from vd.params import RefineParams, check_device, option_name
+
+PARAMS_PANEL = "Refine parameters (also settable in --config)"
+
+
+def options_of(params_class, panel: str) -> list[inspect.Parameter]:
+    """One keyword parameter per field of a parameter dataclass, each a typer option defaulting to
+    None ("not given"), with the help (field metadata "help") and the default shown from the field.
+    (A local use of `common.param_option`'s idea; help from the field's metadata.)"""
+    out = []
+    for f in fields(params_class):
+        decl = f.metadata.get("option") or option_name(f.name)
+        kind = type(f.default)
+        if kind is bool:
+            decl = f"{decl}/--no-{decl[2:]}"
+        option = typer.Option(None, decl, help=common.shows_default(f.metadata["help"], f.default), show_default=False,
+                              rich_help_panel=panel)
+        out.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
+                                     annotation=Optional[kind]))
+    return out
 
 
 def refine(
-    dataset: Path = typer.Argument(..., help="A dataset folder written by `vd export --format colmap`.", show_default=False),
+    dataset: Path = typer.Argument(..., help="A dataset folder written by `vd export --format colmap`.",
+                                   show_default=False),
     init: Path = typer.Option(..., "--init", help="Initial Gaussians (PLY)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (gaussians_refined.ply, refine_meta.json)."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="Optimisation steps (default 300).", show_default=False),
-    depth_weight: Optional[float] = typer.Option(None, "--depth-weight", help="Weight of the depth loss (default 0.5).", show_default=False),
-    normal_weight: Optional[float] = typer.Option(None, "--normal-weight", help="Weight of the normal loss (default 0.1).", show_default=False),
-    densify: Optional[bool] = typer.Option(None, "--densify/--no-densify", help="Split high-gradient and prune transparent Gaussians (default off).", show_default=False),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of refine parameters; options given here win.", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", show_default=False,
+                                          help="JSON or TOML file of refine parameters; options given here win."),
     device: Optional[str] = common.DEVICE,
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0); part of the cache key.", show_default=False),
     json_: bool = common.JSON,
     viewer: str = vo.VIEWER,
     viewer_port: int = vo.VIEWER_PORT,
     rrd: Optional[Path] = vo.RRD,
     wait: bool = vo.WAIT,
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
+    **params,
 ) -> None:
     """Refine Gaussians with RGB plus continuous-surface (depth, normal) supervision.
 
@@ -40,18 +64,29 @@ def refine(
 
     Example: vd refine dataset/ --init vd-out/photo/coarse.ply -o refined/ --iters 300
     """
-    from vd.stages.refine import load_config
+    from vd.stages.refine import load_config, resolve_params
     from vd.stages.refine import refine as run
 
     check_device(device)
-    if config is not None:
-        load_config(config)  # usage errors (forbidden/unknown keys) before anything heavy
+    # usage errors (forbidden/unknown keys, bad values) before anything heavy
+    resolve_params(load_config(config) if config is not None else {}, **params)
     prog = console.progress()
     with problems_listed(), prog:
-        res = run(dataset, init, out, iters=iters, depth_weight=depth_weight, normal_weight=normal_weight,
-                  densify=densify, config=config, device=device, seed=seed, progress=prog)
+        res = run(dataset, init, out, config=config, device=device, progress=prog, **params)
     report(res, json_)
     vo.log_outputs("refine", out, viewer=viewer, viewer_port=viewer_port, rrd=rrd, wait=wait, wait_seconds=wait_seconds)
+
+
+def _with_param_options(command):
+    """`command`'s signature with the RefineParams options in place of its **params (after --out)."""
+    sig = inspect.signature(command)
+    plain = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    at = [p.name for p in plain].index("out") + 1
+    command.__signature__ = sig.replace(parameters=plain[:at] + options_of(RefineParams, PARAMS_PANEL) + plain[at:])
+    return command
+
+
+_with_param_options(refine)
 
 
 def report(res, as_json: bool) -> None:

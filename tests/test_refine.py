@@ -118,8 +118,8 @@ def test_config_toml_unknown_keys_and_types(tmp_path):
     p.write_text("iters = 7\ndepth_weight = 1\n")
     cfg = load_config(p)
     assert cfg == {"iters": 7, "depth_weight": 1.0}
-    assert resolve_params(cfg, iters=3)["iters"] == 3  # explicit options win
-    assert resolve_params(cfg)["iters"] == 7
+    assert resolve_params(cfg, iters=3).iters == 3  # explicit options win
+    assert resolve_params(cfg).iters == 7
     with pytest.raises(UsageError, match="unknown"):
         load_config(_write(tmp_path / "u.json", {"learning_rate": 1}))
     with pytest.raises(UsageError, match="must be a int"):
@@ -223,3 +223,133 @@ def test_refine_on_gpu(plane_dataset):
     before, after = info["metrics"]["before"], info["metrics"]["after"]
     assert after["depth_abs_rel"] < before["depth_abs_rel"] and after["normal_deg"] < before["normal_deg"]
     assert g.device.type == "cpu" and torch.isfinite(g.means).all()
+
+
+# ------------------------------------------------------------------ parameters, key, options
+def _changed(value):
+    """A different valid value of a RefineParams field."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return value * 0.5 if value else 0.5
+
+
+def test_every_refine_parameter_changes_the_cache_key():
+    """The key derives from RefineParams' fields: a field added later cannot be left out of it."""
+    from dataclasses import fields, replace
+
+    from vd.params import RefineParams
+    from vd.stages.refine import cache_key
+
+    inputs = {"dataset": "d" * 32, "init": "i" * 32}
+    base = RefineParams()
+    key = cache_key(base, inputs, "torch")
+    seen = {key}
+    for f in fields(RefineParams):
+        if f.name == "backend":  # keyed as the backend it resolves to
+            assert cache_key(replace(base, backend="gsplat"), inputs, "gsplat") not in seen
+            continue
+        other = replace(base, **{f.name: _changed(getattr(base, f.name))})
+        other.validate()
+        k = cache_key(other, inputs, "torch")
+        assert k not in seen, f.name
+        seen.add(k)
+    assert cache_key(base, {**inputs, "init": "j" * 32}, "torch") != key
+
+
+def test_refine_parameters_are_declared_once_with_their_help():
+    import math
+    from dataclasses import fields
+
+    from vd.errors import UsageError
+    from vd.params import RefineParams
+
+    RefineParams().validate()
+    for f in fields(RefineParams):
+        assert f.metadata.get("help"), f.name
+        if isinstance(f.default, float):
+            for bad in (math.inf, math.nan):
+                with pytest.raises(UsageError, match="--" + f.name.replace("_", "-")):
+                    RefineParams(**{f.name: bad}).validate()
+
+
+def test_every_refine_parameter_is_one_option_showing_its_default(run_vd):
+    import re
+    from dataclasses import fields
+
+    import typer
+
+    from vd.commands.app import app
+    from vd.params import RefineParams, option_name
+
+    command = typer.main.get_command(app).commands["refine"]
+    declared = [o for prm in command.params for o in (*prm.opts, *prm.secondary_opts)]
+    r = run_vd("refine", "--help")
+    text = re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", r.stdout))
+    text = text[text.index("Refine parameters"):]
+    for f in fields(RefineParams):
+        option = f.metadata.get("option") or option_name(f.name)
+        assert declared.count(option) == 1, option
+        (prm,) = [prm for prm in command.params if option in prm.opts]
+        assert prm.name == f.name and prm.default is None  # None: not given, the config's or the field's default
+        shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+        block = text[text.index(option + " "):]
+        nxt = re.search(r" --(?!no-)[a-z]", block[len(option):])
+        block = block[: len(option) + nxt.start()] if nxt else block
+        assert f"[default: {shown}]" in block, (option, block)
+        assert f.metadata["help"].split()[0] in block, option
+
+
+def test_refine_options_and_config_reach_the_run(plane_dataset, tmp_path, run_vd):
+    cfg = _write(tmp_path / "c.json", {"lr_sh": 0.01, "huber_delta": 0.02, "iters": 5})
+    out = tmp_path / "o"
+    r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", out, "--config", cfg,
+               "--iters", "0", "--min-alpha", "0.4", "--render-backend", "torch", "--device", "cpu")
+    assert r.code == 0, r
+    params = json.loads((out / "refine_meta.json").read_text())["params"]
+    assert (params["iters"], params["lr_sh"], params["huber_delta"], params["min_alpha"]) == (0, 0.01, 0.02, 0.4)
+    assert params["backend"] == "torch" and params["lr_means"] == 5e-4  # a default
+    r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", out, "--densify-until", "2")
+    assert r.code == 2 and "--densify-until" in r.stderr
+
+
+# ------------------------------------------------------------------ one optimiser, no host reads
+def test_refine_trains_through_vd_train_and_its_steps_do_not_wait_for_the_device(plane_dataset, monkeypatch):
+    """refine's loop is vd.train.optimise; its depth and normal terms read nothing back from the
+    device, so a step waits for the GPU only when it logs (every LOG_EVERY) or densifies."""
+    import vd.stages.refine as stage
+    import vd.train as train
+    from _host_reads import HostReads
+    from vd.export.colmap import load_dataset
+    from vd.ply import read_ply
+    from vd.stages.refine import resolve_params, run_refine
+
+    views, _ = load_dataset(plane_dataset / "ds")
+    g0, _ = read_ply(plane_dataset / "init.ply")
+    reads = HostReads()
+    train_render, eval_render = train.render, stage.render
+
+    def training_render(*a, **kw):
+        reads.iteration()
+        return train_render(*a, **kw)
+
+    def evaluation_render(*a, **kw):
+        reads.aside()
+        return eval_render(*a, **kw)
+
+    monkeypatch.setattr(train, "render", training_render)
+    monkeypatch.setattr(stage, "render", evaluation_render)
+    iters = 14
+    p = resolve_params({"densify_every": 6, "densify_from": 6, "densify_until": 1.0, "densify_fraction": 0.05},
+                       iters=iters, densify=True)
+    with reads:
+        g, info = run_refine(views, g0, p, device="cpu")
+    assert len(reads.per_iteration) == iters
+    quiet = [it for it in range(iters) if it not in (0, 9, iters - 1) and (it + 1) % 6]
+    assert len(quiet) == 9
+    for it in quiet:
+        assert reads.per_iteration[it] == [], (it, reads.per_iteration[it])
+    assert info["adam_steps"] == iters and info["gaussians"]["split"] > 0  # densified twice, Adam never restarted
+    assert [e["iter"] for e in info["losses"]] == [1, 10, 14]
+    assert set(info["losses"][0]) == {"iter", "loss", "rgb", "depth", "normal"}

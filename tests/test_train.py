@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vd.gaussians import Gaussians
 from vd.lift import gaussians_from_rgbd
 from vd.render import render
 from vd.ssim import masked_ssim, ssim_map
@@ -218,3 +219,104 @@ def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_vi
         assert moved > 1e-4, name  # it trained
         assert (getattr(a, name) - getattr(b, name)).abs().max() < 1e-2 * float(moved), name  # float noise: ~1e-3
     assert abs(ra.final_loss - rb.final_loss) < 1e-5 * rb.final_loss  # the whole view's loss either way
+
+
+def _reads_per_iteration(monkeypatch, run):
+    """Host reads of `run()` per training iteration (an iteration starts at each render)."""
+    import vd.train as train
+    from _host_reads import HostReads
+
+    reads = HostReads()
+    real = train.render
+
+    def render_marking_iterations(*a, **kw):
+        reads.iteration()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "render", render_marking_iterations)
+    with reads:
+        rep = run()
+    return reads, rep
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_training_steps_wait_for_the_device_only_when_they_log(monkeypatch, subset):
+    """No `.item()`, `bool(t)`, nonzero or boolean-mask indexing in a training step that does not
+    log (each one stalls a GPU); a logged step reads the losses once."""
+    g, trainable, views, _, _ = _patch_scene()  # a partial mask, a depth target, two views
+    iters = 12
+    reads, rep = _reads_per_iteration(monkeypatch, lambda: optimise(
+        g, views, iters, trainable=trainable if subset else None, depth_weight=1.0, seed=0, log_every=5))
+    assert len(reads.per_iteration) == iters + (1 if subset else 0)  # + the whole view's final loss
+    logged = {0, 4, 9, iters - 1}
+    for it, found in enumerate(reads.per_iteration[:iters]):
+        if it not in logged:
+            assert found == [], (it, found)
+    assert all(len(f) <= 3 for f in reads.per_iteration)
+    assert [e["iter"] for e in rep.log] == [1, 5, 10, 12] and len(rep.losses) == iters
+    assert rep.log[-1]["loss"] == rep.losses[-1] and set(rep.log[0]) == {"iter", "loss", "rgb", "depth"}
+
+
+def test_densification_keeps_adam_state_of_the_surviving_gaussians():
+    """Split and prune keep each surviving Gaussian's Adam moments (rows follow the Gaussian), give
+    the new Gaussians zero moments, and the step count continues (as gsplat's strategy ops)."""
+    from vd.train import Densify, GaussianAdam
+
+    rgb, depth = synthetic_view()
+    g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+    g.opacity_logits[:5] = -9.0  # below prune_opacity: pruned
+    adam = GaussianAdam(g.tensors(), DEFAULT_LRS)
+    view = TrainView(rgb, None, K, np.eye(4))
+    for _ in range(3):
+        out = render(Gaussians(**adam.params), view.camera_from_world[None], view.K[None], W, H)
+        adam.step(view_loss(out.rgb[0], view.rgb, None))
+    n = len(adam)
+    before = {k: {s: v.clone() for s, v in adam.state(k).items()} for k in adam.params}
+    means_before = adam.params["means"].detach().clone()
+    grad = torch.zeros(n)
+    grad[[10, 20, 30]] = torch.tensor([3.0, 2.0, 1.0])  # the three to split (fraction 3/n)
+    d = Densify(every=1, start=1, until=9, fraction=3 / n)
+    split, pruned = adam.densify(grad, d, torch.Generator().manual_seed(0))
+    assert (split, pruned) == (3, 5)
+    survivors = torch.ones(n, dtype=torch.bool)
+    survivors[:5] = False
+    survivors[[10, 20, 30]] = False
+    assert len(adam) == int(survivors.sum()) + 6
+    assert torch.equal(adam.params["means"][: int(survivors.sum())], means_before[survivors])
+    for k in adam.params:
+        state = adam.state(k)
+        assert int(state["step"]) == 3, k  # continues: not a fresh optimiser
+        for s in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[s][: int(survivors.sum())], before[k][s][survivors]), (k, s)
+            assert not state[s][int(survivors.sum()):].any(), (k, s)  # new Gaussians: zero moments
+            assert state[s].shape == adam.params[k].shape
+    # training goes on with the kept state: one more step counts 4
+    out = render(Gaussians(**adam.params), view.camera_from_world[None], view.K[None], W, H)
+    adam.step(view_loss(out.rgb[0], view.rgb, None))
+    assert int(adam.state("means")["step"]) == 4
+
+
+def test_optimise_densifies_without_restarting_adam():
+    from vd.train import Densify
+
+    rgb, depth = synthetic_view()
+    g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+    n0 = len(g)
+    g.opacity_logits[:7] = -9.0
+    d = Densify(every=2, start=2, until=4, fraction=0.05)
+    rep = optimise(g, [TrainView(rgb, None, K, np.eye(4))], 6, densify=d)
+    assert rep.pruned == 7 and rep.split > 0
+    assert len(g) == n0 - 7 + rep.split and g.sh.shape[0] == len(g)
+    assert rep.adam_steps == 6  # a rebuilt optimiser would count 2 (the steps after the last densification)
+    for t in g.tensors().values():
+        assert torch.isfinite(t).all()
+
+
+def test_fit_colours_iterations_wait_for_the_device_nowhere(monkeypatch):
+    """fit_colours' iterations (one render per target and iteration) read nothing back."""
+    from vd.train import fit_colours
+
+    g, trainable, views, _, _ = _patch_scene()
+    reads, _ = _reads_per_iteration(monkeypatch, lambda: fit_colours(g, views, 3, trainable=trainable))
+    assert len(reads.per_iteration) == 2 + 3 * 2  # the weights of each target, then 3 iterations x 2 targets
+    assert all(found == [] for found in reads.per_iteration), reads.per_iteration

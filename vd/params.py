@@ -340,7 +340,103 @@ class ExportParams:
                 f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {self.spz_version}")
 
 
+# ------------------------------------------------------------------------------ vd refine
+REFINE_FORBIDDEN = ("thin", "thick")  # a thinness/thickness regulariser is an explicit non-goal of vd refine
+
+
+@dataclass
+class RefineParams:
+    """`vd refine`: RGB plus depth- and normal-prior supervision (`vd.stages.refine`). A config
+    file (JSON or TOML) may set any field; an option given on the command line wins."""
+
+    iters: int = param(300, "Optimisation steps.")
+    depth_weight: float = param(0.5, "Weight of the depth loss (Huber of the residual to the aligned prior).")
+    normal_weight: float = param(0.1, "Weight of the normal loss, 1 - |n_render . n_prior|.")
+    densify: bool = param(False, "Split high-gradient and prune transparent Gaussians.")
+    ssim_lambda: float = param(0.2, "RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages.")
+    huber_delta: float = param(0.01, "Relative depth residual where the depth loss turns linear.")
+    lr_means: float = param(5e-4, "Learning rate of the positions, times the scene extent (median prior depth).")
+    lr_scales: float = param(5e-3, "Learning rate of the log-scales.")
+    lr_quats: float = param(1e-3, "Learning rate of the rotations (quaternions).")
+    lr_opacity: float = param(2.5e-2, "Learning rate of the opacity logits.")
+    lr_sh: float = param(2.5e-3, "Learning rate of the colours (SH coefficients).")
+    densify_every: int = param(100, "Iterations between two densification steps.")
+    densify_from: int = param(100, "First iteration that may densify.")
+    densify_until: float = param(0.6, "Last iteration that may densify, as a fraction of the iterations.")
+    densify_fraction: float = param(0.02, "Share of the Gaussians split at each densification step.")
+    prune_opacity: float = param(0.005, "Densification removes the Gaussians less opaque than this.")
+    min_alpha: float = param(0.5, "Rendered alpha above which the rendered depth counts as a surface.")
+    backend: str = param("auto", "Renderer: auto, gsplat or torch.", not_in_keys=KEYED_APART, option="--render-backend")
+    seed: int = param(SEED, "Random seed; part of the cache key.", not_in_keys=KEYED_APART)
+
+    @classmethod
+    def check_mapping(cls, cfg, where: str = "config") -> dict:
+        """The fields a mapping (a config file's) sets, type-checked: UsageError on a
+        thinness/thickness key (anywhere in it), an unknown key or a value of the wrong type."""
+        require(isinstance(cfg, dict), f"{where} must hold a table/object of refine parameters")
+        bad = _forbidden_keys(cfg)
+        require(not bad, f"{where} asks for {', '.join(bad)}: thinness/thickness regularisers are an explicit "
+                         "non-goal of vd refine (it supervises depth and normals only); remove these keys")
+        types = {f.name: type(f.default) for f in fields(cls)}
+        unknown = [k for k in cfg if k not in types]
+        require(not unknown, f"{where} has unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(types)}")
+        out = {}
+        for k, v in cfg.items():
+            t = types[k]
+            if t is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            require(isinstance(v, t) and not (t is int and isinstance(v, bool)),
+                    f"{where}: {k} must be a {t.__name__}, got {v!r}")
+            out[k] = v
+        return out
+
+    @classmethod
+    def resolve(cls, config: Optional[dict] = None, **options) -> "RefineParams":
+        """The defaults, then a config mapping, then the options given (None: not given); validated."""
+        values = cls.check_mapping(dict(config or {}), "the refine config")
+        values.update(cls.check_mapping(given(**options), "the refine options"))
+        p = cls(**values)
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        require(self.iters >= 0, f"--iters must be >= 0, got {self.iters}")
+        for name in ("depth_weight", "normal_weight"):
+            v = getattr(self, name)
+            require(math.isfinite(v) and v >= 0, f"{option_name(name)} must be a finite number >= 0, got {v}")
+        check_finite(self)
+        require(self.huber_delta > 0, f"--huber-delta must be > 0, got {self.huber_delta:g}")
+        require(self.ssim_lambda >= 0, f"--ssim-lambda must be 0 or more, got {self.ssim_lambda:g}")
+        for name in ("lr_means", "lr_scales", "lr_quats", "lr_opacity", "lr_sh"):
+            require(getattr(self, name) >= 0, f"{option_name(name)} must be 0 or more, got {getattr(self, name):g}")
+        require(self.densify_every >= 1, f"--densify-every must be at least 1, got {self.densify_every}")
+        require(self.densify_from >= 0, f"--densify-from must be 0 or more, got {self.densify_from}")
+        for name in ("densify_until", "densify_fraction", "prune_opacity", "min_alpha"):
+            v = getattr(self, name)
+            require(0.0 <= v <= 1.0, f"{option_name(name)} must be between 0 and 1, got {v:g}")
+        check_choice(self.backend, RENDER_BACKENDS, "--render-backend")
+
+    def key_params(self) -> dict:
+        """The parameters that change the result, for the cache key: every field but those keyed apart."""
+        return key_params(self, "refine")
+
+
+def _forbidden_keys(obj, prefix: str = "") -> list[str]:
+    """The keys (dotted paths) of a nested mapping that ask for a thinness/thickness regulariser."""
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            name = f"{prefix}{k}"
+            if any(word in str(k).lower() for word in REFINE_FORBIDDEN):
+                found.append(name)
+            found += _forbidden_keys(v, name + ".")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += _forbidden_keys(v, f"{prefix}{i}.")
+    return found
+
+
 __all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
            "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
-           "option_name", "require", "KEYED_APART", "CPU_ITERS", "GPU_ITERS", "LOOP_ONLY", "OFFLOAD_HELP", "RunOptions",
+           "option_name", "require", "RefineParams", "KEYED_APART", "CPU_ITERS", "GPU_ITERS", "LOOP_ONLY", "OFFLOAD_HELP", "RunOptions",
            "VIEWS_APART", "VRAM_BUDGET_HELP", "help_of", "key_params", "option_of", "param"]

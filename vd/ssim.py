@@ -68,14 +68,18 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
 
 
 def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean SSIM over the pixels in `mask` [H,W] (bool); images [H,W,C] in [0,1]."""
-    if mask is None or bool(mask.all()):
+    """Mean SSIM over the pixels in `mask` [H,W] (bool); images [H,W,C] in [0,1]. Pass None for a
+    full mask (fused-ssim on CUDA when installed). 1 when the mask is empty.
+
+    Computed tensor-side (no boolean indexing, no host read), so a training step never waits on
+    the GPU here."""
+    if mask is None:
         return ssim(pred, target)
     m = mask.to(torch.bool)
-    if not bool(m.any()):
-        return pred.sum() * 0.0 + 1.0
     mixed = torch.where(m[..., None], pred, target)
-    return ssim_map(mixed, target)[m].mean()
+    smap = torch.where(m, ssim_map(mixed, target), torch.zeros((), dtype=pred.dtype, device=pred.device))
+    n = m.sum()
+    return torch.where(n > 0, smap.sum() / n.clamp_min(1), torch.ones((), dtype=pred.dtype, device=pred.device))
 
 
 __all__ = ["fused_available", "masked_ssim", "ssim", "ssim_map"]

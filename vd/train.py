@@ -1,21 +1,29 @@
-"""Optimise Gaussians against posed RGB views (VistaDream's GS_Train_Tool, fixed).
+"""Optimise Gaussians against posed RGB views (VistaDream's GS_Train_Tool, fixed): the one
+optimiser of vd (scaffold, coarse views, fine and refine all train through `optimise`).
 
 - Adam, one parameter group per attribute, learning rates from upstream (docs/upstream.md#training):
-  means 1e-4, colour (SH) 5e-4, log-scales 5e-3, opacity logits 5e-2, quaternions 1e-3; no schedule,
-  no densification.
+  means 1e-4, colour (SH) 5e-4, log-scales 5e-3, opacity logits 5e-2, quaternions 1e-3; no schedule.
 - Each iteration renders one view, the views taken in a fresh random order every pass (seeded
   generator; upstream draws each independently, which on the scaffold's two views and 30 CPU
   iterations can give one view twice the other's share) and minimises
   masked L1 over the supervised pixels + λ·(1 − SSIM) over the same pixels (`vd.ssim.masked_ssim`),
   plus, for views that carry a depth target, ``depth_weight`` · the mean relative depth error
   |d_render − d| / d over the view's ``depth_mask`` (a photometric loss alone lets Gaussians
-  slide along their rays: the depth term keeps the geometry the depth map gave).
+  slide along their rays: the depth term keeps the geometry the depth map gave), plus a caller's
+  weighted ``terms`` on the whole-view render (`vd refine`'s depth and normal priors).
 - ``trainable``: a bool mask over the Gaussians; only those are optimised, the others are
   constants (no gradient, no Adam state). The trained values are written back into ``g`` in place.
   Each view is then rendered only over the window the trainable Gaussians can reach
   (`reach_window`), the loss summed there and divided by the whole view's pixel counts: the same
   gradients, a fraction of the pixels (an added view of the coarse loop trains its own new
   Gaussians only, often a few hundred; the 256×192 example's views took 22 s each, now 4–14 s).
+- ``densify`` (`Densify`): split the Gaussians whose positions got the largest gradients, prune
+  the transparent ones. Adam's moments of the surviving Gaussians carry over, new Gaussians start
+  with zero moments and each group's step count continues (`GaussianAdam.keep_and_add`, as
+  gsplat's strategy ops do); ``g``'s tensors are then replaced, not written in place.
+- No host read in a training step (each one would wait for the GPU): the losses stay on the
+  device and are read every ``log_every`` iterations and at the end, masks are counted once per
+  view, the losses are masked tensor-side, and Adam is the fused implementation.
 """
 
 from __future__ import annotations
@@ -23,13 +31,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from vd.gaussians import Gaussians
+from vd.geometry import quat_to_rotmat_torch
 from vd.render import render, resolve_backend
 from vd.ssim import masked_ssim, ssim_map
 
@@ -41,6 +50,9 @@ DEFAULT_LRS = {
     "quats": 1e-3,
 }
 _FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh")
+LOG_EVERY = 10  # iterations between two reads of the losses (each read waits for the device)
+SPLIT_SHRINK = 1.6  # a split Gaussian's children have its scales / 1.6 (3DGS)
+_FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
 @dataclass
@@ -51,6 +63,7 @@ class TrainView:
     camera_from_world: Tensor  # [4,4] OpenCV
     depth: Tensor | None = None  # [H,W] z-depth target (optional)
     depth_mask: Tensor | None = None  # [H,W] bool, where the depth target is trusted (default: depth > 0)
+    normal: Tensor | None = None  # [H,W,3] normal prior (refine datasets), zero where unknown
 
     def __post_init__(self):
         def t(x, dtype=torch.float32):
@@ -68,7 +81,8 @@ class TrainView:
         self.camera_from_world = t(self.camera_from_world)
         self.mask = torch.ones(self.rgb.shape[:2], dtype=torch.bool) if self.mask is None else t(self.mask, torch.bool)
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.mask.shape != self.rgb.shape[:2]:
-            raise ValueError(f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, {tuple(self.mask.shape)}")
+            raise ValueError(f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, "
+                             f"{tuple(self.mask.shape)}")
         if self.depth is not None:
             self.depth = t(self.depth)
             ok = torch.isfinite(self.depth) & (self.depth > 0)
@@ -76,6 +90,10 @@ class TrainView:
             self.depth = torch.where(ok, self.depth, torch.ones_like(self.depth))
             if self.depth.shape != self.rgb.shape[:2] or self.depth_mask.shape != self.rgb.shape[:2]:
                 raise ValueError(f"TrainView depth and depth_mask must be [H,W] = {tuple(self.rgb.shape[:2])}")
+        if self.normal is not None:
+            self.normal = torch.nan_to_num(t(self.normal), 0.0, 0.0, 0.0)
+            if self.normal.shape != self.rgb.shape:
+                raise ValueError(f"TrainView normal must be [H,W,3] = {tuple(self.rgb.shape)}")
 
     @property
     def height(self) -> int:
@@ -87,6 +105,65 @@ class TrainView:
 
 
 @dataclass
+class DeviceView:
+    """A `TrainView`'s tensors on the training device, with its masks' pixel counts (read once,
+    so that no training step reads them back from the device)."""
+
+    rgb: Tensor
+    mask: Optional[Tensor]  # None: every pixel is supervised
+    K: Tensor
+    camera_from_world: Tensor
+    width: int
+    height: int
+    n_supervised: int
+    depth: Optional[Tensor] = None
+    depth_mask: Optional[Tensor] = None
+    n_depth: int = 0
+    normal: Optional[Tensor] = None
+
+    @classmethod
+    def of(cls, v: TrainView, device, *, depth: bool) -> "DeviceView":
+        mask = v.mask.to(device)
+        n = int(mask.sum())
+        target = v.depth.to(device) if depth and v.depth is not None else None
+        trusted = v.depth_mask.to(device) if target is not None and v.depth_mask is not None else None
+        return cls(
+            rgb=v.rgb.to(device), mask=None if n == mask.numel() else mask, K=v.K.to(device),
+            camera_from_world=v.camera_from_world.to(device), width=v.width, height=v.height, n_supervised=n,
+            depth=None if trusted is None else target, depth_mask=trusted,
+            n_depth=0 if trusted is None else int(trusted.sum()),
+            normal=None if v.normal is None else v.normal.to(device),
+        )
+
+
+class LossTerms(Protocol):
+    """Extra loss terms on each whole-view render: `weights` (name -> weight) and a call
+    (render output, view) -> name -> unweighted scalar loss (kept on the device)."""
+
+    weights: dict[str, float]
+
+    def __call__(self, out, view: DeviceView) -> dict[str, Tensor]: ...
+
+
+@dataclass
+class Densify:
+    """Split and prune (vd refine's schedule), at the iterations (1-based) from `start` to `until`
+    that are multiples of `every`: of the Gaussians whose position gradients, averaged since the
+    last step, are above 0, the `fraction` largest are replaced by two children each (scales /
+    1.6, centres drawn from the parent's Gaussian); those with opacity below `prune_opacity` are
+    removed."""
+
+    every: int = 100
+    start: int = 100
+    until: int = 0
+    fraction: float = 0.02
+    prune_opacity: float = 0.005
+
+    def due(self, iteration: int) -> bool:
+        return self.start <= iteration <= self.until and iteration % self.every == 0
+
+
+@dataclass
 class TrainReport:
     losses: list = field(default_factory=list)  # per iteration; with a trainable subset, its window's share
     final_loss: float = float("nan")  # the last iteration's view, over the whole view
@@ -94,19 +171,100 @@ class TrainReport:
     seconds: float = 0.0
     backend: str = ""
     n_trainable: int = 0
+    log: list = field(default_factory=list)  # {"iter" (1-based), "loss", each term}: first, every log_every, last
+    split: int = 0  # Gaussians split by densification
+    pruned: int = 0  # Gaussians removed by densification
+    adam_steps: int = 0  # Adam's step count at the end (densification does not reset it)
 
 
-def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+class GaussianAdam:
+    """Gaussian attributes [N, ...] as Adam parameters, one group per attribute (named as the
+    attribute), whose rows can be kept, dropped and added without losing Adam's state."""
+
+    def __init__(self, values: dict[str, Tensor], lrs: dict[str, float]):
+        self.params = {k: torch.nn.Parameter(values[k].detach().clone()) for k in _FIELDS}
+        fused = self.params["means"].device.type in _FUSED_ADAM_DEVICES  # no host read of the step count
+        self.opt = torch.optim.Adam([{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in _FIELDS],
+                                    eps=1e-15, fused=fused or None)
+
+    def __len__(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    def step(self, loss: Tensor) -> None:
+        """Back-propagate `loss` and take one Adam step (non-finite gradients count as 0)."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in self.params.values():
+            if p.grad is not None:
+                p.grad.nan_to_num_(0.0, 0.0, 0.0)
+        self.opt.step()
+
+    def state(self, name: str) -> dict:
+        """Adam's state of one attribute ({} before the first step)."""
+        return self.opt.state.get(self.params[name], {})
+
+    def keep_and_add(self, keep: Tensor, added: dict[str, Tensor] | None = None) -> None:
+        """Make every attribute its rows `keep` (bool [N]) followed by the rows of `added` (all
+        attributes, or None). The kept rows keep their Adam moments, the added rows start at zero,
+        and the step counts continue."""
+        for group in self.opt.param_groups:
+            name = group["name"]
+            (old,) = group["params"]
+            extra = None if added is None else added[name].to(old)
+            value = old.detach()[keep]
+            new = torch.nn.Parameter(value if extra is None else torch.cat([value, extra]))
+            state = self.opt.state.pop(old, {})
+            for key, v in list(state.items()):
+                if isinstance(v, Tensor) and v.shape == old.shape:  # per-row moments (not the step count)
+                    v = v[keep]
+                    state[key] = v if extra is None else torch.cat([v, torch.zeros_like(extra, dtype=v.dtype)])
+            if state:
+                self.opt.state[new] = state
+            group["params"] = [new]
+            self.params[name] = new
+
+    def densify(self, grad_mean: Tensor, d: Densify, generator: torch.Generator) -> tuple[int, int]:
+        """One split-and-prune step (`Densify`); `grad_mean` [N]: each Gaussian's mean position-
+        gradient norm. Returns (split, pruned) counts."""
+        p = {k: v.detach() for k, v in self.params.items()}
+        n = len(self)
+        split = torch.zeros(n, dtype=torch.bool, device=grad_mean.device)
+        k = int(round(d.fraction * n))
+        if k > 0:
+            top = torch.topk(grad_mean, min(k, n)).indices
+            split[top[grad_mean[top] > 0]] = True
+        alive = torch.sigmoid(p["opacity_logits"]) >= d.prune_opacity
+        parents = split & alive
+        n_split = int(parents.sum())
+        children = None
+        if n_split:
+            src = {k: v[parents] for k, v in p.items()}
+            sigma = src["log_scales"].exp()
+            R = quat_to_rotmat_torch(src["quats"])
+            made = []
+            for _ in range(2):
+                noise = torch.randn(n_split, 3, generator=generator).to(sigma)
+                made.append({**src, "means": src["means"] + (R @ (noise * sigma)[..., None])[..., 0],
+                             "log_scales": src["log_scales"] - math.log(SPLIT_SHRINK)})
+            children = {k: torch.cat([m[k] for m in made]) for k in _FIELDS}
+        self.keep_and_add(alive & ~split, children)
+        return n_split, int((~alive).sum())
+
+
+def masked_l1(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean |pred − target| over the pixels in `mask` (None: all); 0 when the mask is empty."""
+    err = (pred - target).abs()
+    if mask is None:
+        return err.mean()
     m = mask.to(torch.bool)
-    if not bool(m.any()):
-        return pred.sum() * 0.0
-    return (pred - target).abs()[m].mean()
+    total = torch.where(m[..., None], err, torch.zeros((), dtype=err.dtype, device=err.device)).sum()
+    return total / (m.sum() * err.shape[-1]).clamp_min(1)
 
 
-def view_loss(pred: Tensor, target: Tensor, mask: Tensor, ssim_lambda: float = 0.2) -> Tensor:
+def view_loss(pred: Tensor, target: Tensor, mask: Tensor | None, ssim_lambda: float = 0.2) -> Tensor:
     """Upstream's form (no (1−λ) factor on L1): mean |pred − target| over the supervised pixels
-    + λ·(1 − SSIM averaged over the same pixels). With a full mask on CUDA, fused-ssim is used
-    when installed; a partial mask needs the per-pixel SSIM map, so the torch SSIM is used."""
+    + λ·(1 − SSIM averaged over the same pixels). With a full mask (None) on CUDA, fused-ssim is
+    used when installed; a partial mask needs the per-pixel SSIM map, so the torch SSIM is used."""
 
     loss = masked_l1(pred, target, mask)
     if ssim_lambda:
@@ -116,9 +274,8 @@ def view_loss(pred: Tensor, target: Tensor, mask: Tensor, ssim_lambda: float = 0
 
 def depth_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean relative error |pred − target| / target over `mask` (0 when the mask is empty)."""
-    if not bool(mask.any()):
-        return pred.sum() * 0.0
-    return ((pred - target).abs() / target)[mask].mean()
+    rel = torch.where(mask, (pred - target).abs() / target, torch.zeros((), dtype=pred.dtype, device=pred.device))
+    return rel.sum() / mask.sum().clamp_min(1)
 
 
 def optimise(
@@ -130,13 +287,18 @@ def optimise(
     lrs: dict | None = None,
     ssim_lambda: float = 0.2,
     depth_weight: float = 0.0,
+    terms: LossTerms | None = None,
+    densify: Densify | None = None,
     seed: int = 0,
     backend: str = "auto",
+    log_every: int = LOG_EVERY,
     progress: Callable[[int, float], None] | None = None,
 ) -> TrainReport:
-    """Optimise `g` in place on `views` for `iters` iterations; returns the loss history.
+    """Optimise `g` on `views` (`TrainView`s, or `DeviceView`s already on g's device) for `iters`
+    iterations; returns the loss history.
 
-    progress: optional callable(iteration, loss) called after every step.
+    progress: optional callable(iteration, loss), called after the iterations whose losses are
+    read: the first, every `log_every`-th and the last.
     """
 
     rep = TrainReport()
@@ -152,6 +314,8 @@ def optimise(
         tm = torch.as_tensor(trainable, device=dev)
         if tm.dtype != torch.bool or tm.shape != (len(g),):
             raise ValueError(f"trainable must be a bool tensor [{len(g)}]")
+        if densify is not None:
+            raise ValueError("densification trains every Gaussian: give no trainable subset with it")
         idx = tm.nonzero().squeeze(1)
         n_train = int(idx.numel())
     rep.n_trainable = n_train
@@ -163,25 +327,30 @@ def optimise(
         if unknown:
             raise ValueError(f"unknown learning-rate keys {sorted(unknown)}; known: {sorted(lr)}")
         lr.update(lrs)
+    names = ["rgb"] + (["depth"] if depth_weight else [])
+    weights = {"rgb": 1.0, "depth": float(depth_weight), **(terms.weights if terms is not None else {})}
+    for extra in (terms.weights if terms is not None else {}):
+        if extra in names:
+            raise ValueError(f"the loss term {extra!r} is vd.train's own")
+        names.append(extra)
 
     base = {k: getattr(g, k).detach() for k in _FIELDS}
-    params = {
-        k: torch.nn.Parameter((base[k] if idx is None else base[k][idx]).clone()) for k in _FIELDS
-    }
-    opt = torch.optim.Adam([{"params": [params[k]], "lr": lr[k], "name": k} for k in _FIELDS], eps=1e-15)
+    adam = GaussianAdam(base if idx is None else {k: base[k][idx] for k in _FIELDS}, lr)
     gen = torch.Generator().manual_seed(int(seed))
-    views_dev = [
-        (v.rgb.to(dev), v.mask.to(dev), v.K.to(dev), v.camera_from_world.to(dev), v.width, v.height,
-         None if v.depth is None or not depth_weight else (v.depth.to(dev), v.depth_mask.to(dev)))
-        for v in views
-    ]
+    with_depth = bool(depth_weight) or terms is not None
+    views_dev = [v if isinstance(v, DeviceView) else DeviceView.of(v, dev, depth=with_depth) for v in views]
     # with a trainable subset, each view is rendered only over the window those Gaussians reach
     # (the rest of the view is a constant of the loss: same gradients, far fewer pixels)
     # Adam moves a value by about its learning rate a step (more only where gradients jump)
     travel, growth = iters * lr["means"], math.exp(iters * lr["log_scales"])
-    windows = [None] * len(views_dev) if idx is None else [
-        reach_window(params["means"].detach(), params["log_scales"].detach(), vm, K, W, H, travel=travel, growth=growth)
-        for _, _, K, vm, W, H, _ in views_dev]
+    windows = [None] * len(views_dev) if idx is None or terms is not None else [
+        reach_window(adam.params["means"].detach(), adam.params["log_scales"].detach(), v.camera_from_world, v.K,
+                     v.width, v.height, travel=travel, growth=growth)
+        for v in views_dev]
+    history = torch.zeros(iters, 1 + len(names), device=dev)
+    zero = torch.zeros((), device=dev)
+    grad_sum = torch.zeros(len(adam), device=dev) if densify is not None else None
+    grad_steps = 0
     t0 = time.perf_counter()
     order: list[int] = []  # views in a fresh random order each pass, so that each gets its share
     for it in range(iters):
@@ -189,31 +358,46 @@ def optimise(
             order = torch.randperm(len(views_dev), generator=gen).tolist()
         vi = order.pop()
         if idx is None:
-            cur = Gaussians(**params)
+            cur = Gaussians(**adam.params)
         else:
-            cur = Gaussians(**{k: base[k].index_put((idx,), params[k]) for k in _FIELDS})
-        loss = _loss(cur, views_dev[vi], windows[vi], name, ssim_lambda, depth_weight)
+            cur = Gaussians(**{k: base[k].index_put((idx,), adam.params[k]) for k in _FIELDS})
+        parts = _loss_terms(cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms)
+        loss = _weighted(parts, weights)
         if it == iters - 1 and windows[vi] is not None:  # a window's loss leaves out constants: the whole one
             with torch.no_grad():
-                rep.final_loss = float(_loss(cur, views_dev[vi], None, name, ssim_lambda, depth_weight))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lv = float(loss.detach())
-        rep.losses.append(lv)
-        if progress is not None:
-            progress(it, lv)
+                whole = _loss_terms(cur, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms)
+                rep.final_loss = float(_weighted(whole, weights))
+        adam.step(loss)
+        means_grad = adam.params["means"].grad
+        if densify is not None and grad_sum is not None and means_grad is not None and it + 1 <= densify.until:
+            grad_sum += means_grad.norm(dim=-1)
+            grad_steps += 1
+        history[it] = torch.stack([loss.detach(), *(parts.get(k, zero).detach() for k in names)])
+        if it == 0 or (it + 1) % log_every == 0 or it == iters - 1:
+            row = history[it].tolist()  # the one read of the device in a logged step
+            rep.log.append({"iter": it + 1, "loss": row[0], **dict(zip(names, row[1:]))})
+            if progress is not None:
+                progress(it, row[0])
+        if densify is not None and grad_sum is not None and densify.due(it + 1):
+            n_split, n_pruned = adam.densify(grad_sum / max(grad_steps, 1), densify, gen)
+            rep.split += n_split
+            rep.pruned += n_pruned
+            grad_sum, grad_steps = torch.zeros(len(adam), device=dev), 0
     rep.seconds = time.perf_counter() - t0
     rep.iters = iters
+    rep.losses = history[:, 0].tolist()
     if windows[vi] is None:
-        rep.final_loss = rep.losses[-1] if rep.losses else math.nan
+        rep.final_loss = rep.losses[-1]
+    rep.adam_steps = int(adam.state("means").get("step", 0))
     with torch.no_grad():
         for k in _FIELDS:
-            t = getattr(g, k)
-            if idx is None:
-                t.copy_(params[k].detach())
-            else:
-                t[idx] = params[k].detach()
+            t, value = getattr(g, k), adam.params[k].detach()
+            if idx is not None:
+                t[idx] = value
+            elif t.shape == value.shape:
+                t.copy_(value)
+            else:  # densified: a different number of Gaussians
+                setattr(g, k, value.clone())
     return rep
 
 
@@ -221,7 +405,8 @@ REACH_MARGIN = 12  # px around the Gaussians' reach: the SSIM window's diameter 
 
 
 def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K: Tensor, W: int, H: int, *,
-                 travel: float = 0.0, growth: float = 1.0, margin: int = REACH_MARGIN) -> tuple[int, int, int, int] | None:
+                 travel: float = 0.0, growth: float = 1.0,
+                 margin: int = REACH_MARGIN) -> tuple[int, int, int, int] | None:
     """The pixel box (x0, y0, x1, y1) of a view that Gaussians [N] can change, with `margin`; None
     when it is (nearly) the whole view, or when some Gaussian is at or behind the camera plane.
 
@@ -250,35 +435,50 @@ def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K
     return x0, y0, x1, y1
 
 
-def _loss(g: Gaussians, view, window, backend: str, ssim_lambda: float, depth_weight: float) -> Tensor:
-    """One view's training loss: the whole view's (`view_loss` + depth term), or, over a `window`,
-    the sum over its pixels divided by the whole view's counts (the same gradient when nothing
-    outside the window can change)."""
-    rgb, mask, K, vm, W, H, dt = view
+def _weighted(parts: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """The loss: Σ weight · term."""
+    total = None
+    for k, v in parts.items():
+        total = weights[k] * v if total is None else total + weights[k] * v
+    assert total is not None  # there is always an "rgb" term
+    return total
+
+
+def _loss_terms(g: Gaussians, view: DeviceView, window, backend: str, ssim_lambda: float, with_depth: bool,
+                terms: LossTerms | None) -> dict[str, Tensor]:
+    """One view's unweighted loss terms: "rgb" (`view_loss`), "depth" (the relative depth error,
+    when `with_depth` and the view has a depth target) and the `terms`' own, over the whole view;
+    or, over a `window`, each term's sum over its pixels divided by the whole view's counts (the
+    same gradient when nothing outside the window can change). No read of the device."""
     if window is None:
-        out = render(g, vm[None], K[None], W, H, backend=backend)
-        loss = view_loss(out.rgb[0], rgb, mask, ssim_lambda)
-        if dt is not None:
-            loss = loss + depth_weight * depth_loss(out.depth[0], *dt)
-        return loss
+        out = render(g, view.camera_from_world[None], view.K[None], view.width, view.height, backend=backend)
+        parts = {"rgb": view_loss(out.rgb[0], view.rgb, view.mask, ssim_lambda)}
+        if with_depth and view.depth is not None and view.depth_mask is not None:
+            parts["depth"] = depth_loss(out.depth[0], view.depth, view.depth_mask)
+        if terms is not None:
+            parts.update(terms(out, view))
+        return parts
     x0, y0, x1, y1 = window
-    n = int(mask.sum())
+    n = view.n_supervised
     if x1 <= x0 or y1 <= y0 or n == 0:  # nothing trainable in sight: no gradient
-        return g.means.sum() * 0.0
-    Kw = K.clone()
+        return {"rgb": g.means.sum() * 0.0}
+    Kw = view.K.clone()
     Kw[0, 2] -= x0
     Kw[1, 2] -= y0
-    out = render(g, vm[None], Kw[None], x1 - x0, y1 - y0, backend=backend)
+    out = render(g, view.camera_from_world[None], Kw[None], x1 - x0, y1 - y0, backend=backend)
     pred, win = out.rgb[0], (slice(y0, y1), slice(x0, x1))
-    target, m = rgb[win], mask[win]
-    loss = (pred - target).abs()[m].sum() / (3 * n)
+    target = view.rgb[win]
+    m = torch.ones(target.shape[:2], dtype=torch.bool, device=target.device) if view.mask is None else view.mask[win]
+    none = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    rgb = torch.where(m[..., None], (pred - target).abs(), none).sum() / (3 * n)
     if ssim_lambda:
         mixed = torch.where(m[..., None], pred.clamp(0, 1), target)
-        loss = loss + ssim_lambda * (1.0 - ssim_map(mixed, target)[m].sum() / n)
-    if dt is not None and int(dt[1].sum()):
-        d, dm = dt[0][win], dt[1][win]
-        loss = loss + depth_weight * ((out.depth[0] - d).abs() / d)[dm].sum() / int(dt[1].sum())
-    return loss
+        rgb = rgb + ssim_lambda * (1.0 - torch.where(m, ssim_map(mixed, target), none).sum() / n)
+    parts = {"rgb": rgb}
+    if with_depth and view.depth is not None and view.depth_mask is not None and view.n_depth:
+        d, dm = view.depth[win], view.depth_mask[win]
+        parts["depth"] = torch.where(dm, (out.depth[0] - d).abs() / d, none).sum() / view.n_depth
+    return parts
 
 
 def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor | None = None,
@@ -328,6 +528,7 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
             (out.rgb[0] * r * m).sum().backward()
         else:  # Σ_p w_i(p)
             (out.rgb[0] * m).sum().backward()
+        assert dc.grad is not None
         return dc.grad / C0
 
     dc = g.sh[:, 0].detach().clone()
@@ -336,13 +537,12 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
         for it in range(int(iters)):
             for t, col in zip(targets, column):
                 step = weights(dc, *t, residual=True) / col.clamp_min(1e-6)
-                step = torch.where(col > 1e-3, step, torch.zeros_like(step))
-                if keep is not None:
-                    step[~keep] = 0.0
+                ok = col > 1e-3 if keep is None else (col > 1e-3) & keep[:, None]
+                step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
                 dc = dc + step / C0
     with torch.no_grad():
         g.sh[:, 0] = dc
 
 
-__all__ = ["DEFAULT_LRS", "TrainReport", "TrainView", "depth_loss", "fit_colours", "masked_l1", "optimise", "reach_window",
-           "view_loss"]
+__all__ = ["DEFAULT_LRS", "LOG_EVERY", "Densify", "DeviceView", "GaussianAdam", "LossTerms", "TrainReport", "TrainView",
+           "depth_loss", "fit_colours", "masked_l1", "optimise", "reach_window", "view_loss"]

@@ -1,33 +1,40 @@
 """`vd refine`: optimise Gaussians on a refine dataset with RGB + continuous-surface supervision.
 
-Per iteration (one view; docs/upstream.md#refine-supervision):
+It trains through vd's one optimiser (`vd.train.optimise`: its RGB loss, parameter groups, views
+and densification), adding two terms of its own (`SurfaceTerms`, per iteration, one view;
+docs/upstream.md#refine-supervision):
 
-- RGB: L1 + 0.2 (1 - SSIM) between the render and the image (all pixels; `ssim_lambda`).
+- RGB (vd.train): L1 + ssim_lambda (1 - SSIM) between the render and the image, all pixels.
 - Depth: the depth prior is aligned to the *detached* rendered depth by a per-view
-  scale + shift least-squares fit on the supervised pixels (mask, rendered alpha > 0.5, both
-  depths finite and positive); the loss is a Huber (SmoothL1) of the residual relative to the
-  view's median depth, NaN/Inf safe (non-finite pixels never enter the loss or its gradient).
+  scale + shift least-squares fit on the supervised pixels (mask, rendered alpha > min_alpha,
+  both depths finite and positive); the loss is a Huber (SmoothL1) of the residual relative to
+  the view's median depth, NaN/Inf safe (non-finite pixels never enter the loss or its gradient).
 - Normals: from the rendered depth (back-project, central differences, cross product); the
-  loss is ``1 - |n_render . n_prior|`` (sign-insensitive) on pixels where both are defined.
-- Optional densify/prune: every `densify_every` iterations until `densify_until`, the Gaussians
-  with the largest accumulated position gradient are split in two (scale / 1.6, jittered), and
-  those with opacity below `prune_opacity` are removed.
+  loss is ``1 - |n_render . n_prior|`` (sign-insensitive) on the supervised pixels with a prior
+  depth where both normals are defined.
+- Optional densify/prune (`vd.train.Densify`): every `densify_every` iterations from
+  `densify_from` until `densify_until`, the Gaussians with the largest accumulated position
+  gradient are split in two (scale / 1.6, jittered), and those with opacity below
+  `prune_opacity` are removed; Adam's state of the others carries over.
+
+Both terms are computed on the device, without reading anything back, so that a training step
+never waits for the GPU (issue 29); the losses are read every `vd.train.LOG_EVERY` iterations.
 
 There is deliberately no thinness/thickness regulariser: a config that asks for one is
 rejected with a usage error (the seed's explicit non-goal).
 
-Outputs: ``gaussians_refined.ply`` and ``refine_meta.json`` (inputs and hashes, parameters,
-per-view alignment, depth/normal consistency metrics before and after, losses). Memoised in the
-vd cache: the key covers the dataset's files, the initial PLY, every parameter, the backend and
-the seed.
+Parameters: `vd.params.RefineParams` (defaults and help declared once). Outputs:
+``gaussians_refined.ply`` and ``refine_meta.json`` (inputs and hashes, parameters, per-view
+alignment, depth/normal consistency metrics before and after, losses). Memoised in the vd cache:
+the key covers the dataset's files, the initial PLY, every parameter (`RefineParams.key_params`),
+the backend and the seed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,54 +47,15 @@ from vd.export.colmap import load_dataset
 from vd.export.normals import normals_from_depth_torch
 from vd.export.read import read_gaussians
 from vd.fsio import atomic_write_bytes
-from vd.geometry import quat_to_rotmat_torch
+from vd.params import RefineParams
 from vd.paths import resolve_device
 from vd.ply import encode_ply
 from vd.render import render, resolve_backend
 
-VERSION = 1
-
-DEFAULTS: dict[str, Any] = {
-    "iters": 300,
-    "depth_weight": 0.5,
-    "normal_weight": 0.1,
-    "densify": False,
-    "ssim_lambda": 0.2,  # RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages
-    "huber_delta": 0.01,  # relative depth residual where the loss turns linear
-    "lr_means": 5e-4,  # times the scene extent (median prior depth)
-    "lr_scales": 5e-3,
-    "lr_quats": 1e-3,
-    "lr_opacity": 2.5e-2,
-    "lr_sh": 2.5e-3,
-    "densify_every": 100,
-    "densify_from": 100,
-    "densify_until": 0.6,  # fraction of iters
-    "densify_fraction": 0.02,  # share of Gaussians split per densify step
-    "prune_opacity": 0.005,
-    "min_alpha": 0.5,  # rendered alpha above which the rendered depth counts as a surface
-    "backend": "auto",
-    "seed": 0,
-}
-
-_TYPES = {k: type(v) for k, v in DEFAULTS.items()}
+VERSION = 2  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order)
 
 
 # ------------------------------------------------------------------------------ config
-def _forbidden_keys(obj, prefix="") -> list[str]:
-    found = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            name = f"{prefix}{k}"
-            low = str(k).lower()
-            if "thin" in low or "thick" in low:
-                found.append(name)
-            found += _forbidden_keys(v, name + ".")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found += _forbidden_keys(v, f"{prefix}{i}.")
-    return found
-
-
 def load_config(path) -> dict:
     """Read a refine config (JSON or TOML) and check it; UsageError on forbidden/unknown keys."""
 
@@ -98,7 +66,8 @@ def load_config(path) -> dict:
             try:
                 import tomllib
             except ImportError:  # Python 3.10
-                raise InputError(f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead") from None
+                raise InputError(f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead"
+                                 ) from None
             cfg = tomllib.loads(text)
         else:
             cfg = json.loads(text)
@@ -108,103 +77,126 @@ def load_config(path) -> dict:
 
 
 def check_config(cfg, where: str = "config") -> dict:
-    if not isinstance(cfg, dict):
-        raise UsageError(f"{where} must hold a table/object of refine parameters")
-    bad = _forbidden_keys(cfg)
-    if bad:
-        raise UsageError(
-            f"{where} asks for {', '.join(bad)}: thinness/thickness regularisers are an explicit non-goal "
-            "of vd refine (it supervises depth and normals only); remove these keys"
-        )
-    unknown = [k for k in cfg if k not in DEFAULTS]
-    if unknown:
-        raise UsageError(f"{where} has unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(DEFAULTS)}")
-    out = {}
-    for k, v in cfg.items():
-        t = _TYPES[k]
-        if t is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, t) or (t is int and isinstance(v, bool)):
-            raise UsageError(f"{where}: {k} must be a {t.__name__}, got {v!r}")
-        out[k] = v
-    return out
+    """The fields a config sets, checked (`RefineParams.check_mapping`)."""
+    return RefineParams.check_mapping(cfg, where)
 
 
-def resolve_params(config: dict | None = None, **overrides) -> dict:
-    """Defaults, then the config file, then explicit options (None = not given)."""
-    p = dict(DEFAULTS)
-    p.update(config or {})
-    p.update({k: v for k, v in overrides.items() if v is not None})
-    p = check_config(p, "refine parameters")
-    if p["iters"] < 0:
-        raise UsageError(f"--iters must be >= 0, got {p['iters']}")
-    for k in ("depth_weight", "normal_weight"):
-        if not math.isfinite(p[k]) or p[k] < 0:
-            raise UsageError(f"--{k.replace('_', '-')} must be a finite number >= 0, got {p[k]}")
-    if p["huber_delta"] <= 0:
-        raise UsageError("huber_delta must be > 0")
-    return p
+def resolve_params(config: dict | None = None, **options) -> RefineParams:
+    """Defaults, then the config file, then explicit options (None = not given); validated."""
+    return RefineParams.resolve(config, **options)
 
 
 # ------------------------------------------------------------------------------ losses
-def align_scale_shift(prior, target, mask=None, *, min_pixels: int = 16):
+def fit_scale_shift(prior, target, mask=None, *, min_pixels: int = 16):
     """Least-squares (s, b) minimising sum((s*prior + b - target)^2) over `mask` (and finite
-    pixels). Works on numpy arrays or torch tensors (no gradient flows); returns floats and the
-    pixel count. With too few pixels or a constant prior: s = 1, b = mean(target - prior)."""
-    try:
-        import torch
+    pixels), as 0-d tensors on the inputs' device, with the pixel count n; nothing is read back
+    to the host. With too few pixels or a constant prior: s = 1, b = mean(target - prior)."""
+    import torch
 
-        if isinstance(prior, torch.Tensor):
-            prior = prior.detach().double().cpu().numpy()
-        if isinstance(target, torch.Tensor):
-            target = target.detach().double().cpu().numpy()
-        if isinstance(mask, torch.Tensor):
-            mask = mask.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    x = np.asarray(prior, np.float64).reshape(-1)
-    y = np.asarray(target, np.float64).reshape(-1)
-    ok = np.isfinite(x) & np.isfinite(y)
+    dtype = torch.float32 if prior.device.type == "mps" else torch.float64  # mps has no float64
+    x, y = prior.detach().to(dtype).reshape(-1), target.detach().to(dtype).reshape(-1)
+    ok = torch.isfinite(x) & torch.isfinite(y)
     if mask is not None:
-        ok &= np.asarray(mask, bool).reshape(-1)
-    x, y = x[ok], y[ok]
-    n = int(x.size)
-    if n == 0:
-        return 1.0, 0.0, 0
-    mx, my = x.mean(), y.mean()
-    vx = ((x - mx) ** 2).mean()
-    if n < min_pixels or vx < 1e-12 * max(mx * mx, 1e-12):
-        return 1.0, float(my - mx), n
-    s = float(((x - mx) * (y - my)).mean() / vx)
-    return s, float(my - s * mx), n
+        ok = ok & mask.reshape(-1).to(device=ok.device, dtype=torch.bool)
+    zero = torch.zeros((), dtype=dtype, device=x.device)
+    n = ok.sum()
+    per = 1.0 / n.clamp_min(1).to(dtype)
+    mx, my = torch.where(ok, x, zero).sum() * per, torch.where(ok, y, zero).sum() * per
+    dx, dy = torch.where(ok, x - mx, zero), torch.where(ok, y - my, zero)
+    vx, cov = (dx * dx).sum() * per, (dx * dy).sum() * per
+    degenerate = (n < min_pixels) | (vx < 1e-12 * (mx * mx).clamp_min(1e-12))
+    s = torch.where(degenerate, torch.ones_like(vx), cov / torch.where(degenerate, torch.ones_like(vx), vx))
+    return s, my - s * mx, n
+
+
+def align_scale_shift(prior, target, mask=None, *, min_pixels: int = 16):
+    """`fit_scale_shift` of numpy arrays or torch tensors, as (s, b) floats and the pixel count."""
+    import torch
+
+    def tensor(a, dtype):
+        return a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a, dtype=dtype))
+
+    s, b, n = fit_scale_shift(tensor(prior, np.float64), tensor(target, np.float64),
+                              None if mask is None else tensor(mask, bool), min_pixels=min_pixels)
+    return float(s), float(b), int(n)
 
 
 def huber_depth_loss(pred, target, mask, delta: float = 0.01, scale=None):
     """Mean SmoothL1 of (pred - target)/scale over `mask` pixels where both are finite; 0 when
-    no pixel qualifies. Non-finite values never reach the loss or its gradient."""
+    no pixel qualifies. Non-finite values never reach the loss or its gradient; computed
+    tensor-side (no boolean indexing, no read of the device)."""
     import torch
 
     ok = mask.bool() & torch.isfinite(pred) & torch.isfinite(target)
-    if scale is None:
-        scale = 1.0
     zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
-    if not bool(ok.any()):
-        return zero + 0.0 * torch.nan_to_num(pred, 0.0, 0.0, 0.0).sum()
-    p = torch.where(ok, pred, zero)
-    t = torch.where(ok, target, zero)
-    r = (p - t) / scale
-    return torch.nn.functional.smooth_l1_loss(r[ok], torch.zeros_like(r[ok]), beta=delta)
+    r = (torch.where(ok, pred, zero) - torch.where(ok, target, zero)) / (1.0 if scale is None else scale)
+    per_pixel = torch.nn.functional.smooth_l1_loss(r, torch.zeros_like(r), beta=delta, reduction="none")
+    return torch.where(ok, per_pixel, zero).sum() / ok.sum().clamp_min(1)
 
 
 def normal_loss(n_pred, n_prior, mask):
-    """mean(1 - |n_pred . n_prior|) over mask: sign-insensitive (n and -n cost the same)."""
+    """mean(1 - |n_pred . n_prior|) over mask: sign-insensitive (n and -n cost the same); 0 on an
+    empty mask. Tensor-side, no read of the device."""
     import torch
 
     ok = mask.bool()
-    if not bool(ok.any()):
-        return torch.zeros((), dtype=n_pred.dtype, device=n_pred.device) + 0.0 * n_pred.sum()
-    dot = (n_pred * n_prior).sum(-1)
-    return (1.0 - dot.abs())[ok].mean()
+    miss = 1.0 - (n_pred * n_prior).sum(-1).abs()
+    return torch.where(ok, miss, torch.zeros((), dtype=miss.dtype, device=miss.device)).sum() / ok.sum().clamp_min(1)
+
+
+@dataclass
+class Surface:
+    """One render's depth and normal terms against a view's priors, with what the metrics need."""
+
+    depth_loss: Any
+    normal_loss: Any
+    scale: Any  # the prior's fitted scale and shift (0-d tensors) and the pixels they were fitted on
+    shift: Any
+    pixels: Any
+    target: Any  # the aligned prior [H,W]
+    valid: Any  # [H,W] pixels of the depth term
+    normals: Any  # [H,W,3] normals of the rendered depth
+    normal_valid: Any  # [H,W] pixels of the normal term
+
+
+@dataclass
+class SurfaceTerms:
+    """vd refine's depth and normal terms, for `vd.train.optimise(terms=...)`."""
+
+    depth_weight: float
+    normal_weight: float
+    huber_delta: float
+    min_alpha: float
+    weights: dict = field(init=False)
+
+    def __post_init__(self):
+        self.weights = {"depth": self.depth_weight, "normal": self.normal_weight}
+
+    def __call__(self, out, view) -> dict:
+        s = self.surface(out, view)
+        return {"depth": s.depth_loss, "normal": s.normal_loss}
+
+    def surface(self, out, view) -> Surface:
+        """The terms of a render `out` (vd.render output) of `view` (a `vd.train.DeviceView` with
+        a depth prior and, optionally, a normal prior)."""
+        import torch
+
+        d_r, alpha = out.depth[0], out.alpha[0]
+        surf = (alpha.detach() > self.min_alpha) & torch.isfinite(d_r.detach())
+        if view.depth is None:  # no prior: nothing to align to
+            prior, prior_ok = torch.ones_like(d_r), torch.zeros_like(surf)
+        else:
+            prior, prior_ok = view.depth, view.depth_mask
+        valid = prior_ok & surf
+        s, b, n = fit_scale_shift(prior, d_r, valid)
+        target = (s * prior + b).to(d_r.dtype)
+        median = torch.where(valid, target, torch.full_like(target, math.nan)).nanmedian()
+        scale = torch.where(n > 0, median.clamp_min(1e-6), torch.ones_like(median))
+        l_depth = huber_depth_loss(d_r, target, valid, self.huber_delta, scale)
+        n_r, n_ok = normals_from_depth_torch(torch.where(surf, d_r, torch.zeros_like(d_r)), view.K, surf)
+        n_prior = torch.zeros_like(n_r) if view.normal is None else view.normal
+        nvalid = n_ok & (n_prior.norm(dim=-1) > 0.5) & prior_ok
+        return Surface(l_depth, normal_loss(n_r, n_prior, nvalid), s, b, n, target, valid, n_r, nvalid)
 
 
 # ------------------------------------------------------------------------------ run
@@ -234,77 +226,47 @@ def dataset_hash(path: Path) -> str:
     return content_hash("\n".join(entries).encode())
 
 
-class _Views:
-    """Dataset views as torch tensors on one device."""
-
-    def __init__(self, views, device):
-        import torch
-
-        self.items = []
-        for v in views:
-            cfw = np.linalg.inv(v.world_from_camera)
-            n = torch.from_numpy(v.normal.astype(np.float32)).to(device)
-            self.items.append({
-                "name": v.name,
-                "rgb": torch.from_numpy(v.rgb.astype(np.float32) / 255.0).to(device),
-                "depth": torch.from_numpy(v.depth.astype(np.float32)).to(device),
-                "normal": n,
-                "normal_ok": (n.norm(dim=-1) > 0.5),
-                "mask": torch.from_numpy(v.supervise.astype(bool)).to(device),
-                "K": torch.from_numpy(v.K.astype(np.float32)).to(device),
-                "viewmat": torch.from_numpy(cfw.astype(np.float32)).to(device),
-                "W": int(v.rgb.shape[1]), "H": int(v.rgb.shape[0]),
-            })
-
-
-def _view_losses(g, v, p, backend):
-    """Render one view and compute (rgb, depth, normal) losses plus diagnostics."""
+def train_views(views) -> list:
+    """The `vd.train.TrainView`s of a refine dataset's views: the RGB supervises every pixel;
+    the depth and normal priors, the supervised pixels (the dataset's masks)."""
     import torch
 
-    out = render(g, v["viewmat"][None], v["K"][None], v["W"], v["H"], backend=backend)
-    rgb, d_r, alpha = out.rgb[0], out.depth[0], out.alpha[0]
-    l1 = (rgb - v["rgb"]).abs().mean()
-    l_rgb = l1
-    if p["ssim_lambda"]:
-        from vd.ssim import ssim
+    from vd.train import TrainView
 
-        l_rgb = l1 + p["ssim_lambda"] * (1.0 - ssim(rgb.clamp(0, 1), v["rgb"]))
-    prior = v["depth"]
-    surf = (alpha.detach() > p["min_alpha"]) & torch.isfinite(d_r.detach())
-    valid = v["mask"] & surf & torch.isfinite(prior) & (prior > 0)
-    s, b, npx = align_scale_shift(prior, d_r.detach(), valid)
-    target = (s * prior + b).detach()
-    scale = target[valid].median().clamp_min(1e-6) if npx else torch.ones((), device=prior.device)
-    l_depth = huber_depth_loss(d_r, target, valid, p["huber_delta"], scale)
-    d_safe = torch.where(surf, d_r, torch.zeros_like(d_r))
-    n_r, n_ok = normals_from_depth_torch(d_safe, v["K"], surf)
-    nvalid = n_ok & v["normal_ok"] & v["mask"]
-    l_normal = normal_loss(n_r, v["normal"], nvalid)
-    with torch.no_grad():
-        abs_rel = (((d_r - target).abs() / target.abs().clamp_min(1e-6))[valid].mean().item()) if npx else float("nan")
-        if bool(nvalid.any()):
-            cos = (n_r * v["normal"]).sum(-1).abs().clamp(0, 1)[nvalid]
-            ndeg = torch.rad2deg(torch.acos(cos)).mean().item()
-        else:
-            ndeg = float("nan")
-        mse = ((rgb - v["rgb"]) ** 2).mean().item()
-    diag = {
-        "view": v["name"], "scale": s, "shift": b, "pixels": npx, "depth_abs_rel": abs_rel,
-        "normal_deg": ndeg, "normal_loss": float(l_normal.item()), "normal_pixels": int(nvalid.sum().item()),
-        "rgb_l1": float(l1.item()), "psnr": float(-10 * math.log10(max(mse, 1e-12))),
-    }
-    return l_rgb, l_depth, l_normal, diag
+    def tensor(a, dtype=np.float32):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
+
+    return [TrainView(rgb=tensor(v.rgb.astype(np.float32) / 255.0),
+                      mask=torch.ones(v.height, v.width, dtype=torch.bool), K=tensor(v.K), camera_from_world=tensor(v.camera_from_world()), depth=tensor(v.depth),
+                      depth_mask=tensor(v.supervise, bool), normal=tensor(v.normal)) for v in views]
 
 
-def evaluate(g, views: _Views, p, backend) -> dict:
-    """Depth and normal consistency (and RGB) metrics of `g` against every view's priors."""
+def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
+    """Depth and normal consistency (and RGB) metrics of `g` against every view's priors
+    (`views`: `vd.train.DeviceView`s, `names`: theirs)."""
     import torch
 
     per = []
     with torch.no_grad():
-        for v in views.items:
-            *_, d = _view_losses(g, v, p, backend)
-            per.append(d)
+        for name, v in zip(names, views):
+            out = render(g, v.camera_from_world[None], v.K[None], v.width, v.height, backend=backend)
+            sf = terms.surface(out, v)
+            npx = int(sf.pixels)
+            rel = (out.depth[0] - sf.target).abs() / sf.target.abs().clamp_min(1e-6)
+            abs_rel = rel[sf.valid].mean().item() if npx else float("nan")
+            n_normal = int(sf.normal_valid.sum())
+            if n_normal:
+                cos = (sf.normals * v.normal).sum(-1).abs().clamp(0, 1)[sf.normal_valid]
+                ndeg = torch.rad2deg(torch.acos(cos)).mean().item()
+            else:
+                ndeg = float("nan")
+            mse = ((out.rgb[0] - v.rgb) ** 2).mean().item()
+            per.append({
+                "view": name, "scale": float(sf.scale), "shift": float(sf.shift), "pixels": npx,
+                "depth_abs_rel": abs_rel, "normal_deg": ndeg, "normal_loss": float(sf.normal_loss),
+                "normal_pixels": n_normal, "rgb_l1": float((out.rgb[0] - v.rgb).abs().mean()),
+                "psnr": float(-10 * math.log10(max(mse, 1e-12))),
+            })
 
     def mean(key):
         vals = [d[key] for d in per if d[key] == d[key]]
@@ -314,123 +276,67 @@ def evaluate(g, views: _Views, p, backend) -> dict:
         "depth_abs_rel": mean("depth_abs_rel"), "normal_deg": mean("normal_deg"), "normal_loss": mean("normal_loss"),
         "rgb_l1": mean("rgb_l1"), "psnr": mean("psnr"), "per_view": per,
         "definition": {
-            "depth_abs_rel": "mean |d_render - (s*d_prior + b)| / (s*d_prior + b) on mask & alpha>min_alpha, (s,b) fitted per view",
+            "depth_abs_rel": "mean |d_render - (s*d_prior + b)| / (s*d_prior + b) on mask & alpha>min_alpha, "
+                             "(s,b) fitted per view",
             "normal_deg": "mean angle (degrees, sign-insensitive) between normals of the rendered depth and the prior",
             "normal_loss": "mean 1 - |n_render . n_prior|",
         },
     }
 
 
-def _densify_prune(g, grad_acc, grad_cnt, p, rng):
+def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -> tuple[Any, dict]:
+    """Optimise `g0` on the dataset views through `vd.train.optimise`; returns (refined Gaussians
+    on CPU, run info)."""
     import torch
 
-    from vd.gaussians import Gaussians
+    from vd.train import DeviceView, Densify, optimise
 
-    n = len(g)
-    avg = grad_acc / grad_cnt.clamp_min(1)
-    k = int(round(p["densify_fraction"] * n))
-    split = torch.zeros(n, dtype=torch.bool)
-    if k > 0 and bool((avg > 0).any()):
-        idx = torch.topk(avg, min(k, n)).indices
-        split[idx[avg[idx] > 0]] = True
-    alive = (torch.sigmoid(g.opacity_logits.detach()) >= p["prune_opacity"]).cpu()
-    keep = alive & ~split
-    parts = [g.select(keep)]
-    n_split = int((split & alive).sum())
-    if n_split:
-        s = g.select(split & alive)
-        sig = torch.exp(s.log_scales)
-        for _ in range(2):
-            noise = torch.from_numpy(rng.normal(size=(n_split, 3)).astype(np.float32)).to(sig.device)
-            R = quat_to_rotmat_torch(s.quats)
-            off = (R @ (noise * sig)[..., None])[..., 0]
-            parts.append(Gaussians(s.means + off, s.log_scales - math.log(1.6), s.quats, s.opacity_logits, s.sh))
-    out = Gaussians.cat(parts).detach()
-    return out, n_split, int((~alive).sum())
-
-
-def _optimizer(g, p, extent):
-    import torch
-
-    g.requires_grad_(True)
-    return torch.optim.Adam([
-        {"params": [g.means], "lr": p["lr_means"] * extent},
-        {"params": [g.log_scales], "lr": p["lr_scales"]},
-        {"params": [g.quats], "lr": p["lr_quats"]},
-        {"params": [g.opacity_logits], "lr": p["lr_opacity"]},
-        {"params": [g.sh], "lr": p["lr_sh"]},
-    ], eps=1e-15)
-
-
-def run_refine(views_data, g0, p: dict, *, device: str, progress=None) -> tuple[Any, dict]:
-    """Optimise `g0` on the dataset views; returns (refined Gaussians on CPU, run info)."""
-    import torch
-
-    torch.manual_seed(p["seed"])
-    rng = np.random.default_rng(p["seed"])
-    views = _Views(views_data, device)
-    backend = resolve_backend(p["backend"], device)
+    torch.manual_seed(p.seed)
+    backend = resolve_backend(p.backend, device)
     g = g0.to(device).clone()
     depths = np.concatenate([v.depth[v.supervise & (v.depth > 0)] for v in views_data]) if views_data else np.ones(1)
     extent = float(np.median(depths)) if depths.size else 1.0
-    before = evaluate(g, views, p, backend)
+    views = [DeviceView.of(t, device, depth=True) for t in train_views(views_data)]
+    names = [v.name for v in views_data]
+    terms = SurfaceTerms(p.depth_weight, p.normal_weight, p.huber_delta, p.min_alpha)
+    before = evaluate(g, views, names, terms, backend)
     n0 = len(g)
-    opt = _optimizer(g, p, extent)
-    grad_acc = torch.zeros(len(g))
-    grad_cnt = torch.zeros(len(g))
-    order: list[int] = []
-    history = []
-    n_split_total = n_pruned_total = 0
-    until = int(p["densify_until"] * p["iters"])
-    t0 = time.perf_counter()
-    task = progress.add_task("refine", total=p["iters"]) if progress is not None else None
-    for it in range(1, p["iters"] + 1):
-        if not order:
-            order = rng.permutation(len(views.items)).tolist()
-        v = views.items[order.pop()]
-        l_rgb, l_depth, l_normal, _ = _view_losses(g, v, p, backend)
-        loss = l_rgb + p["depth_weight"] * l_depth + p["normal_weight"] * l_normal
-        opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            for t in (g.means, g.log_scales, g.quats, g.opacity_logits, g.sh):
-                if t.grad is not None:
-                    t.grad.nan_to_num_(0.0, 0.0, 0.0)
-            if p["densify"]:
-                grad_acc += g.means.grad.detach().norm(dim=-1).cpu() if g.means.grad is not None else 0
-                grad_cnt += 1
-            opt.step()
-        rec = {"iter": it, "loss": float(loss.item()), "rgb": float(l_rgb.item()),
-               "depth": float(l_depth.item()), "normal": float(l_normal.item())}
-        if it == 1 or it % 10 == 0 or it == p["iters"]:
-            history.append(rec)
-        if task is not None:
-            progress.update(task, advance=1, description=(
-                f"refine loss {rec['loss']:.4f} rgb {rec['rgb']:.4f} depth {rec['depth']:.4f} normal {rec['normal']:.4f}"))
-        if (p["densify"] and it >= p["densify_from"] and it <= until and it % p["densify_every"] == 0):
-            g, n_split, n_pruned = _densify_prune(g.detach(), grad_acc, grad_cnt, p, rng)
-            n_split_total += n_split
-            n_pruned_total += n_pruned
-            opt = _optimizer(g, p, extent)
-            grad_acc = torch.zeros(len(g))
-            grad_cnt = torch.zeros(len(g))
-    seconds = time.perf_counter() - t0
-    g = g.detach()
-    after = evaluate(g, views, p, backend)
+    lrs = {"means": p.lr_means * extent, "log_scales": p.lr_scales, "quats": p.lr_quats,
+           "opacity_logits": p.lr_opacity, "sh": p.lr_sh}
+    densify = Densify(every=p.densify_every, start=p.densify_from, until=int(p.densify_until * p.iters),
+                      fraction=p.densify_fraction, prune_opacity=p.prune_opacity) if p.densify else None
+    report = None
+    if progress is not None:
+        task = progress.add_task("refine", total=p.iters)
+
+        def report(it: int, loss: float) -> None:
+            progress.update(task, completed=it + 1, description=f"refine loss {loss:.4f}")
+
+    rep = optimise(g, views, p.iters, lrs=lrs, ssim_lambda=p.ssim_lambda, terms=terms, densify=densify, seed=p.seed,
+                   backend=backend, progress=report)
+    after = evaluate(g, views, names, terms, backend)
     info = {
-        "backend": backend, "device": str(device), "extent": extent, "seconds": seconds,
-        "iters_per_second": (p["iters"] / seconds) if seconds > 0 and p["iters"] else None,
-        "gaussians": {"initial": n0, "final": len(g), "split": n_split_total, "pruned": n_pruned_total},
-        "alignment": [{"view": d["view"], "scale": d["scale"], "shift": d["shift"], "pixels": d["pixels"]} for d in after["per_view"]],
+        "backend": backend, "device": str(device), "extent": extent, "seconds": rep.seconds,
+        "iters_per_second": (p.iters / rep.seconds) if rep.seconds > 0 and p.iters else None,
+        "gaussians": {"initial": n0, "final": len(g), "split": rep.split, "pruned": rep.pruned},
+        "adam_steps": rep.adam_steps,
+        "alignment": [{k: d[k] for k in ("view", "scale", "shift", "pixels")} for d in after["per_view"]],
         "metrics": {"before": before, "after": after},
-        "losses": history,
+        "losses": rep.log,
     }
     return g.to("cpu"), info
 
 
-def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=None, densify=None,
-           config=None, device=None, seed=None, progress=None) -> RefineResult:
-    """Validate the dataset, refine `init` on it (memoised), write the outputs into `out`."""
+def cache_key(p: RefineParams, inputs: dict, backend: str) -> str:
+    """The cache key of a refine run: its parameters (`RefineParams.key_params`, every field but the
+    seed and the renderer, keyed apart), the inputs' hashes, the resolved `backend` and the seed."""
+    return stage_key(stage="refine", version=VERSION, params=p.key_params(), inputs=inputs, models={}, backend=backend,
+                     dtype="float32", seed=p.seed)
+
+
+def refine(dataset, init, out, *, config=None, device=None, progress=None, **options) -> RefineResult:
+    """Validate the dataset, refine `init` on it (memoised), write the outputs into `out`.
+    `options`: RefineParams fields (None: not given), over the `config` file's, over the defaults."""
 
     dataset = Path(dataset)
     init = check_input_file(init, "initial PLY (--init)")
@@ -438,18 +344,16 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
     if out.exists() and not out.is_dir():
         raise UsageError(f"the output {out} exists and is not a folder")
     cfg = load_config(config) if config is not None else {}
-    p = resolve_params(cfg, iters=iters, depth_weight=depth_weight, normal_weight=normal_weight,
-                       densify=densify, seed=seed)
+    p = resolve_params(cfg, **options)
     device = resolve_device(device)
     views, dmeta = load_dataset(dataset)  # strict validation first
     g0, pmeta = read_gaussians(init)
     if len(g0) == 0:
         raise InputError(f"{init} holds no Gaussians")
 
-    backend = resolve_backend(p["backend"], device)
+    backend = resolve_backend(p.backend, device)
     inputs = {"dataset": dataset_hash(dataset), "init": file_hash(init)}
-    key = stage_key(stage="refine", version=VERSION, params={k: v for k, v in p.items() if k not in ("seed", "backend")},
-                    inputs=inputs, models={}, backend=backend, dtype="float32", seed=p["seed"])
+    key = cache_key(p, inputs, backend)
 
     def compute():
         g, info = run_refine(views, g0, p, device=device, progress=progress)
@@ -460,15 +364,17 @@ def refine(dataset, init, out, *, iters=None, depth_weight=None, normal_weight=N
                        "init": str(init.resolve()), "init_hash": inputs["init"], "init_count": len(g0),
                        "config": str(Path(config).resolve()) if config is not None else None,
                        "config_hash": file_hash(config) if config is not None else None},
-            "params": p,
-            "losses_used": {"rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels", "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
+            "params": asdict(p),
+            "losses_used": {"rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels",
+                            "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
                             "normal": "1 - |n_render . n_prior|", "thinness_thickness": "none (explicit non-goal)"},
             **info,
         }
-        ply_bytes, _ = encode_ply(g, comments={"stage": "refine", "refine_key": key,
-                                               **{k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}})
+        kept = {k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}
+        ply_bytes, _ = encode_ply(g, comments={"stage": "refine", "refine_key": key, **kept})
         meta = _clean(meta)
-        return {"gaussians_refined.ply": ply_bytes, "refine_meta.json": json.dumps(meta, indent=2, default=_json_default).encode()}
+        meta_json = json.dumps(meta, indent=2, default=_json_default).encode()
+        return {"gaussians_refined.ply": ply_bytes, "refine_meta.json": meta_json}
 
     cache = Cache.open()
     record, hit = cache.memoise(key, compute, stage="refine", image=None, meta={"dataset": str(dataset)})
@@ -502,5 +408,6 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-__all__ = ["DEFAULTS", "VERSION", "RefineResult", "align_scale_shift", "huber_depth_loss", "normal_loss",
-           "check_config", "load_config", "resolve_params", "refine", "run_refine", "evaluate", "dataset_hash"]
+__all__ = ["VERSION", "RefineResult", "Surface", "SurfaceTerms", "align_scale_shift", "cache_key", "check_config",
+           "dataset_hash", "evaluate", "fit_scale_shift", "huber_depth_loss", "load_config", "normal_loss", "refine",
+           "resolve_params", "run_refine", "train_views"]
