@@ -59,7 +59,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _wrap(e: OSError, path: Path) -> CacheError:
+def cache_error(e: OSError, path: Path) -> CacheError:
+    """The one-sentence CacheError of a failed file-system call under the cache at `path`."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return CacheError(disk_full_message(path))
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -92,7 +93,7 @@ def write_object(objects_dir: Path, data: bytes | bytearray | memoryview, digest
                 _tmpfile_ok["value"] = False  # file system without O_TMPFILE/linkat: use named temps
         _write_named(directory, final, view)
     except OSError as e:
-        raise _wrap(e, objects_dir.parent) from e
+        raise cache_error(e, objects_dir.parent) from e
     return digest, final
 
 
