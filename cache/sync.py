@@ -31,13 +31,18 @@ def push(cache: Cache, *, stage=None, image=None, older_than_s=None, dry_run=Fal
     tier = _need_remote(cache)
     t = now()
     done = []
+    planned: set[str] = set()  # objects a dry run already counted (records share objects)
     try:
         for r in cache.records():
             if not _in_scope(r, stage, image, older_than_s, t) or tier.has_entry(r.key):
                 continue
             entry = cache.entry(r.key) or {}
-            sent = sum(tier.missing(entry).values()) if dry_run else tier.upload(r.key, entry)
-            done.append((r, sent))
+            if dry_run:
+                missing = {d: n for d, n in tier.missing(entry).items() if d not in planned}
+                planned.update(missing)
+                done.append((r, sum(missing.values())))
+            else:
+                done.append((r, tier.upload(r.key, entry)))
     except RemoteError as e:
         raise CacheError(str(e)) from e
     return done
