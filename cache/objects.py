@@ -150,17 +150,6 @@ def _unlink_quiet(path) -> None:
         pass
 
 
-def read_verified(path: Path, digest: str) -> bytes | None:
-    """The object's bytes if they hash to `digest`; None when missing or corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    if xxhash.xxh3_128_hexdigest(data) != digest:
-        return None
-    return data
-
-
 def verify(path: Path, digest: str) -> bool:
     try:
         return file_hash(path) == digest
