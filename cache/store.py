@@ -66,15 +66,25 @@ def root_of(root: str | os.PathLike | None) -> Path:
     return Path(root).expanduser() if root is not None else cache_dir()
 
 
+HINT = "(set VD_CACHE_DIR to a writable folder)"
+
+
+def _is_a_file(root: Path) -> CacheError:
+    return CacheError(f"cache directory path is a file, not a folder: {root} {HINT}")
+
+
+def _under_a_file(root: Path) -> CacheError:
+    return CacheError(f"cache directory cannot be created, part of its path is a file: {root} {HINT}")
+
+
 def check_root(root: Path) -> None:
     """CacheError (one sentence) when `root` cannot be a cache folder: it, or a folder above it, is a file."""
     if root.exists() and not root.is_dir():
-        raise CacheError(f"cache directory path is a file, not a folder: {root} (set VD_CACHE_DIR to a writable folder)")
+        raise _is_a_file(root)
     for parent in root.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise CacheError(f"cache directory cannot be created, part of its path is a file: {root} "
-                                 "(set VD_CACHE_DIR to a writable folder)")
+                raise _under_a_file(root)
             break
 
 
@@ -130,14 +140,16 @@ class Record:
         try:
             return self.artifacts[name]
         except KeyError:
-            raise KeyError(f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; it has {self.names}") from None
+            raise KeyError(f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; "
+                           f"it has {self.names}") from None
 
     def path(self, name: str) -> Path:
         """The object file holding artifact `name` (read-only; verified when the record was loaded)."""
         p = self.cache.objects.path(self._artifact(name)["hash"])
         if not p.exists():
             self.cache._drop(self.key, reason=f"object of {name!r} is missing")
-            raise CacheError(f"a cached file of stage {self.stage} vanished ({name}); run the command again to recompute it")
+            raise CacheError(f"a cached file of stage {self.stage} vanished ({name}); "
+                             "run the command again to recompute it")
         return p
 
     def read(self, name: str) -> bytes:
@@ -146,9 +158,8 @@ class Record:
         data = self.cache.objects.get(digest, stamp=self.stamps.get(digest))
         if data is None:
             self.cache._drop(self.key, reason=f"object of {name!r} is corrupt or missing", bad=[digest])
-            raise CacheError(
-                f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, run the command again to recompute it"
-            )
+            raise CacheError(f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, "
+                             "run the command again to recompute it")
         return data
 
     def to_json(self) -> dict:
@@ -236,9 +247,9 @@ class Cache:
             if not os.access(root, os.W_OK | os.X_OK):
                 raise PermissionError(errno.EACCES, "Permission denied", str(root))
         except FileExistsError as e:
-            raise CacheError(f"cache directory path is a file, not a folder: {root} (set VD_CACHE_DIR to a writable folder)") from e
+            raise _is_a_file(root) from e
         except NotADirectoryError as e:
-            raise CacheError(f"cache directory cannot be created, part of its path is a file: {root} (set VD_CACHE_DIR to a writable folder)") from e
+            raise _under_a_file(root) from e
         except OSError as e:
             raise objects.cache_error(e, root) from e
         return Index.open(root)
@@ -254,8 +265,9 @@ class Cache:
             return
         adopted, skipped = index_mod.adopt_records(self.index, self.objects, only_if_empty=True, delete_broken=False)
         if adopted or skipped:
-            console.warn(f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record files; "
-                         f"rebuilt it from the {adopted} whose objects are intact (`vd cache verify --rebuild` does the same)")
+            console.warn(f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record "
+                         f"files; rebuilt it from the {adopted} whose objects are intact "
+                         "(`vd cache verify --rebuild` does the same)")
 
     def check_deletable(self) -> None:
         """Raise why the cache cannot be changed, unless the reason is only a full disk (which

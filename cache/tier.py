@@ -73,8 +73,8 @@ class RemoteTier:
         if bad:
             if warn and key not in self.warned:
                 self.warned.add(key)
-                console.warn(f"remote cache object of {entry.get('stage', '?')} ({', '.join(bad)}) is missing or corrupt; "
-                             "recomputing")
+                stage = entry.get("stage", "?")
+                console.warn(f"remote cache object of {stage} ({', '.join(bad)}) is missing or corrupt; recomputing")
             return None
         return entry
 
