@@ -112,9 +112,12 @@ def decode_png(data: bytes):
             return np.asarray(im).astype(np.uint16)
         if im.mode == "I":
             return np.asarray(im).astype(np.uint16)
-        if im.mode in ("P", "LA", "1"):
-            im = im.convert("RGBA" if "transparency" in im.info or im.mode == "LA" else "RGB") if im.mode != "1" else im.convert("L")
+        if im.mode == "1":
+            return np.asarray(im.convert("L")).copy()
+        if im.mode in ("P", "LA"):
+            return np.asarray(im.convert("RGBA" if "transparency" in im.info or im.mode == "LA" else "RGB")).copy()
         return np.asarray(im).copy()
 
 
-__all__ = ["jsonable", "encode_tensors", "decode_tensors", "tensors_metadata", "encode_json", "decode_json", "encode_png", "decode_png"]
+__all__ = ["jsonable", "encode_tensors", "decode_tensors", "tensors_metadata", "encode_json", "decode_json",
+           "encode_png", "decode_png"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from vd.cache import index as index_mod
 from vd.cache import objects, records
@@ -92,7 +92,7 @@ def gc(cache: Cache, *, candidates: Optional[set[str]] = None, grace_s: float = 
 def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Re-hash every record's objects (stamps are not trusted here, and are renewed); with
     `repair`, drop broken records and orphans. `progress(done, total)` is called per record."""
-    report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0,
+    report: dict[str, Any] = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0,
               "temporaries": 0, "repaired": repair}
     checked: dict[str, Optional[list]] = {}  # digest -> its new stamp, None when broken
     recs = cache.records()

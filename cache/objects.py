@@ -34,7 +34,8 @@ def digest_of_path(path: Path) -> str:
 
 def is_object_name(path: Path) -> bool:
     name = path.name
-    return len(name) == 30 and len(path.parent.name) == 2 and all(c in "0123456789abcdef" for c in name + path.parent.name)
+    hexdigits = name + path.parent.name
+    return len(name) == 30 and len(path.parent.name) == 2 and all(c in "0123456789abcdef" for c in hexdigits)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -68,7 +69,8 @@ def cache_error(e: OSError, path: Path) -> CacheError:
     return CacheError(f"cannot write to the cache at {path}: {e.strerror or e}")
 
 
-def write_object(objects_dir: Path, data: bytes | bytearray | memoryview, digest: str | None = None) -> tuple[str, Path]:
+def write_object(objects_dir: Path, data: bytes | bytearray | memoryview,
+                 digest: str | None = None) -> tuple[str, Path]:
     """Store `data` atomically under its xxh3-128 digest; return (digest, path)."""
     view = memoryview(data).cast("B")
     if digest is None:
@@ -88,7 +90,8 @@ def write_object(objects_dir: Path, data: bytes | bytearray | memoryview, digest
                 _write_anonymous(directory, final, view)
                 return digest, final
             except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV, errno.EPERM):
+                unsupported = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV, errno.EPERM)
+                if e.errno not in unsupported:
                     raise
                 _tmpfile_ok["value"] = False  # file system without O_TMPFILE/linkat: use named temps
         _write_named(directory, final, view)
@@ -98,6 +101,7 @@ def write_object(objects_dir: Path, data: bytes | bytearray | memoryview, digest
 
 
 def _write_anonymous(directory: Path, final: Path, view: memoryview) -> None:
+    assert _O_TMPFILE is not None  # callers check _tmpfile_ok first
     fd = os.open(directory, _O_TMPFILE | os.O_WRONLY, 0o444)
     tmp_name = None
     try:

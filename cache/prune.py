@@ -115,7 +115,7 @@ def apply_prune(cache: Cache | None, plan: PrunePlan) -> tuple[int, int]:
             size += got
             count += 1
             cache.objects.delete(digest)
-        candidates = set()
+        candidates: set[str] = set()
         for r in plan.records:
             cache.delete(r.key)
             candidates.update(a["hash"] for a in r.artifacts.values())

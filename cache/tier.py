@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator, Optional
+from typing import AbstractSet, Callable, Iterator, Optional
 
 from vd import console
 from vd.cache import lease, remote as remote_mod
@@ -30,6 +30,11 @@ class RemoteTier:
     def alive(self) -> bool:
         return self.remote is not None
 
+    def _live(self) -> Remote:
+        if self.remote is None:
+            raise RemoteError("the remote cache failed earlier in this run")
+        return self.remote
+
     def failed(self, error: RemoteError) -> None:
         """Stop using the remote (in this process, for every cache) and say so once."""
         if self.remote is not None:
@@ -49,7 +54,7 @@ class RemoteTier:
                 continue
             if self.local.check(d, a["size"]) is not None:  # already here, intact
                 continue
-            data = self.remote.objects.get(d)
+            data = self._live().objects.get(d)
             if data is None:
                 self.bad.add(d)
                 bad.append(name)
@@ -79,27 +84,28 @@ class RemoteTier:
         return entry
 
     # ------------------------------------------------------------------ upload
-    def missing(self, entry: dict, force: set[str] = frozenset()) -> dict[str, int]:
+    def missing(self, entry: dict, force: AbstractSet[str] = frozenset()) -> dict[str, int]:
         """digest -> size of the entry's objects that an upload would send (RemoteError)."""
         out = {}
         for a in entry.get("artifacts", {}).values():
             d = a["hash"]
             if d in out:
                 continue
-            if d in force or d in self.bad or not self.remote.objects.has(d, a["size"]):
+            if d in force or d in self.bad or not self._live().objects.has(d, a["size"]):
                 out[d] = a["size"]
         return out
 
     def upload(self, key: str, entry: dict) -> int:
         """Upload the entry's objects the remote lacks, then its record; returns the bytes sent
         (RemoteError when the remote fails)."""
+        remote = self._live()
         sent = 0
         for d, size in self.missing(entry).items():
             with self.local.open(d) as f:
-                self.remote.objects.put(f.read(), d)
+                remote.objects.put(f.read(), d)
             self.bad.discard(d)
             sent += size
-        self.remote.put_entry(key, entry)
+        remote.put_entry(key, entry)
         return sent
 
     def push(self, key: str, entry: dict) -> None:
@@ -113,10 +119,10 @@ class RemoteTier:
 
     def entries(self) -> Iterator[tuple[str, dict]]:
         """Every record of the remote (RemoteError when it fails)."""
-        return self.remote.iter_entries()
+        return self._live().iter_entries()
 
     def has_entry(self, key: str) -> bool:
-        return self.remote.get_entry(key) is not None
+        return self._live().get_entry(key) is not None
 
     # ------------------------------------------------------------------ leases
     def await_other(self, key: str, on_wait: Callable[[str], None], poll_s: float = lease.POLL_S) -> Optional[dict]:
