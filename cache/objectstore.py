@@ -54,6 +54,16 @@ class ObjectStore(Protocol):
         """(digest, size) of every object."""
 
 
+def transfer(src: ObjectStore, dst: ObjectStore, digest: str) -> bool:
+    """Copy object `digest` from `src` to `dst`, verified on the way (`src.get` hashes it);
+    False, copying nothing, when `src`'s copy is missing or corrupt."""
+    data = src.get(digest)
+    if data is None:
+        return False
+    dst.put(data, digest)
+    return True
+
+
 def hash_bytes(data) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
@@ -185,4 +195,4 @@ class LocalObjects:
                     objects.remove(sub)
 
 
-__all__ = ["ObjectStore", "LocalObjects", "Stamp", "hash_bytes", "stamp_of"]
+__all__ = ["ObjectStore", "LocalObjects", "Stamp", "hash_bytes", "stamp_of", "transfer"]

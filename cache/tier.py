@@ -1,8 +1,9 @@
 """The remote tier of a local cache: records fetched from and uploaded to a `Remote`, leases on
 keys in flight, and one policy for a remote that fails (one warning, then local only).
 
-Objects move between two ObjectStores (the local folder and the remote's); both verify what
-they hand out, so a corrupt remote object is never stored locally.
+Objects move between two ObjectStores (the local folder and the remote's) through
+`objectstore.transfer`, which verifies what it copies: a corrupt object is never stored locally
+nor uploaded.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import AbstractSet, Callable, Iterator, Optional
 
 from vd import console
 from vd.cache import lease, remote as remote_mod
-from vd.cache.objectstore import LocalObjects
+from vd.cache.objectstore import LocalObjects, transfer
 from vd.cache.remote import Remote, RemoteError
+from vd.errors import CacheError
 
 
 class RemoteTier:
@@ -54,12 +56,9 @@ class RemoteTier:
                 continue
             if self.local.check(d, a["size"]) is not None:  # already here, intact
                 continue
-            data = self._live().objects.get(d)
-            if data is None:
+            if not transfer(self._live().objects, self.local, d):
                 self.bad.add(d)
                 bad.append(name)
-                continue
-            self.local.put(data, d)
         return bad
 
     def fetch(self, key: str, *, warn: bool = True) -> Optional[dict]:
@@ -97,12 +96,15 @@ class RemoteTier:
 
     def upload(self, key: str, entry: dict) -> int:
         """Upload the entry's objects the remote lacks, then its record; returns the bytes sent
-        (RemoteError when the remote fails)."""
+        (RemoteError when the remote fails, CacheError when a local object is damaged: nothing
+        corrupt is uploaded, and the record is not)."""
         remote = self._live()
         sent = 0
         for d, size in self.missing(entry).items():
-            with self.local.open(d) as f:
-                remote.objects.put(f.read(), d)
+            if not transfer(self.local, remote.objects, d):
+                stage = entry.get("stage", "?")
+                raise CacheError(f"a cached object of {stage} ({key[:12]}) is corrupt or missing here, so it was not "
+                                 "uploaded; run `vd cache verify --repair`")
             self.bad.discard(d)
             sent += size
         remote.put_entry(key, entry)
@@ -116,6 +118,8 @@ class RemoteTier:
             self.upload(key, entry)
         except RemoteError as e:
             self.failed(e)
+        except CacheError as e:  # the local result stands; only its copy in the remote is missing
+            console.warn(str(e))
 
     def entries(self) -> Iterator[tuple[str, dict]]:
         """Every record of the remote (RemoteError when it fails)."""

@@ -236,3 +236,15 @@ def test_push_dry_run_totals_what_would_be_sent(run_vd, tmp_path, monkeypatch):
     assert dry["bytes"] == json.loads(r.stdout)["bytes"] > 0
     r = run_vd("cache", "push", "--cache-remote", remote, "--dry-run")
     assert r.code == 0 and "would push 0 records (0 B)" in r.stdout, r
+
+
+def test_push_never_uploads_a_corrupt_local_object(run_vd, tmp_path, monkeypatch):
+    with Cache.open(tmp_path / "a", remote=None) as a:
+        victim = a.put("1" * 32, {"x": b"1" * 3000}, stage="depth").path("x")
+    _tamper(victim, keep_mtime=True)
+    remote = f"file://{tmp_path / 'shared'}"
+    monkeypatch.setenv("VD_CACHE_DIR", str(tmp_path / "a"))
+    r = run_vd("cache", "push", "--cache-remote", remote)
+    assert r.code == 1 and "corrupt" in r.stderr and "verify --repair" in r.stderr, r
+    assert not list((tmp_path / "shared").rglob("*.json"))
+    assert not [p for p in (tmp_path / "shared").rglob("*") if p.is_file() and "objects" in p.parts]
