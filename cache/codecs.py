@@ -47,29 +47,29 @@ def tensors_metadata(data: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}) or {})
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, str, int)):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, PurePath):
         return obj.as_posix()
     if hasattr(obj, "detach"):
         obj = obj.detach().cpu()
     if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if hasattr(obj, "item"):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def encode_json(obj: Any) -> bytes:
     """UTF-8 JSON with sorted keys (deterministic bytes); NaN/Inf become null; numpy values become lists."""
-    return json.dumps(_jsonable(obj), sort_keys=True, ensure_ascii=False, allow_nan=False, indent=None).encode("utf-8")
+    return json.dumps(jsonable(obj), sort_keys=True, ensure_ascii=False, allow_nan=False, indent=None).encode("utf-8")
 
 
 def decode_json(data: bytes) -> Any:
@@ -112,9 +112,12 @@ def decode_png(data: bytes):
             return np.asarray(im).astype(np.uint16)
         if im.mode == "I":
             return np.asarray(im).astype(np.uint16)
-        if im.mode in ("P", "LA", "1"):
-            im = im.convert("RGBA" if "transparency" in im.info or im.mode == "LA" else "RGB") if im.mode != "1" else im.convert("L")
+        if im.mode == "1":
+            return np.asarray(im.convert("L")).copy()
+        if im.mode in ("P", "LA"):
+            return np.asarray(im.convert("RGBA" if "transparency" in im.info or im.mode == "LA" else "RGB")).copy()
         return np.asarray(im).copy()
 
 
-__all__ = ["encode_tensors", "decode_tensors", "tensors_metadata", "encode_json", "decode_json", "encode_png", "decode_png"]
+__all__ = ["jsonable", "encode_tensors", "decode_tensors", "tensors_metadata", "encode_json", "decode_json",
+           "encode_png", "decode_png"]

@@ -1,4 +1,5 @@
-"""The cache index: diskcache (SQLite) opened for writing, or read-only when the disk is full.
+"""The cache index (key -> entry): diskcache (SQLite) opened for writing, or read-only when the
+disk is full, behind `Index`, which turns SQLite failures into one-sentence CacheErrors.
 
 Opening diskcache writes (settings rows, the WAL file), so on a full or read-only file system it
 fails. Maintenance commands must still list and free space there: `ReadOnlyIndex` reads the same
@@ -12,15 +13,18 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+from typing import Callable, Iterator, Optional
 
-from vd.cache import objects
+from vd.cache import objects, records
+from vd.cache.objectstore import LocalObjects
 from vd.errors import CacheError, disk_full_message
 
 DB_NAME = "cache.db"
 
 
 def corrupt_message(index_dir: Path, detail) -> str:
-    return f"the cache index at {index_dir} is damaged ({detail}); run `vd cache verify --rebuild` to rebuild it from the cached records"
+    return (f"the cache index at {index_dir} is damaged ({detail}); "
+            "run `vd cache verify --rebuild` to rebuild it from the cached records")
 
 
 def open_writable(root: Path):
@@ -39,14 +43,14 @@ def open_writable(root: Path):
         msg = str(e)
         if "readonly" in msg or "unable to open" in msg:
             raise CacheError(f"cache directory is not writable: {root} (set VD_CACHE_DIR to a writable folder)") from e
-        if "full" in msg or "disk I/O" in msg and _disk_full(root):
+        if "full" in msg or "disk I/O" in msg and disk_full(root):
             raise CacheError(disk_full_message(root)) from e
         raise CacheError(corrupt_message(root / "index", e)) from e
     except OSError as e:
-        raise objects._wrap(e, root) from e
+        raise objects.cache_error(e, root) from e
 
 
-def _disk_full(path: Path) -> bool:
+def disk_full(path: Path) -> bool:
     """Whether the file system holding `path` has no free blocks left for this user."""
 
     try:
@@ -153,3 +157,114 @@ class ReadOnlyIndex:
 
     def close(self) -> None:
         self._con.close()
+
+
+class Index:
+    """The index of one cache root; every method raises CacheError (one sentence) on failure."""
+
+    def __init__(self, root: Path, db):
+        self.root = Path(root)
+        self.dir = self.root / "index"
+        self._db = db
+
+    @classmethod
+    def open(cls, root: Path) -> "Index":
+        return cls(root, open_writable(root))
+
+    @classmethod
+    def open_readonly(cls, root: Path) -> "Index":
+        return cls(root, ReadOnlyIndex(Path(root) / "index"))
+
+    @property
+    def readonly(self) -> bool:
+        return getattr(self._db, "readonly", False)
+
+    def guard(self, fn: Callable, *args, **kwargs):
+        """`fn(*args, **kwargs)` with SQLite and OS failures turned into CacheErrors."""
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as e:
+            msg = str(e)
+            if "full" in msg or "disk I/O" in msg and disk_full(self.root):
+                raise CacheError(disk_full_message(self.root)) from e
+            if "readonly" in msg:
+                raise CacheError(f"cache directory is not writable: {self.root} "
+                                 "(set VD_CACHE_DIR to a writable folder)") from e
+            raise CacheError(f"the cache index at {self.dir} failed ({msg})") from e
+        except sqlite3.DatabaseError as e:
+            raise CacheError(corrupt_message(self.dir, e)) from e
+        except OSError as e:
+            raise objects.cache_error(e, self.root) from e
+
+    def get(self, key: str) -> Optional[dict]:
+        return self.guard(self._db.get, key, default=None)
+
+    def set(self, key: str, entry: dict) -> None:
+        self.guard(self._db.set, key, entry)
+
+    def delete(self, key: str) -> bool:
+        return bool(self.guard(self._db.delete, key))
+
+    def update(self, key: str, change: Callable[[dict], None]) -> None:
+        """Apply `change` to the entry of `key` (when present) in one transaction."""
+
+        def do():
+            with self._db.transact():
+                e = self._db.get(key, default=None)
+                if e is not None:
+                    change(e)
+                    self._db.set(key, e)
+
+        self.guard(do)
+
+    def keys(self) -> list[str]:
+        return self.guard(lambda: list(self._db.iterkeys()))
+
+    def __len__(self) -> int:
+        return self.guard(len, self._db)
+
+    def locked(self, fn: Callable):
+        """`fn()` inside one index transaction (other processes' writes wait)."""
+
+        def do():
+            with self._db.transact():
+                return fn()
+
+        return self.guard(do)
+
+    def clear(self) -> None:
+        self.locked(self._db.clear)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def adopt_records(index: Index, store: LocalObjects, *, only_if_empty: bool, delete_broken: bool) -> tuple[int, int]:
+    """Index the record files under the cache root whose objects are all present (right size).
+
+    Returns (adopted, skipped). `only_if_empty`: do nothing unless the index is empty (checked
+    inside the transaction, so two processes recovering at once adopt the records once).
+    `delete_broken`: delete the record files of records whose objects are gone."""
+
+    def do() -> tuple[int, int]:
+        if only_if_empty and len(index._db):
+            return 0, 0
+        kept = skipped = 0
+        for key, entry in records.iter_records(index.root):
+            if not all(store.has(a["hash"], a["size"]) for a in entry["artifacts"].values()):
+                if delete_broken:
+                    records.delete(index.root, key)
+                skipped += 1
+                continue
+            index._db.set(key, entry)
+            kept += 1
+        return kept, skipped
+
+    return index.locked(do)
+
+
+def iter_entries(index: Index) -> Iterator[tuple[str, dict]]:
+    for key in index.keys():
+        entry = index.get(key)
+        if entry is not None:
+            yield key, entry

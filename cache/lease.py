@@ -29,7 +29,7 @@ def _rel(key: str) -> str:
 
 def read(remote: Remote, key: str) -> dict | None:
     try:
-        data = remote._call("read a lease", lambda fs: fs.cat_file(remote._path(_rel(key))))
+        data = remote.read("read a lease", _rel(key))
     except FileNotFoundError:
         return None
     try:
@@ -41,13 +41,13 @@ def read(remote: Remote, key: str) -> dict | None:
 
 def _write(remote: Remote, key: str, owner: str, ttl: float) -> None:
     doc = {"owner": owner, "expires": time.time() + ttl, "host": socket.gethostname()}
-    remote._write("write a lease", _rel(key), json.dumps(doc).encode())
+    remote.write("write a lease", _rel(key), json.dumps(doc).encode())
 
 
 def _remove(remote: Remote, key: str) -> None:
     try:
-        remote._call("remove a lease", lambda fs: fs.rm_file(remote._path(_rel(key))))
-    except (FileNotFoundError, RemoteError):
+        remote.remove("remove a lease", _rel(key))
+    except RemoteError:
         pass
 
 

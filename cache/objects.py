@@ -34,7 +34,8 @@ def digest_of_path(path: Path) -> str:
 
 def is_object_name(path: Path) -> bool:
     name = path.name
-    return len(name) == 30 and len(path.parent.name) == 2 and all(c in "0123456789abcdef" for c in name + path.parent.name)
+    hexdigits = name + path.parent.name
+    return len(name) == 30 and len(path.parent.name) == 2 and all(c in "0123456789abcdef" for c in hexdigits)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -59,7 +60,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _wrap(e: OSError, path: Path) -> CacheError:
+def cache_error(e: OSError, path: Path) -> CacheError:
+    """The one-sentence CacheError of a failed file-system call under the cache at `path`."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return CacheError(disk_full_message(path))
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -67,7 +69,8 @@ def _wrap(e: OSError, path: Path) -> CacheError:
     return CacheError(f"cannot write to the cache at {path}: {e.strerror or e}")
 
 
-def write_object(objects_dir: Path, data: bytes | bytearray | memoryview, digest: str | None = None) -> tuple[str, Path]:
+def write_object(objects_dir: Path, data: bytes | bytearray | memoryview,
+                 digest: str | None = None) -> tuple[str, Path]:
     """Store `data` atomically under its xxh3-128 digest; return (digest, path)."""
     view = memoryview(data).cast("B")
     if digest is None:
@@ -87,16 +90,18 @@ def write_object(objects_dir: Path, data: bytes | bytearray | memoryview, digest
                 _write_anonymous(directory, final, view)
                 return digest, final
             except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV, errno.EPERM):
+                unsupported = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV, errno.EPERM)
+                if e.errno not in unsupported:
                     raise
                 _tmpfile_ok["value"] = False  # file system without O_TMPFILE/linkat: use named temps
         _write_named(directory, final, view)
     except OSError as e:
-        raise _wrap(e, objects_dir.parent) from e
+        raise cache_error(e, objects_dir.parent) from e
     return digest, final
 
 
 def _write_anonymous(directory: Path, final: Path, view: memoryview) -> None:
+    assert _O_TMPFILE is not None  # callers check _tmpfile_ok first
     fd = os.open(directory, _O_TMPFILE | os.O_WRONLY, 0o444)
     tmp_name = None
     try:
@@ -147,17 +152,6 @@ def _unlink_quiet(path) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def read_verified(path: Path, digest: str) -> bytes | None:
-    """The object's bytes if they hash to `digest`; None when missing or corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    if xxhash.xxh3_128_hexdigest(data) != digest:
-        return None
-    return data
 
 
 def verify(path: Path, digest: str) -> bool:

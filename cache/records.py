@@ -22,6 +22,14 @@ def record_relpath(key: str) -> str:
     return f"{RECORDS}/{key[:2]}/{key}.json"
 
 
+LOCAL_FIELDS = ("stamps",)  # facts about this machine's object files, not part of a shared record
+
+
+def portable(entry: dict) -> dict:
+    """`entry` without its local-only fields (for the remote tier)."""
+    return {k: v for k, v in entry.items() if k not in LOCAL_FIELDS}
+
+
 def encode(key: str, entry: dict) -> bytes:
     return (json.dumps({"key": key, **entry}, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
 
@@ -48,7 +56,7 @@ def write(root: Path, key: str, entry: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         objects.atomic_write(path, encode(key, entry))
     except OSError as e:
-        raise objects._wrap(e, root) from e
+        raise objects.cache_error(e, root) from e
 
 
 def read(root: Path, key: str) -> dict | None:

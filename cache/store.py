@@ -1,12 +1,19 @@
-"""The cache store: content-addressed objects plus a diskcache (SQLite) index of stage records."""
+"""The cache: memoisation of stage results on top of an object store and an index.
+
+    objects (LocalObjects, vd.cache.objectstore)   content-addressed bytes, hashed once
+    index   (Index, vd.cache.index)                key -> entry (manifest, stage, image, times)
+    records (vd.cache.records)                     the same entries as files, to rebuild the index
+    tier    (RemoteTier, vd.cache.tier)            the optional shared remote
+
+Maintenance (verify, gc, clear, rebuild) lives in `vd.cache.maintenance`, prune planning in
+`vd.cache.prune`, push/pull in `vd.cache.sync`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-import shutil
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,13 +22,15 @@ from typing import Any, Callable, Mapping
 
 from vd import console
 from vd.cache import index as index_mod
-from vd.cache import lease, locks, objects, records
+from vd.cache import locks, objects, records
 from vd.cache import remote as remote_mod
-from vd.cache.codecs import _jsonable
-from vd.cache.remote import Remote, RemoteError
-from vd.errors import CacheError, disk_full_message
+from vd.cache.codecs import jsonable
+from vd.cache.index import Index
+from vd.cache.objectstore import LocalObjects
+from vd.cache.remote import Remote
+from vd.cache.tier import RemoteTier
+from vd.errors import CacheError
 from vd.paths import cache_dir
-from vd.paths import models_dir as default_models_dir
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -29,7 +38,6 @@ CACHEDIR_TAG = (
     "# For information about cache directory tags, see: https://bford.info/cachedir/\n"
 )
 INDEX_SCHEMA = 1
-GC_GRACE_S = 600.0  # orphan objects younger than this may belong to a write in progress
 
 # Process-wide counters of what memoise() did: hits (local), remote_hits, computed, waited (for
 # another process computing the same key). Read with stats(); the batch runner reports them.
@@ -40,17 +48,44 @@ def stats() -> dict[str, int]:
     return {k: STATS[k] for k in ("hits", "remote_hits", "computed", "waited")}
 
 
-def _now() -> float:
+def now() -> float:
     return time.time()
 
 
-def _resolve_image(image: Any) -> str | None:
+def resolve_image(image: Any) -> str | None:
+    """The absolute spelling of an image path, as records store it in `image_resolved`."""
     if image is None:
         return None
     try:
         return str(Path(image).expanduser().resolve())
     except OSError:
         return str(image)
+
+
+def root_of(root: str | os.PathLike | None) -> Path:
+    return Path(root).expanduser() if root is not None else cache_dir()
+
+
+HINT = "(set VD_CACHE_DIR to a writable folder)"
+
+
+def _is_a_file(root: Path) -> CacheError:
+    return CacheError(f"cache directory path is a file, not a folder: {root} {HINT}")
+
+
+def _under_a_file(root: Path) -> CacheError:
+    return CacheError(f"cache directory cannot be created, part of its path is a file: {root} {HINT}")
+
+
+def check_root(root: Path) -> None:
+    """CacheError (one sentence) when `root` cannot be a cache folder: it, or a folder above it, is a file."""
+    if root.exists() and not root.is_dir():
+        raise _is_a_file(root)
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise _under_a_file(root)
+            break
 
 
 @dataclass
@@ -66,14 +101,27 @@ class Record:
     created: float
     last_used: float
     image_resolved: str | None = None
+    stamps: dict = field(default_factory=dict, repr=False)  # digest -> [size, mtime_ns] when last hashed
+
+    @classmethod
+    def from_entry(cls, cache: "Cache", key: str, entry: Mapping) -> "Record":
+        return cls(
+            cache=cache,
+            key=key,
+            stage=entry.get("stage", "?"),
+            image=entry.get("image"),
+            artifacts={n: dict(a) for n, a in entry.get("artifacts", {}).items()},
+            meta=dict(entry.get("meta") or {}),
+            created=float(entry.get("created", 0.0)),
+            last_used=float(entry.get("last_used", entry.get("created", 0.0))),
+            image_resolved=entry.get("image_resolved"),
+            stamps={d: list(s) for d, s in (entry.get("stamps") or {}).items()},
+        )
 
     @property
     def size(self) -> int:
         """Bytes of the distinct objects this record refers to."""
-        seen = {}
-        for a in self.artifacts.values():
-            seen[a["hash"]] = a["size"]
-        return sum(seen.values())
+        return sum({a["hash"]: a["size"] for a in self.artifacts.values()}.values())
 
     @property
     def names(self) -> list[str]:
@@ -82,31 +130,36 @@ class Record:
     def __contains__(self, name: str) -> bool:
         return name in self.artifacts
 
+    def matches(self, stage: str | None = None, image: Any = None) -> bool:
+        """Whether the record is of `stage` and made from `image` (any spelling of its path)."""
+        if stage is not None and self.stage != stage:
+            return False
+        return image is None or self.image_resolved == resolve_image(image) or self.image == str(image)
+
     def _artifact(self, name: str) -> dict:
         try:
             return self.artifacts[name]
         except KeyError:
-            raise KeyError(f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; it has {self.names}") from None
+            raise KeyError(f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; "
+                           f"it has {self.names}") from None
 
     def path(self, name: str) -> Path:
         """The object file holding artifact `name` (read-only; verified when the record was loaded)."""
-        a = self._artifact(name)
-        p = objects.object_path(self.cache.objects_dir, a["hash"])
+        p = self.cache.objects.path(self._artifact(name)["hash"])
         if not p.exists():
             self.cache._drop(self.key, reason=f"object of {name!r} is missing")
-            raise CacheError(f"a cached file of stage {self.stage} vanished ({name}); run the command again to recompute it")
+            raise CacheError(f"a cached file of stage {self.stage} vanished ({name}); "
+                             "run the command again to recompute it")
         return p
 
     def read(self, name: str) -> bytes:
-        """The verified bytes of artifact `name`."""
-        a = self._artifact(name)
-        p = objects.object_path(self.cache.objects_dir, a["hash"])
-        data = objects.read_verified(p, a["hash"])
+        """The verified bytes of artifact `name` (hashed unless the file is as it was when last hashed)."""
+        digest = self._artifact(name)["hash"]
+        data = self.cache.objects.get(digest, stamp=self.stamps.get(digest))
         if data is None:
-            self.cache._drop(self.key, reason=f"object of {name!r} is corrupt or missing", bad=[p])
-            raise CacheError(
-                f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, run the command again to recompute it"
-            )
+            self.cache._drop(self.key, reason=f"object of {name!r} is corrupt or missing", bad=[digest])
+            raise CacheError(f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, "
+                             "run the command again to recompute it")
         return data
 
     def to_json(self) -> dict:
@@ -125,46 +178,64 @@ class Record:
 class Cache:
     """The artifact cache rooted at `root` (default `vd.paths.cache_dir()`)."""
 
-    def __init__(self, root: Path, index, remote: Remote | None = None):
+    def __init__(self, root: Path, index: Index, remote: Remote | None = None):
         self.root = root
         self.objects_dir = root / "objects"
         self.index_dir = root / "index"
-        self._index = index
-        self.remote = remote
-        self._bad_remote: set[str] = set()  # digests found corrupt in the remote: re-upload them
+        self.objects = LocalObjects(self.objects_dir)
+        self.index = index
+        self.tier = RemoteTier(remote, self.objects) if remote is not None else None
         self._readonly_error: CacheError | None = None  # why the index is read-only
+
+    @property
+    def remote(self) -> Remote | None:
+        """The remote tier's Remote while it works; None without one or after it failed."""
+        return self.tier.remote if self.tier is not None else None
 
     @property
     def readonly(self) -> bool:
         """True when the index was opened read-only (a full or read-only disk)."""
-        return getattr(self._index, "readonly", False)
+        return self.index.readonly
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, root: str | os.PathLike | None = None, *, remote: "Remote | str | None" = "env", maintenance: bool = False) -> "Cache":
+    def open(cls, root: str | os.PathLike | None = None, *, remote: "Remote | str | None" = "env",
+             maintenance: bool = False) -> "Cache":
         """Open (creating when needed) the cache; CacheError with one sentence when unusable.
 
         `remote`: a Remote, a URL, None for local only, or "env" for $VD_CACHE_REMOTE.
         `maintenance`: on a full or read-only disk open the index read-only instead of failing
         (listing works; deleting frees objects first, then reopens the index for writing).
+        An empty index beside record files (a deleted or emptied index) is rebuilt from them.
         """
-
-        root = Path(root).expanduser() if root is not None else cache_dir()
+        root = root_of(root)
         if remote == "env":
             remote = remote_mod.from_env()
         elif isinstance(remote, str):
             remote = remote_mod.from_url(remote)
         try:
-            return cls(root, cls._open_root(root), remote)
+            cache = cls(root, cls.open_index(root), remote)
         except CacheError as e:
             if not (maintenance and index_mod.is_full_or_readonly(e) and cls.exists(root)):
                 raise
-            cache = cls(root, index_mod.ReadOnlyIndex(root / "index"), remote)
+            cache = cls(root, Index.open_readonly(root), remote)
             cache._readonly_error = e
             return cache
+        cache._recover_empty_index()
+        return cache
 
     @classmethod
-    def _open_root(cls, root: Path):
+    def open_existing(cls, root: str | os.PathLike | None = None, *, maintenance: bool = True) -> "Cache | None":
+        """The local cache when one exists at `root`, else None (nothing is created); CacheError
+        when `root` is a file. For the commands that only read or delete."""
+        root = root_of(root)
+        check_root(root)
+        return cls.open(root, remote=None, maintenance=maintenance) if cls.exists(root) else None
+
+    @classmethod
+    def open_index(cls, root: Path) -> Index:
+        """Create the cache's folders at `root` when needed and open its index for writing."""
+        check_root(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / "objects").mkdir(exist_ok=True)
@@ -176,21 +247,27 @@ class Cache:
             if not os.access(root, os.W_OK | os.X_OK):
                 raise PermissionError(errno.EACCES, "Permission denied", str(root))
         except FileExistsError as e:
-            raise CacheError(f"cache directory path is a file, not a folder: {root} (set VD_CACHE_DIR to a writable folder)") from e
+            raise _is_a_file(root) from e
         except NotADirectoryError as e:
-            raise CacheError(f"cache directory cannot be created, part of its path is a file: {root} (set VD_CACHE_DIR to a writable folder)") from e
+            raise _under_a_file(root) from e
         except OSError as e:
-            raise objects._wrap(e, root) from e
-        return cls._open_index(root)
+            raise objects.cache_error(e, root) from e
+        return Index.open(root)
 
     @classmethod
     def exists(cls, root: str | os.PathLike | None = None) -> bool:
-        root = Path(root).expanduser() if root is not None else cache_dir()
-        return (root / "index").is_dir()
+        """Whether a cache lives at `root`: its index, or record files to rebuild it from."""
+        root = root_of(root)
+        return (root / "index").is_dir() or records.exists(root)
 
-    @staticmethod
-    def _open_index(root: Path):
-        return index_mod.open_writable(root)
+    def _recover_empty_index(self) -> None:
+        if len(self.index) or not records.exists(self.root):
+            return
+        adopted, skipped = index_mod.adopt_records(self.index, self.objects, only_if_empty=True, delete_broken=False)
+        if adopted or skipped:
+            console.warn(f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record "
+                         f"files; rebuilt it from the {adopted} whose objects are intact "
+                         "(`vd cache verify --rebuild` does the same)")
 
     def check_deletable(self) -> None:
         """Raise why the cache cannot be changed, unless the reason is only a full disk (which
@@ -202,11 +279,11 @@ class Cache:
     def make_writable(self) -> None:
         """Reopen a read-only index for writing (after deleting objects freed some space)."""
         if self.readonly:
-            self._index.close()
-            self._index = index_mod.open_writable(self.root)
+            self.index.close()
+            self.index = Index.open(self.root)
 
     def close(self) -> None:
-        self._index.close()
+        self.index.close()
 
     def __enter__(self) -> "Cache":
         return self
@@ -214,181 +291,111 @@ class Cache:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ index helpers
-    def _guard(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.OperationalError as e:
-            msg = str(e)
-            if "full" in msg or "disk I/O" in msg and index_mod._disk_full(self.root):
-                raise CacheError(disk_full_message(self.root)) from e
-            if "readonly" in msg:
-                raise CacheError(f"cache directory is not writable: {self.root} (set VD_CACHE_DIR to a writable folder)") from e
-            raise CacheError(f"the cache index at {self.index_dir} failed ({msg})") from e
-        except sqlite3.DatabaseError as e:
-            raise CacheError(index_mod.corrupt_message(self.index_dir, e)) from e
-        except OSError as e:
-            raise objects._wrap(e, self.root) from e
-
-    def _record(self, key: str, entry: Mapping) -> Record:
-        return Record(
-            cache=self,
-            key=key,
-            stage=entry.get("stage", "?"),
-            image=entry.get("image"),
-            artifacts={n: dict(a) for n, a in entry.get("artifacts", {}).items()},
-            meta=dict(entry.get("meta") or {}),
-            created=float(entry.get("created", 0.0)),
-            last_used=float(entry.get("last_used", entry.get("created", 0.0))),
-            image_resolved=entry.get("image_resolved"),
-        )
-
-    def _get_entry(self, key: str) -> dict | None:
-        return self._guard(self._index.get, key, default=None)
-
-    def _drop(self, key: str, reason: str, bad: list[Path] | None = None) -> None:
-        entry = self._get_entry(key)
-        stage = entry.get("stage", "?") if entry else "?"
-        console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
-        for p in bad or []:
-            objects.remove(p)
-        records.delete(self.root, key)
-        self._guard(self._index.delete, key)
-
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ records
     def __contains__(self, key: str) -> bool:
-        return self._get_entry(key) is not None
+        return self.index.get(key) is not None
 
     def __len__(self) -> int:
-        return self._guard(len, self._index)
+        return len(self.index)
 
     def keys(self) -> list[str]:
-        return list(self._guard(lambda: list(self._index.iterkeys())))
+        return self.index.keys()
+
+    def entry(self, key: str) -> dict | None:
+        """The raw index entry of `key` (as record files and the remote store it)."""
+        return self.index.get(key)
 
     def records(self) -> list[Record]:
         """Every record, newest first (by creation time)."""
-        out = []
-        for k in self.keys():
-            e = self._get_entry(k)
-            if e is not None:
-                out.append(self._record(k, e))
+        out = [Record.from_entry(self, k, e) for k, e in index_mod.iter_entries(self.index)]
         out.sort(key=lambda r: r.created, reverse=True)
         return out
 
     def find(self, image: Any = None, stage: str | None = None) -> list[Record]:
         """Records of `image` (a path) and/or `stage`, newest first (not verified; use get())."""
-        want = _resolve_image(image)
-        out = []
-        for r in self.records():
-            if stage is not None and r.stage != stage:
-                continue
-            if want is not None and r.image_resolved != want and r.image != str(image):
-                continue
-            out.append(r)
-        return out
+        return [r for r in self.records() if r.matches(stage=stage, image=image)]
 
+    def touch(self, key: str, when: float) -> None:
+        """Set the last use of `key`."""
+        self.index.update(key, lambda e: e.__setitem__("last_used", when))
+
+    def delete(self, key: str) -> bool:
+        """Remove the record of `key` (its objects are collected by `maintenance.gc`)."""
+        records.delete(self.root, key)
+        return self.index.delete(key)
+
+    def _drop(self, key: str, reason: str, bad: list[str] | None = None) -> None:
+        entry = self.index.get(key)
+        stage = entry.get("stage", "?") if entry else "?"
+        console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
+        for digest in bad or []:
+            self.objects.delete(digest)
+        self.delete(key)
+
+    # ------------------------------------------------------------------ reading
     def get(self, key: str, *, verify: bool = True, touch: bool = True) -> Record | None:
         """The record of `key` when present and intact (locally, else from the remote tier); a
         corrupt local entry is dropped (with a warning)."""
         record = self._get_local(key, verify=verify, touch=touch)
-        if record is None and self.remote is not None:
+        if record is None and self.tier is not None:
             record = self._from_remote(key)
         return record
 
     def _get_local(self, key: str, *, verify: bool = True, touch: bool = True) -> Record | None:
-        entry = self._get_entry(key)
+        entry = self.index.get(key)
         if entry is None:
             return None
-        record = self._record(key, entry)
+        record = Record.from_entry(self, key, entry)
+        stamps = record.stamps
         if verify:
-            bad = []
+            stamps, bad = {}, []
             for name, a in record.artifacts.items():
-                p = objects.object_path(self.objects_dir, a["hash"])
-                if not objects.verify(p, a["hash"]):
-                    bad.append((name, p))
+                d = a["hash"]
+                if d in stamps:
+                    continue
+                st = self.objects.check(d, a["size"], record.stamps.get(d))
+                if st is None:
+                    bad.append((name, d))
+                else:
+                    stamps[d] = list(st)
             if bad:
                 names = ", ".join(n for n, _ in bad)
-                self._drop(key, reason=f"corrupt or missing object(s) {names}, recomputing", bad=[p for _, p in bad])
+                self._drop(key, reason=f"corrupt or missing object(s) {names}, recomputing", bad=[d for _, d in bad])
                 return None
-        if touch:
-            record.last_used = _now()
-            self._touch(key, record.last_used)
+        changed = stamps != record.stamps
+        record.stamps = stamps
+        if touch or changed:
+            when = now() if touch else record.last_used
+            record.last_used = when
+
+            def update(e: dict) -> None:
+                e["last_used"] = when
+                e["stamps"] = stamps
+
+            self.index.update(key, update)
         return record
 
-    # ------------------------------------------------------------------ remote tier
-    def _remote_failed(self, error: RemoteError) -> None:
-        if self.remote is not None:
-            remote_mod.FAILED.add(self.remote.url)
-        console.warn(f"{error}; working with the local cache only")
-        self.remote = None
+    def _from_remote(self, key: str, *, warn: bool = True) -> Record | None:
+        """The record of `key` from the remote tier, its verified objects stored locally."""
+        entry = self.tier.fetch(key, warn=warn) if self.tier is not None else None
+        return self.adopt(key, entry) if entry is not None else None
 
-    def _from_remote(self, key: str) -> Record | None:
-        """Download the record of `key` and its verified objects into the local cache."""
-        try:
-            entry = self.remote.get_entry(key)
-            if entry is None:
-                return None
-            for name, a in entry.get("artifacts", {}).items():
-                local = objects.object_path(self.objects_dir, a["hash"])
-                if objects.verify(local, a["hash"]):
-                    continue
-                data = self.remote.fetch_object(a["hash"])
-                if data is None:
-                    self._bad_remote.add(a["hash"])
-                    console.warn(f"remote cache object of {entry.get('stage', '?')} ({name}) is missing or corrupt; recomputing")
-                    return None
-                objects.write_object(self.objects_dir, data, a["hash"])
-        except RemoteError as e:
-            self._remote_failed(e)
-            return None
-        entry = dict(entry, last_used=_now())
+    def adopt(self, key: str, entry: dict) -> Record:
+        """Index `entry` (from the remote) whose objects are already in the local store."""
+        stamps = {}
+        for a in entry.get("artifacts", {}).values():
+            st = self.objects.stamp(a["hash"])
+            if st is not None:
+                stamps[a["hash"]] = list(st)
+        entry = dict(records.portable(entry), last_used=now(), stamps=stamps)
         records.write(self.root, key, entry)
-        self._guard(self._index.set, key, entry)
+        self.index.set(key, entry)
         STATS["remote_hits"] += 1
-        return self._record(key, entry)
+        return Record.from_entry(self, key, entry)
 
-    def upload(self, record: Record, *, force: set[str] = frozenset()) -> int:
-        """Upload `record`'s objects (those the remote lacks), then its record; returns bytes sent.
-
-        RemoteError when the remote fails."""
-        sent = 0
-        for a in record.artifacts.values():
-            d = a["hash"]
-            if d not in force and self.remote.has_object(d, a["size"]):
-                continue
-            self.remote.put_object(d, objects.object_path(self.objects_dir, d))
-            sent += a["size"]
-        entry = self._get_entry(record.key) or {}
-        self.remote.put_entry(record.key, entry)
-        return sent
-
-    def _push(self, record: Record) -> None:
-        if self.remote is None:
-            return
-        try:
-            self.upload(record, force=self._bad_remote)
-        except RemoteError as e:
-            self._remote_failed(e)
-
-    def _touch(self, key: str, when: float) -> None:
-        def do():
-            with self._index.transact():
-                e = self._index.get(key, default=None)
-                if e is not None:
-                    e["last_used"] = when
-                    self._index.set(key, e)
-
-        self._guard(do)
-
-    def put(
-        self,
-        key: str,
-        artifacts: Mapping[str, bytes],
-        *,
-        stage: str,
-        image: Any = None,
-        meta: Mapping | None = None,
-    ) -> Record:
+    # ------------------------------------------------------------------ writing
+    def put(self, key: str, artifacts: Mapping[str, bytes], *, stage: str, image: Any = None,
+            meta: Mapping | None = None) -> Record:
         """Store `artifacts` (name -> bytes) atomically as the record of `key`."""
         if not isinstance(artifacts, Mapping):
             raise TypeError(f"cache artifacts must be a mapping of name -> bytes, got {type(artifacts).__name__}")
@@ -399,43 +406,35 @@ class Cache:
                 raise TypeError("cache artifact names must be non-empty strings")
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"cache artifact {name!r} must be bytes, got {type(data).__name__}")
-            digest, _ = objects.write_object(self.objects_dir, data)
+            digest = self.objects.put(data)
             manifest[name] = {"hash": digest, "size": len(memoryview(data).cast("B"))}
             payloads[digest] = data
-        now = _now()
-
-        meta = _jsonable(dict(meta or {}))  # numpy scalars, paths, NaN -> plain JSON
-        resolved = _resolve_image(image)
+        stamps = {d: list(st) for d in payloads if (st := self.objects.stamp(d)) is not None}
+        when = now()
         entry = {
             "schema": INDEX_SCHEMA,
             "stage": stage,
             "image": str(image) if image is not None else None,
-            "image_resolved": resolved,
+            "image_resolved": resolve_image(image),
             "artifacts": manifest,
             "size": sum({a["hash"]: a["size"] for a in manifest.values()}.values()),
-            "created": now,
-            "last_used": now,
-            "meta": meta,
+            "created": when,
+            "last_used": when,
+            "meta": jsonable(dict(meta or {})),  # numpy scalars, paths, NaN -> plain JSON
+            "stamps": stamps,
         }
         records.write(self.root, key, entry)
-        self._guard(self._index.set, key, entry)
+        self.index.set(key, entry)
         # a concurrent prune may have collected an object between our write and the index entry
         for digest, data in payloads.items():
-            if not objects.object_path(self.objects_dir, digest).exists():
-                objects.write_object(self.objects_dir, data, digest)
-        record = self._record(key, entry)
-        self._push(record)
-        return record
+            if not self.objects.has(digest):
+                self.objects.put(data, digest)  # (its new stamp differs: the next hit hashes it once)
+        if self.tier is not None:
+            self.tier.push(key, entry)
+        return Record.from_entry(self, key, entry)
 
-    def memoise(
-        self,
-        key: str,
-        compute: Callable[[], Any],
-        *,
-        stage: str,
-        image: Any = None,
-        meta: Mapping | None = None,
-    ) -> tuple[Record, bool]:
+    def memoise(self, key: str, compute: Callable[[], Any], *, stage: str, image: Any = None,
+                meta: Mapping | None = None) -> tuple[Record, bool]:
         """Load the record of `key`, or run `compute()` and store what it returns.
 
         `compute()` returns a mapping name -> bytes, or a tuple (mapping, meta dict) to record
@@ -449,58 +448,22 @@ class Cache:
             record = self._lookup(key)  # another process may have computed it meanwhile
             if record is not None:
                 return record, True
-            record = self._await_remote_lease(key, stage)  # or another machine is computing it
-            if record is not None:
-                return record, True
-            with self._remote_lease(key):
+            if self.tier is not None:  # or another machine is computing it
+                entry = self.tier.await_other(key, on_wait=lambda host: _waiting_on(stage, key, host))
+                if entry is not None:
+                    return self.adopt(key, entry), True
+            with self.tier.holding(key) if self.tier is not None else contextlib.nullcontext():
                 STATS["computed"] += 1
                 return self._compute_and_put(key, compute, stage=stage, image=image, meta=meta), False
 
-    def _await_remote_lease(self, key: str, stage: str, poll_s: float = 1.0) -> Record | None:
-        """While another machine holds a live lease on `key`, poll the remote for its record."""
-
-        told = False
-        while self.remote is not None:
-            try:
-                other = lease.live_other(self.remote, key)
-            except RemoteError as e:
-                self._remote_failed(e)
-                return None
-            if other is None:  # no lease, or its holder just finished: one last look
-                return self._from_remote(key) if told and self.remote is not None else None
-            record = self._from_remote(key)
-            if record is not None:
-                return record
-            if not told:
-                STATS["waited"] += 1
-                _say_waiting(stage, key, where=f" on {other.get('host', 'another machine')}")
-                told = True
-            time.sleep(poll_s)
-        return None
-
-    @contextlib.contextmanager
-    def _remote_lease(self, key: str):
-        """Hold the remote lease of `key` while computing it (nothing without a remote)."""
-        held = None
-        if self.remote is not None:
-            held = lease.Lease(self.remote, key)
-            try:
-                held.start()
-            except RemoteError as e:
-                self._remote_failed(e)
-                held = None
-        try:
-            yield
-        finally:
-            if held is not None:
-                held.stop()
+    memoize = memoise
 
     def _lookup(self, key: str) -> Record | None:
-        """get(), counting a local hit (remote hits are counted where they are fetched)."""
+        """get(), counting a local hit (remote hits are counted where they are adopted)."""
         record = self._get_local(key)
         if record is not None:
             STATS["hits"] += 1
-        elif self.remote is not None:
+        elif self.tier is not None:
             record = self._from_remote(key)
         return record
 
@@ -514,316 +477,14 @@ class Cache:
             merged.update(extra_meta)
         return self.put(key, result, stage=stage, image=image, meta=merged)
 
-    memoize = memoise
-
-    def delete(self, key: str) -> bool:
-        """Remove the record of `key` (its objects are collected by gc())."""
-        records.delete(self.root, key)
-        return bool(self._guard(self._index.delete, key))
-
-    # ------------------------------------------------------------------ maintenance
-    def referenced(self) -> dict[str, int]:
-        """digest -> size of every object some record refers to."""
-        out = {}
-        for r in self.records():
-            for a in r.artifacts.values():
-                out[a["hash"]] = a["size"]
-        return out
-
-    def gc(self, *, candidates: set[str] | None = None, grace_s: float = GC_GRACE_S, dry_run: bool = False) -> tuple[int, int]:
-        """Delete unreferenced objects; returns (count, bytes).
-
-        Objects in `candidates` (from records just deleted) go at once; other orphans only when
-        older than `grace_s` (they may belong to a write in progress in another process).
-        """
-        count = size = 0
-
-        def do():
-            nonlocal count, size
-            refs = self.referenced()
-            now = _now()
-            for digest, p, st in objects.iter_objects(self.objects_dir):
-                if digest in refs:
-                    continue
-                if (candidates is None or digest not in candidates) and now - st.st_mtime < grace_s:
-                    continue
-                count += 1
-                size += st.st_size
-                if not dry_run:
-                    objects.remove(p)
-            if not dry_run:
-                for p in objects.stale_temporaries(self.objects_dir):
-                    objects.remove(p)
-
-        if dry_run:
-            do()
-        else:
-            self._guard(lambda: self._with_lock(do))
-        return count, size
-
-    def _with_lock(self, fn):
-        with self._index.transact():
-            return fn()
-
-    def objects_size(self) -> tuple[int, int]:
-        n = total = 0
-        for _, _, st in objects.iter_objects(self.objects_dir):
-            n += 1
-            total += st.st_size
-        return n, total
-
-    def verify(self, *, repair: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
-        """Check every record's objects; with repair, drop broken records and orphans.
-
-        `progress(done, total)` is called after each record.
-        """
-        report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}
-        checked: dict[str, bool] = {}
-        records = self.records()
-        for i, r in enumerate(records):
-            if progress is not None:
-                progress(i, len(records))
-            report["records"] += 1
-            broken = []
-            for name, a in r.artifacts.items():
-                d = a["hash"]
-                p = objects.object_path(self.objects_dir, d)
-                if d not in checked:
-                    if not p.exists():
-                        checked[d] = False
-                        report["missing"].append({"key": r.key, "stage": r.stage, "artifact": name, "object": d})
-                    else:
-                        checked[d] = objects.verify(p, d)
-                        if not checked[d]:
-                            report["corrupt"].append({"key": r.key, "stage": r.stage, "artifact": name, "object": d})
-                if not checked[d]:
-                    broken.append(p)
-            if broken and repair:
-                for p in broken:
-                    objects.remove(p)
-                self.delete(r.key)
-        report["objects"] = len(checked)
-        refs = set(checked) if not repair else set(self.referenced())
-        now = _now()
-        for digest, p, st in objects.iter_objects(self.objects_dir):
-            if digest not in refs and now - st.st_mtime >= GC_GRACE_S:
-                report["orphans"] += 1
-                report["orphan_bytes"] += st.st_size
-        temps = objects.stale_temporaries(self.objects_dir)
-        report["temporaries"] = len(temps)
-        if repair:
-            self.gc()
-        return report
-
-    @staticmethod
-    def force_clear(root: str | os.PathLike | None = None) -> int:
-        """Delete the index and every object without opening the index (for a corrupt index).
-
-        Model weights (models/) and CACHEDIR.TAG stay. Returns the bytes freed.
-        """
-
-        root = Path(root).expanduser() if root is not None else cache_dir()
-        freed = 0
-        for _, _, st in objects.iter_objects(root / "objects"):
-            freed += st.st_size
-        try:
-            for name in ("objects", "records", "index"):
-                if (root / name).exists():
-                    shutil.rmtree(root / name)
-            (root / "objects").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise objects._wrap(e, root) from e
-        return freed
-
-    def clear(self) -> tuple[int, int]:
-        """Delete every record and object (model weights are not touched).
-
-        Objects go first, so that on a full disk the index has room to shrink afterwards."""
-        self.check_deletable()
-        n, size = self.objects_size()
-        count = len(self)
-        self._remove_objects()
-        records.clear(self.root)
-        if self.readonly:  # a full disk: drop the whole index; the next run starts a new one
-            self._index.close()
-            shutil.rmtree(self.index_dir, ignore_errors=True)
-            return count, size
-        self._guard(lambda: self._with_lock(self._index.clear))
-        return count, size
-
-    def _remove_objects(self) -> None:
-        if self.objects_dir.exists():
-            for sub in self.objects_dir.iterdir():
-                if sub.is_dir():
-                    shutil.rmtree(sub, ignore_errors=True)
-                else:
-                    objects.remove(sub)
-
-    @classmethod
-    def rebuild_index(cls, root: str | os.PathLike | None = None) -> dict:
-        """Replace the index with one rebuilt from the record files whose objects are all present.
-
-        Returns {"records": kept, "skipped": records with missing objects}."""
-
-        root = Path(root).expanduser() if root is not None else cache_dir()
-        found = list(records.iter_records(root))
-        shutil.rmtree(root / "index", ignore_errors=True)
-        cache = cls(root, cls._open_root(root), None)
-        kept = skipped = 0
-        try:
-            for key, entry in found:
-                present = all(
-                    _size_is(objects.object_path(cache.objects_dir, a["hash"]), a["size"]) for a in entry["artifacts"].values()
-                )
-                if not present:
-                    records.delete(root, key)
-                    skipped += 1
-                    continue
-                cache._guard(cache._index.set, key, entry)
-                kept += 1
-        finally:
-            cache.close()
-        return {"records": kept, "skipped": skipped}
-
 
 def _say_waiting(stage: str, key: str, where: str = "") -> None:
     console.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
 
 
-# ---------------------------------------------------------------------- pruning
-@dataclass
-class PrunePlan:
-    records: list[Record]
-    freed_objects: int
-    freed_bytes: int
-    models: list[tuple[Path, int]]  # (path, bytes) of model folders/files to delete
-    freed: frozenset = frozenset()  # digests no kept record refers to
-
-    @property
-    def model_bytes(self) -> int:
-        return sum(s for _, s in self.models)
+def _waiting_on(stage: str, key: str, host: str) -> None:
+    STATS["waited"] += 1
+    _say_waiting(stage, key, where=f" on {host}")
 
 
-def _size_is(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
-
-
-def _tree_size_and_mtime(path: Path) -> tuple[int, float]:
-    if path.is_file() or path.is_symlink():
-        st = path.lstat()
-        return st.st_size, st.st_mtime
-    size, newest = 0, path.stat().st_mtime
-    for dirpath, _, files in os.walk(path):
-        for f in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, f))
-            except OSError:
-                continue
-            size += st.st_size
-            newest = max(newest, st.st_mtime)
-    return size, newest
-
-
-def plan_prune(
-    cache: Cache | None,
-    *,
-    older_than_s: float | None = None,
-    max_size: int | None = None,
-    stage: str | None = None,
-    image: Any = None,
-    include_models: bool = False,
-    models_dir: Path | None = None,
-    now: float | None = None,
-) -> PrunePlan:
-    """Which records (and model weights) a prune would delete.
-
-    `stage` and `image` restrict the candidates; among them, `older_than_s` selects those not
-    used for that long, and `max_size` then evicts the least recently used until the cache holds
-    at most `max_size` bytes. With only `stage`/`image`, every candidate goes. Model weights are
-    considered only with `include_models` (all of them, or those older than `older_than_s`).
-    """
-    now = _now() if now is None else now
-    records = cache.records() if cache is not None else []
-    if cache is not None and (stage is not None or image is not None):
-        candidates = cache.find(image=image, stage=stage)
-    else:
-        candidates = list(records)
-    cand_keys = {r.key for r in candidates}
-    scoped = stage is not None or image is not None
-    victims: dict[str, Record] = {}
-    if older_than_s is not None:
-        for r in candidates:
-            if now - r.last_used >= older_than_s:
-                victims[r.key] = r
-    elif max_size is None and scoped:
-        victims = {r.key: r for r in candidates}
-
-    refcount: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    for r in records:
-        for a in r.artifacts.values():
-            refcount[a["hash"]] = refcount.get(a["hash"], 0) + 1
-            sizes[a["hash"]] = a["size"]
-
-    freed: set[str] = set()
-
-    def remove(r: Record) -> None:
-        for a in r.artifacts.values():
-            d = a["hash"]
-            refcount[d] -= 1
-            if refcount[d] == 0:
-                freed.add(d)
-
-    for r in victims.values():
-        remove(r)
-    if max_size is not None:
-        total = sum(sizes[d] for d, c in refcount.items() if c > 0)
-        for r in sorted((r for r in records if r.key in cand_keys and r.key not in victims), key=lambda r: r.last_used):
-            if total <= max_size:
-                break
-            before = set(freed)
-            remove(r)
-            total -= sum(sizes[d] for d in freed - before)
-            victims[r.key] = r
-
-    models: list[tuple[Path, int]] = []
-    if include_models:
-        mdir = models_dir or default_models_dir()
-        if mdir.is_dir():
-            for p in sorted(mdir.iterdir()):
-                size, newest = _tree_size_and_mtime(p)
-                if older_than_s is None or now - newest >= older_than_s:
-                    models.append((p, size))
-    ordered = sorted(victims.values(), key=lambda r: r.last_used)
-    return PrunePlan(ordered, len(freed), sum(sizes[d] for d in freed), models, frozenset(freed))
-
-
-def apply_prune(cache: Cache | None, plan: PrunePlan) -> tuple[int, int]:
-    """Delete the planned records, collect their objects, delete planned model weights."""
-    count = size = 0
-    if cache is not None:
-        cache.check_deletable()
-        # objects first: on a full disk that frees the room the index needs to record the deletes
-        for digest in plan.freed:
-            p = objects.object_path(cache.objects_dir, digest)
-            try:
-                size += p.stat().st_size
-                count += 1
-            except OSError:
-                continue
-            objects.remove(p)
-        candidates = set()
-        for r in plan.records:
-            cache.delete(r.key)
-            candidates.update(a["hash"] for a in r.artifacts.values())
-        more, more_bytes = cache.gc(candidates=candidates)
-        count, size = count + more, size + more_bytes
-    for p, _ in plan.models:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            objects.remove(p)
-    return count, size
+__all__ = ["Cache", "Record", "stats", "STATS", "check_root", "resolve_image", "now"]

@@ -1,67 +1,75 @@
 """`vd cache push` / `pull`: move records between the local cache and the remote tier.
 
 The scopes are prune's: a stage, an image, records not used for some time; none means all.
-Pushes upload objects before the record; pulls verify every object like any remote hit.
+Pushes upload objects before the record; pulls verify every object like any remote hit, and
+report the records whose remote objects are missing or corrupt instead of skipping them quietly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from vd.cache.remote import RemoteError
-from vd.cache.store import Cache, Record, _now, _resolve_image
+from vd.cache.store import Cache, Record, now
 from vd.errors import CacheError, UsageError
 
 
-def _in_scope(r: Record, stage: str | None, image: Any, older_than_s: float | None, now: float) -> bool:
-    if stage is not None and r.stage != stage:
-        return False
-    if image is not None:
-        want = _resolve_image(image)
-        if r.image_resolved != want and r.image != str(image):
-            return False
-    return older_than_s is None or now - r.last_used >= older_than_s
+@dataclass
+class PullResult:
+    pulled: list[Record] = field(default_factory=list)
+    damaged: list[Record] = field(default_factory=list)  # remote records whose objects are missing or corrupt
+
+
+def _in_scope(r: Record, stage: str | None, image: Any, older_than_s: float | None, t: float) -> bool:
+    return r.matches(stage=stage, image=image) and (older_than_s is None or t - r.last_used >= older_than_s)
 
 
 def push(cache: Cache, *, stage=None, image=None, older_than_s=None, dry_run=False) -> list[tuple[Record, int]]:
-    """Upload the local records in scope that the remote lacks; [(record, bytes sent)]."""
-    _need_remote(cache)
-    now = _now()
+    """Upload the local records in scope that the remote lacks; [(record, bytes sent, or that
+    would be sent with dry_run)]."""
+    tier = _need_remote(cache)
+    t = now()
     done = []
+    planned: set[str] = set()  # objects a dry run already counted (records share objects)
     try:
         for r in cache.records():
-            if not _in_scope(r, stage, image, older_than_s, now):
+            if not _in_scope(r, stage, image, older_than_s, t) or tier.has_entry(r.key):
                 continue
-            if cache.remote.get_entry(r.key) is not None:
-                continue
-            done.append((r, 0 if dry_run else cache.upload(r)))
+            entry = cache.entry(r.key) or {}
+            if dry_run:
+                missing = {d: n for d, n in tier.missing(entry).items() if d not in planned}
+                planned.update(missing)
+                done.append((r, sum(missing.values())))
+            else:
+                done.append((r, tier.upload(r.key, entry)))
     except RemoteError as e:
         raise CacheError(str(e)) from e
     return done
 
 
-def pull(cache: Cache, *, stage=None, image=None, older_than_s=None, dry_run=False) -> list[Record]:
+def pull(cache: Cache, *, stage=None, image=None, older_than_s=None, dry_run=False) -> PullResult:
     """Download the remote records in scope that the local cache lacks (objects verified)."""
-    _need_remote(cache)
-    now = _now()
-    done = []
+    tier = _need_remote(cache)
+    t = now()
+    result = PullResult()
     try:
-        for key, entry in cache.remote.iter_entries():
-            r = cache._record(key, entry)
-            if not _in_scope(r, stage, image, older_than_s, now) or key in cache:
+        for key, entry in tier.entries():
+            r = Record.from_entry(cache, key, entry)
+            if not _in_scope(r, stage, image, older_than_s, t) or key in cache:
                 continue
             if not dry_run:
-                r = cache._from_remote(key)
-                if cache.remote is None:
-                    raise CacheError("the remote cache failed during the pull")
-                if r is None:
+                if tier.damaged(entry):
+                    result.damaged.append(r)
                     continue
-            done.append(r)
+                r = cache.adopt(key, entry)
+            result.pulled.append(r)
     except RemoteError as e:
         raise CacheError(str(e)) from e
-    return done
+    return result
 
 
-def _need_remote(cache: Cache) -> None:
-    if cache.remote is None:
+def _need_remote(cache: Cache):
+    if cache.tier is None or cache.tier.remote is None:
         raise UsageError("no remote cache: set VD_CACHE_REMOTE or pass --cache-remote URL")
+    return cache.tier

@@ -52,12 +52,13 @@ def _print_table(headers: list[str], rows: list[list[str]], right: set[int] = fr
 
 
 def _open_existing():
-    """The cache when it exists, else None (read-only commands never create it).
+    """The cache when it exists, else None (read-only commands never create it); CacheError when
+    VD_CACHE_DIR is a file, like every stage.
 
     On a full disk the index opens read-only, so listing and freeing space still work."""
     from vd.cache import Cache
 
-    return Cache.open(remote=None, maintenance=True) if Cache.exists() else None
+    return Cache.open_existing(maintenance=True)
 
 
 def _root() -> Path:
@@ -112,7 +113,7 @@ def ls(
 @app.command("du")
 def du(json_: bool = JSON_OPT) -> None:
     """Disk usage of the cache (per stage) and of the model weights beside it."""
-    from vd.cache.store import _tree_size_and_mtime
+    from vd.cache.maintenance import objects_size, tree_size_and_mtime
 
     cache = _open_existing()
     per_stage: dict[str, dict] = {}
@@ -123,9 +124,9 @@ def du(json_: bool = JSON_OPT) -> None:
         s["records"] += 1
         s["size"] += r.size
     if cache:
-        n_objects, objects_bytes = cache.objects_size()
+        n_objects, objects_bytes = objects_size(cache)
     mdir = models_dir()
-    model_bytes = _tree_size_and_mtime(mdir)[0] if mdir.is_dir() else 0
+    model_bytes = tree_size_and_mtime(mdir)[0] if mdir.is_dir() else 0
     result = {
         "root": str(_root()),
         "records": len(records),
@@ -163,7 +164,7 @@ def prune(
         limit = parse_size(max_size) if max_size is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    from vd.cache.store import apply_prune, plan_prune
+    from vd.cache.prune import apply_prune, plan_prune
 
     cache = _open_existing()  # None when there is no cache yet (model weights may still exist)
     plan = plan_prune(cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models)
@@ -208,21 +209,31 @@ def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> N
         raise UsageError(str(e)) from None
     cache = Cache.open(remote=remote if remote else "env")
     scope = dict(stage=stage, image=image, older_than_s=older_s, dry_run=dry_run)
+    damaged = []
     if direction == "push":
         moved = sync.push(cache, **scope)
         rows, sent = [r for r, _ in moved], sum(n for _, n in moved)
     else:
-        rows = sync.pull(cache, **scope)
+        pulled = sync.pull(cache, **scope)
+        rows, damaged = pulled.pulled, pulled.damaged
         sent = sum(r.size for r in rows)
     label = cache.remote.label if cache.remote else "-"
     if json_:
-        console.out_json({"dry_run": dry_run, "remote": label, "records": [_record_row(r) for r in rows], "bytes": sent})
-        return
-    verb = {"push": ("would push", "pushed"), "pull": ("would pull", "pulled")}[direction][0 if dry_run else 1]
-    cwd = os.getcwd()
-    for r in rows:
-        console.out(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}")
-    console.out(f"{verb} {len(rows)} record{'s' if len(rows) != 1 else ''} ({format_size(sent)}) {'to' if direction == 'push' else 'from'} {label}")
+        doc = {"dry_run": dry_run, "remote": label, "records": [_record_row(r) for r in rows], "bytes": sent}
+        if direction == "pull":
+            doc["damaged"] = [_record_row(r) for r in damaged]
+        console.out_json(doc)
+    else:
+        verb = {"push": ("would push", "pushed"), "pull": ("would pull", "pulled")}[direction][0 if dry_run else 1]
+        cwd = os.getcwd()
+        for r in rows:
+            console.out(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}")
+        console.out(f"{verb} {len(rows)} record{'s' if len(rows) != 1 else ''} ({format_size(sent)}) "
+                    f"{'to' if direction == 'push' else 'from'} {label}")
+    if damaged:
+        names = ", ".join(f"{r.key[:12]} ({r.stage})" for r in damaged)
+        raise VdError(f"{len(damaged)} remote record{'s have' if len(damaged) != 1 else ' has'} missing or corrupt "
+                      f"objects and {'were' if len(damaged) != 1 else 'was'} not pulled: {names}")
 
 
 REMOTE_OPT = typer.Option(None, "--cache-remote", metavar="URL", help="The remote cache (default: $VD_CACHE_REMOTE): file://, s3://, gs://, ...")
@@ -254,10 +265,10 @@ def verify(
 ) -> None:
     """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
 
-    if rebuild:
-        from vd.cache import Cache
+    from vd.cache import maintenance
 
-        rebuilt = Cache.rebuild_index()
+    if rebuild:
+        rebuilt = maintenance.rebuild_index()
         console.info(f"rebuilt the index from {rebuilt['records']} record files"
                      + (f" ({rebuilt['skipped']} with missing objects dropped)" if rebuilt["skipped"] else ""))
     cache = _open_existing()
@@ -266,7 +277,8 @@ def verify(
     else:
         with console.progress() as bar:
             task = bar.add_task("verifying the cache", total=None)
-            report = cache.verify(repair=repair, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = maintenance.verify(cache, repair=repair,
+                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     bad = len(report["corrupt"]) + len(report["missing"])
     report["ok"] = bad == 0 or repair
     if json_:
@@ -295,16 +307,16 @@ def clear(
 
     if not yes:
         raise UsageError(f"`vd cache clear` deletes every cached result in {_root()}; pass --yes to confirm")
-    from vd.cache import Cache
+    from vd.cache import Cache, maintenance
 
     try:
         cache = _open_existing()
-        records, size = cache.clear() if cache else (0, 0)
+        records, size = maintenance.clear(cache) if cache else (0, 0)
     except CacheError as e:
         if "index" not in str(e) or not Cache.exists():
             raise
         console.warn(f"the cache index in {_root()} is unreadable; deleting the cache files without it")
-        records, size = 0, Cache.force_clear()
+        records, size = 0, maintenance.force_clear()
     if json_:
         console.out_json({"records": records, "freed": size, "root": str(_root())})
     else:

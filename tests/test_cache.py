@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vd.cache import Cache, codecs, content_hash, file_hash, stage_key, step_key
+from vd.cache import Cache, codecs, content_hash, file_hash, maintenance, stage_key, step_key
 from vd.cache import objects as objmod
 from vd.errors import CacheError
 
@@ -329,7 +329,7 @@ def test_sigkill_mid_write_leaves_no_entry_and_no_partial_object(vd_dirs, tmp_pa
     if not named_temps:
         assert leftovers == []  # anonymous temp files vanish with the process
     # verify --repair removes leftovers of the killed writer; the next run computes normally
-    report = cache.verify(repair=True)
+    report = maintenance.verify(cache, repair=True)
     assert report["corrupt"] == [] and report["missing"] == []
     assert [p for p in _object_files(root) if p.name.startswith(objmod.TMP_PREFIX)] == []
     rec, hit = cache.memoise("f" * 32, lambda: {"small": b"done-first", "big": b"b" * 1000}, stage="slow")
@@ -376,7 +376,7 @@ def test_two_processes_writing_the_same_key(vd_dirs, tmp_path):
     assert len(cache) == 1
     files = _object_files(vd_dirs["cache"])
     assert len(files) == 2 and all(not p.name.startswith(".") for p in files)
-    assert cache.verify()["corrupt"] == []
+    assert maintenance.verify(cache)["corrupt"] == []
     assert cache.get("e" * 32).read("big") == bytes(range(256)) * (16 << 12)
 
 
@@ -444,6 +444,6 @@ def test_gc_keeps_shared_objects(vd_dirs):
     cache.memoise("2" * 32, lambda: {"shared": b"S" * 100, "own": b"b"}, stage="s")
     assert len(_object_files(vd_dirs["cache"])) == 3
     cache.delete("1" * 32)
-    n, size = cache.gc(candidates={content_hash(b"S" * 100), content_hash(b"a")})
+    n, size = maintenance.gc(cache, candidates={content_hash(b"S" * 100), content_hash(b"a")})
     assert (n, size) == (1, 1)
     assert cache.get("2" * 32).read("shared") == b"S" * 100

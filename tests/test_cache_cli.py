@@ -25,7 +25,7 @@ def _fill(cache_dir: Path, tmp_path: Path) -> dict[str, str]:
     for i, (stage, img, age_days, size) in enumerate(spec):
         key = f"{i:x}" * 32
         cache.memoise(key, lambda i=i, size=size: {"data": bytes([i]) * size}, stage=stage, image=str(tmp_path / img))
-        cache._touch(key, now - age_days * DAY)
+        cache.touch(key, now - age_days * DAY)
         keys[f"{stage}:{img}"] = key
     cache.close()
     return keys
@@ -182,12 +182,12 @@ def test_unwritable_cache_dir_through_cli(run_vd, vd_dirs, tmp_path, monkeypatch
 
 def test_full_disk_through_cli(run_vd, vd_dirs, tmp_path, monkeypatch):
     _fill(vd_dirs["cache"], tmp_path)
-    import vd.cache.store as store
+    from vd.cache import maintenance
 
-    def boom(self):
+    def boom(cache):
         raise OSError(errno.ENOSPC, "No space left on device", str(vd_dirs["cache"]))
 
-    monkeypatch.setattr(store.Cache, "clear", boom)
+    monkeypatch.setattr(maintenance, "clear", boom)
     r = run_vd("cache", "clear", "--yes")
     assert r.code == 1 and r.stdout == ""
     assert r.stderr.startswith("error: no space left") and r.stderr.count("\n") == 1

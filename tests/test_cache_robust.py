@@ -112,7 +112,7 @@ def test_a_damaged_index_is_rebuilt_from_the_record_files(run_vd, vd_dirs):
 
 
 def test_rebuild_skips_records_whose_objects_are_gone(vd_dirs):
-    from vd.cache import Cache
+    from vd.cache import Cache, maintenance
     from vd.cache import objects as objs
 
     root = vd_dirs["cache"]
@@ -120,7 +120,7 @@ def test_rebuild_skips_records_whose_objects_are_gone(vd_dirs):
     with Cache.open(root, remote=None) as c:
         victim = c.get(f"{1:032x}")
         objs.object_path(c.objects_dir, victim.artifacts["a"]["hash"]).unlink()
-    assert Cache.rebuild_index(root) == {"records": 2, "skipped": 1}
+    assert maintenance.rebuild_index(root) == {"records": 2, "skipped": 1}
 
 
 # ------------------------------------------------------------------------------ output folders
