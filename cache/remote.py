@@ -12,7 +12,6 @@ backend other than a missing file means the remote is unusable: one warning, the
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import xxhash
 
+from vd import settings
 from vd.cache import records
 
 ENV = "VD_CACHE_REMOTE"
@@ -46,7 +46,7 @@ FAILED: set[str] = set()
 
 
 def from_env() -> "Remote | None":
-    return from_url(os.environ.get(ENV, ""))
+    return from_url(settings.cache_remote())
 
 
 def from_url(url: str | None) -> "Remote | None":

@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from vd import settings
 from vd.fetch import registry
 from vd.models.moge import MOGE_INSTALL
 from vd.models.offload import place
@@ -109,7 +110,7 @@ def check_torch(t: TorchInfo) -> Check:
 def nvcc_version() -> Optional[str]:
     """The release of the nvcc on PATH or under CUDA_HOME, e.g. "13.0"; None without one."""
     exe = shutil.which("nvcc")
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    home = settings.cuda_home()
     if exe is None and home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
         exe = os.path.join(home, "bin", "nvcc")
     if exe is None:
@@ -241,7 +242,7 @@ def diagnose(*, verify: bool = False, device: Optional[str] = None) -> Report:
     checks.append(check_gsplat(t, nvcc))
     checks += check_packages()
     checks += check_weights(verify)
-    dev = device or os.environ.get("VD_DEVICE") or ("cuda" if t.cuda else "cpu")
+    dev = device or settings.device() or ("cuda" if t.cuda else "cpu")
     chosen, vram = picks(t, checks, dev)
     return Report(checks, chosen, vram)
 

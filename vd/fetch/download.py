@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 from urllib.parse import unquote, urlsplit
 
+from vd import settings
 from vd.errors import MissingWeightsError, VdError
 from vd.fetch.errors import (
     AccessDenied,
@@ -85,25 +86,18 @@ class Fetched:
 
 
 # --------------------------------------------------------------------------- settings
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 def retries() -> int:
-    return int(_env_float("VD_FETCH_RETRIES", 5))
+    return settings.fetch_retries()
 
 
 def _fsync_enabled() -> bool:
     """fsync before the rename (default); VD_FETCH_FSYNC=0 skips it (benchmarks, slow network disks)."""
-    return os.environ.get("VD_FETCH_FSYNC", "1").strip().lower() not in {"0", "false", "no", "off"}
+    return settings.fetch_fsync()
 
 
 def backoff_base() -> float:
     """Seconds before the first retry (doubled each time, capped at 60 s); VD_FETCH_BACKOFF."""
-    return _env_float("VD_FETCH_BACKOFF", 1.0)
+    return settings.fetch_backoff()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -216,12 +210,11 @@ def partials(dest: Path, name: str) -> list[Path]:
 def hub_cache_dirs() -> list[Path]:
     """Hugging Face hub caches to look in: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub."""
     dirs = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    dirs.append(xdg / "huggingface" / "hub")
+    hub = settings.hf_hub_cache()
+    if hub is not None:
+        dirs.append(hub)
+    dirs.append(settings.hf_home() / "hub")
+    dirs.append(settings.xdg_cache_home() / "huggingface" / "hub")
     seen, out = set(), []
     for d in dirs:
         d = d.expanduser()
@@ -270,8 +263,8 @@ def hub_cache_candidates(spec: FileSpec) -> list[tuple[Source, Path]]:
 def modelscope_cache_dirs() -> list[Path]:
     """ModelScope caches: $MODELSCOPE_CACHE/hub (or itself), else ~/.cache/modelscope/hub."""
     dirs = []
-    if os.environ.get("MODELSCOPE_CACHE"):
-        root = Path(os.environ["MODELSCOPE_CACHE"]).expanduser()
+    root = settings.modelscope_cache()
+    if root is not None:
         dirs += [root / "hub", root]
     dirs.append(Path.home() / ".cache" / "modelscope" / "hub")
     return dirs

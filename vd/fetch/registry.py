@@ -14,13 +14,12 @@ names the exact `vd fetch <model>` command.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from vd import console
+from vd import console, settings
 from vd.errors import MissingWeightsError, UsageError
 from vd.fetch.download import (
     DownloadError,
@@ -39,8 +38,6 @@ from vd.fetch.net import describe_proxies, make_client, normalise_proxy
 from vd.paths import models_dir as _md
 from vd.paths import offline as env_offline
 from vd.units import format_size
-
-_TRUE = {"1", "true", "yes", "on"}
 
 
 # --------------------------------------------------------------------------- registry access
@@ -78,7 +75,7 @@ def fetch_command(model: str | Iterable[str]) -> str:
 
 
 def auto_fetch_env() -> bool:
-    return os.environ.get("VD_AUTO_FETCH", "").strip().lower() in _TRUE
+    return settings.auto_fetch()
 
 
 def fetch_flag(flag: bool) -> Optional[bool]:

@@ -14,16 +14,17 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional
 
-from vd import console
+from vd import console, settings
 
-DISPLAY_VARS = ("DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET")
+DISPLAY_VARS = settings.DISPLAY_VARS
 
 
 def has_display(env: Optional[Mapping[str, str]] = None) -> bool:
     """True when a native window can be opened: macOS/Windows, or DISPLAY / WAYLAND_* set."""
-    env = os.environ if env is None else env
     if sys.platform in ("darwin", "win32"):
         return True
+    if env is None:
+        return settings.display_available()
     return any(env.get(name) for name in DISPLAY_VARS)
 
 
@@ -103,7 +104,7 @@ def grpc_url(port: int, host: str = "127.0.0.1") -> str:
 def rerun_executable() -> Optional[str]:
     """The `rerun` viewer/CLI binary shipped with rerun-sdk (its wheel's rerun_cli), else PATH."""
 
-    override = os.environ.get("VD_RERUN_EXECUTABLE")
+    override = settings.rerun_executable()
     if override:
         return override
     spec = importlib.util.find_spec("rerun_cli")
@@ -117,7 +118,7 @@ def rerun_executable() -> Optional[str]:
 
 def analytics_enabled() -> bool:
     """Rerun analytics stay off unless the user opts in with VD_RERUN_ANALYTICS=1."""
-    return os.environ.get("VD_RERUN_ANALYTICS", "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.rerun_analytics()
 
 
 def child_env(base: Optional[Mapping[str, str]] = None) -> dict:
