@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import errno
 import os
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from vd import console
 from vd.cache import index as index_mod
 from vd.cache import lease, locks, objects, records
 from vd.cache import remote as remote_mod
@@ -22,6 +22,8 @@ from vd.cache.remote import Remote, RemoteError
 from vd.errors import CacheError, disk_full_message
 from vd.paths import cache_dir
 from vd.paths import models_dir as default_models_dir
+
+log = logging.getLogger(__name__)
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -249,7 +251,7 @@ class Cache:
     def _drop(self, key: str, reason: str, bad: list[Path] | None = None) -> None:
         entry = self._get_entry(key)
         stage = entry.get("stage", "?") if entry else "?"
-        console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
+        log.warning(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
         for p in bad or []:
             objects.remove(p)
         records.delete(self.root, key)
@@ -319,7 +321,7 @@ class Cache:
     def _remote_failed(self, error: RemoteError) -> None:
         if self.remote is not None:
             remote_mod.FAILED.add(self.remote.url)
-        console.warn(f"{error}; working with the local cache only")
+        log.warning(f"{error}; working with the local cache only")
         self.remote = None
 
     def _from_remote(self, key: str) -> Record | None:
@@ -335,7 +337,7 @@ class Cache:
                 data = self.remote.fetch_object(a["hash"])
                 if data is None:
                     self._bad_remote.add(a["hash"])
-                    console.warn(f"remote cache object of {entry.get('stage', '?')} ({name}) is missing or corrupt; recomputing")
+                    log.warning(f"remote cache object of {entry.get('stage', '?')} ({name}) is missing or corrupt; recomputing")
                     return None
                 objects.write_object(self.objects_dir, data, a["hash"])
         except RemoteError as e:
@@ -687,7 +689,7 @@ class Cache:
 
 
 def _say_waiting(stage: str, key: str, where: str = "") -> None:
-    console.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
+    log.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
 
 
 # ---------------------------------------------------------------------- pruning

@@ -67,6 +67,7 @@ def _global(
 
     console.set_quiet(quiet)
     console.set_debug(debug)
+    console.install_log_handler(debug=debug)  # the library logs; the CLI shows its records on stderr
 
 
 app.command("fetch", no_args_is_help=False)(fetch_cmd.fetch)

@@ -9,12 +9,12 @@ dropped, the source and its stage.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.cameras import scene_radius
 from vd.errors import InputError, UsageError
 from vd.export import GAUSSIAN_FORMATS, export_gaussians
@@ -25,6 +25,8 @@ from vd.export.source import Source
 from vd.export.video import export_video
 from vd.params import ExportParams, VideoParams
 from vd.views import find_input
+
+log = logging.getLogger(__name__)
 
 NO_CAMERA_FOV = 60.0  # degrees: the camera of a video of a source without cameras
 NO_CAMERA_SIZE = (512, 384)
@@ -93,7 +95,7 @@ def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
             return K, v.width, v.height, radius_from_points(means)
     W, H = NO_CAMERA_SIZE
     f = 0.5 * W / np.tan(np.deg2rad(NO_CAMERA_FOV) / 2)
-    console.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
+    log.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]]), W, H, radius_from_points(means)
 
 

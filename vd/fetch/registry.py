@@ -14,6 +14,7 @@ names the exact `vd fetch <model>` command.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ from vd.fetch.net import describe_proxies, make_client, normalise_proxy
 from vd.paths import models_dir as _md
 from vd.paths import offline as env_offline
 from vd.units import format_size
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- registry access
@@ -209,12 +212,12 @@ class ConsoleReporter(Reporter):
             return
         dt = max(time.monotonic() - self.t0, 1e-6)
         if not self.console.bars_enabled() and self.count > (8 << 20):
-            self.console.info(f"{self.label}: {format_size(self.count)} in {dt:.1f} s ({format_size(self.count / dt)}/s)")
+            log.info(f"{self.label}: {format_size(self.count)} in {dt:.1f} s ({format_size(self.count / dt)}/s)")
         self.progress.stop_task(self.task)
         self.task = None
 
     def note(self, message):
-        self.console.info(message)
+        log.info(message)
 
 
 # --------------------------------------------------------------------------- fetching
@@ -360,8 +363,7 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
     missing = [f for f in spec.files if file_state(model, f).state != "present"]
     if missing and auto_fetch and not env_offline():
         with ConsoleReporter() as rep:
-            if not console.is_quiet():
-                console.info(f"fetching model weights for {model} (--fetch / VD_AUTO_FETCH)")
+            log.info(f"fetching model weights for {model} (--fetch / VD_AUTO_FETCH)")
             fetch([model], reporter=rep)
         missing = [f for f in spec.files if file_state(model, f).state != "present"]
     elif missing and any(hub_cache_candidates(f) for f in missing):

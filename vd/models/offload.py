@@ -18,11 +18,13 @@ activation allowance; bench/gpu/run.sh measures the peaks that check them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from vd import console
 from vd.params import GIB, OFFLOAD_CHOICES, OFFLOAD_MODES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def configure(depth_backend, inpaint_backend, *, device, budget: Optional[int] =
     if depth and not p.depth_on_gpu:
         depth_backend._device = "cpu"
     if p.on_gpu and (flux or depth):
-        (console.info if p.fits else console.warn)(f"GPU memory: {p.reason}")
+        (log.info if p.fits else log.warning)(f"GPU memory: {p.reason}")
     return p.to_json()
 
 

@@ -11,12 +11,12 @@ with identical results, and a second identical run is all cache hits.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-from vd import console
 from vd.cache import Cache, step_key
 from vd.holes import HoleScan
 from vd.image import load_image
@@ -31,6 +31,8 @@ from vd.stages.coarse_folder import write_coarse_folder
 from vd.stages.scaffold import build_scaffold
 from vd.stages.select import Diagnostics
 from vd.views import View, decode_record, encode_record
+
+log = logging.getLogger(__name__)
 
 # test hook: called as _after_view(k) after view k is memoised (kill-and-resume tests)
 _after_view: Optional[Callable[[int], None]] = None
@@ -58,7 +60,7 @@ class CoarseRun:
         rname = resolve_backend(render_backend, dev)
         init_iters, view_iters, auto = stage.resolved_iters(p, dev)
         if auto:
-            console.info(f"CPU run: using {init_iters} scaffold and {view_iters} per-view optimisation iterations "
+            log.info(f"CPU run: using {init_iters} scaffold and {view_iters} per-view optimisation iterations "
                          f"(upstream GPU defaults are {stage.GPU_ITERS[0]}/{stage.GPU_ITERS[1]}; "
                          "set --init-iters/--view-iters to override)")
         img = load_image(image, max_resolution)
@@ -115,13 +117,13 @@ class CoarseRun:
                                 tab="scaffold")
         stage.log_to_viewer(self.viewer, "log_gaussians", "scaffold", g)
         hidden = self.scaffold_meta.get("hidden", 0)
-        console.info(f"scaffold: {len(g)} Gaussians from {len(self.views)} view(s)"
+        log.info(f"scaffold: {len(g)} Gaussians from {len(self.views)} view(s)"
                      + (f", {hidden} of them behind depth edges" if hidden else "")
                      + (" (cached)" if self.scaffold_hit else f", loss {self.scaffold_meta.get('loss', float('nan')):.4f}"))
 
     def _compute_scaffold(self):
         p = self.p
-        console.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
+        log.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
                      else "scaffold: depth, Gaussians, optimisation ...")
         s = build_scaffold(self.img.rgb, depth_backend=self.dback, inpaint_backend=self.iback, expansion=p.expansion,
                            outpaint=p.outpaint, init_iters=self.init_iters, seed=stage.seed_from_key(self.skey),
@@ -165,11 +167,11 @@ class CoarseRun:
 
     def _stop(self, k: int, diagnostics: dict, hit: bool) -> None:
         self.stopped = diagnostics
-        console.info(f"view {k}/{self.p.n_frames - 2}: no candidate selected; stopping" + (" (cached)" if hit else ""))
+        log.info(f"view {k}/{self.p.n_frames - 2}: no candidate selected; stopping" + (" (cached)" if hit else ""))
         if diagnostics:
             d = dict(diagnostics, top=[tuple(x) for x in diagnostics.get("top", [])])
             for line in Diagnostics(**d).lines():
-                console.info(f"  {line}")
+                log.info(f"  {line}")
 
     def _append(self, k: int, view: View, g_new, meta: dict, hit: bool) -> None:
         st = stage.ViewStat(**{**meta["stat"], "cached": hit})
@@ -181,7 +183,7 @@ class CoarseRun:
                             rgb=view.rgb, depth=view.depth,
                             masks={"supervise": view.supervise, "hole": view.hole, "spawn": view.spawn}, tab="coarse")
         tag = " (fallback: outside the band)" if st.fallback else ""
-        console.info(f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
+        log.info(f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
                      f"+{st.added_gaussians} Gaussians"
                      + (" (cached)" if hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s"))
 

@@ -32,6 +32,7 @@ choice is seeded from the entry's key.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Optional
 
 import numpy as np
 
-from vd import cameras, console
+from vd import cameras
 from vd.align import align_depth, assign_edge_depth, complete_depth, in_front_of_views, spawn_edges
 from vd.cache import content_hash, stage_key
 from vd.holes import hole_masks
@@ -49,6 +50,8 @@ from vd.stages.scaffold import LIFT_OPACITY, lift_footprints
 from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
+
+log = logging.getLogger(__name__)
 
 SCAFFOLD_VERSION = 4  # 2: edge pixels spawn on their side, depth term; 3: colour fit, opaque lift, edge footprint;
 # 4: the hidden background layer behind depth edges
@@ -293,4 +296,4 @@ def log_to_viewer(viewer, method: str, *args, **kw) -> None:
     try:
         getattr(viewer, method)(*args, **kw)
     except Exception as e:  # noqa: BLE001
-        console.warn(f"viewer: {method} failed ({e})")
+        log.warning(f"viewer: {method} failed ({e})")

@@ -32,6 +32,7 @@ densification, so pixels no coarse Gaussian covers stay holes in the renders and
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -52,6 +53,8 @@ from vd.stages.coarse_folder import CoarseScene, read_coarse_folder
 from vd.stages.denoisers import Denoiser
 from vd.stages.fine_views import FinePose, fine_frame, render_views, select_views
 from vd.train import TrainView, optimise
+
+log = logging.getLogger(__name__)
 
 STAGE = "fine"
 VERSION = 3  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term
@@ -261,7 +264,7 @@ def choose_poses(scene: CoarseScene, params: FineParams, K, size: tuple[int, int
     poses = [FinePose(d["index"], d["name"], np.asarray(d["world_from_camera"], dtype=np.float64), d["hole_ratio"], d["source"])
              for d in codecs.decode_json(rec.read("views.json"))]
     if len(poses) < params.views:
-        console.warn(f"only {len(poses)} candidate poses are available; refining {len(poses)} views instead of {params.views}")
+        log.warning(f"only {len(poses)} candidate poses are available; refining {len(poses)} views instead of {params.views}")
     return poses
 
 
@@ -339,7 +342,7 @@ def _run_steps(loop: MCSLoop, key: str, cache: Cache, image: Optional[str], view
         rows.append(row)
         strips.append(png)
         cached += int(hit)
-        console.info(f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
+        log.info(f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
                      + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s"))
         rgb = loop.state["render_rgb"]
         for i in range(len(rgb)):

@@ -27,13 +27,15 @@ when the viewer closes. World coordinates are OpenCV RDF with world = the input 
 
 from __future__ import annotations
 
+import logging
 import importlib.util
 from pathlib import Path
 from typing import Optional
 
-from vd import console
 from vd.errors import UsageError, VdError
 from vd.viewer import env
+
+log = logging.getLogger(__name__)
 
 TABS = ("scaffold", "coarse", "fine", "final")
 MODES = ("auto", "none", "spawn", "serve", "connect", "save")
@@ -139,7 +141,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
                              "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
     if not rerun_available():
         if mode == "auto" and rrd_path is None:
-            console.info("viewer: rerun-sdk is not installed, no viewer (pip install 'vd[viewer]' to get one)")
+            log.info("viewer: rerun-sdk is not installed, no viewer (pip install 'vd[viewer]' to get one)")
             return NullViewer()
         raise VdError("the viewer needs rerun-sdk, which is not installed: pip install 'vd[viewer]'")
 

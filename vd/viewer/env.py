@@ -5,6 +5,7 @@ Standard library only: importing this never imports rerun.
 
 from __future__ import annotations
 
+import logging
 import importlib.util
 import os
 import shutil
@@ -14,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional
 
-from vd import console, settings
+from vd import settings
+
+log = logging.getLogger(__name__)
 
 DISPLAY_VARS = settings.DISPLAY_VARS
 
@@ -150,7 +153,7 @@ def wait_after_run(*, wait: bool = False, wait_seconds: Optional[float] = None, 
     """
 
     if wait_seconds is not None and wait_seconds > 0:
-        console.info(f"viewer: keeping {what} open for {wait_seconds:g} s (--wait-seconds)")
+        log.info(f"viewer: keeping {what} open for {wait_seconds:g} s (--wait-seconds)")
         try:
             sleep(float(wait_seconds))
         except KeyboardInterrupt:
@@ -160,7 +163,7 @@ def wait_after_run(*, wait: bool = False, wait_seconds: Optional[float] = None, 
         return "none"
     stdin = sys.stdin if stdin is None else stdin
     if not is_interactive(stdin):
-        console.info("viewer: --wait ignored: stdin is not a terminal (use --wait-seconds N in scripts)")
+        log.info("viewer: --wait ignored: stdin is not a terminal (use --wait-seconds N in scripts)")
         return "not-a-tty"
     sys.stderr.write(f"viewer: press Enter to close {what} and exit\n")
     sys.stderr.flush()

@@ -16,6 +16,7 @@ Scene data is static (the newest log wins); the fly-through lives on the "frame"
 
 from __future__ import annotations
 
+import logging
 import atexit
 import functools
 import getpass
@@ -32,10 +33,11 @@ from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.errors import VdError
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
+
+log = logging.getLogger(__name__)
 
 SH_C0 = 0.28209479177387814
 MAX_2D_VIEWS = 4
@@ -251,9 +253,7 @@ def _guarded(method):
                 raise
             if method.__name__ not in self._warned:
                 self._warned.add(method.__name__)
-                from vd import console
-
-                console.warn(f"viewer: {method.__name__} failed ({type(e).__name__}: {e}); the run continues")
+                log.warning(f"viewer: {method.__name__} failed ({type(e).__name__}: {e}); the run continues")
             return None
 
     return wrapper
@@ -310,12 +310,12 @@ class RerunViewer(Viewer):
             except VdError as e:
                 if not auto:
                     raise
-                console.warn(f"{e}; serving over gRPC instead")
+                log.warning(f"{e}; serving over gRPC instead")
                 live = "serve"
         if live == "serve":
             served_port = venv.pick_port(port)
             if served_port != port:
-                console.warn(f"viewer: port {port} is taken; serving on port {served_port}")
+                log.warning(f"viewer: port {port} is taken; serving on port {served_port}")
             url = venv.grpc_url(served_port)
             sinks.append(rr.GrpcServerSink(bind_ip="127.0.0.1", port=served_port))
         elif live == "connect":
@@ -340,10 +340,10 @@ class RerunViewer(Viewer):
         rec.log("world", rr.ViewCoordinates.RDF, static=True)
         if live == "serve":
             if not venv.wait_listening(served_port, timeout=5.0):
-                console.warn(f"viewer: the gRPC server did not start on port {served_port}")
+                log.warning(f"viewer: the gRPC server did not start on port {served_port}")
             self._print_connect_hints(served_port)
         elif live in ("spawn", "connect"):
-            console.info(f"viewer: streaming to the Rerun viewer at {url}")
+            log.info(f"viewer: streaming to the Rerun viewer at {url}")
         ref = weakref.ref(self)
         atexit.register(lambda: ref() is not None and ref()._close(wait=False))
         return self
@@ -490,7 +490,7 @@ class RerunViewer(Viewer):
             what = "the gRPC server" if self.live == "serve" else "the viewer connection"
             done = venv.wait_after_run(wait=self.wait, wait_seconds=self.wait_seconds, what=what)
             if done == "none" and self.live == "serve":
-                console.info("viewer: the gRPC server stops when vd exits (--wait or --wait-seconds N keep it open)")
+                log.info("viewer: the gRPC server stops when vd exits (--wait or --wait-seconds N keep it open)")
         try:
             self.rec.disconnect()
         except Exception:  # noqa: BLE001
@@ -504,6 +504,6 @@ class RerunViewer(Viewer):
             try:
                 if self._part.exists():
                     os.replace(self._part, self.rrd)
-                    console.info(f"viewer: recording saved to {self.rrd}")
+                    log.info(f"viewer: recording saved to {self.rrd}")
             except OSError as e:
-                console.warn(f"viewer: could not write {self.rrd}: {e}")
+                log.warning(f"viewer: could not write {self.rrd}: {e}")
