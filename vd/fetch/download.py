@@ -2,7 +2,7 @@
 
 For one `FileSpec` into `<models_dir>/<model>/<name>`:
 
-1. Take a per-file lock (`fcntl.flock` on `<models_dir>/.locks/<model>--<name>.lock`); a second
+1. Take a per-file lock (`vd.fsio.file_lock` on `<models_dir>/.locks/<model>--<name>.lock`); a second
    process waits, then finds the finished file and returns.
 2. Reuse a copy already in a Hugging Face hub cache (HF_HUB_CACHE, $HF_HOME/hub,
    ~/.cache/huggingface/hub) or a ModelScope cache: verified, then hard-linked or copied.
@@ -22,7 +22,6 @@ at 60 s), VD_FETCH_TIMEOUT (30 s), VD_FETCH_FSYNC (1).
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import queue
@@ -30,10 +29,9 @@ import shutil
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from vd import settings
@@ -55,6 +53,7 @@ from vd.fetch.errors import (
 )
 from vd.fetch.manifest import FileSpec, Source
 from vd.fetch.net import hf_token, make_client
+from vd.fsio import atomic_write_bytes, file_lock
 from vd.units import format_size
 
 CHUNK = 1 << 20                     # 1 MiB reads and writes
@@ -140,10 +139,7 @@ def read_sidecar(path: Path) -> Optional[str]:
 
 
 def write_sidecar(path: Path, digest: str) -> None:
-    side = sidecar_path(path)
-    tmp = side.with_name(f"{side.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, side)
+    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode(), deferred=False)
 
 
 def ensure_writable_dir(path: Path) -> Path:
@@ -170,27 +166,6 @@ def check_disk(path: Path, need: int, what: str) -> None:
         raise NotEnoughSpace(
             f"not enough free disk space for {what}: need {format_size(need)} plus a {format_size(DISK_MARGIN)} margin, "
             f"but {path} has {format_size(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
-
-
-@contextmanager
-def file_lock(lock_path: Path, on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
-    """Exclusive advisory lock (fcntl.flock) held for the `with` block; waits for other holders."""
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
 
 def partials(dest: Path, name: str) -> list[Path]:
