@@ -25,6 +25,7 @@ import numpy as np
 from vd import __version__
 from vd.errors import InputError, check_input_file
 from vd.fsio import atomic_write_bytes
+from vd.sh_constants import C0
 
 MIN_OPACITY = 1.0 / 255.0
 
@@ -370,8 +371,6 @@ class _Columns:
 
 def _sh(cols: _Columns, where: str) -> np.ndarray:
     """SH coefficients [N, K, 3]: f_dc_* (or red/green/blue) and channel-major f_rest_*."""
-    from vd.gaussians import C0
-
     if all(f"f_dc_{i}" in cols.names for i in range(3)):
         dc = cols.many([f"f_dc_{i}" for i in range(3)])
     elif all(c in cols.names for c in ("red", "green", "blue")):

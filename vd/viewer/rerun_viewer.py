@@ -34,12 +34,12 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import VdError
+from vd.sh_constants import C0
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
 
 log = logging.getLogger(__name__)
 
-SH_C0 = 0.28209479177387814
 MAX_2D_VIEWS = 4
 
 
@@ -118,7 +118,7 @@ def gaussian_arrays(g) -> dict:
     means, log_scales, quats, op, sh, norm = means[ok], log_scales[ok], quats[ok], op[ok], sh[ok], norm[ok]
     q = quats / norm[:, None]
     xyzw = np.concatenate([q[:, 1:4], q[:, :1]], 1)
-    rgb = np.clip(0.5 + SH_C0 * sh[:, 0], 0.0, 1.0)
+    rgb = np.clip(0.5 + C0 * sh[:, 0], 0.0, 1.0)
     alpha = 1.0 / (1.0 + np.exp(-np.clip(op, -60, 60)))
     rgba = (np.concatenate([rgb, alpha[:, None]], 1) * 255.0).round().astype(np.uint8)
     k = sh.shape[1]
