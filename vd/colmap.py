@@ -47,7 +47,7 @@ def images_txt(poses: Sequence[np.ndarray], names: Sequence[str]) -> str:
     """images.txt for world_from_camera `poses` (image i uses camera i; IDs from 1)."""
     lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
              "#   POINTS2D[] as (X, Y, POINT3D_ID)", f"# Number of images: {len(poses)}, mean observations per image: 0"]
-    for i, (pose, name) in enumerate(zip(poses, names)):
+    for i, (pose, name) in enumerate(zip(poses, names, strict=True)):
         q, t = colmap_pose(pose)
         lines.append(f"{i + 1} {' '.join(_fmt(x) for x in q)} {' '.join(_fmt(x) for x in t)} {i + 1} {name}")
         lines.append("")  # POINTS2D: present, empty
@@ -64,7 +64,7 @@ def points3d_txt(xyz: np.ndarray, rgb: np.ndarray) -> str:
     ids = np.arange(1, n + 1)
     body = "\n".join(
         f"{i} {x:.9g} {y:.9g} {z:.9g} {r} {g} {b} 0"
-        for i, (x, y, z), (r, g, b) in zip(ids.tolist(), xyz.astype(np.float64).tolist(), rgb.astype(int).tolist())
+        for i, (x, y, z), (r, g, b) in zip(ids.tolist(), xyz.astype(np.float64).tolist(), rgb.astype(int).tolist(), strict=True)
     )
     return "\n".join(head) + "\n" + body + "\n"
 
@@ -143,7 +143,7 @@ def cameras_bin(cameras: Sequence[tuple]) -> bytes:
 def images_bin(poses: Sequence[np.ndarray], names: Sequence[str]) -> bytes:
     """images.bin for world_from_camera `poses` (image i uses camera i; IDs from 1)."""
     parts = [struct.pack("<Q", len(poses))]
-    for i, (pose, name) in enumerate(zip(poses, names)):
+    for i, (pose, name) in enumerate(zip(poses, names, strict=True)):
         q, t = colmap_pose(pose)
         parts.append(struct.pack("<I4d3dI", i + 1, *q, *t, i + 1))
         parts.append(name.encode("utf-8") + b"\0")

@@ -447,7 +447,7 @@ class HoleScan:
                 part = todo[i:i + 16]
                 logt = torch.stack([self._exact_logt[j] for j in part])
                 alpha = 1.0 - torch.exp(crop_padding(logt, self.width, self.height))
-                for j, r in zip(part, hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().tolist()):
+                for j, r in zip(part, hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().tolist(), strict=True):
                     self._exact[j] = r
         self.seconds += time.perf_counter() - t0
         return np.array([self._exact[j] for j in idx], dtype=np.float64)

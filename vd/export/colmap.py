@@ -141,7 +141,7 @@ def write_colmap_dataset(
     with atomic_dir(out) as tmp:
         for sub in ("images", "masks", "priors/depth", "priors/normal", "sparse/0"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)
-        for i, (v, name) in enumerate(zip(views, names)):
+        for i, (v, name) in enumerate(zip(views, names, strict=True)):
             stem = name[:-4]
             rgb = np.ascontiguousarray(v.rgb[..., :3].astype(np.uint8))
             h, w = rgb.shape[:2]
