@@ -21,12 +21,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vd.cameras import invert_pose
 from vd.geometry import quat_to_rotmat_torch
 from vd.render import render
+
+if TYPE_CHECKING:
+    import torch
 
 ALPHA_THRESHOLD = 0.5
 KERNEL = 5
@@ -170,8 +174,8 @@ def project_footprints(s: AlphaSplats, viewmats, Ks, width: int, height: int, *,
     tx, ty, tz = mc[:, 0], mc[:, 1], mc[:, 2]
     L = torch.zeros(C, 6, 6, dtype=s.means.dtype, device=s.means.device)
     for a, (i, j) in enumerate(_PAIRS):
-        for b, (k, l) in enumerate(_PAIRS):
-            L[:, a, b] = R[:, i, k] * R[:, j, l] + (R[:, i, l] * R[:, j, k] if k != l else 0.0)
+        for b, (k, m) in enumerate(_PAIRS):
+            L[:, a, b] = R[:, i, k] * R[:, j, m] + (R[:, i, m] * R[:, j, k] if k != m else 0.0)
     cc = (s.cov6 @ L.permute(2, 1, 0).reshape(6, 6 * C)).reshape(-1, 6, C).permute(2, 1, 0)  # [C,6,N]
     fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]
     x, y, a, b, c = ewa_covariance_2d(tx, ty, tz, cc.unbind(1), fx, fy, cx, cy, width, height, eps2d)

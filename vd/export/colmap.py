@@ -206,7 +206,7 @@ def load_dataset(path) -> tuple[list[View], dict]:
     imgs = read_images_txt((path / SPARSE / "images.txt").read_text(), "images.txt")
     kinds = {v.get("name"): v.get("kind", "view") for v in meta.get("views", []) if isinstance(v, dict)}
     views = []
-    for image_id, q, t, cam_id, name in sorted(imgs, key=lambda e: e[0]):
+    for _image_id, q, t, cam_id, name in sorted(imgs, key=lambda e: e[0]):
         model, w, h, prm = cams[cam_id]
         fx, fy, cx, cy = prm if model == "PINHOLE" else (prm[0], prm[0], prm[1], prm[2])
         K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
