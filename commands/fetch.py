@@ -85,8 +85,9 @@ def fetch(
         console.info(", ".join(f"{n} {words.get(a, a)}" for a, n in counts.items()) + f" in {registry.models_dir()}")
     if report.missing:
         which = list(dict.fromkeys(r.model for r in report.missing))
+        files = ", ".join(r.model + "/" + r.file for r in report.missing)
         raise MissingWeightsError(
-            f"offline and {len(report.missing)} file(s) missing ({', '.join(r.model + '/' + r.file for r in report.missing)}); "
+            f"offline and {len(report.missing)} file(s) missing ({files}); "
             f"run without --offline / VD_OFFLINE: {registry.fetch_command(which)}")
 
 

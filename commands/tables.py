@@ -130,11 +130,13 @@ def inspect_renderable(st: dict):
     summary.add_column()
     summary.add_row("file", st["file"])
     if st["is_splats"]:
-        summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
+        degree = st["sh_degree"] if st["sh_degree"] is not None else "?"
+        summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {degree} ({st['f_rest']} f_rest)")
     else:
         summary.add_row("format", f"{st['format']}")
         summary.add_row("content", f"[yellow]not Gaussian splats: {st['description']}[/]")
-    summary.add_row("memory", f"{format_size(st['memory_bytes'], binary=True)} in memory, {format_size(st['file_bytes'], binary=True)} on disk")
+    memory, disk = format_size(st["memory_bytes"], binary=True), format_size(st["file_bytes"], binary=True)
+    summary.add_row("memory", f"{memory} in memory, {disk} on disk")
     if st["bounds"]:
         b = st["bounds"]
         summary.add_row("bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"]))

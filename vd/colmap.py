@@ -106,14 +106,16 @@ def read_images_txt(text: str, where: str) -> list[tuple[int, np.ndarray, np.nda
             continue
         p = s.split()
         if len(p) < 10:
-            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line (expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
+            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line "
+                             "(expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
         try:
             out.append((int(p[0]), np.array([float(x) for x in p[1:5]]), np.array([float(x) for x in p[5:8]]),
                         int(p[8]), " ".join(p[9:])))
         except ValueError:
             raise InputError(f"{where}, line {i + 1}: not a valid image line") from None
         if i + 1 >= len(lines) or (i + 1 == len(lines) - 1 and lines[i + 1] == "") or not _is_points2d(lines[i + 1]):
-            raise InputError(f"{where}, line {i + 2}: the POINTS2D line after image {p[0]} is missing (it may be empty, but it must be present)")
+            raise InputError(f"{where}, line {i + 2}: the POINTS2D line after image {p[0]} is missing "
+                             "(it may be empty, but it must be present)")
         i += 2
     return out
 

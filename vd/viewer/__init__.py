@@ -21,8 +21,8 @@ Modes (`--viewer`):
 - ``save``: only write ``--rrd PATH``.
 
 ``--rrd PATH`` tees into a file next to any live sink (one ``set_sinks`` call, never the
-upstream "a later sink replaces the file" bug, docs/upstream.md#rerun-file-sink); the file is written as ``PATH.part`` and renamed
-when the viewer closes. World coordinates are OpenCV RDF with world = the input camera.
+upstream "a later sink replaces the file" bug, docs/upstream.md#rerun-file-sink); the file is
+written as ``PATH.part`` and renamed when the viewer closes. World coordinates are OpenCV RDF with world = the input camera.
 """
 
 from __future__ import annotations

@@ -366,7 +366,8 @@ class RerunViewer(Viewer):
         sys.stderr.write(
             f"viewer: serving on {url}\n"
             f"  watch it:              rerun --connect {url}{version}\n"
-            f"  from another machine:  ssh -L {port}:127.0.0.1:{port} {user}@{host}   (then the same rerun --connect there)\n"
+            f"  from another machine:  ssh -L {port}:127.0.0.1:{port} {user}@{host}"
+            "   (then the same rerun --connect there)\n"
         )
         sys.stderr.flush()
 
