@@ -54,8 +54,8 @@ def fetch(
         if json_:
             console.out_json({"files": rows})
         else:
-            for r in rows:
-                console.out(f"{r['result']}\t{r['path']}")
+            for row in rows:
+                console.out(f"{row['result']}\t{row['path']}")
         bad = [r for r in rows if r["result"] in ("mismatch", "wrong-size")]
         missing = [r for r in rows if r["result"] == "missing"]
         if bad:

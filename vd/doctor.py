@@ -183,7 +183,7 @@ def check_weights(verify: bool = False) -> list[Check]:
     """One check per model the GPU path needs: present, and verified (sha256) when `verify`."""
 
     rows = {r["model"]: r for r in registry.status(GPU_MODELS)}
-    hashed = {}
+    hashed: dict[str, list] = {}
     if verify:
         for r in registry.verify(GPU_MODELS):
             hashed.setdefault(r["model"], []).append(r["result"])
@@ -213,7 +213,7 @@ def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optiona
         return all(ok.get(n, False) for n in names)
 
     cuda = t.cuda and device.startswith("cuda")
-    out = {
+    out: dict[str, Optional[str]] = {
         "device": device,
         "depth": "moge" if have("MoGe code", "weights moge") else "file (a depth map beside the image; MoGe-2 unavailable)",
         "inpaint": "flux-fill" if cuda and have("diffusers", "weights flux-fill", "weights flux-prompt") else "telea",

@@ -92,7 +92,7 @@ def hole_mask_cv2(alpha: np.ndarray, *, threshold: float = ALPHA_THRESHOLD, kern
     """The upstream OpenCV formulation (used by the tests to check `hole_masks`)."""
     import cv2
 
-    h = (np.asarray(alpha) < threshold).astype(np.uint8)
+    h: np.ndarray = (np.asarray(alpha) < threshold).astype(np.uint8)
     k = np.ones((kernel, kernel), np.uint8)
     if erode:
         h = cv2.erode(h, k, iterations=erode)
@@ -251,7 +251,7 @@ def splat_log_transmittance(s: AlphaSplats, viewmats, Ks, width: int, height: in
             coef = torch.stack([log_op[gi] - (0.5 * a * fx * fx + 0.5 * c * fy * fy + b * fx * fy),
                                 a * fx + b * fy, c * fy + b * fx, -0.5 * a, -0.5 * c, -b], 1)
             alpha = (coef @ basis).exp_().clamp_max_(ALPHA_MAX)
-            torch.nn.functional.threshold_(alpha, ALPHA_MIN, 0.0)
+            torch.nn.functional.threshold(alpha, ALPHA_MIN, 0.0, inplace=True)
             contrib = alpha.neg_().log1p_()
             bxl, byl = bx.long(), by.long()
             index = (cam * (Hp * Wp) + (byl + PAD) * Wp + (bxl + PAD))[:, None] + (oy * Wp + ox)[None, :]
@@ -349,7 +349,7 @@ class HoleScan:
         self._scan_logt = (torch.zeros(self.n, self.sh + 2 * PAD, self.sw + 2 * PAD, device=self.device)
                            if not self.exact_only else None)
         self._exact_logt: dict[int, "torch.Tensor"] = {}
-        self._fast = None
+        self._fast: np.ndarray | None = None
         self._exact: dict[int, float] = {}
         self.seconds = 0.0
 
@@ -415,7 +415,8 @@ class HoleScan:
         import torch
         import torch.nn.functional as F
 
-        if self.exact_only:
+        scan = self._scan_logt
+        if self.exact_only or scan is None:
             return self.exact_ratios(range(self.n))
         if self._fast is None:
             t0 = time.perf_counter()
@@ -423,7 +424,7 @@ class HoleScan:
             step = max(1, (1 << 22) // (self.width * self.height))
             with torch.no_grad():
                 for i in range(0, self.n, step):
-                    alpha = 1.0 - torch.exp(crop_padding(self._scan_logt[i:i + step], self.sw, self.sh))
+                    alpha = 1.0 - torch.exp(crop_padding(scan[i:i + step], self.sw, self.sh))
                     if (self.sw, self.sh) != (self.width, self.height):
                         alpha = F.interpolate(alpha[:, None], size=(self.height, self.width), mode="bilinear",
                                               align_corners=False)[:, 0]

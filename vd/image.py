@@ -167,7 +167,7 @@ def _open_rgb(path: Path):
     try:
         with Image.open(path) as probe:
             probe.verify()  # catches many truncations and corrupt chunks cheaply
-        im = Image.open(path)
+        im: Image.Image = Image.open(path)
         im.load()  # full decode: raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
     except UnidentifiedImageError:
         raise InputError(f"not an image file (or an unsupported format): {path}") from None

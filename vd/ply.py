@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from vd import __version__
 from vd.errors import InputError, check_input_file
 from vd.fsio import atomic_write_bytes
 from vd.sh_constants import C0
+
+if TYPE_CHECKING:
+    from vd.gaussians import Gaussians
 
 MIN_OPACITY = 1.0 / 255.0
 
@@ -282,7 +285,7 @@ def _sorted_numbered(names, prefix: str) -> list[str]:
     return [n for _, n in sorted(found)]
 
 
-def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
+def read_ply(path) -> tuple[Gaussians, dict]:
     """Read a Gaussian PLY; returns (Gaussians on CPU, metadata dict).
 
     Metadata: ``comments`` ({key: value} from ``comment key: value`` lines), ``raw_comments``,

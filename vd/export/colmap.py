@@ -89,7 +89,8 @@ def points_from_gaussians(g, max_points: int = 200_000, seed: int = 0) -> tuple[
 
 def points_from_views(views: Sequence[View], max_points: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Back-project every view's valid depth pixels to world points (seeded subsample)."""
-    xyz, rgb = [], []
+    xyz_parts: list[np.ndarray] = []
+    rgb_parts: list[np.ndarray] = []
     for v in views:
         if v.depth is None:
             continue
@@ -99,11 +100,11 @@ def points_from_views(views: Sequence[View], max_points: int = 200_000, seed: in
         x = (uu + 0.5 - v.K[0, 2]) / v.K[0, 0] * z
         y = (vv + 0.5 - v.K[1, 2]) / v.K[1, 1] * z
         P = np.stack([x, y, z], 1) @ v.world_from_camera[:3, :3].T + v.world_from_camera[:3, 3]
-        xyz.append(P)
-        rgb.append(v.rgb[vv, uu])
-    if not xyz:
+        xyz_parts.append(P)
+        rgb_parts.append(v.rgb[vv, uu])
+    if not xyz_parts:
         return np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
-    xyz, rgb = np.concatenate(xyz), np.concatenate(rgb)
+    xyz, rgb = np.concatenate(xyz_parts), np.concatenate(rgb_parts)
     if len(xyz) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(len(xyz), max_points, replace=False))
         xyz, rgb = xyz[idx], rgb[idx]

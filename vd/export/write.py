@@ -41,15 +41,16 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
     if fmt == "colmap":
         check_target(out, force)
         prov = {**src.provenance, "points_source": "gaussians"}
-        rep = write_colmap_dataset(out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov,
-                                   force=force)
-        return {"format": "colmap", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+        dataset = write_colmap_dataset(out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov,
+                                       force=force)
+        return {"format": "colmap", **dataset.to_dict(), "source": str(src.path), "stage": src.stage}
     check_output_file(out, force)
     g = src.gaussians()
     if fmt in GAUSSIAN_FORMATS:
         comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
-        rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments, spz_version=export.spz_version)
-        return {**rep, "source": str(src.path), "stage": src.stage}
+        written = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments,
+                                   spz_version=export.spz_version)
+        return {**written, "source": str(src.path), "stage": src.stage}
     if fmt == "sog":
         r = write_sog(out, g, sh_degree=sh_degree)
         return {"format": fmt, "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,

@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from vd import settings
@@ -55,6 +55,9 @@ from vd.fetch.manifest import FileSpec, Source
 from vd.fetch.net import hf_token, make_client
 from vd.fsio import atomic_write_bytes, file_lock
 from vd.units import format_size
+
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 1 << 20                     # 1 MiB reads and writes
 DISK_MARGIN = 64 << 20              # keep this much free beyond the file itself
@@ -250,7 +253,7 @@ class FileDownload:
     """Download one file of a model into `dest`; see the module docstring for the steps."""
 
     def __init__(self, spec: FileSpec, dest: Path, *, locks: Path, label: str,
-                 client_factory: Optional[Callable[[], object]] = None, offline: bool = False,
+                 client_factory: Optional[Callable[[], httpx.Client]] = None, offline: bool = False,
                  reporter: Optional[Reporter] = None, fetch_command: str = "vd fetch",
                  use_hub_cache: bool = True, force: bool = False):
         self.spec = spec
@@ -265,7 +268,7 @@ class FileDownload:
         self.use_hub_cache = use_hub_cache and not force
         self.force = force              # download again even if present; replaced only once verified
         self.tmp = dest / f"{spec.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
-        self._client = None
+        self._client: Optional[httpx.Client] = None
 
     # ---- public
     def run(self) -> Fetched:

@@ -8,10 +8,13 @@ as `socks5://`, and a scheme httpx cannot use is one clear sentence instead of a
 from __future__ import annotations
 
 import ssl
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from vd import __version__, settings
 from vd.errors import UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 _SCHEMES = {"http": "http", "https": "https", "socks5": "socks5", "socks5h": "socks5h",
             "socks": "socks5"}
@@ -40,7 +43,7 @@ def proxy_mounts(proxy: Optional[str] = None) -> dict[str, Optional[str]]:
         return {"all://": normalise_proxy(proxy)}
     from httpx._utils import get_environment_proxies  # same parsing httpx applies with trust_env
 
-    mounts = {}
+    mounts: dict[str, Optional[str]] = {}
     for pattern, url in get_environment_proxies().items():
         if url is None:
             mounts[pattern] = None
@@ -66,7 +69,7 @@ def timeout_seconds() -> float:
     return settings.fetch_timeout()
 
 
-def make_client(proxy: Optional[str] = None):
+def make_client(proxy: Optional[str] = None) -> httpx.Client:
     """An httpx.Client that honours the proxy settings and never decompresses bodies."""
     import httpx
 

@@ -9,6 +9,7 @@ Backends are built, not loaded: weights load on first use.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional
 
 from vd.errors import MissingWeightsError, UsageError
@@ -43,9 +44,10 @@ def get_depth_backend(
         raise UsageError(f"unknown depth backend {name!r}; choose one of: {', '.join(DEPTH_BACKENDS)}")
     check_intrinsics(focal, fov)
     if name == "auto":
-        if depth_path is not None or sidecar_depth(image_path) is not None:
+        found = Path(depth_path) if depth_path is not None else sidecar_depth(image_path)
+        if found is not None:
             name = "file"
-            why = f"a depth map next to the image ({(depth_path or sidecar_depth(image_path)).name})"
+            why = f"a depth map next to the image ({found.name})"
         else:
             name = "moge"
             why = "no depth map next to the image"

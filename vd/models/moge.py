@@ -87,8 +87,7 @@ class MogeDepth(DepthBackend):
         self._weights = Path(files["model.pt"])
         return self._weights
 
-    @property
-    def identity(self) -> str:
+    def _compute_identity(self) -> str:
         if self._identity is None:
             path = self.weights_path()  # fails first with the fetch command when missing
             try:

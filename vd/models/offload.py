@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from vd.params import GIB, OFFLOAD_CHOICES, OFFLOAD_MODES
 
@@ -92,7 +92,7 @@ def plan(free: int, total: int, *, allocated: int = 0, budget: Optional[int] = N
              else f"{_gib(free)} free of {_gib(total)}")
     depth_need = fp.depth if depth else 0
     base = fp.scene + fp.render
-    common = dict(free_bytes=int(free), total_bytes=int(total), budget_bytes=None if budget is None else int(budget),
+    common: dict[str, Any] = dict(free_bytes=int(free), total_bytes=int(total), budget_bytes=None if budget is None else int(budget),
                   available_bytes=int(available))
     if not flux:
         on_gpu = depth and depth_need + base <= available

@@ -130,7 +130,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
         raise UsageError("--viewer save needs --rrd PATH (the .rrd file to write)")
     rrd_path = _check_rrd(rrd) if rrd is not None else None
 
-    live = resolve_auto() if mode == "auto" else mode
+    live: Optional[str] = resolve_auto() if mode == "auto" else mode
     if live in ("none", "save"):
         live = None
     if live is None and rrd_path is None:

@@ -279,7 +279,7 @@ class RerunViewer(Viewer):
         self._gaussians: dict = {}
         self._active = "scaffold"
         self._has_video = False
-        self._sent_key = None
+        self._sent_key: Optional[tuple] = None
 
     @property
     def enabled(self) -> bool:
@@ -301,7 +301,9 @@ class RerunViewer(Viewer):
                           "pip install -U 'rerun-sdk>=0.41'")
         app = re.sub(r"[^A-Za-z0-9_\-]", "_", app_id or "vd") or "vd"
         rec = rr.RecordingStream(app, recording_id=str(uuid.uuid4()), send_properties=False)
-        sinks, url, served_port = [], None, None
+        sinks: list[rr.GrpcSink | rr.GrpcServerSink | rr.FileSink] = []
+        url: Optional[str] = None
+        served_port = port  # the port actually served (another one when `port` is taken)
         if live == "spawn":
             try:
                 spawn_viewer(port)
@@ -345,7 +347,13 @@ class RerunViewer(Viewer):
         elif live in ("spawn", "connect"):
             log.info(f"viewer: streaming to the Rerun viewer at {url}")
         ref = weakref.ref(self)
-        atexit.register(lambda: ref() is not None and ref()._close(wait=False))
+
+        def close_at_exit() -> None:
+            viewer = ref()
+            if viewer is not None:
+                viewer._close(wait=False)
+
+        atexit.register(close_at_exit)
         return self
 
     @staticmethod
@@ -429,6 +437,7 @@ class RerunViewer(Viewer):
     @_guarded
     def log_gaussians(self, entity, gaussians) -> None:
         ent = str(entity).strip().strip("/")
+        tab: Optional[str]
         if ent.lower() in TABS:
             tab = ent.lower()
             path = f"world/{tab}/gaussians"
@@ -501,7 +510,7 @@ class RerunViewer(Viewer):
                 self._part.unlink()
             except OSError:
                 pass
-        elif self._part is not None:
+        elif self._part is not None and self.rrd is not None:
             try:
                 if self._part.exists():
                     os.replace(self._part, self.rrd)

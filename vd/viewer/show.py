@@ -179,7 +179,7 @@ def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: i
     if rgb.shape[:2] != (h, w):
         from PIL import Image
 
-        rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((w, h), Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((w, h), Image.Resampling.BILINEAR))
     masks = {}
     if (out_dir / "mask.png").is_file():
         from PIL import Image
