@@ -13,9 +13,9 @@ import contextvars
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from vd.errors import OUTPUT_HINT, OutputError, disk_full_message, is_disk_full
 
@@ -116,9 +116,7 @@ def atomic_path(
         raise
 
 
-def atomic_write_bytes(
-    path: str | os.PathLike, data: bytes, *, mode: int | None = None, deferred: bool = True
-) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None, deferred: bool = True) -> Path:
     """Write `data` to `path` through `atomic_path` (same `mode` and `deferred`)."""
     with atomic_path(path, mode=mode, deferred=deferred) as tmp:
         tmp.write_bytes(data)
