@@ -8,12 +8,11 @@ from pathlib import Path
 from vd import paths, settings
 
 ROOT = Path(__file__).resolve().parents[1]
-# copying the whole environment for a child process (or writing one variable) is not reading a setting
-ENVIRONMENT_COPIES = {"vd/viewer/env.py", "vd/batch.py", "commands/app.py"}
 
 
 def _environment_reads(tree: ast.AST) -> list[int]:
-    """Lines that read one variable: os.environ.get(...), os.getenv(...), os.environ[...] (load)."""
+    """Lines that read one variable: os.environ.get(...), os.getenv(...), os.environ[...] (load).
+    Copying the whole environment for a child process, or setting a variable, is not reading a setting."""
     lines = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
