@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import sqlite3

@@ -35,8 +35,8 @@ see `vd.models.offload`):
 
 from __future__ import annotations
 
-import logging
 import gc
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence

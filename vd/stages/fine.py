@@ -32,8 +32,8 @@ densification, so pixels no coarse Gaussian covers stay holes in the renders and
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

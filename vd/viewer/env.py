@@ -5,8 +5,8 @@ Standard library only: importing this never imports rerun.
 
 from __future__ import annotations
 
-import logging
 import importlib.util
+import logging
 import os
 import shutil
 import socket

@@ -16,10 +16,10 @@ Scene data is static (the newest log wins); the fly-through lives on the "frame"
 
 from __future__ import annotations
 
-import logging
 import atexit
 import functools
 import getpass
+import logging
 import os
 import re
 import socket

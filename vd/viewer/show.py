@@ -10,8 +10,8 @@ Sources:
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Optional
