@@ -375,8 +375,8 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
         size = sum(f.expected_bytes or 0 for f in missing)
         why = " and the network is off (VD_OFFLINE=1)" if auto_fetch and env_offline() else ""
         raise MissingWeightsError(
-            f"model weights for {model!r} are missing ({names}, about {format_size(size)}, in {model_dir(model)}){why}; "
-            f"run: {fetch_command(model)}")
+            f"model weights for {model!r} are missing ({names}, about {format_size(size)}, "
+            f"in {model_dir(model)}){why}; run: {fetch_command(model)}")
     return {f.name: model_dir(model) / f.name for f in spec.files}
 
 
@@ -394,7 +394,8 @@ def weights_id(model: str) -> str:
             st = file_state(model, f)
             if st.state != "present":
                 raise MissingWeightsError(
-                    f"model weights for {model!r} are missing ({f.name} in {model_dir(model)}); run: {fetch_command(model)}")
+                    f"model weights for {model!r} are missing ({f.name} in {model_dir(model)}); "
+                    f"run: {fetch_command(model)}")
             digest = st.sha256
             if digest is None:
                 digest = sha256_file(st.path)
