@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vd.sh_constants import C0
+from vd.splat_constants import C0
 
 LOGIT_EPS = 1e-4
 """Probabilities are clamped to [eps, 1 - eps] before logit, so 0/1 never give infinite logits."""

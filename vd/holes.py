@@ -28,6 +28,7 @@ import numpy as np
 from vd.cameras import invert_pose
 from vd.geometry import quat_to_rotmat_torch
 from vd.render import render
+from vd.splat_constants import ALPHA_MAX, ALPHA_MIN  # as the renderers: skipped below, capped at
 
 if TYPE_CHECKING:
     import torch
@@ -108,8 +109,6 @@ def scale_intrinsics(K: np.ndarray, s: float) -> np.ndarray:
     return K2
 
 
-ALPHA_MIN = 1.0 / 255.0  # as the renderers: contributions below are skipped
-ALPHA_MAX = 0.999  # and each Gaussian's alpha is capped here
 SMALL_RADIUS = 8  # footprints up to this radius are splatted into a padded buffer, unmasked
 PAD = 2 * SMALL_RADIUS  # padding of log-transmittance buffers on every side
 MAX_RADIUS = 128  # footprints wider than this are truncated (alpha there is < 1/255 unless σ > 38 px)

@@ -25,12 +25,12 @@ import numpy as np
 from vd import __version__
 from vd.errors import InputError, check_input_file
 from vd.fsio import atomic_write_bytes
-from vd.sh_constants import C0
+from vd.splat_constants import ALPHA_MIN as MIN_OPACITY
+from vd.splat_constants import C0
 
 if TYPE_CHECKING:
     from vd.gaussians import Gaussians
 
-MIN_OPACITY = 1.0 / 255.0
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1",

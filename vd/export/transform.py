@@ -21,8 +21,9 @@ import numpy as np
 
 from vd.errors import UsageError
 from vd.geometry import quat_multiply, rotmat_to_quat
-from vd.sh_constants import C0
-MIN_ALPHA = 1.0 / 255.0
+from vd.splat_constants import ALPHA_MIN as MIN_ALPHA
+from vd.splat_constants import C0
+
 MIN_OPACITY_LOGIT = math.log(MIN_ALPHA / (1.0 - MIN_ALPHA))  # -5.5373, nerfstudio / gsplat threshold
 
 UP_AXES = ("-y", "+y", "+z")

@@ -28,10 +28,7 @@ from torch import Tensor
 from vd.gaussians import Gaussians
 from vd.geometry import quat_to_rotmat_torch
 from vd.render.sh import eval_sh
-
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.999
-T_MIN = 1e-4
+from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 
 
 def ewa_covariance_2d(tx, ty, tz, cam_cov, fx, fy, cx, cy, width: int, height: int, eps2d: float):

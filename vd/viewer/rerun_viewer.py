@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import VdError
-from vd.sh_constants import C0
+from vd.splat_constants import C0
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
 
