@@ -12,8 +12,8 @@ shim is needed. Weights: `vd fetch moge` (Ruicheng/moge-2-vitl-normal `model.pt`
 
 Output: metric z-depth (MoGe-2's scale head), K from MoGe's FoV estimate (centred principal
 point) unless a focal/FoV is given — then MoGe solves only for the depth shift with that FoV
-(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the validity mask, unit normals in the
-OpenCV camera frame.
+(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the
+validity mask, unit normals in the OpenCV camera frame.
 """
 
 from __future__ import annotations
