@@ -168,7 +168,8 @@ def check_disk(path: Path, need: int, what: str) -> None:
     if free < need + DISK_MARGIN:
         raise NotEnoughSpace(
             f"not enough free disk space for {what}: need {format_size(need)} "
-            f"plus a {format_size(DISK_MARGIN)} margin, but {path} has {format_size(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
+            f"plus a {format_size(DISK_MARGIN)} margin, but {path} has {format_size(free)} free; "
+            "free some space or set VD_MODELS_DIR to a bigger disk")
 
 
 def partials(dest: Path, name: str) -> list[Path]:
