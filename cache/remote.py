@@ -12,10 +12,11 @@ backend other than a missing file means the remote is unusable: one warning, the
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit, urlunsplit
+
+from vd import settings
 
 from vd.cache import records
 from vd.cache.objectstore import hash_bytes
@@ -44,7 +45,7 @@ FAILED: set[str] = set()
 
 
 def from_env() -> "Remote | None":
-    return from_url(os.environ.get(ENV, ""))
+    return from_url(settings.cache_remote())
 
 
 def from_url(url: str | None) -> "Remote | None":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import time
 from collections import Counter
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from vd import console
 from vd.cache import index as index_mod
 from vd.cache import locks, objects, records
 from vd.cache import remote as remote_mod
@@ -31,6 +31,8 @@ from vd.cache.remote import Remote
 from vd.cache.tier import RemoteTier
 from vd.errors import CacheError
 from vd.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -265,7 +267,7 @@ class Cache:
             return
         adopted, skipped = index_mod.adopt_records(self.index, self.objects, only_if_empty=True, delete_broken=False)
         if adopted or skipped:
-            console.warn(f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record "
+            log.warning(f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record "
                          f"files; rebuilt it from the {adopted} whose objects are intact "
                          "(`vd cache verify --rebuild` does the same)")
 
@@ -327,7 +329,7 @@ class Cache:
     def _drop(self, key: str, reason: str, bad: list[str] | None = None) -> None:
         entry = self.index.get(key)
         stage = entry.get("stage", "?") if entry else "?"
-        console.warn(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
+        log.warning(f"cache entry {key[:12]} ({stage}): {reason}; dropped it")
         for digest in bad or []:
             self.objects.delete(digest)
         self.delete(key)
@@ -479,7 +481,7 @@ class Cache:
 
 
 def _say_waiting(stage: str, key: str, where: str = "") -> None:
-    console.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
+    log.info(f"waiting for another vd process{where} computing {stage} ({key[:12]})")
 
 
 def _waiting_on(stage: str, key: str, host: str) -> None:

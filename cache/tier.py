@@ -8,16 +8,20 @@ nor uploaded.
 
 from __future__ import annotations
 
+import logging
+
 import contextlib
 import time
 from typing import AbstractSet, Callable, Iterator, Optional
 
-from vd import console
 from vd.cache import lease, remote as remote_mod
 from vd.cache.objectstore import LocalObjects, transfer
 from vd.cache.remote import Remote, RemoteError
 from vd.errors import CacheError
 
+
+
+log = logging.getLogger(__name__)
 
 class RemoteTier:
     """`remote` seen from the local object store `local`; `remote` is None once it failed."""
@@ -41,7 +45,7 @@ class RemoteTier:
         """Stop using the remote (in this process, for every cache) and say so once."""
         if self.remote is not None:
             remote_mod.FAILED.add(self.remote.url)
-        console.warn(f"{error}; working with the local cache only")
+        log.warning(f"{error}; working with the local cache only")
         self.remote = None
 
     # ------------------------------------------------------------------ download
@@ -78,7 +82,7 @@ class RemoteTier:
             if warn and key not in self.warned:
                 self.warned.add(key)
                 stage = entry.get("stage", "?")
-                console.warn(f"remote cache object of {stage} ({', '.join(bad)}) is missing or corrupt; recomputing")
+                log.warning(f"remote cache object of {stage} ({', '.join(bad)}) is missing or corrupt; recomputing")
             return None
         return entry
 
@@ -119,7 +123,7 @@ class RemoteTier:
         except RemoteError as e:
             self.failed(e)
         except CacheError as e:  # the local result stands; only its copy in the remote is missing
-            console.warn(str(e))
+            log.warning(str(e))
 
     def entries(self) -> Iterator[tuple[str, dict]]:
         """Every record of the remote (RemoteError when it fails)."""

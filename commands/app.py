@@ -67,6 +67,7 @@ def _global(
 
     console.set_quiet(quiet)
     console.set_debug(debug)
+    console.install_log_handler(debug=debug)  # the library logs; the CLI shows its records on stderr
 
 
 app.command("fetch", no_args_is_help=False)(fetch_cmd.fetch)
@@ -100,7 +101,11 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
         console.err.print("Aborted.")
         return EXIT_FAILURE
     except typer.TyperException as e:  # usage errors: bad option, missing argument, bad value
-        e.show(file=sys.stderr)
+        show = getattr(e, "show", None)  # click's exceptions show themselves; typer's base class does not
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            sys.stderr.write(f"error: {e}\n")
         return getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE
     except VdError as e:
         return _report(str(e), e.exit_code)

@@ -54,8 +54,8 @@ def fetch(
         if json_:
             console.out_json({"files": rows})
         else:
-            for r in rows:
-                console.out(f"{r['result']}\t{r['path']}")
+            for row in rows:
+                console.out(f"{row['result']}\t{row['path']}")
         bad = [r for r in rows if r["result"] in ("mismatch", "wrong-size")]
         missing = [r for r in rows if r["result"] == "missing"]
         if bad:
@@ -85,8 +85,9 @@ def fetch(
         console.info(", ".join(f"{n} {words.get(a, a)}" for a, n in counts.items()) + f" in {registry.models_dir()}")
     if report.missing:
         which = list(dict.fromkeys(r.model for r in report.missing))
+        files = ", ".join(r.model + "/" + r.file for r in report.missing)
         raise MissingWeightsError(
-            f"offline and {len(report.missing)} file(s) missing ({', '.join(r.model + '/' + r.file for r in report.missing)}); "
+            f"offline and {len(report.missing)} file(s) missing ({files}); "
             f"run without --offline / VD_OFFLINE: {registry.fetch_command(which)}")
 
 

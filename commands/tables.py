@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vd import console
 from vd.units import format_size
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _size(n) -> str:
@@ -20,7 +24,9 @@ def print_memory(records, title: str = "memory") -> None:
     if not rows or console.is_quiet():
         return
     t = Table(title=title, title_justify="left", show_edge=False)
-    for col, just in (("stage", "left"), ("device", "left"), ("time", "right"), ("peak VRAM", "right"), ("peak RSS", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("stage", "left"), ("device", "left"), ("time", "right"), ("peak VRAM", "right"), ("peak RSS", "right"))
+    for col, just in columns:
         t.add_column(col, justify=just)
     for r in rows:
         t.add_row(r["stage"], r.get("device", "cpu"), f"{r['seconds']:.1f} s", _size(r.get("peak_vram_bytes")),
@@ -63,8 +69,10 @@ def print_fine_summary(result) -> None:
     s = result.summary
     t = Table(title=f"vd fine: {len(s['views'])} views, {len(s['steps'])} steps ({s['denoiser']['name']})",
               title_justify="left", show_edge=False)
-    for col, just in [("step", "right"), ("t", "right"), ("GS loss", "right"), ("|render - x0|", "right"),
-                      ("rescale", "right"), ("holes", "right"), ("time", "right"), ("", "left")]:
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("step", "right"), ("t", "right"), ("GS loss", "right"), ("|render - x0|", "right"),
+        ("rescale", "right"), ("holes", "right"), ("time", "right"), ("", "left")]
+    for col, just in columns:
         t.add_column(col, justify=just)
 
     def f(x, fmt="{:.4f}"):
@@ -130,11 +138,13 @@ def inspect_renderable(st: dict):
     summary.add_column()
     summary.add_row("file", st["file"])
     if st["is_splats"]:
-        summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {st['sh_degree'] if st['sh_degree'] is not None else '?'} ({st['f_rest']} f_rest)")
+        degree = st["sh_degree"] if st["sh_degree"] is not None else "?"
+        summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {degree} ({st['f_rest']} f_rest)")
     else:
         summary.add_row("format", f"{st['format']}")
         summary.add_row("content", f"[yellow]not Gaussian splats: {st['description']}[/]")
-    summary.add_row("memory", f"{format_size(st['memory_bytes'], binary=True)} in memory, {format_size(st['file_bytes'], binary=True)} on disk")
+    memory, disk = format_size(st["memory_bytes"], binary=True), format_size(st["file_bytes"], binary=True)
+    summary.add_row("memory", f"{memory} in memory, {disk} on disk")
     if st["bounds"]:
         b = st["bounds"]
         summary.add_row("bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"]))

@@ -22,11 +22,9 @@ import typer
 
 from vd import console
 from vd.errors import VdError
-from vd.viewer import open_viewer
+from vd.viewer import DEFAULT_PORT, MODES, open_viewer
 
 PANEL = "Viewer"
-MODES = ("auto", "none", "spawn", "serve", "connect", "save")
-DEFAULT_PORT = 9876
 
 
 def _check_mode(value: str) -> str:

@@ -75,6 +75,7 @@ def _isolated_vd_env(tmp_path_factory, monkeypatch):
 
         console.set_quiet(False)
         console.set_debug(False)
+        console.install_log_handler()  # library log records on stderr, as the CLI shows them
     except Exception:  # pragma: no cover - keeps unrelated tests running while vd is broken
         pass
     yield {"cache": cache, "models": models}

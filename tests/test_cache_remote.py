@@ -168,6 +168,7 @@ def test_remote_urls_are_shown_without_credentials():
 
 LEASE_SCRIPT = """
 import json, sys, time, pathlib
+from vd import console; console.install_log_handler()  # show the library's log lines, as the CLI does
 from vd.cache import Cache
 from vd.cache.store import stats
 cache = Cache.open(sys.argv[1], remote=sys.argv[2])

@@ -67,6 +67,7 @@ def test_coarse_output_on_a_full_disk_leaves_no_partial_files(run_vd, tmp_path, 
 SCRIPT = textwrap.dedent(
     """
     import json, sys, time
+    from vd import console; console.install_log_handler()  # show the library's log lines, as the CLI does
     from vd.cache import Cache
     from vd.cache.store import stats
     cache = Cache.open(sys.argv[1], remote=None)

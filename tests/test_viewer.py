@@ -328,7 +328,9 @@ def test_serve_wait_returns_at_once_without_a_terminal(viewers):
 def test_wait_seconds_in_a_child_process(tmp_path):
     """End to end: a real process serving with --wait-seconds exits on its own, server gone."""
     port = venv.free_port()
-    code = ("from vd.viewer import open_viewer; v = open_viewer('serve', port=%d, wait_seconds=0.3); v.close()" % port)
+    # the library logs; a program shows vd's messages by installing the console handler, as the CLI does
+    code = ("from vd import console; console.install_log_handler(); from vd.viewer import open_viewer; "
+            "v = open_viewer('serve', port=%d, wait_seconds=0.3); v.close()" % port)
     env = {k: v for k, v in os.environ.items() if k not in venv.DISPLAY_VARS}
     t = time.monotonic()
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,

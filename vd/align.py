@@ -142,7 +142,8 @@ def depth_edges(depth, valid=None, times: float = 0.05, kernel: int = 5) -> np.n
 
 
 def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float = 0.05, kernel: int = 5) -> np.ndarray:
-    """Depth discontinuities for spawn masks: `depth_edges` (the percentile-range rule) restricted to pixels within kernel//2 px of a *jump*.
+    """Depth discontinuities for spawn masks: `depth_edges` (the percentile-range rule) restricted
+    to pixels within kernel//2 px of a *jump*.
 
     A jump is a pixel whose second difference along x or y exceeds `times`·(P95 − P5)/2.
     Smooth slopes (floors, ceilings, side walls seen at grazing angles) have a large local spread,

@@ -47,7 +47,7 @@ def images_txt(poses: Sequence[np.ndarray], names: Sequence[str]) -> str:
     """images.txt for world_from_camera `poses` (image i uses camera i; IDs from 1)."""
     lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
              "#   POINTS2D[] as (X, Y, POINT3D_ID)", f"# Number of images: {len(poses)}, mean observations per image: 0"]
-    for i, (pose, name) in enumerate(zip(poses, names)):
+    for i, (pose, name) in enumerate(zip(poses, names, strict=True)):
         q, t = colmap_pose(pose)
         lines.append(f"{i + 1} {' '.join(_fmt(x) for x in q)} {' '.join(_fmt(x) for x in t)} {i + 1} {name}")
         lines.append("")  # POINTS2D: present, empty
@@ -64,7 +64,7 @@ def points3d_txt(xyz: np.ndarray, rgb: np.ndarray) -> str:
     ids = np.arange(1, n + 1)
     body = "\n".join(
         f"{i} {x:.9g} {y:.9g} {z:.9g} {r} {g} {b} 0"
-        for i, (x, y, z), (r, g, b) in zip(ids.tolist(), xyz.astype(np.float64).tolist(), rgb.astype(int).tolist())
+        for i, (x, y, z), (r, g, b) in zip(ids.tolist(), xyz.astype(np.float64).tolist(), rgb.astype(int).tolist(), strict=True)
     )
     return "\n".join(head) + "\n" + body + "\n"
 
@@ -106,14 +106,16 @@ def read_images_txt(text: str, where: str) -> list[tuple[int, np.ndarray, np.nda
             continue
         p = s.split()
         if len(p) < 10:
-            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line (expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
+            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line "
+                             "(expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
         try:
             out.append((int(p[0]), np.array([float(x) for x in p[1:5]]), np.array([float(x) for x in p[5:8]]),
                         int(p[8]), " ".join(p[9:])))
         except ValueError:
             raise InputError(f"{where}, line {i + 1}: not a valid image line") from None
         if i + 1 >= len(lines) or (i + 1 == len(lines) - 1 and lines[i + 1] == "") or not _is_points2d(lines[i + 1]):
-            raise InputError(f"{where}, line {i + 2}: the POINTS2D line after image {p[0]} is missing (it may be empty, but it must be present)")
+            raise InputError(f"{where}, line {i + 2}: the POINTS2D line after image {p[0]} is missing "
+                             "(it may be empty, but it must be present)")
         i += 2
     return out
 
@@ -143,7 +145,7 @@ def cameras_bin(cameras: Sequence[tuple]) -> bytes:
 def images_bin(poses: Sequence[np.ndarray], names: Sequence[str]) -> bytes:
     """images.bin for world_from_camera `poses` (image i uses camera i; IDs from 1)."""
     parts = [struct.pack("<Q", len(poses))]
-    for i, (pose, name) in enumerate(zip(poses, names)):
+    for i, (pose, name) in enumerate(zip(poses, names, strict=True)):
         q, t = colmap_pose(pose)
         parts.append(struct.pack("<I4d3dI", i + 1, *q, *t, i + 1))
         parts.append(name.encode("utf-8") + b"\0")

@@ -2,6 +2,9 @@
 
 - `out(...)` / `out_json(obj)` write results (paths, JSON) to stdout, nothing else does.
 - `err` is a rich Console on stderr for tables, warnings and logs; it honours NO_COLOR.
+- The library never prints: its modules log through `logging.getLogger(__name__)` (all under the
+  "vd" logger), and the CLI installs `ConsoleHandler` (`install_log_handler`), which writes those
+  records on `err` as `info` and `warn` below would.
 - `progress()` returns a rich Progress on stderr that is disabled when stderr is not a TTY
   or when `--quiet` was given, so scripted runs get clean logs.
 """
@@ -9,10 +12,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 
@@ -71,6 +76,38 @@ def warn(message: str) -> None:
     from rich.text import Text
 
     err.print(Text.assemble(("warning:", "yellow"), " ", message))
+
+
+class ConsoleHandler(logging.Handler):
+    """Writes log records on the stderr console: info as a plain line, a warning (or worse) after a
+    yellow `warning:`, a debug record dimmed with its logger's name. `--quiet` silences `err`,
+    and with it this handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warn(message)
+            elif record.levelno >= logging.INFO:
+                info(message)
+            else:
+                from rich.text import Text
+
+                err.print(Text(f"debug: {record.name}: {message}", style="dim"))
+        except Exception:
+            self.handleError(record)
+
+
+def install_log_handler(debug: bool = False) -> None:
+    """Show the library's log records (the "vd" logger and its children) on stderr: info and
+    warnings, and debug records too with `debug`. Replaces a handler installed before."""
+    logger = logging.getLogger("vd")
+    for handler in list(logger.handlers):
+        if isinstance(handler, ConsoleHandler):
+            logger.removeHandler(handler)
+    level = logging.DEBUG if debug else logging.INFO
+    logger.addHandler(ConsoleHandler(level))
+    logger.setLevel(level)
 
 
 def bars_enabled() -> bool:

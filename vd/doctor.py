@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from vd import settings
 from vd.fetch import registry
 from vd.models.moge import MOGE_INSTALL
 from vd.models.offload import place
@@ -109,7 +110,7 @@ def check_torch(t: TorchInfo) -> Check:
 def nvcc_version() -> Optional[str]:
     """The release of the nvcc on PATH or under CUDA_HOME, e.g. "13.0"; None without one."""
     exe = shutil.which("nvcc")
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    home = settings.cuda_home()
     if exe is None and home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
         exe = os.path.join(home, "bin", "nvcc")
     if exe is None:
@@ -182,7 +183,7 @@ def check_weights(verify: bool = False) -> list[Check]:
     """One check per model the GPU path needs: present, and verified (sha256) when `verify`."""
 
     rows = {r["model"]: r for r in registry.status(GPU_MODELS)}
-    hashed = {}
+    hashed: dict[str, list] = {}
     if verify:
         for r in registry.verify(GPU_MODELS):
             hashed.setdefault(r["model"], []).append(r["result"])
@@ -212,7 +213,7 @@ def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optiona
         return all(ok.get(n, False) for n in names)
 
     cuda = t.cuda and device.startswith("cuda")
-    out = {
+    out: dict[str, Optional[str]] = {
         "device": device,
         "depth": "moge" if have("MoGe code", "weights moge") else "file (a depth map beside the image; MoGe-2 unavailable)",
         "inpaint": "flux-fill" if cuda and have("diffusers", "weights flux-fill", "weights flux-prompt") else "telea",
@@ -241,7 +242,7 @@ def diagnose(*, verify: bool = False, device: Optional[str] = None) -> Report:
     checks.append(check_gsplat(t, nvcc))
     checks += check_packages()
     checks += check_weights(verify)
-    dev = device or os.environ.get("VD_DEVICE") or ("cuda" if t.cuda else "cpu")
+    dev = device or settings.device() or ("cuda" if t.cuda else "cpu")
     chosen, vram = picks(t, checks, dev)
     return Report(checks, chosen, vram)
 

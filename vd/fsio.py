@@ -1,4 +1,5 @@
-"""Atomic file output: a complete file (or folder) at its final path, or nothing there.
+"""Atomic file output: a complete file (or folder) at its final path, or nothing there; and the
+one inter-process file lock (`file_lock`).
 
 Inside `output_transaction()` the renames onto final names are deferred until the whole block
 succeeds: a stage that writes a dozen files either leaves all of them or none (a full disk in
@@ -12,9 +13,9 @@ import contextvars
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from vd.errors import OUTPUT_HINT, OutputError, disk_full_message, is_disk_full
 
@@ -77,9 +78,15 @@ def output_transaction() -> Iterator[None]:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, suffix: str | None = None, *, mode: int | None = None, deferred: bool = True
+) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`
-    (at the end of the enclosing output_transaction, if any), on failure it is removed."""
+    (at the end of the enclosing output_transaction, if any), on failure it is removed.
+
+    `mode`: the file's permissions (default: what the umask allows). `deferred=False` renames at
+    once even inside an output_transaction: for files that are no stage output (model-store
+    sidecars, cache records), which must not wait for, or vanish with, the stage's outputs."""
     path = Path(path)
     tmp = None
     try:
@@ -90,8 +97,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        pending = _pending.get()
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
+        pending = _pending.get() if deferred else None
         if pending is not None:
             pending.append((tmp, path))
         else:
@@ -109,8 +116,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None, deferred: bool = True) -> Path:
+    """Write `data` to `path` through `atomic_path` (same `mode` and `deferred`)."""
+    with atomic_path(path, mode=mode, deferred=deferred) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
@@ -140,3 +148,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """Hold an exclusive OS file lock on `path` (created, with its folder, when missing) for the
+    block; yields whether another holder had it first, in which case `on_wait()` was called before
+    waiting. The kernel releases the lock when its holder exits or is killed, so a crashed run never
+    leaves a stale lock (only the lock file stays)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), is_singleton=False)
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()

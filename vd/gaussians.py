@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-C0 = 0.28209479177387814
-"""SH band-0 constant: RGB = 0.5 + C0 * f_dc."""
+from vd.splat_constants import C0
 
 LOGIT_EPS = 1e-4
 """Probabilities are clamped to [eps, 1 - eps] before logit, so 0/1 never give infinite logits."""

@@ -38,9 +38,11 @@ def _matrix_entries(w, x, y, z) -> list:
     ]
 
 
-def _shepperd_candidates(m00, m01, m02, m10, m11, m12, m20, m21, m22, s) -> list[list]:
-    """The four readings of (w, x, y, z) off a rotation matrix, each divided by its own `s`
-    (4 x the component it is built around); the caller picks the one with the largest `s`."""
+def _shepperd_candidates(m: list, s) -> list[list]:
+    """The four readings of (w, x, y, z) off a rotation matrix (its nine entries `m`, row by row),
+    each divided by its own `s` (4 x the component it is built around); the caller picks the one
+    with the largest `s`."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
     return [
         [s / 4, (m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s],
         [(m21 - m12) / s, s / 4, (m01 + m10) / s, (m02 + m20) / s],
@@ -74,7 +76,7 @@ def rotmat_to_quat(R) -> np.ndarray:
     sq = np.stack(_squared_components(m[0], m[4], m[8]), axis=-1)
     best = np.argmax(sq, axis=-1)
     s = np.maximum(np.sqrt(np.maximum(np.take_along_axis(sq, best[..., None], -1)[..., 0], 0.0)) * 2, 1e-12)
-    cands = np.stack([np.stack(c, axis=-1) for c in _shepperd_candidates(*m, s)], axis=-2)
+    cands = np.stack([np.stack(c, axis=-1) for c in _shepperd_candidates(m, s)], axis=-2)
     q = np.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     return np.where(q[..., :1] < 0, -q, q)
@@ -115,7 +117,7 @@ def rotmat_to_quat_torch(R) -> "Tensor":
     sq = torch.stack(_squared_components(m[0], m[4], m[8]), dim=-1).clamp_min(0)
     best = sq.argmax(dim=-1)
     s = (torch.sqrt(sq.gather(-1, best[..., None]).squeeze(-1)) * 2).clamp_min(1e-12)
-    cands = torch.stack([torch.stack(c, -1) for c in _shepperd_candidates(*m, s)], dim=-2)
+    cands = torch.stack([torch.stack(c, -1) for c in _shepperd_candidates(m, s)], dim=-2)
     q = cands.gather(-2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
     q = torch.where(q[..., :1] < 0, -q, q)
     return torch.nn.functional.normalize(q, dim=-1)

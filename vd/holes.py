@@ -21,12 +21,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vd.cameras import invert_pose
 from vd.geometry import quat_to_rotmat_torch
 from vd.render import render
+from vd.splat_constants import ALPHA_MAX, ALPHA_MIN  # as the renderers: skipped below, capped at
+
+if TYPE_CHECKING:
+    import torch
 
 ALPHA_THRESHOLD = 0.5
 KERNEL = 5
@@ -88,7 +93,7 @@ def hole_mask_cv2(alpha: np.ndarray, *, threshold: float = ALPHA_THRESHOLD, kern
     """The upstream OpenCV formulation (used by the tests to check `hole_masks`)."""
     import cv2
 
-    h = (np.asarray(alpha) < threshold).astype(np.uint8)
+    h: np.ndarray = (np.asarray(alpha) < threshold).astype(np.uint8)
     k = np.ones((kernel, kernel), np.uint8)
     if erode:
         h = cv2.erode(h, k, iterations=erode)
@@ -104,8 +109,6 @@ def scale_intrinsics(K: np.ndarray, s: float) -> np.ndarray:
     return K2
 
 
-ALPHA_MIN = 1.0 / 255.0  # as the renderers: contributions below are skipped
-ALPHA_MAX = 0.999  # and each Gaussian's alpha is capped here
 SMALL_RADIUS = 8  # footprints up to this radius are splatted into a padded buffer, unmasked
 PAD = 2 * SMALL_RADIUS  # padding of log-transmittance buffers on every side
 MAX_RADIUS = 128  # footprints wider than this are truncated (alpha there is < 1/255 unless σ > 38 px)
@@ -170,8 +173,8 @@ def project_footprints(s: AlphaSplats, viewmats, Ks, width: int, height: int, *,
     tx, ty, tz = mc[:, 0], mc[:, 1], mc[:, 2]
     L = torch.zeros(C, 6, 6, dtype=s.means.dtype, device=s.means.device)
     for a, (i, j) in enumerate(_PAIRS):
-        for b, (k, l) in enumerate(_PAIRS):
-            L[:, a, b] = R[:, i, k] * R[:, j, l] + (R[:, i, l] * R[:, j, k] if k != l else 0.0)
+        for b, (k, m) in enumerate(_PAIRS):
+            L[:, a, b] = R[:, i, k] * R[:, j, m] + (R[:, i, m] * R[:, j, k] if k != m else 0.0)
     cc = (s.cov6 @ L.permute(2, 1, 0).reshape(6, 6 * C)).reshape(-1, 6, C).permute(2, 1, 0)  # [C,6,N]
     fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]
     x, y, a, b, c = ewa_covariance_2d(tx, ty, tz, cc.unbind(1), fx, fy, cx, cy, width, height, eps2d)
@@ -247,7 +250,7 @@ def splat_log_transmittance(s: AlphaSplats, viewmats, Ks, width: int, height: in
             coef = torch.stack([log_op[gi] - (0.5 * a * fx * fx + 0.5 * c * fy * fy + b * fx * fy),
                                 a * fx + b * fy, c * fy + b * fx, -0.5 * a, -0.5 * c, -b], 1)
             alpha = (coef @ basis).exp_().clamp_max_(ALPHA_MAX)
-            torch.nn.functional.threshold_(alpha, ALPHA_MIN, 0.0)
+            torch.nn.functional.threshold(alpha, ALPHA_MIN, 0.0, inplace=True)
             contrib = alpha.neg_().log1p_()
             bxl, byl = bx.long(), by.long()
             index = (cam * (Hp * Wp) + (byl + PAD) * Wp + (bxl + PAD))[:, None] + (oy * Wp + ox)[None, :]
@@ -345,7 +348,7 @@ class HoleScan:
         self._scan_logt = (torch.zeros(self.n, self.sh + 2 * PAD, self.sw + 2 * PAD, device=self.device)
                            if not self.exact_only else None)
         self._exact_logt: dict[int, "torch.Tensor"] = {}
-        self._fast = None
+        self._fast: np.ndarray | None = None
         self._exact: dict[int, float] = {}
         self.seconds = 0.0
 
@@ -411,7 +414,8 @@ class HoleScan:
         import torch
         import torch.nn.functional as F
 
-        if self.exact_only:
+        scan = self._scan_logt
+        if self.exact_only or scan is None:
             return self.exact_ratios(range(self.n))
         if self._fast is None:
             t0 = time.perf_counter()
@@ -419,7 +423,7 @@ class HoleScan:
             step = max(1, (1 << 22) // (self.width * self.height))
             with torch.no_grad():
                 for i in range(0, self.n, step):
-                    alpha = 1.0 - torch.exp(crop_padding(self._scan_logt[i:i + step], self.sw, self.sh))
+                    alpha = 1.0 - torch.exp(crop_padding(scan[i:i + step], self.sw, self.sh))
                     if (self.sw, self.sh) != (self.width, self.height):
                         alpha = F.interpolate(alpha[:, None], size=(self.height, self.width), mode="bilinear",
                                               align_corners=False)[:, 0]
@@ -447,7 +451,7 @@ class HoleScan:
                 part = todo[i:i + 16]
                 logt = torch.stack([self._exact_logt[j] for j in part])
                 alpha = 1.0 - torch.exp(crop_padding(logt, self.width, self.height))
-                for j, r in zip(part, hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().tolist()):
+                for j, r in zip(part, hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().tolist(), strict=True):
                     self._exact[j] = r
         self.seconds += time.perf_counter() - t0
         return np.array([self._exact[j] for j in idx], dtype=np.float64)

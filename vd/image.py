@@ -40,8 +40,8 @@ class ResizePlan:
 
     @property
     def scale(self) -> tuple[float, float]:
-        l, t, r, b = self.crop
-        return self.size[0] / (r - l), self.size[1] / (b - t)
+        left, top, right, bottom = self.crop
+        return self.size[0] / (right - left), self.size[1] / (bottom - top)
 
     @property
     def identity(self) -> bool:
@@ -51,13 +51,13 @@ class ResizePlan:
         """Intrinsics of the original image -> intrinsics of the working image (pixel u centred at u + 0.5)."""
         K = np.asarray(K, dtype=np.float64).copy()
         sx, sy = self.scale
-        l, t, _, _ = self.crop
-        # continuous image coordinates (pixel u spans [u, u+1), centre u + 0.5): x' = sx * (x - l)
+        left, top, _, _ = self.crop
+        # continuous image coordinates (pixel u spans [u, u+1), centre u + 0.5): x' = sx * (x - left)
         K[0, 0] *= sx
         K[0, 1] *= sx
-        K[0, 2] = sx * (K[0, 2] - l)
+        K[0, 2] = sx * (K[0, 2] - left)
         K[1, 1] *= sy
-        K[1, 2] = sy * (K[1, 2] - t)
+        K[1, 2] = sy * (K[1, 2] - top)
         return K.astype(np.float32)
 
     def apply_depth(self, depth: np.ndarray) -> np.ndarray:
@@ -69,8 +69,8 @@ class ResizePlan:
         import cv2
 
         d = np.asarray(depth, dtype=np.float32)
-        l, t, r, b = self.crop
-        d = d[t:b, l:r]
+        left, top, right, bottom = self.crop
+        d = d[top:bottom, left:right]
         w, h = self.size
         if d.shape[1] == w and d.shape[0] == h:
             return np.ascontiguousarray(d)
@@ -167,7 +167,7 @@ def _open_rgb(path: Path):
     try:
         with Image.open(path) as probe:
             probe.verify()  # catches many truncations and corrupt chunks cheaply
-        im = Image.open(path)
+        im: Image.Image = Image.open(path)
         im.load()  # full decode: raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
     except UnidentifiedImageError:
         raise InputError(f"not an image file (or an unsupported format): {path}") from None

@@ -128,7 +128,6 @@ def gaussians_from_rgbd(
     base = (zc / f / math.sqrt(2.0)).reshape(-1)[idx] * fp  # isotropic sigma
     log_scales = torch.log(base.clamp_min(1e-12))[:, None].repeat(1, 3)
     Rcam = torch.eye(3).expand(n, 3, 3).clone()
-    aniso = torch.zeros(n, dtype=torch.bool)
 
     if anisotropic:
         tu, oku = _tangent(P, ok, zc, 1, max_jump)
@@ -170,7 +169,6 @@ def gaussians_from_rgbd(
         Rcam = torch.where(good[:, None, None], R, Rcam)
         ls = torch.log(torch.stack([s1, s2, s3], -1).clamp_min(1e-12))
         log_scales = torch.where(good[:, None], ls, log_scales)
-        aniso = good
 
     Rw = Twc[:3, :3]
     means = P.reshape(-1, 3)[idx] @ Rw.T + Twc[:3, 3]
@@ -181,7 +179,6 @@ def gaussians_from_rgbd(
     sh[:, 0] = rgb_to_sh0(colors)
     op = safe_logit(torch.full((n,), float(opacity)))
     g = Gaussians(means.contiguous(), log_scales.contiguous(), quats.contiguous(), op, sh)
-    g.anisotropic_mask = aniso  # informational; not part of the container's fields
     return g
 
 

@@ -62,10 +62,11 @@ two-sided rule (``rescale="match"``, (6) as written) also *lengthens* ``v~`` whe
 For ``r = 1`` the factor is ``t_next / t``: the state keeps exactly the noise level ``t_next``. For
 ``r > t / (t - t_next)`` the factor turns negative: the step jumps *past* the render. That is not
 a corner case: the model's velocity is long whenever its clean estimate disagrees with the state's
-clean content ``z0`` (if ``x_t = (1 - t) z0 + t eps``, then ``v = eps - z0 + (z0 - x0_hat) / t``), e.g. where Flux Fill paints content into a
-hole that the rectified scene (a copy of the coarse scene, no new Gaussians) still renders empty;
-``||v|| / ||v~|| = 5.3`` was measured on the example room scene (classical Telea stand-in for the
-model, ``t = 0.08``, ``t_next = 0.04``), a factor of -1.6. With
+clean content ``z0`` (if ``x_t = (1 - t) z0 + t eps``, then ``v = eps - z0 + (z0 - x0_hat) / t``),
+e.g. where Flux Fill paints content into a hole that the rectified scene (a copy of the coarse
+scene, no new Gaussians) still renders empty; ``||v|| / ||v~|| = 5.3`` was measured on the example
+room scene (classical Telea stand-in for the model, ``t = 0.08``, ``t_next = 0.04``), a factor of
+-1.6. With
 ``r <= 1`` the factor stays in ``[t_next / t, 1]``: the trust region only ever shortens the pull.
 
 Why w = 1 with a perfect render lands on the render. Without rescaling (``r = 1``), (8) with

@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from vd import settings
 from vd.errors import UsageError
 from vd.params import check_device
 
 
 def cache_dir() -> Path:
     """`$VD_CACHE_DIR`, else `$XDG_CACHE_HOME/vd`, else `~/.cache/vd`."""
-    if os.environ.get("VD_CACHE_DIR"):
-        return Path(os.environ["VD_CACHE_DIR"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "vd"
-    return Path.home() / ".cache" / "vd"
+    return settings.vd_cache_dir() or settings.xdg_cache_home() / "vd"
 
 
 def models_dir() -> Path:
     """`$VD_MODELS_DIR`, else `models/` in the cache root, beside (not inside) the artifact store."""
-    if os.environ.get("VD_MODELS_DIR"):
-        return Path(os.environ["VD_MODELS_DIR"]).expanduser()
-    return cache_dir() / "models"
+    return settings.vd_models_dir() or cache_dir() / "models"
 
 
 def offline() -> bool:
     """True when `VD_OFFLINE` is set to a true value: no network access at all."""
-    return os.environ.get("VD_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return settings.offline()
 
 
 def default_device() -> str:
     """`$VD_DEVICE`, else cuda when available, else cpu. Imports torch: call only in stages."""
-    env = os.environ.get("VD_DEVICE")
+    env = settings.device()
     if env:
         return env
     import torch

@@ -18,15 +18,19 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vd import __version__
 from vd.errors import InputError, check_input_file
 from vd.fsio import atomic_write_bytes
+from vd.splat_constants import ALPHA_MIN as MIN_OPACITY
+from vd.splat_constants import C0
 
-MIN_OPACITY = 1.0 / 255.0
+if TYPE_CHECKING:
+    from vd.gaussians import Gaussians
+
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1",
@@ -281,7 +285,7 @@ def _sorted_numbered(names, prefix: str) -> list[str]:
     return [n for _, n in sorted(found)]
 
 
-def read_ply(path) -> tuple["Gaussians", dict]:  # noqa: F821
+def read_ply(path) -> tuple[Gaussians, dict]:
     """Read a Gaussian PLY; returns (Gaussians on CPU, metadata dict).
 
     Metadata: ``comments`` ({key: value} from ``comment key: value`` lines), ``raw_comments``,
@@ -370,8 +374,6 @@ class _Columns:
 
 def _sh(cols: _Columns, where: str) -> np.ndarray:
     """SH coefficients [N, K, 3]: f_dc_* (or red/green/blue) and channel-major f_rest_*."""
-    from vd.gaussians import C0
-
     if all(f"f_dc_{i}" in cols.names for i in range(3)):
         dc = cols.many([f"f_dc_{i}" for i in range(3)])
     elif all(c in cols.names for c in ("red", "green", "blue")):

@@ -57,8 +57,7 @@ def load_trajectory(path: str | Path) -> np.ndarray:
                 raise InputError(f"trajectory file {p}: expected a list of 4x4 matrices, or an object with 'poses' or 'views'")
         if not isinstance(obj, list) or not obj:
             raise InputError(f"trajectory file {p} holds no poses")
-        poses = [_check_pose(m, f"{p}, pose {i}") for i, m in enumerate(obj)]
-        return np.stack(poses)
+        return np.stack([_check_pose(m, f"{p}, pose {i}") for i, m in enumerate(obj)])
     entries = read_trajectory(text, str(p))
     if not entries:
         raise InputError(f"trajectory file {p} holds no poses (neither JSON nor COLMAP images.txt lines found)")

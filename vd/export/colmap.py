@@ -89,7 +89,8 @@ def points_from_gaussians(g, max_points: int = 200_000, seed: int = 0) -> tuple[
 
 def points_from_views(views: Sequence[View], max_points: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Back-project every view's valid depth pixels to world points (seeded subsample)."""
-    xyz, rgb = [], []
+    xyz_parts: list[np.ndarray] = []
+    rgb_parts: list[np.ndarray] = []
     for v in views:
         if v.depth is None:
             continue
@@ -99,11 +100,11 @@ def points_from_views(views: Sequence[View], max_points: int = 200_000, seed: in
         x = (uu + 0.5 - v.K[0, 2]) / v.K[0, 0] * z
         y = (vv + 0.5 - v.K[1, 2]) / v.K[1, 1] * z
         P = np.stack([x, y, z], 1) @ v.world_from_camera[:3, :3].T + v.world_from_camera[:3, 3]
-        xyz.append(P)
-        rgb.append(v.rgb[vv, uu])
-    if not xyz:
+        xyz_parts.append(P)
+        rgb_parts.append(v.rgb[vv, uu])
+    if not xyz_parts:
         return np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
-    xyz, rgb = np.concatenate(xyz), np.concatenate(rgb)
+    xyz, rgb = np.concatenate(xyz_parts), np.concatenate(rgb_parts)
     if len(xyz) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(len(xyz), max_points, replace=False))
         xyz, rgb = xyz[idx], rgb[idx]
@@ -141,7 +142,7 @@ def write_colmap_dataset(
     with atomic_dir(out) as tmp:
         for sub in ("images", "masks", "priors/depth", "priors/normal", "sparse/0"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)
-        for i, (v, name) in enumerate(zip(views, names)):
+        for i, (v, name) in enumerate(zip(views, names, strict=True)):
             stem = name[:-4]
             rgb = np.ascontiguousarray(v.rgb[..., :3].astype(np.uint8))
             h, w = rgb.shape[:2]
@@ -206,7 +207,7 @@ def load_dataset(path) -> tuple[list[View], dict]:
     imgs = read_images_txt((path / SPARSE / "images.txt").read_text(), "images.txt")
     kinds = {v.get("name"): v.get("kind", "view") for v in meta.get("views", []) if isinstance(v, dict)}
     views = []
-    for image_id, q, t, cam_id, name in sorted(imgs, key=lambda e: e[0]):
+    for _image_id, q, t, cam_id, name in sorted(imgs, key=lambda e: e[0]):
         model, w, h, prm = cams[cam_id]
         fx, fy, cx, cy = prm if model == "PINHOLE" else (prm[0], prm[0], prm[1], prm[2])
         K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)

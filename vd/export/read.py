@@ -8,6 +8,7 @@ what it lacks; `require_splats=True` refuses it instead, naming what it is (`vd.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vd.errors import InputError
 from vd.export.compressed_ply import is_compressed_ply, read_compressed_ply
@@ -15,6 +16,9 @@ from vd.export.content import ply_content
 from vd.export.splat import read_splat
 from vd.export.spz import read_spz
 from vd.ply import gaussian_columns, parse_comments, read_ply, read_ply_columns
+
+if TYPE_CHECKING:
+    from vd.gaussians import Gaussians
 
 AS_SPLATS_HINT = "pass --as-splats to read its vertices as opaque grey splats of scale 0.01 with no rotation"
 
@@ -28,7 +32,7 @@ def gaussian_file_kind(path) -> str:
     return "compressed-ply" if is_compressed_ply(p) else "ply"
 
 
-def read_gaussians(path, *, require_splats: bool = False) -> tuple[object, dict]:
+def read_gaussians(path, *, require_splats: bool = False) -> tuple[Gaussians, dict]:
     """(Gaussians on CPU, metadata) of a Gaussian file; InputError naming the problem otherwise.
 
     The metadata of a PLY is `vd.ply.read_ply`'s plus ``content`` (what the file holds, see

@@ -12,13 +12,13 @@ splat-transform compresses SH on a GPU through WebGPU; where none is usable it i
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vd import settings
 from vd.errors import InputError, UsageError
 from vd.export.ply import export_ply
 from vd.fsio import atomic_path
@@ -38,7 +38,7 @@ class SogReport:
 
 def splat_transform() -> str | None:
     """The `splat-transform` executable ($VD_SPLAT_TRANSFORM, else on PATH), or None."""
-    return shutil.which(os.environ.get("VD_SPLAT_TRANSFORM", "splat-transform"))
+    return shutil.which(settings.splat_transform_command())
 
 
 def splat_transform_version(exe: str) -> str:

@@ -107,12 +107,12 @@ def _stage_files(folder: Path, stage: str) -> list[Path]:
 
 def _folder_source(folder: Path, stage: Optional[str]) -> Source:
     cams = folder / "cameras.json"
-    prov = {"source": str(folder.resolve()), "source_kind": "folder"}
+    prov: dict = {"source": str(folder.resolve()), "source_kind": "folder"}
     if stage is not None:
         found = [f for f in _stage_files(folder, stage) if f.is_file()]
         if not found:
             raise InputError(f"{folder} has no {FOLDER_STAGES[stage]} (the {stage} stage output)")
-        candidates = [(stage, found[0])]
+        candidates: list[tuple[Optional[str], Path]] = [(stage, found[0])]
     else:
         candidates = [(s, f) for s in FOLDER_STAGES for f in _stage_files(folder, s) if f.is_file()]
         if not candidates:
@@ -168,7 +168,7 @@ def _image_source(image: Path, stage: Optional[str]) -> Source:
 
 
 def _from_records(image: Path, recs, st: str) -> Optional[Source]:
-    prov = {"source": str(image.resolve()), "source_kind": "image", "stage": st}
+    prov: dict = {"source": str(image.resolve()), "source_kind": "image", "stage": st}
     if st == "fine":
         finals = [r for r in recs if r.stage == "fine" and "fine.ply" in r]
         if not finals:

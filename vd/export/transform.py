@@ -21,9 +21,9 @@ import numpy as np
 
 from vd.errors import UsageError
 from vd.geometry import quat_multiply, rotmat_to_quat
+from vd.splat_constants import ALPHA_MIN as MIN_ALPHA
+from vd.splat_constants import C0
 
-C0 = 0.28209479177387814
-MIN_ALPHA = 1.0 / 255.0
 MIN_OPACITY_LOGIT = math.log(MIN_ALPHA / (1.0 - MIN_ALPHA))  # -5.5373, nerfstudio / gsplat threshold
 
 UP_AXES = ("-y", "+y", "+z")
@@ -74,7 +74,9 @@ class SplatArrays:
     def from_gaussians(cls, g) -> "SplatArrays":
         if isinstance(g, SplatArrays):
             return g
-        f = lambda t: np.ascontiguousarray(t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t), dtype=np.float32)  # noqa: E731
+        def f(t) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t), np.float32)
+
         sh = f(g.sh)
         if sh.ndim == 2:
             sh = sh[:, None, :]
@@ -166,8 +168,8 @@ def sh_rotation_matrix(R: np.ndarray, degree: int) -> np.ndarray:
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     A = sh_basis(d, degree)  # Y(d')
     B = sh_basis(d @ np.asarray(R, np.float64), degree)  # Y(R^T d') (row form: d'^T R)
-    for l in range(1, degree + 1):
-        s = slice(l * l, (l + 1) * (l + 1))
+    for band in range(1, degree + 1):
+        s = slice(band * band, (band + 1) * (band + 1))
         T[s, s] = np.linalg.lstsq(A[:, s], B[:, s], rcond=None)[0]
     return T
 

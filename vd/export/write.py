@@ -9,12 +9,12 @@ dropped, the source and its stage.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.cameras import scene_radius
 from vd.errors import InputError, UsageError
 from vd.export import GAUSSIAN_FORMATS, export_gaussians
@@ -25,6 +25,8 @@ from vd.export.source import Source
 from vd.export.video import export_video
 from vd.params import ExportParams, VideoParams
 from vd.views import find_input
+
+log = logging.getLogger(__name__)
 
 NO_CAMERA_FOV = 60.0  # degrees: the camera of a video of a source without cameras
 NO_CAMERA_SIZE = (512, 384)
@@ -39,15 +41,16 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
     if fmt == "colmap":
         check_target(out, force)
         prov = {**src.provenance, "points_source": "gaussians"}
-        rep = write_colmap_dataset(out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov,
-                                   force=force)
-        return {"format": "colmap", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
+        dataset = write_colmap_dataset(out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov,
+                                       force=force)
+        return {"format": "colmap", **dataset.to_dict(), "source": str(src.path), "stage": src.stage}
     check_output_file(out, force)
     g = src.gaussians()
     if fmt in GAUSSIAN_FORMATS:
         comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
-        rep = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments, spz_version=export.spz_version)
-        return {**rep, "source": str(src.path), "stage": src.stage}
+        written = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments,
+                                   spz_version=export.spz_version)
+        return {**written, "source": str(src.path), "stage": src.stage}
     if fmt == "sog":
         r = write_sog(out, g, sh_degree=sh_degree)
         return {"format": fmt, "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
@@ -93,7 +96,7 @@ def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
             return K, v.width, v.height, radius_from_points(means)
     W, H = NO_CAMERA_SIZE
     f = 0.5 * W / np.tan(np.deg2rad(NO_CAMERA_FOV) / 2)
-    console.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
+    log.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]]), W, H, radius_from_points(means)
 
 

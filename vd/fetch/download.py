@@ -2,7 +2,7 @@
 
 For one `FileSpec` into `<models_dir>/<model>/<name>`:
 
-1. Take a per-file lock (`fcntl.flock` on `<models_dir>/.locks/<model>--<name>.lock`); a second
+1. Take a per-file lock (`vd.fsio.file_lock` on `<models_dir>/.locks/<model>--<name>.lock`); a second
    process waits, then finds the finished file and returns.
 2. Reuse a copy already in a Hugging Face hub cache (HF_HUB_CACHE, $HF_HOME/hub,
    ~/.cache/huggingface/hub) or a ModelScope cache: verified, then hard-linked or copied.
@@ -22,7 +22,6 @@ at 60 s), VD_FETCH_TIMEOUT (30 s), VD_FETCH_FSYNC (1).
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import queue
@@ -30,12 +29,12 @@ import shutil
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
+from vd import settings
 from vd.errors import MissingWeightsError, VdError
 from vd.fetch.errors import (
     AccessDenied,
@@ -54,7 +53,11 @@ from vd.fetch.errors import (
 )
 from vd.fetch.manifest import FileSpec, Source
 from vd.fetch.net import hf_token, make_client
+from vd.fsio import atomic_write_bytes, file_lock
 from vd.units import format_size
+
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 1 << 20                     # 1 MiB reads and writes
 DISK_MARGIN = 64 << 20              # keep this much free beyond the file itself
@@ -85,25 +88,18 @@ class Fetched:
 
 
 # --------------------------------------------------------------------------- settings
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 def retries() -> int:
-    return int(_env_float("VD_FETCH_RETRIES", 5))
+    return settings.fetch_retries()
 
 
 def _fsync_enabled() -> bool:
     """fsync before the rename (default); VD_FETCH_FSYNC=0 skips it (benchmarks, slow network disks)."""
-    return os.environ.get("VD_FETCH_FSYNC", "1").strip().lower() not in {"0", "false", "no", "off"}
+    return settings.fetch_fsync()
 
 
 def backoff_base() -> float:
     """Seconds before the first retry (doubled each time, capped at 60 s); VD_FETCH_BACKOFF."""
-    return _env_float("VD_FETCH_BACKOFF", 1.0)
+    return settings.fetch_backoff()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -146,10 +142,7 @@ def read_sidecar(path: Path) -> Optional[str]:
 
 
 def write_sidecar(path: Path, digest: str) -> None:
-    side = sidecar_path(path)
-    tmp = side.with_name(f"{side.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, side)
+    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode(), deferred=False)
 
 
 def ensure_writable_dir(path: Path) -> Path:
@@ -174,29 +167,9 @@ def check_disk(path: Path, need: int, what: str) -> None:
     free = shutil.disk_usage(path).free
     if free < need + DISK_MARGIN:
         raise NotEnoughSpace(
-            f"not enough free disk space for {what}: need {format_size(need)} plus a {format_size(DISK_MARGIN)} margin, "
-            f"but {path} has {format_size(free)} free; free some space or set VD_MODELS_DIR to a bigger disk")
-
-
-@contextmanager
-def file_lock(lock_path: Path, on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
-    """Exclusive advisory lock (fcntl.flock) held for the `with` block; waits for other holders."""
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+            f"not enough free disk space for {what}: need {format_size(need)} "
+            f"plus a {format_size(DISK_MARGIN)} margin, but {path} has {format_size(free)} free; "
+            "free some space or set VD_MODELS_DIR to a bigger disk")
 
 
 def partials(dest: Path, name: str) -> list[Path]:
@@ -216,12 +189,11 @@ def partials(dest: Path, name: str) -> list[Path]:
 def hub_cache_dirs() -> list[Path]:
     """Hugging Face hub caches to look in: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub."""
     dirs = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    dirs.append(xdg / "huggingface" / "hub")
+    hub = settings.hf_hub_cache()
+    if hub is not None:
+        dirs.append(hub)
+    dirs.append(settings.hf_home() / "hub")
+    dirs.append(settings.xdg_cache_home() / "huggingface" / "hub")
     seen, out = set(), []
     for d in dirs:
         d = d.expanduser()
@@ -270,8 +242,8 @@ def hub_cache_candidates(spec: FileSpec) -> list[tuple[Source, Path]]:
 def modelscope_cache_dirs() -> list[Path]:
     """ModelScope caches: $MODELSCOPE_CACHE/hub (or itself), else ~/.cache/modelscope/hub."""
     dirs = []
-    if os.environ.get("MODELSCOPE_CACHE"):
-        root = Path(os.environ["MODELSCOPE_CACHE"]).expanduser()
+    root = settings.modelscope_cache()
+    if root is not None:
         dirs += [root / "hub", root]
     dirs.append(Path.home() / ".cache" / "modelscope" / "hub")
     return dirs
@@ -282,7 +254,7 @@ class FileDownload:
     """Download one file of a model into `dest`; see the module docstring for the steps."""
 
     def __init__(self, spec: FileSpec, dest: Path, *, locks: Path, label: str,
-                 client_factory: Optional[Callable[[], object]] = None, offline: bool = False,
+                 client_factory: Optional[Callable[[], httpx.Client]] = None, offline: bool = False,
                  reporter: Optional[Reporter] = None, fetch_command: str = "vd fetch",
                  use_hub_cache: bool = True, force: bool = False):
         self.spec = spec
@@ -297,7 +269,7 @@ class FileDownload:
         self.use_hub_cache = use_hub_cache and not force
         self.force = force              # download again even if present; replaced only once verified
         self.tmp = dest / f"{spec.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
-        self._client = None
+        self._client: Optional[httpx.Client] = None
 
     # ---- public
     def run(self) -> Fetched:

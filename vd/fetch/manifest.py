@@ -29,13 +29,13 @@ hash in a `<file>.sha256` sidecar next to the file (sha256sum format).
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
+from vd import settings
 from vd.errors import InputError
 
 FORMAT = "vd-weights/1"
@@ -46,12 +46,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def hf_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+    return (settings.hf_endpoint() or DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
 def modelscope_endpoint() -> str:
-    return (os.environ.get("VD_MODELSCOPE_ENDPOINT") or os.environ.get("MODELSCOPE_ENDPOINT")
-            or DEFAULT_MODELSCOPE_ENDPOINT).rstrip("/")
+    return (settings.modelscope_endpoint() or DEFAULT_MODELSCOPE_ENDPOINT).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -232,7 +231,7 @@ def load_file(path: Path, origin: Optional[str] = None) -> Manifest:
 def load(manifest: Optional[Path | str] = None) -> Manifest:
     """The built-in registry merged with the user manifest (argument, else $VD_MANIFEST)."""
     merged = load_file(builtin_path(), origin="built-in")
-    user = manifest if manifest is not None else (os.environ.get("VD_MANIFEST") or None)
+    user = manifest if manifest is not None else settings.manifest()
     if user:
         merged.models.update(load_file(Path(user)).models)
     return merged

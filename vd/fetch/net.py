@@ -7,13 +7,14 @@ as `socks5://`, and a scheme httpx cannot use is one clear sentence instead of a
 
 from __future__ import annotations
 
-import os
 import ssl
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from vd import __version__
+from vd import __version__, settings
 from vd.errors import UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 _SCHEMES = {"http": "http", "https": "https", "socks5": "socks5", "socks5h": "socks5h",
             "socks": "socks5"}
@@ -42,7 +43,7 @@ def proxy_mounts(proxy: Optional[str] = None) -> dict[str, Optional[str]]:
         return {"all://": normalise_proxy(proxy)}
     from httpx._utils import get_environment_proxies  # same parsing httpx applies with trust_env
 
-    mounts = {}
+    mounts: dict[str, Optional[str]] = {}
     for pattern, url in get_environment_proxies().items():
         if url is None:
             mounts[pattern] = None
@@ -65,13 +66,10 @@ def _redact(url: str) -> str:
 
 
 def timeout_seconds() -> float:
-    try:
-        return float(os.environ.get("VD_FETCH_TIMEOUT", "30"))
-    except ValueError:
-        return 30.0
+    return settings.fetch_timeout()
 
 
-def make_client(proxy: Optional[str] = None):
+def make_client(proxy: Optional[str] = None) -> httpx.Client:
     """An httpx.Client that honours the proxy settings and never decompresses bodies."""
     import httpx
 
@@ -103,25 +101,19 @@ def _bigger_reads(nbytes: int = 1 << 20) -> None:
 
 
 def _verify_setting():
-    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        v = os.environ.get(var)
-        if v and Path(v).is_file():
-            return ssl.create_default_context(cafile=v)
+    bundle = settings.ca_bundle()
+    if bundle:
+        return ssl.create_default_context(cafile=bundle)
     return True
 
 
 def hf_token() -> Optional[str]:
     """HF_TOKEN (or the older HUGGING_FACE_HUB_TOKEN), else the token file `hf auth login` writes."""
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        v = os.environ.get(var, "").strip()
-        if v:
-            return v
-    path = os.environ.get("HF_TOKEN_PATH")
-    if not path:
-        home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
-        path = str(Path(home) / "token")
+    token = settings.hf_token()
+    if token:
+        return token
     try:
-        tok = Path(path).expanduser().read_text().strip()
+        tok = settings.hf_token_path().read_text().strip()
         return tok or None
     except OSError:
         return None

@@ -14,13 +14,13 @@ names the exact `vd fetch <model>` command.
 
 from __future__ import annotations
 
-import os
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from vd import console
+from vd import console, settings
 from vd.errors import MissingWeightsError, UsageError
 from vd.fetch.download import (
     DownloadError,
@@ -40,7 +40,7 @@ from vd.paths import models_dir as _md
 from vd.paths import offline as env_offline
 from vd.units import format_size
 
-_TRUE = {"1", "true", "yes", "on"}
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- registry access
@@ -78,7 +78,7 @@ def fetch_command(model: str | Iterable[str]) -> str:
 
 
 def auto_fetch_env() -> bool:
-    return os.environ.get("VD_AUTO_FETCH", "").strip().lower() in _TRUE
+    return settings.auto_fetch()
 
 
 def fetch_flag(flag: bool) -> Optional[bool]:
@@ -212,12 +212,12 @@ class ConsoleReporter(Reporter):
             return
         dt = max(time.monotonic() - self.t0, 1e-6)
         if not self.console.bars_enabled() and self.count > (8 << 20):
-            self.console.info(f"{self.label}: {format_size(self.count)} in {dt:.1f} s ({format_size(self.count / dt)}/s)")
+            log.info(f"{self.label}: {format_size(self.count)} in {dt:.1f} s ({format_size(self.count / dt)}/s)")
         self.progress.stop_task(self.task)
         self.task = None
 
     def note(self, message):
-        self.console.info(message)
+        log.info(message)
 
 
 # --------------------------------------------------------------------------- fetching
@@ -363,8 +363,7 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
     missing = [f for f in spec.files if file_state(model, f).state != "present"]
     if missing and auto_fetch and not env_offline():
         with ConsoleReporter() as rep:
-            if not console.is_quiet():
-                console.info(f"fetching model weights for {model} (--fetch / VD_AUTO_FETCH)")
+            log.info(f"fetching model weights for {model} (--fetch / VD_AUTO_FETCH)")
             fetch([model], reporter=rep)
         missing = [f for f in spec.files if file_state(model, f).state != "present"]
     elif missing and any(hub_cache_candidates(f) for f in missing):
@@ -376,8 +375,8 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
         size = sum(f.expected_bytes or 0 for f in missing)
         why = " and the network is off (VD_OFFLINE=1)" if auto_fetch and env_offline() else ""
         raise MissingWeightsError(
-            f"model weights for {model!r} are missing ({names}, about {format_size(size)}, in {model_dir(model)}){why}; "
-            f"run: {fetch_command(model)}")
+            f"model weights for {model!r} are missing ({names}, about {format_size(size)}, "
+            f"in {model_dir(model)}){why}; run: {fetch_command(model)}")
     return {f.name: model_dir(model) / f.name for f in spec.files}
 
 
@@ -395,7 +394,8 @@ def weights_id(model: str) -> str:
             st = file_state(model, f)
             if st.state != "present":
                 raise MissingWeightsError(
-                    f"model weights for {model!r} are missing ({f.name} in {model_dir(model)}); run: {fetch_command(model)}")
+                    f"model weights for {model!r} are missing ({f.name} in {model_dir(model)}); "
+                    f"run: {fetch_command(model)}")
             digest = st.sha256
             if digest is None:
                 digest = sha256_file(st.path)

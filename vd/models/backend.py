@@ -12,8 +12,22 @@ class ModelBackend:
     into cache keys); `release()` frees the model. Usable as a context manager that releases."""
 
     name: str = "?"
-    identity: str = "?"
+    _identity: Optional[str] = None
     _device: Optional[str] = "cpu"  # None: resolved on first use ($VD_DEVICE, else cuda when available)
+
+    @property
+    def identity(self) -> str:
+        """Set by the backend, or computed on first use by `_compute_identity` (e.g. from a weights hash)."""
+        if self._identity is None:
+            self._identity = self._compute_identity()
+        return self._identity
+
+    @identity.setter
+    def identity(self, value: str) -> None:
+        self._identity = value
+
+    def _compute_identity(self) -> str:
+        return "?"
 
     @property
     def device(self) -> str:

@@ -8,9 +8,10 @@ Backends are built, not loaded: weights load on first use.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Optional
 
-from vd import console
 from vd.errors import MissingWeightsError, UsageError
 from vd.fetch.registry import require
 from vd.models.depth import DEPTH_BACKENDS, DepthBackend, sidecar_depth
@@ -21,6 +22,8 @@ from vd.models.moge import MogeDepth
 from vd.models.telea import TeleaInpaint
 from vd.params import OFFLOAD_CHOICES, FluxParams, check_intrinsics
 from vd.paths import default_device
+
+log = logging.getLogger(__name__)
 
 
 def get_depth_backend(
@@ -41,14 +44,15 @@ def get_depth_backend(
         raise UsageError(f"unknown depth backend {name!r}; choose one of: {', '.join(DEPTH_BACKENDS)}")
     check_intrinsics(focal, fov)
     if name == "auto":
-        if depth_path is not None or sidecar_depth(image_path) is not None:
+        found = Path(depth_path) if depth_path is not None else sidecar_depth(image_path)
+        if found is not None:
             name = "file"
-            why = f"a depth map next to the image ({(depth_path or sidecar_depth(image_path)).name})"
+            why = f"a depth map next to the image ({found.name})"
         else:
             name = "moge"
             why = "no depth map next to the image"
         if not quiet_choice:
-            console.info(f"depth backend: {name} ({why})")
+            log.info(f"depth backend: {name} ({why})")
     if name == "file":
         return FileDepth(image_path=image_path, depth_path=depth_path, focal=focal, fov=fov, intrinsics=intrinsics)
     return MogeDepth(device=device, focal=focal, fov=fov, auto_fetch=auto_fetch, intrinsics=intrinsics)
@@ -100,7 +104,7 @@ def get_inpaint_backend(
                 if name == "flux-fill"
                 else ("no FLUX.1-Fill-dev weights (vd fetch flux-fill flux-prompt)" if has_cuda else "no CUDA device")
             )
-            console.info(f"inpaint backend: {name} ({why})")
+            log.info(f"inpaint backend: {name} ({why})")
     if name == "telea":
         return TeleaInpaint()
     return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch,

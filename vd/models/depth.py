@@ -67,7 +67,7 @@ class DepthBackend(ModelBackend):
 
     estimates_novel_views: bool = True
 
-    def estimate(self, rgb: np.ndarray, K_hint=None) -> DepthResult:  # pragma: no cover - interface
+    def estimate(self, rgb: np.ndarray, K_hint=None, *, plan=None) -> DepthResult:  # pragma: no cover - interface
         raise NotImplementedError
 
 

@@ -36,6 +36,7 @@ see `vd.models.offload`):
 from __future__ import annotations
 
 import gc
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -48,6 +49,8 @@ from vd.errors import MissingWeightsError, VdError
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 from vd.models.memory import release_torch_memory
 from vd.models.offload import DEFAULT_WORK_PIXELS, place
+
+log = logging.getLogger(__name__)
 
 BASE_SHIFT, MAX_SHIFT = 0.5, 1.15
 BASE_SEQ, MAX_SEQ = 256, 4096
@@ -474,7 +477,7 @@ class FluxFillInpaint(InpaintBackend):
         pl = place(self.device, budget=self.vram_budget, work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS)
         self.offload, self.placement = pl.offload, pl.to_json()
         if pl.on_gpu:
-            (console.info if pl.fits else console.warn)(f"GPU memory: {pl.reason}")
+            (log.info if pl.fits else log.warning)(f"GPU memory: {pl.reason}")
 
     @property
     def flux(self) -> FluxFill:

@@ -54,12 +54,13 @@ def read_intrinsics_json(path) -> dict:
                 raise ValueError("focal must be positive")
             out["K"] = np.array([[f, 0, np.nan], [0, f, np.nan], [0, 0, 1]])
         elif "fov_x_deg" in obj or "fov" in obj:
-            out["fov_x_deg"] = float(obj.get("fov_x_deg", obj.get("fov")))
+            out["fov_x_deg"] = float(obj["fov_x_deg"] if "fov_x_deg" in obj else obj["fov"])
         else:
             raise ValueError("expected one of the keys K, fx/fy/cx/cy, focal or fov_x_deg")
         for k in ("width", "height"):
-            if out[k] is not None:
-                out[k] = int(out[k])
+            value = out[k]
+            if value is not None:
+                out[k] = int(value)
     except (TypeError, ValueError) as e:
         raise InputError(f"intrinsics file {p}: {e}") from None
     return out

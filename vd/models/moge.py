@@ -12,8 +12,8 @@ shim is needed. Weights: `vd fetch moge` (Ruicheng/moge-2-vitl-normal `model.pt`
 
 Output: metric z-depth (MoGe-2's scale head), K from MoGe's FoV estimate (centred principal
 point) unless a focal/FoV is given — then MoGe solves only for the depth shift with that FoV
-(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the validity mask, unit normals in the
-OpenCV camera frame.
+(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the
+validity mask, unit normals in the OpenCV camera frame.
 """
 
 from __future__ import annotations
@@ -87,8 +87,7 @@ class MogeDepth(DepthBackend):
         self._weights = Path(files["model.pt"])
         return self._weights
 
-    @property
-    def identity(self) -> str:
+    def _compute_identity(self) -> str:
         if self._identity is None:
             path = self.weights_path()  # fails first with the fetch command when missing
             try:

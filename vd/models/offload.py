@@ -18,11 +18,13 @@ activation allowance; bench/gpu/run.sh measures the peaks that check them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from vd import console
 from vd.params import GIB, OFFLOAD_CHOICES, OFFLOAD_MODES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def plan(free: int, total: int, *, allocated: int = 0, budget: Optional[int] = N
              else f"{_gib(free)} free of {_gib(total)}")
     depth_need = fp.depth if depth else 0
     base = fp.scene + fp.render
-    common = dict(free_bytes=int(free), total_bytes=int(total), budget_bytes=None if budget is None else int(budget),
+    common: dict[str, Any] = dict(free_bytes=int(free), total_bytes=int(total), budget_bytes=None if budget is None else int(budget),
                   available_bytes=int(available))
     if not flux:
         on_gpu = depth and depth_need + base <= available
@@ -175,7 +177,7 @@ def configure(depth_backend, inpaint_backend, *, device, budget: Optional[int] =
     if depth and not p.depth_on_gpu:
         depth_backend._device = "cpu"
     if p.on_gpu and (flux or depth):
-        (console.info if p.fits else console.warn)(f"GPU memory: {p.reason}")
+        (log.info if p.fits else log.warning)(f"GPU memory: {p.reason}")
     return p.to_json()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-C0 = 0.28209479177387814
+from vd.splat_constants import C0
 
 
 def sh_bases(k: int, dirs: Tensor) -> Tensor:

@@ -28,10 +28,7 @@ from torch import Tensor
 from vd.gaussians import Gaussians
 from vd.geometry import quat_to_rotmat_torch
 from vd.render.sh import eval_sh
-
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.999
-T_MIN = 1e-4
+from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 
 
 def ewa_covariance_2d(tx, ty, tz, cam_cov, fx, fy, cx, cy, width: int, height: int, eps2d: float):
@@ -157,12 +154,12 @@ def _composite_fwd(coef_t: Tensor, op: Tensor, basis_t: Tensor):
     """
     sigma = torch.matmul(basis_t, coef_t)  # [t,B,L]
     alpha = sigma.clamp_min_(0.0).neg_().exp_().mul_(op[:, None, :])
-    torch.nn.functional.threshold_(alpha, ALPHA_MIN, 0.0)  # skip alpha < 1/255 (gsplat)
+    torch.nn.functional.threshold(alpha, ALPHA_MIN, 0.0, inplace=True)  # skip alpha < 1/255 (gsplat)
     alpha.clamp_max_(ALPHA_MAX)
     om = torch.rsub(alpha, 1.0)
     t_incl = torch.cumprod(om, dim=2)
     # gsplat stops before the transmittance would fall to T_MIN: drop that Gaussian and all later
-    torch.nn.functional.threshold_(t_incl, T_MIN, 0.0)
+    torch.nn.functional.threshold(t_incl, T_MIN, 0.0, inplace=True)
     w = t_incl * alpha
     w.div_(om)
     return w, alpha, om, t_incl
@@ -207,8 +204,8 @@ class _Composite(torch.autograd.Function):
         # both terms vanish after the early-termination cut (t_incl = 0 and S = 0 there)
         d = fg.mul_(t_incl).sub_(suffix).div_(om)
         # alpha = op * exp(-sigma) (zero below 1/255, clamped at ALPHA_MAX: no gradient there)
-        # (threshold_ on -alpha keeps alpha where alpha < ALPHA_MAX, else 0: cheaper than where())
-        da = d.mul_(torch.nn.functional.threshold_(alpha.neg(), -ALPHA_MAX, 0.0)).neg_()
+        # (threshold on -alpha, in place, keeps alpha where alpha < ALPHA_MAX, else 0: cheaper than where())
+        da = d.mul_(torch.nn.functional.threshold(alpha.neg(), -ALPHA_MAX, 0.0, inplace=True)).neg_()
         g_op = da.sum(dim=1) / op.clamp_min(1e-30)  # [t,L]
         g_coef_t = torch.matmul(basis_t.T, da).neg_()  # [t,6,L]
         return g_coef_t, g_op, g_feats, None, None

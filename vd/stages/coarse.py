@@ -14,6 +14,7 @@ identical results, and a second identical run is all cache hits.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from vd import console
 from vd.cache import Cache, content_hash, step_key
 from vd.holes import HoleScan
 from vd.image import LoadedImage, load_image
@@ -43,6 +43,8 @@ VIEW_STAGE = "coarse-view"
 VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
 # depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
+
+log = logging.getLogger(__name__)
 
 # test hook: called as _after_view(k) after view k is memoised (kill-and-resume tests)
 _after_view: Optional[Callable[[int], None]] = None
@@ -94,7 +96,7 @@ class CoarseRun:
         resolved = p.resolved(dev)
         auto = not str(dev).startswith("cuda") and (p.init_iters is None or p.view_iters is None)
         if auto:
-            console.info(f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view "
+            log.info(f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view "
                          f"optimisation iterations (upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}; "
                          "set --init-iters/--view-iters to override)")
         img = load_image(image, options.max_resolution)
@@ -179,11 +181,11 @@ class CoarseRun:
 
     def _stop(self, k: int, diagnostics: dict, hit: bool) -> None:
         self.stopped = diagnostics
-        console.info(f"view {k}/{self.p.n_frames - 2}: no candidate selected; stopping" + (" (cached)" if hit else ""))
+        log.info(f"view {k}/{self.p.n_frames - 2}: no candidate selected; stopping" + (" (cached)" if hit else ""))
         if diagnostics:
             d = dict(diagnostics, top=[tuple(x) for x in diagnostics.get("top", [])])
             for line in Diagnostics(**d).lines():
-                console.info(f"  {line}")
+                log.info(f"  {line}")
 
     def _append(self, k: int, view: View, g_new, meta: dict, hit: bool) -> None:
         st = stage.ViewStat(**{**meta["stat"], "cached": hit})
@@ -195,7 +197,7 @@ class CoarseRun:
                               depth=view.depth, masks={"supervise": view.supervise, "hole": view.hole,
                                                        "spawn": view.spawn}, tab="coarse")
         tag = " (fallback: outside the band)" if st.fallback else ""
-        console.info(f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
+        log.info(f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
                      f"+{st.added_gaussians} Gaussians"
                      + (" (cached)" if hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s"))
 

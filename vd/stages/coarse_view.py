@@ -32,6 +32,7 @@ choice is seeded from the entry's key.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -10,11 +10,11 @@ current scene's render.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.errors import UsageError
 from vd.fetch.registry import require
 from vd.models import flux_fill
@@ -24,6 +24,8 @@ from vd.models.inpaint import INPAINT_BACKENDS
 from vd.models.telea import TeleaInpaint
 from vd.params import OFFLOAD_CHOICES, FluxParams
 from vd.paths import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 class Denoiser:
@@ -160,7 +162,7 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
         else:
             name = "telea"
             why = "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
-        console.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
+        log.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
     if name == "telea":
         if not allow_classical:
             reason = f" ({why})" if why else ""
@@ -168,10 +170,10 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
                 f"`vd fine` refines with a diffusion model, but the inpaint backend is telea{reason}, which has none; "
                 "use --inpaint-backend flux-fill, or --allow-classical to rectify with classical inpaints"
             )
-        console.warn("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
+        log.warning("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
         return dev, (lambda: ClassicalDenoiser(dev)), "telea"
     if not str(dev).startswith("cuda"):
-        console.warn(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
+        log.warning(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
     # resolve the weights now so a missing model fails before any work (exit 3)
     require("flux-fill", auto_fetch=auto_fetch)
     require("flux-prompt", auto_fetch=auto_fetch)

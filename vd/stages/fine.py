@@ -35,6 +35,7 @@ densification, so pixels no coarse Gaussian covers stay holes in the renders and
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ from vd.stages.fine_views import FinePose, fine_frame, render_views, select_view
 from vd.stages.runner import NULL_VIEWER, StageViewer
 from vd.train import TrainView, optimise
 from vd.viewer import Viewer
+
+log = logging.getLogger(__name__)
 
 STAGE = "fine"
 VIEWS_STAGE = "fine-views"  # the choice of views, memoised on its own
@@ -285,7 +288,7 @@ def choose_poses(scene: CoarseScene, params: FineParams, K, size: tuple[int, int
     poses = [FinePose(d["index"], d["name"], np.asarray(d["world_from_camera"], dtype=np.float64), d["hole_ratio"], d["source"])
              for d in codecs.decode_json(rec.read("views.json"))]
     if len(poses) < params.views:
-        console.warn(f"only {len(poses)} candidate poses are available; refining {len(poses)} views instead of {params.views}")
+        log.warning(f"only {len(poses)} candidate poses are available; refining {len(poses)} views instead of {params.views}")
     return poses
 
 
@@ -396,7 +399,7 @@ def _run_steps(loop: MCSLoop, key: str, cache: Cache, image: Optional[str],
         rows.append(row)
         strips.append(png)
         cached += int(hit)
-        console.info(f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
+        log.info(f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
                      + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s"))
         rgb = loop.state["render_rgb"]
         for i in range(len(rgb)):

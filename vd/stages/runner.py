@@ -10,10 +10,13 @@ method are silent. Callers always pass a viewer object (`vd.viewer.NullViewer()`
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any, Callable
 
-from vd import console
 from vd.viewer import NullViewer, Viewer
+
+log = logging.getLogger(__name__)
 
 NULL_VIEWER: Viewer = NullViewer()  # the default of every stage's `viewer` argument (stateless, shared)
 
@@ -50,7 +53,7 @@ class StageViewer:
         except Exception as e:  # noqa: BLE001 - the viewer never fails a stage
             if what not in self.warned:
                 self.warned.add(what)
-                console.warn(f"viewer: {what} failed ({type(e).__name__}: {e}); the run continues")
+                log.warning(f"viewer: {what} failed ({type(e).__name__}: {e}); the run continues")
 
     def log_frame(self, name, **kw) -> None:
         self.call("log_frame", name, **kw)

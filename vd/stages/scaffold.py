@@ -38,12 +38,13 @@ renderer and the seed) and shows it in the viewer.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.align import assign_edge_depth, background_behind_edges, complete_depth, occluding_pixels, spawn_edges
 from vd.cache import Cache, stage_key
 from vd.image import LoadedImage
@@ -51,6 +52,8 @@ from vd.models import memory
 from vd.params import CoarseParams, key_params
 from vd.stages.runner import StageViewer, seed_from_key
 from vd.views import View, decode_record, encode_record
+
+log = logging.getLogger(__name__)
 
 STAGE = "scaffold"
 VERSION = 4  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
@@ -96,7 +99,7 @@ def run_scaffold(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_ba
                        seed=seed, max_resolution=max_resolution)
 
     def compute():
-        console.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
+        log.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
                      else "scaffold: depth, Gaussians, optimisation ...")
         s = build_scaffold(img.rgb, depth_backend=depth_backend, inpaint_backend=inpaint_backend, expansion=p.expansion,
                            outpaint=p.outpaint, init_iters=int(p.init_iters or 0), seed=seed_from_key(key),
@@ -113,7 +116,7 @@ def run_scaffold(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_ba
                          masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole}, tab="scaffold")
     viewer.log_gaussians("scaffold", g)
     hidden = meta.get("hidden", 0)
-    console.info(f"scaffold: {len(g)} Gaussians from {len(views)} view(s)"
+    log.info(f"scaffold: {len(g)} Gaussians from {len(views)} view(s)"
                  + (f", {hidden} of them behind depth edges" if hidden else "")
                  + (" (cached)" if hit else f", loss {meta.get('loss', float('nan')):.4f}"))
     return ScaffoldRecord(key=key, hit=hit, views=views, gaussians=g, meta=meta)

@@ -21,19 +21,21 @@ Modes (`--viewer`):
 - ``save``: only write ``--rrd PATH``.
 
 ``--rrd PATH`` tees into a file next to any live sink (one ``set_sinks`` call, never the
-upstream "a later sink replaces the file" bug, docs/upstream.md#rerun-file-sink); the file is written as ``PATH.part`` and renamed
-when the viewer closes. World coordinates are OpenCV RDF with world = the input camera.
+upstream "a later sink replaces the file" bug, docs/upstream.md#rerun-file-sink); the file is
+written as ``PATH.part`` and renamed when the viewer closes. World coordinates are OpenCV RDF
+with world = the input camera.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
-from typing import Optional
 
-from vd import console
 from vd.errors import UsageError, VdError
 from vd.viewer import env
+
+log = logging.getLogger(__name__)
 
 TABS = ("scaffold", "coarse", "fine", "final")
 MODES = ("auto", "none", "spawn", "serve", "connect", "save")
@@ -46,8 +48,8 @@ class Viewer:
     """The viewer interface the stages call; every method is a no-op here (see NullViewer)."""
 
     mode: str = "none"
-    rrd: Optional[Path] = None
-    url: Optional[str] = None
+    rrd: Path | None = None
+    url: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +92,7 @@ def rerun_available() -> bool:
     return importlib.util.find_spec("rerun") is not None
 
 
-def resolve_auto(*, interactive: Optional[bool] = None, display: Optional[bool] = None) -> str:
+def resolve_auto(*, interactive: bool | None = None, display: bool | None = None) -> str:
     """What `--viewer auto` means here: "spawn", "serve" or "none"."""
     interactive = env.is_interactive() if interactive is None else interactive
     display = env.has_display() if display is None else display
@@ -109,7 +111,7 @@ def _check_rrd(rrd) -> Path:
 
 
 def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait: bool = False,
-                wait_seconds: Optional[float] = None, app_id: str = "vd", recording_name: Optional[str] = None,
+                wait_seconds: float | None = None, app_id: str = "vd", recording_name: str | None = None,
                 strict: bool = False) -> Viewer:
     """A Viewer for `mode` (see the module docstring); NullViewer when nothing is to be shown or saved.
 
@@ -128,7 +130,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
         raise UsageError("--viewer save needs --rrd PATH (the .rrd file to write)")
     rrd_path = _check_rrd(rrd) if rrd is not None else None
 
-    live = resolve_auto() if mode == "auto" else mode
+    live: str | None = resolve_auto() if mode == "auto" else mode
     if live in ("none", "save"):
         live = None
     if live is None and rrd_path is None:
@@ -139,7 +141,7 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
                              "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
     if not rerun_available():
         if mode == "auto" and rrd_path is None:
-            console.info("viewer: rerun-sdk is not installed, no viewer (pip install 'vd[viewer]' to get one)")
+            log.info("viewer: rerun-sdk is not installed, no viewer (pip install 'vd[viewer]' to get one)")
             return NullViewer()
         raise VdError("the viewer needs rerun-sdk, which is not installed: pip install 'vd[viewer]'")
 

@@ -6,6 +6,7 @@ Standard library only: importing this never imports rerun.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import socket
@@ -14,16 +15,19 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional
 
-from vd import console
+from vd import settings
 
-DISPLAY_VARS = ("DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET")
+log = logging.getLogger(__name__)
+
+DISPLAY_VARS = settings.DISPLAY_VARS
 
 
 def has_display(env: Optional[Mapping[str, str]] = None) -> bool:
     """True when a native window can be opened: macOS/Windows, or DISPLAY / WAYLAND_* set."""
-    env = os.environ if env is None else env
     if sys.platform in ("darwin", "win32"):
         return True
+    if env is None:
+        return settings.display_available()
     return any(env.get(name) for name in DISPLAY_VARS)
 
 
@@ -103,7 +107,7 @@ def grpc_url(port: int, host: str = "127.0.0.1") -> str:
 def rerun_executable() -> Optional[str]:
     """The `rerun` viewer/CLI binary shipped with rerun-sdk (its wheel's rerun_cli), else PATH."""
 
-    override = os.environ.get("VD_RERUN_EXECUTABLE")
+    override = settings.rerun_executable()
     if override:
         return override
     spec = importlib.util.find_spec("rerun_cli")
@@ -117,7 +121,7 @@ def rerun_executable() -> Optional[str]:
 
 def analytics_enabled() -> bool:
     """Rerun analytics stay off unless the user opts in with VD_RERUN_ANALYTICS=1."""
-    return os.environ.get("VD_RERUN_ANALYTICS", "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.rerun_analytics()
 
 
 def child_env(base: Optional[Mapping[str, str]] = None) -> dict:
@@ -149,7 +153,7 @@ def wait_after_run(*, wait: bool = False, wait_seconds: Optional[float] = None, 
     """
 
     if wait_seconds is not None and wait_seconds > 0:
-        console.info(f"viewer: keeping {what} open for {wait_seconds:g} s (--wait-seconds)")
+        log.info(f"viewer: keeping {what} open for {wait_seconds:g} s (--wait-seconds)")
         try:
             sleep(float(wait_seconds))
         except KeyboardInterrupt:
@@ -159,7 +163,7 @@ def wait_after_run(*, wait: bool = False, wait_seconds: Optional[float] = None, 
         return "none"
     stdin = sys.stdin if stdin is None else stdin
     if not is_interactive(stdin):
-        console.info("viewer: --wait ignored: stdin is not a terminal (use --wait-seconds N in scripts)")
+        log.info("viewer: --wait ignored: stdin is not a terminal (use --wait-seconds N in scripts)")
         return "not-a-tty"
     sys.stderr.write(f"viewer: press Enter to close {what} and exit\n")
     sys.stderr.flush()

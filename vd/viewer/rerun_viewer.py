@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import functools
 import getpass
+import logging
 import os
 import re
 import socket
@@ -32,12 +33,13 @@ from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.errors import VdError
+from vd.splat_constants import C0
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
 
-SH_C0 = 0.28209479177387814
+log = logging.getLogger(__name__)
+
 MAX_2D_VIEWS = 4
 
 
@@ -116,7 +118,7 @@ def gaussian_arrays(g) -> dict:
     means, log_scales, quats, op, sh, norm = means[ok], log_scales[ok], quats[ok], op[ok], sh[ok], norm[ok]
     q = quats / norm[:, None]
     xyzw = np.concatenate([q[:, 1:4], q[:, :1]], 1)
-    rgb = np.clip(0.5 + SH_C0 * sh[:, 0], 0.0, 1.0)
+    rgb = np.clip(0.5 + C0 * sh[:, 0], 0.0, 1.0)
     alpha = 1.0 / (1.0 + np.exp(-np.clip(op, -60, 60)))
     rgba = (np.concatenate([rgb, alpha[:, None]], 1) * 255.0).round().astype(np.uint8)
     k = sh.shape[1]
@@ -251,9 +253,7 @@ def _guarded(method):
                 raise
             if method.__name__ not in self._warned:
                 self._warned.add(method.__name__)
-                from vd import console
-
-                console.warn(f"viewer: {method.__name__} failed ({type(e).__name__}: {e}); the run continues")
+                log.warning(f"viewer: {method.__name__} failed ({type(e).__name__}: {e}); the run continues")
             return None
 
     return wrapper
@@ -279,7 +279,7 @@ class RerunViewer(Viewer):
         self._gaussians: dict = {}
         self._active = "scaffold"
         self._has_video = False
-        self._sent_key = None
+        self._sent_key: Optional[tuple] = None
 
     @property
     def enabled(self) -> bool:
@@ -301,7 +301,9 @@ class RerunViewer(Viewer):
                           "pip install -U 'rerun-sdk>=0.41'")
         app = re.sub(r"[^A-Za-z0-9_\-]", "_", app_id or "vd") or "vd"
         rec = rr.RecordingStream(app, recording_id=str(uuid.uuid4()), send_properties=False)
-        sinks, url, served_port = [], None, None
+        sinks: list[rr.GrpcSink | rr.GrpcServerSink | rr.FileSink] = []
+        url: Optional[str] = None
+        served_port = port  # the port actually served (another one when `port` is taken)
         if live == "spawn":
             try:
                 spawn_viewer(port)
@@ -310,12 +312,12 @@ class RerunViewer(Viewer):
             except VdError as e:
                 if not auto:
                     raise
-                console.warn(f"{e}; serving over gRPC instead")
+                log.warning(f"{e}; serving over gRPC instead")
                 live = "serve"
         if live == "serve":
             served_port = venv.pick_port(port)
             if served_port != port:
-                console.warn(f"viewer: port {port} is taken; serving on port {served_port}")
+                log.warning(f"viewer: port {port} is taken; serving on port {served_port}")
             url = venv.grpc_url(served_port)
             sinks.append(rr.GrpcServerSink(bind_ip="127.0.0.1", port=served_port))
         elif live == "connect":
@@ -340,12 +342,18 @@ class RerunViewer(Viewer):
         rec.log("world", rr.ViewCoordinates.RDF, static=True)
         if live == "serve":
             if not venv.wait_listening(served_port, timeout=5.0):
-                console.warn(f"viewer: the gRPC server did not start on port {served_port}")
+                log.warning(f"viewer: the gRPC server did not start on port {served_port}")
             self._print_connect_hints(served_port)
         elif live in ("spawn", "connect"):
-            console.info(f"viewer: streaming to the Rerun viewer at {url}")
+            log.info(f"viewer: streaming to the Rerun viewer at {url}")
         ref = weakref.ref(self)
-        atexit.register(lambda: ref() is not None and ref()._close(wait=False))
+
+        def close_at_exit() -> None:
+            viewer = ref()
+            if viewer is not None:
+                viewer._close(wait=False)
+
+        atexit.register(close_at_exit)
         return self
 
     @staticmethod
@@ -366,7 +374,8 @@ class RerunViewer(Viewer):
         sys.stderr.write(
             f"viewer: serving on {url}\n"
             f"  watch it:              rerun --connect {url}{version}\n"
-            f"  from another machine:  ssh -L {port}:127.0.0.1:{port} {user}@{host}   (then the same rerun --connect there)\n"
+            f"  from another machine:  ssh -L {port}:127.0.0.1:{port} {user}@{host}"
+            "   (then the same rerun --connect there)\n"
         )
         sys.stderr.flush()
 
@@ -428,6 +437,7 @@ class RerunViewer(Viewer):
     @_guarded
     def log_gaussians(self, entity, gaussians) -> None:
         ent = str(entity).strip().strip("/")
+        tab: Optional[str]
         if ent.lower() in TABS:
             tab = ent.lower()
             path = f"world/{tab}/gaussians"
@@ -490,7 +500,7 @@ class RerunViewer(Viewer):
             what = "the gRPC server" if self.live == "serve" else "the viewer connection"
             done = venv.wait_after_run(wait=self.wait, wait_seconds=self.wait_seconds, what=what)
             if done == "none" and self.live == "serve":
-                console.info("viewer: the gRPC server stops when vd exits (--wait or --wait-seconds N keep it open)")
+                log.info("viewer: the gRPC server stops when vd exits (--wait or --wait-seconds N keep it open)")
         try:
             self.rec.disconnect()
         except Exception:  # noqa: BLE001
@@ -500,10 +510,10 @@ class RerunViewer(Viewer):
                 self._part.unlink()
             except OSError:
                 pass
-        elif self._part is not None:
+        elif self._part is not None and self.rrd is not None:
             try:
                 if self._part.exists():
                     os.replace(self._part, self.rrd)
-                    console.info(f"viewer: recording saved to {self.rrd}")
+                    log.info(f"viewer: recording saved to {self.rrd}")
             except OSError as e:
-                console.warn(f"viewer: could not write {self.rrd}: {e}")
+                log.warning(f"viewer: could not write {self.rrd}: {e}")

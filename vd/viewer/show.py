@@ -11,19 +11,21 @@ Sources:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from vd import console
 from vd.cameras import trajectory
 from vd.errors import InputError
 from vd.export.read import read_gaussians
 from vd.image import load_image
 from vd.render import render
 from vd.views import find_input, read_views
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 PLYS = (("scaffold.ply", "scaffold"), ("coarse.ply", "coarse"), ("fine/fine.ply", "fine"), ("fine.ply", "fine"),
@@ -81,7 +83,7 @@ def log_source(viewer, kind: str, path: Path) -> dict:
                 rgb = np.asarray(im.convert("RGB"))
         except OSError as e:
             raise InputError(f"cannot read the image {path}: {e}") from None
-        console.warn(f"no vd output for {path.name} in vd-out/{path.stem}/; showing the image only "
+        log.warning(f"no vd output for {path.name} in vd-out/{path.stem}/; showing the image only "
                      f"(run `vd coarse {path}` first, or `vd view OUTPUT_DIR`)")
         h, w = rgb.shape[:2]
         viewer.log_frame("input", K=_default_K(w, h), world_from_camera=np.eye(4), rgb=rgb, tab="scaffold")
@@ -177,7 +179,7 @@ def log_depth_output(viewer, out_dir, *, rgb=None, image=None, max_resolution: i
     if rgb.shape[:2] != (h, w):
         from PIL import Image
 
-        rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((w, h), Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((w, h), Image.Resampling.BILINEAR))
     masks = {}
     if (out_dir / "mask.png").is_file():
         from PIL import Image
