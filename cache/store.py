@@ -442,12 +442,12 @@ class Cache:
         `compute()` returns a mapping name -> bytes, or a tuple (mapping, meta dict) to record
         metadata known only after computing. Returns (record, hit).
         """
-        record = self._lookup(key)
+        record = self.lookup(key)
         if record is not None:
             return record, True
         with locks.key_lock(self.root, key, on_wait=lambda: _say_waiting(stage, key)) as waited:
             STATS["waited"] += int(waited)
-            record = self._lookup(key)  # another process may have computed it meanwhile
+            record = self.lookup(key)  # another process may have computed it meanwhile
             if record is not None:
                 return record, True
             if self.tier is not None:  # or another machine is computing it
@@ -460,7 +460,7 @@ class Cache:
 
     memoize = memoise
 
-    def _lookup(self, key: str) -> Record | None:
+    def lookup(self, key: str) -> Record | None:
         """get(), counting a local hit (remote hits are counted where they are adopted)."""
         record = self._get_local(key)
         if record is not None:

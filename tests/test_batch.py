@@ -131,7 +131,8 @@ def test_ray_batch_end_to_end_with_a_killed_worker_then_all_cache_hits(tmp_path,
         for img, r in zip(imgs, sorted(first, key=lambda r: r["image"])):
             assert (Path(r["out"]) / "coarse.ply").is_file()
         second = run_batch(jobs, spec, out, executor="ray")
-        assert all(r["status"] == "ok" and r["cache"]["computed"] == 0 and r["cache"]["hits"] >= 3 for r in second), second
+        # an identical rerun is served whole: one hit on the run's folder record (vd.stages.coarse.RUN_STAGE)
+        assert all(r["status"] == "ok" and r["cache"]["computed"] == 0 and r["cache"]["hits"] >= 1 for r in second), second
         assert len(rows(out)) == 3
     finally:
         ray.shutdown()

@@ -191,12 +191,12 @@ def write_views(folder, views: list[View]) -> Path:
             **{f"{m}_mask": f"{rel}/{m}_mask.png" for m in MASKS},
             "dense_index": v.dense_index,
         })
-    _remove_stale_views(folder / "views", len(views))
+    remove_stale_views(folder / "views", len(views))
     doc = {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "convention": CONVENTION, "views": entries}
     return atomic_write_bytes(folder / "cameras.json", (json.dumps(doc, indent=1) + "\n").encode())
 
 
-def _remove_stale_views(views_dir: Path, n: int) -> None:
+def remove_stale_views(views_dir: Path, n: int) -> None:
     """Remove views/<NNN> folders with NNN >= n that hold only vd's own files."""
     if not views_dir.is_dir():
         return
@@ -265,5 +265,5 @@ def _read_view(folder: Path, e: dict, i: int, version: int) -> View:
     )
 
 
-__all__ = ["View", "KINDS", "MASKS", "VIEWS_FORMAT", "VIEWS_VERSION", "find_input", "encode_views", "decode_views", "encode_record", "decode_record",
+__all__ = ["View", "KINDS", "MASKS", "VIEWS_FORMAT", "VIEWS_VERSION", "find_input", "remove_stale_views", "encode_views", "decode_views", "encode_record", "decode_record",
            "write_views", "read_views"]

@@ -40,15 +40,13 @@ def gsplat_available() -> bool:
 
 def resolve_backend(backend: str, device) -> str:
     """'auto' -> 'gsplat' on CUDA when gsplat imports, else 'torch'. Raises UsageError otherwise."""
-    import torch
-
     if backend not in BACKENDS:
         raise UsageError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    dev = torch.device(device)
+    on_cuda = str(device).split(":", 1)[0] == "cuda"  # a str or torch.device; no torch import on CPU
     if backend == "auto":
-        return "gsplat" if dev.type == "cuda" and gsplat_available() else "torch"
+        return "gsplat" if on_cuda and gsplat_available() else "torch"
     if backend == "gsplat":
-        if dev.type != "cuda":
+        if not on_cuda:
             raise UsageError("the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU")
         if not gsplat_available():
             raise UsageError("the gsplat render backend is not installed; run: pip install 'vd[gpu]' (gsplat>=1.5)")

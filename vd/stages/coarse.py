@@ -14,6 +14,7 @@ identical results, and a second identical run is all cache hits.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from vd.cache import Cache, content_hash, step_key
+from vd.cache import Cache, content_hash, file_hash, step_key
 from vd.holes import HoleScan
 from vd.image import LoadedImage, load_image
 from vd.models import memory
@@ -32,9 +33,10 @@ from vd.params import GPU_ITERS, CoarseParams, FluxParams, RunOptions, key_param
 from vd.paths import resolve_device
 from vd.render import resolve_backend
 from vd.stages import coarse_view as stage
-from vd.stages.coarse_folder import write_coarse_folder
+from vd.stages.coarse_folder import SUMMARY as SUMMARY_NAME
+from vd.stages.coarse_folder import folder_files, write_coarse_folder, write_folder_files
 from vd.stages.runner import NULL_VIEWER, StageViewer, seed_from_key
-from vd.stages.scaffold import ScaffoldRecord, run_scaffold
+from vd.stages.scaffold import ScaffoldRecord, key_of_run, run_scaffold
 from vd.stages.select import Diagnostics
 from vd.viewer import Viewer
 from vd.views import View, decode_record
@@ -42,6 +44,8 @@ from vd.views import View, decode_record
 VIEW_STAGE = "coarse-view"
 VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
 # depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
+RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun computes (and imports) nothing
+RUN_VERSION = 1  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers)
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,14 @@ def view_key(prev_key: str, k: int, p: CoarseParams, poses: np.ndarray) -> str:
     `CoarseParams.resolved`) and the candidate poses by content."""
     return step_key(prev_key, "view", k, version=VIEW_VERSION, params=key_params(p, VIEW_STAGE),
                     poses=content_hash(np.ascontiguousarray(poses, dtype=np.float64)))
+
+
+def run_key(scaffold_key: str, p: CoarseParams, trajectory_hash: Optional[str]) -> str:
+    """The key of a whole run's output folder: it holds what the chain of view keys holds (the
+    scaffold's key, the loop's version and parameters; the candidate poses follow from these and
+    the trajectory file, keyed by content), so it changes exactly when some view's key would."""
+    return step_key(scaffold_key, "run", version=RUN_VERSION, view_version=VIEW_VERSION,
+                    params=key_params(p, VIEW_STAGE), trajectory=trajectory_hash)
 
 
 @dataclass(slots=True)
@@ -117,6 +129,32 @@ class CoarseRun:
 
         return self.parts[0] if len(self.parts) == 1 else Gaussians.cat(self.parts)
 
+    def folder_key(self) -> str:
+        scaffold_key = key_of_run(self.img, self.p, depth_backend=self.dback, inpaint_backend=self.iback,
+                                  render_backend=self.rname, seed=self.options.seed,
+                                  max_resolution=self.options.max_resolution)
+        traj = self.p.trajectory_file
+        return run_key(scaffold_key, self.p, file_hash(traj) if traj else None)
+
+    def cached_folder(self, out: Path) -> Optional[stage.CoarseResult]:
+        """The output folder of an identical earlier run written from the cache, with nothing
+        computed or decoded; None when the cache has none."""
+        record = self.cache.lookup(self.folder_key())
+        if record is None:
+            return None
+        files = {name: record.read(name) for name in record.names}
+        summary = json.loads(files[SUMMARY_NAME])
+        summary.update(image=str(self.img.path), device=self.dev, memory_plan=self.memory_plan, memory=[],
+                       seconds=time.perf_counter() - self.t_start)
+        summary["scaffold"]["cached"] = True
+        for v in summary["views"]:
+            v["cached"] = True
+        log.info(f"coarse: the whole scene is cached ({summary['totals']['gaussians_total']} Gaussians, "
+                 f"{summary['totals']['frames']} frames)")
+        paths = write_folder_files(Path(out), files, summary)
+        summary["outputs"] = [str(x) for x in paths]
+        return stage.CoarseResult(summary, paths, folder=Path(out))
+
     def run(self, out: Optional[Path]) -> stage.CoarseResult:
         memory.reset()
         try:
@@ -127,12 +165,13 @@ class CoarseRun:
                 if b is not None:
                     b.release()
         self.viewer.log_gaussians("coarse", self.g_all)
-        result = stage.CoarseResult(views=self.views, scaffold=self.parts[0], gaussians=self.g_all, summary=self.summary())
+        result = stage.CoarseResult(self.summary(), views=self.views, scaffold=self.parts[0], gaussians=self.g_all)
         if out is not None:
             comments = {"source_image": self.img.content_hash, "stage": "coarse"}
             result.paths = write_coarse_folder(Path(out), self.views, result.scaffold, result.gaussians, result.summary,
                                                comments=comments)
             result.summary["outputs"] = [str(x) for x in result.paths]
+            self.cache.put(self.folder_key(), folder_files(Path(out)), stage=RUN_STAGE, image=str(self.img.path))
         self.viewer.show("fly-through", _log_fly_through, result, self.rname)
         return result
 
@@ -283,10 +322,14 @@ def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, options
     `vd.viewer.Viewer`; NullViewer by default) receives every view and the Gaussians as they are
     made, then a fly-through; its failures never fail the run (`vd.stages.runner.StageViewer`)."""
     options = replace(options or RunOptions(), **option_values)
+    run = CoarseRun.open(image, params or CoarseParams(), options, flux=flux or FluxParams(), viewer=viewer,
+                         cache=cache)
+    if out is not None and not run.viewer.enabled:  # a viewer wants every view and Gaussian: decode them
+        cached = run.cached_folder(out)
+        if cached is not None:
+            return cached
     with _deterministic():
-        run = CoarseRun.open(image, params or CoarseParams(), options, flux=flux or FluxParams(), viewer=viewer,
-                             cache=cache)
         return run.run(out)
 
 
-__all__ = ["CoarseParams", "CoarseRun", "FLY_THROUGH_FRAMES", "VIEW_STAGE", "VIEW_VERSION", "run_coarse", "view_key"]
+__all__ = ["CoarseParams", "CoarseRun", "FLY_THROUGH_FRAMES", "RUN_STAGE", "RUN_VERSION", "run_key", "VIEW_STAGE", "VIEW_VERSION", "run_coarse", "view_key"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -20,11 +20,12 @@ from vd.cache import content_hash, file_hash
 from vd.errors import InputError
 from vd.fsio import atomic_write_bytes, output_transaction
 from vd.ply import read_ply, write_ply
-from vd.views import View, find_input, read_views, write_views
+from vd.views import MASKS, View, find_input, read_views, remove_stale_views, write_views
 
 COARSE_PLY = "coarse.ply"
 SCAFFOLD_PLY = "scaffold.ply"
 SUMMARY = "summary.json"
+CAMERAS = "cameras.json"
 ANCHOR_KINDS = ("input", "ring")
 
 
@@ -46,8 +47,34 @@ def _write_coarse_folder(out: Path, views, scaffold, coarse, summary: dict, comm
     summary = dict(summary)
     summary["ply"] = {name: {k: int(getattr(r, k)) for k in ("written", "dropped_nonfinite", "dropped_transparent")}
                       for name, r in reports.items()}
-    atomic_write_bytes(out / SUMMARY, (json.dumps(summary, indent=1, default=_json_default) + "\n").encode())
+    atomic_write_bytes(out / SUMMARY, summary_bytes(summary))
     return [out / COARSE_PLY, out / SCAFFOLD_PLY, cameras, out / SUMMARY]
+
+
+def summary_bytes(summary: dict) -> bytes:
+    return (json.dumps(summary, indent=1, default=_json_default) + "\n").encode()
+
+
+def folder_files(out: Path) -> dict[str, bytes]:
+    """Every file `write_coarse_folder` wrote into `out`, by its path relative to `out`."""
+    out = Path(out)
+    names = [COARSE_PLY, SCAFFOLD_PLY, CAMERAS, SUMMARY]
+    for entry in json.loads((out / CAMERAS).read_bytes())["views"]:
+        names += [entry["rgb"], entry["depth"], *(entry[f"{m}_mask"] for m in MASKS)]
+    return {name: (out / name).read_bytes() for name in names}
+
+
+def write_folder_files(out: Path, files: Mapping[str, bytes], summary: dict) -> list[Path]:
+    """Write a coarse folder from `folder_files` of an identical run, its summary.json replaced by
+    `summary`: all the files, or none under their final names."""
+    out = Path(out)
+    with output_transaction():
+        for name, data in files.items():
+            if name != SUMMARY:
+                atomic_write_bytes(out / name, data)
+        remove_stale_views(out / "views", len(json.loads(files[CAMERAS])["views"]))
+        atomic_write_bytes(out / SUMMARY, summary_bytes(summary))
+    return [out / COARSE_PLY, out / SCAFFOLD_PLY, out / CAMERAS, out / SUMMARY]
 
 
 def _json_default(o):
@@ -114,5 +141,5 @@ def read_coarse_folder(folder: Path) -> CoarseScene:
     return CoarseScene(folder, g, scaffold, views, summary if isinstance(summary, dict) else {}, inputs)
 
 
-__all__ = ["CoarseScene", "write_coarse_folder", "read_coarse_folder", "is_coarse_folder", "COARSE_PLY", "SCAFFOLD_PLY",
+__all__ = ["CoarseScene", "write_coarse_folder", "folder_files", "write_folder_files", "summary_bytes", "read_coarse_folder", "is_coarse_folder", "COARSE_PLY", "SCAFFOLD_PLY",
            "ANCHOR_KINDS"]

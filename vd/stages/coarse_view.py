@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +69,37 @@ class ViewStat:
     scan_ratio: float = float("nan")  # the ratio the selection saw (reduced-resolution scan)
 
 
-@dataclass
 class CoarseResult:
-    views: list[View]
-    scaffold: object  # Gaussians
-    gaussians: object  # Gaussians (scaffold + every added view)
-    summary: dict
-    paths: list[Path] = field(default_factory=list)
+    """What `run_coarse` returns: the summary, the written paths, and the scene: the views, the
+    scaffold's Gaussians and all Gaussians (scaffold + every added view). A run served whole from the
+    cache (`vd.stages.coarse.RUN_STAGE`) reads the scene from its output folder when first asked."""
+
+    def __init__(self, summary: dict, paths: Optional[list[Path]] = None, *, views: Optional[list[View]] = None,
+                 scaffold: object = None, gaussians: object = None, folder: Optional[Path] = None):
+        self.summary = summary
+        self.paths = list(paths or [])
+        self._scene = (views, scaffold, gaussians) if folder is None else None
+        self._folder = folder
+
+    def _read(self) -> tuple:
+        if self._scene is None:
+            from vd.stages.coarse_folder import read_coarse_folder
+
+            scene = read_coarse_folder(self._folder)
+            self._scene = (scene.views, scene.scaffold, scene.gaussians)
+        return self._scene
+
+    @property
+    def views(self) -> list[View]:
+        return self._read()[0]
+
+    @property
+    def scaffold(self):
+        return self._read()[1]
+
+    @property
+    def gaussians(self):
+        return self._read()[2]
 
 
 # ---------------------------------------------------------------------------------------------

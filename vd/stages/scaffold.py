@@ -78,6 +78,15 @@ def scaffold_key(image_hash: str, p: CoarseParams, *, depth_id: str, inpaint_id:
                      backend=render_backend, dtype="float32", seed=seed)
 
 
+def key_of_run(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_backend, render_backend: str, seed: int,
+               max_resolution: int) -> str:
+    """`scaffold_key` of a run's image and backends; `p` resolved."""
+    use_inpaint = inpaint_backend is not None and p.outpaint
+    return scaffold_key(img.content_hash, p, depth_id=depth_backend.identity,
+                        inpaint_id=inpaint_backend.identity if use_inpaint else None, render_backend=render_backend,
+                        seed=seed, max_resolution=max_resolution)
+
+
 @dataclass
 class ScaffoldRecord:
     """The scaffold as `run_scaffold` returns it: read from the cache or just computed."""
@@ -93,10 +102,8 @@ def run_scaffold(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_ba
                  seed: int, max_resolution: int, cache: Cache, viewer: StageViewer) -> ScaffoldRecord:
     """The scaffold of `img` (memoised), logged to the viewer's scaffold tab."""
     p = p.resolved(device)
-    use_inpaint = inpaint_backend is not None and p.outpaint
-    key = scaffold_key(img.content_hash, p, depth_id=depth_backend.identity,
-                       inpaint_id=inpaint_backend.identity if use_inpaint else None, render_backend=render_backend,
-                       seed=seed, max_resolution=max_resolution)
+    key = key_of_run(img, p, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
+                     render_backend=render_backend, seed=seed, max_resolution=max_resolution)
 
     def compute():
         log.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
