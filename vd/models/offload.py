@@ -39,8 +39,12 @@ class Footprints:
     render: int = 1 * GIB  # render and gradient buffers while optimising
 
     def need(self, mode: str, work_pixels: int) -> int:
-        """Peak bytes of a stage with Flux in `mode` (the depth model not included)."""
+        """Peak bytes of a stage with Flux in `mode` (the depth model not included). "model-resident":
+        model offload that keeps the transformer and the AE on the GPU between calls; the AE's
+        activations and the render buffers are never live at once, so the larger of the two counts."""
         act = self.activations_fixed + int(self.activations_per_mpx * work_pixels / 1e6)
+        if mode == "model-resident":
+            return self.transformer + self.ae + max(act, self.render) + self.scene
         if mode == "none":  # Flux stays resident while the scene is optimised
             return self.transformer + self.ae + act + self.scene + self.render
         # the offload modes park Flux on the CPU after every call, so it never meets the render buffers
@@ -58,6 +62,7 @@ class Placement:
     depth_on_gpu: bool
     reason: str
     fits: bool = True  # False: even the smallest placement exceeds what is available
+    evict_for_ae: bool = True  # model offload: the transformer leaves the GPU while the AE runs and between calls
     on_gpu: bool = True  # False: no CUDA device, everything runs on the CPU
     free_bytes: Optional[int] = None
     total_bytes: Optional[int] = None
@@ -111,8 +116,13 @@ def plan(free: int, total: int, *, allocated: int = 0, budget: Optional[int] = N
     why = "--offload" if requested != "auto" else _auto_why(mode, needs)
     tail = "" if not depth else ("; depth model on the GPU" if gpu_depth else
                                  f"; depth model on the CPU (another {_gib(depth_need)} does not fit)")
-    return Placement(mode, gpu_depth, f"offload {mode} ({why}; {where}){tail}", True, **common,
-                     needs={**needs, **extra})
+    resident = fp.need("model-resident", work_pixels)
+    evict = mode == "sequential" or (mode == "model" and resident + (depth_need if gpu_depth else 0) > available)
+    if mode == "model":
+        why += ("; the transformer leaves the GPU while the autoencoder runs" if evict else
+                f"; the transformer stays on the GPU between calls, ~{_gib(resident)}")
+    return Placement(mode, gpu_depth, f"offload {mode} ({why}; {where}){tail}", True, evict_for_ae=evict, **common,
+                     needs={**needs, "model-resident": resident, **extra})
 
 
 def _candidates(requested: str, depth: bool) -> list[tuple[str, bool]]:
