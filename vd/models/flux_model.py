@@ -98,9 +98,8 @@ class FluxFill:
     def _use(self, which: str):
         """Make `which` ("ae" or "transformer") ready on the device according to the offload mode."""
         if self.offload == "model":
-            other = "transformer" if which == "ae" else "ae"
-            if which == "transformer" or self.evict_for_ae:
-                self._host[other].drop()
+            if self.evict_for_ae:
+                self._host["transformer" if which == "ae" else "ae"].drop()
             self._host[which].upload(self.device)
         elif self.offload == "sequential" and which == "ae":
             self._host["ae"].upload(self.device)

@@ -78,10 +78,12 @@ class HostWeights:
         self.device = None
 
     def _point(self, make) -> None:
+        import torch
+
         for sub, kind, key, host in self.slots:
             t = make(host)
-            if kind == "_parameters":
-                sub._parameters[key].data = t
+            if kind == "_parameters":  # a new frozen Parameter: `.data =` refuses some device pairs (meta)
+                sub._parameters[key] = torch.nn.Parameter(t, requires_grad=False)
             else:
                 sub._buffers[key] = t
 
