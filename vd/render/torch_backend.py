@@ -27,6 +27,7 @@ from torch import Tensor
 
 from vd.gaussians import Gaussians
 from vd.geometry import quat_to_rotmat_torch
+from vd.render.quats import unit_quats
 from vd.render.sh import eval_sh
 
 ALPHA_MIN = 1.0 / 255.0
@@ -95,7 +96,7 @@ def project(
 
 
 def covariances(g: Gaussians) -> Tensor:
-    R = quat_to_rotmat_torch(g.quats)
+    R = quat_to_rotmat_torch(unit_quats(g.quats))
     s = torch.exp(g.log_scales)
     M = R * s[:, None, :]
     return M @ M.transpose(1, 2)
