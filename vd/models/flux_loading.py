@@ -63,6 +63,36 @@ def _unset_weights(model) -> list[str]:
     return [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
 
 
+def checkpoint_blocks(path) -> tuple[int, int]:
+    """(double-stream, single-stream) block counts of a Flux checkpoint, BFL or diffusers keys, from its header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    count = {}
+    for k in keys:
+        parts = k.split(".")
+        if len(parts) > 2 and parts[1].isdigit() and parts[0] in ("double_blocks", "transformer_blocks",
+                                                                  "single_blocks", "single_transformer_blocks"):
+            kind = "single" if parts[0].startswith("single") else "double"
+            count.setdefault(kind, set()).add(int(parts[1]))
+    return len(count.get("double", ())), len(count.get("single", ()))
+
+
+def _check_blocks(path, cfg_dir: Path) -> None:
+    import json
+
+    try:
+        cfg = json.loads((cfg_dir / "config.json").read_text())
+        have = checkpoint_blocks(path)
+    except Exception:  # unreadable here: from_single_file says why below
+        return
+    want = (int(cfg.get("num_layers", 0)), int(cfg.get("num_single_layers", 0)))
+    if have != want:
+        raise VdError(f"the FLUX.1-Fill-dev checkpoint {path} has {have[0]} double- and {have[1]} single-stream "
+                      f"blocks where the model has {want[0]} and {want[1]}; re-fetch with: vd fetch flux-fill --force")
+
+
 def load_transformer(path, *, config=None, dtype=None):
     """FluxTransformer2DModel from a single-file checkpoint (BFL or diffusers layout), offline, in bf16."""
     import torch
@@ -71,6 +101,7 @@ def load_transformer(path, *, config=None, dtype=None):
     from diffusers import FluxTransformer2DModel
 
     cfg = Path(config) if config is not None else config_dir() / "transformer"
+    _check_blocks(path, cfg)
     try:
         model = FluxTransformer2DModel.from_single_file(
             str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype or torch.bfloat16,
