@@ -271,3 +271,41 @@ def test_centred_view_maps_the_same_rays():
     back = v.from_centred(warped)
     assert np.unravel_index(np.argmax(back), back.shape) == (18, 30)
     assert centred_view(np.array([[20.0, 0, 20.0], [0, 20.0, 15.0], [0, 0, 1]]), W, H).identity
+
+
+def test_command_peak_vram_survives_the_stages_resets(monkeypatch):
+    """Each stage resets torch's CUDA peak counter; a command's peak (bench/gpu) must still be the
+    largest of its stages, not the last one's. torch.cuda's two counters are simulated (no GPU here)."""
+    from vd.models import memory
+
+    class Counters:  # torch.cuda's peak-allocation counter and its reset
+        def __init__(self):
+            self.now, self.peak = 0, 0
+
+        def allocate(self, n):
+            self.now += n
+            self.peak = max(self.peak, self.now)
+
+        def free(self, n):
+            self.now -= n
+
+        def max_memory_allocated(self):
+            return self.peak
+
+        def reset_peak_memory_stats(self):
+            self.peak = self.now
+
+    cuda = Counters()
+    monkeypatch.setattr(memory, "_cuda", lambda: cuda)
+    memory.reset_command_peak()
+    with memory.track("coarse"):
+        cuda.allocate(10)
+        cuda.free(10)
+    with memory.track("fine"):
+        cuda.allocate(3)
+        cuda.free(3)
+    assert memory.records()[-1].peak_vram_bytes == 3  # a stage's own peak
+    assert memory.command_peak_vram_bytes() == 10  # the command's
+    memory.reset_command_peak()
+    assert memory.command_peak_vram_bytes() == 0
+    memory.reset()

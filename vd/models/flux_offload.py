@@ -89,6 +89,8 @@ class HostWeights:
 
 
 def _pinned(t):
+    if t.is_pinned():  # already pinned (a model built again from the same modules)
+        return t
     try:
         return t.pin_memory()
     except RuntimeError:  # page-locked memory exhausted or unsupported: plain memory still works
