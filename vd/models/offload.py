@@ -2,15 +2,18 @@
 
     (the options and their defaults: vd.params.FluxParams.offload and .vram_budget)
     p = plan(free, total, allocated=0, budget=16 * GIB, flux=True, depth=True)   # pure
-    p.offload ("none" | "model" | "sequential"), p.depth_on_gpu, p.reason, p.fits, p.to_json()
+    p.offload ("none" | "model" | "sequential"), p.evict_for_ae, p.depth_on_gpu, p.reason, p.fits, p.to_json()
     p = place("cuda", requested="auto", budget=...)      # reads the device's free memory, then plan()
     configure(depth_backend, inpaint_backend, device=..., budget=...)   # a stage applies a plan
 
 `plan` is a pure function of memory figures, so every rule is tested on a CPU. It prefers the
 fastest Flux placement that fits beside the Gaussians and the optimiser, with the depth model on
 the GPU; block-by-block offload costs more than MoGe on the CPU, so when the depth model does not
-fit beside whole-model offload it moves to the CPU before Flux goes block by block. `--vram-budget` caps the
-memory vd plans for at BUDGET minus what this process already holds.
+fit beside whole-model offload it moves to the CPU before Flux goes block by block. With model
+offload, `evict_for_ae` is False when the transformer, the AE and the larger of the AE's
+activations and the render buffers fit beside the scene ("model-resident"): the transformer then
+stays on the GPU between calls and MCS steps instead of moving out and back around every AE call.
+`--vram-budget` caps the memory vd plans for at BUDGET minus what this process already holds.
 
 The footprints are estimates from parameter counts (bf16 Flux, fp32 MoGe-2 ViT-L) and a rough
 activation allowance; bench/gpu/run.sh measures the peaks that check them.
@@ -47,7 +50,8 @@ class Footprints:
             return self.transformer + self.ae + max(act, self.render) + self.scene
         if mode == "none":  # Flux stays resident while the scene is optimised
             return self.transformer + self.ae + act + self.scene + self.render
-        # the offload modes park Flux on the CPU after every call, so it never meets the render buffers
+        # evicting model offload and sequential offload park Flux on the CPU after every call, so it never
+        # meets the render buffers ("model-resident" keeps it, see plan)
         flux = max(self.transformer, self.ae) + act if mode == "model" else self.block + self.ae + act
         return max(flux, self.render) + self.scene
 
