@@ -128,15 +128,22 @@ def test_prompt_embeddings_and_ids_upload_once_per_model():
 
 
 def test_uploads_skip_the_deterministic_nan_fill():
-    """torch's deterministic mode fills new allocations with NaN; a weight upload overwrites the whole
-    allocation, so vd turns the fill off while it uploads (and restores it)."""
-    ff = _flux("model")
-    x, cond = _inputs(ff)
-    weights = _ptrs(ff.transformer)
+    """torch's deterministic mode (the coarse stage runs in it) fills new allocations with NaN; a weight
+    upload overwrites the whole allocation, so vd turns the fill off while it places or uploads
+    weights (and restores it): when the model is placed (offload none) and per call (model)."""
     prev = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         assert torch.utils.deterministic.fill_uninitialized_memory
+        tr, ae, txt, vec = _parts()
+        weights = _ptrs(tr)
+        with Transfers() as tx:
+            F.FluxFill(tr, ae, txt, vec, device="meta", offload="none")
+        placed = tx.up(weights)
+        assert placed and not any(m[4] for m in placed)
+        ff = _flux("model")
+        x, cond = _inputs(ff)
+        weights = _ptrs(ff.transformer)
         with Transfers() as tx:
             ff.velocity(x, 0.5, cond, height=32, width=32)
         weight_moves = tx.up(weights)

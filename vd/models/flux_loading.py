@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vd.errors import VdError
+from vd.models.flux_offload import no_nan_fill
 
 ACCELERATE_INSTALL = "pip install 'vd[gpu]'"
 
@@ -103,10 +104,11 @@ def load_transformer(path, *, config=None, dtype=None):
     cfg = Path(config) if config is not None else config_dir() / "transformer"
     _check_blocks(path, cfg)
     try:
-        model = FluxTransformer2DModel.from_single_file(
-            str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype or torch.bfloat16,
-            low_cpu_mem_usage=True,
-        )
+        with no_nan_fill():  # the 12 B weights are read into fresh allocations: no NaN fill first
+            model = FluxTransformer2DModel.from_single_file(
+                str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype or torch.bfloat16,
+                low_cpu_mem_usage=True,
+            )
     except Exception as e:
         raise VdError(f"cannot load the FLUX.1-Fill-dev transformer from {path} ({_first_line(e)}); "
                       "re-fetch with: vd fetch flux-fill --force") from None

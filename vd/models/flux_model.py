@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 
 from vd.errors import VdError
 from vd.models.flux_loading import config_dir, load_ae, load_transformer, read_embedding
-from vd.models.flux_offload import HostWeights, SequentialOffload, can_pin, transformer_units
+from vd.models.flux_offload import HostWeights, SequentialOffload, can_pin, no_nan_fill, transformer_units
 from vd.models.flux_sampling import (LATENT_CHANNELS, VAE_FACTOR, latent_image_ids, mask_tokens, pack_latents,
                                      schedule, unpack_latents)
 
@@ -42,8 +42,9 @@ class FluxFill:
         self.device = torch.device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.offload = offload if self.device.type != "cpu" else "none"  # nothing to offload to
-        self.transformer = _cast(transformer, self.dtype).eval()
-        self.ae = _cast(ae, self.dtype).eval()
+        with no_nan_fill():  # a cast overwrites whole new allocations (see vd.models.flux_offload)
+            self.transformer = _cast(transformer, self.dtype).eval()
+            self.ae = _cast(ae, self.dtype).eval()
         for m in (self.transformer, self.ae):
             for p in m.parameters():
                 p.requires_grad_(False)
@@ -69,8 +70,9 @@ class FluxFill:
         self._consts: dict = {}  # device copies of the prompt embeddings and position ids
         pin = self.device.type == "cuda" and can_pin()
         if self.offload == "none":
-            self.transformer.to(self.device)
-            self.ae.to(self.device)
+            with no_nan_fill():
+                self.transformer.to(self.device)
+                self.ae.to(self.device)
         elif self.offload == "model":
             self._host = {"transformer": HostWeights(self.transformer, pin=pin), "ae": HostWeights(self.ae, pin=pin)}
         elif self.offload == "sequential":

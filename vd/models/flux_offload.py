@@ -50,9 +50,10 @@ class HostWeights:
                 for key, t in getattr(sub, kind).items():
                     if t is None:
                         continue
-                    host = t.data if t.device.type == "cpu" else t.data.to("cpu")
-                    if pin:
-                        host = _pinned(host)
+                    with no_nan_fill():
+                        host = t.data if t.device.type == "cpu" else t.data.to("cpu")
+                        if pin:
+                            host = _pinned(host)
                     self.slots.append((sub, kind, key, host))
         self.device = None
         self._point(lambda host: host)
