@@ -118,7 +118,8 @@ def check_gsplat(t: TorchInfo, nvcc: Optional[str]) -> Check:
     not_built = f"{ver} installed but its CUDA kernels are not built"
     if nvcc is None:
         return Check("gsplat", "missing", f"{not_built}, and there is no nvcc to build them",
-                     f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}".replace("  ", " "))
+                     f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}"
+                     .replace("  ", " "))
     if t.cuda_build and nvcc.split(".")[0] != t.cuda_build.split(".")[0]:
         return Check("gsplat", "missing", f"{not_built}; nvcc {nvcc} does not match torch's CUDA {t.cuda_build}",
                      f"put the CUDA {t.cuda_build} toolkit first on PATH (CUDA_HOME), then: {build}")

@@ -141,7 +141,8 @@ def env(ctx: Ctx) -> None:
     ctx.record("diffusers_import", {
         "seconds": round(time.perf_counter() - t, 2),
         "imported": {m: m in sys.modules for m in ("transformers", "peft", "accelerate")},
-        "versions": {d: _dist_version(importlib.metadata, d) for d in ("diffusers", "transformers", "peft", "accelerate")},
+        "versions": {d: _dist_version(importlib.metadata, d)
+                     for d in ("diffusers", "transformers", "peft", "accelerate")},
     })
     import torch
 

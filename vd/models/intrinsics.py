@@ -169,4 +169,5 @@ def centred_view(K, width: int, height: int) -> CentredView:
     return CentredView(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height))
 
 
-__all__ = ["CentredView", "centred_view", "K_from_focal", "focal_from_fov", "read_intrinsics_json", "find_intrinsics", "original_image_size", "resolve_K"]
+__all__ = ["CentredView", "centred_view", "K_from_focal", "focal_from_fov", "read_intrinsics_json", "find_intrinsics",
+           "original_image_size", "resolve_K"]

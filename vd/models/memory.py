@@ -119,4 +119,5 @@ def release_torch_memory() -> None:
         cuda.empty_cache()
 
 
-__all__ = ["StageMemory", "track", "reset_command_peak", "command_peak_vram_bytes", "records", "reset", "peak_rss_bytes", "peak_vram_bytes", "release_torch_memory"]
+__all__ = ["StageMemory", "track", "reset_command_peak", "command_peak_vram_bytes", "records", "reset", "peak_rss_bytes",
+           "peak_vram_bytes", "release_torch_memory"]

@@ -90,7 +90,8 @@ def gsplat_arguments(g, viewmats, Ks, width: int, height: int, *, near: float = 
     )
 
 
-def render_gsplat(g, viewmats, Ks, width: int, height: int, *, near: float = 0.01, far: float = 1e10, eps2d: float = 0.3):
+def render_gsplat(g, viewmats, Ks, width: int, height: int, *, near: float = 0.01, far: float = 1e10,
+                  eps2d: float = 0.3):
     from gsplat import rasterization
 
     out, alpha, _meta = rasterization(**gsplat_arguments(g, viewmats, Ks, width, height, near=near, far=far,
