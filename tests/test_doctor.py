@@ -139,20 +139,11 @@ def test_gsplat_without_built_kernels_is_said_with_the_build_line_and_not_picked
     assert picks["render"] == "torch"  # auto does not compile on a first render
 
 
-def test_vd_doctor_names_unbuilt_gsplat_kernels(tmp_path, monkeypatch, capsys):
+def test_vd_doctor_names_unbuilt_gsplat_kernels(tmp_path, monkeypatch, capsys, request):
     """The whole command with a gsplat that imports but has no kernels (its wheel without a build)."""
-    import importlib
-    import sys
+    from test_render import use_stub_gsplat
 
-    from test_render import _stub_gsplat
-
-    from vd.commands.app import run
-
-    _stub_gsplat(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch-ext"))
-    monkeypatch.delitem(sys.modules, "gsplat", raising=False)
-    importlib.invalidate_caches()
+    use_stub_gsplat(tmp_path, monkeypatch, request)
     assert run(["doctor"]) == 1  # a CPU machine: the GPU path cannot run
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if " gsplat " in ln)

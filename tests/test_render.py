@@ -277,15 +277,25 @@ def _stub_gsplat(root, *, prebuilt=False):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gsplat\nVersion: 1.5.3\n")
 
 
-@pytest.fixture
-def gsplat_without_kernels(tmp_path, monkeypatch):
+def use_stub_gsplat(tmp_path, monkeypatch, request) -> None:
+    """Put the stub first on sys.path for one test; its modules leave sys.modules afterwards."""
     import importlib
 
+    def purge():
+        for name in [n for n in sys.modules if n == "gsplat" or n.startswith("gsplat.")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+
     _stub_gsplat(tmp_path / "site")
+    purge()
+    request.addfinalizer(purge)  # runs after monkeypatch restored sys.path
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch-ext"))
-    monkeypatch.delitem(sys.modules, "gsplat", raising=False)
-    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def gsplat_without_kernels(tmp_path, monkeypatch, request):
+    use_stub_gsplat(tmp_path, monkeypatch, request)
     return tmp_path
 
 
