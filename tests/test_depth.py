@@ -235,3 +235,77 @@ def test_memory_tracking(capsys):
     assert "stage a" in err and "peak RSS" in err and "MiB" in err
     memory.reset()
     assert memory.records() == []
+
+
+def test_intrinsics_json_without_principal_point_centres_it_at_half_the_size(tmp_path):
+    """Pixel centres at +0.5 everywhere in vd: the image centre is (W/2, H/2), not ((W-1)/2, (H-1)/2)."""
+    import json
+
+    from vd.image import plan_to
+    from vd.models.intrinsics import read_intrinsics_json, resolve_K
+
+    (tmp_path / "cam.json").write_text(json.dumps({"fx": 100.0, "fy": 120.0, "width": 96, "height": 64}))
+    K = resolve_K(96, 64, plan_to(96, 64, 96, 64), intr=read_intrinsics_json(tmp_path / "cam.json"))
+    assert (K[0, 2], K[1, 2]) == (48.0, 32.0)
+    (tmp_path / "f.json").write_text(json.dumps({"focal": 100.0}))
+    K = resolve_K(96, 64, plan_to(96, 64, 96, 64), intr=read_intrinsics_json(tmp_path / "f.json"))
+    assert (K[0, 2], K[1, 2]) == (48.0, 32.0)
+
+
+def test_centred_view_maps_the_same_rays():
+    """The centred, square-pixel camera of K = (fx, fy, cx, cy): a bright pixel lands where the ray
+    through it projects, and mapping back restores it."""
+    from vd.models.intrinsics import centred_view
+
+    W, H = 40, 30
+    K = np.array([[20.0, 0, 23.0], [0, 25.0, 13.0], [0, 0, 1]])
+    v = centred_view(K, W, H)
+    assert not v.identity and v.fov_x_deg == pytest.approx(np.degrees(2 * np.arctan(W / 40.0)))
+    img = np.zeros((H, W), np.float32)
+    img[18, 30] = 1.0  # pixel centre (30.5, 18.5)
+    x_c = 30.5 - 23.0 + W / 2  # 27.5
+    y_c = (18.5 - 13.0) * 20.0 / 25.0 + H / 2  # 19.4
+    warped = v.to_centred(img)
+    iy, ix = np.unravel_index(np.argmax(warped), warped.shape)
+    assert (ix + 0.5, iy + 0.5) == (pytest.approx(x_c), pytest.approx(y_c, abs=0.5))
+    back = v.from_centred(warped)
+    assert np.unravel_index(np.argmax(back), back.shape) == (18, 30)
+    assert centred_view(np.array([[20.0, 0, 20.0], [0, 20.0, 15.0], [0, 0, 1]]), W, H).identity
+
+
+def test_command_peak_vram_survives_the_stages_resets(monkeypatch):
+    """Each stage resets torch's CUDA peak counter; a command's peak (bench/gpu) must still be the
+    largest of its stages, not the last one's. torch.cuda's two counters are simulated (no GPU here)."""
+    from vd.models import memory
+
+    class Counters:  # torch.cuda's peak-allocation counter and its reset
+        def __init__(self):
+            self.now, self.peak = 0, 0
+
+        def allocate(self, n):
+            self.now += n
+            self.peak = max(self.peak, self.now)
+
+        def free(self, n):
+            self.now -= n
+
+        def max_memory_allocated(self):
+            return self.peak
+
+        def reset_peak_memory_stats(self):
+            self.peak = self.now
+
+    cuda = Counters()
+    monkeypatch.setattr(memory, "_cuda", lambda: cuda)
+    memory.reset_command_peak()
+    with memory.track("coarse"):
+        cuda.allocate(10)
+        cuda.free(10)
+    with memory.track("fine"):
+        cuda.allocate(3)
+        cuda.free(3)
+    assert memory.records()[-1].peak_vram_bytes == 3  # a stage's own peak
+    assert memory.command_peak_vram_bytes() == 10  # the command's
+    memory.reset_command_peak()
+    assert memory.command_peak_vram_bytes() == 0
+    memory.reset()

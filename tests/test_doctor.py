@@ -122,3 +122,30 @@ def test_picks_follow_the_checks(names, expected, monkeypatch):
     picks, _ = D.picks(CUDA13, checks, "cuda")
     assert {k: picks[k] for k in expected} == expected
     assert picks["offload"] == "none"
+
+
+def test_gsplat_without_built_kernels_is_said_with_the_build_line_and_not_picked(monkeypatch):
+    monkeypatch.setattr(D, "_version", lambda dist: "1.5.3" if dist == "gsplat" else None)
+    monkeypatch.setattr(D, "gsplat_kernels", lambda: None)
+    c = D.check_gsplat(CUDA13, "13.0")
+    assert "installed but its CUDA kernels are not built" in c.detail and "torch renderer" in c.detail
+    assert c.fix.endswith("from gsplat.cuda._backend import _C'")
+    no_nvcc = D.check_gsplat(CUDA13, None)
+    assert "not built" in no_nvcc.detail and "from gsplat.cuda._backend import _C" in no_nvcc.fix
+    import vd.models.offload as off
+
+    monkeypatch.setattr(off, "place", lambda device, **kw: off.plan(80 * off.GIB, 80 * off.GIB, **kw))
+    picks, _ = D.picks(CUDA13, [c, D.Check("diffusers", "ok", "")], "cuda")
+    assert picks["render"] == "torch"  # auto does not compile on a first render
+
+
+def test_vd_doctor_names_unbuilt_gsplat_kernels(tmp_path, monkeypatch, capsys, request):
+    """The whole command with a gsplat that imports but has no kernels (its wheel without a build)."""
+    from test_render import use_stub_gsplat
+
+    use_stub_gsplat(tmp_path, monkeypatch, request)
+    assert run(["doctor"]) == 1  # a CPU machine: the GPU path cannot run
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if " gsplat " in ln)
+    assert "1.5.3 installed but its CUDA kernels are not built" in line
+    assert "from gsplat.cuda._backend import _C" in out

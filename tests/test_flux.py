@@ -221,7 +221,7 @@ def test_sequential_hooks_keep_outputs(ff):
     n = ff.noise(1, 32, 32, seed=0)
     ref = ff.velocity(n, 0.5, cond, height=32, width=32)
     moved = []
-    seq = F._SequentialOffload(F.transformer_units(ff.transformer), torch.device("cpu"))
+    seq = F.SequentialOffload(F.transformer_units(ff.transformer), torch.device("cpu"))
     probe = ff.transformer.transformer_blocks[0].register_forward_hook(lambda mod, a, o: moved.append(type(o)))
     try:
         out = ff.velocity(n, 0.5, cond, height=32, width=32)

@@ -166,3 +166,56 @@ def test_tiny_moge_on_cuda(tiny_moge):
     assert r.depth.shape == (64, 96) and r.normals is not None
     assert memory.records()[0].peak_vram_bytes > 0
     b.release()
+
+
+def test_mismatched_moge_checkpoint_is_refused_in_one_sentence(tiny_moge, tmp_path, run_vd):
+    """MoGe's own from_pretrained loads with strict=False: a checkpoint for other code would leave
+    random layers. vd refuses it, naming the mismatch (exit 1, no traceback, no output folder)."""
+    from PIL import Image
+
+    from vd.errors import VdError
+    from vd.models.choose import get_depth_backend
+
+    ck = torch.load(tiny_moge, weights_only=True)
+    state = dict(ck["model"])
+    dropped = sorted(k for k in state if k.startswith("scale_head."))[0]
+    del state[dropped]
+    state["extra_head.weight"] = torch.zeros(1)
+    torch.save({"model_config": ck["model_config"], "model": state}, tiny_moge)
+    with pytest.raises(VdError, match=r"does not match the installed MoGe code .*1 weights missing, 1 unexpected"):
+        get_depth_backend("moge", device="cpu").estimate(_rgb())
+    p = tmp_path / "photo.png"
+    Image.fromarray(_rgb()).save(p)
+    r = run_vd("depth", p, "--backend", "moge", "--depth-device", "cpu", "-o", tmp_path / "out")
+    assert r.code == 1, r
+    assert "does not match the installed MoGe code" in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "out" / "depth.npy").exists()
+
+
+def _edge_padded(rgb, shift):
+    """rgb whose right `shift` columns repeat the column before them (what BORDER_REPLICATE shows there)."""
+    out = rgb.copy()
+    out[:, -shift:] = rgb[:, -shift - 1: -shift]
+    return out
+
+
+def test_moge_honours_an_off_centre_principal_point(tiny_moge):
+    """The same rays seen by a camera whose principal point sits 8 px right of centre: the image is
+    the centred one shifted right by 8 px. MoGe only takes a FoV, so vd must undo the shift for it:
+    depth at pixel x of the off-centre camera equals the centred camera's depth at x - 8."""
+    from vd.models.choose import get_depth_backend
+
+    H, W, s, f = 64, 96, 8, 80.0
+    base = _edge_padded(_rgb(H, W), s)
+    shifted = np.concatenate([np.repeat(base[:, :1], s, axis=1), base[:, :-s]], axis=1)
+    K_c = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], np.float32)
+    K_off = K_c.copy()
+    K_off[0, 2] += s
+    b = get_depth_backend("moge", device="cpu")
+    a = b.estimate(base, K_hint=K_c)
+    o = b.estimate(shifted, K_hint=K_off)
+    assert np.allclose(o.K, K_off)
+    assert np.allclose(o.depth[:, s:], a.depth[:, :-s], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(o.valid[:, s:], a.valid[:, :-s])
+    assert not o.valid[:, :s].any()  # beyond what the centred image covers
+    assert np.allclose(o.normals[:, s:], a.normals[:, :-s], atol=1e-6)

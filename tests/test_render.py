@@ -4,6 +4,8 @@ reference, gradients, batching, culling; gsplat parity on CUDA (gpu marker)."""
 from __future__ import annotations
 
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -261,3 +263,78 @@ def test_projection_matches_gsplat_pure_torch_reference():
     assert torch.allclose(m2[vis], means2d[0][vis], atol=1e-3)
     assert torch.allclose(con[vis], conics[0][vis], rtol=1e-3, atol=1e-5)
     assert torch.allclose(dep, depths[0])
+
+
+def _stub_gsplat(root, *, prebuilt=False):
+    """A gsplat that imports (pure Python, as its wheel is) with or without its kernels module."""
+    pkg = root / "gsplat"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("__version__ = '1.5.3'\n")
+    if prebuilt:
+        (pkg / "csrc.py").write_text("")
+    dist = root / "gsplat-1.5.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gsplat\nVersion: 1.5.3\n")
+
+
+def use_stub_gsplat(tmp_path, monkeypatch, request) -> None:
+    """Put the stub first on sys.path for one test; its modules leave sys.modules afterwards."""
+    import importlib
+
+    def purge():
+        for name in [n for n in sys.modules if n == "gsplat" or n.startswith("gsplat.")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+
+    _stub_gsplat(tmp_path / "site")
+    purge()
+    request.addfinalizer(purge)  # runs after monkeypatch restored sys.path
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch-ext"))
+
+
+@pytest.fixture
+def gsplat_without_kernels(tmp_path, monkeypatch, request):
+    use_stub_gsplat(tmp_path, monkeypatch, request)
+    return tmp_path
+
+
+def test_auto_backend_skips_gsplat_without_built_kernels(gsplat_without_kernels, capsys, monkeypatch):
+    """gsplat's wheel imports without its CUDA kernels; auto must not pick it then (the first render
+    would compile for minutes, or fail on a missing kernel) and says how to build them."""
+    import vd.render as R
+
+    monkeypatch.setattr(R, "_said", set())
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert "kernels are not built" in capsys.readouterr().err
+    built = gsplat_without_kernels / "torch-ext" / "gsplat_cuda"
+    built.mkdir(parents=True, exist_ok=True)
+    (built / "gsplat_cuda.so").write_bytes(b"")
+    assert resolve_backend("auto", "cuda") == "gsplat"
+
+
+def test_explicit_gsplat_without_kernels_or_nvcc_is_a_usage_error(gsplat_without_kernels, monkeypatch):
+    import vd.render as R
+
+    monkeypatch.setattr(R, "nvcc_version", lambda: None)
+    with pytest.raises(UsageError, match=r"not built and there is no nvcc .*from gsplat.cuda._backend import _C"):
+        resolve_backend("gsplat", "cuda")
+
+
+def test_zero_quaternion_renders_as_identity_in_both_backends():
+    """gsplat divides by |q| (NaN for a zero quaternion); the torch renderer clamps (identity). Both now
+    get unit quaternions with a collapsed one replaced by the identity."""
+    from vd.render.gsplat_backend import gsplat_arguments
+
+    g = scene(6)
+    g.quats[0] = 0.0
+    g.quats[1] = 1e-20  # below any useful precision: the same as zero
+    ident = g.clone()
+    ident.quats[0] = torch.tensor([1.0, 0, 0, 0])
+    ident.quats[1] = torch.tensor([1.0, 0, 0, 0])
+    q = gsplat_arguments(g, torch.eye(4)[None], K[None], W, H)["quats"]
+    assert torch.isfinite(q / q.norm(dim=-1, keepdim=True)).all()  # what gsplat's kernel computes
+    assert torch.equal(q[:2], torch.tensor([[1.0, 0, 0, 0]] * 2))
+    assert torch.allclose(q[2:], g.quats[2:] / g.quats[2:].norm(dim=-1, keepdim=True))
+    a, b = render(g, torch.eye(4), K, W, H, backend="torch"), render(ident, torch.eye(4), K, W, H, backend="torch")
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.alpha, b.alpha)

@@ -29,6 +29,12 @@ def view_key(p):
     return view_key("scaffold-key", 1, p, POSES)
 
 
+def run_key(p):
+    from vd.stages.coarse import run_key
+
+    return run_key(scaffold_key(p), p, None)
+
+
 SCENE = SimpleNamespace(inputs={"coarse.ply": "h1", "cameras.json": "h2"})
 
 
@@ -48,6 +54,7 @@ def views_key(p):
 KEYS = [
     ("scaffold", scaffold_key, CoarseParams(init_iters=30, view_iters=60)),
     ("coarse-view", view_key, CoarseParams(init_iters=30, view_iters=60)),
+    ("coarse", run_key, CoarseParams(init_iters=30, view_iters=60)),  # the whole run's folder: every field
     ("fine", fine_key, FineParams()),
     ("fine-views", views_key, FineParams()),
 ]

@@ -15,9 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -25,6 +23,7 @@ from vd import settings
 from vd.fetch import registry
 from vd.models.moge import MOGE_INSTALL
 from vd.models.offload import place
+from vd.render.gsplat_backend import GSPLAT_BUILD, gsplat_kernels, nvcc_version
 
 GPU_MODELS = ("moge", "flux-fill", "flux-prompt")
 TORCH_PIN = "2.13.0"
@@ -107,37 +106,7 @@ def check_torch(t: TorchInfo) -> Check:
                  "check the NVIDIA driver with nvidia-smi (it must support CUDA " + str(t.cuda_build) + ")")
 
 
-def nvcc_version() -> Optional[str]:
-    """The release of the nvcc on PATH or under CUDA_HOME, e.g. "13.0"; None without one."""
-    exe = shutil.which("nvcc")
-    home = settings.cuda_home()
-    if exe is None and home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
-        exe = os.path.join(home, "bin", "nvcc")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"release (\d+\.\d+)", out)
-    return m.group(1) if m else None
-
-
 # --------------------------------------------------------------------------- gsplat
-def gsplat_kernels() -> Optional[str]:
-    """Where gsplat's compiled kernels are (prebuilt module or torch's JIT build folder), or None."""
-    if _importable("gsplat.csrc"):
-        return "prebuilt"
-    try:
-        from torch.utils.cpp_extension import _get_build_directory  # private; absent in some torch versions
-
-        folder = _get_build_directory("gsplat_cuda", verbose=False)
-    except Exception:  # noqa: BLE001 - any failure means "not found"
-        return None
-    so = os.path.join(folder, "gsplat_cuda.so")
-    return so if os.path.isfile(so) else None
-
-
 def check_gsplat(t: TorchInfo, nvcc: Optional[str]) -> Check:
     ver = _version("gsplat")
     if ver is None:
@@ -146,15 +115,17 @@ def check_gsplat(t: TorchInfo, nvcc: Optional[str]) -> Check:
     kernels = gsplat_kernels()
     if kernels is not None:
         return Check("gsplat", "ok", f"{ver}, CUDA kernels compiled ({kernels})")
-    build = "MAX_JOBS=8 python -c 'from gsplat.cuda._backend import _C'"
+    build = GSPLAT_BUILD
+    not_built = f"{ver} installed but its CUDA kernels are not built"
     if nvcc is None:
-        return Check("gsplat", "missing", f"{ver}, kernels not compiled and no nvcc to compile them",
-                     f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}".replace("  ", " "))
+        return Check("gsplat", "missing", f"{not_built}, and there is no nvcc to build them",
+                     f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}"
+                     .replace("  ", " "))
     if t.cuda_build and nvcc.split(".")[0] != t.cuda_build.split(".")[0]:
-        return Check("gsplat", "missing", f"{ver}, kernels not compiled; nvcc {nvcc} does not match torch's CUDA {t.cuda_build}",
+        return Check("gsplat", "missing", f"{not_built}; nvcc {nvcc} does not match torch's CUDA {t.cuda_build}",
                      f"put the CUDA {t.cuda_build} toolkit first on PATH (CUDA_HOME), then: {build}")
-    return Check("gsplat", "warn", f"{ver}, kernels not compiled yet: the first GPU run compiles them with nvcc {nvcc} (minutes)",
-                 f"compile them now: {build}")
+    return Check("gsplat", "warn", f"{not_built}: --render-backend auto uses the torch renderer until they are "
+                 f"(nvcc {nvcc} builds them in minutes, once)", f"build them now: {build}")
 
 
 # --------------------------------------------------------------------------- other packages and tools
@@ -208,6 +179,7 @@ def check_weights(verify: bool = False) -> list[Check]:
 def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optional[dict]]:
     """What `auto` would choose for each backend, and the free VRAM (None without CUDA)."""
     ok = {c.name: c.status in ("ok", "warn") for c in checks}
+    ok_status = {c.name: c.status for c in checks}
 
     def have(*names: str) -> bool:
         return all(ok.get(n, False) for n in names)
@@ -217,7 +189,8 @@ def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optiona
         "device": device,
         "depth": "moge" if have("MoGe code", "weights moge") else "file (a depth map beside the image; MoGe-2 unavailable)",
         "inpaint": "flux-fill" if cuda and have("diffusers", "weights flux-fill", "weights flux-prompt") else "telea",
-        "render": "gsplat" if cuda and have("gsplat") else "torch",
+        # gsplat only with its kernels built ("ok"): auto never compiles them on a first render
+        "render": "gsplat" if cuda and ok_status.get("gsplat") == "ok" else "torch",
         "ssim": "fused-ssim" if cuda and ok.get("fused-ssim") else "torch",
     }
     vram = None

@@ -5,11 +5,13 @@
     python bench/gpu/run.py --dry-run --out D  # the same logic on the CPU with tiny sizes (a test runs this)
 
 Sections (bench/gpu/sections.py), each in its own child process with a time box, so that a crash,
-an out-of-memory error or a hang loses only that section: env (versions, `vd doctor`), flux (one
-FLUX.1-Fill-dev inpaint per offload mode), budget (`vd coarse --offload auto --vram-budget B`),
-render-torch and render-gsplat (forward and forward+backward), tests (the `gpu`-marked tests),
-coarse-fine (`vd coarse` with flux-fill and gsplat, then `vd fine`). gsplat's CUDA kernels compile
-in the background from the start; the sections that use gsplat wait for them. Results are
+an out-of-memory error or a hang loses only that section, in the order of what matters: env
+(versions, the diffusers import chain, `vd doctor`), flux (one FLUX.1-Fill-dev step per offload
+mode), coarse-fine (`vd coarse` with flux-fill, then `vd fine`), render-torch and render-gsplat
+(forward and forward+backward), tests (the `gpu`-marked tests), budget (`vd coarse --offload auto
+--vram-budget B` for budgets that plan none, model and sequential). gsplat's CUDA kernels compile
+in the background from the start; the sections that use gsplat wait for them. Every command's
+peak VRAM is measured from a reset before it (across vd's per-stage resets). Results are
 rewritten after every section: $OUT/results.json and $OUT/results.md, with run.log,
 gsplat-build.log and pytest.log beside them.
 """
@@ -32,17 +34,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-# (section, time box in seconds, runs after the gsplat build)
+# (section, time box in seconds, runs after the gsplat build), the answers that matter first.
+# The boxes and run.sh's installs fit TOTAL_S, so a rerun fits in the same 15-minute lease.
 PLAN = [
-    ("env", 40, False),
-    ("flux", 180, False),
-    ("budget", 120, False),
-    ("render-torch", 80, False),  # may share the CPUs with the gsplat build: its result says so
-    ("render-gsplat", 50, True),
-    ("tests", 90, True),
-    ("coarse-fine", 150, True),
+    ("env", 20, False),  # versions, the diffusers import chain, vd doctor
+    ("flux", 90, False),  # one Flux step per offload mode
+    ("coarse-fine", 80, False),  # end to end (torch renderer: gsplat may still be compiling)
+    ("render-torch", 20, False),
+    ("render-gsplat", 25, True),
+    ("tests", 40, True),
+    ("budget", 60, False),  # --vram-budget values that plan none, model and sequential
 ]
-BUILD_RESERVE_S = 200  # the gsplat build may use all but this much of what is left for the sections after it
+TOTAL_S = 360  # run.sh's whole run, installs included; the device call's timeout_s is 390
+BUILD_RESERVE_S = 90  # the gsplat build may use all but this much of what is left for the sections after it
 BUILD_CODE = ("import time; t = time.time(); from gsplat.cuda._backend import _C; "
               "assert _C is not None, 'gsplat found no CUDA toolkit'; print(f'gsplat kernels ready in {time.time() - t:.0f} s')")
 
@@ -156,7 +160,7 @@ def orchestrate(args) -> int:
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
     res = Results(out, args.dry_run, args.budget_s)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MAX_JOBS=os.environ.get("MAX_JOBS", "12"),
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MAX_JOBS=os.environ.get("MAX_JOBS", "16"),
                TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"),
                TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(Path(tempfile.gettempdir()) / "vd-torch-ext")))
     gsite = os.environ.get("VD_GPU_GSPLAT_SITE")  # gsplat's own folder: on PYTHONPATH only where it is wanted
@@ -260,7 +264,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes; CUDA-only steps are skipped with the reason")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(HERE / "out"), help="results folder (default $OUT)")
-    ap.add_argument("--budget-s", type=float, default=500.0, help="wall-clock budget of all sections together")
+    ap.add_argument("--budget-s", type=float, default=TOTAL_S - 20.0, help="wall-clock budget of all sections together")
     ap.add_argument("--only", default="", help="comma-separated section names")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--work", default="", help=argparse.SUPPRESS)

@@ -28,26 +28,26 @@ class Sizes:
     render_wh: tuple = (512, 384)
     render_repeats: int = 5
     flux_size: int = 512
-    flux_steps: int = 25
-    flux_steps_sequential: int = 5  # block by block moves all 22 GiB twice per step: time a few steps
+    flux_steps: int = 1  # one step per offload mode: what a step costs in each, transfers included
     flux_tiny: bool = False
     coarse: list = field(default_factory=lambda: ["--n-frames", "6", "--fallback", "closest"])
     fine: list = field(default_factory=lambda: ["--views", "2", "--steps", "2"])
     budget_coarse: list = field(default_factory=lambda: [
         "--n-frames", "3", "--fallback", "closest", "--inpaint-steps", "2", "--init-iters", "20", "--view-iters", "20"])
-    budgets_gib: tuple = (12, 16, 24)
+    # with the room example's depth file (no depth model on the GPU) vd.models.offload plans:
+    # 16 -> sequential, 25.5 -> model (transformer resident between calls), 40 -> none
+    budgets_gib: tuple = (16, 25.5, 40)
 
 
 REAL = Sizes()
 DRY = Sizes(
-    render_counts=(500, 2000), render_wh=(64, 48), render_repeats=1, flux_size=64, flux_steps=2, flux_steps_sequential=1,
-    flux_tiny=True,
+    render_counts=(500, 2000), render_wh=(64, 48), render_repeats=1, flux_size=64, flux_steps=1, flux_tiny=True,
     coarse=["--n-frames", "3", "--fallback", "closest", "--max-resolution", "64", "--dense-multiplier", "3",
             "--init-iters", "2", "--view-iters", "2", "--inpaint-steps", "1"],
     fine=["--views", "2", "--steps", "2", "--gs-iters", "2"],
     budget_coarse=["--n-frames", "3", "--fallback", "closest", "--max-resolution", "64", "--dense-multiplier", "3",
                    "--init-iters", "2", "--view-iters", "2", "--inpaint-steps", "1", "--no-outpaint"],
-    budgets_gib=(12,),
+    budgets_gib=(16,),
 )
 
 
@@ -82,7 +82,8 @@ def _sync(device: str) -> None:
 
 class VramSampler:
     """Peak device memory in use (total - free: what nvidia-smi shows, CUDA context included), sampled
-    every 20 ms in a thread, beside torch's peak allocation. Without CUDA both stay None."""
+    every 20 ms in a thread, beside torch's peak allocation over the whole block: the counter is
+    reset when the block starts and vd's per-stage resets are folded in (vd.models.memory)."""
 
     def __init__(self, device: str):
         self.device = device
@@ -92,9 +93,11 @@ class VramSampler:
     def __enter__(self):
         import torch
 
+        from vd.models import memory
+
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            memory.reset_command_peak()
             self.peak_used = 0
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -115,7 +118,9 @@ class VramSampler:
             torch.cuda.synchronize()
             self._stop.set()
             self._thread.join()
-            self.peak_allocated = torch.cuda.max_memory_allocated()
+            from vd.models import memory
+
+            self.peak_allocated = memory.command_peak_vram_bytes()
         return False
 
     def json(self) -> dict:
@@ -127,8 +132,18 @@ class VramSampler:
 
 # --------------------------------------------------------------------------- env
 def env(ctx: Ctx) -> None:
+    import importlib.metadata
     import platform
 
+    t = time.perf_counter()
+    from diffusers import FluxTransformer2DModel  # noqa: F401 - imports transformers and peft when present
+
+    ctx.record("diffusers_import", {
+        "seconds": round(time.perf_counter() - t, 2),
+        "imported": {m: m in sys.modules for m in ("transformers", "peft", "accelerate")},
+        "versions": {d: _dist_version(importlib.metadata, d)
+                     for d in ("diffusers", "transformers", "peft", "accelerate")},
+    })
     import torch
 
     from vd.doctor import diagnose, nvcc_version
@@ -138,7 +153,17 @@ def env(ctx: Ctx) -> None:
                          "cuda": torch.cuda.is_available(),
                          "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None})
     ctx.record("nvcc", nvcc_version())
+    t = time.perf_counter()
+    from vd.models.flux_fill import FluxFillInpaint  # noqa: F401 - vd's own chain on top
+    ctx.record("vd_flux_import_s", round(time.perf_counter() - t, 2))
     ctx.record("doctor", diagnose().to_json())
+
+
+def _dist_version(md, dist: str):
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
 
 
 # --------------------------------------------------------------------------- FLUX.1-Fill
@@ -170,8 +195,12 @@ def _parts_to_cpu(parts) -> None:
         torch.cuda.empty_cache()
 
 
+FLUX_MODES = (("none", True), ("model-resident", False), ("model", True), ("sequential", True))  # (mode, evict_for_ae)
+
+
 def flux(ctx: Ctx) -> None:
-    """One inpaint at flux_size² in each offload mode: seconds and peak VRAM (sequential: fewer steps)."""
+    """One inpaint step at flux_size² in each offload mode (model twice: resident, and evicted for the
+    AE): setup (placing / pinning the weights), the sampling call, peak VRAM."""
     import torch
 
     from vd.models import flux_fill as F
@@ -188,24 +217,25 @@ def flux(ctx: Ctx) -> None:
     img = torch.rand(1, 3, n, n, generator=g) * 2 - 1
     mask = torch.zeros(1, 1, n, n)
     mask[..., n // 4: 3 * n // 4, n // 4: 3 * n // 4] = 1
-    for mode in ("none", "model", "sequential"):
-        key = f"offload={mode}"
+    for name, evict in FLUX_MODES:
+        mode = name.split("-")[0]
+        key = f"offload={name}"
         if mode != "none":
             _parts_to_cpu(parts)  # "none" leaves the weights on the GPU; the other modes start from the CPU
-        if ctx.device.startswith("cuda"):
-            torch.cuda.empty_cache()
         ff = None
         try:
-            steps = ctx.sizes.flux_steps_sequential if mode == "sequential" else ctx.sizes.flux_steps
+            steps = ctx.sizes.flux_steps
             with VramSampler(ctx.device) as vs:
-                ff = F.FluxFill(*parts, device=ctx.device, offload=mode)
-                _sync(ctx.device)
                 t1 = time.perf_counter()
+                ff = F.FluxFill(*parts, device=ctx.device, offload=mode, evict_for_ae=evict)
+                _sync(ctx.device)
+                t2 = time.perf_counter()
                 ff.sample(img, mask, seed=0, steps=steps)
                 _sync(ctx.device)
-                dt = time.perf_counter() - t1
-            row = {"steps": steps, "seconds": round(dt, 2), "per_step_s": round(dt / steps, 3), **vs.json(),
-                   "effective_offload": ff.offload}
+                dt = time.perf_counter() - t2
+            row = {"steps": steps, "setup_s": round(t2 - t1, 2), "seconds": round(dt, 2),
+                   "per_step_s": round(dt / steps, 3), **vs.json(), "effective_offload": ff.offload,
+                   "evict_for_ae": ff.evict_for_ae}
             if ctx.dry:
                 row["note"] = "CPU dry run: vd runs every mode without offload on the CPU"
             ctx.record(key, row)
@@ -410,13 +440,24 @@ def coarse_and_fine(ctx: Ctx) -> None:
         ctx.record("fine", row)
 
 
+def planned_budgets(ctx: Ctx) -> dict:
+    """{budget GiB: the plan vd makes for the room example (flux, no depth model)} for the real
+    budgets: from this device's free memory, or an idle 80 GiB H100 in the dry run."""
+    from vd.models.offload import GIB as G
+    from vd.models.offload import place, plan
+
+    out = {}
+    for b in REAL.budgets_gib:
+        p = (place(ctx.device, budget=int(b * G), flux=True, depth=False) if ctx.device.startswith("cuda")
+             else plan(79 * G, 80 * G, budget=int(b * G), flux=True, depth=False))
+        out[b] = {"offload": p.offload, "evict_for_ae": p.evict_for_ae, "reason": p.reason}
+    return out
+
+
 def budget(ctx: Ctx) -> None:
     """`vd coarse --offload auto --vram-budget B`: the plan it made and the peak it reached, per budget."""
-    from vd.models.offload import GIB as G
-    from vd.models.offload import plan
-
-    for b in ctx.sizes.budgets_gib:  # what the pure rule says for a free H200 (no GPU needed)
-        ctx.record(f"planned {b} GiB", plan(139 * G, 139 * G, budget=b * G, flux=True, depth=True).reason)
+    for b, p in planned_budgets(ctx).items():
+        ctx.record(f"planned {b} GiB", p)
     parts = flux_parts(ctx)
     with random_flux_cli(parts):
         for b in ctx.sizes.budgets_gib:

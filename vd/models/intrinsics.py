@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -110,13 +111,64 @@ def resolve_K(W, H, iplan, *, K_hint=None, focal=None, fov=None, intr=None) -> O
             return K_from_focal(W, H, focal_from_fov(W, intr["fov_x_deg"]))
         jw, jh = intr["width"] or ow, intr["height"] or oh
         K = intr["K"].copy()
-        if np.isnan(K[0, 2]):
-            K[0, 2] = (jw - 1) / 2.0
+        if np.isnan(K[0, 2]):  # pixel centres at +0.5, as everywhere in vd: the image centre is W/2
+            K[0, 2] = jw / 2.0
         if np.isnan(K[1, 2]):
-            K[1, 2] = (jh - 1) / 2.0
+            K[1, 2] = jh / 2.0
         kplan = iplan if (jw, jh) == (ow, oh) else plan_to(jw, jh, W, H)
         return kplan.scale_K(K)
     return None
 
 
-__all__ = ["K_from_focal", "focal_from_fov", "read_intrinsics_json", "find_intrinsics", "original_image_size", "resolve_K"]
+@dataclass(frozen=True)
+class CentredView:
+    """The camera with square pixels, focal fx and principal point (W/2, H/2) that sees the same rays
+    as K = (fx, fy, cx, cy) on a W x H image: x' = x - cx + W/2, y' = (y - cy)·fx/fy + H/2 (pixel
+    coordinates, centres at +0.5). Depth models that only take a horizontal FoV run on the image
+    resampled to it; z along a ray is the same in both, so their depth maps back pixel by pixel."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @property
+    def fov_x_deg(self) -> float:
+        return math.degrees(2 * math.atan(self.width / (2 * self.fx)))
+
+    @property
+    def identity(self) -> bool:
+        return (abs(self.cx - self.width / 2) < 1e-3 and abs(self.cy - self.height / 2) < 1e-3
+                and abs(self.fy - self.fx) <= 1e-6 * self.fx)
+
+    def to_centred(self, image: np.ndarray) -> np.ndarray:
+        """The image as the centred camera sees it (bilinear; beyond the borders: the edge pixels)."""
+        import cv2
+
+        W, H = self.width, self.height
+        xs = (np.arange(W, dtype=np.float32) + 0.5 - W / 2 + self.cx) - 0.5
+        ys = ((np.arange(H, dtype=np.float32) + 0.5 - H / 2) * (self.fy / self.fx) + self.cy) - 0.5
+        mx, my = np.meshgrid(xs, ys)
+        return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def from_centred(self, values: np.ndarray) -> np.ndarray:
+        """Per-pixel values of the centred camera ([H, W, ...]) back on the given camera's pixels
+        (nearest; 0 / False where the centred image does not reach)."""
+        W, H = self.width, self.height
+        xs = np.floor(np.arange(W) + 0.5 - self.cx + W / 2).astype(np.int64)
+        ys = np.floor((np.arange(H) + 0.5 - self.cy) * (self.fx / self.fy) + H / 2).astype(np.int64)
+        inside = ((ys >= 0) & (ys < H))[:, None] & ((xs >= 0) & (xs < W))[None, :]
+        out = values[np.clip(ys, 0, H - 1)[:, None], np.clip(xs, 0, W - 1)[None, :]]
+        out[~inside] = 0
+        return out
+
+
+def centred_view(K, width: int, height: int) -> CentredView:
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    return CentredView(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height))
+
+
+__all__ = ["CentredView", "centred_view", "K_from_focal", "focal_from_fov", "read_intrinsics_json", "find_intrinsics",
+           "original_image_size", "resolve_K"]

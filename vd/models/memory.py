@@ -4,9 +4,12 @@
     with memory.track("depth"):          # resets the CUDA peak counter, records peaks on exit
         ...
     memory.records() -> list[StageMemory]; memory.reset()
+    memory.reset_command_peak(); ...; memory.command_peak_vram_bytes()   # across stages (benches)
 
 RSS is the process high-water mark (ru_maxrss), so it never decreases from one stage to the
-next; VRAM is the peak within the stage (the counter is reset when the stage starts).
+next; VRAM is the peak within the stage (the counter is reset when the stage starts). Each reset
+first folds torch's peak into a running maximum, so the peak of a whole command (several stages)
+is still known: `command_peak_vram_bytes()` since the last `reset_command_peak()`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterator, Optional
 
 _records: list["StageMemory"] = []
+_carried_peak = [0]  # the largest CUDA peak seen before a stage reset torch's counter
 
 
 @dataclass
@@ -56,11 +60,32 @@ def peak_vram_bytes() -> Optional[int]:
     return int(cuda.max_memory_allocated()) if cuda is not None else None
 
 
+def _reset_peak(cuda) -> None:
+    _carried_peak[0] = max(_carried_peak[0], int(cuda.max_memory_allocated()))
+    cuda.reset_peak_memory_stats()
+
+
+def reset_command_peak() -> None:
+    """Start measuring a command's peak VRAM (a bench calls this before each command)."""
+    _carried_peak[0] = 0
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def command_peak_vram_bytes() -> Optional[int]:
+    """Peak allocated VRAM since `reset_command_peak()`, across the stages' own resets; None without CUDA."""
+    cuda = _cuda()
+    if cuda is None:
+        return _carried_peak[0] or None
+    return max(_carried_peak[0], int(cuda.max_memory_allocated()))
+
+
 @contextmanager
 def track(stage: str, device: str = "cpu") -> Iterator[None]:
     cuda = _cuda()
     if cuda is not None:
-        cuda.reset_peak_memory_stats()
+        _reset_peak(cuda)
     t0 = time.perf_counter()
     try:
         yield
@@ -94,4 +119,5 @@ def release_torch_memory() -> None:
         cuda.empty_cache()
 
 
-__all__ = ["StageMemory", "track", "records", "reset", "peak_rss_bytes", "peak_vram_bytes", "release_torch_memory"]
+__all__ = ["StageMemory", "track", "reset_command_peak", "command_peak_vram_bytes", "records", "reset", "peak_rss_bytes",
+           "peak_vram_bytes", "release_torch_memory"]

@@ -11,14 +11,18 @@ shim is needed. Weights: `vd fetch moge` (Ruicheng/moge-2-vitl-normal `model.pt`
 `torch.load(weights_only=True)`).
 
 Output: metric z-depth (MoGe-2's scale head), K from MoGe's FoV estimate (centred principal
-point) unless a focal/FoV is given — then MoGe solves only for the depth shift with that FoV
-(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the
-validity mask, unit normals in the OpenCV camera frame.
+point) unless a camera is given — then MoGe solves only for the depth shift with that camera's FoV
+(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the validity mask, unit normals in the
+OpenCV camera frame. MoGe's `infer` takes only a horizontal FoV and assumes square pixels and a
+centred principal point; a given K with fy != fx or an off-centre (cx, cy) is honoured by running
+MoGe on the image resampled to the centred camera with focal fx that sees the same rays
+(`vd.models.intrinsics.centred_view`), then resampling depth, mask and normals back: z along a ray
+does not depend on how the image plane is parametrised, so the returned K and depth agree.
+MoGe's weights load strictly (its own `from_pretrained` does not).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -29,7 +33,7 @@ from vd import console
 from vd.errors import MissingWeightsError, VdError
 from vd.image import plan_to
 from vd.models.depth import DepthBackend, DepthResult, check_rgb
-from vd.models.intrinsics import read_intrinsics_json, resolve_K
+from vd.models.intrinsics import centred_view, read_intrinsics_json, resolve_K
 from vd.models.memory import release_torch_memory
 
 MOGE_INSTALL = 'pip install "vd[moge]" && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3'
@@ -45,18 +49,50 @@ def import_moge_model():
 
 
 def load_moge(path, device: str = "cpu"):
-    """Load a MoGe-2 `model.pt` (the published layout) onto `device`, in eval mode."""
+    """Load a MoGe-2 `model.pt` (the published layout: `model_config` + `model`) onto `device`, in eval mode.
+
+    MoGe's own `from_pretrained` loads with strict=False, so a checkpoint that does not match the
+    installed code would leave random layers and give wrong depth without a word: vd loads strictly."""
     import torch
 
     MoGeModel = import_moge_model()
     try:
-        model = MoGeModel.from_pretrained(str(path))
-    except Exception as e:  # torch.load's UnpicklingError, a missing key, a shape mismatch...
-        raise VdError(f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); re-fetch with: vd fetch moge --force") from None
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        model = MoGeModel(**ckpt["model_config"])
+    except Exception as e:  # torch.load's UnpicklingError, a missing key, a config the code does not know...
+        raise VdError(f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); "
+                      "re-fetch with: vd fetch moge --force") from None
+    missing, unexpected = _state_dict_mismatch(model, ckpt["model"])
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise VdError(f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
+                      f"{_moge_version()}): {len(missing)} weights missing, {len(unexpected)} unexpected "
+                      f"(first: {first}); re-fetch with: vd fetch moge --force, or install: {MOGE_INSTALL}")
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except Exception as e:  # shapes that differ
+        raise VdError(f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
+                      f"{_moge_version()}): {str(e).strip().splitlines()[-1][:160]}; re-fetch with: "
+                      "vd fetch moge --force") from None
     model = model.to(torch.device(device)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _state_dict_mismatch(model, state: dict) -> tuple[list[str], list[str]]:
+    want = set(model.state_dict())
+    got = set(state)
+    return sorted(want - got), sorted(got - want)
+
+
+def _moge_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("dlr-moge")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 class MogeDepth(DepthBackend):
@@ -138,11 +174,11 @@ class MogeDepth(DepthBackend):
         iplan = plan if (plan is not None and tuple(plan.size) == (W, H)) else plan_to(W, H, W, H)
         K_known = resolve_K(W, H, iplan, K_hint=K_hint, focal=self.focal, fov=self.fov, intr=self._intr)
         model = self._load()
-        fov_x = None
-        if K_known is not None:
-            fov_x = math.degrees(2 * math.atan(W / (2 * float(K_known[0, 0]))))
         dev = next(model.parameters()).device
-        image = torch.from_numpy(rgb.copy()).to(dev).permute(2, 0, 1).float().div_(255.0)
+        view = None if K_known is None else centred_view(K_known, W, H)
+        fov_x = None if view is None else view.fov_x_deg
+        src = rgb if view is None or view.identity else view.to_centred(rgb)
+        image = torch.from_numpy(np.array(src)).to(dev).permute(2, 0, 1).float().div_(255.0)
 
         with warnings.catch_warnings():
             # MoGe opens a float32 CPU autocast region that torch reports as unsupported (harmless)
@@ -156,6 +192,10 @@ class MogeDepth(DepthBackend):
             )
         depth = out["depth"].float().cpu().numpy()
         mask = out["mask"].cpu().numpy().astype(bool) if "mask" in out else np.ones((H, W), bool)
+        normals = out["normal"].float().cpu().numpy().astype(np.float32) if "normal" in out else None
+        if view is not None and not view.identity:  # back to the given camera's pixels (same rays, same z)
+            depth, mask, normals = view.from_centred(depth), view.from_centred(mask), (
+                None if normals is None else view.from_centred(normals))
         valid = mask & np.isfinite(depth) & (depth > 0)
         depth = np.where(valid, depth, 0).astype(np.float32)
         Kn = out["intrinsics"].float().cpu().numpy().astype(np.float64)  # normalised (uv in [0,1])
@@ -164,11 +204,8 @@ class MogeDepth(DepthBackend):
         )
         if K_known is not None:
             K = np.asarray(K_known, dtype=np.float32)
-        normals = None
-        if "normal" in out:
-            n = out["normal"].float().cpu().numpy().astype(np.float32)
-            n[~valid] = 0
-            normals = n
+        if normals is not None:
+            normals[~valid] = 0
         return DepthResult(depth=depth, K=K, valid=valid, normals=normals)
 
     def release(self) -> None:

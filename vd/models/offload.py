@@ -2,15 +2,18 @@
 
     (the options and their defaults: vd.params.FluxParams.offload and .vram_budget)
     p = plan(free, total, allocated=0, budget=16 * GIB, flux=True, depth=True)   # pure
-    p.offload ("none" | "model" | "sequential"), p.depth_on_gpu, p.reason, p.fits, p.to_json()
+    p.offload ("none" | "model" | "sequential"), p.evict_for_ae, p.depth_on_gpu, p.reason, p.fits, p.to_json()
     p = place("cuda", requested="auto", budget=...)      # reads the device's free memory, then plan()
     configure(depth_backend, inpaint_backend, device=..., budget=...)   # a stage applies a plan
 
 `plan` is a pure function of memory figures, so every rule is tested on a CPU. It prefers the
 fastest Flux placement that fits beside the Gaussians and the optimiser, with the depth model on
 the GPU; block-by-block offload costs more than MoGe on the CPU, so when the depth model does not
-fit beside whole-model offload it moves to the CPU before Flux goes block by block. `--vram-budget` caps the
-memory vd plans for at BUDGET minus what this process already holds.
+fit beside whole-model offload it moves to the CPU before Flux goes block by block. With model
+offload, `evict_for_ae` is False when the transformer, the AE and the larger of the AE's
+activations and the render buffers fit beside the scene ("model-resident"): the transformer then
+stays on the GPU between calls and MCS steps instead of moving out and back around every AE call.
+`--vram-budget` caps the memory vd plans for at BUDGET minus what this process already holds.
 
 The footprints are estimates from parameter counts (bf16 Flux, fp32 MoGe-2 ViT-L) and a rough
 activation allowance; bench/gpu/run.sh measures the peaks that check them.
@@ -41,11 +44,16 @@ class Footprints:
     render: int = 1 * GIB  # render and gradient buffers while optimising
 
     def need(self, mode: str, work_pixels: int) -> int:
-        """Peak bytes of a stage with Flux in `mode` (the depth model not included)."""
+        """Peak bytes of a stage with Flux in `mode` (the depth model not included). "model-resident":
+        model offload that keeps the transformer and the AE on the GPU between calls; the AE's
+        activations and the render buffers are never live at once, so the larger of the two counts."""
         act = self.activations_fixed + int(self.activations_per_mpx * work_pixels / 1e6)
+        if mode == "model-resident":
+            return self.transformer + self.ae + max(act, self.render) + self.scene
         if mode == "none":  # Flux stays resident while the scene is optimised
             return self.transformer + self.ae + act + self.scene + self.render
-        # the offload modes park Flux on the CPU after every call, so it never meets the render buffers
+        # evicting model offload and sequential offload park Flux on the CPU after every call, so it never
+        # meets the render buffers ("model-resident" keeps it, see plan)
         flux = max(self.transformer, self.ae) + act if mode == "model" else self.block + self.ae + act
         return max(flux, self.render) + self.scene
 
@@ -60,6 +68,7 @@ class Placement:
     depth_on_gpu: bool
     reason: str
     fits: bool = True  # False: even the smallest placement exceeds what is available
+    evict_for_ae: bool = True  # model offload: the transformer leaves the GPU while the AE runs and between calls
     on_gpu: bool = True  # False: no CUDA device, everything runs on the CPU
     free_bytes: Optional[int] = None
     total_bytes: Optional[int] = None
@@ -113,8 +122,13 @@ def plan(free: int, total: int, *, allocated: int = 0, budget: Optional[int] = N
     why = "--offload" if requested != "auto" else _auto_why(mode, needs)
     tail = "" if not depth else ("; depth model on the GPU" if gpu_depth else
                                  f"; depth model on the CPU (another {_gib(depth_need)} does not fit)")
-    return Placement(mode, gpu_depth, f"offload {mode} ({why}; {where}){tail}", True, **common,
-                     needs={**needs, **extra})
+    resident = fp.need("model-resident", work_pixels)
+    evict = mode == "sequential" or (mode == "model" and resident + (depth_need if gpu_depth else 0) > available)
+    if mode == "model":
+        why += ("; the transformer leaves the GPU while the autoencoder runs" if evict else
+                f"; the transformer stays on the GPU between calls, ~{_gib(resident)}")
+    return Placement(mode, gpu_depth, f"offload {mode} ({why}; {where}){tail}", True, evict_for_ae=evict, **common,
+                     needs={**needs, "model-resident": resident, **extra})
 
 
 def _candidates(requested: str, depth: bool) -> list[tuple[str, bool]]:

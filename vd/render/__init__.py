@@ -12,6 +12,8 @@ torch is imported lazily so `import vd.render` stays cheap.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,9 @@ import numpy as np
 
 from vd.errors import UsageError
 from vd.params import RENDER_BACKENDS as BACKENDS
-from vd.render.gsplat_backend import render_gsplat
+from vd.render.gsplat_backend import GSPLAT_BUILD, gsplat_installed, gsplat_kernels, nvcc_version, render_gsplat
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,25 +35,46 @@ class RenderResult:
 
 
 def gsplat_available() -> bool:
-    try:
-        import gsplat  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """gsplat is installed and its CUDA kernels are built (rendering with it will not compile first)."""
+    return gsplat_installed() and gsplat_kernels() is not None
+
+
+_said: set = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.info(message)
 
 
 def resolve_backend(backend: str, device) -> str:
-    """'auto' -> 'gsplat' on CUDA when gsplat imports, else 'torch'. Raises UsageError otherwise."""
+    """'auto' -> 'gsplat' on CUDA when gsplat and its built kernels are there, else 'torch' (and says
+    why when gsplat is installed without kernels). 'gsplat' without kernels compiles them first (says
+    so), or raises UsageError when there is no nvcc to do it."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     on_cuda = str(device).split(":", 1)[0] == "cuda"  # a str or torch.device; no torch import on CPU
     if backend == "auto":
-        return "gsplat" if on_cuda and gsplat_available() else "torch"
+        if not on_cuda:
+            return "torch"
+        if gsplat_available():
+            return "gsplat"
+        if gsplat_installed():
+            _say_once("render backend: torch (gsplat is installed but its CUDA kernels are not built; "
+                      f"build them once, minutes: {GSPLAT_BUILD})")
+        return "torch"
     if backend == "gsplat":
         if not on_cuda:
             raise UsageError("the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU")
-        if not gsplat_available():
+        if not gsplat_installed():
             raise UsageError("the gsplat render backend is not installed; run: pip install 'vd[gpu]' (gsplat>=1.5)")
+        if gsplat_kernels() is None:
+            if nvcc_version() is None:
+                raise UsageError("gsplat's CUDA kernels are not built and there is no nvcc to build them; use "
+                                 f"--render-backend torch, or install the CUDA toolkit and run: {GSPLAT_BUILD}")
+            _say_once(f"gsplat's CUDA kernels are not built: compiling them now (minutes, once; ahead of time: "
+                      f"{GSPLAT_BUILD})")
     return backend
 
 
@@ -120,4 +145,4 @@ def render(
     return RenderResult(rgb, depth, alpha, name)
 
 
-__all__ = ["BACKENDS", "RenderResult", "gsplat_available", "render", "resolve_backend"]
+__all__ = ["BACKENDS", "RenderResult", "gsplat_available", "gsplat_kernels", "render", "resolve_backend"]

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from vd.gaussians import Gaussians
 from vd.geometry import quat_to_rotmat_torch
+from vd.render.quats import unit_quats
 from vd.render.sh import eval_sh
 from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 
@@ -92,7 +93,7 @@ def project(
 
 
 def covariances(g: Gaussians) -> Tensor:
-    R = quat_to_rotmat_torch(g.quats)
+    R = quat_to_rotmat_torch(unit_quats(g.quats))
     s = torch.exp(g.log_scales)
     M = R * s[:, None, :]
     return M @ M.transpose(1, 2)

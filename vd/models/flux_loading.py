@@ -1,0 +1,136 @@
+"""Reading FLUX.1-Fill-dev from disk: the transformer, the autoencoder and the empty-prompt embeddings.
+
+Checkpoints: `flux1-fill-dev.safetensors` (BFL layout; a diffusers-layout single file works too)
+and `ae.safetensors` (LDM layout), read by diffusers' `from_single_file` with the configs bundled
+in `vd/assets/flux-fill/` (offline, `local_files_only=True`). Empty-prompt embeddings `txt.pt`
+(T5, [1,512,4096]) and `vec.pt` (CLIP pooled, [1,768]) come from `vd fetch flux-prompt` and are
+read with `torch.load(weights_only=True)`.
+
+The transformer is built empty (meta device, through accelerate) and filled from the checkpoint
+in bf16: without accelerate diffusers would first build all 12 B parameters in fp32 on the CPU
+(~48 GB), so loading refuses instead and names the `gpu` extra. A checkpoint that leaves any of
+the model's weights unset is refused too (diffusers would keep them empty or random).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vd.errors import VdError
+from vd.models.flux_offload import no_nan_fill
+
+ACCELERATE_INSTALL = "pip install 'vd[gpu]'"
+
+
+def config_dir() -> Path:
+    """The bundled diffusers configs (`transformer/config.json`, `vae/config.json`)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "flux-fill"
+
+
+def read_embedding(path, what: str):
+    """One tensor from a `torch.save`d file (a bare tensor or a dict holding one)."""
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise VdError(f"cannot read the {what} embedding {path} ({str(e).strip()[:120]}); "
+                      "re-fetch with: vd fetch flux-prompt --force") from None
+    if isinstance(obj, dict):
+        tensors = [v for v in obj.values() if hasattr(v, "shape")]
+        if len(tensors) != 1:
+            raise VdError(f"the {what} embedding {path} should hold one tensor, found {len(tensors)}")
+        obj = tensors[0]
+    if not hasattr(obj, "shape"):
+        raise VdError(f"the {what} embedding {path} is not a tensor")
+    return obj
+
+
+def require_accelerate() -> None:
+    """accelerate lets diffusers build the model empty and fill it in its final dtype."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise VdError("loading FLUX.1-Fill-dev needs accelerate (without it diffusers builds the 12 B transformer "
+                      f"in fp32 on the CPU, ~48 GB of RAM); install it with: {ACCELERATE_INSTALL}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def _unset_weights(model) -> list[str]:
+    return [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
+
+
+def checkpoint_blocks(path) -> tuple[int, int]:
+    """(double-stream, single-stream) block counts of a Flux checkpoint, BFL or diffusers keys, from its header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    count = {}
+    for k in keys:
+        parts = k.split(".")
+        if len(parts) > 2 and parts[1].isdigit() and parts[0] in ("double_blocks", "transformer_blocks",
+                                                                  "single_blocks", "single_transformer_blocks"):
+            kind = "single" if parts[0].startswith("single") else "double"
+            count.setdefault(kind, set()).add(int(parts[1]))
+    return len(count.get("double", ())), len(count.get("single", ()))
+
+
+def _check_blocks(path, cfg_dir: Path) -> None:
+    import json
+
+    try:
+        cfg = json.loads((cfg_dir / "config.json").read_text())
+        have = checkpoint_blocks(path)
+    except Exception:  # unreadable here: from_single_file says why below
+        return
+    want = (int(cfg.get("num_layers", 0)), int(cfg.get("num_single_layers", 0)))
+    if have != want:
+        raise VdError(f"the FLUX.1-Fill-dev checkpoint {path} has {have[0]} double- and {have[1]} single-stream "
+                      f"blocks where the model has {want[0]} and {want[1]}; re-fetch with: vd fetch flux-fill --force")
+
+
+def load_transformer(path, *, config=None, dtype=None):
+    """FluxTransformer2DModel from a single-file checkpoint (BFL or diffusers layout), offline, in bf16."""
+    import torch
+
+    require_accelerate()
+    from diffusers import FluxTransformer2DModel
+
+    cfg = Path(config) if config is not None else config_dir() / "transformer"
+    _check_blocks(path, cfg)
+    try:
+        with no_nan_fill():  # the 12 B weights are read into fresh allocations: no NaN fill first
+            model = FluxTransformer2DModel.from_single_file(
+                str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype or torch.bfloat16,
+                low_cpu_mem_usage=True,
+            )
+    except Exception as e:
+        raise VdError(f"cannot load the FLUX.1-Fill-dev transformer from {path} ({_first_line(e)}); "
+                      "re-fetch with: vd fetch flux-fill --force") from None
+    unset = _unset_weights(model)
+    if unset:
+        raise VdError(f"the FLUX.1-Fill-dev checkpoint {path} lacks {len(unset)} of the model's weights "
+                      f"(first: {unset[0]}); re-fetch with: vd fetch flux-fill --force")
+    return model
+
+
+def load_ae(path, *, config=None, dtype=None):
+    """The Flux AutoencoderKL from `ae.safetensors` (LDM layout), offline."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    cfg = Path(config) if config is not None else config_dir() / "vae"
+    try:
+        return AutoencoderKL.from_single_file(str(path), config=str(cfg), local_files_only=True,
+                                              torch_dtype=dtype or torch.bfloat16)
+    except Exception as e:
+        raise VdError(f"cannot load the Flux autoencoder from {path} ({_first_line(e)}); "
+                      "re-fetch with: vd fetch flux-fill --force") from None
+
+
+__all__ = ["config_dir", "read_embedding", "require_accelerate", "load_transformer", "load_ae", "ACCELERATE_INSTALL"]
