@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import xxhash
 
 from vd.cache import records
+from vd.install import pip_install
 
 ENV = "VD_CACHE_REMOTE"
 
@@ -73,7 +74,7 @@ class Remote:
 
                     self._fs, self._base = fsspec.core.url_to_fs(self.url)
                 except ImportError as e:
-                    raise RemoteError(f"the remote cache {self.label} needs fsspec and its backend ({e.name}); pip install 'vd[cluster]'") from e
+                    raise RemoteError(f"the remote cache {self.label} needs fsspec and its backend ({e.name}); {pip_install('cluster')}") from e
                 except Exception as e:
                     raise RemoteError(f"cannot open the remote cache {self.label} ({type(e).__name__})") from e
         return self._fs

@@ -8,7 +8,9 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Optional
 
@@ -27,6 +29,7 @@ from vd.commands import inspect as inspect_cmd
 from vd.commands import refine as refine_cmd
 from vd.commands import view as view_cmd
 from vd.errors import EXIT_FAILURE, EXIT_USAGE, VdError, disk_full_message
+from vd.outputs import record_inputs
 
 HELP = """\
 Turn one photo into a 3D Gaussian-splatting scene.
@@ -83,11 +86,34 @@ app.add_typer(cache_cmd.app, name="cache")
 
 
 INTERRUPTED = "Interrupted; completed steps are cached and the next run resumes from them."
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (kill, a scheduler's time limit): unwinds like Ctrl-C, so outputs are rolled back and locks released."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     """Run the CLI on `argv` and return the exit code; never raises for user errors."""
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _run(argv, prog_name)
+    except Terminated:
+        console.err.print(INTERRUPTED)
+        return EXIT_TERMINATED
+    finally:
+        record_inputs()
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None, prog_name: str) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)

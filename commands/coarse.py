@@ -20,6 +20,8 @@ _SCAF = "Scaffold"
 _OPT = "Optimisation"
 _BACK = "Backends"
 
+COARSE_BYTES_PER_PIXEL = 2 * 248  # at least scaffold.ply and coarse.ply, one 248-byte Gaussian per input pixel
+
 
 def coarse(
     images: List[Path] = common.IMAGES,
@@ -55,6 +57,7 @@ def coarse(
     seed: int = common.SEED,
     device: Optional[str] = common.DEVICE,
     fetch: bool = common.FETCH,
+    overwrite: bool = common.OVERWRITE,
     viewer: str = vo.VIEWER,
     viewer_port: int = vo.VIEWER_PORT,
     rrd: Optional[Path] = vo.RRD,
@@ -87,7 +90,9 @@ def coarse(
         check_input_file(trajectory, "trajectory file")
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     flux.validate()
-    for img, dest in zip(images, common.output_dirs(out, images)):
+    dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL,
+                               max_resolution=max_resolution)
+    for img, dest in zip(images, dests):
         if len(images) > 1:
             console.info(str(img))
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),

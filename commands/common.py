@@ -17,6 +17,7 @@ JSON = typer.Option(False, "--json", help="Print one JSON object per image on st
 DEVICE = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
 SEED = typer.Option(params.SEED, "--seed", help="Random seed; part of every cache key.")
 MAX_RES = typer.Option(params.MAX_RESOLUTION, "--max-resolution", help="Long side cap in pixels; never upscales; sides become multiples of 16.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an output folder that holds the results of another input.")
 FETCH = typer.Option(False, "--fetch", help="Download missing model weights first (also VD_AUTO_FETCH=1).")
 
 
@@ -49,15 +50,18 @@ def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
     return out / image.stem if n_images > 1 else out
 
 
-def output_dirs(out: Optional[Path], images: List[Path]) -> List[Path]:
-    """One distinct output folder per image, created and checked before anything is computed."""
+def output_dirs(out: Optional[Path], images: List[Path], *, overwrite: bool = False, bytes_per_pixel: int = 0,
+                max_resolution: Optional[int] = None) -> List[Path]:
+    """One distinct output folder per image, created and checked (writable, room for the outputs, not another
+    input's results) before anything is computed."""
 
-    return prepare_output_dirs(out, images)
+    return prepare_output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=bytes_per_pixel,
+                               max_resolution=max_resolution)
 
 
 def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "param_option", "shows_default", "output_dir",
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "OVERWRITE", "param_option", "shows_default", "output_dir",
            "output_dirs", "not_implemented", "List", "Optional", "Path"]

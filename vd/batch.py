@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from vd.errors import InputError, UsageError, VdError
+from vd.install import pip_install
 from vd.params import MAX_RESOLUTION, SEED, CoarseParams, FineParams, FluxParams
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
@@ -426,7 +427,7 @@ def run_batch(jobs: Sequence[Job], spec: BatchSpec, out: Path, *, executor: str 
     if executor not in ("ray", "serial"):
         raise UsageError(f"--executor must be ray or serial, got {executor!r}")
     if executor == "ray" and not ray_available():
-        raise UsageError("--executor ray needs Ray: pip install 'vd[cluster]'")
+        raise UsageError(f"--executor ray needs Ray: {pip_install('cluster')}")
     prepare(Path(out))
     for job in jobs:
         prepare(Path(job.out))

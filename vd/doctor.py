@@ -21,6 +21,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from vd.export.sog import INSTALL_HINT as SPLAT_TRANSFORM_INSTALL
+from vd.export.sog import splat_transform
 from vd.fetch import registry
 from vd.models.moge import MOGE_INSTALL
 from vd.models.offload import place
@@ -171,10 +173,11 @@ def check_packages() -> list[Check]:
     ver = _version("rerun-sdk")
     checks.append(Check("rerun", "ok", ver) if ver else Check(
         "rerun", "optional", "not installed (no live viewer)", 'pip install "rerun-sdk>=0.41"'))
-    exe = shutil.which("splat-transform")
+    exe = splat_transform()
+    where = f"$VD_SPLAT_TRANSFORM ({os.environ['VD_SPLAT_TRANSFORM']})" if os.environ.get("VD_SPLAT_TRANSFORM") else "on PATH"
     checks.append(Check("splat-transform", "ok", exe) if exe else Check(
-        "splat-transform", "optional", "not on PATH (only a cross-check of compressed PLYs uses it)",
-        "npm install -g @playcanvas/splat-transform"))
+        "splat-transform", "optional", f"not found {where} (vd export --format sog needs it)",
+        f"{SPLAT_TRANSFORM_INSTALL}, or set VD_SPLAT_TRANSFORM to its path"))
     return checks
 
 

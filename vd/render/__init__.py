@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vd.errors import UsageError
+from vd.install import pip_install
 from vd.params import RENDER_BACKENDS as BACKENDS
 from vd.render.gsplat_backend import render_gsplat
 
@@ -51,7 +52,7 @@ def resolve_backend(backend: str, device) -> str:
         if dev.type != "cuda":
             raise UsageError("the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU")
         if not gsplat_available():
-            raise UsageError("the gsplat render backend is not installed; run: pip install 'vd[gpu]' (gsplat>=1.5)")
+            raise UsageError(f"the gsplat render backend is not installed; run: {pip_install('gpu')} (gsplat>=1.5)")
     return backend
 
 
