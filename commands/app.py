@@ -7,6 +7,7 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -83,6 +84,25 @@ app.command("view", no_args_is_help=True)(view_cmd.view)
 app.command("doctor", no_args_is_help=False)(doctor_cmd.doctor)
 app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.add_typer(cache_cmd.app, name="cache")
+
+
+def reflow(doc: str) -> str:
+    """A docstring's paragraphs each on one line, so --help wraps them at the terminal's width (rich markup
+    keeps every newline). Indented lines (examples) and the lines after one ending in ":" stay as they are."""
+    lines = inspect.cleandoc(doc).splitlines()
+    out: list[str] = []
+    for line in lines:
+        joins = out and out[-1].strip() and line.strip() and not line[0].isspace() and not out[-1].rstrip().endswith(":")
+        if joins and not out[-1][0].isspace():
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+for _info in app.registered_commands + cache_cmd.app.registered_commands:
+    if _info.callback is not None and _info.callback.__doc__:
+        _info.callback.__doc__ = reflow(_info.callback.__doc__)
 
 
 INTERRUPTED = "Interrupted; completed steps are cached and the next run resumes from them."
