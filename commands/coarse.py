@@ -90,6 +90,7 @@ def coarse(
         check_input_file(trajectory, "trajectory file")
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     flux.validate()
+    common.require_weights_first(images, depth_backend, inpaint_backend, fetch)
     dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL,
                                max_resolution=max_resolution)
     for img, dest in zip(images, dests):

@@ -59,9 +59,23 @@ def output_dirs(out: Optional[Path], images: List[Path], *, overwrite: bool = Fa
                                max_resolution=max_resolution)
 
 
+def require_weights_first(images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool) -> None:
+    """MissingWeightsError (exit 3) for the weights the named backends need, before torch is imported (seconds)."""
+    from vd.fetch.registry import require_all
+    from vd.models.depth import sidecar_depth
+
+    models = []
+    if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
+        models.append("moge")
+    if inpaint_backend == "flux-fill":
+        models += ["flux-fill", "flux-prompt"]
+    if models:
+        require_all(models, auto_fetch=True if fetch else None)
+
+
 def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
 __all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "OVERWRITE", "param_option", "shows_default", "output_dir",
-           "output_dirs", "not_implemented", "List", "Optional", "Path"]
+           "output_dirs", "require_weights_first", "not_implemented", "List", "Optional", "Path"]

@@ -56,6 +56,7 @@ def fine(
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
+    common.require_weights_first([], "file", inpaint_backend, fetch)  # before the stages import torch
     from vd.stages.denoisers import choose_denoiser
     from vd.stages.fine import run_fine
 

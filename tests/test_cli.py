@@ -391,3 +391,27 @@ def test_batch_refuses_a_bad_value_before_any_task_starts(run_vd, tmp_path, args
     assert r.code == 2, r
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["coarse", "{photo}", "-o", "{tmp}/c"], ["coarse", "{photo}", "--depth-backend", "moge"],
+                                  ["coarse", "{example}", "--inpaint-backend", "flux-fill", "-o", "{tmp}/f"],
+                                  ["fine", "{example}", "--inpaint-backend", "flux-fill"]],
+                         ids=["coarse-auto-depth", "coarse-moge", "coarse-flux", "fine-flux"])
+def test_missing_weights_are_reported_before_torch_is_imported(tmp_path, args):
+    from pathlib import Path
+
+    from PIL import Image
+
+    import numpy as np
+
+    from conftest import vd_env
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "photo.png")  # no depth map beside it
+    example = Path(__file__).resolve().parents[1] / "examples" / "room" / "rgb.png"
+    argv = [a.format(photo=tmp_path / "photo.png", tmp=tmp_path, example=example) for a in args]
+    code = ("import sys; from vd.commands.app import run; c = run(sys.argv[1:]); "
+            "print(c, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=vd_env(), timeout=120,
+                       cwd=tmp_path)
+    assert r.stdout.split() == ["3", "False"], (r.stdout, r.stderr)
+    assert "run: vd fetch " in r.stderr and r.stderr.count("\n") == 1, r.stderr

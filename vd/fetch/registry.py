@@ -413,8 +413,11 @@ def require_all(models: Iterable[str], *, auto_fetch: Optional[bool] = None) -> 
     for m in models:
         try:
             out[m] = require(m, auto_fetch=auto_fetch)
-        except MissingWeightsError:
+        except MissingWeightsError as e:
             missing.append(m)
+            only = e
+    if len(missing) == 1:
+        raise only
     if missing:
         raise MissingWeightsError(f"model weights missing for {', '.join(missing)}; run: {fetch_command(missing)}")
     return out
