@@ -338,10 +338,13 @@ def verify(models: Optional[Iterable[str]] = None, manifest_path: Optional[Path 
             else:
                 digest = sha256_file(st.path, reporter, f"verifying {name}/{f.name}")
                 row["sha256"] = digest
+                # a hash recorded on download is the reference even when the file changed since: never rewritten here
+                recorded = None if f.sha256 else read_sidecar(st.path, any_age=True)
+                row["expected"] = f.sha256 or recorded
                 if f.sha256:
                     row["result"] = "ok" if digest == f.sha256 else "mismatch"
-                elif st.sha256:
-                    row["result"] = "ok" if digest == st.sha256 else "mismatch"
+                elif recorded:
+                    row["result"] = "ok" if digest == recorded else "mismatch"
                 else:
                     write_sidecar(st.path, digest)
                     row["result"] = "recorded"
