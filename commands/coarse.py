@@ -20,7 +20,7 @@ _SCAF = "Scaffold"
 _OPT = "Optimisation"
 _BACK = "Backends"
 
-COARSE_BYTES_PER_PIXEL = 2 * 248  # at least scaffold.ply and coarse.ply, one 248-byte Gaussian per input pixel
+COARSE_BYTES_PER_PIXEL = 2 * 68  # at least scaffold.ply and coarse.ply: a 68-byte Gaussian (SH degree 0) per input pixel
 
 
 def coarse(
