@@ -74,7 +74,8 @@ class Remote:
 
                     self._fs, self._base = fsspec.core.url_to_fs(self.url)
                 except ImportError as e:
-                    raise RemoteError(f"the remote cache {self.label} needs fsspec and its backend ({e.name}); {pip_install('cluster')}") from e
+                    raise RemoteError(f"the remote cache {self.label} needs fsspec and its backend ({e.name}); "
+                                      f"{pip_install('cluster')}") from e
                 except Exception as e:
                     raise RemoteError(f"cannot open the remote cache {self.label} ({type(e).__name__})") from e
         return self._fs

@@ -92,8 +92,9 @@ def reflow(doc: str) -> str:
     lines = inspect.cleandoc(doc).splitlines()
     out: list[str] = []
     for line in lines:
-        joins = out and out[-1].strip() and line.strip() and not line[0].isspace() and not out[-1].rstrip().endswith(":")
-        if joins and not out[-1][0].isspace():
+        prev = out[-1] if out else ""
+        joins = prev.strip() and line.strip() and not line[0].isspace() and not prev[0].isspace()
+        if joins and not prev.rstrip().endswith(":"):
             out[-1] = f"{out[-1].rstrip()} {line.strip()}"
         else:
             out.append(line)

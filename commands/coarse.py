@@ -20,7 +20,8 @@ _SCAF = "Scaffold"
 _OPT = "Optimisation"
 _BACK = "Backends"
 
-COARSE_BYTES_PER_PIXEL = 2 * 68  # at least scaffold.ply and coarse.ply: a 68-byte Gaussian (SH degree 0) per input pixel
+# at least scaffold.ply and coarse.ply: a 68-byte Gaussian (SH degree 0) per input pixel
+COARSE_BYTES_PER_PIXEL = 2 * 68
 
 
 def coarse(
@@ -90,9 +91,9 @@ def coarse(
         check_input_file(trajectory, "trajectory file")
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     flux.validate()
-    common.require_weights_first(images, depth_backend, inpaint_backend, fetch)
     dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL,
                                max_resolution=max_resolution)
+    common.require_weights_first(images, depth_backend, inpaint_backend, fetch)  # before the stages import torch
     for img, dest in zip(images, dests):
         if len(images) > 1:
             console.info(str(img))

@@ -77,5 +77,6 @@ def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "OVERWRITE", "param_option", "shows_default", "output_dir",
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH",
+           "OVERWRITE", "param_option", "shows_default", "output_dir",
            "output_dirs", "require_weights_first", "not_implemented", "List", "Optional", "Path"]

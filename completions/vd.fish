@@ -89,7 +89,7 @@ complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l executor -r -d 'ray o
 complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l address -r -d 'Join this Ray cluster (default $RAY_ADDRESS; none: start a local one)'
 complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l gpus-per-task -r -d 'GPUs each task reserves (default 1 with CUDA, else 0)'
 complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l retries -r -d 'Retries of a task whose worker died or crashed (not of user errors)'
-complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l batch-file -r -d 'JSON or TOML: options and [] entries with per-image overrides'
+complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l batch-file -r -d 'JSON or TOML: \ options and \[\] entries with per-image overrides'
 complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l option -s O -r -d 'A stage option for every image, e.g. -O n_frames=8, -O fine_gs_iters=64 (repeatable)'
 complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l depth-backend -r -d 'auto, moge or file'
 complete -c vd -n 'test (__vd_path) = '\''vd batch'\''' -l inpaint-backend -r -d 'auto, flux-fill or telea'

@@ -101,7 +101,8 @@ class Browser:
         msg, self._buf = self._buf.split(b"\0", 1)
         return json.loads(msg)
 
-    def call(self, method: str, params: dict | None = None, *, session: bool = True, timeout: float | None = None) -> dict:
+    def call(self, method: str, params: dict | None = None, *, session: bool = True,
+             timeout: float | None = None) -> dict:
         """Send one command and wait for its reply: at most `timeout` seconds (default: the browser's)."""
         self._limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + self._limit

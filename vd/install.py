@@ -19,4 +19,6 @@ def checkout() -> Path | None:
 def pip_install(extras: str) -> str:
     """The pip command installing vd with `extras` (e.g. "gpu,moge") from its checkout."""
     root = checkout()
-    return f'pip install -e "{root}[{extras}]"' if root is not None else f'pip install -e ".[{extras}]" (in the vd checkout)'
+    if root is None:
+        return f'pip install -e ".[{extras}]" (in the vd checkout)'
+    return f'pip install -e "{root}[{extras}]"'
