@@ -61,16 +61,15 @@ def output_dirs(out: Optional[Path], images: List[Path], *, overwrite: bool = Fa
 
 def require_weights_first(images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool) -> None:
     """MissingWeightsError (exit 3) for the weights the named backends need, before torch is imported (seconds)."""
-    from vd.fetch.registry import require_all
+    from vd.fetch.registry import require
+    from vd.models import choose
     from vd.models.depth import sidecar_depth
 
-    models = []
+    auto_fetch = True if fetch else None
     if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
-        models.append("moge")
-    if inpaint_backend == "flux-fill":
-        models += ["flux-fill", "flux-prompt"]
-    if models:
-        require_all(models, auto_fetch=True if fetch else None)
+        require("moge", auto_fetch=auto_fetch)
+    if inpaint_backend == "flux-fill":  # through the backend, which knows where its weights are
+        choose.get_inpaint_backend("flux-fill", auto_fetch=auto_fetch, quiet_choice=True).paths()
 
 
 def not_implemented(command: str, issue: str) -> None:

@@ -190,8 +190,8 @@ def check_free_space(folders: Sequence[Path], needs: Sequence[int]) -> None:
         except OSError:
             continue
         if free < need:
-            raise OutputError(disk_full_message(folder, OUTPUT_HINT)
-                              + f" (the outputs need about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB are free)")
+            room = f"{folder} (the outputs need about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB are free)"
+            raise OutputError(disk_full_message(room, OUTPUT_HINT))
 
 
 def check_distinct(pairs: Sequence[tuple[Path, Path]]) -> None:
