@@ -20,6 +20,7 @@ from vd import settings
 
 from vd.cache import records
 from vd.cache.objectstore import hash_bytes
+from vd.install import pip_install
 
 ENV = "VD_CACHE_REMOTE"
 
@@ -75,7 +76,7 @@ class Remote:
                     self._fs, self._base = fsspec.core.url_to_fs(self.url)
                 except ImportError as e:
                     raise RemoteError(f"the remote cache {self.label} needs fsspec and its backend ({e.name}); "
-                                      "pip install 'vd[cluster]'") from e
+                                      f"{pip_install('cluster')}") from e
                 except Exception as e:
                     raise RemoteError(f"cannot open the remote cache {self.label} ({type(e).__name__})") from e
         return self._fs

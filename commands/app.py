@@ -7,8 +7,11 @@ heavy work (torch, diffusers, ...) is imported inside the command functions, so
 
 from __future__ import annotations
 
+import inspect
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Optional
 
@@ -27,6 +30,7 @@ from vd.commands import inspect as inspect_cmd
 from vd.commands import refine as refine_cmd
 from vd.commands import view as view_cmd
 from vd.errors import EXIT_FAILURE, EXIT_USAGE, VdError, disk_full_message
+from vd.outputs import record_inputs
 
 HELP = """\
 Turn one photo into a 3D Gaussian-splatting scene.
@@ -83,12 +87,55 @@ app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.add_typer(cache_cmd.app, name="cache")
 
 
+def reflow(doc: str) -> str:
+    """A docstring's paragraphs each on one line, so --help wraps them at the terminal's width (rich markup
+    keeps every newline). Indented lines (examples) and the lines after one ending in ":" stay as they are."""
+    lines = inspect.cleandoc(doc).splitlines()
+    out: list[str] = []
+    for line in lines:
+        prev = out[-1] if out else ""
+        joins = prev.strip() and line.strip() and not line[0].isspace() and not prev[0].isspace()
+        if joins and not prev.rstrip().endswith(":"):
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+for _info in app.registered_commands + cache_cmd.app.registered_commands:
+    if _info.callback is not None and _info.callback.__doc__:
+        _info.callback.__doc__ = reflow(_info.callback.__doc__)
+
+
 INTERRUPTED = "Interrupted; completed steps are cached and the next run resumes from them."
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (kill, a scheduler's time limit): unwinds like Ctrl-C, so outputs are rolled back and locks released."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
     """Run the CLI on `argv` and return the exit code; never raises for user errors."""
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _run(argv, prog_name)
+    except Terminated:
+        console.err.print(INTERRUPTED)
+        return EXIT_TERMINATED
+    finally:
+        record_inputs()
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None, prog_name: str) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)

@@ -65,7 +65,7 @@ def batch(
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Join this Ray cluster (default $RAY_ADDRESS; none: start a local one).", rich_help_panel=_RUN),
     gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", min=0.0, help="GPUs each task reserves (default 1 with CUDA, else 0).", rich_help_panel=_RUN),
     retries: int = typer.Option(1, "--retries", min=0, help="Retries of a task whose worker died or crashed (not of user errors).", rich_help_panel=_RUN),
-    batch_file: Optional[Path] = typer.Option(None, "--batch-file", help="JSON or TOML: [defaults] options and [[images]] entries with per-image overrides.", rich_help_panel=_RUN),
+    batch_file: Optional[Path] = typer.Option(None, "--batch-file", help="JSON or TOML: \\[defaults] options and \\[\\[images]] entries with per-image overrides.", rich_help_panel=_RUN),
     option: List[str] = typer.Option([], "--option", "-O", metavar="NAME=VALUE", help="A stage option for every image, e.g. -O n_frames=8, -O fine_gs_iters=64 (repeatable).", rich_help_panel=_STAGE),
     depth_backend: str = _stage("depth_backend"),
     inpaint_backend: str = _stage("inpaint_backend"),

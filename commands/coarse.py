@@ -18,6 +18,9 @@ _SCAF = "Scaffold"
 _OPT = "Optimisation"
 _BACK = "Backends"
 
+# at least scaffold.ply and coarse.ply: a 68-byte Gaussian (SH degree 0) per input pixel
+COARSE_BYTES_PER_PIXEL = 2 * 68
+
 HELP = (
     "Build the coarse scene for each IMAGE (the main job).\n\n"
     "Writes coarse.ply, scaffold.ply, cameras.json, summary.json and views/NNN/ into the output folder "
@@ -75,6 +78,7 @@ def coarse(
     seed: int = common.SEED,
     device: Optional[str] = common.DEVICE,
     fetch: bool = common.FETCH,
+    overwrite: bool = common.OVERWRITE,
     viewer: str = vo.VIEWER,
     viewer_port: int = vo.VIEWER_PORT,
     rrd: Optional[Path] = vo.RRD,
@@ -101,7 +105,10 @@ def coarse(
         check_input_file(img, "image")
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
-    for img, dest in zip(images, common.output_dirs(out, images)):
+    dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL,
+                               max_resolution=max_resolution)
+    common.require_weights_first(images, depth_backend, inpaint_backend, fetch)  # before the stages import torch
+    for img, dest in zip(images, dests):
         if len(images) > 1:
             console.info(str(img))
         v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),

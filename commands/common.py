@@ -14,6 +14,7 @@ from vd.outputs import prepare_output_dirs
 IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).")
 JSON = typer.Option(False, "--json", help="Print one JSON object per image on stdout instead of paths.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an output folder that holds the results of another input.")
 
 
 def shows_default(help: str, default) -> str:
@@ -63,16 +64,32 @@ def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
     return out / image.stem if n_images > 1 else out
 
 
-def output_dirs(out: Optional[Path], images: List[Path]) -> List[Path]:
-    """One distinct output folder per image, created and checked before anything is computed."""
+def output_dirs(out: Optional[Path], images: List[Path], *, overwrite: bool = False, bytes_per_pixel: int = 0,
+                max_resolution: Optional[int] = None) -> List[Path]:
+    """One distinct output folder per image, created and checked (writable, room for the outputs, not another
+    input's results) before anything is computed."""
 
-    return prepare_output_dirs(out, images)
+    return prepare_output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=bytes_per_pixel,
+                               max_resolution=max_resolution)
+
+
+def require_weights_first(images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool) -> None:
+    """MissingWeightsError (exit 3) for the weights the named backends need, before torch is imported (seconds)."""
+    from vd.fetch.registry import require
+    from vd.models import choose
+    from vd.models.depth import sidecar_depth
+
+    auto_fetch = True if fetch else None
+    if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
+        require("moge", auto_fetch=auto_fetch)
+    if inpaint_backend == "flux-fill":  # through the backend, which knows where its weights are
+        choose.get_inpaint_backend("flux-fill", auto_fetch=auto_fetch, quiet_choice=True).paths()
 
 
 def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "field_option", "param_option",
-           "shows_default", "shown_default", "output_dir",
-           "output_dirs", "not_implemented", "List", "Optional", "Path"]
+__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "OVERWRITE", "field_option", "param_option",
+           "shows_default", "shown_default", "output_dir", "output_dirs", "require_weights_first", "not_implemented",
+           "List", "Optional", "Path"]

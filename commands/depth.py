@@ -14,6 +14,8 @@ from vd.errors import VdError
 from vd.models import memory
 from vd.params import check_device, check_intrinsics, check_max_resolution
 
+DEPTH_BYTES_PER_PIXEL = 9  # at least depth.npy (float32), a 16-bit colourised depth.png and the mask
+
 
 def depth(
     images: List[Path] = common.IMAGES,
@@ -32,6 +34,7 @@ def depth(
     ),
     json_: bool = common.JSON,
     fetch: bool = common.FETCH,
+    overwrite: bool = common.OVERWRITE,
     viewer: str = vo.VIEWER,
     viewer_port: int = vo.VIEWER_PORT,
     rrd: Optional[Path] = vo.RRD,
@@ -52,7 +55,8 @@ def depth(
     memory.reset()
     rows, failures = [], []
     backends: dict = {}
-    dests = common.output_dirs(out, images)
+    dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=DEPTH_BYTES_PER_PIXEL,
+                               max_resolution=max_resolution)
     for image, dest in zip(images, dests):
         try:
             row = depth_one(

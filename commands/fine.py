@@ -63,6 +63,7 @@ def fine(
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
+    common.require_weights_first([], "file", inpaint_backend, fetch)  # before the stages import torch
     from vd.stages.fine import prepare_fine
 
     params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,

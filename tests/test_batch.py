@@ -52,6 +52,7 @@ def test_collect_inputs_from_files_folders_globs_lists_and_stdin(tmp_path):
         collect_inputs([str(tmp_path / "nope.png")])
 
 
+@pytest.mark.slow
 def test_serial_batch_failure_does_not_stop_the_others(run_vd, tmp_path, one_torch_thread):
     imgs = scenes(tmp_path / "in", 2)
     broken = tmp_path / "in" / "broken.png"
@@ -138,6 +139,7 @@ def test_ray_batch_end_to_end_with_a_killed_worker_then_all_cache_hits(tmp_path,
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_serial_batch_coarse_then_fine(run_vd, tmp_path, one_torch_thread):
     img = scenes(tmp_path / "in", 1)[0]
     out = tmp_path / "B"

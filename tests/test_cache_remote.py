@@ -23,6 +23,7 @@ def _delta(before, after):
     return {k: after[k] - before[k] for k in after}
 
 
+@pytest.mark.slow
 def test_second_cache_sharing_a_file_remote_computes_nothing(run_vd, tmp_path, monkeypatch, one_torch_thread):
     img = make_scene(tmp_path / "in")
     remote = f"file://{tmp_path / 'shared'}"

@@ -51,6 +51,7 @@ def test_cache_maintenance_works_on_a_full_disk(run_vd, tmp_path, monkeypatch):
         assert not any((root / "objects").rglob("*")) or all(p.is_dir() for p in (root / "objects").rglob("*"))
 
 
+@pytest.mark.slow
 def test_coarse_output_on_a_full_disk_leaves_no_partial_files(run_vd, tmp_path, one_torch_thread):
     img = make_scene(tmp_path / "in")
     with tiny_tmpfs(tmp_path / "fs", "1m") as fs:

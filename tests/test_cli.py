@@ -323,3 +323,95 @@ def test_log_lines_print_user_paths_verbatim(capsys):
     console.warn("skipping [red]b.png")
     err = capsys.readouterr().err
     assert "shots/[day1]/a.png" in err and "skipping [red]b.png" in err
+
+
+HELP_COMMANDS = ["depth", "coarse", "fine", "export", "refine", "inspect", "view", "doctor", "batch", "fetch"]
+
+
+def _description(run_vd, cmd: str) -> list[str]:
+    """The paragraphs of a command's --help description, each as the list of its rendered lines."""
+    r = run_vd(cmd, "--help")
+    lines = r.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Usage: vd" in line) + 1
+    end = next(i for i, line in enumerate(lines) if line.lstrip().startswith("╭"))
+    paragraphs, cur = [], []
+    for line in lines[start:end]:
+        if line.strip():
+            cur.append(line.rstrip())
+        elif cur:
+            paragraphs.append(cur)
+            cur = []
+    return paragraphs + ([cur] if cur else [])
+
+
+@pytest.mark.parametrize("cmd", HELP_COMMANDS)
+def test_help_descriptions_wrap_at_the_terminal_not_mid_sentence(run_vd, monkeypatch, cmd):
+    monkeypatch.setenv("COLUMNS", "200")
+    for para in _description(run_vd, cmd):
+        for a, b in zip(para, para[1:]):
+            # a line followed by an unindented one breaks only where the terminal is full (or after a colon)
+            if not b.startswith("   ") and not a.rstrip().endswith(":"):
+                assert len(a) > 150, f"`vd {cmd} --help` breaks a sentence at {a.strip()[-30:]!r} / {b.strip()[:30]!r}"
+
+
+def test_batch_help_shows_the_batch_file_tables(run_vd, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    r = run_vd("batch", "--help")
+    assert "[defaults]" in r.stdout and "[[images]]" in r.stdout
+
+
+def test_a_focal_beyond_float32_is_a_usage_error(run_vd, tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "p.png")
+    np.save(tmp_path / "p.depth.npy", np.ones((32, 48), np.float32))
+    for focal in ("1e308", "3.5e38", "1e-300"):
+        r = run_vd("depth", tmp_path / "p.png", "--backend", "file", "--focal", focal, "-o", tmp_path / "o")
+        assert r.code == 2 and "--focal" in r.stderr and "Traceback" not in r.stderr, (focal, r)
+    assert not (tmp_path / "o").exists()
+    r = run_vd("depth", tmp_path / "p.png", "--backend", "file", "--focal", "3e38", "-o", tmp_path / "o")
+    assert r.code == 0, r
+    text = (tmp_path / "o" / "intrinsics.json").read_text()
+    assert "Infinity" not in text and json.loads(text)["fx"] > 1e37
+
+
+@pytest.mark.parametrize("args", [["-O", "n_frames=-1"], ["--focal", "nan"], ["-O", "fine_views=0"], ["-O", "n_frames=\"x\""],
+                                  ["--fov", "200"]], ids=["n_frames", "focal-nan", "fine_views", "type", "fov"])
+def test_batch_refuses_a_bad_value_before_any_task_starts(run_vd, tmp_path, args):
+    from PIL import Image
+
+    import numpy as np
+
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "runs"
+    r = run_vd("batch", tmp_path / "a.png", tmp_path / "b.png", "-o", out, "--executor", "serial", *args)
+    assert r.code == 2, r
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["coarse", "{photo}", "-o", "{tmp}/c"], ["coarse", "{photo}", "--depth-backend", "moge"],
+                                  ["coarse", "{example}", "--inpaint-backend", "flux-fill", "-o", "{tmp}/f"],
+                                  ["fine", "{example}", "--inpaint-backend", "flux-fill"]],
+                         ids=["coarse-auto-depth", "coarse-moge", "coarse-flux", "fine-flux"])
+def test_missing_weights_are_reported_before_torch_is_imported(tmp_path, args):
+    from pathlib import Path
+
+    from PIL import Image
+
+    import numpy as np
+
+    from conftest import vd_env
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "photo.png")  # no depth map beside it
+    example = Path(__file__).resolve().parents[1] / "examples" / "room" / "rgb.png"
+    argv = [a.format(photo=tmp_path / "photo.png", tmp=tmp_path, example=example) for a in args]
+    code = ("import sys; from vd.commands.app import run; c = run(sys.argv[1:]); "
+            "print(c, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=vd_env(), timeout=120,
+                       cwd=tmp_path)
+    assert r.stdout.split() == ["3", "False"], (r.stdout, r.stderr)
+    assert "run: vd fetch " in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -518,3 +518,40 @@ def test_bad_manifest_is_one_sentence(tmp_path, run_vd, text, msg):
     assert r.code == 1 and msg in r.stderr and "Traceback" not in r.stderr
     r = run_vd("fetch", "--list", "--manifest", tmp_path / "missing.json")
     assert r.code == 1 and "not found" in r.stderr
+
+
+def test_verify_never_rewrites_a_recorded_hash(srv, tmp_path, vd_dirs, run_vd):
+    srv.add("/w.bin", data=DATA)
+    m = one_file(tmp_path, [srv.url("/w.bin")], sha=False, size=False)
+    assert run_vd("fetch", "tiny", "--manifest", m).code == 0
+    path = installed(vd_dirs)
+    side = path.with_name("w.bin.sha256")
+    recorded = side.read_text()
+    os.utime(side, ns=(1, 1))  # the record older than the file, as after any later write to it
+    corrupt = bytearray(DATA)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    path.write_bytes(bytes(corrupt))
+    for _ in range(2):
+        r = run_vd("fetch", "--verify", "--manifest", m, "tiny")
+        assert r.code == 1, r
+        assert r.stdout.startswith("mismatch\t") and "failed verification" in r.stderr, r
+        assert side.read_text() == recorded
+    r = run_vd("fetch", "--verify", "--json", "--manifest", m, "tiny")
+    row = json.loads(r.stdout)["files"][0]
+    assert row["expected"] == SHA and row["sha256"] == hashlib.sha256(bytes(corrupt)).hexdigest()
+
+
+@pytest.mark.parametrize("size", [True, False], ids=["size-published", "size-unknown"])
+def test_a_full_models_disk_names_the_models_folder_and_VD_MODELS_DIR(srv, tmp_path, monkeypatch, run_vd, size):
+    from diskfull import tiny_tmpfs
+
+    big = os.urandom(600_000)
+    srv.add("/w.bin", data=big)
+    m = one_file(tmp_path, [srv.url("/w.bin")], data=big, sha=size, size=size)
+    with tiny_tmpfs(tmp_path / "disk", "512k") as mnt:
+        monkeypatch.setenv("VD_MODELS_DIR", str(mnt / "models"))
+        r = run_vd("fetch", "tiny", "--manifest", m)
+        assert r.code == 1, r
+        assert "with -o" not in r.stderr and "VD_MODELS_DIR" in r.stderr and str(mnt / "models") in r.stderr, r.stderr
+        assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert not (mnt / "models" / "tiny" / "w.bin").exists()

@@ -90,6 +90,7 @@ def test_select_views_prefers_large_holes_and_never_repeats(coarse_dir):
     assert not any(np.allclose(v.world_from_camera, np.eye(4)) for v in views)
 
 
+@pytest.mark.slow
 def test_classical_loop_end_to_end_and_per_step_memoisation(coarse_dir, tmp_path, run_vd, monkeypatch):
     from PIL import Image
 
@@ -165,6 +166,7 @@ def test_missing_and_bad_inputs(tmp_path, run_vd):
     assert r.code == 2
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_a_step_resumes_at_the_next_one(coarse_dir, tmp_path):
     from vd.cache import Cache
     from vd.stages.denoisers import ClassicalDenoiser

@@ -68,6 +68,7 @@ def test_weight_one_with_perfect_render_lands_on_it_with_the_flux_model(ff):
     assert (ff.denoise(x, cond, ts, 30.0, height=H, width=W) - target).abs().max() > 0.1
 
 
+@pytest.mark.slow
 def test_flux_loop_end_to_end(tiny, tmp_path):
     from test_fine import make_coarse
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,7 @@ def _run_module():
     return mod
 
 
+@pytest.mark.slow
 def test_dry_run_exercises_every_section(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, VD_CACHE_DIR=str(tmp_path / "cache"))
     p = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), "--dry-run"], cwd=tmp_path, env=env,

@@ -113,6 +113,7 @@ def small_run(tmp_path_factory):
             for name, g in (("lift", lift), ("scaffold", res.scaffold), ("coarse", res.gaussians), ("refine", refined))}
 
 
+@pytest.mark.slow
 def test_no_seams_at_the_input_view(small_run):
     """Depth-edge pixels spawn: the input view is covered everywhere (5f1dd5a: 0.62 at this size)."""
     s = small_run["scaffold"]
@@ -120,12 +121,14 @@ def test_no_seams_at_the_input_view(small_run):
     assert s["input_psnr"] > small_run["lift"]["input_psnr"] + 3, small_run
 
 
+@pytest.mark.slow
 def test_geometry_kept(small_run):
     """On the surfaces the input sees, the optimised scaffold's depth is no worse than the plain lift's."""
     assert small_run["scaffold"]["novel_absrel_seen"] <= small_run["lift"]["novel_absrel_seen"], small_run
     assert small_run["coarse"]["novel_absrel_seen"] <= small_run["lift"]["novel_absrel_seen"], small_run
 
 
+@pytest.mark.slow
 def test_added_views_keep_the_input_view_and_fill_holes(small_run):
     sc, co = small_run["scaffold"], small_run["coarse"]
     assert co["input_psnr"] >= sc["input_psnr"] - 0.5, small_run
@@ -133,6 +136,7 @@ def test_added_views_keep_the_input_view_and_fill_holes(small_run):
     assert co["novel_psnr"] >= small_run["lift"]["novel_psnr"] - 1.0, small_run
 
 
+@pytest.mark.slow
 def test_refine_keeps_the_input_view(small_run):
     """vd refine of the exported dataset (the input view is one of its views) keeps the input view
     covered and at the issue's 33 dB (its 30 iterations start by blurring a coarse scene that reaches

@@ -145,6 +145,7 @@ def plane_dataset(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp_path, run_vd):
     ds, init = plane_dataset / "ds", plane_dataset / "init.ply"
     out = tmp_path / "refined"
@@ -174,6 +175,7 @@ def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp
     assert (tmp_path / "again" / "gaussians_refined.ply").read_bytes() == first
 
 
+@pytest.mark.slow
 def test_refine_densify_and_prune(plane_dataset):
     from vd.export.colmap import load_dataset
     from vd.ply import read_ply

@@ -57,6 +57,7 @@ def _rgb(H=48, W=64):
     return rng.integers(0, 255, (H, W, 3)).astype(np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [NovelDepth(), InputOnlyDepth()])
 def test_one_principal_point_for_input_and_ring(depth):
     rgb = _rgb()
@@ -79,12 +80,14 @@ def test_one_principal_point_for_input_and_ring(depth):
         assert not inp.spawn[:3, :3].any()  # invalid pixels never spawn
 
 
+@pytest.mark.slow
 def test_no_outpaint_has_input_only():
     s = build_scaffold(_rgb(), depth_backend=NovelDepth(), inpaint_backend=None, outpaint=False, init_iters=0)
     assert [f.kind for f in s.views] == ["input"]
     assert np.allclose(s.views[0].K[:2, 2], [32, 24])
 
 
+@pytest.mark.slow
 def test_scaffold_optimisation_runs():
     s = build_scaffold(_rgb(24, 32), depth_backend=NovelDepth(), inpaint_backend=Fill(), init_iters=3, render_backend="torch")
     assert np.isfinite(s.loss)
@@ -106,6 +109,7 @@ class PostDepth(NovelDepth):
         return DepthResult(depth=depth, K=K, valid=np.ones((H, W), bool))
 
 
+@pytest.mark.slow
 def test_hidden_layer_fills_what_a_sideways_move_uncovers_and_stays_hidden_at_the_input():
     import torch
 

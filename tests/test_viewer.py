@@ -719,6 +719,7 @@ def test_vd_depth_records_the_depth_map(run_vd, tmp_path, _headless):
     assert r.code == 0 and "viewer" not in r.stderr and not list((tmp_path / "out2").glob("*.rrd"))
 
 
+@pytest.mark.slow
 def test_vd_coarse_records_scaffold_views_and_fly_through(run_vd, tmp_path, _headless):
     """A real (tiny) coarse run with --viewer save: cameras, Gaussians and the final fly-through."""
     room = REPO / "examples" / "room" / "rgb.png"

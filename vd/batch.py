@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from vd.errors import InputError, UsageError, VdError
+from vd.install import pip_install
 from vd.params import CoarseParams, FineParams, FluxParams, RunOptions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
@@ -185,7 +186,29 @@ def plan_jobs(images: Sequence[Path], out: Path, options: dict, per_image: dict[
         extra = per_image.get(img.resolve(), {})
         check_options(extra, f"the batch file entry of {img}")
         jobs.append(Job(str(img.absolute()), str(dest.absolute()), {**options, **extra}))
+        check_values({**options, **extra}, f"the options of {img}")
     return jobs
+
+
+def check_values(options: dict, where: str) -> None:
+    """UsageError (exit 2, before any task starts) for a value the stages would refuse: every image would fail."""
+    from vd.params import check_intrinsics, check_max_resolution
+
+    opts = {**RUN_OPTIONS, **options}
+    coarse = {k: v for k, v in options.items() if k in _coarse_fields()}
+    fine = {k[len(FINE_PREFIX):]: v for k, v in options.items() if k.startswith(FINE_PREFIX)}
+    try:
+        check_intrinsics(opts["focal"], opts["fov"])
+        check_max_resolution(opts["max_resolution"])
+        if "radius_percentiles" in coarse:
+            coarse["radius_percentiles"] = tuple(coarse["radius_percentiles"])
+        CoarseParams(**coarse).validate()
+        FineParams(**fine).validate()
+        FluxParams(**{f.name: opts[f.name] for f in fields(FluxParams)}).validate()
+    except UsageError as e:
+        raise UsageError(f"{e} (in {where})") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"a value of the wrong type in {where}: {e}") from None
 
 
 # ------------------------------------------------------------------------------ one task
@@ -422,7 +445,7 @@ def run_batch(jobs: Sequence[Job], spec: BatchSpec, out: Path, *, executor: str 
     if executor not in ("ray", "serial"):
         raise UsageError(f"--executor must be ray or serial, got {executor!r}")
     if executor == "ray" and not ray_available():
-        raise UsageError("--executor ray needs Ray: pip install 'vd[cluster]'")
+        raise UsageError(f"--executor ray needs Ray: {pip_install('cluster')}")
     prepare(Path(out))
     for job in jobs:
         prepare(Path(job.out))

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from vd import settings
+from vd.export.sog import INSTALL_HINT as SPLAT_TRANSFORM_INSTALL
+from vd.export.sog import splat_transform
 from vd.fetch import registry
 from vd.models.moge import MOGE_INSTALL
 from vd.models.offload import place
@@ -143,10 +145,12 @@ def check_packages() -> list[Check]:
     ver = _version("rerun-sdk")
     checks.append(Check("rerun", "ok", ver) if ver else Check(
         "rerun", "optional", "not installed (no live viewer)", 'pip install "rerun-sdk>=0.41"'))
-    exe = shutil.which("splat-transform")
+    exe = splat_transform()
+    env = os.environ.get("VD_SPLAT_TRANSFORM")
+    where = f"$VD_SPLAT_TRANSFORM ({env})" if env else "on PATH"
     checks.append(Check("splat-transform", "ok", exe) if exe else Check(
-        "splat-transform", "optional", "not on PATH (only a cross-check of compressed PLYs uses it)",
-        "npm install -g @playcanvas/splat-transform"))
+        "splat-transform", "optional", f"not found {where} (vd export --format sog needs it)",
+        f"{SPLAT_TRANSFORM_INSTALL}, or set VD_SPLAT_TRANSFORM to its path"))
     return checks
 
 

@@ -10,6 +10,7 @@ OutputError sentence, the same as the cache's.
 from __future__ import annotations
 
 import contextvars
+import errno
 import os
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ def _umask() -> int:
 def _translate(e: OSError, path: Path) -> BaseException:
     if is_disk_full(e):
         return OutputError(disk_full_message(path.parent, OUTPUT_HINT))
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # name the output, not the temporary beside it
+        return OutputError(f"cannot write {path}: {e.strerror or 'permission denied'}; choose another output with -o")
     return e
 
 

@@ -94,11 +94,18 @@ def check_device(device: Optional[str], option: str = "--device") -> None:
             f"{option} must be cpu, cuda, cuda:N or mps, got {device!r}")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
 def check_intrinsics(focal: Optional[float] = None, fov: Optional[float] = None) -> None:
     """A focal length in pixels (> 0), a horizontal field of view in degrees (0.5 to 179.5), not both."""
     require(focal is None or fov is None, "give either --focal or --fov, not both")
     if focal is not None:
         require(math.isfinite(focal) and focal > 0, f"--focal must be a positive number of pixels, got {focal:g}")
+        # intrinsics are float32: beyond its range (or below its smallest normal) a focal becomes inf or 0
+        require(FLOAT32_TINY <= focal <= FLOAT32_MAX, f"--focal must be between {FLOAT32_TINY:g} and {FLOAT32_MAX:g} "
+                f"pixels (a float32), got {focal:g}")
     if fov is not None:
         require(math.isfinite(fov) and 0.5 < fov < 179.5,
                 f"--fov must be a horizontal field of view in degrees between 0.5 and 179.5, got {fov:g}")

@@ -21,7 +21,6 @@ at 60 s), VD_FETCH_TIMEOUT (30 s), VD_FETCH_FSYNC (1).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import queue
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from vd import settings
-from vd.errors import MissingWeightsError, VdError
+from vd.errors import MissingWeightsError, VdError, is_disk_full
 from vd.fetch.errors import (
     AccessDenied,
     ChecksumMismatch,
@@ -127,11 +126,12 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def read_sidecar(path: Path) -> Optional[str]:
-    """The sha256 recorded for `path` (sha256sum format), if the record is newer than the file."""
+def read_sidecar(path: Path, *, any_age: bool = False) -> Optional[str]:
+    """The sha256 recorded for `path` (sha256sum format), if the record is newer than the file (or
+    `any_age`: whatever was recorded, which is what a file changed since must still match)."""
     side = sidecar_path(path)
     try:
-        if side.stat().st_mtime_ns < path.stat().st_mtime_ns:
+        if not any_age and side.stat().st_mtime_ns < path.stat().st_mtime_ns:
             return None
         text = side.read_text().split()
     except OSError:
@@ -153,11 +153,16 @@ def ensure_writable_dir(path: Path) -> Path:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise NotEnoughSpace(f"no space left on the device holding the models directory {path}") from e
+        if is_disk_full(e):
+            raise NotEnoughSpace(models_disk_full(path)) from e
         raise VdError(f"the models directory {path} is not writable ({e.strerror or e}); "
                       "set VD_MODELS_DIR to a writable folder") from e
     return path
+
+
+def models_disk_full(folder: Path) -> str:
+    return (f"no space left on the device holding the models folder {folder}; free some space "
+            "(a partial download resumes) or set VD_MODELS_DIR to a folder on a bigger disk")
 
 
 def check_disk(path: Path, need: int, what: str) -> None:
@@ -299,6 +304,10 @@ class FileDownload:
                         f"{self.label} is missing and the network is off (--offline / VD_OFFLINE=1); "
                         f"run without it: {self.fetch_command}")
                 return self._download()
+            except OSError as e:
+                if is_disk_full(e):
+                    raise NotEnoughSpace(models_disk_full(self.dest)) from e
+                raise
             finally:
                 if self._client is not None:
                     self._client.close()

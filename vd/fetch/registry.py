@@ -338,10 +338,13 @@ def verify(models: Optional[Iterable[str]] = None, manifest_path: Optional[Path 
             else:
                 digest = sha256_file(st.path, reporter, f"verifying {name}/{f.name}")
                 row["sha256"] = digest
+                # a hash recorded on download is the reference even when the file changed since: never rewritten here
+                recorded = None if f.sha256 else read_sidecar(st.path, any_age=True)
+                row["expected"] = f.sha256 or recorded
                 if f.sha256:
                     row["result"] = "ok" if digest == f.sha256 else "mismatch"
-                elif st.sha256:
-                    row["result"] = "ok" if digest == st.sha256 else "mismatch"
+                elif recorded:
+                    row["result"] = "ok" if digest == recorded else "mismatch"
                 else:
                     write_sidecar(st.path, digest)
                     row["result"] = "recorded"
@@ -413,8 +416,11 @@ def require_all(models: Iterable[str], *, auto_fetch: Optional[bool] = None) -> 
     for m in models:
         try:
             out[m] = require(m, auto_fetch=auto_fetch)
-        except MissingWeightsError:
+        except MissingWeightsError as e:
             missing.append(m)
+            only = e
+    if len(missing) == 1:
+        raise only
     if missing:
         raise MissingWeightsError(f"model weights missing for {', '.join(missing)}; run: {fetch_command(missing)}")
     return out

@@ -1,6 +1,6 @@
 """The `moge` depth backend: MoGe-2 (ViT-L, normal head) through the `moge` package.
 
-Install: `pip install "vd[moge]"` then `pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3`
+Install: `pip install -e ".[moge]"` in the vd checkout, then `pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3`
 (see .ci/nodeps.txt). dlr-moge declares torchvision, gradio, trimesh, matplotlib and
 opencv-python as dependencies, but the model code (`moge.model.v2`) needs none of them: only
 torch, numpy, scipy, opencv (any flavour; we ship opencv-python-headless), huggingface_hub
@@ -32,11 +32,12 @@ import numpy as np
 from vd import console
 from vd.errors import MissingWeightsError, VdError
 from vd.image import plan_to
+from vd.install import pip_install
 from vd.models.depth import DepthBackend, DepthResult, check_rgb
 from vd.models.intrinsics import centred_view, read_intrinsics_json, resolve_K
 from vd.models.memory import release_torch_memory
 
-MOGE_INSTALL = 'pip install "vd[moge]" && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3'
+MOGE_INSTALL = pip_install("moge") + " && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3"
 
 
 def import_moge_model():

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vd.errors import UsageError
+from vd.install import pip_install
 from vd.params import RENDER_BACKENDS as BACKENDS
 from vd.render.gsplat_backend import GSPLAT_BUILD, gsplat_installed, gsplat_kernels, nvcc_version, render_gsplat
 
@@ -68,7 +69,7 @@ def resolve_backend(backend: str, device) -> str:
         if not on_cuda:
             raise UsageError("the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU")
         if not gsplat_installed():
-            raise UsageError("the gsplat render backend is not installed; run: pip install 'vd[gpu]' (gsplat>=1.5)")
+            raise UsageError(f"the gsplat render backend is not installed; run: {pip_install('gpu')} (gsplat>=1.5)")
         if gsplat_kernels() is None:
             if nvcc_version() is None:
                 raise UsageError("gsplat's CUDA kernels are not built and there is no nvcc to build them; use "

@@ -33,6 +33,7 @@ import logging
 from pathlib import Path
 
 from vd.errors import UsageError, VdError
+from vd.install import pip_install
 from vd.viewer import env
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,9 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
                              "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
     if not rerun_available():
         if mode == "auto" and rrd_path is None:
-            log.info("viewer: rerun-sdk is not installed, no viewer (pip install 'vd[viewer]' to get one)")
+            log.info(f"viewer: rerun-sdk is not installed, no viewer ({pip_install('viewer')} to get one)")
             return NullViewer()
-        raise VdError("the viewer needs rerun-sdk, which is not installed: pip install 'vd[viewer]'")
+        raise VdError(f"the viewer needs rerun-sdk, which is not installed: {pip_install('viewer')}")
 
     from vd.viewer.rerun_viewer import RerunViewer  # rerun (optional) only when a viewer is asked for
 

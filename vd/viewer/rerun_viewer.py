@@ -35,6 +35,7 @@ import numpy as np
 
 from vd.errors import VdError
 from vd.splat_constants import C0
+from vd.install import pip_install
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
 
@@ -215,7 +216,7 @@ def spawn_viewer(port: int, *, timeout: float = 20.0) -> Optional[int]:
         return None
     exe = venv.rerun_executable()
     if not exe:
-        raise VdError("the `rerun` viewer binary was not found (it ships with rerun-sdk: pip install 'vd[viewer]')")
+        raise VdError(f"the `rerun` viewer binary was not found (it ships with rerun-sdk: {pip_install('viewer')})")
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen([exe, "--port", str(int(port)), "--memory-limit", "75%", "--expect-data-soon"],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=venv.child_env(),
