@@ -24,7 +24,7 @@ COARSE_BYTES_PER_PIXEL = 2 * 68
 HELP = (
     "Build the coarse scene for each IMAGE (the main job).\n\n"
     "Writes coarse.ply, scaffold.ply, cameras.json, summary.json and views/NNN/ into the output folder "
-    "and prints the written paths (or one JSON summary per image with --json).\n"
+    "and prints the written paths (or one JSON summary per image with --json).\n\n"
     "Every step is cached: a second identical run is instant and an interrupted run resumes."
 )
 

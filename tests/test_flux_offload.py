@@ -175,5 +175,5 @@ def test_loading_refuses_without_accelerate(monkeypatch, tmp_path):
     from vd.errors import VdError
 
     monkeypatch.setitem(sys.modules, "accelerate", None)
-    with pytest.raises(VdError, match=r"needs accelerate .*vd\[gpu\]"):
+    with pytest.raises(VdError, match=r"needs accelerate .*\[gpu\]"):
         F.load_transformer(tmp_path / "flux1-fill-dev.safetensors")

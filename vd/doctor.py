@@ -146,8 +146,8 @@ def check_packages() -> list[Check]:
     checks.append(Check("rerun", "ok", ver) if ver else Check(
         "rerun", "optional", "not installed (no live viewer)", 'pip install "rerun-sdk>=0.41"'))
     exe = splat_transform()
-    env = os.environ.get("VD_SPLAT_TRANSFORM")
-    where = f"$VD_SPLAT_TRANSFORM ({env})" if env else "on PATH"
+    command = settings.splat_transform_command()
+    where = f"$VD_SPLAT_TRANSFORM ({command})" if command != "splat-transform" else "on PATH"
     checks.append(Check("splat-transform", "ok", exe) if exe else Check(
         "splat-transform", "optional", f"not found {where} (vd export --format sog needs it)",
         f"{SPLAT_TRANSFORM_INSTALL}, or set VD_SPLAT_TRANSFORM to its path"))

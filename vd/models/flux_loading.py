@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vd.errors import VdError
+from vd.install import pip_install
 from vd.models.flux_offload import no_nan_fill
 
-ACCELERATE_INSTALL = "pip install 'vd[gpu]'"
+ACCELERATE_INSTALL = pip_install("gpu")
 
 
 def config_dir() -> Path:
