@@ -17,7 +17,7 @@ from vd.paths import resolve_device
 
 HELP = """Export a scene to a file format other tools read, or validate a refine dataset.
 
-SOURCE is a PLY/.splat/.spz file, a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
+SOURCE is a Gaussian file (.ply, compressed .ply, .splat, .spz, .sog), a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
 
 Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
 
@@ -42,7 +42,7 @@ Examples:
 
 
 def export(
-    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a PLY/.splat/.spz file.", show_default=False),
+    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog).", show_default=False),
     format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, html, colmap or video."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False),
     stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
@@ -54,13 +54,14 @@ def export(
     frames: Optional[int] = common.param_option(VideoParams, "frames", "video: number of frames."),
     fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
     side_by_side_depth: bool = typer.Option(False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."),
+    size: Optional[str] = typer.Option(None, "--size", help="video: WIDTHxHEIGHT up to 4K, e.g. 1920x1080 (default: the scene's size; another aspect crops the view).", show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or non-empty output folder."),
     validate: Optional[Path] = typer.Option(None, "--validate", help="Validate a refine dataset folder and exit (1 when invalid).", show_default=False),
     device: Optional[str] = common.DEVICE,
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result on stdout."),
 ) -> None:
     check_device(device)
-    video = given(traj=traj, frames=frames, fps=fps, side_by_side_depth=side_by_side_depth or None)
+    video = given(traj=traj, frames=frames, fps=fps, side_by_side_depth=side_by_side_depth or None, size=size)
     options = given(spz_version=spz_version)
     if validate is not None:
         validate_only(validate, source, out, json_)
@@ -110,7 +111,7 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     from vd.export.write import write_export
 
     if source is None:
-        raise UsageError("missing SOURCE: give a PLY/.splat/.spz file, a vd output folder or a processed image (or use --validate DIR)")
+        raise UsageError("missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog), a vd output folder or a processed image (or use --validate DIR)")
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None:
@@ -127,7 +128,10 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     if sh_degree is not None and not 0 <= sh_degree <= 3:
         raise UsageError(f"--sh-degree must be 0, 1, 2 or 3, got {sh_degree}")
     if fmt != "video" and video:
-        raise UsageError("--traj, --frames, --fps and --side-by-side-depth apply to --format video only")
+        raise UsageError("--traj, --frames, --fps, --size and --side-by-side-depth apply to --format video only")
+    from vd.export.video import parse_size
+
+    frame_size = parse_size(video.pop("size")) if "size" in video else None
     params = VideoParams(**video)
     params.validate()
     src = resolve_source(source, stage, as_splats=as_splats)
@@ -139,7 +143,8 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
             rep = write_export(src, fmt, out, sh_degree=sh_degree, force=force)
     elif fmt == "video":
         with console.progress() as prog:
-            rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog)
+            rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog,
+                               size=frame_size)
     else:
         rep = write_export(src, fmt, out, up=up, sh_degree=sh_degree, export=export_params, force=force)
     if rep.get("dropped_nonfinite") or rep.get("dropped_transparent"):

@@ -427,3 +427,26 @@ def test_browser_controls_fly_orbit_and_return_home(tmp_path, browser):
         browser.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": 60, "button": "left", "buttons": 1 if kind != "mouseReleased" else 0, "clickCount": 1})
     time.sleep(0.5)
     assert np.abs(browser.canvas_pixels().astype(float) - home).mean() > 2
+
+
+def test_browser_canvas_keeps_the_scene_aspect(tmp_path, browser):
+    """In a window of another shape (an embedding iframe, a phone) the canvas keeps the scene's aspect, as large
+    as fits and centred; ?fill fills the window."""
+    from _export_scene import plane_gaussians
+    from vd.export.html import write_html
+
+    K = np.array([[150.0, 0, 80.0], [0, 150.0, 60.0], [0, 0, 1]])
+    write_html(tmp_path / "plane.html", plane_gaussians(spacing=0.12), K=K, width=160, height=120)
+    size = "[document.querySelector('canvas').clientWidth, document.querySelector('canvas').clientHeight]"
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": 300, "height": 120, "deviceScaleFactor": 1, "mobile": False})
+        browser.open((tmp_path / "plane.html").as_uri() + "?clean")
+        assert browser.evaluate(size) == [160, 120]
+        assert browser.evaluate("document.querySelector('canvas').getBoundingClientRect().left") == 70
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": 160, "height": 300, "deviceScaleFactor": 1, "mobile": False})
+        browser.open((tmp_path / "plane.html").as_uri() + "?clean")
+        assert browser.evaluate(size) == [160, 120]
+        browser.open((tmp_path / "plane.html").as_uri() + "?clean&fill")
+        assert browser.evaluate(size) == [160, 300]
+    finally:
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": 160, "height": 120, "deviceScaleFactor": 1, "mobile": False})

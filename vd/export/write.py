@@ -22,7 +22,7 @@ from vd.export.colmap import check_target, points_from_gaussians, write_colmap_d
 from vd.export.html import write_html
 from vd.export.sog import write_sog
 from vd.export.source import Source
-from vd.export.video import export_video
+from vd.export.video import export_video, fit_camera
 from vd.params import ExportParams, VideoParams
 from vd.views import find_input
 
@@ -32,8 +32,9 @@ NO_CAMERA_SIZE = (512, 384)
 
 def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree: Optional[int] = None,
                  video: Optional[VideoParams] = None, export: Optional[ExportParams] = None, force: bool = False,
-                 device: str = "cpu", progress=None) -> dict:
-    """Write `src` as `fmt` to `out`; returns the report (see the module docstring)."""
+                 device: str = "cpu", progress=None, size: Optional[tuple[int, int]] = None) -> dict:
+    """Write `src` as `fmt` to `out`; returns the report (see the module docstring). `size`: (W, H) of a video
+    (default the scene's input camera)."""
     export = export or ExportParams()
     out = Path(out)
     if fmt == "colmap":
@@ -57,6 +58,7 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
         return write_page(src, g, out)
     video = video or VideoParams()
     K, W, H, radius = video_camera(src, g)
+    K, W, H = fit_camera(K, W, H, size)
     rep = export_video(g, out, K=K, width=W, height=H, traj=video.traj, frames=video.frames, fps=video.fps, radius=radius,
                        side_by_side_depth=video.side_by_side_depth, device=device, progress=progress)
     return {"format": "video", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
