@@ -74,10 +74,18 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-def _fixed24(means: np.ndarray) -> np.ndarray:
+def finest_fractional_bits(means: np.ndarray, most: int = 20) -> int:
+    """The most fractional bits (at most `most`, at least 12) that still hold every position in 24 bits."""
+    reach = float(np.abs(means).max(initial=0.0))
+    if reach <= 0 or not np.isfinite(reach):
+        return most
+    return int(np.clip(np.floor(np.log2(_MAX_FIXED / reach)), FRACTIONAL_BITS, most))
+
+
+def _fixed24(means: np.ndarray, bits: int = FRACTIONAL_BITS) -> np.ndarray:
     """[N,3] positions -> [N*9] bytes of 24-bit two's complement fixed point."""
-    fixed = np.round(means.astype(np.float64) * (1 << FRACTIONAL_BITS))
-    lim = _MAX_FIXED / (1 << FRACTIONAL_BITS)
+    fixed = np.round(means.astype(np.float64) * (1 << bits))
+    lim = _MAX_FIXED / (1 << bits)
     if np.abs(fixed).max(initial=0) > _MAX_FIXED:
         raise InputError(f"the scene reaches {np.abs(means).max():.1f} units from the origin; SPZ positions stop at ±{lim:.0f}")
     b = fixed.astype("<i4").reshape(-1, 1).view(np.uint8)  # [N*3, 4] little-endian
@@ -121,8 +129,9 @@ def _quantise_sh(rest: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
-def encode_spz(a: SplatArrays, version: int = 3) -> bytes:
-    """The SPZ bytes of splats in vd's frame (already filtered), gzip-compressed."""
+def encode_spz(a: SplatArrays, version: int = 3, fractional_bits: int = FRACTIONAL_BITS) -> bytes:
+    """The SPZ bytes of splats in vd's frame (already filtered), gzip-compressed. Positions are stored with
+    `fractional_bits` (Niantic's 12 by default; readers take the header's value)."""
     if version not in SPZ_VERSIONS:
         raise UsageError(f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {version}")
     r = rotate_splats(a, RDF_TO_RUB)
@@ -130,8 +139,8 @@ def encode_spz(a: SplatArrays, version: int = 3) -> bytes:
     alpha = 1.0 / (1.0 + np.exp(-r.opacity_logits.astype(np.float64)))
     rot = pack_rotations_v3(r.quats) if version >= 3 else pack_rotations_v2(r.quats)
     parts = [
-        HEADER.pack(MAGIC, version, n, r.sh_degree, FRACTIONAL_BITS, 0, 0),
-        _fixed24(r.means).tobytes(),
+        HEADER.pack(MAGIC, version, n, r.sh_degree, fractional_bits, 0, 0),
+        _fixed24(r.means, fractional_bits).tobytes(),
         _u8(alpha * 255.0).tobytes(),
         _u8(r.sh[:, 0, :].astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5).tobytes(),
         _u8((r.log_scales.astype(np.float64) + 10.0) * 16.0).tobytes(),
@@ -296,5 +305,5 @@ def read_spz(path) -> tuple[SplatArrays, SpzHeader]:
     return decode_spz(_gunzip(data, str(p)), str(p))
 
 
-__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "pack_rotations_v2", "pack_rotations_v3",
+__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "finest_fractional_bits", "pack_rotations_v2", "pack_rotations_v3",
            "read_spz", "unpack_rotations_v2", "unpack_rotations_v3", "write_spz"]
