@@ -17,9 +17,9 @@ from vd.paths import resolve_device
 
 HELP = """Export a scene to a file format other tools read, or validate a refine dataset.
 
-SOURCE is a Gaussian file (.ply, compressed .ply, .splat, .spz, .sog), a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
+SOURCE is a Gaussian file (.ply, compressed .ply, .splat, .spz, .sog, .glb), a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
 
-Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
+Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]glb[/] (glTF 2.0 with KHR_gaussian_splatting, +Y up, the input camera included), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
 
 vd's world is the input camera's OpenCV frame (x right, y down, z forward), so -y is up; --up +y or +z rotates a ply, compressed-ply or splat export for tools that expect another up axis and records the axis in the file header. SPZ is always RUB (x right, y up, z back): vd rotates the scene 180° about x when it writes one and back when it reads one.
 
@@ -30,6 +30,8 @@ Examples:
   vd export photo.ply --format compressed-ply -o photo.compressed.ply
 
   vd export vd-out/photo --format spz -o photo.spz
+
+  vd export vd-out/photo --format glb -o photo.glb
 
   vd export vd-out/photo --format html -o photo.html
 
@@ -42,8 +44,8 @@ Examples:
 
 
 def export(
-    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog).", show_default=False),
-    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, html, colmap or video."),
+    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog, .glb).", show_default=False),
+    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, glb, html, colmap or video."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False),
     stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
     sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False),
@@ -111,7 +113,7 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     from vd.export.write import write_export
 
     if source is None:
-        raise UsageError("missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog), a vd output folder or a processed image (or use --validate DIR)")
+        raise UsageError("missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog, .glb), a vd output folder or a processed image (or use --validate DIR)")
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None:
@@ -120,7 +122,7 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     if fmt in FIXED_FRAME_FORMATS and up != "-y":
         raise UsageError(f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own (see vd export --help)")
     if fmt in ("colmap", "video", "html") and sh_degree is not None:
-        raise UsageError(f"--sh-degree applies to ply, compressed-ply, spz and sog, not to {fmt}")
+        raise UsageError(f"--sh-degree applies to ply, compressed-ply, spz, sog and glb, not to {fmt}")
     if fmt != "spz" and options:
         raise UsageError("--spz-version applies to --format spz only")
     export_params = ExportParams(**options)

@@ -13,11 +13,11 @@ from vd.errors import VdError, check_input_file
 
 
 def inspect(
-    files: List[Path] = typer.Argument(..., help="PLY, SPZ or .splat files to inspect.", show_default=False),
+    files: List[Path] = typer.Argument(..., help="Gaussian files to inspect: PLY (INRIA or compressed), .splat, .spz, .sog or .glb.", show_default=False),
     json_: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     strict: bool = typer.Option(False, "--strict", help="Check only: no tables; exit 1 if any file holds NaN or Inf, or is not Gaussian splats."),
 ) -> None:
-    """Print count, bounds, SH degree and per-column statistics of each PLY, SPZ or .splat file.
+    """Print count, bounds, SH degree and per-column statistics of each Gaussian file (.ply, .splat, .spz, .sog, .glb).
 
     A PLY that is not Gaussian splats (a triangle mesh, a bare point cloud) is named for what it
     is, with the splat properties it lacks.

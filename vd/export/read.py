@@ -1,5 +1,6 @@
 """Reading Gaussians from any file vd writes or meets: INRIA-style PLY (and its variants),
-PlayCanvas compressed PLY and SOG, antimatter15 `.splat` and Niantic SPZ (versions 1 to 4).
+PlayCanvas compressed PLY and SOG, antimatter15 `.splat`, Niantic SPZ (versions 1 to 4) and glTF binary
+with KHR_gaussian_splatting (in vd's frame: see `vd.export.glb` for the axes).
 
 A PLY that is not Gaussian splats (a triangle mesh, a bare point cloud) is read with defaults for
 what it lacks; `require_splats=True` refuses it instead, naming what it is (`vd.export.content`).
@@ -12,22 +13,23 @@ from pathlib import Path
 from vd.errors import InputError
 from vd.export.compressed_ply import is_compressed_ply, read_compressed_ply
 from vd.export.content import ply_content
+from vd.export.glb import read_glb
 from vd.export.sog_read import read_sog
 from vd.export.splat import read_splat
 from vd.export.spz import read_spz
 from vd.ply import gaussian_columns, parse_comments, read_ply, read_ply_columns
 
 AS_SPLATS_HINT = "pass --as-splats to read its vertices as opaque grey splats of scale 0.01 with no rotation"
-GAUSSIAN_SUFFIXES = (".ply", ".splat", ".spz", ".sog")
+GAUSSIAN_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".glb")
 DECODED = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)", "splat": "splat (antimatter15, decoded)",
-           "sog": "sog (PlayCanvas, decoded)"}
+           "sog": "sog (PlayCanvas, decoded)", "glb": "glb (glTF 2.0, KHR_gaussian_splatting, decoded)"}
 
 
 def gaussian_file_kind(path) -> str:
-    """"splat", "spz", "sog", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
+    """"splat", "spz", "sog", "glb", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix in (".splat", ".spz", ".sog"):
+    if suffix in (".splat", ".spz", ".sog", ".glb"):
         return suffix[1:]
     return "compressed-ply" if is_compressed_ply(p) else "ply"
 
@@ -51,6 +53,11 @@ def read_gaussians(path, *, require_splats: bool = False) -> tuple[object, dict]
         generator = (meta.get("asset") or {}).get("generator")
         return a.to_gaussians(), {"format": "sog v2", "count": len(a), "sh_degree": a.sh_degree, "kind": "sog",
                                   "comments": {"generator": generator} if generator else {}}
+    if kind == "glb":
+        a, gltf = read_glb(path)
+        generator = (gltf.get("asset") or {}).get("generator")
+        return a.to_gaussians(), {"format": "glb (KHR_gaussian_splatting)", "count": len(a), "sh_degree": a.sh_degree,
+                                  "kind": "glb", "comments": {"generator": generator} if generator else {}}
     if kind == "compressed-ply":
         arrays, comments = read_compressed_ply(path)
         g = arrays.to_gaussians()

@@ -19,6 +19,7 @@ from vd.cameras import scene_radius
 from vd.errors import InputError, UsageError
 from vd.export import GAUSSIAN_FORMATS, export_gaussians
 from vd.export.colmap import check_target, points_from_gaussians, write_colmap_dataset
+from vd.export.glb import write_glb
 from vd.export.html import write_html
 from vd.export.sog import write_sog
 from vd.export.source import Source
@@ -56,6 +57,8 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
                 "axes": "vd's OpenCV world (-y up)", "source": str(src.path), "stage": src.stage}
     if fmt == "html":
         return write_page(src, g, out)
+    if fmt == "glb":
+        return write_gltf(src, g, out, sh_degree)
     video = video or VideoParams()
     K, W, H, radius = video_camera(src, g)
     K, W, H = fit_camera(K, W, H, size)
@@ -72,6 +75,21 @@ def write_page(src: Source, g, out: Path) -> dict:
     return {"format": "html", "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
             "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "scene_bytes": r.spz_bytes,
             "camera": {"width": W, "height": H, "K": np.asarray(K, float).tolist()}, "source": str(src.path), "stage": src.stage}
+
+
+def write_gltf(src: Source, g, out: Path, sh_degree: Optional[int]) -> dict:
+    """glTF binary with KHR_gaussian_splatting, with the input camera as a glTF camera when the source has one."""
+    if out.suffix.lower() != ".glb":
+        raise UsageError(f"a glTF binary file name ends in .glb, got {out.name}")
+    camera = None
+    if src.has_views:
+        v = find_input(src.views())
+        camera = {"K": v.K, "width": v.width, "height": v.height, "world_from_camera": v.world_from_camera}
+    r = write_glb(out, g, sh_degree=sh_degree, camera=camera)
+    return {"format": "glb", "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
+            "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "sh_degree": r.sh_degree,
+            "axes": "glTF: +Y up, right-handed, the input camera at the origin looking along -Z",
+            "camera": camera is not None, "source": str(src.path), "stage": src.stage}
 
 
 def check_output_file(out: Path, force: bool) -> None:
@@ -109,4 +127,4 @@ def radius_from_points(means: np.ndarray) -> float:
     return r if np.isfinite(r) and r > 0 else 1.0
 
 
-__all__ = ["write_export", "write_page", "check_output_file", "video_camera", "radius_from_points"]
+__all__ = ["write_export", "write_gltf", "write_page", "check_output_file", "video_camera", "radius_from_points"]
