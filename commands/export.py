@@ -19,7 +19,7 @@ HELP = """Export a scene to a file format other tools read, or validate a refine
 
 SOURCE is a Gaussian file (.ply, compressed .ply, .splat, .spz, .sog, .glb), a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
 
-Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]glb[/] (glTF 2.0 with KHR_gaussian_splatting, +Y up, the input camera included), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
+Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]glb[/] (glTF 2.0 with KHR_gaussian_splatting, +Y up, the input camera included), [bold]mesh[/] (a triangle mesh with vertex colours, .glb, .ply or .obj by suffix, fused from depth rendered at the scene's cameras; --faces N to decimate, --collider for a small watertight proxy), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
 
 vd's world is the input camera's OpenCV frame (x right, y down, z forward), so -y is up; --up +y or +z rotates a ply, compressed-ply or splat export for tools that expect another up axis and records the axis in the file header. SPZ is always RUB (x right, y up, z back): vd rotates the scene 180° about x when it writes one and back when it reads one.
 
@@ -33,6 +33,8 @@ Examples:
 
   vd export vd-out/photo --format glb -o photo.glb
 
+  vd export vd-out/photo --format mesh -o photo.mesh.glb --faces 200000
+
   vd export vd-out/photo --format html -o photo.html
 
   vd export vd-out/photo --format colmap -o dataset/
@@ -45,7 +47,7 @@ Examples:
 
 def export(
     source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog, .glb).", show_default=False),
-    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, glb, html, colmap or video."),
+    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, glb, mesh, html, colmap or video."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False),
     stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
     sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False),
@@ -57,6 +59,8 @@ def export(
     fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
     side_by_side_depth: bool = typer.Option(False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."),
     size: Optional[str] = typer.Option(None, "--size", help="video: WIDTHxHEIGHT up to 4K, e.g. 1920x1080 (default: the scene's size; another aspect crops the view).", show_default=False),
+    faces: Optional[int] = typer.Option(None, "--faces", help="mesh: decimate to about N triangles (default: keep all; --collider: 2000).", show_default=False),
+    collider: bool = typer.Option(False, "--collider", help="mesh: a small closed (watertight) proxy for physics instead of the detailed surface."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or non-empty output folder."),
     validate: Optional[Path] = typer.Option(None, "--validate", help="Validate a refine dataset folder and exit (1 when invalid).", show_default=False),
     device: Optional[str] = common.DEVICE,
@@ -68,8 +72,9 @@ def export(
     if validate is not None:
         validate_only(validate, source, out, json_)
     else:
+        mesh = given(faces=faces, collider=collider or None)
         run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video, options=options,
-                   as_splats=as_splats, force=force, device=device, as_json=json_)
+                   as_splats=as_splats, force=force, device=device, as_json=json_, mesh=mesh)
 
 
 export.__doc__ = HELP
@@ -105,7 +110,8 @@ def problems_listed():
 
 
 def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: Optional[str], sh_degree: Optional[int],
-               up: str, video: dict, options: dict, as_splats: bool, force: bool, device: Optional[str], as_json: bool) -> None:
+               up: str, video: dict, options: dict, as_splats: bool, force: bool, device: Optional[str], as_json: bool,
+               mesh: Optional[dict] = None) -> None:
     """Resolve SOURCE, check every option against the format, then write the export."""
     from vd.export import FIXED_FRAME_FORMATS, FORMATS
     from vd.export.source import resolve_source
@@ -121,7 +127,12 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     up_rotation(up)
     if fmt in FIXED_FRAME_FORMATS and up != "-y":
         raise UsageError(f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own (see vd export --help)")
-    if fmt in ("colmap", "video", "html") and sh_degree is not None:
+    mesh = mesh or {}
+    if fmt != "mesh" and mesh:
+        raise UsageError("--faces and --collider apply to --format mesh only")
+    if mesh.get("faces") is not None and mesh["faces"] < 4:
+        raise UsageError(f"--faces must be at least 4, got {mesh['faces']}")
+    if fmt in ("colmap", "video", "html", "mesh") and sh_degree is not None:
         raise UsageError(f"--sh-degree applies to ply, compressed-ply, spz, sog and glb, not to {fmt}")
     if fmt != "spz" and options:
         raise UsageError("--spz-version applies to --format spz only")
@@ -143,6 +154,10 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     elif fmt == "sog":
         with console.status("export: splat-transform is writing the SOG file (minutes without a GPU when the scene has SH)"):
             rep = write_export(src, fmt, out, sh_degree=sh_degree, force=force)
+    elif fmt == "mesh":
+        with console.progress() as prog:
+            rep = write_export(src, fmt, out, force=force, device=resolve_device(device), progress=prog,
+                               faces=mesh.get("faces"), collider=bool(mesh.get("collider")))
     elif fmt == "video":
         with console.progress() as prog:
             rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog,

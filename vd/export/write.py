@@ -33,7 +33,8 @@ NO_CAMERA_SIZE = (512, 384)
 
 def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree: Optional[int] = None,
                  video: Optional[VideoParams] = None, export: Optional[ExportParams] = None, force: bool = False,
-                 device: str = "cpu", progress=None, size: Optional[tuple[int, int]] = None) -> dict:
+                 device: str = "cpu", progress=None, size: Optional[tuple[int, int]] = None,
+                 faces: Optional[int] = None, collider: bool = False) -> dict:
     """Write `src` as `fmt` to `out`; returns the report (see the module docstring). `size`: (W, H) of a video
     (default the scene's input camera)."""
     export = export or ExportParams()
@@ -45,6 +46,10 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
                                    force=force)
         return {"format": "colmap", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
     check_output_file(out, force)
+    if fmt == "mesh":
+        from vd.export.mesh import check_mesh_target
+
+        check_mesh_target(out)
     g = src.gaussians()
     if fmt in GAUSSIAN_FORMATS:
         comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
@@ -59,6 +64,8 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
         return write_page(src, g, out)
     if fmt == "glb":
         return write_gltf(src, g, out, sh_degree)
+    if fmt == "mesh":
+        return write_mesh_export(src, g, out, faces=faces, collider=collider, device=device, progress=progress)
     video = video or VideoParams()
     K, W, H, radius = video_camera(src, g)
     K, W, H = fit_camera(K, W, H, size)
@@ -90,6 +97,22 @@ def write_gltf(src: Source, g, out: Path, sh_degree: Optional[int]) -> dict:
             "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "sh_degree": r.sh_degree,
             "axes": "glTF: +Y up, right-handed, the input camera at the origin looking along -Z",
             "camera": camera is not None, "source": str(src.path), "stage": src.stage}
+
+
+def write_mesh_export(src: Source, g, out: Path, *, faces: Optional[int], collider: bool, device: str = "cpu",
+                      progress=None) -> dict:
+    """A triangle mesh fused from depth rendered at the source's cameras and along a fly-through of them."""
+    from vd.export.mesh import MeshParams, export_mesh, mesh_cameras
+    from vd.export.video import trajectory_poses
+
+    params = MeshParams()
+    K, W, H, radius = video_camera(src, g)
+    traj = trajectory_poses("spiral", params.trajectory_frames, radius=radius, width=W, height=H)
+    cams = mesh_cameras(src.views() if src.has_views else [], traj, K, W, H)
+    if not src.has_views:
+        cams.insert(0, (K, W, H, np.eye(4)))
+    rep = export_mesh(out, g.to(device), cams, faces=faces, collider_only=collider, params=params, progress=progress)
+    return {**rep, "source": str(src.path), "stage": src.stage}
 
 
 def check_output_file(out: Path, force: bool) -> None:
@@ -127,4 +150,4 @@ def radius_from_points(means: np.ndarray) -> float:
     return r if np.isfinite(r) and r > 0 else 1.0
 
 
-__all__ = ["write_export", "write_gltf", "write_page", "check_output_file", "video_camera", "radius_from_points"]
+__all__ = ["write_export", "write_gltf", "write_mesh_export", "write_page", "check_output_file", "video_camera", "radius_from_points"]
