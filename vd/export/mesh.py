@@ -43,6 +43,7 @@ class MeshParams:
     collider_resolution: int = 40
     collider_faces: int = 2000
     min_piece: float = 0.002  # pieces with fewer than this share of the faces are dropped
+    far: float = 3.0  # the grid covers points up to this many times each view's median depth (not the sky)
 
 
 @dataclass
@@ -86,17 +87,21 @@ def render_frames(g, cameras, *, alpha_min: float, device="cpu", progress=None) 
     return frames
 
 
-def _points(f: Frame, step: int = 4) -> np.ndarray:
+def _points(f: Frame, step: int = 4, far: float = np.inf) -> np.ndarray:
     v, u = np.nonzero(f.depth[::step, ::step])
     z = f.depth[::step, ::step][v, u]
+    if len(z) and np.isfinite(far):
+        near = z <= far * np.median(z)
+        v, u, z = v[near], u[near], z[near]
     u, v = u * step + 0.5, v * step + 0.5
     X = np.stack([(u - f.K[0, 2]) / f.K[0, 0] * z, (v - f.K[1, 2]) / f.K[1, 1] * z, z], 1)
     return X @ f.world_from_camera[:3, :3].T + f.world_from_camera[:3, 3]
 
 
-def grid_for(frames: list[Frame], resolution: int) -> tuple[np.ndarray, float, tuple[int, int, int]]:
-    """(origin, voxel size, shape) of a grid over the seen points (0.5-99.5 percentiles, 5 % margin)."""
-    pts = np.concatenate([_points(f) for f in frames])
+def grid_for(frames: list[Frame], resolution: int, far: float = np.inf) -> tuple[np.ndarray, float, tuple[int, int, int]]:
+    """(origin, voxel size, shape) of a grid over the seen points (0.5-99.5 percentiles, 5 % margin), those
+    beyond `far` times a view's median depth left out (a sky or a far background would make the voxels coarse)."""
+    pts = np.concatenate([_points(f, far=far) for f in frames])
     if len(pts) < 10:
         raise InputError("the scene shows too little surface to mesh (no opaque pixels in its renders)")
     lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
@@ -258,7 +263,7 @@ def export_mesh(path, g, cameras, *, faces: int | None = None, collider_only: bo
     t0 = time.perf_counter()
     frames = render_frames(g, cameras, alpha_min=p.alpha_min, progress=progress)
     res = p.collider_resolution if collider_only else p.resolution
-    origin, voxel, shape = grid_for(frames, res)
+    origin, voxel, shape = grid_for(frames, res, p.far)
     grid = fuse(frames, origin, voxel, shape, p.trunc_voxels * voxel)
     if collider_only:
         verts, f = collider(grid, faces or p.collider_faces)
