@@ -16,7 +16,7 @@ convention, and what Blender, Unity and Unreal importers assume for .glb/.obj): 
 
 Libraries (extra `mesh`): scikit-image's marching cubes (masked, so unseen voxels make no surface),
 trimesh (writes .glb with vertex colours, .ply, .obj; checks watertightness), fast-simplification
-(quadric decimation, a small compiled wheel; Open3D would do all three but is ~100x larger).
+(quadric decimation, a small compiled wheel; Open3D does all three but is an install of hundreds of MB).
 """
 
 from __future__ import annotations
