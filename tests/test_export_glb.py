@@ -10,7 +10,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from _export_scene import write_vd_folder
 from test_export_formats import random_splats
 
@@ -30,7 +29,9 @@ def validator_module() -> str | None:
 
 
 VALIDATOR = validator_module()
-needs_validator = pytest.mark.skipif(VALIDATOR is None, reason="the Khronos glTF Validator (npm install -g gltf-validator) and node are needed")
+needs_validator = pytest.mark.skipif(
+    VALIDATOR is None, reason="the Khronos glTF Validator (npm install -g gltf-validator) and node are needed"
+)
 
 VALIDATE_JS = """
 const fs = require("fs");
@@ -53,7 +54,9 @@ def gltf_errors(report: dict) -> list[dict]:
     else, on any other attribute, counts."""
     out = []
     for m in report["issues"]["messages"]:
-        known = m["code"] == "MESH_PRIMITIVE_INVALID_ATTRIBUTE" and "/attributes/KHR_gaussian_splatting:" in m["pointer"]
+        known = (
+            m["code"] == "MESH_PRIMITIVE_INVALID_ATTRIBUTE" and "/attributes/KHR_gaussian_splatting:" in m["pointer"]
+        )
         if m["severity"] <= 1 and not known:
             out.append(m)
     return out
@@ -86,15 +89,20 @@ def test_glb_holds_the_splats_in_gltf_axes(scene, tmp_path, run_vd):
     blob = gl.binary_blob()
 
     def acc(name):
-        a = gl.accessors[getattr(gl.meshes[0].primitives[0].attributes, name) if not name.startswith("KHR")
-                          else gl.meshes[0].primitives[0].attributes.__dict__[name]]
+        a = gl.accessors[
+            getattr(gl.meshes[0].primitives[0].attributes, name)
+            if not name.startswith("KHR")
+            else gl.meshes[0].primitives[0].attributes.__dict__[name]
+        ]
         view = gl.bufferViews[a.bufferView]
         n = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[a.type]
         dt = {5126: "<f4", 5121: "u1"}[a.componentType]
         return np.frombuffer(blob, dt, a.count * n, view.byteOffset + (a.byteOffset or 0)).reshape(a.count, n)
 
     prim = gl.meshes[0].primitives[0]
-    assert prim.mode == 0 and "KHR_gaussian_splatting" in prim.extensions and "KHR_gaussian_splatting" in gl.extensionsUsed
+    assert (
+        prim.mode == 0 and "KHR_gaussian_splatting" in prim.extensions and "KHR_gaussian_splatting" in gl.extensionsUsed
+    )
     a, _ = filter_splats(SplatArrays.from_gaussians(read_ply(scene / "coarse.ply")[0]))
     ref = rotate_splats(a, np.diag([1.0, -1.0, -1.0]))
     pos = acc("POSITION")
@@ -107,16 +115,18 @@ def test_glb_holds_the_splats_in_gltf_axes(scene, tmp_path, run_vd):
     q = ref.quats / np.linalg.norm(ref.quats, axis=1, keepdims=True)
     assert np.allclose(np.abs((rot[:, [3, 0, 1, 2]] * q).sum(1)), 1, atol=1e-6)
     for k in range(9):
-        deg = int(math.isqrt(k))
+        deg = math.isqrt(k)
         assert np.allclose(acc(f"KHR_gaussian_splatting:SH_DEGREE_{deg}_COEF_{k - deg * deg}"), ref.sh[:, k], atol=1e-6)
-    assert f"KHR_gaussian_splatting:SH_DEGREE_3_COEF_0" not in prim.attributes.__dict__
+    assert "KHR_gaussian_splatting:SH_DEGREE_3_COEF_0" not in prim.attributes.__dict__
     colour = acc("COLOR_0") / 255.0
     assert np.abs(colour[:, :3] - np.clip(a.sh[:, 0] * C0 + 0.5, 0, 1)).max() <= 0.5 / 255 + 1e-6
     # the input camera: a glTF camera at the origin, no rotation, the scene's vertical field of view
     cam_node = next(nd for nd in gl.nodes if nd.camera is not None)
     assert cam_node.matrix is None and cam_node.rotation is None
     persp = gl.cameras[cam_node.camera].perspective
-    assert math.isclose(persp.yfov, 2 * math.atan(48 / (2 * 60.0)), rel_tol=1e-6) and math.isclose(persp.aspectRatio, 64 / 48)
+    assert math.isclose(persp.yfov, 2 * math.atan(48 / (2 * 60.0)), rel_tol=1e-6) and math.isclose(
+        persp.aspectRatio, 64 / 48
+    )
 
 
 def test_vd_reads_its_glb_back(scene, tmp_path, run_vd):
@@ -146,29 +156,36 @@ def test_khronos_validator_finds_no_errors(scene, tmp_path, run_vd):
     # the check can fail: a GLB whose position bounds are wrong is reported
     data = bytearray(out.read_bytes())
     text_len = int.from_bytes(data[12:16], "little")
-    text = data[20:20 + text_len].decode()
+    text = data[20 : 20 + text_len].decode()
     gl = json.loads(text)
     gl["accessors"][0]["max"] = [0.0, 0.0, 0.0]
     new = json.dumps(gl, separators=(",", ":")).ljust(text_len).encode()
     if len(new) == text_len:
-        data[20:20 + text_len] = new
+        data[20 : 20 + text_len] = new
         (tmp_path / "bad.glb").write_bytes(bytes(data))
         assert gltf_errors(validate(tmp_path / "bad.glb")), "the validator should report the wrong bounds"
 
 
-@pytest.mark.skipif(SPLAT_TRANSFORM is None, reason="splat-transform (npm @playcanvas/splat-transform) is not installed")
+@pytest.mark.skipif(
+    SPLAT_TRANSFORM is None, reason="splat-transform (npm @playcanvas/splat-transform) is not installed"
+)
 def test_vd_reads_a_glb_written_by_splat_transform(tmp_path, run_vd):
     """splat-transform maps a PLY to glTF by 180 degrees about z (vd: about x), so its GLB reads back in vd's
     frame turned 180 degrees about y from its PLY: the same splats, each one."""
+    from test_export_read import same_splats
+
     from vd.export.ply import export_ply
     from vd.export.read import read_gaussians
     from vd.export.transform import SplatArrays, rotate_splats
     from vd.ply import read_ply
-    from test_export_read import same_splats
 
     export_ply(random_splats(300, 3, seed=7).to_gaussians(), tmp_path / "s.ply")
-    r = subprocess.run([SPLAT_TRANSFORM, "-q", "-w", str(tmp_path / "s.ply"), str(tmp_path / "s.glb")], capture_output=True, text=True,
-                       timeout=240)
+    r = subprocess.run(
+        [SPLAT_TRANSFORM, "-q", "-w", str(tmp_path / "s.ply"), str(tmp_path / "s.glb")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr
     ours = SplatArrays.from_gaussians(read_gaussians(tmp_path / "s.glb")[0])
     src = rotate_splats(SplatArrays.from_gaussians(read_ply(tmp_path / "s.ply")[0]), np.diag([-1.0, 1.0, -1.0]))

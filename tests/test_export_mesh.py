@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from _export_scene import PLANE, write_vd_folder
 
 pytest.importorskip("skimage", reason="the mesh extra (scikit-image, trimesh, fast-simplification) is not installed")

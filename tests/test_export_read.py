@@ -11,11 +11,12 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from test_export_formats import random_splats, unit
 
 SPLAT_TRANSFORM = shutil.which("splat-transform")
-needs_splat_transform = pytest.mark.skipif(SPLAT_TRANSFORM is None, reason="splat-transform (npm @playcanvas/splat-transform) is not installed")
+needs_splat_transform = pytest.mark.skipif(
+    SPLAT_TRANSFORM is None, reason="splat-transform (npm @playcanvas/splat-transform) is not installed"
+)
 
 
 def splat_transform(*args):
@@ -37,7 +38,10 @@ def same_splats(a, b, *, atol=1e-5):
     (splat-transform's SPZ and vd's differ so)."""
     assert len(a) == len(b) and a.sh.shape == b.sh.shape
     for name in ("means", "log_scales", "opacity_logits", "sh"):
-        assert np.allclose(getattr(a, name), getattr(b, name), atol=atol), (name, np.abs(getattr(a, name) - getattr(b, name)).max())
+        assert np.allclose(getattr(a, name), getattr(b, name), atol=atol), (
+            name,
+            np.abs(getattr(a, name) - getattr(b, name)).max(),
+        )
     ca, cb = covariances(a), covariances(b)
     scale = np.abs(ca).max((1, 2), keepdims=True)
     assert np.abs(ca - cb).max() <= 1e-4 * scale.max() and np.all(np.abs(ca - cb) <= 1e-3 * scale + 1e-12)
@@ -72,7 +76,7 @@ def spz_v4_bytes(v3_gzipped: bytes) -> bytes:
     sizes = [9 * n, n, 3 * n, 3 * n, 4 * n] + ([3 * (k - 1) * n] if deg else [])
     body, off = [], 16
     for s in sizes:
-        body.append(raw[off:off + s])
+        body.append(raw[off : off + s])
         off += s
     frames = [zstandard.ZstdCompressor().compress(b) for b in body]
     head = struct.pack("<IIIBBBBI12x", magic, 4, n, deg, frac, flags, len(frames), 32)
@@ -120,11 +124,15 @@ def test_spz_version_1_float16_positions(tmp_path):
     n = 30
     ref, _ = read_spz_bytes(tmp_path, encode_spz(a, 2))
     pos16 = np.asarray(ref.means * np.array([1, -1, -1]), np.float16)  # the file is RUB
-    v1 = struct.pack("<IIIBBBB", 0x5053474E, 1, n, 0, 12, 0, 0) + pos16.tobytes() + raw[16 + 9 * n:]
+    v1 = struct.pack("<IIIBBBB", 0x5053474E, 1, n, 0, 12, 0, 0) + pos16.tobytes() + raw[16 + 9 * n :]
     (tmp_path / "v1.spz").write_bytes(gzip.compress(v1))
     b, h = read_spz(tmp_path / "v1.spz")
     assert h.version == 1
-    assert np.allclose(b.means, ref.means, atol=2e-3) and np.allclose(b.sh, ref.sh) and np.allclose(b.log_scales, ref.log_scales)
+    assert (
+        np.allclose(b.means, ref.means, atol=2e-3)
+        and np.allclose(b.sh, ref.sh)
+        and np.allclose(b.log_scales, ref.log_scales)
+    )
 
 
 def read_spz_bytes(tmp_path, data):
@@ -135,8 +143,15 @@ def read_spz_bytes(tmp_path, data):
 
 
 # ----------------------------------------------------------------------------- vd's own files, read back by vd
-@pytest.mark.parametrize("fmt,name,extra", [("spz", "s2.spz", ["--spz-version", "2"]), ("spz", "s3.spz", []),
-                                            ("splat", "s.splat", []), ("compressed-ply", "s.compressed.ply", [])])
+@pytest.mark.parametrize(
+    "fmt,name,extra",
+    [
+        ("spz", "s2.spz", ["--spz-version", "2"]),
+        ("spz", "s3.spz", []),
+        ("splat", "s.splat", []),
+        ("compressed-ply", "s.compressed.ply", []),
+    ],
+)
 def test_vd_reads_back_what_it_writes(scene_ply, tmp_path, run_vd, fmt, name, extra):
     r = run_vd("export", scene_ply, "--format", fmt, "-o", tmp_path / name, *extra)
     assert r.code == 0, r
@@ -182,8 +197,15 @@ def test_sog_damage_is_one_sentence(tmp_path, run_vd):
 
 # ----------------------------------------------------------------------------- splat-transform's files, read by vd
 @needs_splat_transform
-@pytest.mark.parametrize("name,extra", [("t.compressed.ply", []), ("t.sog", ["--gpu", "cpu"]), ("t3.spz", ["--spz-version", "3"]),
-                                        ("t4.spz", ["--spz-version", "4"])])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("t.compressed.ply", []),
+        ("t.sog", ["--gpu", "cpu"]),
+        ("t3.spz", ["--spz-version", "3"]),
+        ("t4.spz", ["--spz-version", "4"]),
+    ],
+)
 def test_files_written_by_splat_transform(scene_ply, tmp_path, run_vd, name, extra):
     """vd decodes each file to what splat-transform itself decodes it to (its PLY of the same file)."""
     from vd.export.read import read_gaussians
@@ -194,7 +216,9 @@ def test_files_written_by_splat_transform(scene_ply, tmp_path, run_vd, name, ext
     ours = SplatArrays.from_gaussians(read_gaussians(tmp_path / name)[0])
     theirs = ply_arrays(tmp_path / "decoded.ply")
     if name.endswith(".spz"):  # splat-transform decodes SPZ alphas with its own rounding of the logit
-        assert np.allclose(1 / (1 + np.exp(-ours.opacity_logits)), 1 / (1 + np.exp(-theirs.opacity_logits)), atol=1 / 255)
+        assert np.allclose(
+            1 / (1 + np.exp(-ours.opacity_logits)), 1 / (1 + np.exp(-theirs.opacity_logits)), atol=1 / 255
+        )
         theirs.opacity_logits = ours.opacity_logits
     same_splats(ours, theirs, atol=2e-4)
     r = run_vd("inspect", tmp_path / name)

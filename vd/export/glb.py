@@ -61,16 +61,22 @@ class GlbReport:
 
 def sh_attribute(k: int) -> str:
     """The attribute name of SH coefficient k (0 = DC, 1..3 degree 1, 4..8 degree 2, 9..15 degree 3)."""
-    degree = int(math.isqrt(k))
+    degree = math.isqrt(k)
     return f"{EXT}:SH_DEGREE_{degree}_COEF_{k - degree * degree}"
 
 
 def _camera(K, width: int, height: int, world_from_camera) -> tuple[dict, dict]:
     """(camera, node) of the input camera in glTF's frame."""
     K = np.asarray(K, np.float64)
-    cam = {"type": "perspective", "name": "input camera",
-           "perspective": {"yfov": float(2 * math.atan(height / (2 * K[1, 1]))), "aspectRatio": float(width / height),
-                           "znear": 0.01}}
+    cam = {
+        "type": "perspective",
+        "name": "input camera",
+        "perspective": {
+            "yfov": float(2 * math.atan(height / (2 * K[1, 1]))),
+            "aspectRatio": float(width / height),
+            "znear": 0.01,
+        },
+    }
     node = {"name": "input camera", "camera": 0}
     if world_from_camera is not None and not np.allclose(world_from_camera, np.eye(4)):
         C = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -88,10 +94,13 @@ def encode_glb(a: SplatArrays, *, camera: dict | None = None) -> bytes:
     rgb = r.sh[:, 0].astype(np.float64) * C0 + 0.5
     alpha = 1.0 / (1.0 + np.exp(-r.opacity_logits.astype(np.float64)))
     colour = np.clip(np.round(np.concatenate([rgb, alpha[:, None]], 1) * 255), 0, 255).astype(np.uint8)
-    columns = [("POSITION", r.means.astype("<f4"), "VEC3"), ("COLOR_0", colour, "VEC4"),
-               (f"{EXT}:ROTATION", q[:, [1, 2, 3, 0]].astype("<f4"), "VEC4"),
-               (f"{EXT}:SCALE", np.exp(r.log_scales.astype(np.float64)).astype("<f4"), "VEC3"),
-               (f"{EXT}:OPACITY", alpha.astype("<f4"), "SCALAR")]
+    columns = [
+        ("POSITION", r.means.astype("<f4"), "VEC3"),
+        ("COLOR_0", colour, "VEC4"),
+        (f"{EXT}:ROTATION", q[:, [1, 2, 3, 0]].astype("<f4"), "VEC4"),
+        (f"{EXT}:SCALE", np.exp(r.log_scales.astype(np.float64)).astype("<f4"), "VEC3"),
+        (f"{EXT}:OPACITY", alpha.astype("<f4"), "SCALAR"),
+    ]
     columns += [(sh_attribute(k), r.sh[:, k].astype("<f4"), "VEC3") for k in range(r.sh.shape[1])]
     blob, views, accessors, attributes = bytearray(), [], [], {}
     for i, (name, arr, kind) in enumerate(columns):
@@ -105,13 +114,29 @@ def encode_glb(a: SplatArrays, *, camera: dict | None = None) -> bytes:
         accessors.append(acc)
         attributes[name] = i
         blob += data + b"\0" * (-len(data) % 4)
-    primitive = {"attributes": attributes, "mode": 0,
-                 "extensions": {EXT: {"kernel": "ellipse", "colorSpace": "srgb_rec709_display",
-                                      "sortingMethod": "cameraDistance", "projection": "perspective"}}}
-    gltf = {"asset": {"version": "2.0", "generator": f"vd {__version__}"}, "extensionsUsed": [EXT],
-            "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"name": "scene", "mesh": 0}],
-            "meshes": [{"name": "gaussian splats", "primitives": [primitive]}],
-            "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors}
+    primitive = {
+        "attributes": attributes,
+        "mode": 0,
+        "extensions": {
+            EXT: {
+                "kernel": "ellipse",
+                "colorSpace": "srgb_rec709_display",
+                "sortingMethod": "cameraDistance",
+                "projection": "perspective",
+            }
+        },
+    }
+    gltf = {
+        "asset": {"version": "2.0", "generator": f"vd {__version__}"},
+        "extensionsUsed": [EXT],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": "scene", "mesh": 0}],
+        "meshes": [{"name": "gaussian splats", "primitives": [primitive]}],
+        "buffers": [{"byteLength": len(blob)}],
+        "bufferViews": views,
+        "accessors": accessors,
+    }
     if camera is not None:
         cam, node = _camera(camera["K"], camera["width"], camera["height"], camera.get("world_from_camera"))
         gltf["cameras"] = [cam]
@@ -120,8 +145,13 @@ def encode_glb(a: SplatArrays, *, camera: dict | None = None) -> bytes:
     text = json.dumps(gltf, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 4)
     total = 12 + 8 + len(text) + 8 + len(blob)
-    return (struct.pack("<III", GLB_MAGIC, 2, total) + struct.pack("<II", len(text), JSON_CHUNK) + text
-            + struct.pack("<II", len(blob), BIN_CHUNK) + bytes(blob))
+    return (
+        struct.pack("<III", GLB_MAGIC, 2, total)
+        + struct.pack("<II", len(text), JSON_CHUNK)
+        + text
+        + struct.pack("<II", len(blob), BIN_CHUNK)
+        + bytes(blob)
+    )
 
 
 def write_glb(path, g, *, sh_degree: int | None = None, camera: dict | None = None) -> GlbReport:
@@ -148,7 +178,7 @@ def parse_glb(data: bytes, where: str) -> tuple[dict, bytes]:
     off, gltf, blob = 12, None, b""
     while off + 8 <= total:
         size, kind = struct.unpack_from("<II", data, off)
-        chunk = data[off + 8:off + 8 + size]
+        chunk = data[off + 8 : off + 8 + size]
         if kind == JSON_CHUNK:
             try:
                 gltf = json.loads(chunk)
@@ -174,8 +204,9 @@ def _accessor(gltf: dict, blob: bytes, index: int, where: str) -> np.ndarray:
     stride = view.get("byteStride") or dt.itemsize * comps
     if start + stride * (count - 1) + dt.itemsize * comps > len(blob):
         raise InputError(f"{where}: accessor {index} reaches past the end of the binary chunk (truncated file?)")
-    rows = np.lib.stride_tricks.as_strided(np.frombuffer(blob, np.uint8, offset=start), (count, dt.itemsize * comps),
-                                           (stride, 1))
+    rows = np.lib.stride_tricks.as_strided(
+        np.frombuffer(blob, np.uint8, offset=start), (count, dt.itemsize * comps), (stride, 1)
+    )
     vals = np.ascontiguousarray(rows).view(dt).reshape(count, comps).astype(np.float64)
     if acc.get("normalized") and ctype in _NORMALISE:
         vals = np.maximum(vals / _NORMALISE[ctype], -1.0)
@@ -189,8 +220,10 @@ def read_glb(path) -> tuple[SplatArrays, dict]:
     gltf, blob = parse_glb(p.read_bytes(), where)
     prims = [pr for m in gltf.get("meshes", []) for pr in m.get("primitives", []) if EXT in pr.get("extensions", {})]
     if not prims:
-        raise InputError(f"{where} holds no Gaussian splats (no mesh primitive with the {EXT} extension); "
-                         "a triangle mesh cannot be read as splats")
+        raise InputError(
+            f"{where} holds no Gaussian splats (no mesh primitive with the {EXT} extension); "
+            "a triangle mesh cannot be read as splats"
+        )
     attrs = prims[0]["attributes"]
     need = ["POSITION", f"{EXT}:ROTATION", f"{EXT}:SCALE", f"{EXT}:OPACITY", sh_attribute(0)]
     missing = [a for a in need if a not in attrs]
@@ -210,8 +243,13 @@ def read_glb(path) -> tuple[SplatArrays, dict]:
     alpha = np.clip(col[f"{EXT}:OPACITY"][:, 0], 1e-7, 1 - 1e-7)
     with np.errstate(divide="ignore"):
         log_scales = np.log(np.maximum(scale, 1e-30))
-    a = SplatArrays(col["POSITION"].astype(np.float32), log_scales.astype(np.float32), q.astype(np.float32),
-                    np.log(alpha / (1 - alpha)).astype(np.float32), np.stack(sh, 1).astype(np.float32))
+    a = SplatArrays(
+        col["POSITION"].astype(np.float32),
+        log_scales.astype(np.float32),
+        q.astype(np.float32),
+        np.log(alpha / (1 - alpha)).astype(np.float32),
+        np.stack(sh, 1).astype(np.float32),
+    )
     return rotate_splats(a, RDF_TO_GLTF), gltf
 
 

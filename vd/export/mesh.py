@@ -81,7 +81,11 @@ def render_frames(g, cameras, *, alpha_min: float, device="cpu", progress=None) 
             d = out.depth[0].float().cpu().numpy()
             ok = (a >= alpha_min) & np.isfinite(d) & (d > 0)
             rgb = (out.rgb[0].float().clamp(0, 1).cpu().numpy() / np.maximum(a, 1e-6)[..., None]).clip(0, 1)
-            frames.append(Frame(rgb, np.where(ok, d, 0.0).astype(np.float32), np.asarray(K, np.float64), np.asarray(P, np.float64)))
+            frames.append(
+                Frame(
+                    rgb, np.where(ok, d, 0.0).astype(np.float32), np.asarray(K, np.float64), np.asarray(P, np.float64)
+                )
+            )
             if task is not None:
                 progress.update(task, advance=1)
     return frames
@@ -98,7 +102,9 @@ def _points(f: Frame, step: int = 4, far: float = np.inf) -> np.ndarray:
     return X @ f.world_from_camera[:3, :3].T + f.world_from_camera[:3, 3]
 
 
-def grid_for(frames: list[Frame], resolution: int, far: float = np.inf) -> tuple[np.ndarray, float, tuple[int, int, int]]:
+def grid_for(
+    frames: list[Frame], resolution: int, far: float = np.inf
+) -> tuple[np.ndarray, float, tuple[int, int, int]]:
     """(origin, voxel size, shape) of a grid over the seen points (0.5-99.5 percentiles, 5 % margin), those
     beyond `far` times a view's median depth left out (a sky or a far background would make the voxels coarse)."""
     pts = np.concatenate([_points(f, far=far) for f in frames])
@@ -122,8 +128,12 @@ def fuse(frames: list[Frame], origin, voxel: float, shape, trunc: float) -> TSDF
     ii, jj = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
     for k in range(Z):  # one slab of voxels at a time keeps memory small
         centres = origin + voxel * np.stack([ii, jj, np.full_like(ii, k)], -1).reshape(-1, 3)
-        t_s, w_s, c_s, f_s = tsdf[:, :, k].reshape(-1), weight[:, :, k].reshape(-1), colour[:, :, k].reshape(-1, 3), \
-            free[:, :, k].reshape(-1)
+        t_s, w_s, c_s, f_s = (
+            tsdf[:, :, k].reshape(-1),
+            weight[:, :, k].reshape(-1),
+            colour[:, :, k].reshape(-1, 3),
+            free[:, :, k].reshape(-1),
+        )
         for f in frames:
             R, t = f.world_from_camera[:3, :3], f.world_from_camera[:3, 3]
             pc = (centres - t) @ R  # camera coordinates
@@ -210,8 +220,11 @@ def decimate(verts: np.ndarray, faces: np.ndarray, target: int | None) -> tuple[
         return verts, faces
     import fast_simplification
 
-    v, f = fast_simplification.simplify(np.ascontiguousarray(verts, np.float32), np.ascontiguousarray(faces, np.int32),
-                                        target_reduction=1.0 - target / len(faces))
+    v, f = fast_simplification.simplify(
+        np.ascontiguousarray(verts, np.float32),
+        np.ascontiguousarray(faces, np.int32),
+        target_reduction=1.0 - target / len(faces),
+    )
     return np.asarray(v, np.float64), np.asarray(f, np.int64)
 
 
@@ -229,8 +242,13 @@ def write_mesh(path: Path, verts: np.ndarray, faces: np.ndarray, colours: np.nda
     from vd.fsio import atomic_path
 
     v = verts @ RDF_TO_GLTF.T
-    vc = None if colours is None else np.concatenate([np.clip(np.round(colours * 255), 0, 255),
-                                                      np.full((len(colours), 1), 255)], 1).astype(np.uint8)
+    vc = (
+        None
+        if colours is None
+        else np.concatenate([np.clip(np.round(colours * 255), 0, 255), np.full((len(colours), 1), 255)], 1).astype(
+            np.uint8
+        )
+    )
     m = trimesh.Trimesh(v, faces, vertex_colors=vc, process=False)
     suffix = path.suffix.lower()
     with atomic_path(path, suffix=suffix) as tmp:
@@ -251,12 +269,22 @@ def check_mesh_target(path: Path) -> None:
 
 def mesh_cameras(views, traj_poses, K, width: int, height: int) -> list:
     """(K, W, H, world_from_camera) of the scene's views and the fly-through poses."""
-    cams = [(np.asarray(v.K, np.float64), v.width, v.height, np.asarray(v.world_from_camera, np.float64)) for v in views]
+    cams = [
+        (np.asarray(v.K, np.float64), v.width, v.height, np.asarray(v.world_from_camera, np.float64)) for v in views
+    ]
     return cams + [(np.asarray(K, np.float64), width, height, P) for P in traj_poses]
 
 
-def export_mesh(path, g, cameras, *, faces: int | None = None, collider_only: bool = False,
-                params: MeshParams | None = None, progress=None) -> dict:
+def export_mesh(
+    path,
+    g,
+    cameras,
+    *,
+    faces: int | None = None,
+    collider_only: bool = False,
+    params: MeshParams | None = None,
+    progress=None,
+) -> dict:
     """Fuse, extract and write; returns a JSON-ready report."""
     p = params or MeshParams()
     path = Path(path)
@@ -276,11 +304,34 @@ def export_mesh(path, g, cameras, *, faces: int | None = None, collider_only: bo
     import trimesh
 
     watertight = bool(trimesh.Trimesh(verts, f, process=True).is_watertight)
-    return {"format": "mesh", "path": str(path), "vertices": int(len(verts)), "faces": int(len(f)), "bytes": size,
-            "collider": collider_only, "watertight": watertight, "views_fused": len(frames),
-            "grid": list(map(int, shape)), "voxel": voxel, "seconds": round(time.perf_counter() - t0, 2),
-            "axes": "+Y up, right-handed, the input camera at the origin looking along -Z"}
+    return {
+        "format": "mesh",
+        "path": str(path),
+        "vertices": len(verts),
+        "faces": len(f),
+        "bytes": size,
+        "collider": collider_only,
+        "watertight": watertight,
+        "views_fused": len(frames),
+        "grid": list(map(int, shape)),
+        "voxel": voxel,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "axes": "+Y up, right-handed, the input camera at the origin looking along -Z",
+    }
 
 
-__all__ = ["MESH_SUFFIXES", "MeshParams", "TSDF", "check_mesh_target", "collider", "decimate", "export_mesh", "fuse",
-           "grid_for", "mesh_cameras", "render_frames", "surface", "write_mesh"]
+__all__ = [
+    "MESH_SUFFIXES",
+    "TSDF",
+    "MeshParams",
+    "check_mesh_target",
+    "collider",
+    "decimate",
+    "export_mesh",
+    "fuse",
+    "grid_for",
+    "mesh_cameras",
+    "render_frames",
+    "surface",
+    "write_mesh",
+]

@@ -79,8 +79,10 @@ def read_sog(path) -> tuple[SplatArrays, dict]:
             raise InputError(f"{where}: its meta.json is not JSON ({e})") from None
         version = meta.get("version")
         if version != 2:
-            raise InputError(f"{where} is SOG format version {version or 1}; vd reads version 2 (splat-transform 1.x and later); "
-                             f"convert it with `splat-transform {where} out.ply`")
+            raise InputError(
+                f"{where} is SOG format version {version or 1}; vd reads version 2 (splat-transform 1.x and later); "
+                f"convert it with `splat-transform {where} out.ply`"
+            )
         try:
             n = int(meta["count"])
             lo = _rgba(z, meta["means"]["files"][0], n, where).astype(np.uint32)
