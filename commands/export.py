@@ -58,9 +58,13 @@ def export(
     frames: Optional[int] = common.param_option(VideoParams, "frames", "video: number of frames."),
     fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
     side_by_side_depth: bool = typer.Option(False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."),
-    size: Optional[str] = typer.Option(None, "--size", help="video: WIDTHxHEIGHT up to 4K, e.g. 1920x1080 (default: the scene's size; another aspect crops the view).", show_default=False),
-    faces: Optional[int] = typer.Option(None, "--faces", help="mesh: decimate to about N triangles (default: keep all; --collider: 2000).", show_default=False),
-    collider: bool = typer.Option(False, "--collider", help="mesh: a small closed (watertight) proxy for physics instead of the detailed surface."),
+    size: Optional[str] = typer.Option(
+        None, "--size", show_default=False,
+        help="video: WIDTHxHEIGHT up to 4K, e.g. 1920x1080 (default: the scene's size; another aspect crops the view)."),
+    faces: Optional[int] = typer.Option(None, "--faces", show_default=False,
+                                        help="mesh: decimate to about N triangles (default: keep all; --collider: 2000)."),
+    collider: bool = typer.Option(False, "--collider",
+                                  help="mesh: a small closed (watertight) proxy for physics instead of the detailed surface."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or non-empty output folder."),
     validate: Optional[Path] = typer.Option(None, "--validate", help="Validate a refine dataset folder and exit (1 when invalid).", show_default=False),
     device: Optional[str] = common.DEVICE,
@@ -73,8 +77,8 @@ def export(
         validate_only(validate, source, out, json_)
     else:
         mesh = given(faces=faces, collider=collider or None)
-        run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video, options=options,
-                   as_splats=as_splats, force=force, device=device, as_json=json_, mesh=mesh)
+        run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video,
+                   options=options, as_splats=as_splats, force=force, device=device, as_json=json_, mesh=mesh)
 
 
 export.__doc__ = HELP
@@ -119,7 +123,8 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     from vd.export.write import write_export
 
     if source is None:
-        raise UsageError("missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog, .glb), a vd output folder or a processed image (or use --validate DIR)")
+        raise UsageError("missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog, .glb), a vd output folder "
+                         "or a processed image (or use --validate DIR)")
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None:

@@ -29,7 +29,8 @@ from vd.fsio import atomic_write_bytes
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "assets" / "viewer" / "viewer.html"
 SPZ_VERSION = 3  # the embedded stream; the page reads versions 2 and 3
-PAGE_FRACTIONAL_BITS = 16  # 1/65536 units; example page: 42.4 dB at 12 bits, 46.5 at 16 (+17 % size), 46.8 at 20 (+31 %)
+# 1/65536 units; the example's page: 42.4 dB at 12 bits, 46.5 at 16 (+17 % size), 46.8 at 20 (+31 %)
+PAGE_FRACTIONAL_BITS = 16
 
 
 @dataclass
@@ -65,7 +66,8 @@ def render_page(a: SplatArrays, *, K, width: int, height: int, title: str) -> tu
     """(the page, the embedded SPZ's size) for filtered splats in the input camera's frame."""
     # positions as fine as 24 bits allow (not SPZ's usual 1/4096): the page sorts splats by depth as vd does, and
     # coarser positions would turn near-equal depths into ties drawn in another order
-    spz = encode_spz(a.with_sh_degree(0), SPZ_VERSION, fractional_bits=finest_fractional_bits(a.means, PAGE_FRACTIONAL_BITS))
+    bits = finest_fractional_bits(a.means, PAGE_FRACTIONAL_BITS)
+    spz = encode_spz(a.with_sh_degree(0), SPZ_VERSION, fractional_bits=bits)
     scene = {"generator": f"vd {__version__}", "count": len(a), "axes": "RUB (x right, y up, z back); input camera at the origin looking along -z",
              "camera": {"K": np.asarray(K, float).tolist(), "width": int(width), "height": int(height)}}
     page = (viewer_template().replace("__TITLE__", html.escape(title))

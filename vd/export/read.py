@@ -21,8 +21,9 @@ from vd.ply import gaussian_columns, parse_comments, read_ply, read_ply_columns
 
 AS_SPLATS_HINT = "pass --as-splats to read its vertices as opaque grey splats of scale 0.01 with no rotation"
 GAUSSIAN_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".glb")
-DECODED = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)", "splat": "splat (antimatter15, decoded)",
-           "sog": "sog (PlayCanvas, decoded)", "glb": "glb (glTF 2.0, KHR_gaussian_splatting, decoded)"}
+DECODED = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)",
+           "splat": "splat (antimatter15, decoded)", "sog": "sog (PlayCanvas, decoded)",
+           "glb": "glb (glTF 2.0, KHR_gaussian_splatting, decoded)"}
 
 
 def gaussian_file_kind(path) -> str:

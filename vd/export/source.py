@@ -154,7 +154,8 @@ def _image_source(image: Path, stage: Optional[str]) -> Source:
     recs = cache.find(image=image)
     if not recs:
         raise InputError(
-            f"{image} is neither a Gaussian file ({', '.join(GAUSSIAN_SUFFIXES)}) nor a vd output folder, and vd has no cached results for it; run `vd coarse {image}` first"
+            f"{image} is neither a Gaussian file ({', '.join(GAUSSIAN_SUFFIXES)})"
+            f" nor a vd output folder, and vd has no cached results for it; run `vd coarse {image}` first"
         )
     order = [stage] if stage else list(IMAGE_STAGES)
     if stage == "refine":

@@ -210,7 +210,8 @@ def _v4_body(data: bytes, where: str) -> tuple[SpzHeader, bytes]:
         raise InputError(f"{where} carries SPZ extension records, which vd does not read yet")
     expected = 5 + (deg > 0)
     if streams != expected or table < V4_HEADER.size:
-        raise InputError(f"{where} has {streams} streams in its SPZ version 4 table (expected {expected} for SH degree {deg})")
+        raise InputError(f"{where} has {streams} streams in its SPZ version 4 table "
+                         f"(expected {expected} for SH degree {deg})")
     off = table + streams * V4_STREAM.size
     if len(data) < off:
         raise InputError(f"{where} is truncated inside its SPZ version 4 stream table")
@@ -296,7 +297,8 @@ def _decode_body(raw: bytes, start: int, h: SpzHeader, where: str) -> SplatArray
 
 
 def read_spz(path) -> tuple[SplatArrays, SpzHeader]:
-    """Decode an `.spz` file of any version (1-3 gzipped, 4 raw with Zstandard streams): (splats in vd's frame, header)."""
+    """Decode an `.spz` file of any version (1-3 gzipped, 4 raw with Zstandard streams): (splats in vd's frame,
+    header)."""
     p = Path(path)
     data = p.read_bytes()
     if data[:4] == struct.pack("<I", MAGIC):
@@ -305,5 +307,6 @@ def read_spz(path) -> tuple[SplatArrays, SpzHeader]:
     return decode_spz(_gunzip(data, str(p)), str(p))
 
 
-__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "finest_fractional_bits", "pack_rotations_v2", "pack_rotations_v3",
+__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "finest_fractional_bits",
+           "pack_rotations_v2", "pack_rotations_v3",
            "read_spz", "unpack_rotations_v2", "unpack_rotations_v3", "write_spz"]

@@ -182,4 +182,5 @@ def read_video(path) -> np.ndarray:
     return np.asarray(arr)[..., :3]
 
 
-__all__ = ["MAX_SIDE", "VideoReport", "export_video", "fit_camera", "parse_size", "render_frames", "encode", "colorize_depth", "trajectory_poses", "read_video"]
+__all__ = ["MAX_SIDE", "VideoReport", "export_video", "fit_camera", "parse_size",
+           "render_frames", "encode", "colorize_depth", "trajectory_poses", "read_video"]

@@ -150,4 +150,5 @@ def radius_from_points(means: np.ndarray) -> float:
     return r if np.isfinite(r) and r > 0 else 1.0
 
 
-__all__ = ["write_export", "write_gltf", "write_mesh_export", "write_page", "check_output_file", "video_camera", "radius_from_points"]
+__all__ = ["write_export", "write_gltf", "write_mesh_export", "write_page",
+           "check_output_file", "video_camera", "radius_from_points"]
