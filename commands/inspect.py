@@ -13,17 +13,20 @@ from vd.errors import VdError, check_input_file
 
 
 def inspect(
-    files: List[Path] = typer.Argument(..., help="PLY, SPZ or .splat files to inspect.", show_default=False),
+    files: List[Path] = typer.Argument(
+        ..., show_default=False, help="Gaussian files to inspect: PLY (INRIA or compressed), .splat, .spz, .sog or .glb."),
     json_: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any value is NaN or Inf."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Check only: no tables; exit 1 if any file holds NaN or Inf, or is not Gaussian splats."),
 ) -> None:
-    """Print count, bounds, SH degree and per-column statistics of each PLY, SPZ or .splat file.
+    """Print count, bounds, SH degree and per-column statistics of each Gaussian file (.ply, .splat, .spz, .sog, .glb).
 
     A PLY that is not Gaussian splats (a triangle mesh, a bare point cloud) is named for what it
     is, with the splat properties it lacks.
 
     The table goes to stderr; stdout gets one summary line per file (or, with --json, one JSON
-    object per file). With --strict the command exits 1 when any file holds NaN or Inf values.
+    object per file). --strict checks instead of describing: no tables, the summary lines, and exit 1
+    when any file holds NaN or Inf values or is not Gaussian splats (a mesh, a point cloud).
     """
     from vd.export.inspect import ply_stats
 
@@ -35,13 +38,16 @@ def inspect(
         if json_:
             console.out_json(st)
         else:
-            console.err.print(inspect_renderable(st))
-            console.err.print()
+            if not strict:
+                console.err.print(inspect_renderable(st))
+                console.err.print()
             console.out(summary_line(st))
         if st["nan"] or st["inf"]:
-            bad.append(f"{st['file']} ({st['nan']} NaN, {st['inf']} Inf)")
+            bad.append(f"{st['file']} holds {st['nan']} NaN and {st['inf']} Inf values")
+        if not st["is_splats"]:
+            bad.append(f"{st['file']} is not gaussian splats ({st['content']})")
     if strict and bad:
-        raise VdError("non-finite values found (--strict): " + "; ".join(bad))
+        raise VdError("--strict: " + "; ".join(bad))
 
 
 def summary_line(st: dict) -> str:

@@ -83,3 +83,15 @@ def test_folder_default_is_fine_written_by_vd_fine(tmp_path, run_vd):
     r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "f.ply", "--json")
     assert r.code == 0 and json.loads(r.stdout)["stage"] == "fine"
     assert len(read_ply(tmp_path / "f.ply")[0]) == 50
+
+
+def test_colmap_meta_json_holds_no_absolute_paths(tmp_path, run_vd):
+    folder = write_vd_folder(tmp_path / "scene" / "out")
+    out = tmp_path / "datasets" / "ds"
+    r = run_vd("export", folder, "--format", "colmap", "-o", out)
+    assert r.code == 0, r
+    text = (out / "meta.json").read_text()
+    assert str(tmp_path) not in text
+    prov = json.loads(text)["provenance"]
+    assert prov["source"] == "../../scene/out" and prov["gaussians"] == "../../scene/out/coarse.ply"
+    assert (out / prov["gaussians"]).resolve() == (folder / "coarse.ply").resolve()

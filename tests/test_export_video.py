@@ -71,3 +71,31 @@ def test_video_usage_errors(folder, tmp_path, run_vd):
     assert run_vd("export", folder, "--format", "video", "-o", tmp_path / "v.mp4", "--frames", "0").code == 2
     assert run_vd("export", folder, "--format", "ply", "-o", tmp_path / "v.ply", "--frames", "10").code == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_size_option_renders_the_same_view_at_another_size(folder, tmp_path, run_vd):
+    from vd.export.video import fit_camera, read_video
+
+    out = tmp_path / "big.mp4"
+    r = run_vd("export", folder, "--format", "video", "-o", out, "--frames", "2", "--size", "192x144", "--json")
+    assert r.code == 0, r
+    rep = json.loads(r.stdout)
+    assert (rep["width"], rep["height"]) == (192, 144)
+    big = read_video(out)
+    assert big.shape == (2, 144, 192, 3)
+    small = read_video(run_vd("export", folder, "--format", "video", "-o", tmp_path / "s.mp4", "--frames", "2").stdout.strip())
+    assert small.shape == (2, 48, 64, 3)
+    # the same view three times larger: downsampled, it matches the scene-sized frame
+    down = big[0].reshape(48, 3, 64, 3, 3).mean((1, 3))
+    assert np.abs(down - small[0].astype(float)).mean() < 12
+    K, W, H = fit_camera(np.array([[60.0, 0, 32], [0, 60, 24], [0, 0, 1]]), 64, 48, (128, 48))  # wider: cropped, square pixels
+    assert (W, H) == (128, 48) and K[0, 0] == K[1, 1] == 120 and K[0, 2] == 64 and K[1, 2] == 24
+
+
+def test_size_usage_errors(folder, tmp_path, run_vd):
+    for bad in ("1920", "axb", "8x8", "8192x4320", "4096x4096"):
+        r = run_vd("export", folder, "--format", "video", "-o", tmp_path / "v.mp4", "--size", bad)
+        assert r.code == 2 and "--size" in r.stderr, (bad, r)
+    r = run_vd("export", folder, "--format", "ply", "-o", tmp_path / "v.ply", "--size", "64x48")
+    assert r.code == 2 and "--size" in r.stderr
+    assert not list(tmp_path.iterdir())

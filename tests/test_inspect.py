@@ -89,3 +89,42 @@ def test_bad_paths_give_one_sentence(tmp_path, run_vd):
     assert len(r.stderr.strip().splitlines()) == 1
     r = run_vd("inspect", str(tmp_path))
     assert r.code == 1 and "directory" in r.stderr
+
+
+# ----------------------------------------------------------------------------- what is not splats (issue 27, 30)
+def test_strict_fails_on_a_mesh_and_a_point_cloud_without_printing_tables(tmp_path, run_vd):
+    from test_export_share import CUBE, write_point_cloud
+
+    (tmp_path / "cube.ply").write_text(CUBE)
+    write_point_cloud(tmp_path / "cloud.ply")
+    for name, what in (("cube", "triangle mesh"), ("cloud", "point cloud")):
+        r = run_vd("inspect", "--strict", str(tmp_path / f"{name}.ply"))
+        assert r.code == 1, r
+        assert r.stderr.strip().count("\n") == 0, r.stderr  # one sentence, no table before it
+        assert f"not gaussian splats ({what})" in r.stderr and "Traceback" not in r.stderr
+        assert "not gaussian splats" in r.stdout  # the summary line stays on stdout
+    ok = tmp_path / "ok.ply"
+    _write(ok)
+    r = run_vd("inspect", "--strict", str(ok))
+    assert r.code == 0 and r.stderr.strip() == "" and "100 gaussians" in r.stdout, r
+
+
+def test_json_of_a_mesh_counts_no_gaussians(tmp_path, run_vd):
+    from test_export_share import CUBE
+
+    (tmp_path / "cube.ply").write_text(CUBE)
+    st = json.loads(run_vd("inspect", "--json", str(tmp_path / "cube.ply")).stdout)
+    assert st["is_splats"] is False and st["count"] == 0 and st["vertices"] == 8 and st["faces"] == 12
+
+
+def test_point_cloud_is_named_as_such_in_plain_words(tmp_path, run_vd):
+    from test_export_share import write_point_cloud
+
+    write_point_cloud(tmp_path / "cloud.ply", extra=("opacity", "nx", "ny", "nz"))  # an opacity gives no shape
+    r = run_vd("inspect", str(tmp_path / "cloud.ply"))
+    assert r.code == 0, r
+    assert "not gaussian splats: a point cloud (50 points) whose points lack scale_0..2, rot_0..3" in r.stdout, r.stdout
+    assert "a points" not in r.stdout + r.stderr
+    write_point_cloud(tmp_path / "half.ply", extra=("opacity", "scale_0", "scale_1", "scale_2"))
+    r = run_vd("inspect", str(tmp_path / "half.ply"))
+    assert "incomplete gaussian splats (50 vertices) whose vertices lack rot_0..3" in r.stdout, r.stdout

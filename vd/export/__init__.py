@@ -6,7 +6,8 @@ dataset, video) and the dataset validator.
 
 Modules: `ply` (INRIA PLY with --up/--sh-degree), `compressed_ply` (PlayCanvas chunked format,
 writer and decoder), `splat` (antimatter15 32-byte format, writer and reader), `spz` (Niantic,
-writer and reader), `sog` (PlayCanvas SOG through `splat-transform`), `html` (one page with the
+writer and reader, versions 1-4), `sog` (PlayCanvas SOG through `splat-transform`), `sog_read` (its reader),
+`glb` (glTF 2.0 binary with KHR_gaussian_splatting, writer and reader), `mesh` (a triangle mesh by TSDF fusion), `html` (one page with the
 scene and a WebGL2 viewer), `content` (what a PLY holds), `read` (any Gaussian file), `colmap` (the
 refine dataset), `validate` (its strict validator), `video` (MP4/GIF fly-throughs), `source`
 (resolving `vd export SOURCE`), `transform` (filters, up-axis rotation, Morton order), `normals`.
@@ -27,8 +28,8 @@ from vd.export.spz import write_spz
 from vd.export.transform import UP_DESCRIPTIONS
 
 GAUSSIAN_FORMATS = ("ply", "compressed-ply", "splat", "spz")
-FORMATS = GAUSSIAN_FORMATS + ("sog", "html", "colmap", "video")
-FIXED_FRAME_FORMATS = ("spz", "sog", "html", "colmap", "video")  # written in one frame each: --up does not apply
+FORMATS = GAUSSIAN_FORMATS + ("sog", "glb", "mesh", "html", "colmap", "video")
+FIXED_FRAME_FORMATS = ("spz", "sog", "glb", "mesh", "html", "colmap", "video")  # written in one frame each: --up does not apply
 
 
 def export_gaussians(g, path, fmt: str, *, up: str = "-y", sh_degree: int | None = None, comments: dict | None = None,

@@ -24,6 +24,7 @@ The world frame is vd's: the input camera's OpenCV frame.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -119,6 +120,21 @@ def check_target(out: Path, force: bool) -> None:
         raise UsageError(f"the output folder {out} is not empty; pass --force to replace it")
 
 
+def relative_paths(provenance: dict, folder: Path) -> dict:
+    """The provenance with every absolute path made relative to the dataset folder (the folder can move with its
+    sources, and no local user name or layout is written into it)."""
+    base = Path(os.path.abspath(folder))
+    out = {}
+    for k, v in provenance.items():
+        if isinstance(v, str) and Path(v).is_absolute():
+            try:
+                v = Path(os.path.relpath(v, base)).as_posix()
+            except ValueError:  # another drive (Windows): keep the name only
+                v = Path(v).name
+        out[k] = v
+    return out
+
+
 def write_colmap_dataset(
     out,
     views: Sequence[View],
@@ -185,7 +201,7 @@ def write_colmap_dataset(
             "colmap": {"sparse": "sparse/0", "camera_model": "PINHOLE", "text": True, "binary": True,
                        "nerfstudio": "ns-train splatfacto colmap --data <DIR> --colmap-path sparse/0",
                        "gsplat": "python examples/simple_trainer.py default --data_dir <DIR> --data_factor 1"},
-            "provenance": {"vd_version": __version__, "mode": "single-image", **(provenance or {})},
+            "provenance": {"vd_version": __version__, "mode": "single-image", **relative_paths(provenance or {}, out)},
             "points3D": {"count": int(len(xyz)), "source": (provenance or {}).get("points_source", "depth")},
             "views": meta_views,
         }

@@ -1,9 +1,10 @@
 """What a PLY holds, named from its header: Gaussian splats, a triangle mesh, a point cloud, or
-points with only some splat properties (and which are missing).
+incomplete splats (some of the shape properties, and which are missing).
 
 A Gaussian splat vertex carries an opacity, scales (``scale_0..2``, or two for 2DGS surfels), a
 rotation (``rot_0..3``) and a colour (``f_dc_0..2``, or ``red green blue``). A file with faces is
-a mesh whatever its vertices hold; a file with none of opacity, scale or rotation is a point cloud.
+a mesh whatever its vertices hold; a file with no scale and no rotation is a point cloud (an
+opacity or normals alone do not give a point a shape).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 SPLAT = "gaussian splats"
 MESH = "triangle mesh"
 POINTS = "point cloud"
-PARTIAL = "points with some splat properties"
+PARTIAL = "incomplete gaussian splats"
 
 _GEOMETRY = ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+_SHAPE = ("scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 
 
 @dataclass
@@ -30,9 +32,17 @@ class PlyContent:
         return self.kind == SPLAT
 
     def describe(self) -> str:
-        """e.g. "a triangle mesh (8 vertices, 12 faces) whose vertices lack opacity, scale_0..2, rot_0..3"."""
-        what = f"a {self.kind} ({self.vertices:,} vertices" + (f", {self.faces:,} faces)" if self.faces else ")")
-        return what + (f" whose vertices lack {', '.join(_compact(self.missing))}" if self.missing else "")
+        """e.g. "a triangle mesh (8 vertices, 12 faces) whose vertices lack opacity, scale_0..2, rot_0..3",
+        "a point cloud (50 points) lacking ...", "incomplete gaussian splats (50 vertices) lacking rot_0..3"."""
+        if self.kind == MESH:
+            what = f"a triangle mesh ({self.vertices:,} vertices, {self.faces:,} faces) whose vertices"
+        elif self.kind == POINTS:
+            what = f"a point cloud ({self.vertices:,} points) whose points"
+        elif self.kind == PARTIAL:
+            what = f"incomplete gaussian splats ({self.vertices:,} vertices) whose vertices"
+        else:
+            what = f"gaussian splats ({self.vertices:,})"
+        return what + (f" lack {', '.join(_compact(self.missing))}" if self.missing else "")
 
 
 def missing_splat_properties(names) -> list[str]:
@@ -55,7 +65,7 @@ def ply_content(names, elements: dict) -> PlyContent:
         kind = MESH
     elif not missing:
         kind = SPLAT
-    elif len(geometry_missing) == len(_GEOMETRY):
+    elif all(p in geometry_missing for p in _SHAPE if p != "scale_2"):
         kind = POINTS
     else:
         kind = PARTIAL

@@ -1,7 +1,8 @@
 """One self-contained web page showing a scene: `vd export --format html`.
 
 The page (template `vd/assets/viewer/viewer.html`) holds the scene as a base64 SPZ stream (SH
-band 0: the viewer draws colour without view-dependent bands) and the input camera as JSON, and a
+band 0: the viewer draws colour without view-dependent bands; positions with as many fractional bits as
+24 bits allow) and the input camera as JSON, and a
 small WebGL2 splat renderer written for vd: nothing is fetched when it is opened, from `file://`
 or a web server. It opens at the input camera (OpenCV intrinsics, fitted to the window), upright
 (the camera turns about the world's up axis), with orbit, fly and dolly controls.
@@ -22,12 +23,14 @@ import numpy as np
 
 from vd import __version__
 from vd.errors import InputError
-from vd.export.spz import encode_spz
+from vd.export.spz import encode_spz, finest_fractional_bits
 from vd.export.transform import SplatArrays, filter_splats, rotate_splats
 from vd.fsio import atomic_write_bytes
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "assets" / "viewer" / "viewer.html"
 SPZ_VERSION = 3  # the embedded stream; the page reads versions 2 and 3
+# 1/65536 units; the example's page: 42.4 dB at 12 bits, 46.5 at 16 (+17 % size), 46.8 at 20 (+31 %)
+PAGE_FRACTIONAL_BITS = 16
 
 
 @dataclass
@@ -61,7 +64,10 @@ def _script_json(obj) -> str:
 
 def render_page(a: SplatArrays, *, K, width: int, height: int, title: str) -> tuple[str, int]:
     """(the page, the embedded SPZ's size) for filtered splats in the input camera's frame."""
-    spz = encode_spz(a.with_sh_degree(0), SPZ_VERSION)
+    # positions as fine as 24 bits allow (not SPZ's usual 1/4096): the page sorts splats by depth as vd does, and
+    # coarser positions would turn near-equal depths into ties drawn in another order
+    bits = finest_fractional_bits(a.means, PAGE_FRACTIONAL_BITS)
+    spz = encode_spz(a.with_sh_degree(0), SPZ_VERSION, fractional_bits=bits)
     scene = {"generator": f"vd {__version__}", "count": len(a), "axes": "RUB (x right, y up, z back); input camera at the origin looking along -z",
              "camera": {"K": np.asarray(K, float).tolist(), "width": int(width), "height": int(height)}}
     page = (viewer_template().replace("__TITLE__", html.escape(title))

@@ -1,7 +1,8 @@
 """Statistics of Gaussian files for `vd inspect` (in the spirit of `splat-transform --stats`).
 
 A PLY that is not Gaussian splats is named for what it is (``content``: triangle mesh, point
-cloud, ...) with the splat properties it lacks (``missing``).
+cloud, ...) with the splat properties it lacks (``missing``); its ``count`` of Gaussians is 0, and
+``vertices`` and ``faces`` count what it holds.
 
 `ply_stats(path)` returns a JSON-ready dict (`vd inspect` prints it as a table).
 Only numpy and the PLY reader are used (no torch), so inspecting a file is quick.
@@ -125,7 +126,8 @@ def ply_stats(path) -> dict:
     return {
         "file": str(p),
         "format": meta["format"],
-        "count": n,
+        "count": n if content.is_splats else 0,
+        "vertices": n,
         "content": content.kind,
         "is_splats": content.is_splats,
         "missing": content.missing,

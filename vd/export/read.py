@@ -1,5 +1,6 @@
 """Reading Gaussians from any file vd writes or meets: INRIA-style PLY (and its variants),
-PlayCanvas compressed PLY, antimatter15 `.splat` and Niantic SPZ.
+PlayCanvas compressed PLY and SOG, antimatter15 `.splat`, Niantic SPZ (versions 1 to 4) and glTF binary
+with KHR_gaussian_splatting (in vd's frame: see `vd.export.glb` for the axes).
 
 A PLY that is not Gaussian splats (a triangle mesh, a bare point cloud) is read with defaults for
 what it lacks; `require_splats=True` refuses it instead, naming what it is (`vd.export.content`).
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING
 from vd.errors import InputError
 from vd.export.compressed_ply import is_compressed_ply, read_compressed_ply
 from vd.export.content import ply_content
+from vd.export.glb import read_glb
+from vd.export.sog_read import read_sog
 from vd.export.splat import read_splat
 from vd.export.spz import read_spz
 from vd.ply import gaussian_columns, parse_comments, read_ply, read_ply_columns
@@ -21,13 +24,17 @@ if TYPE_CHECKING:
     from vd.gaussians import Gaussians
 
 AS_SPLATS_HINT = "pass --as-splats to read its vertices as opaque grey splats of scale 0.01 with no rotation"
+GAUSSIAN_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".glb")
+DECODED = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)",
+           "splat": "splat (antimatter15, decoded)", "sog": "sog (PlayCanvas, decoded)",
+           "glb": "glb (glTF 2.0, KHR_gaussian_splatting, decoded)"}
 
 
 def gaussian_file_kind(path) -> str:
-    """"splat", "spz", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
+    """"splat", "spz", "sog", "glb", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix in (".splat", ".spz"):
+    if suffix in (".splat", ".spz", ".sog", ".glb"):
         return suffix[1:]
     return "compressed-ply" if is_compressed_ply(p) else "ply"
 
@@ -46,6 +53,16 @@ def read_gaussians(path, *, require_splats: bool = False) -> tuple[Gaussians, di
         a, h = read_spz(path)
         return a.to_gaussians(), {"format": f"spz v{h.version}", "count": len(a), "sh_degree": h.sh_degree,
                                   "comments": {}, "kind": "spz", "antialiased": bool(h.flags & 1)}
+    if kind == "sog":
+        a, meta = read_sog(path)
+        generator = (meta.get("asset") or {}).get("generator")
+        return a.to_gaussians(), {"format": "sog v2", "count": len(a), "sh_degree": a.sh_degree, "kind": "sog",
+                                  "comments": {"generator": generator} if generator else {}}
+    if kind == "glb":
+        a, gltf = read_glb(path)
+        generator = (gltf.get("asset") or {}).get("generator")
+        return a.to_gaussians(), {"format": "glb (KHR_gaussian_splatting)", "count": len(a), "sh_degree": a.sh_degree,
+                                  "kind": "glb", "comments": {"generator": generator} if generator else {}}
     if kind == "compressed-ply":
         arrays, comments = read_compressed_ply(path)
         g = arrays.to_gaussians()
@@ -66,10 +83,9 @@ def read_columns(path) -> tuple[dict, dict]:
         return read_ply_columns(path)
     g, meta = read_gaussians(path)
     elements = {"chunk": (len(g) + 255) // 256, "vertex": len(g)} if kind == "compressed-ply" else {"vertex": len(g)}
-    fmt = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)", "spz": f"{meta['format']} (decoded)",
-           "splat": "splat (antimatter15, decoded)"}[kind]
+    fmt = DECODED.get(kind, f"{meta['format']} (decoded)")
     return gaussian_columns(g), {"format": fmt, "comments": meta["comments"], "raw_comments": meta.get("raw_comments", []),
                                  "elements": elements, "count": len(g), "header_bytes": None}
 
 
-__all__ = ["AS_SPLATS_HINT", "gaussian_file_kind", "read_gaussians", "read_columns"]
+__all__ = ["AS_SPLATS_HINT", "GAUSSIAN_SUFFIXES", "gaussian_file_kind", "read_gaussians", "read_columns"]

@@ -1,6 +1,6 @@
 """What `vd export SOURCE` points at: a Gaussian file, a vd output folder, or a processed image.
 
-- a ``.ply`` (INRIA or PlayCanvas compressed), ``.splat`` or ``.spz`` file: Gaussians only, no
+- a ``.ply`` (INRIA or PlayCanvas compressed), ``.splat``, ``.spz`` or ``.sog`` file: Gaussians only, no
   cameras; a PLY that is not Gaussian splats (a mesh, a point cloud) is refused unless
   ``as_splats`` (``--as-splats``) asks to read its vertices as splats with default properties;
 - a coarse output folder (``cameras.json``): Gaussians from ``fine.ply`` / ``coarse.ply`` /
@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 from vd.cache import Cache
 from vd.errors import InputError, UsageError
 from vd.export.colmap import load_dataset
-from vd.export.read import gaussian_file_kind, read_gaussians
+from vd.export.read import GAUSSIAN_SUFFIXES, gaussian_file_kind, read_gaussians
 from vd.ply import read_ply
 from vd.views import decode_record, read_views
 
@@ -33,7 +33,7 @@ STAGES = tuple(FOLDER_STAGES)
 @dataclass
 class Source:
     path: Path
-    kind: str  # ply | compressed-ply | splat | spz | folder | image
+    kind: str  # ply | compressed-ply | splat | spz | sog | folder | image
     stage: Optional[str]
     description: str
     _gaussians: Callable[[], Any]
@@ -91,9 +91,9 @@ def resolve_source(source, stage: Optional[str] = None, *, as_splats: bool = Fal
     if p.is_dir():
         return _folder_source(p, stage)
     suffix = p.suffix.lower()
-    if suffix in (".ply", ".splat", ".spz"):
+    if suffix in GAUSSIAN_SUFFIXES:
         if stage is not None:
-            raise UsageError("--stage applies to an output folder or a processed image, not to a single PLY/.splat/.spz file")
+            raise UsageError(f"--stage applies to an output folder or a processed image, not to a single {suffix} file")
         load, kind, _ = _gaussian_file(p, as_splats)
         return Source(p, kind, None, f"a {kind} file", load, None, {"source": str(p.resolve()), "source_kind": kind})
     return _image_source(p, stage)
@@ -154,7 +154,8 @@ def _image_source(image: Path, stage: Optional[str]) -> Source:
     recs = cache.find(image=image)
     if not recs:
         raise InputError(
-            f"{image} is neither a PLY/.splat file nor a vd output folder, and vd has no cached results for it; run `vd coarse {image}` first"
+            f"{image} is neither a Gaussian file ({', '.join(GAUSSIAN_SUFFIXES)})"
+            f" nor a vd output folder, and vd has no cached results for it; run `vd coarse {image}` first"
         )
     order = [stage] if stage else list(IMAGE_STAGES)
     if stage == "refine":

@@ -19,8 +19,13 @@ Axes: SPZ is RUB (x right, y up, z back: OpenGL / three.js). vd's world is OpenC
 rotates the scene 180 degrees about x, (x, y, z) -> (x, -y, -z), orientations and SH included, and
 reading rotates it back: a scene read from an SPZ is in vd's frame again.
 
-Versions written: 2 and 3 (default 3, see `vd.params.SPZ_VERSION`); read: 1, 2 and 3. Version 4
-(ZSTD, multi-stream) is refused with a sentence saying how to convert it.
+Version 4 (splat-transform's default) is not gzipped: a 32-byte header (the 16 bytes above with byte 15
+counting the streams, then uint32 32, the offset of the table, and 12 zero bytes), a table of (uint64
+compressed size, uint64 raw size) per stream, then the streams, each one Zstandard frame: positions,
+alphas, colours, scales, rotations (smallest three, as version 3) and, with SH, the SH bands. Their
+raw bytes are version 3's body cut into attributes (facts read from files splat-transform 2.7 writes).
+
+Versions written: 2 and 3 (default 3, see `vd.params.SPZ_VERSION`); read: 1 to 4.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ FLAG_EXTENSIONS = 0x2
 SH1_BITS, SH_REST_BITS = 5, 4
 RDF_TO_RUB = np.diag([1.0, -1.0, -1.0])  # its own inverse
 GZIP_LEVEL = 6  # zlib's default; 9 is ~3x slower for ~2% smaller files
+V4_HEADER = struct.Struct("<IIIBBBBI12x")
+V4_STREAM = struct.Struct("<QQ")
+GZIP_MAGIC = b"\x1f\x8b"
 _SQRT1_2 = np.float32(0.7071067811865476)
 _MAX_FIXED = (1 << 23) - 1
 
@@ -66,10 +74,18 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-def _fixed24(means: np.ndarray) -> np.ndarray:
+def finest_fractional_bits(means: np.ndarray, most: int = 20) -> int:
+    """The most fractional bits (at most `most`, at least 12) that still hold every position in 24 bits."""
+    reach = float(np.abs(means).max(initial=0.0))
+    if reach <= 0 or not np.isfinite(reach):
+        return most
+    return int(np.clip(np.floor(np.log2(_MAX_FIXED / reach)), FRACTIONAL_BITS, most))
+
+
+def _fixed24(means: np.ndarray, bits: int = FRACTIONAL_BITS) -> np.ndarray:
     """[N,3] positions -> [N*9] bytes of 24-bit two's complement fixed point."""
-    fixed = np.round(means.astype(np.float64) * (1 << FRACTIONAL_BITS))
-    lim = _MAX_FIXED / (1 << FRACTIONAL_BITS)
+    fixed = np.round(means.astype(np.float64) * (1 << bits))
+    lim = _MAX_FIXED / (1 << bits)
     if np.abs(fixed).max(initial=0) > _MAX_FIXED:
         raise InputError(f"the scene reaches {np.abs(means).max():.1f} units from the origin; SPZ positions stop at ±{lim:.0f}")
     b = fixed.astype("<i4").reshape(-1, 1).view(np.uint8)  # [N*3, 4] little-endian
@@ -113,8 +129,9 @@ def _quantise_sh(rest: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
-def encode_spz(a: SplatArrays, version: int = 3) -> bytes:
-    """The SPZ bytes of splats in vd's frame (already filtered), gzip-compressed."""
+def encode_spz(a: SplatArrays, version: int = 3, fractional_bits: int = FRACTIONAL_BITS) -> bytes:
+    """The SPZ bytes of splats in vd's frame (already filtered), gzip-compressed. Positions are stored with
+    `fractional_bits` (Niantic's 12 by default; readers take the header's value)."""
     if version not in SPZ_VERSIONS:
         raise UsageError(f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {version}")
     r = rotate_splats(a, RDF_TO_RUB)
@@ -122,8 +139,8 @@ def encode_spz(a: SplatArrays, version: int = 3) -> bytes:
     alpha = 1.0 / (1.0 + np.exp(-r.opacity_logits.astype(np.float64)))
     rot = pack_rotations_v3(r.quats) if version >= 3 else pack_rotations_v2(r.quats)
     parts = [
-        HEADER.pack(MAGIC, version, n, r.sh_degree, FRACTIONAL_BITS, 0, 0),
-        _fixed24(r.means).tobytes(),
+        HEADER.pack(MAGIC, version, n, r.sh_degree, fractional_bits, 0, 0),
+        _fixed24(r.means, fractional_bits).tobytes(),
         _u8(alpha * 255.0).tobytes(),
         _u8(r.sh[:, 0, :].astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5).tobytes(),
         _u8((r.log_scales.astype(np.float64) + 10.0) * 16.0).tobytes(),
@@ -160,10 +177,10 @@ def _parse_header(raw: bytes, where: str) -> SpzHeader:
     if magic != MAGIC:
         raise InputError(f"{where} is not an SPZ file (no NGSP magic number after decompression)")
     if version == 4:
-        raise InputError(f"{where} is SPZ version 4 (ZSTD), which vd does not read yet; convert it with "
-                         f"`splat-transform {where} out.spz --spz-version 3`")
+        raise InputError(f"{where} holds an SPZ version 4 header inside gzip, but version 4 files are not gzipped; "
+                         "the file is damaged")
     if version not in (1, 2, 3):
-        raise InputError(f"{where} is SPZ version {version}; vd reads versions 1, 2 and 3")
+        raise InputError(f"{where} is SPZ version {version}; vd reads versions 1 to 4")
     if deg > 3:
         raise InputError(f"{where} holds SH degree {deg}; vd reads SPZ files up to SH degree 3")
     if flags & FLAG_EXTENSIONS:
@@ -171,11 +188,47 @@ def _parse_header(raw: bytes, where: str) -> SpzHeader:
     return SpzHeader(version, n, deg, frac, flags)
 
 
-def _gunzip(path: Path) -> bytes:
+def _gunzip(data: bytes, where: str) -> bytes:
     try:
-        return gzip.decompress(path.read_bytes())
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"{path} is not a readable SPZ file (its gzip stream is broken: {e})") from None
+        raise InputError(f"{where} is not a readable SPZ file (its gzip stream is broken: {e})") from None
+
+
+def _v4_body(data: bytes, where: str) -> tuple[SpzHeader, bytes]:
+    """(header, version 3's body layout) of an SPZ version 4 file: its Zstandard streams, decompressed and joined."""
+    import zstandard
+
+    if len(data) < V4_HEADER.size:
+        raise InputError(f"{where} is truncated (shorter than the 32-byte SPZ version 4 header)")
+    _, version, n, deg, frac, flags, streams, table = V4_HEADER.unpack_from(data)
+    if version != 4:
+        raise InputError(f"{where} is SPZ version {version} without gzip; only version 4 files are stored so")
+    if deg > 3:
+        raise InputError(f"{where} holds SH degree {deg}; vd reads SPZ files up to SH degree 3")
+    if flags & FLAG_EXTENSIONS:
+        raise InputError(f"{where} carries SPZ extension records, which vd does not read yet")
+    expected = 5 + (deg > 0)
+    if streams != expected or table < V4_HEADER.size:
+        raise InputError(f"{where} has {streams} streams in its SPZ version 4 table "
+                         f"(expected {expected} for SH degree {deg})")
+    off = table + streams * V4_STREAM.size
+    if len(data) < off:
+        raise InputError(f"{where} is truncated inside its SPZ version 4 stream table")
+    parts = []
+    for i in range(streams):
+        packed, raw = V4_STREAM.unpack_from(data, table + i * V4_STREAM.size)
+        if off + packed > len(data):
+            raise InputError(f"{where} is truncated: stream {i + 1} of {streams} needs {packed} bytes past byte {off}")
+        try:
+            body = zstandard.ZstdDecompressor().decompress(data[off:off + packed], max_output_size=raw)
+        except zstandard.ZstdError as e:
+            raise InputError(f"{where}: stream {i + 1} of its SPZ version 4 data is broken ({e})") from None
+        if len(body) != raw:
+            raise InputError(f"{where}: stream {i + 1} holds {len(body)} bytes, its table says {raw}")
+        parts.append(body)
+        off += packed
+    return SpzHeader(4, n, deg, frac, flags), b"".join(parts)
 
 
 def _positions(buf: bytes, off: int, h: SpzHeader) -> tuple[np.ndarray, int]:
@@ -212,14 +265,19 @@ def unpack_rotations_v3(b: np.ndarray) -> np.ndarray:
 
 
 def decode_spz(raw: bytes, where: str = "the SPZ data") -> tuple[SplatArrays, SpzHeader]:
-    """(splats in vd's frame, header) of decompressed SPZ bytes."""
+    """(splats in vd's frame, header) of decompressed SPZ bytes (versions 1 to 3)."""
     h = _parse_header(raw, where)
+    return _decode_body(raw, HEADER.size, h, where), h
+
+
+def _decode_body(raw: bytes, start: int, h: SpzHeader, where: str) -> SplatArrays:
+    """Splats (vd's frame) from the attribute arrays that begin at `start`."""
     n, k = h.count, (h.sh_degree + 1) ** 2
     rot_bytes = 4 if h.version >= 3 else 3
-    need = HEADER.size + n * ((6 if h.version == 1 else 9) + 1 + 3 + 3 + rot_bytes + 3 * (k - 1))
+    need = start + n * ((6 if h.version == 1 else 9) + 1 + 3 + 3 + rot_bytes + 3 * (k - 1))
     if len(raw) < need:
         raise InputError(f"{where} is truncated: {n} splats need {need} bytes, the stream holds {len(raw)}")
-    means, off = _positions(raw, HEADER.size, h)
+    means, off = _positions(raw, start, h)
     alpha = np.frombuffer(raw, np.uint8, n, off).astype(np.float64) / 255.0
     off += n
     colors = np.frombuffer(raw, np.uint8, 3 * n, off).reshape(n, 3).astype(np.float64)
@@ -235,14 +293,20 @@ def decode_spz(raw: bytes, where: str = "the SPZ data") -> tuple[SplatArrays, Sp
         sh[:, 1:] = (np.frombuffer(raw, np.uint8, 3 * (k - 1) * n, off).reshape(n, k - 1, 3).astype(np.float32) - 128.0) / 128.0
     alpha = np.clip(alpha, 0.5 / 255, 1 - 0.5 / 255)
     logits = (np.log(alpha) - np.log1p(-alpha)).astype(np.float32)
-    return rotate_splats(SplatArrays(means, log_scales, quats, logits, sh), RDF_TO_RUB), h
+    return rotate_splats(SplatArrays(means, log_scales, quats, logits, sh), RDF_TO_RUB)
 
 
 def read_spz(path) -> tuple[SplatArrays, SpzHeader]:
-    """Decode an `.spz` file: (splats in vd's frame, header)."""
+    """Decode an `.spz` file of any version (1-3 gzipped, 4 raw with Zstandard streams): (splats in vd's frame,
+    header)."""
     p = Path(path)
-    return decode_spz(_gunzip(p), str(p))
+    data = p.read_bytes()
+    if data[:4] == struct.pack("<I", MAGIC):
+        h, body = _v4_body(data, str(p))
+        return _decode_body(body, 0, h, str(p)), h
+    return decode_spz(_gunzip(data, str(p)), str(p))
 
 
-__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "pack_rotations_v2", "pack_rotations_v3",
+__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "finest_fractional_bits",
+           "pack_rotations_v2", "pack_rotations_v3",
            "read_spz", "unpack_rotations_v2", "unpack_rotations_v3", "write_spz"]

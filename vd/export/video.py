@@ -19,6 +19,34 @@ from vd.render import render
 from vd.trajectory_file import load_trajectory
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+MAX_SIDE = 4096  # 4K: DCI 4096x2160 or UHD 3840x2160
+MAX_PIXELS = 4096 * 2160
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"WxH" -> (W, H), each side 16 to 4096 pixels and at most 4K's pixel count; UsageError otherwise."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UsageError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1920x1080; got {text!r}")
+    w, h = (int(p) for p in parts)
+    if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
+        raise UsageError(f"--size must be between 16x16 and 4K (4096x2160 or 3840x2160 pixels); got {w}x{h}")
+    return w, h
+
+
+def fit_camera(K, width: int, height: int, size: tuple[int, int] | None) -> tuple[np.ndarray, int, int]:
+    """(K, W, H) of a camera resized to `size` (None: unchanged): the same view, scaled with square pixels to
+    cover the new frame and centred, so a frame of another aspect crops the scene's view rather than stretching it."""
+    K = np.asarray(K, np.float64)
+    if size is None:
+        return K, int(width), int(height)
+    w, h = size
+    s = max(w / width, h / height)
+    K2 = K.copy()
+    K2[0, 0], K2[1, 1] = K[0, 0] * s, K[1, 1] * s
+    K2[0, 2] = K[0, 2] * s + (w - width * s) / 2
+    K2[1, 2] = K[1, 2] * s + (h - height * s) / 2
+    return K2, int(w), int(h)
 
 
 @dataclass
@@ -154,4 +182,5 @@ def read_video(path) -> np.ndarray:
     return np.asarray(arr)[..., :3]
 
 
-__all__ = ["VideoReport", "export_video", "render_frames", "encode", "colorize_depth", "trajectory_poses", "read_video"]
+__all__ = ["MAX_SIDE", "VideoReport", "export_video", "fit_camera", "parse_size",
+           "render_frames", "encode", "colorize_depth", "trajectory_poses", "read_video"]
