@@ -51,5 +51,5 @@ def test_fsr_is_a_known_name_and_vd_fine_treats_it_as_classical():
     --allow-classical exactly as telea does (not the flux-fill path)."""
     with pytest.raises(UsageError, match="allow-classical"):
         choose_denoiser("fsr", device="cpu", offload="auto", allow_classical=False)
-    dev, factory, name = choose_denoiser("fsr", device="cpu", offload="auto", allow_classical=True)
+    dev, _, name = choose_denoiser("fsr", device="cpu", offload="auto", allow_classical=True)
     assert name == "telea" and dev == "cpu"

@@ -74,8 +74,8 @@ def pair_folder(pair: Pair) -> Path | None:
 
 
 def missing_message(pair: Pair) -> str:
-    return f"{pair.name}: skipped, data absent (" + HOW_TO_GET.format(
-        env=pair.env, files=", ".join((pair.left, pair.right, pair.disparity))) + ")"
+    files = f"{pair.left}, {pair.right}, {pair.disparity}"
+    return f"{pair.name}: skipped, data absent (" + HOW_TO_GET.format(env=pair.env, files=files) + ")"
 
 
 def block_median_disparity(disp: np.ndarray, out_hw: tuple[int, int], min_known: float = 0.25) -> np.ndarray:
@@ -149,7 +149,7 @@ def load_pair(name: str, width: int = 160) -> tuple[list[GroundTruth], dict] | N
         disp_full = disp_full[..., 0]
     W0, H0 = L.size
     s = width / W0
-    h = int(round(H0 * s))
+    h = round(H0 * s)
     left = np.asarray(L.resize((width, h), Image.BOX))
     right = np.asarray(R.resize((width, h), Image.BOX))
     disp = block_median_disparity(disp_full, (h, width)) * s

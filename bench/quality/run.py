@@ -40,7 +40,13 @@ from bench.quality import moves as mv
 from bench.quality.depth_errors import model_like_depth
 from bench.quality.real import PAIRS, load_pair, missing_message
 from bench.quality.scenes import SCENES, make_scene
-from bench.quality.score import GroundTruth, ground_truth, render_view, score_view, summarise
+from bench.quality.score import (
+    GroundTruth,
+    ground_truth,
+    render_view,
+    score_view,
+    summarise,
+)
 
 METHODS = ("lift", "scaffold", "coarse", "closest", "fine", "refine")
 FINE = {"views": 4, "steps": 3, "gs_iters": 30}
