@@ -163,3 +163,20 @@ def test_hidden_layers_hold_the_wall_behind_two_overlapping_objects():
     assert np.allclose(d1[:, 12:16], 3.03) and np.allclose(d1[:, [10, 11, 16, 17]], 5.05)
     assert m2[:, 12:16].all() and m2.sum() == 4 * 6  # the wall behind the post, nowhere else
     assert (d2[m2] > 5.0).all() and np.allclose(c2[m2], [0, 0, 1])
+
+
+def test_second_hidden_layer_stays_within_its_depth_bound():
+    """The same two objects before a sky at 400 m: no second layer (it would lie 130× deeper than the
+    first, whose continuation it hides, and leak into its rendered depth at moved views)."""
+    from vd.align import spawn_edges
+    from vd.stages.scaffold import SECOND_LAYER_MAX_RATIO, hidden_layers
+
+    d = np.full((6, 28), 400.0, np.float32)
+    d[:, 10:18] = 3.0
+    d[:, 12:16] = 2.0
+    valid = d > 0
+    (m1, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
+    assert m1[:, 10:18].all() and not m2.any()
+    d[d == 400.0] = 3.0 * SECOND_LAYER_MAX_RATIO * 0.9  # a wall within the bound: held again
+    (_, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
+    assert m2[:, 12:16].all()
