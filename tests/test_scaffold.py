@@ -166,17 +166,18 @@ def test_hidden_layers_hold_the_wall_behind_two_overlapping_objects():
 
 
 def test_second_hidden_layer_stays_within_its_depth_bound():
-    """The same two objects before a sky at 400 m: no second layer (it would lie 130× deeper than the
-    first, whose continuation it hides, and leak into its rendered depth at moved views)."""
+    """The same two objects before a far backdrop at 12 m: no second layer behind the post (it would lie 4×
+    deeper than the first layer, whose rendered depth it would leak into at moved views); at 8.1 m
+    (within the bound) it is there again."""
     from vd.align import spawn_edges
     from vd.stages.scaffold import SECOND_LAYER_MAX_RATIO, hidden_layers
 
-    d = np.full((6, 28), 400.0, np.float32)
+    d = np.full((6, 28), 12.0, np.float32)
     d[:, 10:18] = 3.0
     d[:, 12:16] = 2.0
     valid = d > 0
     (m1, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
     assert m1[:, 10:18].all() and not m2.any()
-    d[d == 400.0] = 3.0 * SECOND_LAYER_MAX_RATIO * 0.9  # a wall within the bound: held again
+    d[d == 12.0] = 3.0 * SECOND_LAYER_MAX_RATIO * 0.9  # a wall within the bound: held again
     (_, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
     assert m2[:, 12:16].all()
