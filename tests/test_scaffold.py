@@ -145,3 +145,43 @@ def test_hidden_layer_fills_what_a_sideways_move_uncovers_and_stays_hidden_at_th
     assert hole.sum() >= 28  # at least a column of holes without the layer
     assert (alpha_l[hole] > 0.5).all()  # filled with it
     assert (rgb_l[hole][:, 2] > rgb_l[hole][:, 0] + 0.2).all()  # by the blue wall that continues there
+
+
+def test_hidden_layers_hold_the_wall_behind_two_overlapping_objects():
+    """A box at 3 m (columns 10–17) before a 5 m wall, a post at 2 m (columns 12–15) before the box:
+    the first layer continues the box under the post and the wall under the box's outer columns;
+    only the second layer puts the wall behind the post, which a sideways move past both uncovers
+    (issue 26's black crack beside the leaves)."""
+    from vd.align import spawn_edges
+    from vd.stages.scaffold import hidden_layers
+
+    d = np.full((6, 28), 5.0, np.float32)
+    d[:, 10:18] = 3.0
+    d[:, 12:16] = 2.0
+    colour = np.zeros((6, 28, 3), np.float32)
+    colour[d == 5.0] = [0, 0, 1]
+    colour[d == 3.0] = [1, 0, 0]
+    valid = d > 0
+    (m1, d1, _), (m2, d2, c2) = hidden_layers(colour, d, spawn_edges(d, valid), valid, band=2)
+    assert m1[:, 10:18].all() and not m1[:, :10].any() and not m1[:, 18:].any()
+    assert np.allclose(d1[:, 12:16], 3.03) and np.allclose(d1[:, [10, 11, 16, 17]], 5.05)
+    assert m2[:, 12:16].all() and m2.sum() == 4 * 6  # the wall behind the post, nowhere else
+    assert (d2[m2] > 5.0).all() and np.allclose(c2[m2], [0, 0, 1])
+
+
+def test_second_hidden_layer_stays_within_its_depth_bound():
+    """The same two objects before a far backdrop at 12 m: no second layer behind the post (it would lie 4×
+    deeper than the first layer, whose rendered depth it would leak into at moved views); at 8.1 m
+    (within the bound) it is there again."""
+    from vd.align import spawn_edges
+    from vd.stages.scaffold import SECOND_LAYER_MAX_RATIO, hidden_layers
+
+    d = np.full((6, 28), 12.0, np.float32)
+    d[:, 10:18] = 3.0
+    d[:, 12:16] = 2.0
+    valid = d > 0
+    (m1, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
+    assert m1[:, 10:18].all() and not m2.any()
+    d[d == 12.0] = 3.0 * SECOND_LAYER_MAX_RATIO * 0.9  # a wall within the bound: held again
+    (_, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
+    assert m2[:, 12:16].all()

@@ -140,8 +140,8 @@ class RunOptions:
     runners (`vd.stages.coarse.run_coarse`, `vd.stages.fine.prepare_fine`) take it."""
 
     depth_backend: str = param("auto", "auto, moge or file (a depth map next to the image).")
-    inpaint_backend: str = param("auto", "auto, flux-fill or telea (which has no diffusion model: `vd fine` needs "
-                                         "--allow-classical to use it).")
+    inpaint_backend: str = param("auto", "auto, flux-fill, telea or fsr (classical, no diffusion model: "
+                                         "`vd fine` needs --allow-classical to use them).")
     render_backend: str = param("auto", "auto, gsplat or torch.")
     device: Optional[str] = param(None, "cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
     seed: int = param(SEED, "Random seed; part of every cache key.")

@@ -2,6 +2,8 @@
 
     python -m bench.quality.run                       # every scene, every method -> bench/quality-results.json
     python -m bench.quality.run --scenes room --methods lift scaffold --png /tmp/q
+    python -m bench.quality.run --scenes aloe --methods lift scaffold closest     # a real stereo pair
+    python -m bench.quality.run --scenes street --depth-errors                     # model-like input depth
 
 For each scene (`bench.quality.scenes`), the photo and its exact depth are written as a `file`
 backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaussians from it:
@@ -13,6 +15,11 @@ backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaus
   for the CPU (FINE below: 4 views, 3 steps, 30 iterations per fit; defaults 8 / 9 / 192);
 - ``refine``: `vd export --format colmap` of the ``closest`` scene, then `vd refine` of that dataset
   initialised from its coarse.ply, cut down for the CPU (REFINE below: 100 iterations; default 300).
+
+Real photographs (`bench.quality.real`, e.g. ``aloe``: Debian's opencv-doc package) are scored at
+the input view and at the second photo of the pair (colour and seen depth), and by coverage and
+alpha alone at every move (no photo there). ``--depth-errors`` hands vd the synthetic scenes'
+depth with model-like errors (`bench.quality.depth_errors`), scored against the exact geometry.
 
 Each is scored at the input view and every move (`bench.quality.score`); timings are wall-clock
 seconds of the method (the coarse runs share the scaffold through the cache, so ``coarse`` and
@@ -29,8 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.quality import moves as mv
+from bench.quality.depth_errors import model_like_depth
+from bench.quality.real import PAIRS, load_pair, missing_message
 from bench.quality.scenes import SCENES, make_scene
-from bench.quality.score import ground_truth, render_view, score_view, summarise
+from bench.quality.score import (
+    GroundTruth,
+    ground_truth,
+    render_view,
+    score_view,
+    summarise,
+)
 
 METHODS = ("lift", "scaffold", "coarse", "closest", "fine", "refine")
 FINE = {"views": 4, "steps": 3, "gs_iters": 30}
@@ -38,16 +54,19 @@ REFINE = {"iters": 100}
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_input(gt, folder: Path) -> Path:
-    """The input view as a `file` depth backend input; returns the image path."""
+def write_input(gt, folder: Path, depth: np.ndarray | None = None) -> Path:
+    """The input view as a `file` depth backend input (its depth, or `depth`); returns the image path."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(gt.rgb).save(folder / "rgb.png")
-    np.save(folder / "rgb.depth.npy", gt.depth)
+    np.save(folder / "rgb.depth.npy", gt.depth if depth is None else depth)
     H, W = gt.depth.shape
     (folder / "intrinsics.json").write_text(json.dumps({"K": np.asarray(gt.K).tolist(), "width": W, "height": H}))
     return folder / "rgb.png"
+
+
+INPAINT = {"backend": "telea"}  # the bench's CPU inpainter (--inpaint)
 
 
 def coarse_gaussians(image: Path, fallback: str, cache, n_frames: int | None = None, out: Path | None = None,
@@ -57,7 +76,8 @@ def coarse_gaussians(image: Path, fallback: str, cache, n_frames: int | None = N
     from vd.stages.coarse import run_coarse
 
     p = CoarseParams(fallback=fallback, **({"n_frames": n_frames} if n_frames else {}), **params)
-    res = run_coarse(image, p, depth_backend="file", inpaint_backend="telea", render_backend="torch", device="cpu",
+    res = run_coarse(image, p, depth_backend="file", inpaint_backend=INPAINT["backend"], render_backend="torch",
+                     device="cpu",
                      cache=cache, out=out)
     return res.scaffold, res.gaussians, res.summary
 
@@ -97,22 +117,50 @@ def lift_gaussians(gt):
     return gaussians_from_rgbd(gt.rgb, gt.depth, gt.K.astype(np.float32))
 
 
+def coverage_only_moves(gt: GroundTruth) -> list[GroundTruth]:
+    """The evaluation's moves around a real photo's input view, with no colour or depth to score:
+    coverage and alpha only."""
+    H, W = gt.depth.shape
+    none = np.zeros((H, W), bool)
+    median = float(np.median(gt.depth[gt.depth > 0]))
+    return [GroundTruth(n, np.zeros_like(gt.rgb), np.zeros((H, W), np.float32), gt.K, pose, None, none)
+            for n, pose in mv.moves(median)]
+
+
+def scene_views(name: str, width: int, height: int, depth_errors: bool, real_width: int):
+    """(ground truths, the depth vd is given, facts) of a synthetic scene or a real pair; None if absent."""
+    if name in PAIRS:
+        loaded = load_pair(name, real_width)
+        if loaded is None:
+            return None
+        gts, facts = loaded
+        return gts + coverage_only_moves(gts[0]), gts[0].depth, facts
+    gts = ground_truth(make_scene(name, width, height))
+    return gts, (model_like_depth(gts[0].depth) if depth_errors else gts[0].depth), {}
+
+
 def run_scene(name: str, methods, work: Path, cache, *, width: int, height: int, n_frames=None, png: Path | None = None,
-              params: dict | None = None) -> dict:
-    scene = make_scene(name, width, height)
-    gts = ground_truth(scene)
-    image = write_input(gts[0], work / name)
-    out = {"scene": name, "size": [width, height], "median_depth": float(np.median(gts[0].depth[gts[0].depth > 0])),
-           "methods": {}}
+              params: dict | None = None, depth_errors: bool = False, real_width: int = 160) -> dict | None:
+    views = scene_views(name, width, height, depth_errors, real_width)
+    if views is None:
+        print(missing_message(PAIRS[name]), flush=True)
+        return None
+    gts, given_depth, facts = views
+    label = name + (" (depth errors)" if depth_errors and name not in PAIRS else "")
+    folder = work / (name + ("-err" if label != name else ""))
+    image = write_input(gts[0], folder, given_depth)
+    H, W = gts[0].depth.shape
+    out = {"scene": label, "size": [W, H], "median_depth": float(np.median(gts[0].depth[gts[0].depth > 0])),
+           "inpaint": INPAINT["backend"], "methods": {}, **({"facts": facts} if facts else {})}
     built = {}
     for m in methods:
         t0 = time.perf_counter()
         if m == "lift":
-            g = lift_gaussians(gts[0])
+            g = lift_gaussians(GroundTruth("input", gts[0].rgb, given_depth, gts[0].K, np.eye(4)))
         elif m == "scaffold":
             g, _, _ = coarse_gaussians(image, "none", cache, n_frames=2, **(params or {}))
         elif m in ("fine", "refine"):
-            closest = work / name / "closest"
+            closest = folder / "closest"
             coarse_gaussians(image, "closest", cache, n_frames=n_frames, out=closest, **(params or {}))
             g = fine_gaussians(closest, cache) if m == "fine" else refine_gaussians(closest)
         else:
@@ -124,7 +172,7 @@ def run_scene(name: str, methods, work: Path, cache, *, width: int, height: int,
         out["methods"][m] = {"seconds": seconds, "gaussians": len(g), "summary": summarise(rows), "views": rows}
         built[m] = g
         if png is not None:
-            save_pngs(png / name, m, g, gts)
+            save_pngs(png / folder.name, m, g, gts)
     return out
 
 
@@ -133,8 +181,9 @@ def save_pngs(folder: Path, method: str, g, gts) -> None:
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    for gt in gts[:1] + [x for x in gts if x.name in ("back", "right", "back-right-yaw")]:
-        pair = np.concatenate([gt.rgb, render_view(g, gt)], axis=1)
+    for gt in gts[:1] + [x for x in gts if x.name in ("back", "right", "back-right-yaw", "right-photo", "forward")]:
+        alpha = np.repeat(render_view(g, gt, alpha=True)[..., None], 3, -1)
+        pair = np.concatenate([gt.rgb, render_view(g, gt), alpha], axis=1)
         Image.fromarray(pair).save(folder / f"{method}-{gt.name}.png")
 
 
@@ -153,9 +202,29 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def table_detail(results: list[dict]) -> str:
+    """A markdown table of the issue-26 figures: seen / never-seen colour and pinholes."""
+    head = ("| scene | method | input PSNR | input α<.98 | novel cov (mean / worst) | PSNR seen / never-seen | "
+            "SSIM seen / never-seen | never-seen share | novel α<.9 |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in results:
+        for m, v in r["methods"].items():
+            s = v["summary"]
+            unseen = np.nanmean([x.get("unseen_share", np.nan) for x in v["views"][1:]])
+            lines.append(f"| {r['scene']} | {m} | {s['input_psnr']:.2f} | {s['input_alpha_lt_098']:.4f} | "
+                         f"{s['novel_coverage']:.4f} / {s['novel_coverage_worst']:.4f} | "
+                         f"{s['novel_psnr_seen']:.2f} / {s['novel_psnr_unseen']:.2f} | "
+                         f"{s['novel_ssim_seen']:.3f} / {s['novel_ssim_unseen']:.3f} | {unseen:.3f} | "
+                         f"{s['novel_alpha_lt_090']:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES) + list(PAIRS))
+    ap.add_argument("--depth-errors", action="store_true", help="give vd the synthetic depth with model-like errors")
+    ap.add_argument("--real-width", type=int, default=160, help="width of the real photos (px)")
+    ap.add_argument("--inpaint", default="telea", help="vd's inpaint backend for every method (default telea)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--size", type=int, nargs=2, default=(128, 96), metavar=("W", "H"))
     ap.add_argument("--n-frames", type=int, default=None, help="vd coarse --n-frames (default: vd's)")
@@ -167,16 +236,22 @@ def main(argv=None) -> None:
 
     os.environ.setdefault("VD_CACHE_DIR", str(a.work / "cache"))
     cache = Cache.open(os.environ["VD_CACHE_DIR"], remote=None)
+    INPAINT["backend"] = a.inpaint
     results = []
     for s in a.scenes:
         t0 = time.perf_counter()
-        results.append(run_scene(s, a.methods, a.work, cache, width=a.size[0], height=a.size[1], n_frames=a.n_frames,
-                                 png=a.png))
+        r = run_scene(s, a.methods, a.work, cache, width=a.size[0], height=a.size[1], n_frames=a.n_frames, png=a.png,
+                      depth_errors=a.depth_errors, real_width=a.real_width)
+        if r is None:
+            continue
+        results.append(r)
         results[-1]["seconds"] = time.perf_counter() - t0
         print(table(results[-1:]).split("\n", 2)[-1], flush=True)
+        print(table_detail(results[-1:]).split("\n", 2)[-1], flush=True)
     a.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results},
                                 indent=1) + "\n")
     print(table(results))
+    print(table_detail(results))
 
 
 if __name__ == "__main__":

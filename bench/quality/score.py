@@ -4,7 +4,12 @@ Scores per view (vd's torch renderer, black background): coverage = fraction of 
 alpha > 0.5; on the covered pixels: PSNR and SSIM of the colour, and depth AbsRel
 = mean |d − d_gt| / d_gt (expected depth of the render against the ray-cast z-depth), also
 over the covered pixels the input view sees (``absrel_seen``: the geometry the depth map gave,
-as opposed to what a method invents for disoccluded or outpainted regions).
+as opposed to what a method invents for disoccluded or outpainted regions). PSNR and SSIM are also
+split into ``*_seen`` and ``*_unseen`` (covered pixels whose surface the input view sees, or not);
+``alpha_lt_090`` / ``alpha_lt_098`` are the shares of covered pixels with alpha below 0.9 / 0.98
+(pinholes, which darken the colour over whatever background a viewer uses). A ground truth with a
+``valid`` mask (a photo: its colour is known where its depth is not) scores colour there and depth
+where its depth is known.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class GroundTruth:
     K: np.ndarray  # [3,3]
     world_from_camera: np.ndarray  # in vd's world (the input camera)
     seen: np.ndarray | None = None  # bool [H,W]: the surface point is visible in the input view
+    valid: np.ndarray | None = None  # bool [H,W]: pixels whose colour is known (default: depth > 0)
 
 
 def seen_by(depth: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, input_depth: np.ndarray,
@@ -74,22 +80,36 @@ def score_view(g, gt: GroundTruth) -> dict:
         rgb, depth, alpha = res.rgb[0].clamp(0, 1), res.depth[0], res.alpha[0]
         target = torch.from_numpy(gt.rgb.astype(np.float32) / 255.0)
         d_gt = torch.from_numpy(gt.depth)
-        cov = (alpha > 0.5) & (d_gt > 0)
+        valid = torch.from_numpy(gt.valid) if gt.valid is not None else d_gt > 0
+        cov = (alpha > 0.5) & valid
         n = int(cov.sum())
-        out = {"view": gt.name, "coverage": float((alpha > 0.5).float().mean())}
+        covered = alpha > 0.5
+        out = {"view": gt.name, "coverage": float(covered.float().mean()),
+               "alpha_lt_090": float((alpha[covered] < 0.9).float().mean()) if bool(covered.any()) else float("nan"),
+               "alpha_lt_098": float((alpha[covered] < 0.98).float().mean()) if bool(covered.any()) else float("nan")}
         if n == 0:
             return dict(out, psnr=float("nan"), ssim=float("nan"), absrel=float("nan"), absrel_seen=float("nan"))
-        mse = float(((rgb - target) ** 2)[cov].mean())
-        out["psnr"] = 10 * math.log10(1.0 / max(mse, 1e-12))
+        out["psnr"] = _psnr(rgb, target, cov)
         out["ssim"] = float(masked_ssim(rgb, target, cov))
+        has_depth = cov & (d_gt > 0)
         rel = (depth - d_gt).abs() / d_gt.clamp_min(1e-9)
-        out["absrel"] = float(rel[cov].mean())
-        seen = cov & torch.from_numpy(gt.seen if gt.seen is not None else gt.depth > 0)
+        out["absrel"] = float(rel[has_depth].mean()) if bool(has_depth.any()) else float("nan")
+        seen_mask = torch.from_numpy(gt.seen if gt.seen is not None else gt.depth > 0)
+        seen = has_depth & seen_mask
         out["absrel_seen"] = float(rel[seen].mean()) if bool(seen.any()) else float("nan")
+        for part, m in (("seen", cov & seen_mask), ("unseen", cov & ~seen_mask)):
+            out[f"{part}_share"] = float(m.float().mean())
+            out[f"psnr_{part}"] = _psnr(rgb, target, m) if bool(m.any()) else float("nan")
+            out[f"ssim_{part}"] = float(masked_ssim(rgb, target, m)) if bool(m.any()) else float("nan")
     return out
 
 
-def render_view(g, gt: GroundTruth) -> np.ndarray:
+def _psnr(rgb, target, mask) -> float:
+    mse = float(((rgb - target) ** 2)[mask].mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def render_view(g, gt: GroundTruth, alpha: bool = False) -> np.ndarray:
     """uint8 [H,W,3] render of `g` at a ground-truth view (for looking at)."""
     import torch
 
@@ -100,6 +120,8 @@ def render_view(g, gt: GroundTruth) -> np.ndarray:
         vm = torch.as_tensor(invert_pose(gt.world_from_camera), dtype=torch.float32)
         res = render(g.to("cpu"), vm, torch.as_tensor(gt.K, dtype=torch.float32), gt.rgb.shape[1], gt.rgb.shape[0],
                      backend="torch")
+    if alpha:
+        return (res.alpha[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return (res.rgb[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
@@ -107,11 +129,14 @@ def summarise(rows: list[dict]) -> dict:
     """Input-view scores and the mean / worst over the novel views."""
     inp = rows[0]
     nov = rows[1:]
-    mean = lambda k: float(np.nanmean([r[k] for r in nov]))  # noqa: E731
+    mean = lambda k: float(np.nanmean([r.get(k, np.nan) for r in nov]))  # noqa: E731
     return {
         "input_coverage": inp["coverage"], "input_psnr": inp["psnr"], "input_ssim": inp["ssim"],
-        "input_absrel": inp["absrel"],
+        "input_absrel": inp["absrel"], "input_alpha_lt_098": inp.get("alpha_lt_098", float("nan")),
         "novel_coverage": mean("coverage"), "novel_coverage_worst": float(min(r["coverage"] for r in nov)),
         "novel_psnr": mean("psnr"), "novel_ssim": mean("ssim"), "novel_absrel": mean("absrel"),
         "novel_absrel_seen": mean("absrel_seen"),
+        "novel_psnr_seen": mean("psnr_seen"), "novel_ssim_seen": mean("ssim_seen"),
+        "novel_psnr_unseen": mean("psnr_unseen"), "novel_ssim_unseen": mean("ssim_unseen"),
+        "novel_alpha_lt_090": mean("alpha_lt_090"),
     }

@@ -1,7 +1,7 @@
 """Choosing a backend by name: `auto` picks the best one that can run here and says which and why.
 
     get_depth_backend("auto" | "moge" | "file", ...) -> DepthBackend
-    get_inpaint_backend("auto" | "flux-fill" | "telea", ...) -> InpaintBackend
+    get_inpaint_backend("auto" | "flux-fill" | "telea" | "fsr", ...) -> InpaintBackend
 
 Backends are built, not loaded: weights load on first use.
 """
@@ -107,6 +107,10 @@ def get_inpaint_backend(
             log.info(f"inpaint backend: {name} ({why})")
     if name == "telea":
         return TeleaInpaint()
+    if name == "fsr":
+        from vd.models.fsr_inpaint import FsrInpaint
+
+        return FsrInpaint()
     return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch,
                            vram_budget=vram_budget)
 

@@ -8,7 +8,8 @@
     backend.release()                    # free the model (gc + torch.cuda.empty_cache())
 
 Backends: `flux-fill` (FLUX.1-Fill-dev via diffusers, bf16, CUDA; weights from `vd fetch flux-fill`
-and `vd fetch flux-prompt`), `telea` (OpenCV, CPU, no weights). `auto` picks flux-fill when CUDA is
+and `vd fetch flux-prompt`), `telea` (OpenCV, CPU, no weights), `fsr` (OpenCV contrib's
+frequency-selective reconstruction, CPU, no weights; needs opencv-contrib-python-headless). `auto` picks flux-fill when CUDA is
 available and its weights are on disk, else telea, and says which on stderr. A backend named
 explicitly is never substituted: missing weights raise MissingWeightsError with the fetch command.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from vd.models.backend import ModelBackend
 
-INPAINT_BACKENDS = ("auto", "flux-fill", "telea")
+INPAINT_BACKENDS = ("auto", "flux-fill", "telea", "fsr")
 
 
 class InpaintBackend(ModelBackend):

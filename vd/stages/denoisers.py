@@ -163,6 +163,8 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
             name = "telea"
             why = "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
         log.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
+    if name == "fsr":
+        name = "telea"  # the rectification loop's classical stand-in is telea whatever fills the coarse views
     if name == "telea":
         if not allow_classical:
             reason = f" ({why})" if why else ""
