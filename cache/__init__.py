@@ -41,5 +41,14 @@ from vd.cache import codecs, maintenance
 from vd.cache.keys import canonical_json, content_hash, file_hash, stage_key, step_key
 from vd.cache.store import Cache, Record
 
-__all__ = ["Cache", "Record", "stage_key", "step_key", "content_hash", "file_hash", "canonical_json", "codecs",
-           "maintenance"]
+__all__ = [
+    "Cache",
+    "Record",
+    "stage_key",
+    "step_key",
+    "content_hash",
+    "file_hash",
+    "canonical_json",
+    "codecs",
+    "maintenance",
+]

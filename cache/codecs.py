@@ -119,5 +119,13 @@ def decode_png(data: bytes):
         return np.asarray(im).copy()
 
 
-__all__ = ["jsonable", "encode_tensors", "decode_tensors", "tensors_metadata", "encode_json", "decode_json",
-           "encode_png", "decode_png"]
+__all__ = [
+    "jsonable",
+    "encode_tensors",
+    "decode_tensors",
+    "tensors_metadata",
+    "encode_json",
+    "decode_json",
+    "encode_png",
+    "decode_png",
+]

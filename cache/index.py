@@ -23,8 +23,10 @@ DB_NAME = "cache.db"
 
 
 def corrupt_message(index_dir: Path, detail) -> str:
-    return (f"the cache index at {index_dir} is damaged ({detail}); "
-            "run `vd cache verify --rebuild` to rebuild it from the cached records")
+    return (
+        f"the cache index at {index_dir} is damaged ({detail}); "
+        "run `vd cache verify --rebuild` to rebuild it from the cached records"
+    )
 
 
 def open_writable(root: Path):
@@ -168,11 +170,11 @@ class Index:
         self._db = db
 
     @classmethod
-    def open(cls, root: Path) -> "Index":
+    def open(cls, root: Path) -> Index:
         return cls(root, open_writable(root))
 
     @classmethod
-    def open_readonly(cls, root: Path) -> "Index":
+    def open_readonly(cls, root: Path) -> Index:
         return cls(root, ReadOnlyIndex(Path(root) / "index"))
 
     @property
@@ -188,8 +190,9 @@ class Index:
             if "full" in msg or "disk I/O" in msg and disk_full(self.root):
                 raise CacheError(disk_full_message(self.root)) from e
             if "readonly" in msg:
-                raise CacheError(f"cache directory is not writable: {self.root} "
-                                 "(set VD_CACHE_DIR to a writable folder)") from e
+                raise CacheError(
+                    f"cache directory is not writable: {self.root} (set VD_CACHE_DIR to a writable folder)"
+                ) from e
             raise CacheError(f"the cache index at {self.dir} failed ({msg})") from e
         except sqlite3.DatabaseError as e:
             raise CacheError(corrupt_message(self.dir, e)) from e

@@ -56,8 +56,9 @@ def tree_size_and_mtime(path: Path) -> tuple[int, float]:
     return size, newest
 
 
-def gc(cache: Cache, *, candidates: Optional[set[str]] = None, grace_s: float = GC_GRACE_S,
-       dry_run: bool = False) -> tuple[int, int]:
+def gc(
+    cache: Cache, *, candidates: Optional[set[str]] = None, grace_s: float = GC_GRACE_S, dry_run: bool = False
+) -> tuple[int, int]:
     """Delete unreferenced objects; returns (count, bytes).
 
     Objects in `candidates` (from records just deleted) go at once; other orphans only when
@@ -92,8 +93,16 @@ def gc(cache: Cache, *, candidates: Optional[set[str]] = None, grace_s: float = 
 def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Re-hash every record's objects (stamps are not trusted here, and are renewed); with
     `repair`, drop broken records and orphans. `progress(done, total)` is called per record."""
-    report: dict[str, Any] = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0,
-              "temporaries": 0, "repaired": repair}
+    report: dict[str, Any] = {
+        "records": 0,
+        "objects": 0,
+        "corrupt": [],
+        "missing": [],
+        "orphans": 0,
+        "orphan_bytes": 0,
+        "temporaries": 0,
+        "repaired": repair,
+    }
     checked: dict[str, Optional[list]] = {}  # digest -> its new stamp, None when broken
     recs = cache.records()
     for i, r in enumerate(recs):
@@ -177,12 +186,22 @@ def rebuild_index(root=None) -> dict:
     shutil.rmtree(root / "index", ignore_errors=True)
     index = Cache.open_index(root)
     try:
-        kept, skipped = index_mod.adopt_records(index, LocalObjects(root / "objects"), only_if_empty=False,
-                                                delete_broken=True)
+        kept, skipped = index_mod.adopt_records(
+            index, LocalObjects(root / "objects"), only_if_empty=False, delete_broken=True
+        )
     finally:
         index.close()
     return {"records": kept, "skipped": skipped}
 
 
-__all__ = ["GC_GRACE_S", "referenced", "objects_size", "tree_size_and_mtime", "gc", "verify", "clear", "force_clear",
-           "rebuild_index"]
+__all__ = [
+    "GC_GRACE_S",
+    "referenced",
+    "objects_size",
+    "tree_size_and_mtime",
+    "gc",
+    "verify",
+    "clear",
+    "force_clear",
+    "rebuild_index",
+]

@@ -69,8 +69,9 @@ def cache_error(e: OSError, path: Path) -> CacheError:
     return CacheError(f"cannot write to the cache at {path}: {e.strerror or e}")
 
 
-def write_object(objects_dir: Path, data: bytes | bytearray | memoryview,
-                 digest: str | None = None) -> tuple[str, Path]:
+def write_object(
+    objects_dir: Path, data: bytes | bytearray | memoryview, digest: str | None = None
+) -> tuple[str, Path]:
     """Store `data` atomically under its xxh3-128 digest; return (digest, path)."""
     view = memoryview(data).cast("B")
     if digest is None:

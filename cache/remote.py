@@ -17,7 +17,6 @@ from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from vd import settings
-
 from vd.cache import records
 from vd.cache.objectstore import hash_bytes
 from vd.install import pip_install
@@ -45,11 +44,11 @@ def redact(url: str) -> str:
 FAILED: set[str] = set()
 
 
-def from_env() -> "Remote | None":
+def from_env() -> Remote | None:
     return from_url(settings.cache_remote())
 
 
-def from_url(url: str | None) -> "Remote | None":
+def from_url(url: str | None) -> Remote | None:
     url = (url or "").strip()
     return Remote(url) if url and url not in FAILED else None
 
@@ -75,8 +74,10 @@ class Remote:
 
                     self._fs, self._base = fsspec.core.url_to_fs(self.url)
                 except ImportError as e:
-                    raise RemoteError(f"the remote cache {self.label} needs fsspec and its backend ({e.name}); "
-                                      f"{pip_install('cluster')}") from e
+                    raise RemoteError(
+                        f"the remote cache {self.label} needs fsspec and its backend ({e.name}); "
+                        f"{pip_install('cluster')}"
+                    ) from e
                 except Exception as e:
                     raise RemoteError(f"cannot open the remote cache {self.label} ({type(e).__name__})") from e
         return self._fs
@@ -129,7 +130,7 @@ class Remote:
         for p in self.call(what, find, rel):
             p = str(p)
             i = p.rfind(f"/{rel}/")  # backends differ in how they spell the root; the folder is ours
-            out.append(p[i + 1:] if i >= 0 else p)
+            out.append(p[i + 1 :] if i >= 0 else p)
         return sorted(out)
 
     # ------------------------------------------------------------------ records

@@ -94,7 +94,7 @@ def check_root(root: Path) -> None:
 class Record:
     """One stage result in the cache: its artifacts (name -> object) and metadata."""
 
-    cache: "Cache" = field(repr=False)
+    cache: Cache = field(repr=False)
     key: str
     stage: str
     image: str | None
@@ -106,7 +106,7 @@ class Record:
     stamps: dict = field(default_factory=dict, repr=False)  # digest -> [size, mtime_ns] when last hashed
 
     @classmethod
-    def from_entry(cls, cache: "Cache", key: str, entry: Mapping) -> "Record":
+    def from_entry(cls, cache: Cache, key: str, entry: Mapping) -> Record:
         return cls(
             cache=cache,
             key=key,
@@ -142,16 +142,18 @@ class Record:
         try:
             return self.artifacts[name]
         except KeyError:
-            raise KeyError(f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; "
-                           f"it has {self.names}") from None
+            raise KeyError(
+                f"cache record {self.key[:12]} ({self.stage}) has no artifact {name!r}; it has {self.names}"
+            ) from None
 
     def path(self, name: str) -> Path:
         """The object file holding artifact `name` (read-only; verified when the record was loaded)."""
         p = self.cache.objects.path(self._artifact(name)["hash"])
         if not p.exists():
             self.cache._drop(self.key, reason=f"object of {name!r} is missing")
-            raise CacheError(f"a cached file of stage {self.stage} vanished ({name}); "
-                             "run the command again to recompute it")
+            raise CacheError(
+                f"a cached file of stage {self.stage} vanished ({name}); run the command again to recompute it"
+            )
         return p
 
     def read(self, name: str) -> bytes:
@@ -160,8 +162,10 @@ class Record:
         data = self.cache.objects.get(digest, stamp=self.stamps.get(digest))
         if data is None:
             self.cache._drop(self.key, reason=f"object of {name!r} is corrupt or missing", bad=[digest])
-            raise CacheError(f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, "
-                             "run the command again to recompute it")
+            raise CacheError(
+                f"a cached file of stage {self.stage} is corrupt ({name}); it was dropped, "
+                "run the command again to recompute it"
+            )
         return data
 
     def to_json(self) -> dict:
@@ -201,8 +205,9 @@ class Cache:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, root: str | os.PathLike | None = None, *, remote: "Remote | str | None" = "env",
-             maintenance: bool = False) -> "Cache":
+    def open(
+        cls, root: str | os.PathLike | None = None, *, remote: Remote | str | None = "env", maintenance: bool = False
+    ) -> Cache:
         """Open (creating when needed) the cache; CacheError with one sentence when unusable.
 
         `remote`: a Remote, a URL, None for local only, or "env" for $VD_CACHE_REMOTE.
@@ -227,7 +232,7 @@ class Cache:
         return cache
 
     @classmethod
-    def open_existing(cls, root: str | os.PathLike | None = None, *, maintenance: bool = True) -> "Cache | None":
+    def open_existing(cls, root: str | os.PathLike | None = None, *, maintenance: bool = True) -> Cache | None:
         """The local cache when one exists at `root`, else None (nothing is created); CacheError
         when `root` is a file. For the commands that only read or delete."""
         root = root_of(root)
@@ -267,9 +272,11 @@ class Cache:
             return
         adopted, skipped = index_mod.adopt_records(self.index, self.objects, only_if_empty=True, delete_broken=False)
         if adopted or skipped:
-            log.warning(f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record "
-                         f"files; rebuilt it from the {adopted} whose objects are intact "
-                         "(`vd cache verify --rebuild` does the same)")
+            log.warning(
+                f"the cache index in {self.root} was empty or missing beside {adopted + skipped} record "
+                f"files; rebuilt it from the {adopted} whose objects are intact "
+                "(`vd cache verify --rebuild` does the same)"
+            )
 
     def check_deletable(self) -> None:
         """Raise why the cache cannot be changed, unless the reason is only a full disk (which
@@ -287,7 +294,7 @@ class Cache:
     def close(self) -> None:
         self.index.close()
 
-    def __enter__(self) -> "Cache":
+    def __enter__(self) -> Cache:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -396,8 +403,9 @@ class Cache:
         return Record.from_entry(self, key, entry)
 
     # ------------------------------------------------------------------ writing
-    def put(self, key: str, artifacts: Mapping[str, bytes], *, stage: str, image: Any = None,
-            meta: Mapping | None = None) -> Record:
+    def put(
+        self, key: str, artifacts: Mapping[str, bytes], *, stage: str, image: Any = None, meta: Mapping | None = None
+    ) -> Record:
         """Store `artifacts` (name -> bytes) atomically as the record of `key`."""
         if not isinstance(artifacts, Mapping):
             raise TypeError(f"cache artifacts must be a mapping of name -> bytes, got {type(artifacts).__name__}")
@@ -435,8 +443,9 @@ class Cache:
             self.tier.push(key, entry)
         return Record.from_entry(self, key, entry)
 
-    def memoise(self, key: str, compute: Callable[[], Any], *, stage: str, image: Any = None,
-                meta: Mapping | None = None) -> tuple[Record, bool]:
+    def memoise(
+        self, key: str, compute: Callable[[], Any], *, stage: str, image: Any = None, meta: Mapping | None = None
+    ) -> tuple[Record, bool]:
         """Load the record of `key`, or run `compute()` and store what it returns.
 
         `compute()` returns a mapping name -> bytes, or a tuple (mapping, meta dict) to record

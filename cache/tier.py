@@ -8,20 +8,19 @@ nor uploaded.
 
 from __future__ import annotations
 
-import logging
-
 import contextlib
+import logging
 import time
 from typing import AbstractSet, Callable, Iterator, Optional
 
-from vd.cache import lease, remote as remote_mod
+from vd.cache import lease
+from vd.cache import remote as remote_mod
 from vd.cache.objectstore import LocalObjects, transfer
 from vd.cache.remote import Remote, RemoteError
 from vd.errors import CacheError
 
-
-
 log = logging.getLogger(__name__)
+
 
 class RemoteTier:
     """`remote` seen from the local object store `local`; `remote` is None once it failed."""
@@ -107,8 +106,10 @@ class RemoteTier:
         for d, size in self.missing(entry).items():
             if not transfer(self.local, remote.objects, d):
                 stage = entry.get("stage", "?")
-                raise CacheError(f"a cached object of {stage} ({key[:12]}) is corrupt or missing here, so it was not "
-                                 "uploaded; run `vd cache verify --repair`")
+                raise CacheError(
+                    f"a cached object of {stage} ({key[:12]}) is corrupt or missing here, so it was not "
+                    "uploaded; run `vd cache verify --repair`"
+                )
             self.bad.discard(d)
             sent += size
         remote.put_entry(key, entry)

@@ -60,10 +60,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global(
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results on stdout and errors on stderr; no tables or bars."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only results on stdout and errors on stderr; no tables or bars."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    cache_remote: Optional[str] = typer.Option(None, "--cache-remote", metavar="URL", help="A shared remote cache tier (file://, s3://, gs://; default $VD_CACHE_REMOTE)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    cache_remote: Optional[str] = typer.Option(
+        None,
+        "--cache-remote",
+        metavar="URL",
+        help="A shared remote cache tier (file://, s3://, gs://; default $VD_CACHE_REMOTE).",
+    ),
 ) -> None:
 
     if cache_remote is not None:
@@ -171,7 +180,9 @@ def _run(argv: list[str] | None, prog_name: str) -> int:
         return _report("out of memory; try a smaller --max-resolution or fewer views", EXIT_FAILURE)
     except Exception as e:  # a bug: say so in one line; --debug shows the traceback
         if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
-            return _report("out of GPU memory; try a smaller --max-resolution, fewer views or --device cpu", EXIT_FAILURE)
+            return _report(
+                "out of GPU memory; try a smaller --max-resolution, fewer views or --device cpu", EXIT_FAILURE
+            )
         where = "" if console.is_debug() else "; rerun with --debug for the traceback"
         return _report(f"unexpected {type(e).__name__}: {e}{where}", EXIT_FAILURE)
 

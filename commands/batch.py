@@ -46,9 +46,17 @@ def _progress():
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console.err, transient=False,
-                    disable=not console.bars_enabled())
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console.err,
+        transient=False,
+        disable=not console.bars_enabled(),
+    )
 
 
 def _stage(field: str):
@@ -57,16 +65,64 @@ def _stage(field: str):
 
 
 def batch(
-    inputs: Optional[List[str]] = typer.Argument(None, help="Images, folders, globs, list files, or - for stdin (optional with --batch-file).", show_default=False, metavar="INPUT"),
-    out: Path = typer.Option(Path("vd-batch"), "--out", "-o", help="Output folder: one sub-folder per image and results.jsonl.", rich_help_panel=_RUN),
+    inputs: Optional[List[str]] = typer.Argument(
+        None,
+        help="Images, folders, globs, list files, or - for stdin (optional with --batch-file).",
+        show_default=False,
+        metavar="INPUT",
+    ),
+    out: Path = typer.Option(
+        Path("vd-batch"),
+        "--out",
+        "-o",
+        help="Output folder: one sub-folder per image and results.jsonl.",
+        rich_help_panel=_RUN,
+    ),
     stages: str = typer.Option("coarse", "--stages", help="depth, coarse or coarse,fine.", rich_help_panel=_RUN),
-    export: Optional[str] = typer.Option(None, "--export", help="Comma-separated exports per scene: ply, compressed-ply, splat, spz, sog, html, colmap, video.", rich_help_panel=_RUN),
-    executor: Optional[str] = typer.Option(None, "--executor", help="ray or serial (default: ray when installed, else serial).", rich_help_panel=_RUN),
-    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Join this Ray cluster (default $RAY_ADDRESS; none: start a local one).", rich_help_panel=_RUN),
-    gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", min=0.0, help="GPUs each task reserves (default 1 with CUDA, else 0).", rich_help_panel=_RUN),
-    retries: int = typer.Option(1, "--retries", min=0, help="Retries of a task whose worker died or crashed (not of user errors).", rich_help_panel=_RUN),
-    batch_file: Optional[Path] = typer.Option(None, "--batch-file", help="JSON or TOML: \\[defaults] options and \\[\\[images]] entries with per-image overrides.", rich_help_panel=_RUN),
-    option: List[str] = typer.Option([], "--option", "-O", metavar="NAME=VALUE", help="A stage option for every image, e.g. -O n_frames=8, -O fine_gs_iters=64 (repeatable).", rich_help_panel=_STAGE),
+    export: Optional[str] = typer.Option(
+        None,
+        "--export",
+        help="Comma-separated exports per scene: ply, compressed-ply, splat, spz, sog, html, colmap, video.",
+        rich_help_panel=_RUN,
+    ),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="ray or serial (default: ray when installed, else serial).", rich_help_panel=_RUN
+    ),
+    address: Optional[str] = typer.Option(
+        None,
+        "--address",
+        envvar="RAY_ADDRESS",
+        help="Join this Ray cluster (default $RAY_ADDRESS; none: start a local one).",
+        rich_help_panel=_RUN,
+    ),
+    gpus_per_task: Optional[float] = typer.Option(
+        None,
+        "--gpus-per-task",
+        min=0.0,
+        help="GPUs each task reserves (default 1 with CUDA, else 0).",
+        rich_help_panel=_RUN,
+    ),
+    retries: int = typer.Option(
+        1,
+        "--retries",
+        min=0,
+        help="Retries of a task whose worker died or crashed (not of user errors).",
+        rich_help_panel=_RUN,
+    ),
+    batch_file: Optional[Path] = typer.Option(
+        None,
+        "--batch-file",
+        help="JSON or TOML: \\[defaults] options and \\[\\[images]] entries with per-image overrides.",
+        rich_help_panel=_RUN,
+    ),
+    option: List[str] = typer.Option(
+        [],
+        "--option",
+        "-O",
+        metavar="NAME=VALUE",
+        help="A stage option for every image, e.g. -O n_frames=8, -O fine_gs_iters=64 (repeatable).",
+        rich_help_panel=_STAGE,
+    ),
     depth_backend: str = _stage("depth_backend"),
     inpaint_backend: str = _stage("inpaint_backend"),
     render_backend: str = _stage("render_backend"),
@@ -76,12 +132,22 @@ def batch(
     max_resolution: int = _stage("max_resolution"),
     seed: int = _stage("seed"),
     allow_classical: bool = _stage("allow_classical"),
-    json_: bool = typer.Option(False, "--json", help="Print every result row as JSON on stdout instead of output folders."),
+    json_: bool = typer.Option(
+        False, "--json", help="Print every result row as JSON on stdout instead of output folders."
+    ),
 ) -> None:
 
-    options = {"depth_backend": depth_backend, "inpaint_backend": inpaint_backend, "render_backend": render_backend,
-               "device": device, "focal": focal, "fov": fov, "max_resolution": max_resolution, "seed": seed,
-               "allow_classical": allow_classical}
+    options = {
+        "depth_backend": depth_backend,
+        "inpaint_backend": inpaint_backend,
+        "render_backend": render_backend,
+        "device": device,
+        "focal": focal,
+        "fov": fov,
+        "max_resolution": max_resolution,
+        "seed": seed,
+        "allow_classical": allow_classical,
+    }
     per_image: dict = {}
     if batch_file is not None:
         defaults, per_image = lib.load_batch_file(batch_file)
@@ -95,7 +161,9 @@ def batch(
     spec.exports = lib.parse_exports(export, spec.stages)
     inputs = list(inputs or [])
     if not inputs and not per_image:
-        raise UsageError("no inputs: give images, folders, globs, a list file, - for stdin, or a --batch-file with [[images]]")
+        raise UsageError(
+            "no inputs: give images, folders, globs, a list file, - for stdin, or a --batch-file with [[images]]"
+        )
     images = lib.collect_inputs(inputs + [str(p) for p in per_image], stdin=sys.stdin)
     jobs = lib.plan_jobs(images, out, options, per_image)
     with _progress() as bar:

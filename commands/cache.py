@@ -44,7 +44,7 @@ def _print_table(headers: list[str], rows: list[list[str]], right: set[int] = fr
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def fmt(cells: list[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False))]
         return "  ".join(parts).rstrip()
 
     sys.stdout.write("\n".join([fmt(headers), *(fmt(r) for r in rows)]) + "\n")
@@ -72,7 +72,7 @@ def _image_label(record, cwd: str | None = None) -> str:
         return "-"
     cwd = cwd if cwd is not None else os.getcwd()
     prefix = cwd.rstrip(os.sep) + os.sep
-    return image[len(prefix):] if image.startswith(prefix) else image
+    return image[len(prefix) :] if image.startswith(prefix) else image
 
 
 def _record_row(r) -> dict:
@@ -86,8 +86,15 @@ def _record_row(r) -> dict:
 @app.command("ls")
 def ls(
     json_: bool = JSON_OPT,
-    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage (depth, scaffold, coarse-view, fine, refine, ...)."),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this input image."),
+    stage: Optional[str] = typer.Option(
+        None,
+        "--stage",
+        metavar="STAGE",
+        help="Only records of this stage (depth, scaffold, coarse-view, fine, refine, ...).",
+    ),
+    image: Optional[Path] = typer.Option(
+        None, "--image", metavar="IMAGE", help="Only records made from this input image."
+    ),
 ) -> None:
     """List cached stage results: key prefix, stage, image, size, age and last use."""
 
@@ -96,14 +103,23 @@ def ls(
     now = time.time()
     total = sum(r.size for r in records)
     if json_:
-        console.out_json({"root": str(_root()), "count": len(records), "size": total, "records": [_record_row(r) for r in records]})
+        console.out_json(
+            {"root": str(_root()), "count": len(records), "size": total, "records": [_record_row(r) for r in records]}
+        )
         return
     if not records:
         console.info(f"no cached results in {_root()}" + (" matching the filters" if (stage or image) else ""))
         return
     cwd = os.getcwd()
     rows = [
-        [r.key[:12], r.stage, _image_label(r, cwd), format_size(r.size), format_age(now - r.created), format_age(now - r.last_used)]
+        [
+            r.key[:12],
+            r.stage,
+            _image_label(r, cwd),
+            format_size(r.size),
+            format_age(now - r.created),
+            format_age(now - r.last_used),
+        ]
         for r in records
     ]
     _print_table(["KEY", "STAGE", "IMAGE", "SIZE", "AGE", "LAST USED"], rows, right={3})
@@ -147,18 +163,33 @@ def du(json_: bool = JSON_OPT) -> None:
 
 @app.command("prune")
 def prune(
-    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Delete records not used for this long (e.g. 30d, 12h, 2w)."),
-    max_size: Optional[str] = typer.Option(None, "--max-size", metavar="SIZE", help="Then delete least recently used records until the cache fits (e.g. 20GB, 500MB)."),
-    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage (alone: all of them)."),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image (alone: all of them)."),
-    include_models: bool = typer.Option(False, "--include-models", help="Also delete downloaded model weights (all, or those older than --older-than)."),
+    older_than: Optional[str] = typer.Option(
+        None, "--older-than", metavar="AGE", help="Delete records not used for this long (e.g. 30d, 12h, 2w)."
+    ),
+    max_size: Optional[str] = typer.Option(
+        None,
+        "--max-size",
+        metavar="SIZE",
+        help="Then delete least recently used records until the cache fits (e.g. 20GB, 500MB).",
+    ),
+    stage: Optional[str] = typer.Option(
+        None, "--stage", metavar="STAGE", help="Only records of this stage (alone: all of them)."
+    ),
+    image: Optional[Path] = typer.Option(
+        None, "--image", metavar="IMAGE", help="Only records made from this image (alone: all of them)."
+    ),
+    include_models: bool = typer.Option(
+        False, "--include-models", help="Also delete downloaded model weights (all, or those older than --older-than)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be deleted; delete nothing."),
     json_: bool = JSON_OPT,
 ) -> None:
     """Delete cached results within a scope; nothing is deleted without one (like `dvc gc`)."""
 
     if not any(v is not None for v in (older_than, max_size, stage, image)) and not include_models:
-        raise UsageError("nothing to prune without a scope: give --older-than, --max-size, --stage, --image or --include-models")
+        raise UsageError(
+            "nothing to prune without a scope: give --older-than, --max-size, --stage, --image or --include-models"
+        )
     try:
         older_s = parse_duration(older_than) if older_than is not None else None
         limit = parse_size(max_size) if max_size is not None else None
@@ -167,7 +198,9 @@ def prune(
     from vd.cache.prune import apply_prune, plan_prune
 
     cache = _open_existing()  # None when there is no cache yet (model weights may still exist)
-    plan = plan_prune(cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models)
+    plan = plan_prune(
+        cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models
+    )
     plan_records, freed_objects, freed_bytes, models = plan.records, plan.freed_objects, plan.freed_bytes, plan.models
     if not dry_run:
         freed_objects, freed_bytes = apply_prune(cache, plan)
@@ -189,12 +222,16 @@ def prune(
     cwd = os.getcwd()
     lines = []
     for r in plan_records:
-        lines.append(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}  last used {format_age(now - r.last_used)}")
+        lines.append(
+            f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}  last used {format_age(now - r.last_used)}"
+        )
     for p, s in models:
         lines.append(f"{verb} model weights {p}  {format_size(s)}")
     for line in lines:
         console.out(line)
-    summary = f"{verb} {len(plan_records)} record{'s' if len(plan_records) != 1 else ''}, freeing {format_size(freed_bytes)}"
+    summary = (
+        f"{verb} {len(plan_records)} record{'s' if len(plan_records) != 1 else ''}, freeing {format_size(freed_bytes)}"
+    )
     if include_models:
         summary += f" and {format_size(model_bytes)} of model weights"
     console.out(summary)
@@ -228,15 +265,24 @@ def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> N
         cwd = os.getcwd()
         for r in rows:
             console.out(f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}")
-        console.out(f"{verb} {len(rows)} record{'s' if len(rows) != 1 else ''} ({format_size(sent)}) "
-                    f"{'to' if direction == 'push' else 'from'} {label}")
+        console.out(
+            f"{verb} {len(rows)} record{'s' if len(rows) != 1 else ''} ({format_size(sent)}) "
+            f"{'to' if direction == 'push' else 'from'} {label}"
+        )
     if damaged:
         names = ", ".join(f"{r.key[:12]} ({r.stage})" for r in damaged)
-        raise VdError(f"{len(damaged)} remote record{'s have' if len(damaged) != 1 else ' has'} missing or corrupt "
-                      f"objects and {'were' if len(damaged) != 1 else 'was'} not pulled: {names}")
+        raise VdError(
+            f"{len(damaged)} remote record{'s have' if len(damaged) != 1 else ' has'} missing or corrupt "
+            f"objects and {'were' if len(damaged) != 1 else 'was'} not pulled: {names}"
+        )
 
 
-REMOTE_OPT = typer.Option(None, "--cache-remote", metavar="URL", help="The remote cache (default: $VD_CACHE_REMOTE): file://, s3://, gs://, ...")
+REMOTE_OPT = typer.Option(
+    None,
+    "--cache-remote",
+    metavar="URL",
+    help="The remote cache (default: $VD_CACHE_REMOTE): file://, s3://, gs://, ...",
+)
 SYNC_OLDER = typer.Option(None, "--older-than", metavar="AGE", help="Only records not used for this long (e.g. 30d).")
 SYNC_STAGE = typer.Option(None, "--stage", metavar="STAGE", help="Only records of this stage.")
 SYNC_IMAGE = typer.Option(None, "--image", metavar="IMAGE", help="Only records made from this image.")
@@ -244,23 +290,39 @@ SYNC_DRY = typer.Option(False, "--dry-run", "-n", help="Show what would be moved
 
 
 @app.command("push")
-def push(remote: Optional[str] = REMOTE_OPT, older_than: Optional[str] = SYNC_OLDER, stage: Optional[str] = SYNC_STAGE,
-         image: Optional[Path] = SYNC_IMAGE, dry_run: bool = SYNC_DRY, json_: bool = JSON_OPT) -> None:
+def push(
+    remote: Optional[str] = REMOTE_OPT,
+    older_than: Optional[str] = SYNC_OLDER,
+    stage: Optional[str] = SYNC_STAGE,
+    image: Optional[Path] = SYNC_IMAGE,
+    dry_run: bool = SYNC_DRY,
+    json_: bool = JSON_OPT,
+) -> None:
     """Upload local records the remote cache lacks (objects first, then the record); no scope: all."""
     _sync("push", remote, older_than, stage, image, dry_run, json_)
 
 
 @app.command("pull")
-def pull(remote: Optional[str] = REMOTE_OPT, older_than: Optional[str] = SYNC_OLDER, stage: Optional[str] = SYNC_STAGE,
-         image: Optional[Path] = SYNC_IMAGE, dry_run: bool = SYNC_DRY, json_: bool = JSON_OPT) -> None:
+def pull(
+    remote: Optional[str] = REMOTE_OPT,
+    older_than: Optional[str] = SYNC_OLDER,
+    stage: Optional[str] = SYNC_STAGE,
+    image: Optional[Path] = SYNC_IMAGE,
+    dry_run: bool = SYNC_DRY,
+    json_: bool = JSON_OPT,
+) -> None:
     """Download remote records the local cache lacks, verifying every object; no scope: all."""
     _sync("pull", remote, older_than, stage, image, dry_run, json_)
 
 
 @app.command("verify")
 def verify(
-    repair: bool = typer.Option(False, "--repair", help="Drop records with corrupt or missing objects and delete orphaned files."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="First rebuild a damaged index from the record files beside the objects."),
+    repair: bool = typer.Option(
+        False, "--repair", help="Drop records with corrupt or missing objects and delete orphaned files."
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="First rebuild a damaged index from the record files beside the objects."
+    ),
     json_: bool = JSON_OPT,
 ) -> None:
     """Re-hash every cached object; exit 1 when something is corrupt (unless repaired)."""
@@ -269,33 +331,53 @@ def verify(
 
     if rebuild:
         rebuilt = maintenance.rebuild_index()
-        console.info(f"rebuilt the index from {rebuilt['records']} record files"
-                     + (f" ({rebuilt['skipped']} with missing objects dropped)" if rebuilt["skipped"] else ""))
+        console.info(
+            f"rebuilt the index from {rebuilt['records']} record files"
+            + (f" ({rebuilt['skipped']} with missing objects dropped)" if rebuilt["skipped"] else "")
+        )
     cache = _open_existing()
     if cache is None:
-        report = {"records": 0, "objects": 0, "corrupt": [], "missing": [], "orphans": 0, "orphan_bytes": 0, "temporaries": 0, "repaired": repair}
+        report = {
+            "records": 0,
+            "objects": 0,
+            "corrupt": [],
+            "missing": [],
+            "orphans": 0,
+            "orphan_bytes": 0,
+            "temporaries": 0,
+            "repaired": repair,
+        }
     else:
         with console.progress() as bar:
             task = bar.add_task("verifying the cache", total=None)
-            report = maintenance.verify(cache, repair=repair,
-                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = maintenance.verify(
+                cache, repair=repair, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
     bad = len(report["corrupt"]) + len(report["missing"])
     report["ok"] = bad == 0 or repair
     if json_:
         console.out_json(report)
     else:
         for item in report["corrupt"]:
-            console.out(f"corrupt  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else ""))
+            console.out(
+                f"corrupt  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else "")
+            )
         for item in report["missing"]:
-            console.out(f"missing  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else ""))
+            console.out(
+                f"missing  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else "")
+            )
         tail = f"; {report['orphans']} orphaned object{'s' if report['orphans'] != 1 else ''} ({format_size(report['orphan_bytes'])})"
         if report["temporaries"]:
             tail += f"; {report['temporaries']} leftover temporary file{'s' if report['temporaries'] != 1 else ''}"
         if repair and (report["orphans"] or report["temporaries"]):
             tail += " deleted"
-        console.out(f"checked {report['records']} records and {report['objects']} objects: {bad} problem{'s' if bad != 1 else ''}{tail}")
+        console.out(
+            f"checked {report['records']} records and {report['objects']} objects: {bad} problem{'s' if bad != 1 else ''}{tail}"
+        )
     if bad and not repair:
-        raise VdError(f"{bad} cached object{'s are' if bad != 1 else ' is'} corrupt or missing; run `vd cache verify --repair` to drop them")
+        raise VdError(
+            f"{bad} cached object{'s are' if bad != 1 else ' is'} corrupt or missing; run `vd cache verify --repair` to drop them"
+        )
 
 
 @app.command("clear")

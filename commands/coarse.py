@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-
 from vd import console
 from vd.commands import common, tables
 from vd.commands import viewer_options as vo
@@ -87,16 +86,41 @@ def coarse(
 ) -> None:
     from vd.stages.coarse import run_coarse
 
-    params = CoarseParams(**given(
-        n_frames=n_frames, dense_multiplier=dense_multiplier, margin=margin, min_ratio=min_ratio, max_ratio=max_ratio,
-        adjacent_exclusion=adjacent_exclusion, fallback=fallback, traj=traj,
-        trajectory_file=str(trajectory) if trajectory is not None else None, forward_ratio=forward_ratio,
-        backward_ratio=backward_ratio, radius_percentiles=tuple(radius_percentiles) if radius_percentiles else None,
-        expansion=expansion, outpaint=outpaint, init_iters=init_iters, view_iters=view_iters, scan_scale=scan_scale,
-        refine_tolerance=refine_tolerance, edge_times=edge_times, depth_weight=depth_weight,
-    ))
-    options = RunOptions(depth_backend=depth_backend, inpaint_backend=inpaint_backend, render_backend=render_backend,
-                         device=device, seed=seed, max_resolution=max_resolution, focal=focal, fov=fov, fetch=fetch)
+    params = CoarseParams(
+        **given(
+            n_frames=n_frames,
+            dense_multiplier=dense_multiplier,
+            margin=margin,
+            min_ratio=min_ratio,
+            max_ratio=max_ratio,
+            adjacent_exclusion=adjacent_exclusion,
+            fallback=fallback,
+            traj=traj,
+            trajectory_file=str(trajectory) if trajectory is not None else None,
+            forward_ratio=forward_ratio,
+            backward_ratio=backward_ratio,
+            radius_percentiles=tuple(radius_percentiles) if radius_percentiles else None,
+            expansion=expansion,
+            outpaint=outpaint,
+            init_iters=init_iters,
+            view_iters=view_iters,
+            scan_scale=scan_scale,
+            refine_tolerance=refine_tolerance,
+            edge_times=edge_times,
+            depth_weight=depth_weight,
+        )
+    )
+    options = RunOptions(
+        depth_backend=depth_backend,
+        inpaint_backend=inpaint_backend,
+        render_backend=render_backend,
+        device=device,
+        seed=seed,
+        max_resolution=max_resolution,
+        focal=focal,
+        fov=fov,
+        fetch=fetch,
+    )
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
     params.validate()
     options.validate()
@@ -105,14 +129,23 @@ def coarse(
         check_input_file(img, "image")
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
-    dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL,
-                               max_resolution=max_resolution)
+    dests = common.output_dirs(
+        out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL, max_resolution=max_resolution
+    )
     common.require_weights_first(images, depth_backend, inpaint_backend, fetch)  # before the stages import torch
-    for img, dest in zip(images, dests):
+    for img, dest in zip(images, dests, strict=False):
         if len(images) > 1:
             console.info(str(img))
-        v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images),
-                              default_rrd=dest / "coarse.rrd")
+        v = vo.open_for_image(
+            viewer,
+            viewer_port,
+            rrd,
+            wait,
+            wait_seconds,
+            image=img,
+            n_images=len(images),
+            default_rrd=dest / "coarse.rrd",
+        )
         try:
             res = run_coarse(img, params, options, flux=flux, out=dest, viewer=v)
         except BaseException:

@@ -11,8 +11,15 @@ from vd import params
 from vd.errors import NotImplementedYet
 from vd.outputs import prepare_output_dirs
 
-IMAGES = typer.Argument(..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE")
-OUT = typer.Option(None, "--out", "-o", help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).")
+IMAGES = typer.Argument(
+    ..., help="One or more input images (PNG, JPEG, WebP, TIFF, ...).", show_default=False, metavar="IMAGE"
+)
+OUT = typer.Option(
+    None,
+    "--out",
+    "-o",
+    help="Output folder (default: vd-out/<image stem>/; with several images, one sub-folder per image).",
+)
 JSON = typer.Option(False, "--json", help="Print one JSON object per image on stdout instead of paths.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an output folder that holds the results of another input.")
 
@@ -47,8 +54,12 @@ def param_option(params_class, field: str, help: Optional[str] = None, **kw):
 def field_option(params_class, field: str, **kw):
     """A typer option that takes a parameter-dataclass field's default itself (typer shows it), with
     the option name and help text declared with the field."""
-    return typer.Option(getattr(params_class, field), params.option_of(params_class, field),
-                        help=params.help_of(params_class, field), **kw)
+    return typer.Option(
+        getattr(params_class, field),
+        params.option_of(params_class, field),
+        help=params.help_of(params_class, field),
+        **kw,
+    )
 
 
 DEVICE = field_option(params.RunOptions, "device")
@@ -64,13 +75,20 @@ def output_dir(out: Optional[Path], image: Path, n_images: int) -> Path:
     return out / image.stem if n_images > 1 else out
 
 
-def output_dirs(out: Optional[Path], images: List[Path], *, overwrite: bool = False, bytes_per_pixel: int = 0,
-                max_resolution: Optional[int] = None) -> List[Path]:
+def output_dirs(
+    out: Optional[Path],
+    images: List[Path],
+    *,
+    overwrite: bool = False,
+    bytes_per_pixel: int = 0,
+    max_resolution: Optional[int] = None,
+) -> List[Path]:
     """One distinct output folder per image, created and checked (writable, room for the outputs, not another
     input's results) before anything is computed."""
 
-    return prepare_output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=bytes_per_pixel,
-                               max_resolution=max_resolution)
+    return prepare_output_dirs(
+        out, images, overwrite=overwrite, bytes_per_pixel=bytes_per_pixel, max_resolution=max_resolution
+    )
 
 
 def require_weights_first(images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool) -> None:
@@ -90,6 +108,24 @@ def not_implemented(command: str, issue: str) -> None:
     raise NotImplementedYet(f"`vd {command}` is not implemented yet ({issue}); no output was written")
 
 
-__all__ = ["IMAGES", "OUT", "JSON", "DEVICE", "SEED", "MAX_RES", "FETCH", "OVERWRITE", "field_option", "param_option",
-           "shows_default", "shown_default", "output_dir", "output_dirs", "require_weights_first", "not_implemented",
-           "List", "Optional", "Path"]
+__all__ = [
+    "IMAGES",
+    "OUT",
+    "JSON",
+    "DEVICE",
+    "SEED",
+    "MAX_RES",
+    "FETCH",
+    "OVERWRITE",
+    "field_option",
+    "param_option",
+    "shows_default",
+    "shown_default",
+    "output_dir",
+    "output_dirs",
+    "require_weights_first",
+    "not_implemented",
+    "List",
+    "Optional",
+    "Path",
+]

@@ -26,11 +26,16 @@ def depth(
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels of the original image."),
     fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
     intrinsics: Optional[Path] = typer.Option(
-        None, "--intrinsics", help="Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg; optional width/height it refers to). Default for the file backend: <stem>.intrinsics.json or intrinsics.json beside the image."
+        None,
+        "--intrinsics",
+        help="Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg; optional width/height it refers to). Default for the file backend: <stem>.intrinsics.json or intrinsics.json beside the image.",
     ),
     max_resolution: int = common.MAX_RES,
     depth_device: Optional[str] = typer.Option(
-        None, "--depth-device", "--device", help="cuda, cuda:N or cpu for the depth model (default: $VD_DEVICE, else cuda when available)."
+        None,
+        "--depth-device",
+        "--device",
+        help="cuda, cuda:N or cpu for the depth model (default: $VD_DEVICE, else cuda when available).",
     ),
     json_: bool = common.JSON,
     fetch: bool = common.FETCH,
@@ -55,9 +60,10 @@ def depth(
     memory.reset()
     rows, failures = [], []
     backends: dict = {}
-    dests = common.output_dirs(out, images, overwrite=overwrite, bytes_per_pixel=DEPTH_BYTES_PER_PIXEL,
-                               max_resolution=max_resolution)
-    for image, dest in zip(images, dests):
+    dests = common.output_dirs(
+        out, images, overwrite=overwrite, bytes_per_pixel=DEPTH_BYTES_PER_PIXEL, max_resolution=max_resolution
+    )
+    for image, dest in zip(images, dests, strict=False):
         try:
             row = depth_one(
                 image,
@@ -78,8 +84,18 @@ def depth(
             failures.append(e)
             continue
         rows.append(row)
-        vo.log_outputs("depth", row["json"]["out"], viewer=viewer, viewer_port=viewer_port, rrd=rrd, wait=wait,
-                       wait_seconds=wait_seconds, image=image, n_images=len(images), max_resolution=max_resolution)
+        vo.log_outputs(
+            "depth",
+            row["json"]["out"],
+            viewer=viewer,
+            viewer_port=viewer_port,
+            rrd=rrd,
+            wait=wait,
+            wait_seconds=wait_seconds,
+            image=image,
+            n_images=len(images),
+            max_resolution=max_resolution,
+        )
         if json_:
             console.out_json(row["json"])
         else:

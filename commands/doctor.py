@@ -14,7 +14,9 @@ MARK = {"ok": "ok", "missing": "MISSING", "optional": "optional", "warn": "warn"
 
 def doctor(
     json_: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
-    verify: bool = typer.Option(False, "--verify", help="Also re-hash the model weights (sha256; slow for FLUX.1-Fill-dev)."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also re-hash the model weights (sha256; slow for FLUX.1-Fill-dev)."
+    ),
     device: Optional[str] = common.DEVICE,
 ) -> None:
     """Check torch and CUDA, gsplat and its compiled kernels, fused-ssim, diffusers, MoGe's code, rerun,
@@ -42,9 +44,11 @@ def _lines(report) -> list[str]:
             lines.append(f"{'':<8}  {'':<{width}}  fix: {c.fix}")
     p = report.picks
     lines.append("")
-    lines.append(f"vd would use (device {p['device']}): depth {p['depth']}"
-                 + (f" on {p['depth_device']}" if p.get("depth_device") else "")
-                 + f", inpaint {p['inpaint']}, render {p['render']}, ssim {p['ssim']}, offload {p['offload']}")
+    lines.append(
+        f"vd would use (device {p['device']}): depth {p['depth']}"
+        + (f" on {p['depth_device']}" if p.get("depth_device") else "")
+        + f", inpaint {p['inpaint']}, render {p['render']}, ssim {p['ssim']}, offload {p['offload']}"
+    )
     if report.vram:
         v = report.vram
         lines.append(f"free VRAM: {v['free_bytes'] / 2**30:.1f} of {v['total_bytes'] / 2**30:.1f} GiB")

@@ -46,27 +46,71 @@ Examples:
 
 
 def export(
-    source: Optional[Path] = typer.Argument(None, help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog, .glb).", show_default=False),
-    format_: str = typer.Option("ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, glb, mesh, html, colmap or video."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.", show_default=False),
-    sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False),
-    up: str = typer.Option("-y", "--up", help="Up axis of a ply, compressed-ply or splat export: -y (vd/OpenCV, SuperSplat), +y or +z."),
-    spz_version: Optional[int] = common.param_option(ExportParams, "spz_version", "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, Spark, Babylon.js, three.js and splat-transform; 2 for older readers)."),
-    as_splats: bool = typer.Option(False, "--as-splats", help="Read a PLY that is not Gaussian splats (a mesh's vertices, a point cloud) as opaque grey splats of scale 0.01 with no rotation, filling what it lacks."),
-    traj: Optional[str] = typer.Option(None, "--traj", help=common.shows_default("video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).", VideoParams.traj), show_default=False),
+    source: Optional[Path] = typer.Argument(
+        None,
+        help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog, .glb).",
+        show_default=False,
+    ),
+    format_: str = typer.Option(
+        "ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, glb, mesh, html, colmap or video."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False
+    ),
+    stage: Optional[str] = typer.Option(
+        None,
+        "--stage",
+        help="Which stage's Gaussians: fine, coarse, scaffold (or refine for a refine folder). Default: the latest.",
+        show_default=False,
+    ),
+    sh_degree: Optional[int] = typer.Option(
+        None, "--sh-degree", help="SH degree to write (0-3; default: the scene's).", show_default=False
+    ),
+    up: str = typer.Option(
+        "-y", "--up", help="Up axis of a ply, compressed-ply or splat export: -y (vd/OpenCV, SuperSplat), +y or +z."
+    ),
+    spz_version: Optional[int] = common.param_option(
+        ExportParams,
+        "spz_version",
+        "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, Spark, Babylon.js, three.js and splat-transform; 2 for older readers).",
+    ),
+    as_splats: bool = typer.Option(
+        False,
+        "--as-splats",
+        help="Read a PLY that is not Gaussian splats (a mesh's vertices, a point cloud) as opaque grey splats of scale 0.01 with no rotation, filling what it lacks.",
+    ),
+    traj: Optional[str] = typer.Option(
+        None,
+        "--traj",
+        help=common.shows_default(
+            "video: spiral, wobble, rot, or a trajectory file (JSON poses or COLMAP images.txt).", VideoParams.traj
+        ),
+        show_default=False,
+    ),
     frames: Optional[int] = common.param_option(VideoParams, "frames", "video: number of frames."),
     fps: Optional[float] = common.param_option(VideoParams, "fps", "video: frames per second."),
-    side_by_side_depth: bool = typer.Option(False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."),
+    side_by_side_depth: bool = typer.Option(
+        False, "--side-by-side-depth", help="video: RGB and colour-mapped depth side by side."
+    ),
     size: Optional[str] = typer.Option(
-        None, "--size", show_default=False,
-        help="video: WIDTHxHEIGHT up to 4K, e.g. 1920x1080 (default: the scene's size; another aspect crops the view)."),
-    faces: Optional[int] = typer.Option(None, "--faces", show_default=False,
-                                        help="mesh: decimate to about N triangles (default: keep all; --collider: 2000)."),
-    collider: bool = typer.Option(False, "--collider",
-                                  help="mesh: a small closed (watertight) proxy for physics instead of the detailed surface."),
+        None,
+        "--size",
+        show_default=False,
+        help="video: WIDTHxHEIGHT up to 4K, e.g. 1920x1080 (default: the scene's size; another aspect crops the view).",
+    ),
+    faces: Optional[int] = typer.Option(
+        None,
+        "--faces",
+        show_default=False,
+        help="mesh: decimate to about N triangles (default: keep all; --collider: 2000).",
+    ),
+    collider: bool = typer.Option(
+        False, "--collider", help="mesh: a small closed (watertight) proxy for physics instead of the detailed surface."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or non-empty output folder."),
-    validate: Optional[Path] = typer.Option(None, "--validate", help="Validate a refine dataset folder and exit (1 when invalid).", show_default=False),
+    validate: Optional[Path] = typer.Option(
+        None, "--validate", help="Validate a refine dataset folder and exit (1 when invalid).", show_default=False
+    ),
     device: Optional[str] = common.DEVICE,
     json_: bool = typer.Option(False, "--json", help="Print one JSON object with the result on stdout."),
 ) -> None:
@@ -77,8 +121,21 @@ def export(
         validate_only(validate, source, out, json_)
     else:
         mesh = given(faces=faces, collider=collider or None)
-        run_export(source=source, fmt=format_, out=out, stage=stage, sh_degree=sh_degree, up=up, video=video,
-                   options=options, as_splats=as_splats, force=force, device=device, as_json=json_, mesh=mesh)
+        run_export(
+            source=source,
+            fmt=format_,
+            out=out,
+            stage=stage,
+            sh_degree=sh_degree,
+            up=up,
+            video=video,
+            options=options,
+            as_splats=as_splats,
+            force=force,
+            device=device,
+            as_json=json_,
+            mesh=mesh,
+        )
 
 
 export.__doc__ = HELP
@@ -110,12 +167,27 @@ def problems_listed():
         for p in e.problems:
             console.err.print(f"  - {p}", markup=False, highlight=False)
         n = len(e.problems)
-        raise InputError(f"{e.path} is not a valid refine dataset: {n} problem{'s' if n != 1 else ''} (listed above)") from None
+        raise InputError(
+            f"{e.path} is not a valid refine dataset: {n} problem{'s' if n != 1 else ''} (listed above)"
+        ) from None
 
 
-def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: Optional[str], sh_degree: Optional[int],
-               up: str, video: dict, options: dict, as_splats: bool, force: bool, device: Optional[str], as_json: bool,
-               mesh: Optional[dict] = None) -> None:
+def run_export(
+    *,
+    source: Optional[Path],
+    fmt: str,
+    out: Optional[Path],
+    stage: Optional[str],
+    sh_degree: Optional[int],
+    up: str,
+    video: dict,
+    options: dict,
+    as_splats: bool,
+    force: bool,
+    device: Optional[str],
+    as_json: bool,
+    mesh: Optional[dict] = None,
+) -> None:
     """Resolve SOURCE, check every option against the format, then write the export."""
     from vd.export import FIXED_FRAME_FORMATS, FORMATS
     from vd.export.source import resolve_source
@@ -123,15 +195,19 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
     from vd.export.write import write_export
 
     if source is None:
-        raise UsageError("missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog, .glb), a vd output folder "
-                         "or a processed image (or use --validate DIR)")
+        raise UsageError(
+            "missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog, .glb), a vd output folder "
+            "or a processed image (or use --validate DIR)"
+        )
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None:
         raise UsageError("missing --out/-o: where to write the export")
     up_rotation(up)
     if fmt in FIXED_FRAME_FORMATS and up != "-y":
-        raise UsageError(f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own (see vd export --help)")
+        raise UsageError(
+            f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own (see vd export --help)"
+        )
     mesh = mesh or {}
     if fmt != "mesh" and mesh:
         raise UsageError("--faces and --collider apply to --format mesh only")
@@ -157,21 +233,34 @@ def run_export(*, source: Optional[Path], fmt: str, out: Optional[Path], stage: 
         with console.status("export: writing the COLMAP dataset"):
             rep = write_export(src, fmt, out, force=force)
     elif fmt == "sog":
-        with console.status("export: splat-transform is writing the SOG file (minutes without a GPU when the scene has SH)"):
+        with console.status(
+            "export: splat-transform is writing the SOG file (minutes without a GPU when the scene has SH)"
+        ):
             rep = write_export(src, fmt, out, sh_degree=sh_degree, force=force)
     elif fmt == "mesh":
         with console.progress() as prog:
-            rep = write_export(src, fmt, out, force=force, device=resolve_device(device), progress=prog,
-                               faces=mesh.get("faces"), collider=bool(mesh.get("collider")))
+            rep = write_export(
+                src,
+                fmt,
+                out,
+                force=force,
+                device=resolve_device(device),
+                progress=prog,
+                faces=mesh.get("faces"),
+                collider=bool(mesh.get("collider")),
+            )
     elif fmt == "video":
         with console.progress() as prog:
-            rep = write_export(src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog,
-                               size=frame_size)
+            rep = write_export(
+                src, fmt, out, video=params, force=force, device=resolve_device(device), progress=prog, size=frame_size
+            )
     else:
         rep = write_export(src, fmt, out, up=up, sh_degree=sh_degree, export=export_params, force=force)
     if rep.get("dropped_nonfinite") or rep.get("dropped_transparent"):
-        console.info(f"export: dropped {rep['dropped_nonfinite']} non-finite and {rep['dropped_transparent']} "
-                     f"transparent (alpha < 1/255) Gaussians; wrote {rep['written']}")
+        console.info(
+            f"export: dropped {rep['dropped_nonfinite']} non-finite and {rep['dropped_transparent']} "
+            f"transparent (alpha < 1/255) Gaussians; wrote {rep['written']}"
+        )
     if as_json:
         console.out_json(rep)
     else:

@@ -16,14 +16,30 @@ from vd.units import format_size
 
 
 def fetch(
-    models: Optional[List[str]] = typer.Argument(None, help="Models to fetch (default: all). See --list.", show_default=False),
+    models: Optional[List[str]] = typer.Argument(
+        None, help="Models to fetch (default: all). See --list.", show_default=False
+    ),
     list_: bool = typer.Option(False, "--list", help="List known models, their files, sizes and what is on disk."),
     verify: bool = typer.Option(False, "--verify", help="Re-hash files on disk against the registry (no download)."),
     json_: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
-    offline: bool = typer.Option(False, "--offline", help="No network: only report what is missing (also VD_OFFLINE=1); exit 3 if anything is."),
-    proxy: Optional[str] = typer.Option(None, "--proxy", help="Proxy URL (http://, https://, socks5://, socks5h://); default from HTTP(S)_PROXY / ALL_PROXY / NO_PROXY."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="A JSON manifest of models and sources, same format as the built-in registry (also VD_MANIFEST)."),
-    force: bool = typer.Option(False, "--force", help="Download again even if present (the old file is replaced only once the new one verifies)."),
+    offline: bool = typer.Option(
+        False, "--offline", help="No network: only report what is missing (also VD_OFFLINE=1); exit 3 if anything is."
+    ),
+    proxy: Optional[str] = typer.Option(
+        None,
+        "--proxy",
+        help="Proxy URL (http://, https://, socks5://, socks5h://); default from HTTP(S)_PROXY / ALL_PROXY / NO_PROXY.",
+    ),
+    manifest: Optional[Path] = typer.Option(
+        None,
+        "--manifest",
+        help="A JSON manifest of models and sources, same format as the built-in registry (also VD_MANIFEST).",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Download again even if present (the old file is replaced only once the new one verifies).",
+    ),
 ) -> None:
     """Download model weights into $VD_MODELS_DIR, resuming and verifying every file.
 
@@ -59,20 +75,30 @@ def fetch(
         bad = [r for r in rows if r["result"] in ("mismatch", "wrong-size")]
         missing = [r for r in rows if r["result"] == "missing"]
         if bad:
-            raise VdError(f"{len(bad)} file(s) failed verification ({', '.join(r['model'] + '/' + r['file'] for r in bad)}); "
-                          f"delete them and run: {registry.fetch_command(dict.fromkeys(r['model'] for r in bad))}")
+            raise VdError(
+                f"{len(bad)} file(s) failed verification ({', '.join(r['model'] + '/' + r['file'] for r in bad)}); "
+                f"delete them and run: {registry.fetch_command(dict.fromkeys(r['model'] for r in bad))}"
+            )
         if missing:
-            raise MissingWeightsError(f"{len(missing)} file(s) missing ({', '.join(r['model'] + '/' + r['file'] for r in missing)}); "
-                                      f"run: {registry.fetch_command(dict.fromkeys(r['model'] for r in missing))}")
+            raise MissingWeightsError(
+                f"{len(missing)} file(s) missing ({', '.join(r['model'] + '/' + r['file'] for r in missing)}); "
+                f"run: {registry.fetch_command(dict.fromkeys(r['model'] for r in missing))}"
+            )
         return
 
     is_offline = offline or env_offline()
     with registry.ConsoleReporter() as rep:
-        report = registry.fetch(names, offline=is_offline, proxy=proxy, manifest_path=manifest, reporter=rep,
-                                force=force)
+        report = registry.fetch(
+            names, offline=is_offline, proxy=proxy, manifest_path=manifest, reporter=rep, force=force
+        )
     if json_:
-        console.out_json({"models_dir": str(registry.models_dir()), "offline": is_offline,
-                          "files": [r.as_dict() for r in report.results + report.missing]})
+        console.out_json(
+            {
+                "models_dir": str(registry.models_dir()),
+                "offline": is_offline,
+                "files": [r.as_dict() for r in report.results + report.missing],
+            }
+        )
     else:
         for r in report.results:
             console.out(str(r.path))
@@ -80,15 +106,20 @@ def fetch(
     for r in report.results:
         counts[r.action] = counts.get(r.action, 0) + 1
     if counts:
-        words = {"downloaded": "downloaded", "linked": "linked from a hub cache", "copied": "copied from a hub cache",
-                 "present": "already present"}
+        words = {
+            "downloaded": "downloaded",
+            "linked": "linked from a hub cache",
+            "copied": "copied from a hub cache",
+            "present": "already present",
+        }
         console.info(", ".join(f"{n} {words.get(a, a)}" for a, n in counts.items()) + f" in {registry.models_dir()}")
     if report.missing:
         which = list(dict.fromkeys(r.model for r in report.missing))
         files = ", ".join(r.model + "/" + r.file for r in report.missing)
         raise MissingWeightsError(
             f"offline and {len(report.missing)} file(s) missing ({files}); "
-            f"run without --offline / VD_OFFLINE: {registry.fetch_command(which)}")
+            f"run without --offline / VD_OFFLINE: {registry.fetch_command(which)}"
+        )
 
 
 def _table(rows: list, models_dir) -> str:

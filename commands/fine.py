@@ -32,7 +32,9 @@ def _fine(field: str, **kw):
 def fine(
     inputs: List[Path] = INPUTS,
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o",
+        None,
+        "--out",
+        "-o",
         help="For a COARSE_DIR: the output folder (default COARSE_DIR/fine). For an IMAGE: the coarse output "
         "folder given to `vd coarse -o` (fine results go to its fine/ sub-folder).",
     ),
@@ -66,10 +68,23 @@ def fine(
     common.require_weights_first([], "file", inpaint_backend, fetch)  # before the stages import torch
     from vd.stages.fine import prepare_fine
 
-    params = FineParams(**given(views=views, steps=steps, total_steps=total_steps, gs_iters=gs_iters,
-                                rect_weight=rect_weight, depth_weight=depth_weight, rescale=rescale, guidance=guidance,
-                                margin=margin, candidate_stride=candidate_stride, select_scale=select_scale,
-                                render_backend=render_backend, seed=seed))
+    params = FineParams(
+        **given(
+            views=views,
+            steps=steps,
+            total_steps=total_steps,
+            gs_iters=gs_iters,
+            rect_weight=rect_weight,
+            depth_weight=depth_weight,
+            rescale=rescale,
+            guidance=guidance,
+            margin=margin,
+            candidate_stride=candidate_stride,
+            select_scale=select_scale,
+            render_backend=render_backend,
+            seed=seed,
+        )
+    )
     options = RunOptions(inpaint_backend=inpaint_backend, device=device, allow_classical=allow_classical, fetch=fetch)
     flux = FluxParams(**given(offload=offload, vram_budget=vram_budget))
     params.validate()
@@ -82,8 +97,16 @@ def fine(
     runner = prepare_fine(params, options, flux)
 
     for job in jobs:
-        v = vo.open_for_image(viewer, viewer_port, rrd, wait, wait_seconds, image=job.source, n_images=len(jobs),
-                              default_rrd=job.out_dir / "fine.rrd")
+        v = vo.open_for_image(
+            viewer,
+            viewer_port,
+            rrd,
+            wait,
+            wait_seconds,
+            image=job.source,
+            n_images=len(jobs),
+            default_rrd=job.out_dir / "fine.rrd",
+        )
         try:
             result = runner.run(job.coarse_dir, job.out_dir, image=job.image, viewer=v, label=job.source.name)
         except BaseException:

@@ -14,10 +14,14 @@ from vd.errors import VdError, check_input_file
 
 def inspect(
     files: List[Path] = typer.Argument(
-        ..., show_default=False, help="Gaussian files to inspect: PLY (INRIA or compressed), .splat, .spz, .sog or .glb."),
+        ...,
+        show_default=False,
+        help="Gaussian files to inspect: PLY (INRIA or compressed), .splat, .spz, .sog or .glb.",
+    ),
     json_: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     strict: bool = typer.Option(
-        False, "--strict", help="Check only: no tables; exit 1 if any file holds NaN or Inf, or is not Gaussian splats."),
+        False, "--strict", help="Check only: no tables; exit 1 if any file holds NaN or Inf, or is not Gaussian splats."
+    ),
 ) -> None:
     """Print count, bounds, SH degree and per-column statistics of each Gaussian file (.ply, .splat, .spz, .sog, .glb).
 

@@ -33,20 +33,30 @@ def options_of(params_class, panel: str) -> list[inspect.Parameter]:
         kind = type(f.default)
         if kind is bool:
             decl = f"{decl}/--no-{decl[2:]}"
-        option = typer.Option(None, decl, help=common.shows_default(f.metadata["help"], f.default), show_default=False,
-                              rich_help_panel=panel)
-        out.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
-                                     annotation=Optional[kind]))
+        option = typer.Option(
+            None,
+            decl,
+            help=common.shows_default(f.metadata["help"], f.default),
+            show_default=False,
+            rich_help_panel=panel,
+        )
+        out.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=Optional[kind]
+            )
+        )
     return out
 
 
 def refine(
-    dataset: Path = typer.Argument(..., help="A dataset folder written by `vd export --format colmap`.",
-                                   show_default=False),
+    dataset: Path = typer.Argument(
+        ..., help="A dataset folder written by `vd export --format colmap`.", show_default=False
+    ),
     init: Path = typer.Option(..., "--init", help="Initial Gaussians (PLY)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (gaussians_refined.ply, refine_meta.json)."),
-    config: Optional[Path] = typer.Option(None, "--config", show_default=False,
-                                          help="JSON or TOML file of refine parameters; options given here win."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", show_default=False, help="JSON or TOML file of refine parameters; options given here win."
+    ),
     device: Optional[str] = common.DEVICE,
     json_: bool = common.JSON,
     viewer: str = vo.VIEWER,

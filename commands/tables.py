@@ -25,12 +25,22 @@ def print_memory(records, title: str = "memory") -> None:
         return
     t = Table(title=title, title_justify="left", show_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("stage", "left"), ("device", "left"), ("time", "right"), ("peak VRAM", "right"), ("peak RSS", "right"))
+        ("stage", "left"),
+        ("device", "left"),
+        ("time", "right"),
+        ("peak VRAM", "right"),
+        ("peak RSS", "right"),
+    )
     for col, just in columns:
         t.add_column(col, justify=just)
     for r in rows:
-        t.add_row(r["stage"], r.get("device", "cpu"), f"{r['seconds']:.1f} s", _size(r.get("peak_vram_bytes")),
-                  _size(r.get("peak_rss_bytes")))
+        t.add_row(
+            r["stage"],
+            r.get("device", "cpu"),
+            f"{r['seconds']:.1f} s",
+            _size(r.get("peak_vram_bytes")),
+            _size(r.get("peak_rss_bytes")),
+        )
     console.err.print(t)
 
 
@@ -40,19 +50,30 @@ def print_coarse_summary(summary: dict) -> None:
 
     if console.is_quiet():
         return
-    t = Table(title=f"coarse: {summary['selected']}/{summary['max_views']} views added ({summary['candidates']} candidates)")
+    t = Table(
+        title=f"coarse: {summary['selected']}/{summary['max_views']} views added ({summary['candidates']} candidates)"
+    )
     for col in ("view", "dense pose", "hole ratio", "hole px", "spawn px", "added Gaussians", "final loss", "cached"):
         t.add_column(col, justify="right")
     for v in summary["views"]:
-        t.add_row(str(v["view"]), str(v["dense_index"]), f"{v['hole_ratio']:.3f}" + (" *" if v["fallback"] else ""),
-                  str(v["hole_pixels"]), str(v["spawn_pixels"]), str(v["added_gaussians"]),
-                  "-" if v["final_loss"] != v["final_loss"] else f"{v['final_loss']:.4f}", "yes" if v["cached"] else "no")
+        t.add_row(
+            str(v["view"]),
+            str(v["dense_index"]),
+            f"{v['hole_ratio']:.3f}" + (" *" if v["fallback"] else ""),
+            str(v["hole_pixels"]),
+            str(v["spawn_pixels"]),
+            str(v["added_gaussians"]),
+            "-" if v["final_loss"] != v["final_loss"] else f"{v['final_loss']:.4f}",
+            "yes" if v["cached"] else "no",
+        )
     tot = summary["totals"]
     t.add_section()
     t.add_row("total", "", "", str(tot["hole_pixels"]), str(tot["spawn_pixels"]), str(tot["added_gaussians"]), "", "")
     console.err.print(t)
-    console.info(f"Gaussians: scaffold {tot['gaussians_scaffold']}, coarse {tot['gaussians_total']} ({tot['frames']} frames)"
-                 + ("; * = chosen by --fallback closest" if any(v["fallback"] for v in summary["views"]) else ""))
+    console.info(
+        f"Gaussians: scaffold {tot['gaussians_scaffold']}, coarse {tot['gaussians_total']} ({tot['frames']} frames)"
+        + ("; * = chosen by --fallback closest" if any(v["fallback"] for v in summary["views"]) else "")
+    )
     if summary.get("stopped"):
         d = summary["stopped"]
         console.info(f"stopped early: {d.get('reason', '')}")
@@ -67,11 +88,21 @@ def print_fine_summary(result) -> None:
     if console.is_quiet():
         return
     s = result.summary
-    t = Table(title=f"vd fine: {len(s['views'])} views, {len(s['steps'])} steps ({s['denoiser']['name']})",
-              title_justify="left", show_edge=False)
+    t = Table(
+        title=f"vd fine: {len(s['views'])} views, {len(s['steps'])} steps ({s['denoiser']['name']})",
+        title_justify="left",
+        show_edge=False,
+    )
     columns: list[tuple[str, JustifyMethod]] = [
-        ("step", "right"), ("t", "right"), ("GS loss", "right"), ("|render - x0|", "right"),
-        ("rescale", "right"), ("holes", "right"), ("time", "right"), ("", "left")]
+        ("step", "right"),
+        ("t", "right"),
+        ("GS loss", "right"),
+        ("|render - x0|", "right"),
+        ("rescale", "right"),
+        ("holes", "right"),
+        ("time", "right"),
+        ("", "left"),
+    ]
     for col, just in columns:
         t.add_column(col, justify=just)
 
@@ -80,17 +111,34 @@ def print_fine_summary(result) -> None:
 
     for r in s["steps"]:
         resc = r.get("rescale")
-        t.add_row(str(r["step"]), f"{r['t']:.3f} → {r['t_next']:.3f}", f(r.get("gs_loss_final")),
-                  f(r.get("render_vs_estimate_l1")), f(sum(resc) / len(resc) if resc else None, "{:.3f}"),
-                  f(r.get("hole_ratio"), "{:.1%}"), f(r.get("wall_s"), "{:.1f} s"), "cached" if r.get("cached") else "")
+        t.add_row(
+            str(r["step"]),
+            f"{r['t']:.3f} → {r['t_next']:.3f}",
+            f(r.get("gs_loss_final")),
+            f(r.get("render_vs_estimate_l1")),
+            f(sum(resc) / len(resc) if resc else None, "{:.3f}"),
+            f(r.get("hole_ratio"), "{:.1%}"),
+            f(r.get("wall_s"), "{:.1f} s"),
+            "cached" if r.get("cached") else "",
+        )
     fi = s["final"]
-    t.add_row("final", "0", f(fi.get("gs_loss_final")), "-", "-", "-", f(fi.get("wall_s"), "{:.1f} s"),
-              "cached" if fi.get("cached") else "")
+    t.add_row(
+        "final",
+        "0",
+        f(fi.get("gs_loss_final")),
+        "-",
+        "-",
+        "-",
+        f(fi.get("wall_s"), "{:.1f} s"),
+        "cached" if fi.get("cached") else "",
+    )
     console.err.print(t)
     vram = s.get("vram", {}).get("peak_bytes")
-    console.info(f"total {s['timings']['total_s']:.1f} s, peak VRAM "
-                 + (format_size(vram, binary=True) if vram else "n/a (CPU)")
-                 + f", {s['gaussians']['fine']} Gaussians -> {result.ply}")
+    console.info(
+        f"total {s['timings']['total_s']:.1f} s, peak VRAM "
+        + (format_size(vram, binary=True) if vram else "n/a (CPU)")
+        + f", {s['gaussians']['fine']} Gaussians -> {result.ply}"
+    )
 
 
 def print_depth_summary(rows: list[dict]) -> None:
@@ -139,7 +187,9 @@ def inspect_renderable(st: dict):
     summary.add_row("file", st["file"])
     if st["is_splats"]:
         degree = st["sh_degree"] if st["sh_degree"] is not None else "?"
-        summary.add_row("format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {degree} ({st['f_rest']} f_rest)")
+        summary.add_row(
+            "format", f"{st['format']}, {st['count']:,} Gaussians, SH degree {degree} ({st['f_rest']} f_rest)"
+        )
     else:
         summary.add_row("format", f"{st['format']}")
         summary.add_row("content", f"[yellow]not Gaussian splats: {st['description']}[/]")
@@ -147,24 +197,35 @@ def inspect_renderable(st: dict):
     summary.add_row("memory", f"{memory} in memory, {disk} on disk")
     if st["bounds"]:
         b = st["bounds"]
-        summary.add_row("bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"]))
+        summary.add_row(
+            "bounds", "min " + ", ".join(_fmt(v) for v in b["min"]) + "  max " + ", ".join(_fmt(v) for v in b["max"])
+        )
     nf = st["nan"] + st["inf"]
     summary.add_row("non-finite", f"[red]{st['nan']} NaN, {st['inf']} Inf[/]" if nf else "none")
     if st["scale"]:
         summary.add_row("median exp(scale)", ", ".join(_fmt(v) for v in st["scale"]["median_exp"]))
     if st["anisotropy"]:
         for k, v in st["anisotropy"].items():
-            summary.add_row(f"anisotropy {k}", f"p10 {_fmt(v['p10'])}  median {_fmt(v['median'])}  p90 {_fmt(v['p90'])}")
+            summary.add_row(
+                f"anisotropy {k}", f"p10 {_fmt(v['p10'])}  median {_fmt(v['median'])}  p90 {_fmt(v['p90'])}"
+            )
     if st["rotation"]:
         r = st["rotation"]
         frac = r["fraction_within_5deg"]
-        summary.add_row("rotations ≤5° from identity", f"{r['within_5deg_of_identity']:,} ({_fmt(frac * 100 if frac is not None else None, 3)}%)")
+        summary.add_row(
+            "rotations ≤5° from identity",
+            f"{r['within_5deg_of_identity']:,} ({_fmt(frac * 100 if frac is not None else None, 3)}%)",
+        )
     if st["opacity"]:
         o = st["opacity"]
         peak = max(o["histogram"]) or 1
         bars = "▁▂▃▄▅▆▇█"
-        spark = "".join(bars[min(len(bars) - 1, int(h / peak * (len(bars) - 1) + 0.5))] if h else " " for h in o["histogram"])
-        summary.add_row("opacity histogram", f"0 [cyan]{spark}[/] 1  (median {_fmt(o['median'])}, {o['below_1_255']:,} below 1/255)")
+        spark = "".join(
+            bars[min(len(bars) - 1, int(h / peak * (len(bars) - 1) + 0.5))] if h else " " for h in o["histogram"]
+        )
+        summary.add_row(
+            "opacity histogram", f"0 [cyan]{spark}[/] 1  (median {_fmt(o['median'])}, {o['below_1_255']:,} below 1/255)"
+        )
         summary.add_row("", " ".join(f"{h:,}" for h in o["histogram"]))
     for k, v in (st["comments"] or {}).items():
         summary.add_row(f"comment {k}", str(v))
@@ -176,7 +237,11 @@ def inspect_renderable(st: dict):
         bad = c["nan"] or c["inf"]
         cols.add_row(
             f"[red]{name}[/]" if bad else name,
-            _fmt(c["min"]), _fmt(c["median"]), _fmt(c["mean"]), _fmt(c["max"]), _fmt(c["std"]),
+            _fmt(c["min"]),
+            _fmt(c["median"]),
+            _fmt(c["mean"]),
+            _fmt(c["max"]),
+            _fmt(c["std"]),
             f"[red]{c['nan']}[/]" if c["nan"] else "0",
             f"[red]{c['inf']}[/]" if c["inf"] else "0",
         )

@@ -14,13 +14,22 @@ from vd.viewer import open_viewer, resolve_auto
 
 
 def view(
-    source: Path = typer.Argument(..., help="A Gaussian PLY, a processed image (its vd-out/<stem>/ folder) or an output folder.", show_default=False),
+    source: Path = typer.Argument(
+        ...,
+        help="A Gaussian PLY, a processed image (its vd-out/<stem>/ folder) or an output folder.",
+        show_default=False,
+    ),
     viewer: str = vo.VIEWER,
     viewer_port: int = vo.VIEWER_PORT,
     rrd: Optional[Path] = vo.RRD,
     wait: bool = vo.WAIT,
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
-    fly_through: int = typer.Option(0, "--fly-through", min=0, help="Also render N frames of the scene along a loop around the input camera (timeline 'frame', tab final)."),
+    fly_through: int = typer.Option(
+        0,
+        "--fly-through",
+        min=0,
+        help="Also render N frames of the scene along a loop around the input camera (timeline 'frame', tab final).",
+    ),
     traj: str = typer.Option("spiral", "--traj", help="Fly-through loop: spiral, wobble or rot."),
     render_backend: str = typer.Option("auto", "--render-backend", help="auto, gsplat or torch (for --fly-through)."),
 ) -> None:
@@ -41,8 +50,15 @@ def view(
         mode = "save"
     if live == "serve" and not wait and wait_seconds is None:
         wait = True  # a server that exits at once shows nothing
-    v = open_viewer(mode, port=viewer_port, rrd=rrd, wait=wait, wait_seconds=wait_seconds, app_id="vd_view",
-                    recording_name=path.name)
+    v = open_viewer(
+        mode,
+        port=viewer_port,
+        rrd=rrd,
+        wait=wait,
+        wait_seconds=wait_seconds,
+        app_id="vd_view",
+        recording_name=path.name,
+    )
     try:
         summary = log_source(v, kind, path)
         scene = summary.pop("_scene", None)
@@ -53,8 +69,15 @@ def view(
 
             with console.progress() as bar:
                 task = bar.add_task("fly-through", total=fly_through)
-                n = log_fly_through(v, scene[0], fly_through, camera=scene[1], traj=traj, backend=render_backend,
-                                    progress=lambda i: bar.update(task, completed=i))
+                n = log_fly_through(
+                    v,
+                    scene[0],
+                    fly_through,
+                    camera=scene[1],
+                    traj=traj,
+                    backend=render_backend,
+                    progress=lambda i: bar.update(task, completed=i),
+                )
             summary["frames"] = n
     except BaseException:
         v.discard()

@@ -35,30 +35,70 @@ def _check_mode(value: str) -> str:
 
 
 VIEWER = typer.Option(
-    "auto", "--viewer", envvar="VD_VIEWER", callback=_check_mode, rich_help_panel=PANEL,
+    "auto",
+    "--viewer",
+    envvar="VD_VIEWER",
+    callback=_check_mode,
+    rich_help_panel=PANEL,
     help="auto | none | spawn | serve | connect | save. auto: a native Rerun viewer with a display and a terminal, "
-         "a gRPC server (prints the rerun --connect line) when headless, nothing in scripts. [env: VD_VIEWER]",
+    "a gRPC server (prints the rerun --connect line) when headless, nothing in scripts. [env: VD_VIEWER]",
 )
-VIEWER_PORT = typer.Option(DEFAULT_PORT, "--viewer-port", min=1, max=65535, rich_help_panel=PANEL,
-                           help="gRPC port of the viewer (serve moves to a free port when it is taken).")
-RRD = typer.Option(None, "--rrd", dir_okay=False, rich_help_panel=PANEL,
-                   help="Also save the recording to this .rrd file (works with every --viewer mode).")
-WAIT = typer.Option(False, "--wait", rich_help_panel=PANEL,
-                    help="At the end, keep the viewer connection / gRPC server open until Enter is pressed.")
-WAIT_SECONDS = typer.Option(None, "--wait-seconds", min=0, rich_help_panel=PANEL, show_default=False,
-                            help="At the end, keep the viewer connection / gRPC server open N seconds.")
+VIEWER_PORT = typer.Option(
+    DEFAULT_PORT,
+    "--viewer-port",
+    min=1,
+    max=65535,
+    rich_help_panel=PANEL,
+    help="gRPC port of the viewer (serve moves to a free port when it is taken).",
+)
+RRD = typer.Option(
+    None,
+    "--rrd",
+    dir_okay=False,
+    rich_help_panel=PANEL,
+    help="Also save the recording to this .rrd file (works with every --viewer mode).",
+)
+WAIT = typer.Option(
+    False,
+    "--wait",
+    rich_help_panel=PANEL,
+    help="At the end, keep the viewer connection / gRPC server open until Enter is pressed.",
+)
+WAIT_SECONDS = typer.Option(
+    None,
+    "--wait-seconds",
+    min=0,
+    rich_help_panel=PANEL,
+    show_default=False,
+    help="At the end, keep the viewer connection / gRPC server open N seconds.",
+)
 
 
-def open_from_options(viewer: str = "auto", viewer_port: int = DEFAULT_PORT, rrd: Optional[Path] = None,
-                      wait: bool = False, wait_seconds: Optional[float] = None, *, app_id: str = "vd",
-                      recording_name: Optional[str] = None, default_rrd: Optional[Path] = None):
+def open_from_options(
+    viewer: str = "auto",
+    viewer_port: int = DEFAULT_PORT,
+    rrd: Optional[Path] = None,
+    wait: bool = False,
+    wait_seconds: Optional[float] = None,
+    *,
+    app_id: str = "vd",
+    recording_name: Optional[str] = None,
+    default_rrd: Optional[Path] = None,
+):
     """The Viewer the options ask for. `default_rrd` is used for `--viewer save` without `--rrd`."""
 
     mode = _check_mode(getattr(viewer, "value", viewer))
     if mode == "save" and rrd is None:
         rrd = default_rrd
-    return open_viewer(mode, port=viewer_port, rrd=rrd, wait=wait, wait_seconds=wait_seconds, app_id=app_id,
-                       recording_name=recording_name)
+    return open_viewer(
+        mode,
+        port=viewer_port,
+        rrd=rrd,
+        wait=wait,
+        wait_seconds=wait_seconds,
+        app_id=app_id,
+        recording_name=recording_name,
+    )
 
 
 def rrd_for(rrd: Optional[Path], image, n_images: int = 1) -> Optional[Path]:
@@ -69,18 +109,43 @@ def rrd_for(rrd: Optional[Path], image, n_images: int = 1) -> Optional[Path]:
     return rrd.with_name(f"{rrd.stem}_{Path(image).stem}{rrd.suffix}")
 
 
-def open_for_image(viewer: str = "auto", viewer_port: int = DEFAULT_PORT, rrd: Optional[Path] = None,
-                   wait: bool = False, wait_seconds: Optional[float] = None, *, image, n_images: int = 1,
-                   default_rrd: Optional[Path] = None):
+def open_for_image(
+    viewer: str = "auto",
+    viewer_port: int = DEFAULT_PORT,
+    rrd: Optional[Path] = None,
+    wait: bool = False,
+    wait_seconds: Optional[float] = None,
+    *,
+    image,
+    n_images: int = 1,
+    default_rrd: Optional[Path] = None,
+):
     """One Viewer (one recording) per input image of a multi-image command; `--viewer save`
     without --rrd writes `default_rrd` (e.g. OUT/coarse.rrd)."""
-    return open_from_options(viewer, viewer_port, rrd_for(rrd, image, n_images), wait, wait_seconds,
-                             recording_name=Path(image).name, default_rrd=default_rrd)
+    return open_from_options(
+        viewer,
+        viewer_port,
+        rrd_for(rrd, image, n_images),
+        wait,
+        wait_seconds,
+        recording_name=Path(image).name,
+        default_rrd=default_rrd,
+    )
 
 
-def log_outputs(kind: str, out_dir, *, viewer: str = "auto", viewer_port: int = DEFAULT_PORT,
-                rrd: Optional[Path] = None, wait: bool = False, wait_seconds: Optional[float] = None,
-                image=None, n_images: int = 1, max_resolution: int = 512) -> None:
+def log_outputs(
+    kind: str,
+    out_dir,
+    *,
+    viewer: str = "auto",
+    viewer_port: int = DEFAULT_PORT,
+    rrd: Optional[Path] = None,
+    wait: bool = False,
+    wait_seconds: Optional[float] = None,
+    image=None,
+    n_images: int = 1,
+    max_resolution: int = 512,
+) -> None:
     """For stages that take no viewer: show what they wrote in `out_dir` once they are done.
 
     kind "depth": depth.npy + intrinsics.json + mask.png with the image's colours (scaffold tab);
@@ -91,9 +156,15 @@ def log_outputs(kind: str, out_dir, *, viewer: str = "auto", viewer_port: int = 
     """
 
     try:
-        v = open_from_options(viewer, viewer_port, rrd_for(rrd, image or Path(out_dir), n_images), wait,
-                              wait_seconds, recording_name=Path(image or out_dir).name,
-                              default_rrd=Path(out_dir) / f"{kind}.rrd")
+        v = open_from_options(
+            viewer,
+            viewer_port,
+            rrd_for(rrd, image or Path(out_dir), n_images),
+            wait,
+            wait_seconds,
+            recording_name=Path(image or out_dir).name,
+            default_rrd=Path(out_dir) / f"{kind}.rrd",
+        )
     except VdError as e:
         console.warn(f"viewer: {e}")
         return
@@ -104,8 +175,13 @@ def log_outputs(kind: str, out_dir, *, viewer: str = "auto", viewer_port: int = 
         from vd.viewer.show import log_depth_output, log_ply
 
         if kind == "depth":
-            log_depth_output(v, out_dir, image=image, max_resolution=max_resolution,
-                             name=Path(image).stem if image is not None else "input")
+            log_depth_output(
+                v,
+                out_dir,
+                image=image,
+                max_resolution=max_resolution,
+                name=Path(image).stem if image is not None else "input",
+            )
         elif kind == "refine":
             log_ply(v, Path(out_dir) / "gaussians_refined.ply", "final")
         else:
@@ -117,5 +193,16 @@ def log_outputs(kind: str, out_dir, *, viewer: str = "auto", viewer_port: int = 
     v.close()
 
 
-__all__ = ["VIEWER", "VIEWER_PORT", "RRD", "WAIT", "WAIT_SECONDS", "MODES", "DEFAULT_PORT", "open_from_options",
-           "rrd_for", "open_for_image", "log_outputs"]
+__all__ = [
+    "VIEWER",
+    "VIEWER_PORT",
+    "RRD",
+    "WAIT",
+    "WAIT_SECONDS",
+    "MODES",
+    "DEFAULT_PORT",
+    "open_from_options",
+    "rrd_for",
+    "open_for_image",
+    "log_outputs",
+]

@@ -43,8 +43,17 @@ class AlignInfo:
     n_pairs: int
 
 
-def align_depth(rendered: np.ndarray, predicted: np.ndarray, hole: np.ndarray, *, iters: int = 100, kernel: int = 15,
-                pred_max: float = 199.0, exact: bool = True, return_info: bool = False):
+def align_depth(
+    rendered: np.ndarray,
+    predicted: np.ndarray,
+    hole: np.ndarray,
+    *,
+    iters: int = 100,
+    kernel: int = 15,
+    pred_max: float = 199.0,
+    exact: bool = True,
+    return_info: bool = False,
+):
     """Aligned depth [H, W] float32 (see the module docstring)."""
     import cv2
 
@@ -176,11 +185,12 @@ def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """a[y + dy, x + dx] for every pixel (0 outside the image; trailing axes, e.g. colour, kept)."""
     p = np.pad(a, [(1, 1), (1, 1)] + [(0, 0)] * (a.ndim - 2), mode="constant", constant_values=0)
     H, W = a.shape[:2]
-    return p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+    return p[1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W]
 
 
-def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *,
-                      tol: float = 0.05, kernel: int = 5) -> np.ndarray:
+def assign_edge_depth(
+    depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *, tol: float = 0.05, kernel: int = 5
+) -> np.ndarray:
     """Depth with every edge pixel placed on the surface it belongs to (docs/upstream.md#depth-edges).
 
     A *flying pixel* is an edge pixel (`edges`, e.g. `spawn_edges`) that, along some direction
@@ -225,8 +235,9 @@ def assign_edge_depth(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | 
     return out
 
 
-def occluding_pixels(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *,
-                     tol: float = 0.05) -> np.ndarray:
+def occluding_pixels(
+    depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *, tol: float = 0.05
+) -> np.ndarray:
     """The edge pixels (`edges`, e.g. `spawn_edges`) on the near side of a depth jump: some
     8-neighbour lies more than `tol` (relative) farther. A Gaussian lifted there overlaps the
     farther surface beside it and tints it, which colour alone cannot undo when the far side is
@@ -242,8 +253,16 @@ def occluding_pixels(depth: np.ndarray, edges: np.ndarray, valid: np.ndarray | N
     return out & v & np.asarray(edges, dtype=bool)
 
 
-def background_behind_edges(depth: np.ndarray, rgb: np.ndarray, edges: np.ndarray, valid: np.ndarray | None = None, *,
-                            band: int = 4, tol: float = 0.05, behind_by: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def background_behind_edges(
+    depth: np.ndarray,
+    rgb: np.ndarray,
+    edges: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    band: int = 4,
+    tol: float = 0.05,
+    behind_by: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The farther surface continued behind the near side of every depth jump, up to `band` pixels.
 
     Returns (mask [H,W] bool, depth [H,W] float32, rgb [H,W,3] float32 in the units of `rgb`): the
@@ -288,7 +307,9 @@ def background_behind_edges(depth: np.ndarray, rgb: np.ndarray, edges: np.ndarra
     return mask, layer, layer_rgb
 
 
-def in_front_of_views(depth: np.ndarray, K, world_from_camera, views, mask: np.ndarray, *, tol: float = 0.05) -> np.ndarray:
+def in_front_of_views(
+    depth: np.ndarray, K, world_from_camera, views, mask: np.ndarray, *, tol: float = 0.05
+) -> np.ndarray:
     """Pixels of `mask` whose lifted point would hide a surface an earlier view sees.
 
     The pixels of a new view (z-depth `depth`, intrinsics K, pose world_from_camera) are lifted
@@ -312,7 +333,9 @@ def in_front_of_views(depth: np.ndarray, K, world_from_camera, views, mask: np.n
         z = Pc[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             # the four pixel centres around the projected point
-            u0 = np.floor(Kv[0, 0] * Pc[:, 0] / z + Kv[0, 1] * Pc[:, 1] / z + Kv[0, 2] - 0.5).astype(np.int64, copy=False)
+            u0 = np.floor(Kv[0, 0] * Pc[:, 0] / z + Kv[0, 1] * Pc[:, 1] / z + Kv[0, 2] - 0.5).astype(
+                np.int64, copy=False
+            )
             w0 = np.floor(Kv[1, 1] * Pc[:, 1] / z + Kv[1, 2] - 0.5).astype(np.int64, copy=False)
         depth_v = np.asarray(v.depth)
         H, W = depth_v.shape

@@ -26,14 +26,29 @@ from vd.params import CoarseParams, FineParams, FluxParams, RunOptions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
-STAGE_CHOICES = {"depth": ("depth",), "coarse": ("coarse",), "coarse,fine": ("coarse", "fine"), "fine": ("coarse", "fine")}
-EXPORT_FILES = {"ply": "scene.ply", "compressed-ply": "scene.compressed.ply", "splat": "scene.splat", "spz": "scene.spz",
-                "sog": "scene.sog", "html": "scene.html", "colmap": "colmap", "video": "scene.mp4"}
+STAGE_CHOICES = {
+    "depth": ("depth",),
+    "coarse": ("coarse",),
+    "coarse,fine": ("coarse", "fine"),
+    "fine": ("coarse", "fine"),
+}
+EXPORT_FILES = {
+    "ply": "scene.ply",
+    "compressed-ply": "scene.compressed.ply",
+    "splat": "scene.splat",
+    "spz": "scene.spz",
+    "sog": "scene.sog",
+    "html": "scene.html",
+    "colmap": "colmap",
+    "video": "scene.mp4",
+}
 RESULTS = "results.jsonl"
 NOT_IN_BATCH = {"fetch"}  # workers never download weights (several at once would race): run `vd fetch` first
 # options a batch forwards to the stages (names as in the commands, with _ for -), with their defaults
-RUN_OPTIONS = {**{f.name: f.default for f in fields(RunOptions) if f.name not in NOT_IN_BATCH},
-               **{f.name: f.default for f in fields(FluxParams)}}
+RUN_OPTIONS = {
+    **{f.name: f.default for f in fields(RunOptions) if f.name not in NOT_IN_BATCH},
+    **{f.name: f.default for f in fields(FluxParams)},
+}
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -80,7 +95,9 @@ def collect_inputs(items: Sequence[str], stdin=None) -> list[Path]:
             raise InputError(f"input not found: {item}")
     missing = [p for p in found if not p.is_file()]
     if missing:
-        raise InputError(f"input not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise InputError(
+            f"input not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     unique: dict[Path, Path] = {}
     for p in found:
         unique.setdefault(p.resolve(), p)
@@ -93,8 +110,8 @@ def collect_inputs(items: Sequence[str], stdin=None) -> list[Path]:
 def load_batch_file(path: Path) -> tuple[dict, dict[Path, dict]]:
     """(defaults, {image: overrides}) from a JSON or TOML batch file:
 
-        {"defaults": {"n_frames": 8}, "images": [{"image": "a.jpg", "seed": 3}, ...]}
-        [defaults] / [[images]] in TOML. Image paths are relative to the file.
+    {"defaults": {"n_frames": 8}, "images": [{"image": "a.jpg", "seed": 3}, ...]}
+    [defaults] / [[images]] in TOML. Image paths are relative to the file.
     """
     try:
         text = path.read_text()
@@ -107,7 +124,9 @@ def load_batch_file(path: Path) -> tuple[dict, dict[Path, dict]]:
     except OSError as e:
         raise InputError(f"cannot read the batch file {path}: {e.strerror or e}") from e
     except ValueError as e:
-        raise InputError(f"the batch file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {e}") from e
+        raise InputError(
+            f"the batch file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {e}"
+        ) from e
     if not isinstance(doc, dict):
         raise InputError(f"the batch file {path} must hold a table with `defaults` and/or `images`")
     defaults = dict(doc.get("defaults") or {})
@@ -171,7 +190,9 @@ def check_options(options: dict, where: str) -> None:
     known = set(RUN_OPTIONS) | _coarse_fields() | {FINE_PREFIX + n for n in _fine_fields()}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise UsageError(f"unknown option{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise UsageError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def plan_jobs(images: Sequence[Path], out: Path, options: dict, per_image: dict[Path, dict] | None = None) -> list[Job]:
@@ -181,7 +202,7 @@ def plan_jobs(images: Sequence[Path], out: Path, options: dict, per_image: dict[
     check_options(options, "the batch options")
     per_image = {p.resolve(): o for p, o in (per_image or {}).items()}
     jobs = []
-    for img, name in zip(images, distinct_names(images)):
+    for img, name in zip(images, distinct_names(images), strict=False):
         dest = Path(out) / name
         extra = per_image.get(img.resolve(), {})
         check_options(extra, f"the batch file entry of {img}")
@@ -196,7 +217,7 @@ def check_values(options: dict, where: str) -> None:
 
     opts = {**RUN_OPTIONS, **options}
     coarse = {k: v for k, v in options.items() if k in _coarse_fields()}
-    fine = {k[len(FINE_PREFIX):]: v for k, v in options.items() if k.startswith(FINE_PREFIX)}
+    fine = {k[len(FINE_PREFIX) :]: v for k, v in options.items() if k.startswith(FINE_PREFIX)}
     try:
         check_intrinsics(opts["focal"], opts["fov"])
         check_max_resolution(opts["max_resolution"])
@@ -241,8 +262,15 @@ def _run_stages(job: Job, spec: BatchSpec, timings: dict, outputs: dict) -> None
         from vd.stages.depth import depth_one
 
         t = time.perf_counter()
-        row = depth_one(image, out=dest, backend=options.depth_backend, focal=options.focal, fov=options.fov,
-                        max_resolution=options.max_resolution, device=options.device)
+        row = depth_one(
+            image,
+            out=dest,
+            backend=options.depth_backend,
+            focal=options.focal,
+            fov=options.fov,
+            max_resolution=options.max_resolution,
+            device=options.device,
+        )
         timings["depth"] = round(time.perf_counter() - t, 3)
         outputs.update(row["json"]["files"])
         return
@@ -264,7 +292,7 @@ def _run_stages(job: Job, spec: BatchSpec, timings: dict, outputs: dict) -> None
 def _run_fine(image: Path, dest: Path, opts: dict, options: RunOptions, timings: dict, outputs: dict) -> None:
     from vd.stages.fine import prepare_fine
 
-    fine_opts = {k[len(FINE_PREFIX):]: v for k, v in opts.items() if k.startswith(FINE_PREFIX)}
+    fine_opts = {k[len(FINE_PREFIX) :]: v for k, v in opts.items() if k.startswith(FINE_PREFIX)}
     params = FineParams(render_backend=options.render_backend, seed=options.seed, **fine_opts)
     runner = prepare_fine(params, options, _flux_params(opts))
     t = time.perf_counter()
@@ -312,8 +340,12 @@ def run_job(job: Job, spec: BatchSpec) -> dict:
         except Exception as e:  # a crash inside a stage: retried, then reported in one line
             if attempts <= spec.retries:
                 continue
-            row.update(status="failed", error=f"unexpected {type(e).__name__}: {e}", exit_code=1,
-                       traceback=traceback.format_exc(limit=8))
+            row.update(
+                status="failed",
+                error=f"unexpected {type(e).__name__}: {e}",
+                exit_code=1,
+                traceback=traceback.format_exc(limit=8),
+            )
             break
     after = stats()
     row.update(
@@ -372,9 +404,17 @@ def _ray_task(job: dict, spec: dict) -> dict:
 
 
 def _died(job: Job, error: Exception, retries: int) -> dict:
-    return {"image": job.image, "out": job.out, "status": "failed", "exit_code": 1,
-            "error": f"the worker running it died ({retries + 1} attempt{'s' if retries else ''}): {type(error).__name__}",
-            "timings": {}, "cache": {}, "outputs": {}, "attempts": retries + 1}
+    return {
+        "image": job.image,
+        "out": job.out,
+        "status": "failed",
+        "exit_code": 1,
+        "error": f"the worker running it died ({retries + 1} attempt{'s' if retries else ''}): {type(error).__name__}",
+        "timings": {},
+        "cache": {},
+        "outputs": {},
+        "attempts": retries + 1,
+    }
 
 
 def default_gpus_per_task() -> float:
@@ -386,8 +426,15 @@ def default_gpus_per_task() -> float:
         return 0.0
 
 
-def run_ray(jobs: Sequence[Job], spec: BatchSpec, reporter: Reporter, *, address: str | None = None,
-            num_cpus: int | None = None, init_options: dict | None = None) -> None:
+def run_ray(
+    jobs: Sequence[Job],
+    spec: BatchSpec,
+    reporter: Reporter,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    init_options: dict | None = None,
+) -> None:
     """One Ray task per image; a task whose worker dies is retried `spec.retries` times by Ray."""
     import ray
 
@@ -436,8 +483,17 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def run_batch(jobs: Sequence[Job], spec: BatchSpec, out: Path, *, executor: str | None = None, address: str | None = None,
-              progress=None, ray_options: dict | None = None, num_cpus: int | None = None) -> list[dict]:
+def run_batch(
+    jobs: Sequence[Job],
+    spec: BatchSpec,
+    out: Path,
+    *,
+    executor: str | None = None,
+    address: str | None = None,
+    progress=None,
+    ray_options: dict | None = None,
+    num_cpus: int | None = None,
+) -> list[dict]:
     """Run every job; return the result rows (also in `out`/results.jsonl)."""
     from vd.outputs import prepare
 

@@ -33,7 +33,9 @@ CONVENTION = "OpenCV camera (x right, y down, z forward); world = input camera"
 # basic pose helpers
 
 
-def look_at(position: Sequence[float], target: Sequence[float], up_hint: Sequence[float] = (0.0, -1.0, 0.0)) -> np.ndarray:
+def look_at(
+    position: Sequence[float], target: Sequence[float], up_hint: Sequence[float] = (0.0, -1.0, 0.0)
+) -> np.ndarray:
     """world_from_camera for a camera at `position` looking at `target` (docs/upstream.md#look-at-poses).
 
     `up_hint` is the image "up" direction in world coordinates ((0, -1, 0) for OpenCV). With
@@ -88,7 +90,9 @@ def backproject(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None
     return np.stack([x, y, z], axis=-1)
 
 
-def scene_radius(depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None, percentiles: Sequence[float] = (5.0, 50.0)) -> float:
+def scene_radius(
+    depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None, percentiles: Sequence[float] = (5.0, 50.0)
+) -> float:
     """Scene radius for trajectories, over *valid* pixels only (upstream counted depth-0 pixels
     too, and measured the outpainted canvas rather than the input: docs/upstream.md#scene-radius).
 
@@ -126,8 +130,17 @@ def _t(n: int) -> np.ndarray:
     return np.zeros(1) if n == 1 else np.arange(n) / (n - 1)
 
 
-def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
-           width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
+def spiral(
+    n: int,
+    radius: float,
+    *,
+    forward_ratio: float = 0.3,
+    backward_ratio: float = 0.4,
+    width: int = 4,
+    height: int = 3,
+    rot_ratio: float = 0.3,
+    look_at_ratio: float = 0.5,
+) -> np.ndarray:
     """`n` world_from_camera poses [n, 4, 4] of the closed spiral loop (docs/upstream.md#spiral-trajectory).
 
     Camera centre at t in [0, 1]: r = sin(2πt)·R·rot_ratio,
@@ -147,8 +160,17 @@ def spiral(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio:
     return _snap_identity(np.stack(poses))
 
 
-def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio: float = 0.4,
-           width: int = 4, height: int = 3, rot_ratio: float = 0.3, look_at_ratio: float = 0.5) -> np.ndarray:
+def wobble(
+    n: int,
+    radius: float,
+    *,
+    forward_ratio: float = 0.3,
+    backward_ratio: float = 0.4,
+    width: int = 4,
+    height: int = 3,
+    rot_ratio: float = 0.3,
+    look_at_ratio: float = 0.5,
+) -> np.ndarray:
     """The upstream "wobble" loop in vd's convention (docs/upstream.md#other-trajectories).
 
     Centre: r = sin(2πt)·R·rot_ratio, x = r·cos(2πt)·x_damp, y = -|r·sin(2πt)|·0.3,
@@ -171,7 +193,9 @@ def wobble(n: int, radius: float, *, forward_ratio: float = 0.3, backward_ratio:
 def rot(n: int, radius: float = 1.0, **_: object) -> np.ndarray:
     """A 360° pan in place: centre 0, looking at (sin θ, 0, cos θ), θ = 2π·i/n
     (docs/upstream.md#other-trajectories)."""
-    poses = [look_at((0.0, 0.0, 0.0), (math.sin(th), 0.0, math.cos(th))) for th in 2 * math.pi * np.arange(n) / max(n, 1)]
+    poses = [
+        look_at((0.0, 0.0, 0.0), (math.sin(th), 0.0, math.cos(th))) for th in 2 * math.pi * np.arange(n) / max(n, 1)
+    ]
     return _snap_identity(np.stack(poses))
 
 
@@ -190,8 +214,6 @@ def trajectory(kind: str, n: int, radius: float, **kw) -> np.ndarray:
     except KeyError:
         raise UsageError(f"unknown trajectory {kind!r}; choose one of: {', '.join(TRAJECTORIES)}") from None
     return fn(n, radius, **kw)
-
-
 
 
 def candidate_intrinsics(K: np.ndarray, width: int, height: int, margin: int) -> tuple[np.ndarray, int, int]:

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from vd.geometry import quat_to_rotmat, rotmat_to_quat
 from vd.errors import InputError
+from vd.geometry import quat_to_rotmat, rotmat_to_quat
 
 
 def _fmt(x: float) -> str:
@@ -36,8 +36,11 @@ def colmap_pose(world_from_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def cameras_txt(cameras: Sequence[tuple]) -> str:
     """cameras.txt for (K, width, height) per image."""
-    lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
-             f"# Number of cameras: {len(cameras)}"]
+    lines = [
+        "# Camera list with one line of data per camera:",
+        "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
+        f"# Number of cameras: {len(cameras)}",
+    ]
     for i, (K, w, h) in enumerate(cameras):
         lines.append(f"{i + 1} PINHOLE {w} {h} {_fmt(K[0, 0])} {_fmt(K[1, 1])} {_fmt(K[0, 2])} {_fmt(K[1, 2])}")
     return "\n".join(lines) + "\n"
@@ -45,8 +48,12 @@ def cameras_txt(cameras: Sequence[tuple]) -> str:
 
 def images_txt(poses: Sequence[np.ndarray], names: Sequence[str]) -> str:
     """images.txt for world_from_camera `poses` (image i uses camera i; IDs from 1)."""
-    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-             "#   POINTS2D[] as (X, Y, POINT3D_ID)", f"# Number of images: {len(poses)}, mean observations per image: 0"]
+    lines = [
+        "# Image list with two lines of data per image:",
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+        f"# Number of images: {len(poses)}, mean observations per image: 0",
+    ]
     for i, (pose, name) in enumerate(zip(poses, names, strict=True)):
         q, t = colmap_pose(pose)
         lines.append(f"{i + 1} {' '.join(_fmt(x) for x in q)} {' '.join(_fmt(x) for x in t)} {i + 1} {name}")
@@ -56,15 +63,19 @@ def images_txt(poses: Sequence[np.ndarray], names: Sequence[str]) -> str:
 
 def points3d_txt(xyz: np.ndarray, rgb: np.ndarray) -> str:
     n = len(xyz)
-    head = ["# 3D point list with one line of data per point:",
-            "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-            f"# Number of points: {n}, mean track length: 0"]
+    head = [
+        "# 3D point list with one line of data per point:",
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
+        f"# Number of points: {n}, mean track length: 0",
+    ]
     if n == 0:
         return "\n".join(head) + "\n"
     ids = np.arange(1, n + 1)
     body = "\n".join(
         f"{i} {x:.9g} {y:.9g} {z:.9g} {r} {g} {b} 0"
-        for i, (x, y, z), (r, g, b) in zip(ids.tolist(), xyz.astype(np.float64).tolist(), rgb.astype(int).tolist(), strict=True)
+        for i, (x, y, z), (r, g, b) in zip(
+            ids.tolist(), xyz.astype(np.float64).tolist(), rgb.astype(int).tolist(), strict=True
+        )
     )
     return "\n".join(head) + "\n" + body + "\n"
 
@@ -106,16 +117,27 @@ def read_images_txt(text: str, where: str) -> list[tuple[int, np.ndarray, np.nda
             continue
         p = s.split()
         if len(p) < 10:
-            raise InputError(f"{where}, line {i + 1}: not a COLMAP images.txt line "
-                             "(expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')")
+            raise InputError(
+                f"{where}, line {i + 1}: not a COLMAP images.txt line "
+                "(expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME')"
+            )
         try:
-            out.append((int(p[0]), np.array([float(x) for x in p[1:5]]), np.array([float(x) for x in p[5:8]]),
-                        int(p[8]), " ".join(p[9:])))
+            out.append(
+                (
+                    int(p[0]),
+                    np.array([float(x) for x in p[1:5]]),
+                    np.array([float(x) for x in p[5:8]]),
+                    int(p[8]),
+                    " ".join(p[9:]),
+                )
+            )
         except ValueError:
             raise InputError(f"{where}, line {i + 1}: not a valid image line") from None
         if i + 1 >= len(lines) or (i + 1 == len(lines) - 1 and lines[i + 1] == "") or not _is_points2d(lines[i + 1]):
-            raise InputError(f"{where}, line {i + 2}: the POINTS2D line after image {p[0]} is missing "
-                             "(it may be empty, but it must be present)")
+            raise InputError(
+                f"{where}, line {i + 2}: the POINTS2D line after image {p[0]} is missing "
+                "(it may be empty, but it must be present)"
+            )
         i += 2
     return out
 
@@ -173,7 +195,9 @@ def read_cameras_bin(data: bytes, where: str) -> dict[int, tuple[str, int, int, 
             off += 24
             k = {0: 3, 1: 4}.get(model)
             if k is None:
-                raise InputError(f"{where}: camera {cid} has model id {model}; only PINHOLE (1) or SIMPLE_PINHOLE (0) is supported")
+                raise InputError(
+                    f"{where}: camera {cid} has model id {model}; only PINHOLE (1) or SIMPLE_PINHOLE (0) is supported"
+                )
             cams[cid] = (names[model], w, h, list(struct.unpack_from(f"<{k}d", data, off)))
             off += 8 * k
     except struct.error:
@@ -205,9 +229,24 @@ def read_images_bin(data: bytes, where: str) -> list[tuple[int, np.ndarray, np.n
 
 def read_trajectory(text: str, where: str = "images.txt") -> list[tuple[str, np.ndarray]]:
     """(name, world_from_camera) for each image of an images.txt, sorted by IMAGE_ID."""
-    return [(name, pose_from_colmap(q, t)) for _, q, t, _, name in sorted(read_images_txt(text, where), key=lambda e: e[0])]
+    return [
+        (name, pose_from_colmap(q, t)) for _, q, t, _, name in sorted(read_images_txt(text, where), key=lambda e: e[0])
+    ]
 
 
-__all__ = ["colmap_pose", "pose_from_colmap", "cameras_txt", "images_txt", "points3d_txt", "cameras_bin", "images_bin",
-           "points3d_bin", "read_cameras_txt", "read_images_txt", "read_cameras_bin", "read_images_bin", "read_trajectory",
-           "POINT_BIN_DTYPE"]
+__all__ = [
+    "colmap_pose",
+    "pose_from_colmap",
+    "cameras_txt",
+    "images_txt",
+    "points3d_txt",
+    "cameras_bin",
+    "images_bin",
+    "points3d_bin",
+    "read_cameras_txt",
+    "read_images_txt",
+    "read_cameras_bin",
+    "read_images_bin",
+    "read_trajectory",
+    "POINT_BIN_DTYPE",
+]

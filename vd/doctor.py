@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -54,8 +52,12 @@ class Report:
         return not any(c.blocks_gpu for c in self.checks)
 
     def to_json(self) -> dict:
-        return {"gpu_ready": self.gpu_ready, "checks": [asdict(c) for c in self.checks], "picks": self.picks,
-                "vram": self.vram}
+        return {
+            "gpu_ready": self.gpu_ready,
+            "checks": [asdict(c) for c in self.checks],
+            "picks": self.picks,
+            "vram": self.vram,
+        }
 
 
 def _version(dist: str) -> Optional[str]:
@@ -101,56 +103,110 @@ def check_torch(t: TorchInfo) -> Check:
     if t.cuda:
         return Check("torch", "ok", f"{t.version}, CUDA {t.cuda_build}, {t.device_name} (compute {t.capability})")
     if t.cuda_build is None:
-        return Check("torch", "missing", f"{t.version} is a CPU-only build",
-                     f'pip install "torch=={TORCH_PIN}" --index-url https://download.pytorch.org/whl/cu128  '
-                     "# or the cuXXX build your driver supports")
-    return Check("torch", "missing", f"{t.version} (CUDA {t.cuda_build}) sees no CUDA device",
-                 "check the NVIDIA driver with nvidia-smi (it must support CUDA " + str(t.cuda_build) + ")")
+        return Check(
+            "torch",
+            "missing",
+            f"{t.version} is a CPU-only build",
+            f'pip install "torch=={TORCH_PIN}" --index-url https://download.pytorch.org/whl/cu128  '
+            "# or the cuXXX build your driver supports",
+        )
+    return Check(
+        "torch",
+        "missing",
+        f"{t.version} (CUDA {t.cuda_build}) sees no CUDA device",
+        "check the NVIDIA driver with nvidia-smi (it must support CUDA " + str(t.cuda_build) + ")",
+    )
 
 
 # --------------------------------------------------------------------------- gsplat
 def check_gsplat(t: TorchInfo, nvcc: Optional[str]) -> Check:
     ver = _version("gsplat")
     if ver is None:
-        return Check("gsplat", "missing", "not installed (the torch renderer is used instead, much slower on large scenes)",
-                     f'pip install "torch=={TORCH_PIN}" "gsplat>=1.5"   # torch pinned, or pip replaces it')
+        return Check(
+            "gsplat",
+            "missing",
+            "not installed (the torch renderer is used instead, much slower on large scenes)",
+            f'pip install "torch=={TORCH_PIN}" "gsplat>=1.5"   # torch pinned, or pip replaces it',
+        )
     kernels = gsplat_kernels()
     if kernels is not None:
         return Check("gsplat", "ok", f"{ver}, CUDA kernels compiled ({kernels})")
     build = GSPLAT_BUILD
     not_built = f"{ver} installed but its CUDA kernels are not built"
     if nvcc is None:
-        return Check("gsplat", "missing", f"{not_built}, and there is no nvcc to build them",
-                     f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}"
-                     .replace("  ", " "))
+        return Check(
+            "gsplat",
+            "missing",
+            f"{not_built}, and there is no nvcc to build them",
+            f"install the CUDA toolkit {t.cuda_build or ''} (nvcc matching torch's CUDA), then: {build}".replace(
+                "  ", " "
+            ),
+        )
     if t.cuda_build and nvcc.split(".")[0] != t.cuda_build.split(".")[0]:
-        return Check("gsplat", "missing", f"{not_built}; nvcc {nvcc} does not match torch's CUDA {t.cuda_build}",
-                     f"put the CUDA {t.cuda_build} toolkit first on PATH (CUDA_HOME), then: {build}")
-    return Check("gsplat", "warn", f"{not_built}: --render-backend auto uses the torch renderer until they are "
-                 f"(nvcc {nvcc} builds them in minutes, once)", f"build them now: {build}")
+        return Check(
+            "gsplat",
+            "missing",
+            f"{not_built}; nvcc {nvcc} does not match torch's CUDA {t.cuda_build}",
+            f"put the CUDA {t.cuda_build} toolkit first on PATH (CUDA_HOME), then: {build}",
+        )
+    return Check(
+        "gsplat",
+        "warn",
+        f"{not_built}: --render-backend auto uses the torch renderer until they are "
+        f"(nvcc {nvcc} builds them in minutes, once)",
+        f"build them now: {build}",
+    )
 
 
 # --------------------------------------------------------------------------- other packages and tools
 def check_packages() -> list[Check]:
     checks = []
     ver = _version("fused-ssim") or _version("fused_ssim")
-    checks.append(Check("fused-ssim", "ok", ver or "installed") if _importable("fused_ssim") else Check(
-        "fused-ssim", "optional", "not installed (a plain torch SSIM is used)",
-        "pip install --no-build-isolation git+https://github.com/rahul-goel/fused-ssim"))
+    checks.append(
+        Check("fused-ssim", "ok", ver or "installed")
+        if _importable("fused_ssim")
+        else Check(
+            "fused-ssim",
+            "optional",
+            "not installed (a plain torch SSIM is used)",
+            "pip install --no-build-isolation git+https://github.com/rahul-goel/fused-ssim",
+        )
+    )
     ver = _version("diffusers")
-    checks.append(Check("diffusers", "ok", ver) if ver else Check(
-        "diffusers", "missing", "not installed (FLUX.1-Fill needs it)", f'pip install "torch=={TORCH_PIN}" "diffusers>=0.32"'))
-    checks.append(Check("MoGe code", "ok", f"dlr-moge {_version('dlr-moge') or '?'}") if _importable("moge.model.v2") else Check(
-        "MoGe code", "missing", "the moge package (dlr-moge) is not installed", MOGE_INSTALL))
+    checks.append(
+        Check("diffusers", "ok", ver)
+        if ver
+        else Check(
+            "diffusers",
+            "missing",
+            "not installed (FLUX.1-Fill needs it)",
+            f'pip install "torch=={TORCH_PIN}" "diffusers>=0.32"',
+        )
+    )
+    checks.append(
+        Check("MoGe code", "ok", f"dlr-moge {_version('dlr-moge') or '?'}")
+        if _importable("moge.model.v2")
+        else Check("MoGe code", "missing", "the moge package (dlr-moge) is not installed", MOGE_INSTALL)
+    )
     ver = _version("rerun-sdk")
-    checks.append(Check("rerun", "ok", ver) if ver else Check(
-        "rerun", "optional", "not installed (no live viewer)", 'pip install "rerun-sdk>=0.41"'))
+    checks.append(
+        Check("rerun", "ok", ver)
+        if ver
+        else Check("rerun", "optional", "not installed (no live viewer)", 'pip install "rerun-sdk>=0.41"')
+    )
     exe = splat_transform()
     command = settings.splat_transform_command()
     where = f"$VD_SPLAT_TRANSFORM ({command})" if command != "splat-transform" else "on PATH"
-    checks.append(Check("splat-transform", "ok", exe) if exe else Check(
-        "splat-transform", "optional", f"not found {where} (vd export --format sog needs it)",
-        f"{SPLAT_TRANSFORM_INSTALL}, or set VD_SPLAT_TRANSFORM to its path"))
+    checks.append(
+        Check("splat-transform", "ok", exe)
+        if exe
+        else Check(
+            "splat-transform",
+            "optional",
+            f"not found {where} (vd export --format sog needs it)",
+            f"{SPLAT_TRANSFORM_INSTALL}, or set VD_SPLAT_TRANSFORM to its path",
+        )
+    )
     return checks
 
 
@@ -166,12 +222,15 @@ def check_weights(verify: bool = False) -> list[Check]:
     for name in GPU_MODELS:
         r = rows[name]
         if r["state"] != "present":
-            checks.append(Check(f"weights {name}", "missing", f"{r['state']} in {r['path']}", registry.fetch_command(name)))
+            checks.append(
+                Check(f"weights {name}", "missing", f"{r['state']} in {r['path']}", registry.fetch_command(name))
+            )
             continue
         results = hashed.get(name)
         if results is not None and any(x not in ("ok", "recorded") for x in results):
-            checks.append(Check(f"weights {name}", "missing", f"sha256 mismatch in {r['path']}",
-                                f"vd fetch --force {name}"))
+            checks.append(
+                Check(f"weights {name}", "missing", f"sha256 mismatch in {r['path']}", f"vd fetch --force {name}")
+            )
         elif results is not None:
             checks.append(Check(f"weights {name}", "ok", f"present and verified (sha256) in {r['path']}"))
         else:
@@ -191,7 +250,9 @@ def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optiona
     cuda = t.cuda and device.startswith("cuda")
     out: dict[str, Optional[str]] = {
         "device": device,
-        "depth": "moge" if have("MoGe code", "weights moge") else "file (a depth map beside the image; MoGe-2 unavailable)",
+        "depth": "moge"
+        if have("MoGe code", "weights moge")
+        else "file (a depth map beside the image; MoGe-2 unavailable)",
         "inpaint": "flux-fill" if cuda and have("diffusers", "weights flux-fill", "weights flux-prompt") else "telea",
         # gsplat only with its kernels built ("ok"): auto never compiles them on a first render
         "render": "gsplat" if cuda and ok_status.get("gsplat") == "ok" else "torch",
@@ -213,9 +274,16 @@ def diagnose(*, verify: bool = False, device: Optional[str] = None) -> Report:
     nvcc = nvcc_version()
     checks = [check_torch(t)]
     if t.cuda_build or t.cuda:
-        checks.append(Check("nvcc", "ok", nvcc) if nvcc else Check(
-            "nvcc", "optional", "not found (only needed to compile gsplat's kernels)",
-            f"install the CUDA toolkit {t.cuda_build} and put its bin/ on PATH"))
+        checks.append(
+            Check("nvcc", "ok", nvcc)
+            if nvcc
+            else Check(
+                "nvcc",
+                "optional",
+                "not found (only needed to compile gsplat's kernels)",
+                f"install the CUDA toolkit {t.cuda_build} and put its bin/ on PATH",
+            )
+        )
     checks.append(check_gsplat(t, nvcc))
     checks += check_packages()
     checks += check_weights(verify)
@@ -224,5 +292,17 @@ def diagnose(*, verify: bool = False, device: Optional[str] = None) -> Report:
     return Report(checks, chosen, vram)
 
 
-__all__ = ["Check", "Report", "TorchInfo", "diagnose", "torch_info", "check_torch", "check_gsplat", "check_packages",
-           "check_weights", "gsplat_kernels", "nvcc_version", "picks"]
+__all__ = [
+    "Check",
+    "Report",
+    "TorchInfo",
+    "diagnose",
+    "torch_info",
+    "check_torch",
+    "check_gsplat",
+    "check_packages",
+    "check_weights",
+    "gsplat_kernels",
+    "nvcc_version",
+    "picks",
+]

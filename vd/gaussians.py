@@ -111,7 +111,7 @@ class Gaussians:
         return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
-    def from_tensors(cls, d: dict, device=None) -> "Gaussians":
+    def from_tensors(cls, d: dict, device=None) -> Gaussians:
         """Inverse of `tensors()` (numpy arrays or tensors, e.g. from `codecs.decode_tensors`)."""
         missing = [k for k in _FIELDS if k not in d]
         if missing:
@@ -119,24 +119,24 @@ class Gaussians:
         g = cls(**{k: _as_tensor(d[k]) for k in _FIELDS})
         return g.to(device) if device is not None else g
 
-    def _map(self, fn) -> "Gaussians":
+    def _map(self, fn) -> Gaussians:
         return Gaussians(**{name: fn(getattr(self, name)) for name in _FIELDS})
 
-    def to(self, device) -> "Gaussians":
+    def to(self, device) -> Gaussians:
         return self._map(lambda t: t.to(device))
 
-    def detach(self) -> "Gaussians":
+    def detach(self) -> Gaussians:
         return self._map(lambda t: t.detach())
 
-    def clone(self) -> "Gaussians":
+    def clone(self) -> Gaussians:
         return self._map(lambda t: t.detach().clone())
 
-    def requires_grad_(self, flag: bool = True) -> "Gaussians":
+    def requires_grad_(self, flag: bool = True) -> Gaussians:
         for name in _FIELDS:
             getattr(self, name).requires_grad_(flag)
         return self
 
-    def select(self, mask_or_idx) -> "Gaussians":
+    def select(self, mask_or_idx) -> Gaussians:
         """Gaussians at a boolean mask [N] or an index array/list (numpy or torch)."""
         idx = mask_or_idx
         if isinstance(idx, np.ndarray):
@@ -149,12 +149,12 @@ class Gaussians:
             idx = idx.long().reshape(-1)
         return self._map(lambda t: t[idx])
 
-    def __getitem__(self, key) -> "Gaussians":
+    def __getitem__(self, key) -> Gaussians:
         if isinstance(key, slice):
             return self._map(lambda t: t[key])
         return self.select(key)
 
-    def with_sh_degree(self, degree: int) -> "Gaussians":
+    def with_sh_degree(self, degree: int) -> Gaussians:
         """Truncate or zero-pad the SH coefficients to `degree`."""
         k = num_sh_bases(degree)
         cur = self.sh.shape[1]
@@ -166,7 +166,7 @@ class Gaussians:
         return Gaussians(self.means, self.log_scales, self.quats, self.opacity_logits, sh)
 
     @classmethod
-    def cat(cls, items: Sequence["Gaussians"] | Iterable["Gaussians"]) -> "Gaussians":
+    def cat(cls, items: Sequence[Gaussians] | Iterable[Gaussians]) -> Gaussians:
         """Concatenate; SH degrees are raised to the highest one (extra coefficients zero)."""
         items = [g for g in items]
         if not items:
@@ -177,7 +177,7 @@ class Gaussians:
         return cls(**{name: torch.cat([getattr(g, name) for g in items], dim=0) for name in _FIELDS})
 
     @classmethod
-    def empty(cls, sh_degree: int = 0, device="cpu") -> "Gaussians":
+    def empty(cls, sh_degree: int = 0, device="cpu") -> Gaussians:
         k = num_sh_bases(sh_degree)
         z = lambda *s: torch.zeros(*s, dtype=torch.float32, device=device)  # noqa: E731
         return cls(z(0, 3), z(0, 3), z(0, 4), z(0), z(0, k, 3))
@@ -195,7 +195,7 @@ class Gaussians:
         opacity=0.8,
         sh_degree: int = 0,
         device=None,
-    ) -> "Gaussians":
+    ) -> Gaussians:
         """Build Gaussians from activated values: rgb in [0,1], scales sigma (or log_scales),
         quats (default identity), opacity (scalar or [N], in (0,1), clamped before logit)."""
         means = _as_tensor(means, device)

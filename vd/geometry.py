@@ -32,9 +32,15 @@ if TYPE_CHECKING:  # pragma: no cover
 def _matrix_entries(w, x, y, z) -> list:
     """The nine entries, row-major, of the rotation matrix of the unit quaternion (w, x, y, z)."""
     return [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
     ]
 
 
@@ -98,7 +104,7 @@ def quat_multiply(q1, q2) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- torch
-def quat_to_rotmat_torch(q: "Tensor") -> "Tensor":
+def quat_to_rotmat_torch(q: Tensor) -> Tensor:
     """[..., 4] wxyz quaternions (any norm) -> [..., 3, 3] rotation matrices, differentiable, in
     q's dtype and device. A zero quaternion gives the identity, not an error (training must not
     stop on one degenerate Gaussian)."""
@@ -108,7 +114,7 @@ def quat_to_rotmat_torch(q: "Tensor") -> "Tensor":
     return torch.stack(_matrix_entries(w, x, y, z), dim=-1).reshape(q.shape[:-1] + (3, 3))
 
 
-def rotmat_to_quat_torch(R) -> "Tensor":
+def rotmat_to_quat_torch(R) -> Tensor:
     """[..., 3, 3] rotation matrices -> [..., 4] float32 unit wxyz quaternions with w >= 0."""
     import torch
 

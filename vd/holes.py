@@ -59,7 +59,9 @@ def _window(x, r: int, dim: int, op: str, fill: bool):
     return y.narrow(dim, 0, n)
 
 
-def hole_masks(alpha, *, threshold: float = ALPHA_THRESHOLD, kernel: int = KERNEL, erode: int = ERODE, dilate: int = DILATE):
+def hole_masks(
+    alpha, *, threshold: float = ALPHA_THRESHOLD, kernel: int = KERNEL, erode: int = ERODE, dilate: int = DILATE
+):
     """Bool hole masks [C, H, W] (torch) from alpha [C, H, W] or [H, W] (torch or numpy).
 
     Matches OpenCV's erode/dilate with a k×k square and the default border handling (the
@@ -89,7 +91,14 @@ def hole_mask_np(alpha: np.ndarray, **kw) -> np.ndarray:
     return hole_masks(np.asarray(alpha, dtype=np.float32), **kw).cpu().numpy()
 
 
-def hole_mask_cv2(alpha: np.ndarray, *, threshold: float = ALPHA_THRESHOLD, kernel: int = KERNEL, erode: int = ERODE, dilate: int = DILATE) -> np.ndarray:
+def hole_mask_cv2(
+    alpha: np.ndarray,
+    *,
+    threshold: float = ALPHA_THRESHOLD,
+    kernel: int = KERNEL,
+    erode: int = ERODE,
+    dilate: int = DILATE,
+) -> np.ndarray:
     """The upstream OpenCV formulation (used by the tests to check `hole_masks`)."""
     import cv2
 
@@ -120,15 +129,15 @@ class AlphaSplats:
     """What alpha depends on: centres [N,3], world covariances [N,6] (xx, xy, xz, yy, yz, zz)
     and opacities [N]. Colour and SH are not needed."""
 
-    means: "torch.Tensor"
-    cov6: "torch.Tensor"
-    opacities: "torch.Tensor"
+    means: torch.Tensor
+    cov6: torch.Tensor
+    opacities: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
     @classmethod
-    def of(cls, g, keep: float = 1.0, seed: int = 0) -> "AlphaSplats":
+    def of(cls, g, keep: float = 1.0, seed: int = 0) -> AlphaSplats:
         """The splats of Gaussians `g`; when keep < 1, a seeded random subset of that fraction
         with every scale grown by 1/sqrt(keep), so a surface keeps its coverage (area per
         Gaussian × density) while `keep` times fewer Gaussians are splatted."""
@@ -147,7 +156,9 @@ class AlphaSplats:
             M = quat_to_rotmat_torch(quats) * torch.exp(log_scales)[:, None, :]
             c = M @ M.transpose(1, 2)
             cov6 = torch.stack([c[:, i, j] for i, j in _PAIRS], -1)
-            return cls(means.float().contiguous(), cov6.float().contiguous(), torch.sigmoid(logits).float().contiguous())
+            return cls(
+                means.float().contiguous(), cov6.float().contiguous(), torch.sigmoid(logits).float().contiguous()
+            )
 
 
 def alpha_lod(g, keep: float = 1.0, seed: int = 0) -> AlphaSplats:
@@ -155,7 +166,9 @@ def alpha_lod(g, keep: float = 1.0, seed: int = 0) -> AlphaSplats:
     return AlphaSplats.of(g, keep, seed)
 
 
-def project_footprints(s: AlphaSplats, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3, near: float = 0.01):
+def project_footprints(
+    s: AlphaSplats, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3, near: float = 0.01
+):
     """gsplat's classic EWA projection of N splats into C cameras at once.
 
     viewmats [C,4,4] (camera_from_world), Ks [C,3,3] -> x, y (pixel centre coordinates),
@@ -206,8 +219,18 @@ def _radius_buckets(rad):
     return torch.where(big, up, r).long()
 
 
-def splat_log_transmittance(s: AlphaSplats, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3,
-                            near: float = 0.01, out=None, elements: int = 1 << 20):
+def splat_log_transmittance(
+    s: AlphaSplats,
+    viewmats,
+    Ks,
+    width: int,
+    height: int,
+    *,
+    eps2d: float = 0.3,
+    near: float = 0.01,
+    out=None,
+    elements: int = 1 << 20,
+):
     """Add Σ log(1 − α_i) of every splat into `out` [C, H + 2·PAD, W + 2·PAD] (new when None).
 
     Compositing gives a final alpha of 1 − Π(1 − α_i) whatever the order, so alpha alone needs
@@ -239,7 +262,7 @@ def splat_log_transmittance(s: AlphaSplats, viewmats, Ks, width: int, height: in
         ox, oy, basis = _footprint_basis(r, dev)
         step = max(elements // basis.shape[1], 1)
         for k in range(0, idx.numel(), step):
-            ii = idx[k:k + step]
+            ii = idx[k : k + step]
             cam = torch.div(ii, N, rounding_mode="floor")
             gi = ii - cam * N
             xi, yi = x[ii], y[ii]
@@ -247,8 +270,17 @@ def splat_log_transmittance(s: AlphaSplats, viewmats, Ks, width: int, height: in
             fx, fy = xi - bx - 0.5, yi - by - 0.5  # dx = ox − fx, dy = oy − fy
             a, b, c = A[ii], B[ii], Cc[ii]
             # log α = log o − power, power = ½a·dx² + ½c·dy² + b·dx·dy expanded over the monomials
-            coef = torch.stack([log_op[gi] - (0.5 * a * fx * fx + 0.5 * c * fy * fy + b * fx * fy),
-                                a * fx + b * fy, c * fy + b * fx, -0.5 * a, -0.5 * c, -b], 1)
+            coef = torch.stack(
+                [
+                    log_op[gi] - (0.5 * a * fx * fx + 0.5 * c * fy * fy + b * fx * fy),
+                    a * fx + b * fy,
+                    c * fy + b * fx,
+                    -0.5 * a,
+                    -0.5 * c,
+                    -b,
+                ],
+                1,
+            )
             alpha = (coef @ basis).exp_().clamp_max_(ALPHA_MAX)
             torch.nn.functional.threshold(alpha, ALPHA_MIN, 0.0, inplace=True)
             contrib = alpha.neg_().log1p_()
@@ -265,7 +297,7 @@ def splat_log_transmittance(s: AlphaSplats, viewmats, Ks, width: int, height: in
 
 def crop_padding(buf, width: int, height: int):
     """The image part [.., H, W] of a padded log-transmittance buffer."""
-    return buf[..., PAD:PAD + height, PAD:PAD + width]
+    return buf[..., PAD : PAD + height, PAD : PAD + width]
 
 
 def _camera_batch(n_splats: int, budget: int = 1 << 21) -> int:
@@ -287,8 +319,16 @@ def splat_alpha(g, viewmats, Ks, width: int, height: int, *, eps2d: float = 0.3,
         out = torch.zeros(viewmats.shape[0], height + 2 * PAD, width + 2 * PAD, device=dev)
         step = _camera_batch(len(s))
         for i in range(0, viewmats.shape[0], step):
-            splat_log_transmittance(s, viewmats[i:i + step], Ks[i:i + step], width, height, eps2d=eps2d, near=near,
-                                    out=out[i:i + step])
+            splat_log_transmittance(
+                s,
+                viewmats[i : i + step],
+                Ks[i : i + step],
+                width,
+                height,
+                eps2d=eps2d,
+                near=near,
+                out=out[i : i + step],
+            )
         return 1.0 - torch.exp(crop_padding(out, width, height))
 
 
@@ -322,8 +362,19 @@ class HoleScan:
       splat once per run, and a resumed run (chunks re-added in order) computes the same bits.
     """
 
-    def __init__(self, poses, K, width: int, height: int, *, scale: float | None = None, keep: float | None = None,
-                 tolerance: float = 0.03, seed: int = 0, device=None):
+    def __init__(
+        self,
+        poses,
+        K,
+        width: int,
+        height: int,
+        *,
+        scale: float | None = None,
+        keep: float | None = None,
+        tolerance: float = 0.03,
+        seed: int = 0,
+        device=None,
+    ):
         import torch
 
         self.width, self.height = int(width), int(height)
@@ -334,7 +385,7 @@ class HoleScan:
         self.exact_only = self.scale >= 1.0
         self.sw = self.width if self.exact_only else max(int(round(self.width * self.scale)), 8)
         self.sh = self.height if self.exact_only else max(int(round(self.height * self.scale)), 8)
-        self.keep = 1.0 if self.exact_only else float(min(1.0, 4.0 * self.scale ** 2) if keep is None else keep)
+        self.keep = 1.0 if self.exact_only else float(min(1.0, 4.0 * self.scale**2) if keep is None else keep)
         self.tolerance = 0.0 if self.exact_only else float(tolerance)
         self.seed = int(seed)
         self._viewmats = torch.as_tensor(invert_pose(poses), dtype=torch.float32, device=self.device).reshape(-1, 4, 4)
@@ -345,9 +396,12 @@ class HoleScan:
         self._K_scan = torch.as_tensor(Ks, dtype=torch.float32, device=self.device)
         self._eps_scan = 0.3 * (self.sw / self.width) ** 2
         self._chunks: list = []  # full-size splats of every chunk, in order
-        self._scan_logt = (torch.zeros(self.n, self.sh + 2 * PAD, self.sw + 2 * PAD, device=self.device)
-                           if not self.exact_only else None)
-        self._exact_logt: dict[int, "torch.Tensor"] = {}
+        self._scan_logt = (
+            torch.zeros(self.n, self.sh + 2 * PAD, self.sw + 2 * PAD, device=self.device)
+            if not self.exact_only
+            else None
+        )
+        self._exact_logt: dict[int, torch.Tensor] = {}
         self._fast: np.ndarray | None = None
         self._exact: dict[int, float] = {}
         self.seconds = 0.0
@@ -364,7 +418,7 @@ class HoleScan:
         """Candidates with a full-size map (measured exactly at least once)."""
         return sorted(self._exact_logt)
 
-    def add(self, g) -> "HoleScan":
+    def add(self, g) -> HoleScan:
         """Splat a chunk of new Gaussians (the scaffold, then each added view's) onto every map."""
 
         import torch
@@ -395,10 +449,10 @@ class HoleScan:
         eps = self._eps_scan if scan else 0.3
         step = _camera_batch(len(s))
         for i in range(0, len(cams), step):
-            sel = torch.as_tensor(cams[i:i + step], dtype=torch.long, device=self.device)
+            sel = torch.as_tensor(cams[i : i + step], dtype=torch.long, device=self.device)
             part = splat_log_transmittance(s, self._viewmats[sel], K[None].expand(len(sel), 3, 3), w, h, eps2d=eps)
             if isinstance(buf, dict):
-                for j, c in enumerate(cams[i:i + step]):
+                for j, c in enumerate(cams[i : i + step]):
                     buf[c] += part[j]
             else:
                 buf[sel] += part
@@ -423,11 +477,12 @@ class HoleScan:
             step = max(1, (1 << 22) // (self.width * self.height))
             with torch.no_grad():
                 for i in range(0, self.n, step):
-                    alpha = 1.0 - torch.exp(crop_padding(scan[i:i + step], self.sw, self.sh))
+                    alpha = 1.0 - torch.exp(crop_padding(scan[i : i + step], self.sw, self.sh))
                     if (self.sw, self.sh) != (self.width, self.height):
-                        alpha = F.interpolate(alpha[:, None], size=(self.height, self.width), mode="bilinear",
-                                              align_corners=False)[:, 0]
-                    ratios[i:i + step] = hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().numpy()
+                        alpha = F.interpolate(
+                            alpha[:, None], size=(self.height, self.width), mode="bilinear", align_corners=False
+                        )[:, 0]
+                    ratios[i : i + step] = hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().numpy()
             self._fast = ratios
             self.seconds += time.perf_counter() - t0
         return self._fast.copy()
@@ -448,7 +503,7 @@ class HoleScan:
                 self._splat_exact(new, self._chunks)
             todo = [j for j in idx if j not in self._exact]
             for i in range(0, len(todo), 16):
-                part = todo[i:i + 16]
+                part = todo[i : i + 16]
                 logt = torch.stack([self._exact_logt[j] for j in part])
                 alpha = 1.0 - torch.exp(crop_padding(logt, self.width, self.height))
                 for j, r in zip(part, hole_masks(alpha).float().mean(dim=(1, 2)).double().cpu().tolist(), strict=True):
@@ -471,8 +526,17 @@ class ScanResult:
     seconds: float
 
 
-def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, scale: float | None = None,
-                     keep: float | None = None, exact: bool = False) -> ScanResult:
+def scan_hole_ratios(
+    g,
+    poses: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    scale: float | None = None,
+    keep: float | None = None,
+    exact: bool = False,
+) -> ScanResult:
     """One-shot hole ratios of every candidate pose (world_from_camera [N, 4, 4]) at size
     width × height: `HoleScan(...).add(g).fast_ratios()` (or its exact ratios)."""
 
@@ -482,8 +546,16 @@ def scan_hole_ratios(g, poses: np.ndarray, K: np.ndarray, width: int, height: in
     return ScanResult(ratios, scan.scale, time.perf_counter() - t0)
 
 
-def scan_hole_ratios_full(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, backend: str = "auto",
-                          threshold: float = ALPHA_THRESHOLD) -> ScanResult:
+def scan_hole_ratios_full(
+    g,
+    poses: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    backend: str = "auto",
+    threshold: float = ALPHA_THRESHOLD,
+) -> ScanResult:
     """Reference scan: every candidate rendered at full size, one by one, with colour (upstream)."""
 
     import torch

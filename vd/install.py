@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+
 def checkout() -> Path | None:
     """The source checkout vd runs from (the folder holding its pyproject.toml), or None."""
     root = Path(__file__).resolve().parent.parent

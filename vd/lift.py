@@ -100,14 +100,20 @@ def gaussians_from_rgbd(
     float, or an [H,W] map for a footprint per pixel.
     Numpy or torch inputs; the result is on CPU.
     """
-    rgb_t = _t(rgb) if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8) else torch.from_numpy(rgb.astype(np.float32) / 255.0)
+    rgb_t = (
+        _t(rgb)
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8)
+        else torch.from_numpy(rgb.astype(np.float32) / 255.0)
+    )
     if isinstance(rgb, Tensor) and rgb.dtype == torch.uint8:
         rgb_t = rgb.float() / 255.0
     rgb_t = rgb_t.cpu()
     z = _t(depth).cpu()
     Kt = _t(K).cpu()
     if z.ndim != 2 or rgb_t.shape != (*z.shape, 3):
-        raise ValueError(f"rgb must be [H,W,3] and depth [H,W] of the same size; got {tuple(rgb_t.shape)} and {tuple(z.shape)}")
+        raise ValueError(
+            f"rgb must be [H,W,3] and depth [H,W] of the same size; got {tuple(rgb_t.shape)} and {tuple(z.shape)}"
+        )
     Twc = torch.eye(4) if world_from_camera is None else _t(world_from_camera).cpu()
     H, W = z.shape
     ok = torch.isfinite(z) & (z > 0)

@@ -172,9 +172,7 @@ def rescale_factor(v: torch.Tensor, v_implied: torch.Tensor, mode: str = "match"
     return r.clamp_max(1.0) if mode == "shrink" else r
 
 
-def blend_velocity(
-    v: torch.Tensor, v_implied: torch.Tensor, weight: float, *, rescale="shrink"
-) -> torch.Tensor:
+def blend_velocity(v: torch.Tensor, v_implied: torch.Tensor, weight: float, *, rescale="shrink") -> torch.Tensor:
     """Eq. (7): (1 - w) v + w r v~ with r from `rescale_factor(mode=rescale)`. `weight` 0 returns `v` itself."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"the rectification weight must be in [0, 1], got {weight}")

@@ -90,8 +90,14 @@ def prepare(folder: Path) -> Path:
     return folder
 
 
-def prepare_output_dirs(out: Path | None, images: Sequence[Path], *, overwrite: bool = False,
-                        bytes_per_pixel: int = 0, max_resolution: int | None = None) -> list[Path]:
+def prepare_output_dirs(
+    out: Path | None,
+    images: Sequence[Path],
+    *,
+    overwrite: bool = False,
+    bytes_per_pixel: int = 0,
+    max_resolution: int | None = None,
+) -> list[Path]:
     """output_dirs(), each created and checked before anything is computed: writable, not holding
     another input's results (unless `overwrite`), with room for about `bytes_per_pixel` bytes per
     pixel of each image (as downscaled to `max_resolution`). Each folder records its input once the
@@ -99,11 +105,11 @@ def prepare_output_dirs(out: Path | None, images: Sequence[Path], *, overwrite: 
     dests = output_dirs(out, images)
     for d in dict.fromkeys(dests):
         prepare(d)
-    for image, d in zip(images, dests):
+    for image, d in zip(images, dests, strict=False):
         check_same_input(d, image, overwrite)
     if bytes_per_pixel:
         check_free_space(dests, [bytes_per_pixel * pixels(i, max_resolution) for i in images])
-    _PENDING.update({_resolved(Path(d)): Path(i) for i, d in zip(images, dests)})
+    _PENDING.update({_resolved(Path(d)): Path(i) for i, d in zip(images, dests, strict=False)})
     return dests
 
 
@@ -143,8 +149,10 @@ def check_same_input(folder: Path, image: Path, overwrite: bool = False) -> None
     mine = input_identity(image)
     if rec.get("image") == mine["image"] or (mine["xxh3"] is not None and rec.get("xxh3") == mine["xxh3"]):
         return
-    raise OutputError(f"{folder} holds the results of {rec.get('image')}, not {image}; pass --overwrite to replace "
-                      "them or choose another folder with -o")
+    raise OutputError(
+        f"{folder} holds the results of {rec.get('image')}, not {image}; pass --overwrite to replace "
+        "them or choose another folder with -o"
+    )
 
 
 def record_inputs() -> None:
@@ -179,7 +187,7 @@ def pixels(image: Path, max_resolution: int | None) -> int:
 def check_free_space(folders: Sequence[Path], needs: Sequence[int]) -> None:
     """OutputError (the full-disk sentence) when a folder's file system has less room than its outputs need."""
     by_folder: dict[Path, int] = {}
-    for folder, need in zip(folders, needs):
+    for folder, need in zip(folders, needs, strict=False):
         by_folder[Path(folder)] = by_folder.get(Path(folder), 0) + need
     for folder, need in by_folder.items():
         p = folder

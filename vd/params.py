@@ -22,7 +22,10 @@ TRAJECTORIES = ("spiral", "wobble", "rot")
 FALLBACKS = ("none", "closest")
 RESCALES = ("shrink", "match", "none")
 RENDER_BACKENDS = ("auto", "gsplat", "torch")
-SPZ_VERSIONS = (2, 3)  # written by vd; 3 (smallest-three rotations) is what Niantic's library writes and current readers take
+SPZ_VERSIONS = (
+    2,
+    3,
+)  # written by vd; 3 (smallest-three rotations) is what Niantic's library writes and current readers take
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
@@ -90,8 +93,9 @@ def check_choice(value: str, choices, option: str) -> None:
 
 def check_device(device: Optional[str], option: str = "--device") -> None:
     """cpu, cuda, cuda:N or mps (None: the default device)."""
-    require(device is None or bool(_DEVICE.match(str(device))),
-            f"{option} must be cpu, cuda, cuda:N or mps, got {device!r}")
+    require(
+        device is None or bool(_DEVICE.match(str(device))), f"{option} must be cpu, cuda, cuda:N or mps, got {device!r}"
+    )
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -104,11 +108,15 @@ def check_intrinsics(focal: Optional[float] = None, fov: Optional[float] = None)
     if focal is not None:
         require(math.isfinite(focal) and focal > 0, f"--focal must be a positive number of pixels, got {focal:g}")
         # intrinsics are float32: beyond its range (or below its smallest normal) a focal becomes inf or 0
-        require(FLOAT32_TINY <= focal <= FLOAT32_MAX, f"--focal must be between {FLOAT32_TINY:g} and {FLOAT32_MAX:g} "
-                f"pixels (a float32), got {focal:g}")
+        require(
+            FLOAT32_TINY <= focal <= FLOAT32_MAX,
+            f"--focal must be between {FLOAT32_TINY:g} and {FLOAT32_MAX:g} pixels (a float32), got {focal:g}",
+        )
     if fov is not None:
-        require(math.isfinite(fov) and 0.5 < fov < 179.5,
-                f"--fov must be a horizontal field of view in degrees between 0.5 and 179.5, got {fov:g}")
+        require(
+            math.isfinite(fov) and 0.5 < fov < 179.5,
+            f"--fov must be a horizontal field of view in degrees between 0.5 and 179.5, got {fov:g}",
+        )
 
 
 def check_max_resolution(n: int) -> None:
@@ -126,10 +134,13 @@ OFFLOAD_CHOICES = ("auto", *OFFLOAD_MODES)  # auto: decided from the free VRAM w
 GPU_ITERS = (100, 500)  # upstream scaffold / per-view optimisation iterations (CUDA)
 CPU_ITERS = (30, 60)  # the documented CPU defaults (bench/coarse.md)
 
-OFFLOAD_HELP = ("Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), "
-                "model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM).")
-VRAM_BUDGET_HELP = ("Cap on the GPU memory vd plans for, in GiB (e.g. 16 on a shared 24 GB card); --offload auto picks "
-                    "within it.")
+OFFLOAD_HELP = (
+    "Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), "
+    "model (whole modules moved to the GPU while used), sequential (block by block, the least VRAM)."
+)
+VRAM_BUDGET_HELP = (
+    "Cap on the GPU memory vd plans for, in GiB (e.g. 16 on a shared 24 GB card); --offload auto picks within it."
+)
 
 
 @dataclass
@@ -140,18 +151,22 @@ class RunOptions:
     runners (`vd.stages.coarse.run_coarse`, `vd.stages.fine.prepare_fine`) take it."""
 
     depth_backend: str = param("auto", "auto, moge or file (a depth map next to the image).")
-    inpaint_backend: str = param("auto", "auto, flux-fill, telea or fsr (classical, no diffusion model: "
-                                         "`vd fine` needs --allow-classical to use them).")
+    inpaint_backend: str = param(
+        "auto",
+        "auto, flux-fill, telea or fsr (classical, no diffusion model: `vd fine` needs --allow-classical to use them).",
+    )
     render_backend: str = param("auto", "auto, gsplat or torch.")
     device: Optional[str] = param(None, "cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
     seed: int = param(SEED, "Random seed; part of every cache key.")
-    max_resolution: int = param(MAX_RESOLUTION,
-                                "Long side cap in pixels; never upscales; sides become multiples of 16.")
+    max_resolution: int = param(
+        MAX_RESOLUTION, "Long side cap in pixels; never upscales; sides become multiples of 16."
+    )
     focal: Optional[float] = param(None, "Focal length in pixels (file depth backend).")
     fov: Optional[float] = param(None, "Horizontal field of view in degrees (file depth backend).")
     fetch: bool = param(False, "Download missing model weights first (also VD_AUTO_FETCH=1).")
-    allow_classical: bool = param(False, "With the telea backend, run `vd fine`'s rectification loop on classical "
-                                         "inpaints instead of failing.")
+    allow_classical: bool = param(
+        False, "With the telea backend, run `vd fine`'s rectification loop on classical inpaints instead of failing."
+    )
 
     def validate(self) -> None:
         check_choice(self.render_backend, RENDER_BACKENDS, "--render-backend")
@@ -188,8 +203,12 @@ class FluxParams:
 
     def backend_options(self) -> dict:
         """Keyword arguments of `vd.models.choose.get_inpaint_backend`."""
-        return {"offload": self.offload, "steps": self.inpaint_steps, "guidance": self.guidance,
-                "vram_budget": self.budget_bytes}
+        return {
+            "offload": self.offload,
+            "steps": self.inpaint_steps,
+            "guidance": self.guidance,
+            "vram_budget": self.budget_bytes,
+        }
 
 
 LOOP_ONLY = ("scaffold",)  # a field of the coarse view loop: the scaffold's key leaves it out
@@ -208,65 +227,105 @@ class CoarseParams:
     min_ratio: float = param(0.05, "Smallest hole ratio a candidate may have to be added.", not_in_keys=LOOP_ONLY)
     max_ratio: float = param(0.25, "Largest hole ratio a candidate may have to be added.", not_in_keys=LOOP_ONLY)
     adjacent_exclusion: int = param(1, "Candidates within +-N of an added one are skipped.", not_in_keys=LOOP_ONLY)
-    fallback: str = param("none", "none or closest: what to do when no candidate view is in the hole-ratio band.",
-                          not_in_keys=LOOP_ONLY)
+    fallback: str = param(
+        "none", "none or closest: what to do when no candidate view is in the hole-ratio band.", not_in_keys=LOOP_ONLY
+    )
     traj: str = param("spiral", "Candidate trajectory: spiral, wobble or rot.", not_in_keys=LOOP_ONLY)
     # the poses it holds are keyed by content (vd.stages.coarse.view_key), not by the file's name
     trajectory_file: Optional[str] = param(
-        None, "Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) "
-        "or a COLMAP images.txt.", option="--trajectory", not_in_keys=KEYED_APART)
+        None,
+        "Candidate poses from a file: JSON list of 4x4 world-from-camera matrices (OpenCV, world = input camera) "
+        "or a COLMAP images.txt.",
+        option="--trajectory",
+        not_in_keys=KEYED_APART,
+    )
     forward_ratio: float = param(0.3, "Scales the camera's motion into the scene (+z).", not_in_keys=LOOP_ONLY)
     backward_ratio: float = param(0.4, "Scales the camera's pull-back (-z).", not_in_keys=LOOP_ONLY)
-    radius_percentiles: tuple = param((5.0, 50.0), "LOW HIGH depth percentiles (valid input pixels) that size the "
-                                      "trajectory.", not_in_keys=LOOP_ONLY)
+    radius_percentiles: tuple = param(
+        (5.0, 50.0), "LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", not_in_keys=LOOP_ONLY
+    )
     expansion: float = param(0.3, "Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).")
-    outpaint: bool = param(True, "Outpaint a canvas around the input (--no-outpaint: the input frame only).",
-                           option="--outpaint/--no-outpaint")
+    outpaint: bool = param(
+        True,
+        "Outpaint a canvas around the input (--no-outpaint: the input frame only).",
+        option="--outpaint/--no-outpaint",
+    )
     init_iters: Optional[int] = param(
-        None, f"Scaffold optimisation iterations (default: {GPU_ITERS[0]} on GPU, {CPU_ITERS[0]} on CPU).")
+        None, f"Scaffold optimisation iterations (default: {GPU_ITERS[0]} on GPU, {CPU_ITERS[0]} on CPU)."
+    )
     view_iters: Optional[int] = param(
-        None, f"Optimisation iterations per added view (default: {GPU_ITERS[1]} on GPU, {CPU_ITERS[1]} on CPU).",
-        not_in_keys=LOOP_ONLY)
+        None,
+        f"Optimisation iterations per added view (default: {GPU_ITERS[1]} on GPU, {CPU_ITERS[1]} on CPU).",
+        not_in_keys=LOOP_ONLY,
+    )
     scan_scale: Optional[float] = param(
-        None, "Resolution of the fast hole scan, a fraction of the candidate size (default: 1/4, at least 64 px on "
-        "the long side).", not_in_keys=LOOP_ONLY)
+        None,
+        "Resolution of the fast hole scan, a fraction of the candidate size (default: 1/4, at least 64 px on "
+        "the long side).",
+        not_in_keys=LOOP_ONLY,
+    )
     refine_tolerance: float = param(
-        0.03, "Error bound of the fast hole scan (0.022 measured): closer calls are measured exactly.",
-        not_in_keys=LOOP_ONLY)
-    edge_times: float = param(0.05, "Depth-edge threshold: a jump of this fraction of the depth range is an edge "
-                                    "(smaller: more edges).")
-    depth_weight: float = param(1.0, "Weight of the depth error in the optimisation (keeps Gaussians at the depth "
-                                     "they were placed; 0 = photometric only).")
+        0.03,
+        "Error bound of the fast hole scan (0.022 measured): closer calls are measured exactly.",
+        not_in_keys=LOOP_ONLY,
+    )
+    edge_times: float = param(
+        0.05, "Depth-edge threshold: a jump of this fraction of the depth range is an edge (smaller: more edges)."
+    )
+    depth_weight: float = param(
+        1.0,
+        "Weight of the depth error in the optimisation (keeps Gaussians at the depth "
+        "they were placed; 0 = photometric only).",
+    )
 
-    def resolved(self, device: str) -> "CoarseParams":
+    def resolved(self, device: str) -> CoarseParams:
         """These parameters with the optimisation iterations decided: the upstream counts on CUDA,
         the documented CPU defaults elsewhere (what the cache keys hold)."""
         base = GPU_ITERS if str(device).startswith("cuda") else CPU_ITERS
-        return replace(self, init_iters=base[0] if self.init_iters is None else int(self.init_iters),
-                       view_iters=base[1] if self.view_iters is None else int(self.view_iters))
+        return replace(
+            self,
+            init_iters=base[0] if self.init_iters is None else int(self.init_iters),
+            view_iters=base[1] if self.view_iters is None else int(self.view_iters),
+        )
 
     def validate(self) -> None:
         check_finite(self)
         require(self.n_frames >= 2, f"--n-frames must be at least 2 (input + ring), got {self.n_frames}")
         require(self.dense_multiplier >= 1, f"--dense-multiplier must be at least 1, got {self.dense_multiplier}")
-        require(self.margin >= 0 and self.margin % 2 == 0, f"--margin must be an even number of pixels >= 0, got {self.margin}")
-        require(0.0 <= self.min_ratio <= self.max_ratio <= 1.0,
-                f"--min-ratio/--max-ratio must satisfy 0 <= min <= max <= 1, got {self.min_ratio:g} {self.max_ratio:g}")
+        require(
+            self.margin >= 0 and self.margin % 2 == 0,
+            f"--margin must be an even number of pixels >= 0, got {self.margin}",
+        )
+        require(
+            0.0 <= self.min_ratio <= self.max_ratio <= 1.0,
+            f"--min-ratio/--max-ratio must satisfy 0 <= min <= max <= 1, got {self.min_ratio:g} {self.max_ratio:g}",
+        )
         require(self.adjacent_exclusion >= 0, f"--adjacent-exclusion must be 0 or more, got {self.adjacent_exclusion}")
         check_choice(self.fallback, FALLBACKS, "--fallback")
         check_choice(self.traj, TRAJECTORIES, "--traj")
         require(self.forward_ratio >= 0, f"--forward-ratio must be 0 or more, got {self.forward_ratio:g}")
         require(self.backward_ratio >= 0, f"--backward-ratio must be 0 or more, got {self.backward_ratio:g}")
-        require(0.0 <= self.expansion <= 2.0, f"--expansion is a total fraction between 0 and 2, got {self.expansion:g}")
-        require(self.init_iters is None or self.init_iters >= 0, f"--init-iters must be 0 or more, got {self.init_iters}")
-        require(self.view_iters is None or self.view_iters >= 0, f"--view-iters must be 0 or more, got {self.view_iters}")
-        require(self.scan_scale is None or 0.0 < self.scan_scale <= 1.0, f"the scan scale must be in (0, 1], got {self.scan_scale}")
+        require(
+            0.0 <= self.expansion <= 2.0, f"--expansion is a total fraction between 0 and 2, got {self.expansion:g}"
+        )
+        require(
+            self.init_iters is None or self.init_iters >= 0, f"--init-iters must be 0 or more, got {self.init_iters}"
+        )
+        require(
+            self.view_iters is None or self.view_iters >= 0, f"--view-iters must be 0 or more, got {self.view_iters}"
+        )
+        require(
+            self.scan_scale is None or 0.0 < self.scan_scale <= 1.0,
+            f"the scan scale must be in (0, 1], got {self.scan_scale}",
+        )
         require(self.refine_tolerance >= 0, f"the refine tolerance must be 0 or more, got {self.refine_tolerance}")
         require(self.edge_times > 0, f"the depth-edge threshold must be positive, got {self.edge_times}")
         require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
         lo_hi = tuple(self.radius_percentiles)
-        require(len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
-                f"--radius-percentiles must be LOW HIGH with 0 <= LOW < HIGH <= 100, got {lo_hi}")
+        require(
+            len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
+            f"--radius-percentiles must be LOW HIGH with 0 <= LOW < HIGH <= 100, got {lo_hi}",
+        )
 
 
 VIEWS_APART = ("fine-views",)  # a field of the MCS loop: the choice of views does not depend on it
@@ -283,19 +342,30 @@ class FineParams:
     steps: int = param(9, "Refinement steps: the last STEPS of the schedule.", not_in_keys=VIEWS_APART)
     total_steps: int = param(25, "Length of the full sampling schedule.", not_in_keys=VIEWS_APART)
     gs_iters: int = param(192, "Optimisation iterations of each scene rectification.", not_in_keys=VIEWS_APART)
-    rect_weight: float = param(0.5, "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the "
-                                    "scene).", not_in_keys=VIEWS_APART)
-    margin: int = param(16, "Pixels added to each side of the refined views (rounded up so both sides are multiples "
-                            "of 16).")
-    candidate_stride: int = param(3, "Candidate views: every Nth pose of the coarse trajectory (plus the coarse "
-                                     "views).")
-    select_scale: float = param(0.25, "Resolution of the hole-ratio renders that choose the views, a fraction of "
-                                      "their size.")
+    rect_weight: float = param(
+        0.5,
+        "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene).",
+        not_in_keys=VIEWS_APART,
+    )
+    margin: int = param(
+        16, "Pixels added to each side of the refined views (rounded up so both sides are multiples of 16)."
+    )
+    candidate_stride: int = param(
+        3, "Candidate views: every Nth pose of the coarse trajectory (plus the coarse views)."
+    )
+    select_scale: float = param(
+        0.25, "Resolution of the hole-ratio renders that choose the views, a fraction of their size."
+    )
     guidance: float = param(FluxParams.guidance, "Flux Fill guidance of the refinement.", not_in_keys=VIEWS_APART)
-    rescale: str = param("shrink", "Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), "
-                                   "match (both ways, can overshoot) or none.", not_in_keys=VIEWS_APART)
-    depth_weight: float = param(1.0, "Weight of the anchors' depth error in each scene fit (0 = photometric only).",
-                                not_in_keys=VIEWS_APART)
+    rescale: str = param(
+        "shrink",
+        "Implied-velocity rescale to the predicted norm: shrink (only ever shortens it), "
+        "match (both ways, can overshoot) or none.",
+        not_in_keys=VIEWS_APART,
+    )
+    depth_weight: float = param(
+        1.0, "Weight of the anchors' depth error in each scene fit (0 = photometric only).", not_in_keys=VIEWS_APART
+    )
     seed: int = param(SEED, "Random seed; part of every cache key.", not_in_keys=KEYED_APART)
     render_backend: str = param("auto", "auto, gsplat or torch.", not_in_keys=KEYED_APART)
 
@@ -303,8 +373,10 @@ class FineParams:
         check_finite(self)
         require(self.views >= 1, f"--views must be at least 1, got {self.views}")
         require(self.total_steps >= 1, f"--total-steps must be at least 1, got {self.total_steps}")
-        require(1 <= self.steps <= self.total_steps,
-                f"--steps must be between 1 and --total-steps ({self.total_steps}), got {self.steps}")
+        require(
+            1 <= self.steps <= self.total_steps,
+            f"--steps must be between 1 and --total-steps ({self.total_steps}), got {self.steps}",
+        )
         require(self.gs_iters >= 0, f"--gs-iters must be 0 or more, got {self.gs_iters}")
         require(0.0 <= self.rect_weight <= 1.0, f"--rect-weight must be between 0 and 1, got {self.rect_weight:g}")
         check_choice(self.rescale, RESCALES, "--rescale")
@@ -339,12 +411,17 @@ class VideoParams:
 class ExportParams:
     """`vd export` options with defaults of their own."""
 
-    spz_version: int = param(3, "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, "
-                                "Spark, Babylon.js, three.js and splat-transform; 2 for older readers).")
+    spz_version: int = param(
+        3,
+        "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, "
+        "Spark, Babylon.js, three.js and splat-transform; 2 for older readers).",
+    )
 
     def validate(self) -> None:
-        require(self.spz_version in SPZ_VERSIONS,
-                f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {self.spz_version}")
+        require(
+            self.spz_version in SPZ_VERSIONS,
+            f"--spz-version must be one of {', '.join(map(str, SPZ_VERSIONS))}, got {self.spz_version}",
+        )
 
 
 # ------------------------------------------------------------------------------ vd refine
@@ -382,8 +459,11 @@ class RefineParams:
         thinness/thickness key (anywhere in it), an unknown key or a value of the wrong type."""
         require(isinstance(cfg, dict), f"{where} must hold a table/object of refine parameters")
         bad = _forbidden_keys(cfg)
-        require(not bad, f"{where} asks for {', '.join(bad)}: thinness/thickness regularisers are an explicit "
-                         "non-goal of vd refine (it supervises depth and normals only); remove these keys")
+        require(
+            not bad,
+            f"{where} asks for {', '.join(bad)}: thinness/thickness regularisers are an explicit "
+            "non-goal of vd refine (it supervises depth and normals only); remove these keys",
+        )
         types = {f.name: type(f.default) for f in fields(cls)}
         unknown = [k for k in cfg if k not in types]
         require(not unknown, f"{where} has unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(types)}")
@@ -392,13 +472,15 @@ class RefineParams:
             t = types[k]
             if t is float and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
-            require(isinstance(v, t) and not (t is int and isinstance(v, bool)),
-                    f"{where}: {k} must be a {t.__name__}, got {v!r}")
+            require(
+                isinstance(v, t) and not (t is int and isinstance(v, bool)),
+                f"{where}: {k} must be a {t.__name__}, got {v!r}",
+            )
             out[k] = v
         return out
 
     @classmethod
-    def resolve(cls, config: Optional[dict] = None, **options) -> "RefineParams":
+    def resolve(cls, config: Optional[dict] = None, **options) -> RefineParams:
         """The defaults, then a config mapping, then the options given (None: not given); validated."""
         values = cls.check_mapping(dict(config or {}), "the refine config")
         values.update(cls.check_mapping(given(**options), "the refine options"))
@@ -443,7 +525,41 @@ def _forbidden_keys(obj, prefix: str = "") -> list[str]:
     return found
 
 
-__all__ = ["SEED", "SPZ_VERSIONS", "ExportParams", "MAX_RESOLUTION", "TRAJECTORIES", "FALLBACKS", "RESCALES", "RENDER_BACKENDS", "CoarseParams", "FineParams", "FluxParams", "GIB", "OFFLOAD_MODES", "OFFLOAD_CHOICES",
-           "VideoParams", "check_choice", "check_device", "check_finite", "check_intrinsics", "check_max_resolution", "given",
-           "option_name", "require", "RefineParams", "KEYED_APART", "CPU_ITERS", "GPU_ITERS", "LOOP_ONLY", "OFFLOAD_HELP", "RunOptions",
-           "VIEWS_APART", "VRAM_BUDGET_HELP", "help_of", "key_params", "option_of", "param"]
+__all__ = [
+    "SEED",
+    "SPZ_VERSIONS",
+    "ExportParams",
+    "MAX_RESOLUTION",
+    "TRAJECTORIES",
+    "FALLBACKS",
+    "RESCALES",
+    "RENDER_BACKENDS",
+    "CoarseParams",
+    "FineParams",
+    "FluxParams",
+    "GIB",
+    "OFFLOAD_MODES",
+    "OFFLOAD_CHOICES",
+    "VideoParams",
+    "check_choice",
+    "check_device",
+    "check_finite",
+    "check_intrinsics",
+    "check_max_resolution",
+    "given",
+    "option_name",
+    "require",
+    "RefineParams",
+    "KEYED_APART",
+    "CPU_ITERS",
+    "GPU_ITERS",
+    "LOOP_ONLY",
+    "OFFLOAD_HELP",
+    "RunOptions",
+    "VIEWS_APART",
+    "VRAM_BUDGET_HELP",
+    "help_of",
+    "key_params",
+    "option_of",
+    "param",
+]

@@ -33,14 +33,22 @@ if TYPE_CHECKING:
 
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1",
-    "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4",
-    "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _MAX_HEADER = 1 << 20
@@ -75,8 +83,11 @@ def inria_property_names(sh_degree: int) -> list[str]:
 
 
 def _comment_lines(comments: dict | None) -> list[str]:
-    merged: dict[str, Any] = {"vd_version": __version__, "up": "-y",
-                              "convention": "OpenCV (x right, y down, z forward); world = input camera"}
+    merged: dict[str, Any] = {
+        "vd_version": __version__,
+        "up": "-y",
+        "convention": "OpenCV (x right, y down, z forward); world = input camera",
+    }
     if comments:
         merged.update(comments)
     lines = []
@@ -139,8 +150,14 @@ def encode_ply(g, *, comments: dict | None = None, sh_degree: int | None = None)
         table = table[keep]
     names = inria_property_names(deg)
     assert table.shape[1] == len(names)
-    header = ["ply", "format binary_little_endian 1.0", *_comment_lines(comments),
-              f"element vertex {table.shape[0]}", *[f"property float {p}" for p in names], "end_header"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        *_comment_lines(comments),
+        f"element vertex {table.shape[0]}",
+        *[f"property float {p}" for p in names],
+        "end_header",
+    ]
     data = ("\n".join(header) + "\n").encode("ascii", "replace") + np.ascontiguousarray(table).tobytes()
     return data, PlyReport(int(table.shape[0]), n_nonfinite, n_transparent, "", len(data))
 
@@ -191,7 +208,7 @@ def _parse_header(buf: bytes, where: str):
                 raise InputError(f"{where}: unsupported PLY format line {line!r} (line {lineno})")
             fmt = parts[1]
         elif kw == "comment":
-            comments.append(raw.strip()[len("comment"):].strip())
+            comments.append(raw.strip()[len("comment") :].strip())
         elif kw == "obj_info":
             comments.append(raw.strip())
         elif kw == "element":
@@ -281,7 +298,7 @@ def parse_comments(comments: list[str]) -> dict[str, Any]:
 
 
 def _sorted_numbered(names, prefix: str) -> list[str]:
-    found = [(int(n[len(prefix):]), n) for n in names if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    found = [(int(n[len(prefix) :]), n) for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()]
     return [n for _, n in sorted(found)]
 
 
@@ -349,7 +366,11 @@ class _Columns:
         self.used: set[str] = set()
         self.pos = {x: i for i, x in enumerate(self.names)}
         self.mat = None
-        if self.names and all(v.dtype[x] == np.dtype("<f4") for x in self.names) and v.dtype.itemsize == 4 * len(self.names):
+        if (
+            self.names
+            and all(v.dtype[x] == np.dtype("<f4") for x in self.names)
+            and v.dtype.itemsize == 4 * len(self.names)
+        ):
             try:  # all float32 little endian: one [N, P] view
                 self.mat = v.view("<f4").reshape(self.n, len(self.names))
             except ValueError:
@@ -368,7 +389,7 @@ class _Columns:
         self.used.update(names)
         idx = [self.pos[x] for x in names]
         if idx == list(range(idx[0], idx[0] + len(idx))):  # a run of columns: a strided slice
-            return np.ascontiguousarray(self.mat[:, idx[0]: idx[0] + len(idx)], dtype=np.float32)
+            return np.ascontiguousarray(self.mat[:, idx[0] : idx[0] + len(idx)], dtype=np.float32)
         return np.ascontiguousarray(self.mat[:, idx], dtype=np.float32)
 
 
@@ -431,8 +452,10 @@ def is_compressed(elems: dict) -> bool:
 
 
 def _compressed_error(path) -> InputError:
-    return InputError(f"{path} is a PlayCanvas compressed PLY; vd.export.read_gaussians reads it "
-                      f"(or convert it: vd export {path} --format ply -o OUT.ply)")
+    return InputError(
+        f"{path} is a PlayCanvas compressed PLY; vd.export.read_gaussians reads it "
+        f"(or convert it: vd export {path} --format ply -o OUT.ply)"
+    )
 
 
 def gaussian_columns(g) -> dict[str, np.ndarray]:
@@ -463,5 +486,15 @@ def read_ply_columns(path) -> tuple[dict[str, np.ndarray], dict]:
     return cols, meta
 
 
-__all__ = ["MIN_OPACITY", "PlyReport", "encode_ply", "gaussian_columns", "inria_property_names", "is_compressed", "parse_comments", "read_ply",
-           "read_ply_columns", "write_ply"]
+__all__ = [
+    "MIN_OPACITY",
+    "PlyReport",
+    "encode_ply",
+    "gaussian_columns",
+    "inria_property_names",
+    "is_compressed",
+    "parse_comments",
+    "read_ply",
+    "read_ply_columns",
+    "write_ply",
+]

@@ -81,8 +81,9 @@ class TrainView:
         self.camera_from_world = t(self.camera_from_world)
         self.mask = torch.ones(self.rgb.shape[:2], dtype=torch.bool) if self.mask is None else t(self.mask, torch.bool)
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.mask.shape != self.rgb.shape[:2]:
-            raise ValueError(f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, "
-                             f"{tuple(self.mask.shape)}")
+            raise ValueError(
+                f"TrainView needs rgb [H,W,3] and mask [H,W]; got {tuple(self.rgb.shape)}, {tuple(self.mask.shape)}"
+            )
         if self.depth is not None:
             self.depth = t(self.depth)
             ok = torch.isfinite(self.depth) & (self.depth > 0)
@@ -122,15 +123,21 @@ class DeviceView:
     normal: Optional[Tensor] = None
 
     @classmethod
-    def of(cls, v: TrainView, device, *, depth: bool) -> "DeviceView":
+    def of(cls, v: TrainView, device, *, depth: bool) -> DeviceView:
         mask = v.mask.to(device)
         n = int(mask.sum())
         target = v.depth.to(device) if depth and v.depth is not None else None
         trusted = v.depth_mask.to(device) if target is not None and v.depth_mask is not None else None
         return cls(
-            rgb=v.rgb.to(device), mask=None if n == mask.numel() else mask, K=v.K.to(device),
-            camera_from_world=v.camera_from_world.to(device), width=v.width, height=v.height, n_supervised=n,
-            depth=None if trusted is None else target, depth_mask=trusted,
+            rgb=v.rgb.to(device),
+            mask=None if n == mask.numel() else mask,
+            K=v.K.to(device),
+            camera_from_world=v.camera_from_world.to(device),
+            width=v.width,
+            height=v.height,
+            n_supervised=n,
+            depth=None if trusted is None else target,
+            depth_mask=trusted,
             n_depth=0 if trusted is None else int(trusted.sum()),
             normal=None if v.normal is None else v.normal.to(device),
         )
@@ -184,8 +191,9 @@ class GaussianAdam:
     def __init__(self, values: dict[str, Tensor], lrs: dict[str, float]):
         self.params = {k: torch.nn.Parameter(values[k].detach().clone()) for k in _FIELDS}
         fused = self.params["means"].device.type in _FUSED_ADAM_DEVICES  # no host read of the step count
-        self.opt = torch.optim.Adam([{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in _FIELDS],
-                                    eps=1e-15, fused=fused or None)
+        self.opt = torch.optim.Adam(
+            [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in _FIELDS], eps=1e-15, fused=fused or None
+        )
 
     def __len__(self) -> int:
         return int(self.params["means"].shape[0])
@@ -244,8 +252,13 @@ class GaussianAdam:
             made = []
             for _ in range(2):
                 noise = torch.randn(n_split, 3, generator=generator).to(sigma)
-                made.append({**src, "means": src["means"] + (R @ (noise * sigma)[..., None])[..., 0],
-                             "log_scales": src["log_scales"] - math.log(SPLIT_SHRINK)})
+                made.append(
+                    {
+                        **src,
+                        "means": src["means"] + (R @ (noise * sigma)[..., None])[..., 0],
+                        "log_scales": src["log_scales"] - math.log(SPLIT_SHRINK),
+                    }
+                )
             children = {k: torch.cat([m[k] for m in made]) for k in _FIELDS}
         self.keep_and_add(alive & ~split, children)
         return n_split, int((~alive).sum())
@@ -329,7 +342,7 @@ def optimise(
         lr.update(lrs)
     names = ["rgb"] + (["depth"] if depth_weight else [])
     weights = {"rgb": 1.0, "depth": float(depth_weight), **(terms.weights if terms is not None else {})}
-    for extra in (terms.weights if terms is not None else {}):
+    for extra in terms.weights if terms is not None else {}:
         if extra in names:
             raise ValueError(f"the loss term {extra!r} is vd.train's own")
         names.append(extra)
@@ -343,10 +356,23 @@ def optimise(
     # (the rest of the view is a constant of the loss: same gradients, far fewer pixels)
     # Adam moves a value by about its learning rate a step (more only where gradients jump)
     travel, growth = iters * lr["means"], math.exp(iters * lr["log_scales"])
-    windows = [None] * len(views_dev) if idx is None or terms is not None else [
-        reach_window(adam.params["means"].detach(), adam.params["log_scales"].detach(), v.camera_from_world, v.K,
-                     v.width, v.height, travel=travel, growth=growth)
-        for v in views_dev]
+    windows = (
+        [None] * len(views_dev)
+        if idx is None or terms is not None
+        else [
+            reach_window(
+                adam.params["means"].detach(),
+                adam.params["log_scales"].detach(),
+                v.camera_from_world,
+                v.K,
+                v.width,
+                v.height,
+                travel=travel,
+                growth=growth,
+            )
+            for v in views_dev
+        ]
+    )
     history = torch.zeros(iters, 1 + len(names), device=dev)
     zero = torch.zeros((), device=dev)
     grad_sum = torch.zeros(len(adam), device=dev) if densify is not None else None
@@ -375,7 +401,7 @@ def optimise(
         history[it] = torch.stack([loss.detach(), *(parts.get(k, zero).detach() for k in names)])
         if it == 0 or (it + 1) % log_every == 0 or it == iters - 1:
             row = history[it].tolist()  # the one read of the device in a logged step
-            rep.log.append({"iter": it + 1, "loss": row[0], **dict(zip(names, row[1:]))})
+            rep.log.append({"iter": it + 1, "loss": row[0], **dict(zip(names, row[1:], strict=False))})
             if progress is not None:
                 progress(it, row[0])
         if densify is not None and grad_sum is not None and densify.due(it + 1):
@@ -404,9 +430,18 @@ def optimise(
 REACH_MARGIN = 12  # px around the Gaussians' reach: the SSIM window's diameter (11), and one
 
 
-def reach_window(means: Tensor, log_scales: Tensor, camera_from_world: Tensor, K: Tensor, W: int, H: int, *,
-                 travel: float = 0.0, growth: float = 1.0,
-                 margin: int = REACH_MARGIN) -> tuple[int, int, int, int] | None:
+def reach_window(
+    means: Tensor,
+    log_scales: Tensor,
+    camera_from_world: Tensor,
+    K: Tensor,
+    W: int,
+    H: int,
+    *,
+    travel: float = 0.0,
+    growth: float = 1.0,
+    margin: int = REACH_MARGIN,
+) -> tuple[int, int, int, int] | None:
     """The pixel box (x0, y0, x1, y1) of a view that Gaussians [N] can change, with `margin`; None
     when it is (nearly) the whole view, or when some Gaussian is at or behind the camera plane.
 
@@ -444,8 +479,9 @@ def _weighted(parts: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     return total
 
 
-def _loss_terms(g: Gaussians, view: DeviceView, window, backend: str, ssim_lambda: float, with_depth: bool,
-                terms: LossTerms | None) -> dict[str, Tensor]:
+def _loss_terms(
+    g: Gaussians, view: DeviceView, window, backend: str, ssim_lambda: float, with_depth: bool, terms: LossTerms | None
+) -> dict[str, Tensor]:
     """One view's unweighted loss terms: "rgb" (`view_loss`), "depth" (the relative depth error,
     when `with_depth` and the view has a depth target) and the `terms`' own, over the whole view;
     or, over a `window`, each term's sum over its pixels divided by the whole view's counts (the
@@ -481,8 +517,9 @@ def _loss_terms(g: Gaussians, view: DeviceView, window, backend: str, ssim_lambd
     return parts
 
 
-def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor | None = None,
-                backend: str = "auto") -> None:
+def fit_colours(
+    g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor | None = None, backend: str = "auto"
+) -> None:
     """Solve, in place, for the base colours (SH DC) that reproduce `views` over their supervised
     pixels with the geometry and opacities fixed.
 
@@ -504,8 +541,11 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
     targets = []
     for v in views:  # with a trainable subset, only the window those Gaussians reach (as in `optimise`)
         rgb, mask, K, vm = v.rgb.to(dev), v.mask.to(dev), v.K.to(dev), v.camera_from_world.to(dev)
-        box = None if keep is None else reach_window(fixed["means"][keep], fixed["log_scales"][keep], vm, K,
-                                                         v.width, v.height)
+        box = (
+            None
+            if keep is None
+            else reach_window(fixed["means"][keep], fixed["log_scales"][keep], vm, K, v.width, v.height)
+        )
         if box is None:
             targets.append((rgb, mask, K[None], vm[None], v.width, v.height))
             continue
@@ -535,7 +575,7 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
     with torch.enable_grad():
         column = [weights(dc, *t, residual=False) for t in targets]
         for it in range(int(iters)):
-            for t, col in zip(targets, column):
+            for t, col in zip(targets, column, strict=False):
                 step = weights(dc, *t, residual=True) / col.clamp_min(1e-6)
                 ok = col > 1e-3 if keep is None else (col > 1e-3) & keep[:, None]
                 step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
@@ -544,5 +584,19 @@ def fit_colours(g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor 
         g.sh[:, 0] = dc
 
 
-__all__ = ["DEFAULT_LRS", "LOG_EVERY", "Densify", "DeviceView", "GaussianAdam", "LossTerms", "TrainReport", "TrainView",
-           "depth_loss", "fit_colours", "masked_l1", "optimise", "reach_window", "view_loss"]
+__all__ = [
+    "DEFAULT_LRS",
+    "LOG_EVERY",
+    "Densify",
+    "DeviceView",
+    "GaussianAdam",
+    "LossTerms",
+    "TrainReport",
+    "TrainView",
+    "depth_loss",
+    "fit_colours",
+    "masked_l1",
+    "optimise",
+    "reach_window",
+    "view_loss",
+]

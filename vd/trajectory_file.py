@@ -54,7 +54,9 @@ def load_trajectory(path: str | Path) -> np.ndarray:
             elif "views" in obj:
                 obj = [v.get("world_from_camera") if isinstance(v, dict) else None for v in obj["views"]]
             else:
-                raise InputError(f"trajectory file {p}: expected a list of 4x4 matrices, or an object with 'poses' or 'views'")
+                raise InputError(
+                    f"trajectory file {p}: expected a list of 4x4 matrices, or an object with 'poses' or 'views'"
+                )
         if not isinstance(obj, list) or not obj:
             raise InputError(f"trajectory file {p} holds no poses")
         return np.stack([_check_pose(m, f"{p}, pose {i}") for i, m in enumerate(obj)])

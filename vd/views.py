@@ -92,8 +92,11 @@ class View:
             K=torch.as_tensor(np.asarray(self.K, dtype=np.float32), device=device),
             camera_from_world=torch.as_tensor(self.camera_from_world(), dtype=torch.float32, device=device),
             depth=torch.from_numpy(np.ascontiguousarray(self.depth, dtype=np.float32)).to(device) if depth else None,
-            depth_mask=(torch.from_numpy(np.ascontiguousarray(self.spawn, dtype=bool)).to(device)
-                        if depth and self.spawn is not None else None),
+            depth_mask=(
+                torch.from_numpy(np.ascontiguousarray(self.spawn, dtype=bool)).to(device)
+                if depth and self.spawn is not None
+                else None
+            ),
         )
 
 
@@ -125,13 +128,20 @@ def decode_views(tensors: dict[str, np.ndarray], meta: list[dict], prefix: str =
     out = []
     for i, m in enumerate(meta):
         p = f"{prefix}{i}."
-        out.append(View(
-            name=m["name"], kind=m["kind"], rgb=np.asarray(tensors[p + "rgb"], dtype=np.uint8),
-            depth=np.asarray(tensors[p + "depth"], dtype=np.float32), K=np.asarray(tensors[p + "K"], dtype=np.float32),
-            world_from_camera=np.asarray(tensors[p + "pose"], dtype=np.float64),
-            supervise=tensors[p + "supervise"].astype(bool), spawn=tensors[p + "spawn"].astype(bool),
-            hole=tensors[p + "hole"].astype(bool), dense_index=m.get("dense_index"),
-        ))
+        out.append(
+            View(
+                name=m["name"],
+                kind=m["kind"],
+                rgb=np.asarray(tensors[p + "rgb"], dtype=np.uint8),
+                depth=np.asarray(tensors[p + "depth"], dtype=np.float32),
+                K=np.asarray(tensors[p + "K"], dtype=np.float32),
+                world_from_camera=np.asarray(tensors[p + "pose"], dtype=np.float64),
+                supervise=tensors[p + "supervise"].astype(bool),
+                spawn=tensors[p + "spawn"].astype(bool),
+                hole=tensors[p + "hole"].astype(bool),
+                dense_index=m.get("dense_index"),
+            )
+        )
     return out
 
 
@@ -141,7 +151,10 @@ def encode_record(views: list[View], gaussians, meta: dict) -> dict[str, bytes]:
     tensors, vmeta = encode_views(views, "f")
     if gaussians is not None:
         tensors.update({"g." + k: v.detach().cpu().contiguous().numpy() for k, v in gaussians.tensors().items()})
-    return {"data.safetensors": codecs.encode_tensors(tensors), "meta.json": codecs.encode_json({**meta, "frames": vmeta})}
+    return {
+        "data.safetensors": codecs.encode_tensors(tensors),
+        "meta.json": codecs.encode_json({**meta, "frames": vmeta}),
+    }
 
 
 def decode_record(record, device="cpu"):
@@ -183,14 +196,20 @@ def write_views(folder, views: list[View]) -> Path:
         atomic_write_bytes(d / "depth.npy", _npy(v.depth))
         for m in MASKS:
             atomic_write_bytes(d / f"{m}_mask.png", _mask_png(getattr(v, m)))
-        entries.append({
-            "name": v.name, "kind": v.kind, "width": v.width, "height": v.height,
-            "K": np.asarray(v.K, dtype=np.float64).tolist(),
-            "world_from_camera": np.asarray(v.world_from_camera, dtype=np.float64).tolist(),
-            "rgb": f"{rel}/rgb.png", "depth": f"{rel}/depth.npy",
-            **{f"{m}_mask": f"{rel}/{m}_mask.png" for m in MASKS},
-            "dense_index": v.dense_index,
-        })
+        entries.append(
+            {
+                "name": v.name,
+                "kind": v.kind,
+                "width": v.width,
+                "height": v.height,
+                "K": np.asarray(v.K, dtype=np.float64).tolist(),
+                "world_from_camera": np.asarray(v.world_from_camera, dtype=np.float64).tolist(),
+                "rgb": f"{rel}/rgb.png",
+                "depth": f"{rel}/depth.npy",
+                **{f"{m}_mask": f"{rel}/{m}_mask.png" for m in MASKS},
+                "dense_index": v.dense_index,
+            }
+        )
     remove_stale_views(folder / "views", len(views))
     doc = {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "convention": CONVENTION, "views": entries}
     return atomic_write_bytes(folder / "cameras.json", (json.dumps(doc, indent=1) + "\n").encode())
@@ -223,7 +242,9 @@ def read_views(folder) -> list[View]:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise InputError(f"cameras.json is malformed: {cj}") from None
     if version > VIEWS_VERSION:
-        raise InputError(f"{cj} is version {version} of the views format; this vd reads up to {VIEWS_VERSION}: upgrade vd")
+        raise InputError(
+            f"{cj} is version {version} of the views format; this vd reads up to {VIEWS_VERSION}: upgrade vd"
+        )
     if not isinstance(entries, list):
         raise InputError(f"cameras.json is malformed: {cj}")
     views = []
@@ -235,8 +256,12 @@ def read_views(folder) -> list[View]:
     for i, v in enumerate(views):
         shape = v.rgb.shape[:2]
         masks = [getattr(v, m) for m in MASKS]
-        if (np.shape(v.K) != (3, 3) or np.shape(v.world_from_camera) != (4, 4) or v.depth.shape != shape
-                or any(m.shape != shape for m in masks)):
+        if (
+            np.shape(v.K) != (3, 3)
+            or np.shape(v.world_from_camera) != (4, 4)
+            or v.depth.shape != shape
+            or any(m.shape != shape for m in masks)
+        ):
             raise InputError(f"view {i} of {cj} has inconsistent shapes")
     return views
 
@@ -255,15 +280,36 @@ def _read_view(folder: Path, e: dict, i: int, version: int) -> View:
         supervise, spawn, hole = (mask(e[f"{m}_mask"]) for m in MASKS)
     else:
         spawn = mask(e["mask"])
-        hole = mask(e["hole_mask"]) if e.get("hole_mask") and (folder / e["hole_mask"]).is_file() else np.zeros_like(spawn)
+        hole = (
+            mask(e["hole_mask"]) if e.get("hole_mask") and (folder / e["hole_mask"]).is_file() else np.zeros_like(spawn)
+        )
         supervise = np.ones_like(spawn) if kind == "input" else hole.copy()
     return View(
-        name=e.get("name", f"view_{i}"), kind=kind, rgb=rgb,
+        name=e.get("name", f"view_{i}"),
+        kind=kind,
+        rgb=rgb,
         depth=np.load(folder / e["depth"], allow_pickle=False).astype(np.float32),
-        K=np.asarray(e["K"], dtype=np.float64), world_from_camera=np.asarray(e["world_from_camera"], dtype=np.float64),
-        supervise=supervise, spawn=spawn, hole=hole, dense_index=e.get("dense_index"),
+        K=np.asarray(e["K"], dtype=np.float64),
+        world_from_camera=np.asarray(e["world_from_camera"], dtype=np.float64),
+        supervise=supervise,
+        spawn=spawn,
+        hole=hole,
+        dense_index=e.get("dense_index"),
     )
 
 
-__all__ = ["View", "KINDS", "MASKS", "VIEWS_FORMAT", "VIEWS_VERSION", "find_input", "remove_stale_views", "encode_views", "decode_views", "encode_record", "decode_record",
-           "write_views", "read_views"]
+__all__ = [
+    "View",
+    "KINDS",
+    "MASKS",
+    "VIEWS_FORMAT",
+    "VIEWS_VERSION",
+    "find_input",
+    "remove_stale_views",
+    "encode_views",
+    "decode_views",
+    "encode_record",
+    "decode_record",
+    "write_views",
+    "read_views",
+]

@@ -20,43 +20,88 @@ from pathlib import Path
 
 from vd import __version__
 from vd.errors import UsageError
-from vd.params import ExportParams
 from vd.export.compressed_ply import write_compressed_ply
 from vd.export.ply import export_ply, prepare
 from vd.export.splat import write_splat
 from vd.export.spz import write_spz
 from vd.export.transform import UP_DESCRIPTIONS
+from vd.params import ExportParams
 
 GAUSSIAN_FORMATS = ("ply", "compressed-ply", "splat", "spz")
 FORMATS = GAUSSIAN_FORMATS + ("sog", "glb", "mesh", "html", "colmap", "video")
-FIXED_FRAME_FORMATS = ("spz", "sog", "glb", "mesh", "html", "colmap", "video")  # written in one frame each: --up does not apply
+FIXED_FRAME_FORMATS = (
+    "spz",
+    "sog",
+    "glb",
+    "mesh",
+    "html",
+    "colmap",
+    "video",
+)  # written in one frame each: --up does not apply
 
 
-def export_gaussians(g, path, fmt: str, *, up: str = "-y", sh_degree: int | None = None, comments: dict | None = None,
-                     spz_version: int = ExportParams.spz_version) -> dict:
+def export_gaussians(
+    g,
+    path,
+    fmt: str,
+    *,
+    up: str = "-y",
+    sh_degree: int | None = None,
+    comments: dict | None = None,
+    spz_version: int = ExportParams.spz_version,
+) -> dict:
     """Write Gaussians in one of GAUSSIAN_FORMATS; returns a JSON-able report (SPZ is always RUB, so `up` is not used)."""
 
     path = Path(path)
     if fmt == "ply":
         rep = export_ply(g, path, up=up, sh_degree=sh_degree, comments=comments)
-        return {"format": fmt, "path": str(path), "written": rep.written, "dropped_nonfinite": rep.dropped_nonfinite,
-                "dropped_transparent": rep.dropped_transparent, "bytes": path.stat().st_size, "up": up}
+        return {
+            "format": fmt,
+            "path": str(path),
+            "written": rep.written,
+            "dropped_nonfinite": rep.dropped_nonfinite,
+            "dropped_transparent": rep.dropped_transparent,
+            "bytes": path.stat().st_size,
+            "up": up,
+        }
     if fmt == "compressed-ply":
         lines = [f"{k}: {v}" for k, v in (comments or {}).items()] + [f"up: {up}", f"convention: {UP_DESCRIPTIONS[up]}"]
         rep = write_compressed_ply(path, prepare(g, up=up, sh_degree=sh_degree), comments=_vd_comments() + lines)
-        return {"format": fmt, "path": str(path), "written": rep.written, "dropped_nonfinite": rep.dropped_nonfinite,
-                "dropped_transparent": rep.dropped_transparent, "bytes": rep.bytes, "chunks": rep.chunks, "up": up}
+        return {
+            "format": fmt,
+            "path": str(path),
+            "written": rep.written,
+            "dropped_nonfinite": rep.dropped_nonfinite,
+            "dropped_transparent": rep.dropped_transparent,
+            "bytes": rep.bytes,
+            "chunks": rep.chunks,
+            "up": up,
+        }
     if fmt == "splat":
         if sh_degree not in (None, 0):
             raise UsageError("the .splat format stores colour only (SH degree 0); drop --sh-degree or use ply")
         rep = write_splat(path, prepare(g, up=up, sh_degree=0))
-        return {"format": fmt, "path": str(path), "written": rep.written, "dropped_nonfinite": rep.dropped_nonfinite,
-                "dropped_transparent": rep.dropped_transparent, "bytes": rep.bytes, "up": up}
+        return {
+            "format": fmt,
+            "path": str(path),
+            "written": rep.written,
+            "dropped_nonfinite": rep.dropped_nonfinite,
+            "dropped_transparent": rep.dropped_transparent,
+            "bytes": rep.bytes,
+            "up": up,
+        }
     if fmt == "spz":
         rep = write_spz(path, prepare(g, sh_degree=sh_degree), version=spz_version)
-        return {"format": fmt, "path": str(path), "written": rep.written, "dropped_nonfinite": rep.dropped_nonfinite,
-                "dropped_transparent": rep.dropped_transparent, "bytes": rep.bytes, "spz_version": rep.version,
-                "axes": "RUB (x right, y up, z back)"}
+        return {
+            "format": fmt,
+            "path": str(path),
+            "written": rep.written,
+            "dropped_nonfinite": rep.dropped_nonfinite,
+            "dropped_transparent": rep.dropped_transparent,
+            "bytes": rep.bytes,
+            "spz_version": rep.version,
+            "axes": "RUB (x right, y up, z back)",
+        }
     raise UsageError(f"unknown Gaussian format {fmt!r}; choose one of {', '.join(GAUSSIAN_FORMATS)}")
 
 

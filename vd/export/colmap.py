@@ -163,7 +163,9 @@ def write_colmap_dataset(
             rgb = np.ascontiguousarray(v.rgb[..., :3].astype(np.uint8))
             h, w = rgb.shape[:2]
             if v.depth is None:
-                raise InputError(f"view {v.name} has no depth map; the refine dataset needs a depth prior for every view")
+                raise InputError(
+                    f"view {v.name} has no depth map; the refine dataset needs a depth prior for every view"
+                )
             depth = np.asarray(v.depth, np.float32)
             if depth.shape != (h, w):
                 raise InputError(f"view {v.name}: depth {depth.shape} does not match the image ({h}, {w})")
@@ -175,16 +177,28 @@ def write_colmap_dataset(
             np.save(tmp / "priors" / "depth" / f"{stem}.npy", np.where(valid, depth, 0).astype(np.float32))
             np.save(tmp / "priors" / "normal" / f"{stem}.npy", normal)
             n_files += 4
-            meta_views.append({
-                "index": i, "image_id": i + 1, "camera_id": i + 1, "name": name, "source_name": v.name,
-                "kind": v.kind, "width": w, "height": h, "K": np.asarray(v.K, float).tolist(),
-                "world_from_camera": np.asarray(v.world_from_camera, float).tolist(),
-                "image": f"images/{name}", "mask": f"masks/{name}",
-                "depth": f"priors/depth/{stem}.npy", "normal": f"priors/normal/{stem}.npy",
-                "mask_pixels": int(mask.sum()), "normal_pixels": int((nvalid & mask).sum()),
-                "mask_rule": "supervised pixels AND finite depth > 0",
-                **({"extra": {"dense_index": v.dense_index}} if v.dense_index is not None else {}),
-            })
+            meta_views.append(
+                {
+                    "index": i,
+                    "image_id": i + 1,
+                    "camera_id": i + 1,
+                    "name": name,
+                    "source_name": v.name,
+                    "kind": v.kind,
+                    "width": w,
+                    "height": h,
+                    "K": np.asarray(v.K, float).tolist(),
+                    "world_from_camera": np.asarray(v.world_from_camera, float).tolist(),
+                    "image": f"images/{name}",
+                    "mask": f"masks/{name}",
+                    "depth": f"priors/depth/{stem}.npy",
+                    "normal": f"priors/normal/{stem}.npy",
+                    "mask_pixels": int(mask.sum()),
+                    "normal_pixels": int((nvalid & mask).sum()),
+                    "mask_rule": "supervised pixels AND finite depth > 0",
+                    **({"extra": {"dense_index": v.dense_index}} if v.dense_index is not None else {}),
+                }
+            )
         xyz, prgb = points
         cams = [(v.K, v.width, v.height) for v in views]
         poses = [v.world_from_camera for v in views]
@@ -193,14 +207,21 @@ def write_colmap_dataset(
         (tmp / "sparse/0/points3D.txt").write_text(points3d_txt(np.asarray(xyz), np.asarray(prgb)))
         (tmp / "sparse/0/cameras.bin").write_bytes(cameras_bin(cams))
         (tmp / "sparse/0/images.bin").write_bytes(images_bin(poses, names))
-        (tmp / "sparse/0/points3D.bin").write_bytes(points3d_bin(np.asarray(xyz, np.float64), np.asarray(prgb, np.uint8)))
+        (tmp / "sparse/0/points3D.bin").write_bytes(
+            points3d_bin(np.asarray(xyz, np.float64), np.asarray(prgb, np.uint8))
+        )
         meta = {
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,
             "conventions": CONVENTIONS,
-            "colmap": {"sparse": "sparse/0", "camera_model": "PINHOLE", "text": True, "binary": True,
-                       "nerfstudio": "ns-train splatfacto colmap --data <DIR> --colmap-path sparse/0",
-                       "gsplat": "python examples/simple_trainer.py default --data_dir <DIR> --data_factor 1"},
+            "colmap": {
+                "sparse": "sparse/0",
+                "camera_model": "PINHOLE",
+                "text": True,
+                "binary": True,
+                "nerfstudio": "ns-train splatfacto colmap --data <DIR> --colmap-path sparse/0",
+                "gsplat": "python examples/simple_trainer.py default --data_dir <DIR> --data_factor 1",
+            },
             "provenance": {"vd_version": __version__, "mode": "single-image", **relative_paths(provenance or {}, out)},
             "points3D": {"count": int(len(xyz)), "source": (provenance or {}).get("points_source", "depth")},
             "views": meta_views,
@@ -232,10 +253,30 @@ def load_dataset(path) -> tuple[list[View], dict]:
         mask = np.asarray(Image.open(path / "masks" / f"{stem}.png").convert("L")) > 127
         depth = np.load(path / "priors" / "depth" / f"{stem}.npy", allow_pickle=False).astype(np.float32)
         normal = np.load(path / "priors" / "normal" / f"{stem}.npy", allow_pickle=False).astype(np.float32)
-        views.append(View(name=name, kind=kinds.get(name, "view"), rgb=rgb, depth=depth, K=K,
-                          world_from_camera=pose_from_colmap(q, t), supervise=mask, normal=normal))
+        views.append(
+            View(
+                name=name,
+                kind=kinds.get(name, "view"),
+                rgb=rgb,
+                depth=depth,
+                K=K,
+                world_from_camera=pose_from_colmap(q, t),
+                supervise=mask,
+                normal=normal,
+            )
+        )
     return views, meta
 
 
-__all__ = ["CONVENTIONS", "DATASET_FORMAT", "DATASET_VERSION", "SPARSE", "DatasetReport", "write_colmap_dataset",
-           "points_from_gaussians", "points_from_views", "check_target", "load_dataset"]
+__all__ = [
+    "CONVENTIONS",
+    "DATASET_FORMAT",
+    "DATASET_VERSION",
+    "SPARSE",
+    "DatasetReport",
+    "write_colmap_dataset",
+    "points_from_gaussians",
+    "points_from_views",
+    "check_target",
+    "load_dataset",
+]

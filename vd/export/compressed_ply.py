@@ -29,9 +29,24 @@ from vd.fsio import atomic_write_bytes
 
 CHUNK = 256
 CHUNK_PROPS = (
-    "min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
-    "min_scale_x", "min_scale_y", "min_scale_z", "max_scale_x", "max_scale_y", "max_scale_z",
-    "min_r", "min_g", "min_b", "max_r", "max_g", "max_b",
+    "min_x",
+    "min_y",
+    "min_z",
+    "max_x",
+    "max_y",
+    "max_z",
+    "min_scale_x",
+    "min_scale_y",
+    "min_scale_z",
+    "max_scale_x",
+    "max_scale_y",
+    "max_scale_z",
+    "min_r",
+    "min_g",
+    "min_b",
+    "max_r",
+    "max_g",
+    "max_b",
 )
 VERTEX_PROPS = ("packed_position", "packed_rotation", "packed_scale", "packed_color")
 
@@ -169,7 +184,9 @@ def encode_compressed_ply(a: SplatArrays, comments: list[str] | None = None) -> 
     return b"".join(parts), n, nchunks, 0
 
 
-def write_compressed_ply(path, g, *, sh_degree: int | None = None, comments: list[str] | None = None) -> CompressedReport:
+def write_compressed_ply(
+    path, g, *, sh_degree: int | None = None, comments: list[str] | None = None
+) -> CompressedReport:
     """Write Gaussians (or SplatArrays) as a PlayCanvas compressed PLY, atomically."""
 
     a = SplatArrays.from_gaussians(g).with_sh_degree(sh_degree)
@@ -249,10 +266,23 @@ def read_compressed_ply(path) -> tuple[SplatArrays, list[str]]:
     if rest is not None:
         sh[:, 1:, :] = np.transpose(rest.reshape(n, 3, k - 1), (0, 2, 1))
     comments = [str(c) for c in ply.comments]
-    arr = SplatArrays(means.astype(np.float32), log_scales.astype(np.float32), quats.astype(np.float32),
-                      opacity.astype(np.float32), sh)
+    arr = SplatArrays(
+        means.astype(np.float32),
+        log_scales.astype(np.float32),
+        quats.astype(np.float32),
+        opacity.astype(np.float32),
+        sh,
+    )
     return arr, comments
 
 
-__all__ = ["CompressedReport", "write_compressed_ply", "read_compressed_ply", "encode_compressed_ply",
-           "is_compressed_ply", "pack_rotation", "unpack_rotation", "CHUNK"]
+__all__ = [
+    "CompressedReport",
+    "write_compressed_ply",
+    "read_compressed_ply",
+    "encode_compressed_ply",
+    "is_compressed_ply",
+    "pack_rotation",
+    "unpack_rotation",
+    "CHUNK",
+]

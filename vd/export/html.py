@@ -68,11 +68,18 @@ def render_page(a: SplatArrays, *, K, width: int, height: int, title: str) -> tu
     # coarser positions would turn near-equal depths into ties drawn in another order
     bits = finest_fractional_bits(a.means, PAGE_FRACTIONAL_BITS)
     spz = encode_spz(a.with_sh_degree(0), SPZ_VERSION, fractional_bits=bits)
-    scene = {"generator": f"vd {__version__}", "count": len(a), "axes": "RUB (x right, y up, z back); input camera at the origin looking along -z",
-             "camera": {"K": np.asarray(K, float).tolist(), "width": int(width), "height": int(height)}}
-    page = (viewer_template().replace("__TITLE__", html.escape(title))
-            .replace("__SCENE_JSON__", _script_json(scene))
-            .replace("__SPZ_BASE64__", base64.b64encode(spz).decode("ascii")))
+    scene = {
+        "generator": f"vd {__version__}",
+        "count": len(a),
+        "axes": "RUB (x right, y up, z back); input camera at the origin looking along -z",
+        "camera": {"K": np.asarray(K, float).tolist(), "width": int(width), "height": int(height)},
+    }
+    page = (
+        viewer_template()
+        .replace("__TITLE__", html.escape(title))
+        .replace("__SCENE_JSON__", _script_json(scene))
+        .replace("__SPZ_BASE64__", base64.b64encode(spz).decode("ascii"))
+    )
     return page, len(spz)
 
 

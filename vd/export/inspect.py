@@ -87,8 +87,12 @@ def ply_stats(path) -> dict:
         s = np.stack([cols[c].astype(np.float64) for c in sc], 1)
         with np.errstate(over="ignore", invalid="ignore"):
             es = np.exp(s)
-        scales = {"median_exp": [_f(np.median(es[np.isfinite(es[:, i]), i])) if np.isfinite(es[:, i]).any() else None
-                                 for i in range(len(sc))]}
+        scales = {
+            "median_exp": [
+                _f(np.median(es[np.isfinite(es[:, i]), i])) if np.isfinite(es[:, i]).any() else None
+                for i in range(len(sc))
+            ]
+        }
         with np.errstate(over="ignore", invalid="ignore"):
             anis = {"x/y": _pcts(np.exp(s[:, 0] - s[:, 1]))}
             if len(sc) >= 3:

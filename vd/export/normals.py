@@ -17,7 +17,9 @@ def _grid(h: int, w: int, K: np.ndarray):
     return (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
 
 
-def normals_from_depth(depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def normals_from_depth(
+    depth: np.ndarray, K: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(normals float32 [H,W,3] in the camera frame, valid bool [H,W]) from z-depth [H,W]."""
     d = np.asarray(depth, np.float64)
     h, w = d.shape
@@ -73,7 +75,14 @@ def normals_from_depth_torch(depth, K, valid=None):
         dv = P[:, 2:, 1:-1] - P[:, :-2, 1:-1]
         c = torch.cross(du, dv, dim=-1)
         nrm = c.norm(dim=-1, keepdim=True)
-        inner = ok[:, 1:-1, 2:] & ok[:, 1:-1, :-2] & ok[:, 2:, 1:-1] & ok[:, :-2, 1:-1] & ok[:, 1:-1, 1:-1] & (nrm[..., 0] > 1e-12)
+        inner = (
+            ok[:, 1:-1, 2:]
+            & ok[:, 1:-1, :-2]
+            & ok[:, 2:, 1:-1]
+            & ok[:, :-2, 1:-1]
+            & ok[:, 1:-1, 1:-1]
+            & (nrm[..., 0] > 1e-12)
+        )
         c = c / nrm.clamp_min(1e-12)
         sign = torch.where((c * P[:, 1:-1, 1:-1]).sum(-1, keepdim=True) > 0, -1.0, 1.0).to(c)
         c = c * sign * inner[..., None]

@@ -25,13 +25,16 @@ if TYPE_CHECKING:
 
 AS_SPLATS_HINT = "pass --as-splats to read its vertices as opaque grey splats of scale 0.01 with no rotation"
 GAUSSIAN_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".glb")
-DECODED = {"compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)",
-           "splat": "splat (antimatter15, decoded)", "sog": "sog (PlayCanvas, decoded)",
-           "glb": "glb (glTF 2.0, KHR_gaussian_splatting, decoded)"}
+DECODED = {
+    "compressed-ply": "binary_little_endian (PlayCanvas compressed, decoded)",
+    "splat": "splat (antimatter15, decoded)",
+    "sog": "sog (PlayCanvas, decoded)",
+    "glb": "glb (glTF 2.0, KHR_gaussian_splatting, decoded)",
+}
 
 
 def gaussian_file_kind(path) -> str:
-    """"splat", "spz", "sog", "glb", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
+    """ "splat", "spz", "sog", "glb", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".splat", ".spz", ".sog", ".glb"):
@@ -51,23 +54,45 @@ def read_gaussians(path, *, require_splats: bool = False) -> tuple[Gaussians, di
         return g, {"format": "splat", "count": len(g), "sh_degree": 0, "comments": {}, "kind": "splat"}
     if kind == "spz":
         a, h = read_spz(path)
-        return a.to_gaussians(), {"format": f"spz v{h.version}", "count": len(a), "sh_degree": h.sh_degree,
-                                  "comments": {}, "kind": "spz", "antialiased": bool(h.flags & 1)}
+        return a.to_gaussians(), {
+            "format": f"spz v{h.version}",
+            "count": len(a),
+            "sh_degree": h.sh_degree,
+            "comments": {},
+            "kind": "spz",
+            "antialiased": bool(h.flags & 1),
+        }
     if kind == "sog":
         a, meta = read_sog(path)
         generator = (meta.get("asset") or {}).get("generator")
-        return a.to_gaussians(), {"format": "sog v2", "count": len(a), "sh_degree": a.sh_degree, "kind": "sog",
-                                  "comments": {"generator": generator} if generator else {}}
+        return a.to_gaussians(), {
+            "format": "sog v2",
+            "count": len(a),
+            "sh_degree": a.sh_degree,
+            "kind": "sog",
+            "comments": {"generator": generator} if generator else {},
+        }
     if kind == "glb":
         a, gltf = read_glb(path)
         generator = (gltf.get("asset") or {}).get("generator")
-        return a.to_gaussians(), {"format": "glb (KHR_gaussian_splatting)", "count": len(a), "sh_degree": a.sh_degree,
-                                  "kind": "glb", "comments": {"generator": generator} if generator else {}}
+        return a.to_gaussians(), {
+            "format": "glb (KHR_gaussian_splatting)",
+            "count": len(a),
+            "sh_degree": a.sh_degree,
+            "kind": "glb",
+            "comments": {"generator": generator} if generator else {},
+        }
     if kind == "compressed-ply":
         arrays, comments = read_compressed_ply(path)
         g = arrays.to_gaussians()
-        return g, {"format": "binary_little_endian", "count": len(g), "sh_degree": g.sh_degree,
-                   "comments": parse_comments(comments), "raw_comments": comments, "kind": "compressed"}
+        return g, {
+            "format": "binary_little_endian",
+            "count": len(g),
+            "sh_degree": g.sh_degree,
+            "comments": parse_comments(comments),
+            "raw_comments": comments,
+            "kind": "compressed",
+        }
     g, meta = read_ply(path)
     content = ply_content(meta["properties"], meta["elements"])
     if require_splats and not content.is_splats:
@@ -84,8 +109,14 @@ def read_columns(path) -> tuple[dict, dict]:
     g, meta = read_gaussians(path)
     elements = {"chunk": (len(g) + 255) // 256, "vertex": len(g)} if kind == "compressed-ply" else {"vertex": len(g)}
     fmt = DECODED.get(kind, f"{meta['format']} (decoded)")
-    return gaussian_columns(g), {"format": fmt, "comments": meta["comments"], "raw_comments": meta.get("raw_comments", []),
-                                 "elements": elements, "count": len(g), "header_bytes": None}
+    return gaussian_columns(g), {
+        "format": fmt,
+        "comments": meta["comments"],
+        "raw_comments": meta.get("raw_comments", []),
+        "elements": elements,
+        "count": len(g),
+        "header_bytes": None,
+    }
 
 
 __all__ = ["AS_SPLATS_HINT", "GAUSSIAN_SUFFIXES", "gaussian_file_kind", "read_gaussians", "read_columns"]

@@ -25,7 +25,12 @@ from vd.export.read import GAUSSIAN_SUFFIXES, gaussian_file_kind, read_gaussians
 from vd.ply import read_ply
 from vd.views import decode_record, read_views
 
-FOLDER_STAGES = {"fine": "fine.ply", "coarse": "coarse.ply", "scaffold": "scaffold.ply", "refine": "gaussians_refined.ply"}
+FOLDER_STAGES = {
+    "fine": "fine.ply",
+    "coarse": "coarse.ply",
+    "scaffold": "scaffold.ply",
+    "refine": "gaussians_refined.ply",
+}
 IMAGE_STAGES = ("fine", "coarse", "scaffold")
 STAGES = tuple(FOLDER_STAGES)
 
@@ -165,7 +170,9 @@ def _image_source(image: Path, stage: Optional[str]) -> Source:
         if found is not None:
             return found
     have = sorted({r.stage for r in recs})
-    raise InputError(f"vd has no {stage or 'scaffold, coarse or fine'} result cached for {image} (cached stages: {', '.join(have)})")
+    raise InputError(
+        f"vd has no {stage or 'scaffold, coarse or fine'} result cached for {image} (cached stages: {', '.join(have)})"
+    )
 
 
 def _from_records(image: Path, recs, st: str) -> Optional[Source]:
@@ -188,8 +195,9 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
     chain = [srec]
     if st == "coarse":
         # the coarse views are chained cache steps; follow the newest run after this scaffold
-        views = sorted((r for r in recs if r.stage == "coarse-view" and r.created >= srec.created - 1e-6),
-                       key=lambda r: r.created)
+        views = sorted(
+            (r for r in recs if r.stage == "coarse-view" and r.created >= srec.created - 1e-6), key=lambda r: r.created
+        )
         view_meta = {}
         for r in views:
             try:
@@ -223,8 +231,15 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
             state["g"] = Gaussians.cat(parts)
         return state
 
-    return Source(image, "image", st, f"the cached {st} stage ({len(chain) - 1} added view(s))",
-                  lambda: materialise()["g"], lambda: materialise()["frames"], prov)
+    return Source(
+        image,
+        "image",
+        st,
+        f"the cached {st} stage ({len(chain) - 1} added view(s))",
+        lambda: materialise()["g"],
+        lambda: materialise()["frames"],
+        prov,
+    )
 
 
 __all__ = ["Source", "resolve_source", "STAGES", "FOLDER_STAGES"]

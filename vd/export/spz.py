@@ -87,7 +87,9 @@ def _fixed24(means: np.ndarray, bits: int = FRACTIONAL_BITS) -> np.ndarray:
     fixed = np.round(means.astype(np.float64) * (1 << bits))
     lim = _MAX_FIXED / (1 << bits)
     if np.abs(fixed).max(initial=0) > _MAX_FIXED:
-        raise InputError(f"the scene reaches {np.abs(means).max():.1f} units from the origin; SPZ positions stop at ±{lim:.0f}")
+        raise InputError(
+            f"the scene reaches {np.abs(means).max():.1f} units from the origin; SPZ positions stop at ±{lim:.0f}"
+        )
     b = fixed.astype("<i4").reshape(-1, 1).view(np.uint8)  # [N*3, 4] little-endian
     return np.ascontiguousarray(b[:, :3]).reshape(-1)
 
@@ -177,8 +179,10 @@ def _parse_header(raw: bytes, where: str) -> SpzHeader:
     if magic != MAGIC:
         raise InputError(f"{where} is not an SPZ file (no NGSP magic number after decompression)")
     if version == 4:
-        raise InputError(f"{where} holds an SPZ version 4 header inside gzip, but version 4 files are not gzipped; "
-                         "the file is damaged")
+        raise InputError(
+            f"{where} holds an SPZ version 4 header inside gzip, but version 4 files are not gzipped; "
+            "the file is damaged"
+        )
     if version not in (1, 2, 3):
         raise InputError(f"{where} is SPZ version {version}; vd reads versions 1 to 4")
     if deg > 3:
@@ -210,8 +214,9 @@ def _v4_body(data: bytes, where: str) -> tuple[SpzHeader, bytes]:
         raise InputError(f"{where} carries SPZ extension records, which vd does not read yet")
     expected = 5 + (deg > 0)
     if streams != expected or table < V4_HEADER.size:
-        raise InputError(f"{where} has {streams} streams in its SPZ version 4 table "
-                         f"(expected {expected} for SH degree {deg})")
+        raise InputError(
+            f"{where} has {streams} streams in its SPZ version 4 table (expected {expected} for SH degree {deg})"
+        )
     off = table + streams * V4_STREAM.size
     if len(data) < off:
         raise InputError(f"{where} is truncated inside its SPZ version 4 stream table")
@@ -221,7 +226,7 @@ def _v4_body(data: bytes, where: str) -> tuple[SpzHeader, bytes]:
         if off + packed > len(data):
             raise InputError(f"{where} is truncated: stream {i + 1} of {streams} needs {packed} bytes past byte {off}")
         try:
-            body = zstandard.ZstdDecompressor().decompress(data[off:off + packed], max_output_size=raw)
+            body = zstandard.ZstdDecompressor().decompress(data[off : off + packed], max_output_size=raw)
         except zstandard.ZstdError as e:
             raise InputError(f"{where}: stream {i + 1} of its SPZ version 4 data is broken ({e})") from None
         if len(body) != raw:
@@ -282,7 +287,7 @@ def _decode_body(raw: bytes, start: int, h: SpzHeader, where: str) -> SplatArray
     off += n
     colors = np.frombuffer(raw, np.uint8, 3 * n, off).reshape(n, 3).astype(np.float64)
     off += 3 * n
-    log_scales = (np.frombuffer(raw, np.uint8, 3 * n, off).reshape(n, 3).astype(np.float32) / 16.0 - 10.0)
+    log_scales = np.frombuffer(raw, np.uint8, 3 * n, off).reshape(n, 3).astype(np.float32) / 16.0 - 10.0
     off += 3 * n
     rb = np.frombuffer(raw, np.uint8, rot_bytes * n, off).reshape(n, rot_bytes)
     quats = unpack_rotations_v3(rb) if rot_bytes == 4 else unpack_rotations_v2(rb)
@@ -290,7 +295,9 @@ def _decode_body(raw: bytes, start: int, h: SpzHeader, where: str) -> SplatArray
     sh = np.empty((n, k, 3), np.float32)
     sh[:, 0] = (colors / 255.0 - 0.5) / COLOR_SCALE
     if k > 1:
-        sh[:, 1:] = (np.frombuffer(raw, np.uint8, 3 * (k - 1) * n, off).reshape(n, k - 1, 3).astype(np.float32) - 128.0) / 128.0
+        sh[:, 1:] = (
+            np.frombuffer(raw, np.uint8, 3 * (k - 1) * n, off).reshape(n, k - 1, 3).astype(np.float32) - 128.0
+        ) / 128.0
     alpha = np.clip(alpha, 0.5 / 255, 1 - 0.5 / 255)
     logits = (np.log(alpha) - np.log1p(-alpha)).astype(np.float32)
     return rotate_splats(SplatArrays(means, log_scales, quats, logits, sh), RDF_TO_RUB)
@@ -307,6 +314,16 @@ def read_spz(path) -> tuple[SplatArrays, SpzHeader]:
     return decode_spz(_gunzip(data, str(p)), str(p))
 
 
-__all__ = ["SpzHeader", "SpzReport", "decode_spz", "encode_spz", "finest_fractional_bits",
-           "pack_rotations_v2", "pack_rotations_v3",
-           "read_spz", "unpack_rotations_v2", "unpack_rotations_v3", "write_spz"]
+__all__ = [
+    "SpzHeader",
+    "SpzReport",
+    "decode_spz",
+    "encode_spz",
+    "finest_fractional_bits",
+    "pack_rotations_v2",
+    "pack_rotations_v3",
+    "read_spz",
+    "unpack_rotations_v2",
+    "unpack_rotations_v3",
+    "write_spz",
+]

@@ -67,13 +67,16 @@ class SplatArrays:
     def sh_degree(self) -> int:
         return int(round(math.sqrt(self.sh.shape[1]))) - 1
 
-    def take(self, idx) -> "SplatArrays":
-        return SplatArrays(self.means[idx], self.log_scales[idx], self.quats[idx], self.opacity_logits[idx], self.sh[idx])
+    def take(self, idx) -> SplatArrays:
+        return SplatArrays(
+            self.means[idx], self.log_scales[idx], self.quats[idx], self.opacity_logits[idx], self.sh[idx]
+        )
 
     @classmethod
-    def from_gaussians(cls, g) -> "SplatArrays":
+    def from_gaussians(cls, g) -> SplatArrays:
         if isinstance(g, SplatArrays):
             return g
+
         def f(t) -> np.ndarray:
             return np.ascontiguousarray(t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t), np.float32)
 
@@ -87,7 +90,7 @@ class SplatArrays:
 
         return Gaussians(self.means, self.log_scales, self.quats, self.opacity_logits, self.sh)
 
-    def with_sh_degree(self, degree: int | None) -> "SplatArrays":
+    def with_sh_degree(self, degree: int | None) -> SplatArrays:
         if degree is None:
             return self
         if not 0 <= degree <= 3:
@@ -131,8 +134,15 @@ def filter_splats(a: SplatArrays, min_alpha: float = MIN_ALPHA) -> tuple[SplatAr
 # ---------------------------------------------------------------------- rotation
 _C1 = 0.4886025119029199
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-       -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
+_C3 = (
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+)
 
 
 def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
@@ -146,9 +156,13 @@ def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
         cols += [_C2[0] * x * y, _C2[1] * y * z, _C2[2] * (2 * zz - xx - yy), _C2[3] * x * z, _C2[4] * (xx - yy)]
     if degree >= 3:
         cols += [
-            _C3[0] * y * (3 * xx - yy), _C3[1] * x * y * z, _C3[2] * y * (4 * zz - xx - yy),
-            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy), _C3[4] * x * (4 * zz - xx - yy),
-            _C3[5] * z * (xx - yy), _C3[6] * x * (xx - 3 * yy),
+            _C3[0] * y * (3 * xx - yy),
+            _C3[1] * x * y * z,
+            _C3[2] * y * (4 * zz - xx - yy),
+            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            _C3[4] * x * (4 * zz - xx - yy),
+            _C3[5] * z * (xx - yy),
+            _C3[6] * x * (xx - 3 * yy),
         ]
     return np.stack(cols, axis=1)
 
@@ -216,6 +230,17 @@ def morton_order(means: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "C0", "MIN_ALPHA", "MIN_OPACITY_LOGIT", "UP_AXES", "SplatArrays", "FilterReport", "filter_splats",
-    "up_rotation", "rotate_splats", "apply_up", "sh_basis", "sh_rotation_matrix", "morton_order",
+    "C0",
+    "MIN_ALPHA",
+    "MIN_OPACITY_LOGIT",
+    "UP_AXES",
+    "SplatArrays",
+    "FilterReport",
+    "filter_splats",
+    "up_rotation",
+    "rotate_splats",
+    "apply_up",
+    "sh_basis",
+    "sh_rotation_matrix",
+    "morton_order",
 ]

@@ -142,7 +142,9 @@ def _check_sparse_binary(sp: Path, cams, imgs, problems: list[str]) -> None:
     if (sp / "cameras.bin").is_file() and cams is not None:
         try:
             bc = read_cameras_bin((sp / "cameras.bin").read_bytes(), str(sp / "cameras.bin"))
-            if set(bc) != set(cams) or any(bc[k][:3] != cams[k][:3] or not np.allclose(bc[k][3], cams[k][3], rtol=1e-9) for k in bc):
+            if set(bc) != set(cams) or any(
+                bc[k][:3] != cams[k][:3] or not np.allclose(bc[k][3], cams[k][3], rtol=1e-9) for k in bc
+            ):
                 problems.append(f"{sp / 'cameras.bin'}: disagrees with cameras.txt")
         except InputError as e:
             problems.append(str(e))
@@ -150,8 +152,13 @@ def _check_sparse_binary(sp: Path, cams, imgs, problems: list[str]) -> None:
         try:
             bi = {e[0]: e for e in read_images_bin((sp / "images.bin").read_bytes(), str(sp / "images.bin"))}
             ti = {e[0]: e for e in imgs}
-            if set(bi) != set(ti) or any(bi[k][4] != ti[k][4] or bi[k][3] != ti[k][3] or not np.allclose(bi[k][1], ti[k][1], atol=1e-9)
-                                         or not np.allclose(bi[k][2], ti[k][2], atol=1e-9) for k in bi):
+            if set(bi) != set(ti) or any(
+                bi[k][4] != ti[k][4]
+                or bi[k][3] != ti[k][3]
+                or not np.allclose(bi[k][1], ti[k][1], atol=1e-9)
+                or not np.allclose(bi[k][2], ti[k][2], atol=1e-9)
+                for k in bi
+            ):
                 problems.append(f"{sp / 'images.bin'}: disagrees with images.txt")
         except InputError as e:
             problems.append(str(e))
@@ -171,7 +178,9 @@ def _check_view(root: Path, entry, cams, meta_views: Optional[dict], problems: l
     size = None  # (H, W) of its camera
     if cams is not None:
         if cam_id not in cams:
-            problems.append(f"{sp / 'images.txt'}: {where} refers to camera {cam_id}, which cameras.txt does not define")
+            problems.append(
+                f"{sp / 'images.txt'}: {where} refers to camera {cam_id}, which cameras.txt does not define"
+            )
         else:
             size = (cams[cam_id][2], cams[cam_id][1])
     _check_image(root / "images" / name, size, cam_id, problems)
@@ -258,7 +267,9 @@ def _check_meta_view(mp: Path, mv: Optional[dict], entry, cams, problems: list[s
         K = np.asarray(mv["K"], float)
         if cams is not None and cam_id in cams and cams[cam_id][0] == "PINHOLE":
             fx, fy, cx, cy = cams[cam_id][3]
-            if K.shape != (3, 3) or not np.allclose([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], [fx, fy, cx, cy], rtol=1e-6, atol=1e-6):
+            if K.shape != (3, 3) or not np.allclose(
+                [K[0, 0], K[1, 1], K[0, 2], K[1, 2]], [fx, fy, cx, cy], rtol=1e-6, atol=1e-6
+            ):
                 problems.append(f"{mp}: K of {name} disagrees with camera {cam_id} in cameras.txt")
     except (KeyError, TypeError, ValueError):
         problems.append(f"{mp}: the view entry of {name} lacks a valid K or world_from_camera")
@@ -281,7 +292,9 @@ class DatasetInvalid(InputError):
     """A refine dataset failed validation; `problems` lists every problem found."""
 
     def __init__(self, path, problems: list[str]):
-        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) != 2 else ''})" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem{'s' if len(problems) != 2 else ''})" if len(problems) > 1 else ""
+        )
         super().__init__(f"{path} is not a valid refine dataset: {problems[0]}{more}")
         self.path, self.problems = path, problems
 

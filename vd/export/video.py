@@ -24,7 +24,7 @@ MAX_PIXELS = 4096 * 2160
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"WxH" -> (W, H), each side 16 to 4096 pixels and at most 4K's pixel count; UsageError otherwise."""
+    """ "WxH" -> (W, H), each side 16 to 4096 pixels and at most 4K's pixel count; UsageError otherwise."""
     parts = str(text).lower().replace("×", "x").split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise UsageError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1920x1080; got {text!r}")
@@ -88,15 +88,31 @@ def trajectory_poses(traj: str, frames: int, *, radius: float, width: int, heigh
     """world_from_camera poses [N,4,4]: a named trajectory (spiral, wobble, rot) or a file."""
 
     if traj in TRAJECTORIES:
-        return trajectory(traj, frames, radius, width=width, height=height) if traj != "rot" else trajectory(traj, frames, radius)
+        return (
+            trajectory(traj, frames, radius, width=width, height=height)
+            if traj != "rot"
+            else trajectory(traj, frames, radius)
+        )
     p = Path(traj)
     if p.exists():
         return load_trajectory(p)
-    raise UsageError(f"--traj must be one of {', '.join(TRAJECTORIES)} or a trajectory file (JSON or COLMAP images.txt); {traj!r} is neither")
+    raise UsageError(
+        f"--traj must be one of {', '.join(TRAJECTORIES)} or a trajectory file (JSON or COLMAP images.txt); {traj!r} is neither"
+    )
 
 
-def render_frames(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, backend="auto",
-                  side_by_side_depth=False, progress=None, batch: int = 1) -> np.ndarray:
+def render_frames(
+    g,
+    poses: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    backend="auto",
+    side_by_side_depth=False,
+    progress=None,
+    batch: int = 1,
+) -> np.ndarray:
     import torch
 
     rgbs, depths, alphas = [], [], []
@@ -104,7 +120,7 @@ def render_frames(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, 
     Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=g.device)
     with torch.no_grad():
         for i in range(0, len(poses), batch):
-            vm = torch.as_tensor(invert_pose(poses[i:i + batch]), dtype=torch.float32, device=g.device)
+            vm = torch.as_tensor(invert_pose(poses[i : i + batch]), dtype=torch.float32, device=g.device)
             out = render(g, vm, Kt[None].expand(len(vm), 3, 3), width, height, backend=backend)
             rgbs.append((out.rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
             if side_by_side_depth:
@@ -137,9 +153,17 @@ def encode(frames: np.ndarray, path: Path, fps: float) -> int:
         if suffix == ".mp4":
             import imageio.v2 as iio2
 
-            writer = iio2.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                     pixelformat="yuv420p", macro_block_size=1, quality=8,
-                                     ffmpeg_log_level="error")
+            writer = iio2.get_writer(
+                str(tmp),
+                format="FFMPEG",
+                mode="I",
+                fps=fps,
+                codec="libx264",
+                pixelformat="yuv420p",
+                macro_block_size=1,
+                quality=8,
+                ffmpeg_log_level="error",
+            )
             try:
                 for f in frames:
                     writer.append_data(f)
@@ -150,9 +174,22 @@ def encode(frames: np.ndarray, path: Path, fps: float) -> int:
     return os.path.getsize(path)
 
 
-def export_video(g, path, *, K, width: int, height: int, traj: str = "spiral", frames: int = 60, fps: float = 20.0,
-                 radius: float, side_by_side_depth: bool = False, backend: str = "auto", device=None,
-                 progress=None) -> VideoReport:
+def export_video(
+    g,
+    path,
+    *,
+    K,
+    width: int,
+    height: int,
+    traj: str = "spiral",
+    frames: int = 60,
+    fps: float = 20.0,
+    radius: float,
+    side_by_side_depth: bool = False,
+    backend: str = "auto",
+    device=None,
+    progress=None,
+) -> VideoReport:
 
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -165,10 +202,13 @@ def export_video(g, path, *, K, width: int, height: int, traj: str = "spiral", f
     poses = trajectory_poses(traj, frames, radius=radius, width=width, height=height)
     if device is not None:
         g = g.to(device)
-    imgs = render_frames(g, poses, K, width, height, backend=backend, side_by_side_depth=side_by_side_depth,
-                         progress=progress)
+    imgs = render_frames(
+        g, poses, K, width, height, backend=backend, side_by_side_depth=side_by_side_depth, progress=progress
+    )
     size = encode(imgs, path, fps)
-    return VideoReport(path, len(imgs), int(imgs.shape[2]), int(imgs.shape[1]), fps, time.perf_counter() - t0, size, traj)
+    return VideoReport(
+        path, len(imgs), int(imgs.shape[2]), int(imgs.shape[1]), fps, time.perf_counter() - t0, size, traj
+    )
 
 
 def read_video(path) -> np.ndarray:
@@ -182,5 +222,15 @@ def read_video(path) -> np.ndarray:
     return np.asarray(arr)[..., :3]
 
 
-__all__ = ["MAX_SIDE", "VideoReport", "export_video", "fit_camera", "parse_size",
-           "render_frames", "encode", "colorize_depth", "trajectory_poses", "read_video"]
+__all__ = [
+    "MAX_SIDE",
+    "VideoReport",
+    "export_video",
+    "fit_camera",
+    "parse_size",
+    "render_frames",
+    "encode",
+    "colorize_depth",
+    "trajectory_poses",
+    "read_video",
+]

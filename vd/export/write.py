@@ -33,10 +33,22 @@ NO_CAMERA_FOV = 60.0  # degrees: the camera of a video of a source without camer
 NO_CAMERA_SIZE = (512, 384)
 
 
-def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree: Optional[int] = None,
-                 video: Optional[VideoParams] = None, export: Optional[ExportParams] = None, force: bool = False,
-                 device: str = "cpu", progress=None, size: Optional[tuple[int, int]] = None,
-                 faces: Optional[int] = None, collider: bool = False) -> dict:
+def write_export(
+    src: Source,
+    fmt: str,
+    out: Path,
+    *,
+    up: str = "-y",
+    sh_degree: Optional[int] = None,
+    video: Optional[VideoParams] = None,
+    export: Optional[ExportParams] = None,
+    force: bool = False,
+    device: str = "cpu",
+    progress=None,
+    size: Optional[tuple[int, int]] = None,
+    faces: Optional[int] = None,
+    collider: bool = False,
+) -> dict:
     """Write `src` as `fmt` to `out`; returns the report (see the module docstring). `size`: (W, H) of a video
     (default the scene's input camera)."""
     export = export or ExportParams()
@@ -44,8 +56,9 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
     if fmt == "colmap":
         check_target(out, force)
         prov = {**src.provenance, "points_source": "gaussians"}
-        dataset = write_colmap_dataset(out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov,
-                                       force=force)
+        dataset = write_colmap_dataset(
+            out, src.views(), points=points_from_gaussians(src.gaussians()), provenance=prov, force=force
+        )
         return {"format": "colmap", **dataset.to_dict(), "source": str(src.path), "stage": src.stage}
     check_output_file(out, force)
     if fmt == "mesh":
@@ -55,14 +68,24 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
     g = src.gaussians()
     if fmt in GAUSSIAN_FORMATS:
         comments = {"source": str(src.path), "stage": src.stage} if src.stage else {"source": str(src.path)}
-        written = export_gaussians(g, out, fmt, up=up, sh_degree=sh_degree, comments=comments,
-                                   spz_version=export.spz_version)
+        written = export_gaussians(
+            g, out, fmt, up=up, sh_degree=sh_degree, comments=comments, spz_version=export.spz_version
+        )
         return {**written, "source": str(src.path), "stage": src.stage}
     if fmt == "sog":
         r = write_sog(out, g, sh_degree=sh_degree)
-        return {"format": fmt, "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
-                "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "converter": r.converter,
-                "axes": "vd's OpenCV world (-y up)", "source": str(src.path), "stage": src.stage}
+        return {
+            "format": fmt,
+            "path": str(out),
+            "written": r.written,
+            "dropped_nonfinite": r.dropped_nonfinite,
+            "dropped_transparent": r.dropped_transparent,
+            "bytes": r.bytes,
+            "converter": r.converter,
+            "axes": "vd's OpenCV world (-y up)",
+            "source": str(src.path),
+            "stage": src.stage,
+        }
     if fmt == "html":
         return write_page(src, g, out)
     if fmt == "glb":
@@ -72,8 +95,20 @@ def write_export(src: Source, fmt: str, out: Path, *, up: str = "-y", sh_degree:
     video = video or VideoParams()
     K, W, H, radius = video_camera(src, g)
     K, W, H = fit_camera(K, W, H, size)
-    rep = export_video(g, out, K=K, width=W, height=H, traj=video.traj, frames=video.frames, fps=video.fps, radius=radius,
-                       side_by_side_depth=video.side_by_side_depth, device=device, progress=progress)
+    rep = export_video(
+        g,
+        out,
+        K=K,
+        width=W,
+        height=H,
+        traj=video.traj,
+        frames=video.frames,
+        fps=video.fps,
+        radius=radius,
+        side_by_side_depth=video.side_by_side_depth,
+        device=device,
+        progress=progress,
+    )
     return {"format": "video", **rep.to_dict(), "source": str(src.path), "stage": src.stage}
 
 
@@ -82,9 +117,18 @@ def write_page(src: Source, g, out: Path) -> dict:
     K, W, H, _ = video_camera(src, g)
     pose = find_input(src.views()).world_from_camera if src.has_views else None
     r = write_html(out, g, K=K, width=W, height=H, world_from_camera=pose, title=f"{Path(src.path).name} (vd)")
-    return {"format": "html", "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
-            "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "scene_bytes": r.spz_bytes,
-            "camera": {"width": W, "height": H, "K": np.asarray(K, float).tolist()}, "source": str(src.path), "stage": src.stage}
+    return {
+        "format": "html",
+        "path": str(out),
+        "written": r.written,
+        "dropped_nonfinite": r.dropped_nonfinite,
+        "dropped_transparent": r.dropped_transparent,
+        "bytes": r.bytes,
+        "scene_bytes": r.spz_bytes,
+        "camera": {"width": W, "height": H, "K": np.asarray(K, float).tolist()},
+        "source": str(src.path),
+        "stage": src.stage,
+    }
 
 
 def write_gltf(src: Source, g, out: Path, sh_degree: Optional[int]) -> dict:
@@ -96,14 +140,24 @@ def write_gltf(src: Source, g, out: Path, sh_degree: Optional[int]) -> dict:
         v = find_input(src.views())
         camera = {"K": v.K, "width": v.width, "height": v.height, "world_from_camera": v.world_from_camera}
     r = write_glb(out, g, sh_degree=sh_degree, camera=camera)
-    return {"format": "glb", "path": str(out), "written": r.written, "dropped_nonfinite": r.dropped_nonfinite,
-            "dropped_transparent": r.dropped_transparent, "bytes": r.bytes, "sh_degree": r.sh_degree,
-            "axes": "glTF: +Y up, right-handed, the input camera at the origin looking along -Z",
-            "camera": camera is not None, "source": str(src.path), "stage": src.stage}
+    return {
+        "format": "glb",
+        "path": str(out),
+        "written": r.written,
+        "dropped_nonfinite": r.dropped_nonfinite,
+        "dropped_transparent": r.dropped_transparent,
+        "bytes": r.bytes,
+        "sh_degree": r.sh_degree,
+        "axes": "glTF: +Y up, right-handed, the input camera at the origin looking along -Z",
+        "camera": camera is not None,
+        "source": str(src.path),
+        "stage": src.stage,
+    }
 
 
-def write_mesh_export(src: Source, g, out: Path, *, faces: Optional[int], collider: bool, device: str = "cpu",
-                      progress=None) -> dict:
+def write_mesh_export(
+    src: Source, g, out: Path, *, faces: Optional[int], collider: bool, device: str = "cpu", progress=None
+) -> dict:
     """A triangle mesh fused from depth rendered at the source's cameras and along a fly-through of them."""
     from vd.export.mesh import MeshParams, export_mesh, mesh_cameras
     from vd.export.video import trajectory_poses
@@ -139,7 +193,9 @@ def video_camera(src: Source, g) -> tuple[np.ndarray, int, int, float]:
             return K, v.width, v.height, radius_from_points(means)
     W, H = NO_CAMERA_SIZE
     f = 0.5 * W / np.tan(np.deg2rad(NO_CAMERA_FOV) / 2)
-    log.info(f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin")
+    log.info(
+        f"export: {src.path} has no cameras; using a {NO_CAMERA_FOV:g}° field of view at {W}x{H} from the world origin"
+    )
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]]), W, H, radius_from_points(means)
 
 
@@ -153,5 +209,12 @@ def radius_from_points(means: np.ndarray) -> float:
     return r if np.isfinite(r) and r > 0 else 1.0
 
 
-__all__ = ["write_export", "write_gltf", "write_mesh_export", "write_page",
-           "check_output_file", "video_camera", "radius_from_points"]
+__all__ = [
+    "write_export",
+    "write_gltf",
+    "write_mesh_export",
+    "write_page",
+    "check_output_file",
+    "video_camera",
+    "radius_from_points",
+]

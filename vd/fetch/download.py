@@ -58,8 +58,8 @@ from vd.units import format_size
 if TYPE_CHECKING:
     import httpx
 
-CHUNK = 1 << 20                     # 1 MiB reads and writes
-DISK_MARGIN = 64 << 20              # keep this much free beyond the file itself
+CHUNK = 1 << 20  # 1 MiB reads and writes
+DISK_MARGIN = 64 << 20  # keep this much free beyond the file itself
 INCOMPLETE = ".incomplete"
 
 
@@ -80,7 +80,7 @@ class Fetched:
 
     path: Path
     sha256: Optional[str]
-    action: str                     # "present" | "downloaded" | "linked" | "copied"
+    action: str  # "present" | "downloaded" | "linked" | "copied"
     source: str = ""
     resumed_from: int = 0
     bytes: int = 0
@@ -155,14 +155,17 @@ def ensure_writable_dir(path: Path) -> Path:
     except OSError as e:
         if is_disk_full(e):
             raise NotEnoughSpace(models_disk_full(path)) from e
-        raise VdError(f"the models directory {path} is not writable ({e.strerror or e}); "
-                      "set VD_MODELS_DIR to a writable folder") from e
+        raise VdError(
+            f"the models directory {path} is not writable ({e.strerror or e}); set VD_MODELS_DIR to a writable folder"
+        ) from e
     return path
 
 
 def models_disk_full(folder: Path) -> str:
-    return (f"no space left on the device holding the models folder {folder}; free some space "
-            "(a partial download resumes) or set VD_MODELS_DIR to a folder on a bigger disk")
+    return (
+        f"no space left on the device holding the models folder {folder}; free some space "
+        "(a partial download resumes) or set VD_MODELS_DIR to a folder on a bigger disk"
+    )
 
 
 def check_disk(path: Path, need: int, what: str) -> None:
@@ -174,14 +177,15 @@ def check_disk(path: Path, need: int, what: str) -> None:
         raise NotEnoughSpace(
             f"not enough free disk space for {what}: need {format_size(need)} "
             f"plus a {format_size(DISK_MARGIN)} margin, but {path} has {format_size(free)} free; "
-            "free some space or set VD_MODELS_DIR to a bigger disk")
+            "free some space or set VD_MODELS_DIR to a bigger disk"
+        )
 
 
 def partials(dest: Path, name: str) -> list[Path]:
     """Leftover `<name>.<id>.incomplete` files for `name` in `dest`, largest first."""
     found = []
     for p in dest.glob(f"{name}.*{INCOMPLETE}"):
-        mid = p.name[len(name) + 1:-len(INCOMPLETE)]
+        mid = p.name[len(name) + 1 : -len(INCOMPLETE)]
         if mid and "." not in mid:
             try:
                 found.append((p.stat().st_size, p))
@@ -236,7 +240,11 @@ def hub_cache_candidates(spec: FileSpec) -> list[tuple[Source, Path]]:
         org, _, name = src.repo.partition("/")
         for cache in modelscope_cache_dirs():
             # modelscope >= 1.14 keeps models under hub/models/<org>/<name>; older ones hub/<org>/<name>
-            for base in (cache / "models" / org / name, cache / org / name, cache / "models" / org / name.replace(".", "___")):
+            for base in (
+                cache / "models" / org / name,
+                cache / org / name,
+                cache / "models" / org / name.replace(".", "___"),
+            ):
                 f = base / src.path
                 if f.is_file():
                     found.append((src, f))
@@ -258,10 +266,20 @@ def modelscope_cache_dirs() -> list[Path]:
 class FileDownload:
     """Download one file of a model into `dest`; see the module docstring for the steps."""
 
-    def __init__(self, spec: FileSpec, dest: Path, *, locks: Path, label: str,
-                 client_factory: Optional[Callable[[], httpx.Client]] = None, offline: bool = False,
-                 reporter: Optional[Reporter] = None, fetch_command: str = "vd fetch",
-                 use_hub_cache: bool = True, force: bool = False):
+    def __init__(
+        self,
+        spec: FileSpec,
+        dest: Path,
+        *,
+        locks: Path,
+        label: str,
+        client_factory: Optional[Callable[[], httpx.Client]] = None,
+        offline: bool = False,
+        reporter: Optional[Reporter] = None,
+        fetch_command: str = "vd fetch",
+        use_hub_cache: bool = True,
+        force: bool = False,
+    ):
         self.spec = spec
         self.dest = dest
         self.final = dest / spec.name
@@ -272,7 +290,7 @@ class FileDownload:
         self.reporter = reporter or Reporter()
         self.fetch_command = fetch_command
         self.use_hub_cache = use_hub_cache and not force
-        self.force = force              # download again even if present; replaced only once verified
+        self.force = force  # download again even if present; replaced only once verified
         self.tmp = dest / f"{spec.name}.{uuid.uuid4().hex[:8]}{INCOMPLETE}"
         self._client: Optional[httpx.Client] = None
 
@@ -283,7 +301,8 @@ class FileDownload:
         if self.offline and not (self.use_hub_cache and hub_cache_candidates(self.spec)):
             raise MissingWeightsError(
                 f"{self.label} is missing and the network is off (--offline / VD_OFFLINE=1); "
-                f"run without it: {self.fetch_command}")
+                f"run without it: {self.fetch_command}"
+            )
         ensure_writable_dir(self.dest)
         waited = []
 
@@ -302,7 +321,8 @@ class FileDownload:
                 if self.offline:
                     raise MissingWeightsError(
                         f"{self.label} is missing and the network is off (--offline / VD_OFFLINE=1); "
-                        f"run without it: {self.fetch_command}")
+                        f"run without it: {self.fetch_command}"
+                    )
                 return self._download()
             except OSError as e:
                 if is_disk_full(e):
@@ -350,7 +370,7 @@ class FileDownload:
                 except BaseException:
                     self.tmp.unlink(missing_ok=True)
                     raise
-            self._install(digest, chmod=action != "linked")   # a hard link shares the cache's inode
+            self._install(digest, chmod=action != "linked")  # a hard link shares the cache's inode
             self.reporter.note(f"{self.label}: reused {path} ({action})")
             return Fetched(self.final, digest, action, source=f"{where} {path}", bytes=size)
         return None
@@ -383,17 +403,19 @@ class FileDownload:
                 continue
             size = self.tmp.stat().st_size
             self._install(digest)
-            return Fetched(self.final, digest, "downloaded", source=src.label,
-                           resumed_from=resumed_from, bytes=size)
+            return Fetched(self.final, digest, "downloaded", source=src.label, resumed_from=resumed_from, bytes=size)
         # a partial file stays for the next run to resume (it is removed when known to be wrong)
         try:
             if self.tmp.stat().st_size == 0:
                 self.tmp.unlink()
         except OSError:
             pass
-        raise DownloadError(f"could not download {self.label}: "
-                            + "; ".join(f"{label}: {e}" for label, e in failures)
-                            + _advice(spec, [e for _, e in failures]), failures)
+        raise DownloadError(
+            f"could not download {self.label}: "
+            + "; ".join(f"{label}: {e}" for label, e in failures)
+            + _advice(spec, [e for _, e in failures]),
+            failures,
+        )
 
     def _from_source(self, src: Source) -> tuple[str, int]:
         """Bring `self.tmp` to the complete, verified file from `src`; returns (sha256, resumed_from)."""
@@ -484,12 +506,17 @@ class FileDownload:
                 status = r.status_code
                 if status == 416 and offset:
                     if self.spec.size is not None and offset == self.spec.size:
-                        return offset                 # already complete; verification follows
+                        return offset  # already complete; verification follows
                     self.reporter.restart("server refused the resume range; starting over")
                     self._truncate()
                     raise RangeRestart("HTTP 416 on resume")
-                failure = for_status(status, source=src.label, sent_token="Authorization" in headers,
-                                     needs_token=src.auth == "hf", retry_after=r.headers.get("retry-after"))
+                failure = for_status(
+                    status,
+                    source=src.label,
+                    sent_token="Authorization" in headers,
+                    needs_token=src.auth == "hf",
+                    retry_after=r.headers.get("retry-after"),
+                )
                 if failure is not None:
                     raise failure
                 ctype = r.headers.get("content-type", "").lower()
@@ -561,7 +588,7 @@ class FileDownload:
                             raise WrongContent(f"served more than the expected {limit} bytes")
                         view = memoryview(chunk)
                         while view:
-                            view = view[write(view):]
+                            view = view[write(view) :]
                         bg.update(chunk)
                         pos += n
                         unreported += n
@@ -569,7 +596,7 @@ class FileDownload:
                             self.reporter.advance(unreported)
                             unreported = 0
                 finally:
-                    bg.finish()                 # before the file (and its fd) is closed
+                    bg.finish()  # before the file (and its fd) is closed
                 if sync:
                     os.fsync(f.fileno())
         finally:
@@ -605,7 +632,7 @@ class _BackgroundHash:
         self.fd = fd
         self.sync_every = sync_every
         self.unsynced = 0
-        self.q: "queue.Queue" = queue.Queue(maxsize=8)
+        self.q: queue.Queue = queue.Queue(maxsize=8)
         self.done = False
         self.t = threading.Thread(target=self._run, name="vd-sha256", daemon=True)
         self.t.start()
@@ -622,7 +649,7 @@ class _BackgroundHash:
                     self.unsynced = 0
                     try:
                         os.fdatasync(self.fd)
-                    except OSError:     # e.g. a filesystem without fdatasync: the final fsync remains
+                    except OSError:  # e.g. a filesystem without fdatasync: the final fsync remains
                         self.fd = None
 
     def update(self, data: bytes) -> None:
@@ -640,11 +667,15 @@ def _advice(spec: FileSpec, failures: list[SourceError]) -> str:
     hint = ""
     gated = next((s for s in spec.sources if s.gated), None)
     if gated is not None and any(isinstance(e, AccessDenied) and e.status for e in failures):
-        hint = (f"; the Hugging Face repo is gated: accept its licence at "
-                f"https://huggingface.co/{gated.repo} and set HF_TOKEN")
+        hint = (
+            f"; the Hugging Face repo is gated: accept its licence at "
+            f"https://huggingface.co/{gated.repo} and set HF_TOKEN"
+        )
     if failures and all(isinstance(e, Unreachable) for e in failures):
-        hint += ("; no source could be reached: check the network, a proxy (--proxy, HTTPS_PROXY, ALL_PROXY) "
-                 "or a mirror (HF_ENDPOINT, VD_MODELSCOPE_ENDPOINT, --manifest)")
+        hint += (
+            "; no source could be reached: check the network, a proxy (--proxy, HTTPS_PROXY, ALL_PROXY) "
+            "or a mirror (HF_ENDPOINT, VD_MODELSCOPE_ENDPOINT, --manifest)"
+        )
     return hint
 
 

@@ -34,7 +34,7 @@ class FetchError(VdError):
 class SourceError(FetchError):
     """One source could not deliver the file; `str()` says what it answered."""
 
-    def gave_up(self, attempts: int) -> "SourceError":
+    def gave_up(self, attempts: int) -> SourceError:
         """Mark a transient failure as final after `attempts` tries (the message says so)."""
         self.args = (f"{self} (gave up after {attempts} attempts)",)
         return self
@@ -112,8 +112,9 @@ class NotEnoughSpace(FetchError):
 
 
 # --------------------------------------------------------------------------- mapping
-def for_status(status: int, *, source: str, sent_token: bool, needs_token: bool,
-               retry_after: Optional[str] = None) -> Optional[SourceError]:
+def for_status(
+    status: int, *, source: str, sent_token: bool, needs_token: bool, retry_after: Optional[str] = None
+) -> Optional[SourceError]:
     """The failure an HTTP status means, or None for 200 / 206.
 
     `source` labels the server in a busy message; `needs_token` (an `hf` source) and not

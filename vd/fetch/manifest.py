@@ -57,18 +57,19 @@ def modelscope_endpoint() -> str:
 class Source:
     """One place a file can come from. `url` is resolved against the current environment."""
 
-    kind: str                      # "url" | "hf" | "modelscope" | "file"
-    template: str                  # URL with {HF_ENDPOINT}/{MODELSCOPE_ENDPOINT} placeholders
-    auth: Optional[str] = None     # "hf": send HF_TOKEN as a Bearer token (only to this source)
-    repo: Optional[str] = None     # hub repo id for "hf"/"modelscope" sources
-    path: Optional[str] = None     # path inside the repo
+    kind: str  # "url" | "hf" | "modelscope" | "file"
+    template: str  # URL with {HF_ENDPOINT}/{MODELSCOPE_ENDPOINT} placeholders
+    auth: Optional[str] = None  # "hf": send HF_TOKEN as a Bearer token (only to this source)
+    repo: Optional[str] = None  # hub repo id for "hf"/"modelscope" sources
+    path: Optional[str] = None  # path inside the repo
     revision: Optional[str] = None
     gated: bool = False
 
     @property
     def url(self) -> str:
-        return (self.template.replace("{HF_ENDPOINT}", hf_endpoint())
-                .replace("{MODELSCOPE_ENDPOINT}", modelscope_endpoint()))
+        return self.template.replace("{HF_ENDPOINT}", hf_endpoint()).replace(
+            "{MODELSCOPE_ENDPOINT}", modelscope_endpoint()
+        )
 
     @property
     def label(self) -> str:
@@ -77,7 +78,7 @@ class Source:
         if self.kind == "modelscope":
             return f"ModelScope {self.repo}"
         if self.kind == "file":
-            return f"local file {self.url[len('file://'):]}"
+            return f"local file {self.url[len('file://') :]}"
 
         return urlsplit(self.url).netloc or self.url
 
@@ -103,7 +104,7 @@ class ModelSpec:
     description: str = ""
     license: str = ""
     homepage: str = ""
-    origin: str = "built-in"       # "built-in" or the manifest path
+    origin: str = "built-in"  # "built-in" or the manifest path
 
     def file(self, name: str) -> FileSpec:
         for f in self.files:
@@ -137,14 +138,26 @@ def _parse_source(raw, where: str) -> Source:
         repo, path, rev = raw["hf"], raw.get("path"), raw.get("revision") or "main"
         if not isinstance(repo, str) or "/" not in repo or not isinstance(path, str) or not path:
             raise _bad(where, 'an "hf" source needs "hf": "org/name" and "path"')
-        return Source("hf", "{HF_ENDPOINT}/" + f"{repo}/resolve/{rev}/{path}", auth="hf", repo=repo,
-                      path=path, revision=rev, gated=bool(raw.get("gated", False)))
+        return Source(
+            "hf",
+            "{HF_ENDPOINT}/" + f"{repo}/resolve/{rev}/{path}",
+            auth="hf",
+            repo=repo,
+            path=path,
+            revision=rev,
+            gated=bool(raw.get("gated", False)),
+        )
     if "modelscope" in raw:
         repo, path, rev = raw["modelscope"], raw.get("path"), raw.get("revision") or "master"
         if not isinstance(repo, str) or "/" not in repo or not isinstance(path, str) or not path:
             raise _bad(where, 'a "modelscope" source needs "modelscope": "org/name" and "path"')
-        return Source("modelscope", "{MODELSCOPE_ENDPOINT}/" + f"models/{repo}/resolve/{rev}/{path}",
-                      repo=repo, path=path, revision=rev)
+        return Source(
+            "modelscope",
+            "{MODELSCOPE_ENDPOINT}/" + f"models/{repo}/resolve/{rev}/{path}",
+            repo=repo,
+            path=path,
+            revision=rev,
+        )
     url = raw.get("url")
     if not isinstance(url, str) or not url:
         raise _bad(where, 'a source object needs "url", "hf" or "modelscope"')
@@ -201,16 +214,22 @@ def parse(data, origin: str) -> Manifest:
             srcs = f.get("sources")
             if not isinstance(srcs, list) or not srcs:
                 raise _bad(fwhere, 'each file needs a non-empty "sources" list')
-            files.append(FileSpec(
-                name=fname,
-                size=_parse_int(f.get("size"), fwhere, "size"),
-                sha256=sha,
-                sources=tuple(_parse_source(s, fwhere) for s in srcs),
-                approx_size=_parse_int(f.get("approx_size"), fwhere, "approx_size"),
-            ))
+            files.append(
+                FileSpec(
+                    name=fname,
+                    size=_parse_int(f.get("size"), fwhere, "size"),
+                    sha256=sha,
+                    sources=tuple(_parse_source(s, fwhere) for s in srcs),
+                    approx_size=_parse_int(f.get("approx_size"), fwhere, "approx_size"),
+                )
+            )
         models[mname] = ModelSpec(
-            name=mname, files=tuple(files), description=str(m.get("description", "")),
-            license=str(m.get("license", "")), homepage=str(m.get("homepage", "")), origin=origin,
+            name=mname,
+            files=tuple(files),
+            description=str(m.get("description", "")),
+            license=str(m.get("license", "")),
+            homepage=str(m.get("homepage", "")),
+            origin=origin,
         )
     return Manifest(models)
 

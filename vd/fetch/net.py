@@ -16,8 +16,7 @@ from vd.errors import UsageError
 if TYPE_CHECKING:
     import httpx
 
-_SCHEMES = {"http": "http", "https": "https", "socks5": "socks5", "socks5h": "socks5h",
-            "socks": "socks5"}
+_SCHEMES = {"http": "http", "https": "https", "socks5": "socks5", "socks5h": "socks5h", "socks": "socks5"}
 
 
 def normalise_proxy(url: str, where: str = "--proxy") -> str:
@@ -80,7 +79,7 @@ def make_client(proxy: Optional[str] = None) -> httpx.Client:
     t = timeout_seconds()
     return httpx.Client(
         mounts=mounts,
-        trust_env=False,               # proxies resolved above; env CA bundles still read below
+        trust_env=False,  # proxies resolved above; env CA bundles still read below
         verify=_verify_setting(),
         timeout=httpx.Timeout(t, connect=min(t, 15.0)),
         follow_redirects=True,

@@ -92,17 +92,25 @@ class FileState:
     model: str
     name: str
     path: Path
-    state: str                      # "present" | "partial" | "missing" | "wrong-size"
-    size: Optional[int]             # registry size (exact) or None
-    expected_bytes: Optional[int]   # exact or approximate size for display
-    on_disk: int = 0                # bytes of the installed file, or of the largest partial
-    sha256: Optional[str] = None    # published, or recorded locally
+    state: str  # "present" | "partial" | "missing" | "wrong-size"
+    size: Optional[int]  # registry size (exact) or None
+    expected_bytes: Optional[int]  # exact or approximate size for display
+    on_disk: int = 0  # bytes of the installed file, or of the largest partial
+    sha256: Optional[str] = None  # published, or recorded locally
     sha256_from: str = "published"  # "published" | "recorded" | "unknown"
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "file": self.name, "path": str(self.path), "state": self.state,
-                "size": self.size, "expected_bytes": self.expected_bytes, "on_disk": self.on_disk,
-                "sha256": self.sha256, "sha256_from": self.sha256_from}
+        return {
+            "model": self.model,
+            "file": self.name,
+            "path": str(self.path),
+            "state": self.state,
+            "size": self.size,
+            "expected_bytes": self.expected_bytes,
+            "on_disk": self.on_disk,
+            "sha256": self.sha256,
+            "sha256_from": self.sha256_from,
+        }
 
 
 def file_state(model: str, spec: FileSpec) -> FileState:
@@ -148,12 +156,19 @@ def status(models: Optional[Iterable[str]] = None, manifest_path: Optional[Path 
         else:
             state = "partial"
         sizes = [f.expected_bytes for f in files]
-        rows.append({
-            "model": name, "description": spec.description, "state": state,
-            "size": sum(s or 0 for s in sizes), "size_exact": all(f.size is not None for f in files),
-            "path": str(model_dir(name)), "origin": spec.origin, "license": spec.license,
-            "files": [f.as_dict() for f in files],
-        })
+        rows.append(
+            {
+                "model": name,
+                "description": spec.description,
+                "state": state,
+                "size": sum(s or 0 for s in sizes),
+                "size_exact": all(f.size is not None for f in files),
+                "path": str(model_dir(name)),
+                "origin": spec.origin,
+                "license": spec.license,
+                "files": [f.as_dict() for f in files],
+            }
+        )
     return rows
 
 
@@ -226,16 +241,23 @@ class FetchResult:
     model: str
     file: str
     path: Path
-    action: str                     # present | downloaded | linked | copied | missing
+    action: str  # present | downloaded | linked | copied | missing
     sha256: Optional[str] = None
     source: str = ""
     resumed_from: int = 0
     bytes: int = 0
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "file": self.file, "path": str(self.path), "action": self.action,
-                "sha256": self.sha256, "source": self.source, "resumed_from": self.resumed_from,
-                "bytes": self.bytes}
+        return {
+            "model": self.model,
+            "file": self.file,
+            "path": str(self.path),
+            "action": self.action,
+            "sha256": self.sha256,
+            "source": self.source,
+            "resumed_from": self.resumed_from,
+            "bytes": self.bytes,
+        }
 
 
 @dataclass
@@ -244,9 +266,15 @@ class FetchReport:
     missing: list[FetchResult] = field(default_factory=list)
 
 
-def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = None,
-          proxy: Optional[str] = None, manifest_path: Optional[Path | str] = None,
-          reporter: Optional[Reporter] = None, force: bool = False) -> FetchReport:
+def fetch(
+    models: Optional[Iterable[str]] = None,
+    *,
+    offline: Optional[bool] = None,
+    proxy: Optional[str] = None,
+    manifest_path: Optional[Path | str] = None,
+    reporter: Optional[Reporter] = None,
+    force: bool = False,
+) -> FetchReport:
     """Make every file of `models` (default: all) present and verified in the models directory.
 
     Offline, nothing touches the network: files are taken from a Hugging Face cache when
@@ -288,9 +316,17 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
     try:
         for m, f in todo:
             label = f"{m}/{f.name}"
-            dl = FileDownload(f, model_dir(m), locks=locks_dir(), label=label, client_factory=client_factory,
-                              offline=offline, reporter=reporter, fetch_command=fetch_command(m),
-                              force=force and not offline)
+            dl = FileDownload(
+                f,
+                model_dir(m),
+                locks=locks_dir(),
+                label=label,
+                client_factory=client_factory,
+                offline=offline,
+                reporter=reporter,
+                fetch_command=fetch_command(m),
+                force=force and not offline,
+            )
             try:
                 got = dl.run()
             except MissingWeightsError:
@@ -301,8 +337,9 @@ def fetch(models: Optional[Iterable[str]] = None, *, offline: Optional[bool] = N
                 if via != "direct":
                     raise DownloadError(f"{e} (proxies: {via})", e.failures) from None
                 raise
-            report.results.append(FetchResult(m, f.name, got.path, got.action, got.sha256, got.source,
-                                              got.resumed_from, got.bytes))
+            report.results.append(
+                FetchResult(m, f.name, got.path, got.action, got.sha256, got.source, got.resumed_from, got.bytes)
+            )
     finally:
         if client is not None:
             client.close()
@@ -322,8 +359,11 @@ class _Unclosable:
         pass
 
 
-def verify(models: Optional[Iterable[str]] = None, manifest_path: Optional[Path | str] = None,
-           reporter: Optional[Reporter] = None) -> list[dict]:
+def verify(
+    models: Optional[Iterable[str]] = None,
+    manifest_path: Optional[Path | str] = None,
+    reporter: Optional[Reporter] = None,
+) -> list[dict]:
     """Re-hash installed files; each row's `result` is ok | mismatch | recorded | missing | wrong-size."""
     man = manifest(manifest_path)
     rows = []
@@ -379,7 +419,8 @@ def require(model: str, *, auto_fetch: Optional[bool] = None) -> dict[str, Path]
         why = " and the network is off (VD_OFFLINE=1)" if auto_fetch and env_offline() else ""
         raise MissingWeightsError(
             f"model weights for {model!r} are missing ({names}, about {format_size(size)}, "
-            f"in {model_dir(model)}){why}; run: {fetch_command(model)}")
+            f"in {model_dir(model)}){why}; run: {fetch_command(model)}"
+        )
     return {f.name: model_dir(model) / f.name for f in spec.files}
 
 
@@ -398,7 +439,8 @@ def weights_id(model: str) -> str:
             if st.state != "present":
                 raise MissingWeightsError(
                     f"model weights for {model!r} are missing ({f.name} in {model_dir(model)}); "
-                    f"run: {fetch_command(model)}")
+                    f"run: {fetch_command(model)}"
+                )
             digest = st.sha256
             if digest is None:
                 digest = sha256_file(st.path)

@@ -111,8 +111,9 @@ def get_inpaint_backend(
         from vd.models.fsr_inpaint import FsrInpaint
 
         return FsrInpaint()
-    return FluxFillInpaint(device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch,
-                           vram_budget=vram_budget)
+    return FluxFillInpaint(
+        device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+    )
 
 
 __all__ = ["get_depth_backend", "get_inpaint_backend", "flux_weights_available"]

@@ -27,7 +27,6 @@ from vd.models.depth import DepthBackend, DepthResult, check_rgb, sidecar_depth
 from vd.models.intrinsics import find_intrinsics, original_image_size, read_intrinsics_json, resolve_K
 
 
-
 def read_depth_file(path) -> np.ndarray:
     """Read a depth map as float32 [H, W]; invalid pixels become 0."""
     p = check_input_file(path, "depth map")

@@ -16,7 +16,6 @@ samplers from them (the fine stage, the benches):
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +27,17 @@ from vd.errors import MissingWeightsError
 from vd.models.flux_loading import config_dir, load_ae, load_transformer
 from vd.models.flux_model import FluxFill
 from vd.models.flux_offload import SequentialOffload, transformer_units
-from vd.models.flux_sampling import (LATENT_CHANNELS, VAE_FACTOR, latent_image_ids, mask_tokens, pack_latents,
-                                     schedule, shift_mu, time_shift, unpack_latents)
+from vd.models.flux_sampling import (
+    LATENT_CHANNELS,
+    VAE_FACTOR,
+    latent_image_ids,
+    mask_tokens,
+    pack_latents,
+    schedule,
+    shift_mu,
+    time_shift,
+    unpack_latents,
+)
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 from vd.models.memory import release_torch_memory
 from vd.models.offload import DEFAULT_WORK_PIXELS, place
@@ -40,8 +48,18 @@ log = logging.getLogger(__name__)
 class FluxFillInpaint(InpaintBackend):
     name = "flux-fill"
 
-    def __init__(self, *, device=None, offload: str = "auto", steps: int = 25, guidance: float = 30.0,
-                 auto_fetch=None, paths: Optional[dict] = None, config=None, vram_budget: Optional[int] = None):
+    def __init__(
+        self,
+        *,
+        device=None,
+        offload: str = "auto",
+        steps: int = 25,
+        guidance: float = 30.0,
+        auto_fetch=None,
+        paths: Optional[dict] = None,
+        config=None,
+        vram_budget: Optional[int] = None,
+    ):
         """`paths` (transformer, ae, txt, vec) and `config` (a folder with transformer/ and vae/)
         override the registry and the bundled configs (tests use tiny models this way).
         offload "auto" is decided from the free VRAM (capped at `vram_budget` bytes) when the model loads."""
@@ -63,7 +81,9 @@ class FluxFillInpaint(InpaintBackend):
             try:
                 from vd.fetch.registry import require_all
             except ImportError:  # pragma: no cover
-                raise MissingWeightsError("FLUX.1-Fill-dev weights are missing; run: vd fetch flux-fill flux-prompt") from None
+                raise MissingWeightsError(
+                    "FLUX.1-Fill-dev weights are missing; run: vd fetch flux-fill flux-prompt"
+                ) from None
             files = require_all(["flux-fill", "flux-prompt"], auto_fetch=self.auto_fetch)
             self._paths = {
                 "transformer": files["flux-fill"]["flux1-fill-dev.safetensors"],
@@ -101,8 +121,16 @@ class FluxFillInpaint(InpaintBackend):
         return self._ff
 
     def _build(self, p: dict) -> FluxFill:
-        return FluxFill.load(p["transformer"], p["ae"], p["txt"], p["vec"], device=self.device, offload=self.offload,
-                             config=self.config, evict_for_ae=self.evict_for_ae)
+        return FluxFill.load(
+            p["transformer"],
+            p["ae"],
+            p["txt"],
+            p["vec"],
+            device=self.device,
+            offload=self.offload,
+            config=self.config,
+            evict_for_ae=self.evict_for_ae,
+        )
 
     @property
     def evict_for_ae(self) -> bool:

@@ -35,8 +35,10 @@ def read_embedding(path, what: str):
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VdError(f"cannot read the {what} embedding {path} ({str(e).strip()[:120]}); "
-                      "re-fetch with: vd fetch flux-prompt --force") from None
+        raise VdError(
+            f"cannot read the {what} embedding {path} ({str(e).strip()[:120]}); "
+            "re-fetch with: vd fetch flux-prompt --force"
+        ) from None
     if isinstance(obj, dict):
         tensors = [v for v in obj.values() if hasattr(v, "shape")]
         if len(tensors) != 1:
@@ -52,8 +54,10 @@ def require_accelerate() -> None:
     try:
         import accelerate  # noqa: F401
     except ImportError:
-        raise VdError("loading FLUX.1-Fill-dev needs accelerate (without it diffusers builds the 12 B transformer "
-                      f"in fp32 on the CPU, ~48 GB of RAM); install it with: {ACCELERATE_INSTALL}") from None
+        raise VdError(
+            "loading FLUX.1-Fill-dev needs accelerate (without it diffusers builds the 12 B transformer "
+            f"in fp32 on the CPU, ~48 GB of RAM); install it with: {ACCELERATE_INSTALL}"
+        ) from None
 
 
 def _first_line(e: Exception) -> str:
@@ -74,8 +78,11 @@ def checkpoint_blocks(path) -> tuple[int, int]:
     count = {}
     for k in keys:
         parts = k.split(".")
-        if len(parts) > 2 and parts[1].isdigit() and parts[0] in ("double_blocks", "transformer_blocks",
-                                                                  "single_blocks", "single_transformer_blocks"):
+        if (
+            len(parts) > 2
+            and parts[1].isdigit()
+            and parts[0] in ("double_blocks", "transformer_blocks", "single_blocks", "single_transformer_blocks")
+        ):
             kind = "single" if parts[0].startswith("single") else "double"
             count.setdefault(kind, set()).add(int(parts[1]))
     return len(count.get("double", ())), len(count.get("single", ()))
@@ -91,8 +98,10 @@ def _check_blocks(path, cfg_dir: Path) -> None:
         return
     want = (int(cfg.get("num_layers", 0)), int(cfg.get("num_single_layers", 0)))
     if have != want:
-        raise VdError(f"the FLUX.1-Fill-dev checkpoint {path} has {have[0]} double- and {have[1]} single-stream "
-                      f"blocks where the model has {want[0]} and {want[1]}; re-fetch with: vd fetch flux-fill --force")
+        raise VdError(
+            f"the FLUX.1-Fill-dev checkpoint {path} has {have[0]} double- and {have[1]} single-stream "
+            f"blocks where the model has {want[0]} and {want[1]}; re-fetch with: vd fetch flux-fill --force"
+        )
 
 
 def load_transformer(path, *, config=None, dtype=None):
@@ -107,16 +116,23 @@ def load_transformer(path, *, config=None, dtype=None):
     try:
         with no_nan_fill():  # the 12 B weights are read into fresh allocations: no NaN fill first
             model = FluxTransformer2DModel.from_single_file(
-                str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype or torch.bfloat16,
+                str(path),
+                config=str(cfg),
+                local_files_only=True,
+                torch_dtype=dtype or torch.bfloat16,
                 low_cpu_mem_usage=True,
             )
     except Exception as e:
-        raise VdError(f"cannot load the FLUX.1-Fill-dev transformer from {path} ({_first_line(e)}); "
-                      "re-fetch with: vd fetch flux-fill --force") from None
+        raise VdError(
+            f"cannot load the FLUX.1-Fill-dev transformer from {path} ({_first_line(e)}); "
+            "re-fetch with: vd fetch flux-fill --force"
+        ) from None
     unset = _unset_weights(model)
     if unset:
-        raise VdError(f"the FLUX.1-Fill-dev checkpoint {path} lacks {len(unset)} of the model's weights "
-                      f"(first: {unset[0]}); re-fetch with: vd fetch flux-fill --force")
+        raise VdError(
+            f"the FLUX.1-Fill-dev checkpoint {path} lacks {len(unset)} of the model's weights "
+            f"(first: {unset[0]}); re-fetch with: vd fetch flux-fill --force"
+        )
     return model
 
 
@@ -127,11 +143,14 @@ def load_ae(path, *, config=None, dtype=None):
 
     cfg = Path(config) if config is not None else config_dir() / "vae"
     try:
-        return AutoencoderKL.from_single_file(str(path), config=str(cfg), local_files_only=True,
-                                              torch_dtype=dtype or torch.bfloat16)
+        return AutoencoderKL.from_single_file(
+            str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype or torch.bfloat16
+        )
     except Exception as e:
-        raise VdError(f"cannot load the Flux autoencoder from {path} ({_first_line(e)}); "
-                      "re-fetch with: vd fetch flux-fill --force") from None
+        raise VdError(
+            f"cannot load the Flux autoencoder from {path} ({_first_line(e)}); "
+            "re-fetch with: vd fetch flux-fill --force"
+        ) from None
 
 
 __all__ = ["config_dir", "read_embedding", "require_accelerate", "load_transformer", "load_ae", "ACCELERATE_INSTALL"]

@@ -29,14 +29,23 @@ from typing import Callable, Optional, Sequence
 from vd.errors import VdError
 from vd.models.flux_loading import config_dir, load_ae, load_transformer, read_embedding
 from vd.models.flux_offload import HostWeights, SequentialOffload, can_pin, no_nan_fill, transformer_units
-from vd.models.flux_sampling import (LATENT_CHANNELS, VAE_FACTOR, latent_image_ids, mask_tokens, pack_latents,
-                                     schedule, unpack_latents)
+from vd.models.flux_sampling import (
+    LATENT_CHANNELS,
+    VAE_FACTOR,
+    latent_image_ids,
+    mask_tokens,
+    pack_latents,
+    schedule,
+    unpack_latents,
+)
+
 
 class FluxFill:
     """A loaded FLUX.1-Fill-dev (transformer + AE + empty-prompt embeddings) and its building blocks."""
 
-    def __init__(self, transformer, ae, txt, vec, *, device="cpu", dtype=None, offload: str = "model",
-                 evict_for_ae: bool = True):
+    def __init__(
+        self, transformer, ae, txt, vec, *, device="cpu", dtype=None, offload: str = "model", evict_for_ae: bool = True
+    ):
         import torch
 
         self.device = torch.device(device)
@@ -82,8 +91,19 @@ class FluxFill:
             raise ValueError(f"unknown offload mode {offload!r}")
 
     @classmethod
-    def load(cls, transformer_path, ae_path, txt_path, vec_path, *, device="cpu", dtype=None, offload="model",
-             config=None, evict_for_ae: bool = True):
+    def load(
+        cls,
+        transformer_path,
+        ae_path,
+        txt_path,
+        vec_path,
+        *,
+        device="cpu",
+        dtype=None,
+        offload="model",
+        config=None,
+        evict_for_ae: bool = True,
+    ):
         """Load from files; `config` is a folder with transformer/ and vae/ configs (default: bundled)."""
         import torch
 
@@ -141,7 +161,7 @@ class FluxFill:
         ae = self._use("ae")
         with torch.inference_mode():
             z = ae.encode(images.to(self.device, self.dtype)).latent_dist.mode()
-        return ((z.float() - self.shift) * self.scale)
+        return (z.float() - self.shift) * self.scale
 
     def decode(self, latents):
         """Scaled latents [B,16,h,w] -> images [B,3,8h,8w] in [-1,1] (clamped), float32."""
@@ -203,14 +223,23 @@ class FluxFill:
             )[0]
         return v.float()
 
-    def denoise(self, x, cond, timesteps: Sequence[float], guidance: float = 30.0, *, height: int, width: int,
-                callback: Optional[Callable[[int, int], None]] = None):
+    def denoise(
+        self,
+        x,
+        cond,
+        timesteps: Sequence[float],
+        guidance: float = 30.0,
+        *,
+        height: int,
+        width: int,
+        callback: Optional[Callable[[int, int], None]] = None,
+    ):
         """Euler flow sampling from timesteps[0] to timesteps[-1]: x <- x + (t_next - t) * v."""
         import torch
 
         x = x.to(self.device, dtype=torch.float32)
         n = len(timesteps) - 1
-        for i, (t_cur, t_next) in enumerate(zip(timesteps[:-1], timesteps[1:])):
+        for i, (t_cur, t_next) in enumerate(zip(timesteps[:-1], timesteps[1:], strict=False)):
             v = self.velocity(x, t_cur, cond, guidance, height=height, width=width)
             x = x + (t_next - t_cur) * v
             if callback is not None:

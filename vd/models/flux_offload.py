@@ -104,7 +104,7 @@ class SequentialOffload:
     def __init__(self, units: Sequence, device, *, pin: bool = False):
         self.weights = [HostWeights(u, pin=pin) for u in units]
         self.handles = []
-        for u, w in zip(units, self.weights):
+        for u, w in zip(units, self.weights, strict=False):
             # the hooks return None: they must not replace the arguments or the output
             self.handles.append(u.register_forward_pre_hook(lambda mod, args, w=w: w.upload(device)))
             self.handles.append(u.register_forward_hook(lambda mod, args, out, w=w: w.drop()))

@@ -72,5 +72,18 @@ def mask_tokens(masks):
     return pack_latents(m)
 
 
-__all__ = ["BASE_SHIFT", "MAX_SHIFT", "BASE_SEQ", "MAX_SEQ", "LATENT_CHANNELS", "VAE_FACTOR", "time_shift",
-           "shift_mu", "schedule", "pack_latents", "unpack_latents", "latent_image_ids", "mask_tokens"]
+__all__ = [
+    "BASE_SHIFT",
+    "MAX_SHIFT",
+    "BASE_SEQ",
+    "MAX_SEQ",
+    "LATENT_CHANNELS",
+    "VAE_FACTOR",
+    "time_shift",
+    "shift_mu",
+    "schedule",
+    "pack_latents",
+    "unpack_latents",
+    "latent_image_ids",
+    "mask_tokens",
+]

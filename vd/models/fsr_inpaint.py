@@ -16,8 +16,10 @@ import numpy as np
 from vd.errors import UsageError
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 
-CONTRIB_HINT = ("the fsr inpaint backend needs OpenCV's contrib modules (cv2.xphoto): "
-                "pip uninstall opencv-python-headless && pip install opencv-contrib-python-headless (same version)")
+CONTRIB_HINT = (
+    "the fsr inpaint backend needs OpenCV's contrib modules (cv2.xphoto): "
+    "pip uninstall opencv-python-headless && pip install opencv-contrib-python-headless (same version)"
+)
 
 
 def xphoto_module():

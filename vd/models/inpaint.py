@@ -16,7 +16,6 @@ explicitly is never substituted: missing weights raise MissingWeightsError with 
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from vd.models.backend import ModelBackend

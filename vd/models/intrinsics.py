@@ -48,7 +48,9 @@ def read_intrinsics_json(path) -> dict:
             if fx <= 0 or fy <= 0:
                 raise ValueError("fx and fy must be positive")
             cx, cy = obj.get("cx"), obj.get("cy")
-            out["K"] = np.array([[fx, 0, np.nan if cx is None else float(cx)], [0, fy, np.nan if cy is None else float(cy)], [0, 0, 1]])
+            out["K"] = np.array(
+                [[fx, 0, np.nan if cx is None else float(cx)], [0, fy, np.nan if cy is None else float(cy)], [0, 0, 1]]
+            )
         elif "focal" in obj:
             f = float(obj["focal"])
             if f <= 0:
@@ -71,7 +73,11 @@ def find_intrinsics(image_path) -> Optional[Path]:
     if image_path is None:
         return None
     p = Path(image_path)
-    for c in (p.parent / f"{p.stem}.intrinsics.json", p.parent / f"{p.name}.intrinsics.json", p.parent / "intrinsics.json"):
+    for c in (
+        p.parent / f"{p.stem}.intrinsics.json",
+        p.parent / f"{p.name}.intrinsics.json",
+        p.parent / "intrinsics.json",
+    ):
         if c.is_file():
             return c
     return None
@@ -140,8 +146,11 @@ class CentredView:
 
     @property
     def identity(self) -> bool:
-        return (abs(self.cx - self.width / 2) < 1e-3 and abs(self.cy - self.height / 2) < 1e-3
-                and abs(self.fy - self.fx) <= 1e-6 * self.fx)
+        return (
+            abs(self.cx - self.width / 2) < 1e-3
+            and abs(self.cy - self.height / 2) < 1e-3
+            and abs(self.fy - self.fx) <= 1e-6 * self.fx
+        )
 
     def to_centred(self, image: np.ndarray) -> np.ndarray:
         """The image as the centred camera sees it (bilinear; beyond the borders: the edge pixels)."""
@@ -170,5 +179,13 @@ def centred_view(K, width: int, height: int) -> CentredView:
     return CentredView(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height))
 
 
-__all__ = ["CentredView", "centred_view", "K_from_focal", "focal_from_fov", "read_intrinsics_json", "find_intrinsics",
-           "original_image_size", "resolve_K"]
+__all__ = [
+    "CentredView",
+    "centred_view",
+    "K_from_focal",
+    "focal_from_fov",
+    "read_intrinsics_json",
+    "find_intrinsics",
+    "original_image_size",
+    "resolve_K",
+]

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator, Optional
 
-_records: list["StageMemory"] = []
+_records: list[StageMemory] = []
 _carried_peak = [0]  # the largest CUDA peak seen before a stage reset torch's counter
 
 
@@ -119,5 +119,14 @@ def release_torch_memory() -> None:
         cuda.empty_cache()
 
 
-__all__ = ["StageMemory", "track", "reset_command_peak", "command_peak_vram_bytes", "records", "reset", "peak_rss_bytes",
-           "peak_vram_bytes", "release_torch_memory"]
+__all__ = [
+    "StageMemory",
+    "track",
+    "reset_command_peak",
+    "command_peak_vram_bytes",
+    "records",
+    "reset",
+    "peak_rss_bytes",
+    "peak_vram_bytes",
+    "release_torch_memory",
+]

@@ -45,7 +45,9 @@ def import_moge_model():
     try:
         from moge.model.v2 import MoGeModel
     except ImportError as e:
-        raise VdError(f"the moge depth backend needs the MoGe package ({e.name or e}); install it with: {MOGE_INSTALL}") from None
+        raise VdError(
+            f"the moge depth backend needs the MoGe package ({e.name or e}); install it with: {MOGE_INSTALL}"
+        ) from None
     return MoGeModel
 
 
@@ -61,20 +63,25 @@ def load_moge(path, device: str = "cpu"):
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
         model = MoGeModel(**ckpt["model_config"])
     except Exception as e:  # torch.load's UnpicklingError, a missing key, a config the code does not know...
-        raise VdError(f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); "
-                      "re-fetch with: vd fetch moge --force") from None
+        raise VdError(
+            f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); re-fetch with: vd fetch moge --force"
+        ) from None
     missing, unexpected = _state_dict_mismatch(model, ckpt["model"])
     if missing or unexpected:
         first = (missing or unexpected)[0]
-        raise VdError(f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
-                      f"{_moge_version()}): {len(missing)} weights missing, {len(unexpected)} unexpected "
-                      f"(first: {first}); re-fetch with: vd fetch moge --force, or install: {MOGE_INSTALL}")
+        raise VdError(
+            f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
+            f"{_moge_version()}): {len(missing)} weights missing, {len(unexpected)} unexpected "
+            f"(first: {first}); re-fetch with: vd fetch moge --force, or install: {MOGE_INSTALL}"
+        )
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except Exception as e:  # shapes that differ
-        raise VdError(f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
-                      f"{_moge_version()}): {str(e).strip().splitlines()[-1][:160]}; re-fetch with: "
-                      "vd fetch moge --force") from None
+        raise VdError(
+            f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
+            f"{_moge_version()}): {str(e).strip().splitlines()[-1][:160]}; re-fetch with: "
+            "vd fetch moge --force"
+        ) from None
     model = model.to(torch.device(device)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -100,8 +107,17 @@ class MogeDepth(DepthBackend):
     name = "moge"
     estimates_novel_views = True
 
-    def __init__(self, *, device=None, focal=None, fov=None, auto_fetch=None, weights: Optional[Path] = None,
-                 resolution_level: int = 9, intrinsics=None):
+    def __init__(
+        self,
+        *,
+        device=None,
+        focal=None,
+        fov=None,
+        auto_fetch=None,
+        weights: Optional[Path] = None,
+        resolution_level: int = 9,
+        intrinsics=None,
+    ):
 
         self._device = device
         self.focal, self.fov = focal, fov
@@ -195,14 +211,15 @@ class MogeDepth(DepthBackend):
         mask = out["mask"].cpu().numpy().astype(bool) if "mask" in out else np.ones((H, W), bool)
         normals = out["normal"].float().cpu().numpy().astype(np.float32) if "normal" in out else None
         if view is not None and not view.identity:  # back to the given camera's pixels (same rays, same z)
-            depth, mask, normals = view.from_centred(depth), view.from_centred(mask), (
-                None if normals is None else view.from_centred(normals))
+            depth, mask, normals = (
+                view.from_centred(depth),
+                view.from_centred(mask),
+                (None if normals is None else view.from_centred(normals)),
+            )
         valid = mask & np.isfinite(depth) & (depth > 0)
         depth = np.where(valid, depth, 0).astype(np.float32)
         Kn = out["intrinsics"].float().cpu().numpy().astype(np.float64)  # normalised (uv in [0,1])
-        K = np.array(
-            [[Kn[0, 0] * W, 0, Kn[0, 2] * W], [0, Kn[1, 1] * H, Kn[1, 2] * H], [0, 0, 1]], dtype=np.float32
-        )
+        K = np.array([[Kn[0, 0] * W, 0, Kn[0, 2] * W], [0, Kn[1, 1] * H, Kn[1, 2] * H], [0, 0, 1]], dtype=np.float32)
         if K_known is not None:
             K = np.asarray(K_known, dtype=np.float32)
         if normals is not None:

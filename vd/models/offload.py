@@ -84,9 +84,18 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def plan(free: int, total: int, *, allocated: int = 0, budget: Optional[int] = None, requested: str = "auto",
-         flux: bool = True, depth: bool = False, work_pixels: int = DEFAULT_WORK_PIXELS,
-         fp: Footprints = FOOTPRINTS) -> Placement:
+def plan(
+    free: int,
+    total: int,
+    *,
+    allocated: int = 0,
+    budget: Optional[int] = None,
+    requested: str = "auto",
+    flux: bool = True,
+    depth: bool = False,
+    work_pixels: int = DEFAULT_WORK_PIXELS,
+    fp: Footprints = FOOTPRINTS,
+) -> Placement:
     """Choose the Flux offload mode and the depth model's device from memory figures (bytes).
 
     free/total: the device's free and total memory; allocated: what this process holds already
@@ -97,38 +106,78 @@ def plan(free: int, total: int, *, allocated: int = 0, budget: Optional[int] = N
     if requested not in OFFLOAD_CHOICES:
         raise ValueError(f"unknown offload mode {requested!r}")
     available = free if budget is None else max(0, min(free, budget - allocated))
-    where = (f"{_gib(available)} of the {_gib(budget)} budget" if budget is not None and budget - allocated < free
-             else f"{_gib(free)} free of {_gib(total)}")
+    where = (
+        f"{_gib(available)} of the {_gib(budget)} budget"
+        if budget is not None and budget - allocated < free
+        else f"{_gib(free)} free of {_gib(total)}"
+    )
     depth_need = fp.depth if depth else 0
     base = fp.scene + fp.render
-    common: dict[str, Any] = dict(free_bytes=int(free), total_bytes=int(total), budget_bytes=None if budget is None else int(budget),
-                  available_bytes=int(available))
+    common: dict[str, Any] = dict(
+        free_bytes=int(free),
+        total_bytes=int(total),
+        budget_bytes=None if budget is None else int(budget),
+        available_bytes=int(available),
+    )
     if not flux:
         on_gpu = depth and depth_need + base <= available
-        what = "the depth model on the GPU" if on_gpu else ("the depth model on the CPU" if depth else "no model to place")
-        return Placement("none", on_gpu, f"{what} ({where})", True, **common,
-                         needs={"depth": depth_need, "scene": base})
+        what = (
+            "the depth model on the GPU" if on_gpu else ("the depth model on the CPU" if depth else "no model to place")
+        )
+        return Placement(
+            "none", on_gpu, f"{what} ({where})", True, **common, needs={"depth": depth_need, "scene": base}
+        )
     needs = {m: fp.need(m, work_pixels) for m in OFFLOAD_MODES}
-    chosen = next(((m, gpu_depth) for m, gpu_depth in _candidates(requested, depth)
-                   if needs[m] + (depth_need if gpu_depth else 0) <= available), None)
+    chosen = next(
+        (
+            (m, gpu_depth)
+            for m, gpu_depth in _candidates(requested, depth)
+            if needs[m] + (depth_need if gpu_depth else 0) <= available
+        ),
+        None,
+    )
     extra = {"depth": depth_need}
     if chosen is None:
         mode = "sequential" if requested == "auto" else requested
-        return Placement(mode, False, (
-            f"offload {mode}: it needs ~{_gib(needs[mode])} and {where}; "
-            "expect out-of-memory errors (try --device cpu or a smaller --max-resolution)"), False, **common,
-            needs={**needs, **extra})
+        return Placement(
+            mode,
+            False,
+            (
+                f"offload {mode}: it needs ~{_gib(needs[mode])} and {where}; "
+                "expect out-of-memory errors (try --device cpu or a smaller --max-resolution)"
+            ),
+            False,
+            **common,
+            needs={**needs, **extra},
+        )
     mode, gpu_depth = chosen[0], chosen[1] and depth
     why = "--offload" if requested != "auto" else _auto_why(mode, needs)
-    tail = "" if not depth else ("; depth model on the GPU" if gpu_depth else
-                                 f"; depth model on the CPU (another {_gib(depth_need)} does not fit)")
+    tail = (
+        ""
+        if not depth
+        else (
+            "; depth model on the GPU"
+            if gpu_depth
+            else f"; depth model on the CPU (another {_gib(depth_need)} does not fit)"
+        )
+    )
     resident = fp.need("model-resident", work_pixels)
     evict = mode == "sequential" or (mode == "model" and resident + (depth_need if gpu_depth else 0) > available)
     if mode == "model":
-        why += ("; the transformer leaves the GPU while the autoencoder runs" if evict else
-                f"; the transformer stays on the GPU between calls, ~{_gib(resident)}")
-    return Placement(mode, gpu_depth, f"offload {mode} ({why}; {where}){tail}", True, evict_for_ae=evict, **common,
-                     needs={**needs, "model-resident": resident, **extra})
+        why += (
+            "; the transformer leaves the GPU while the autoencoder runs"
+            if evict
+            else f"; the transformer stays on the GPU between calls, ~{_gib(resident)}"
+        )
+    return Placement(
+        mode,
+        gpu_depth,
+        f"offload {mode} ({why}; {where}){tail}",
+        True,
+        evict_for_ae=evict,
+        **common,
+        needs={**needs, "model-resident": resident, **extra},
+    )
 
 
 def _candidates(requested: str, depth: bool) -> list[tuple[str, bool]]:
@@ -159,8 +208,15 @@ def read_vram(device) -> tuple[int, int, int]:
     return int(free + cached_unused), int(total), int(allocated)
 
 
-def place(device, *, requested: str = "auto", budget: Optional[int] = None, flux: bool = True, depth: bool = False,
-          work_pixels: int = DEFAULT_WORK_PIXELS) -> Placement:
+def place(
+    device,
+    *,
+    requested: str = "auto",
+    budget: Optional[int] = None,
+    flux: bool = True,
+    depth: bool = False,
+    work_pixels: int = DEFAULT_WORK_PIXELS,
+) -> Placement:
     """`plan` with the free memory of `device`; on a CPU device everything stays on the CPU."""
     cuda = str(device).startswith("cuda")
     if cuda:
@@ -171,8 +227,16 @@ def place(device, *, requested: str = "auto", budget: Optional[int] = None, flux
         mode = "none" if requested == "auto" else requested
         return Placement(mode, False, f"no CUDA device ({device}): models run on the CPU", True, on_gpu=False)
     free, total, allocated = read_vram(device)
-    return plan(free, total, allocated=allocated, budget=budget, requested=requested, flux=flux, depth=depth,
-                work_pixels=work_pixels)
+    return plan(
+        free,
+        total,
+        allocated=allocated,
+        budget=budget,
+        requested=requested,
+        flux=flux,
+        depth=depth,
+        work_pixels=work_pixels,
+    )
 
 
 def configure(depth_backend, inpaint_backend, *, device, budget: Optional[int] = None) -> dict:
@@ -195,5 +259,4 @@ def configure(depth_backend, inpaint_backend, *, device, budget: Optional[int] =
     return p.to_json()
 
 
-__all__ = ["Footprints", "FOOTPRINTS", "Placement", "plan", "place", "read_vram",
-           "configure"]
+__all__ = ["Footprints", "FOOTPRINTS", "Placement", "plan", "place", "read_vram", "configure"]

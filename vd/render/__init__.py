@@ -13,7 +13,6 @@ torch is imported lazily so `import vd.render` stays cheap.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,20 +61,28 @@ def resolve_backend(backend: str, device) -> str:
         if gsplat_available():
             return "gsplat"
         if gsplat_installed():
-            _say_once("render backend: torch (gsplat is installed but its CUDA kernels are not built; "
-                      f"build them once, minutes: {GSPLAT_BUILD})")
+            _say_once(
+                "render backend: torch (gsplat is installed but its CUDA kernels are not built; "
+                f"build them once, minutes: {GSPLAT_BUILD})"
+            )
         return "torch"
     if backend == "gsplat":
         if not on_cuda:
-            raise UsageError("the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU")
+            raise UsageError(
+                "the gsplat render backend needs the Gaussians on a CUDA device; use --render-backend torch on CPU"
+            )
         if not gsplat_installed():
             raise UsageError(f"the gsplat render backend is not installed; run: {pip_install('gpu')} (gsplat>=1.5)")
         if gsplat_kernels() is None:
             if nvcc_version() is None:
-                raise UsageError("gsplat's CUDA kernels are not built and there is no nvcc to build them; use "
-                                 f"--render-backend torch, or install the CUDA toolkit and run: {GSPLAT_BUILD}")
-            _say_once(f"gsplat's CUDA kernels are not built: compiling them now (minutes, once; ahead of time: "
-                      f"{GSPLAT_BUILD})")
+                raise UsageError(
+                    "gsplat's CUDA kernels are not built and there is no nvcc to build them; use "
+                    f"--render-backend torch, or install the CUDA toolkit and run: {GSPLAT_BUILD}"
+                )
+            _say_once(
+                f"gsplat's CUDA kernels are not built: compiling them now (minutes, once; ahead of time: "
+                f"{GSPLAT_BUILD})"
+            )
     return backend
 
 

@@ -65,8 +65,9 @@ def nvcc_version() -> Optional[str]:
     return m.group(1) if m else None
 
 
-def gsplat_arguments(g, viewmats, Ks, width: int, height: int, *, near: float = 0.01, far: float = 1e10,
-                     eps2d: float = 0.3) -> dict:
+def gsplat_arguments(
+    g, viewmats, Ks, width: int, height: int, *, near: float = 0.01, far: float = 1e10, eps2d: float = 0.3
+) -> dict:
     """The keyword arguments of `gsplat.rasterization` for Gaussians `g` (no gsplat import)."""
     import torch
 
@@ -92,12 +93,14 @@ def gsplat_arguments(g, viewmats, Ks, width: int, height: int, *, near: float = 
     )
 
 
-def render_gsplat(g, viewmats, Ks, width: int, height: int, *, near: float = 0.01, far: float = 1e10,
-                  eps2d: float = 0.3):
+def render_gsplat(
+    g, viewmats, Ks, width: int, height: int, *, near: float = 0.01, far: float = 1e10, eps2d: float = 0.3
+):
     from gsplat import rasterization
 
-    out, alpha, _meta = rasterization(**gsplat_arguments(g, viewmats, Ks, width, height, near=near, far=far,
-                                                         eps2d=eps2d))
+    out, alpha, _meta = rasterization(
+        **gsplat_arguments(g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d)
+    )
     return out[..., :3], out[..., 3], alpha[..., 0]
 
 

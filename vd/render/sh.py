@@ -29,8 +29,15 @@ def sh_bases(k: int, dirs: Tensor) -> Tensor:
                 ta = -0.5900435899266435
                 c2 = x * c1 - y * s1
                 s2 = x * s1 + y * c1
-                out += [ta * s2, tb * s1, tc * y, z * (1.865881662950577 * z2 - 1.119528997770346),
-                        tc * x, tb * c1, ta * c2]
+                out += [
+                    ta * s2,
+                    tb * s1,
+                    tc * y,
+                    z * (1.865881662950577 * z2 - 1.119528997770346),
+                    tc * x,
+                    tb * c1,
+                    ta * c2,
+                ]
     return torch.stack(out[:k], dim=-1)
 
 

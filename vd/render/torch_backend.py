@@ -21,7 +21,6 @@ forward state of the first `keep_elems` elements and recomputes the rest).
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -139,7 +138,9 @@ def _tile_pairs(means2d: Tensor, radii: Tensor, depths: Tensor, tile: int, tw: i
 
 def _pixel_basis(tile: int, dtype) -> Tensor:
     """[6, B] monomials (1, u, v, u², v², uv) of the tile-local pixel centres (u, v)."""
-    v, u = torch.meshgrid(torch.arange(tile, dtype=torch.float64), torch.arange(tile, dtype=torch.float64), indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(tile, dtype=torch.float64), torch.arange(tile, dtype=torch.float64), indexing="ij"
+    )
     u = u.reshape(-1) + 0.5
     v = v.reshape(-1) + 0.5
     return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v]).to(dtype)

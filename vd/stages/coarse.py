@@ -58,16 +58,28 @@ def view_key(prev_key: str, k: int, p: CoarseParams, poses: np.ndarray) -> str:
     """The key of added view k: it chains from the previous view's key (the scaffold's for view 1),
     and holds every parameter of `p` that the loop's results depend on (`p` resolved:
     `CoarseParams.resolved`) and the candidate poses by content."""
-    return step_key(prev_key, "view", k, version=VIEW_VERSION, params=key_params(p, VIEW_STAGE),
-                    poses=content_hash(np.ascontiguousarray(poses, dtype=np.float64)))
+    return step_key(
+        prev_key,
+        "view",
+        k,
+        version=VIEW_VERSION,
+        params=key_params(p, VIEW_STAGE),
+        poses=content_hash(np.ascontiguousarray(poses, dtype=np.float64)),
+    )
 
 
 def run_key(scaffold_key: str, p: CoarseParams, trajectory_hash: Optional[str]) -> str:
     """The key of a whole run's output folder: it holds what the chain of view keys holds (the
     scaffold's key, the loop's version and parameters; the candidate poses follow from these and
     the trajectory file, keyed by content), so it changes exactly when some view's key would."""
-    return step_key(scaffold_key, "run", version=RUN_VERSION, view_version=VIEW_VERSION,
-                    params=key_params(p, VIEW_STAGE), trajectory=trajectory_hash)
+    return step_key(
+        scaffold_key,
+        "run",
+        version=RUN_VERSION,
+        view_version=VIEW_VERSION,
+        params=key_params(p, VIEW_STAGE),
+        trajectory=trajectory_hash,
+    )
 
 
 @dataclass(slots=True)
@@ -98,8 +110,9 @@ class CoarseRun:
     scan: Optional[HoleScan] = None  # the hole scan of the growing scene, built at the first view not in the cache
 
     @classmethod
-    def open(cls, image, p: CoarseParams, options: RunOptions, *, flux: FluxParams, viewer: Viewer,
-             cache: Optional[Cache]) -> "CoarseRun":
+    def open(
+        cls, image, p: CoarseParams, options: RunOptions, *, flux: FluxParams, viewer: Viewer, cache: Optional[Cache]
+    ) -> CoarseRun:
         p.validate()
         options.validate()
         flux.validate()
@@ -108,20 +121,40 @@ class CoarseRun:
         resolved = p.resolved(dev)
         auto = not str(dev).startswith("cuda") and (p.init_iters is None or p.view_iters is None)
         if auto:
-            log.info(f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view "
-                         f"optimisation iterations (upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}; "
-                         "set --init-iters/--view-iters to override)")
+            log.info(
+                f"CPU run: using {resolved.init_iters} scaffold and {resolved.view_iters} per-view "
+                f"optimisation iterations (upstream GPU defaults are {GPU_ITERS[0]}/{GPU_ITERS[1]}; "
+                "set --init-iters/--view-iters to override)"
+            )
         img = load_image(image, options.max_resolution)
-        dback = get_depth_backend(options.depth_backend, image_path=img.path, focal=options.focal, fov=options.fov,
-                                  device=dev, auto_fetch=options.auto_fetch)
+        dback = get_depth_backend(
+            options.depth_backend,
+            image_path=img.path,
+            focal=options.focal,
+            fov=options.fov,
+            device=dev,
+            auto_fetch=options.auto_fetch,
+        )
         iback = None
         if p.outpaint or p.n_frames > 2:
-            iback = get_inpaint_backend(options.inpaint_backend, device=dev, auto_fetch=options.auto_fetch,
-                                        **flux.backend_options())
+            iback = get_inpaint_backend(
+                options.inpaint_backend, device=dev, auto_fetch=options.auto_fetch, **flux.backend_options()
+            )
         memory_plan = configure(dback, iback, device=dev, budget=flux.budget_bytes)
-        return cls(p=resolved, options=options, img=img, dev=dev, rname=rname, cpu_auto=auto, memory_plan=memory_plan,
-                   dback=dback, iback=iback, viewer=StageViewer(viewer),
-                   cache=cache if cache is not None else Cache.open(), t_start=time.perf_counter())
+        return cls(
+            p=resolved,
+            options=options,
+            img=img,
+            dev=dev,
+            rname=rname,
+            cpu_auto=auto,
+            memory_plan=memory_plan,
+            dback=dback,
+            iback=iback,
+            viewer=StageViewer(viewer),
+            cache=cache if cache is not None else Cache.open(),
+            t_start=time.perf_counter(),
+        )
 
     @property
     def g_all(self):
@@ -130,9 +163,15 @@ class CoarseRun:
         return self.parts[0] if len(self.parts) == 1 else Gaussians.cat(self.parts)
 
     def folder_key(self) -> str:
-        scaffold_key = key_of_run(self.img, self.p, depth_backend=self.dback, inpaint_backend=self.iback,
-                                  render_backend=self.rname, seed=self.options.seed,
-                                  max_resolution=self.options.max_resolution)
+        scaffold_key = key_of_run(
+            self.img,
+            self.p,
+            depth_backend=self.dback,
+            inpaint_backend=self.iback,
+            render_backend=self.rname,
+            seed=self.options.seed,
+            max_resolution=self.options.max_resolution,
+        )
         traj = self.p.trajectory_file
         return run_key(scaffold_key, self.p, file_hash(traj) if traj else None)
 
@@ -144,13 +183,20 @@ class CoarseRun:
             return None
         files = {name: record.read(name) for name in record.names}
         summary = json.loads(files[SUMMARY_NAME])
-        summary.update(image=str(self.img.path), device=self.dev, memory_plan=self.memory_plan, memory=[],
-                       seconds=time.perf_counter() - self.t_start)
+        summary.update(
+            image=str(self.img.path),
+            device=self.dev,
+            memory_plan=self.memory_plan,
+            memory=[],
+            seconds=time.perf_counter() - self.t_start,
+        )
         summary["scaffold"]["cached"] = True
         for v in summary["views"]:
             v["cached"] = True
-        log.info(f"coarse: the whole scene is cached ({summary['totals']['gaussians_total']} Gaussians, "
-                 f"{summary['totals']['frames']} frames)")
+        log.info(
+            f"coarse: the whole scene is cached ({summary['totals']['gaussians_total']} Gaussians, "
+            f"{summary['totals']['frames']} frames)"
+        )
         paths = write_folder_files(Path(out), files, summary)
         summary["outputs"] = [str(x) for x in paths]
         return stage.CoarseResult(summary, paths, folder=Path(out))
@@ -168,8 +214,9 @@ class CoarseRun:
         result = stage.CoarseResult(self.summary(), views=self.views, scaffold=self.parts[0], gaussians=self.g_all)
         if out is not None:
             comments = {"source_image": self.img.content_hash, "stage": "coarse"}
-            result.paths = write_coarse_folder(Path(out), self.views, result.scaffold, result.gaussians, result.summary,
-                                               comments=comments)
+            result.paths = write_coarse_folder(
+                Path(out), self.views, result.scaffold, result.gaussians, result.summary, comments=comments
+            )
             result.summary["outputs"] = [str(x) for x in result.paths]
             self.cache.put(self.folder_key(), folder_files(Path(out)), stage=RUN_STAGE, image=str(self.img.path))
         self.viewer.show("fly-through", _log_fly_through, result, self.rname)
@@ -178,9 +225,18 @@ class CoarseRun:
     # --- scaffold ---------------------------------------------------------------------------
 
     def build_scaffold(self) -> None:
-        self.scaffold = run_scaffold(self.img, self.p, depth_backend=self.dback, inpaint_backend=self.iback,
-                                     render_backend=self.rname, device=self.dev, seed=self.options.seed,
-                                     max_resolution=self.options.max_resolution, cache=self.cache, viewer=self.viewer)
+        self.scaffold = run_scaffold(
+            self.img,
+            self.p,
+            depth_backend=self.dback,
+            inpaint_backend=self.iback,
+            render_backend=self.rname,
+            device=self.dev,
+            seed=self.options.seed,
+            max_resolution=self.options.max_resolution,
+            cache=self.cache,
+            viewer=self.viewer,
+        )
         self.views = list(self.scaffold.views)
         self.parts = [self.scaffold.gaussians]
 
@@ -190,14 +246,22 @@ class CoarseRun:
         p = self.p
         assert self.scaffold is not None, "build_scaffold first"
         self.poses, self.radius = stage.dense_poses(self.views[0], p)
-        self.ctx = stage.LoopContext(poses=self.poses, p=p, depth_backend=self.dback, inpaint_backend=self.iback,
-                                     render_backend=self.rname, device=self.dev, view_iters=int(p.view_iters or 0))
+        self.ctx = stage.LoopContext(
+            poses=self.poses,
+            p=p,
+            depth_backend=self.dback,
+            inpaint_backend=self.iback,
+            render_backend=self.rname,
+            device=self.dev,
+            view_iters=int(p.view_iters or 0),
+        )
         prev = self.scaffold.key
         for k in range(1, p.n_frames - 1):
             vkey = view_key(prev, k, p, self.poses)
             with memory.track(f"view {k}", self.dev):
-                vrec, hit = self.cache.memoise(vkey, lambda k=k, vkey=vkey: self._compute_view(k, vkey),
-                                               stage=VIEW_STAGE, image=str(self.img.path))
+                vrec, hit = self.cache.memoise(
+                    vkey, lambda k=k, vkey=vkey: self._compute_view(k, vkey), stage=VIEW_STAGE, image=str(self.img.path)
+                )
                 vviews, g_new, vmeta = decode_record(vrec, self.dev)
             if vmeta.get("stopped"):
                 self._stop(k, vmeta.get("diagnostics", {}), hit)
@@ -211,12 +275,27 @@ class CoarseRun:
         assert self.poses is not None and self.ctx is not None
         if self.scan is None:
             Kc, Wc, Hc = stage.candidate_camera(self.views[0], self.p.margin)
-            self.scan = HoleScan(self.poses, Kc, Wc, Hc, scale=self.p.scan_scale, tolerance=self.p.refine_tolerance,
-                                 seed=self.options.seed, device=self.parts[0].means.device)
-        for part in self.parts[self.scan.chunks:]:  # on resume: the scaffold and every cached view, in order
+            self.scan = HoleScan(
+                self.poses,
+                Kc,
+                Wc,
+                Hc,
+                scale=self.p.scan_scale,
+                tolerance=self.p.refine_tolerance,
+                seed=self.options.seed,
+                device=self.parts[0].means.device,
+            )
+        for part in self.parts[self.scan.chunks :]:  # on resume: the scaffold and every cached view, in order
             self.scan.add(part)
-        return stage.add_view(self.g_all, self.views, [s.dense_index for s in self.stats], k, self.ctx, scan=self.scan,
-                              seed=seed_from_key(vkey))
+        return stage.add_view(
+            self.g_all,
+            self.views,
+            [s.dense_index for s in self.stats],
+            k,
+            self.ctx,
+            scan=self.scan,
+            seed=seed_from_key(vkey),
+        )
 
     def _stop(self, k: int, diagnostics: dict, hit: bool) -> None:
         self.stopped = diagnostics
@@ -232,13 +311,21 @@ class CoarseRun:
         self.views = self.views + [view]
         if g_new is not None and len(g_new):
             self.parts.append(g_new)
-        self.viewer.log_frame(view.name, K=view.K, world_from_camera=view.world_from_camera, rgb=view.rgb,
-                              depth=view.depth, masks={"supervise": view.supervise, "hole": view.hole,
-                                                       "spawn": view.spawn}, tab="coarse")
+        self.viewer.log_frame(
+            view.name,
+            K=view.K,
+            world_from_camera=view.world_from_camera,
+            rgb=view.rgb,
+            depth=view.depth,
+            masks={"supervise": view.supervise, "hole": view.hole, "spawn": view.spawn},
+            tab="coarse",
+        )
         tag = " (fallback: outside the band)" if st.fallback else ""
-        log.info(f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
-                     f"+{st.added_gaussians} Gaussians"
-                     + (" (cached)" if hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s"))
+        log.info(
+            f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
+            f"+{st.added_gaussians} Gaussians"
+            + (" (cached)" if hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s")
+        )
 
     # --- summary ----------------------------------------------------------------------------
 
@@ -248,25 +335,44 @@ class CoarseRun:
         Kc, Wc, Hc = stage.candidate_camera(self.views[0], p.margin)
         n_scaffold = len(self.parts[0])
         return {
-            "image": str(self.img.path), "size": [int(self.img.rgb.shape[1]), int(self.img.rgb.shape[0])],
+            "image": str(self.img.path),
+            "size": [int(self.img.rgb.shape[1]), int(self.img.rgb.shape[0])],
             "device": self.dev,
-            "backends": {"depth": self.dback.name, "inpaint": self.iback.name if self.iback else None, "render": self.rname},
+            "backends": {
+                "depth": self.dback.name,
+                "inpaint": self.iback.name if self.iback else None,
+                "render": self.rname,
+            },
             "memory_plan": self.memory_plan,
-            "params": {**{k: v for k, v in asdict(p).items() if k not in ("init_iters", "view_iters")},
-                       "radius_percentiles": list(p.radius_percentiles), "max_resolution": self.options.max_resolution,
-                       "seed": self.options.seed},
+            "params": {
+                **{k: v for k, v in asdict(p).items() if k not in ("init_iters", "view_iters")},
+                "radius_percentiles": list(p.radius_percentiles),
+                "max_resolution": self.options.max_resolution,
+                "seed": self.options.seed,
+            },
             "iters": {"init": p.init_iters, "view": p.view_iters, "cpu_auto": self.cpu_auto},
-            "scene_radius": self.radius, "candidates": int(len(self.poses)), "candidate_size": [Wc, Hc],
-            "scaffold": {"gaussians": n_scaffold, "frames": len([v for v in self.views if v.kind != "view"]),
-                         "loss": sc.meta.get("loss"), "cached": sc.hit, "key": sc.key},
+            "scene_radius": self.radius,
+            "candidates": int(len(self.poses)),
+            "candidate_size": [Wc, Hc],
+            "scaffold": {
+                "gaussians": n_scaffold,
+                "frames": len([v for v in self.views if v.kind != "view"]),
+                "loss": sc.meta.get("loss"),
+                "cached": sc.hit,
+                "key": sc.key,
+            },
             "views": [asdict(s) for s in stats],
-            "selected": len(stats), "max_views": p.n_frames - 2,
+            "selected": len(stats),
+            "max_views": p.n_frames - 2,
             "stopped": self.stopped,
-            "totals": {"frames": len(self.views), "gaussians_scaffold": n_scaffold,
-                       "gaussians_total": int(sum(len(g) for g in self.parts)),
-                       "hole_pixels": int(sum(s.hole_pixels for s in stats)),
-                       "spawn_pixels": int(sum(s.spawn_pixels for s in stats)),
-                       "added_gaussians": int(sum(s.added_gaussians for s in stats))},
+            "totals": {
+                "frames": len(self.views),
+                "gaussians_scaffold": n_scaffold,
+                "gaussians_total": int(sum(len(g) for g in self.parts)),
+                "hole_pixels": int(sum(s.hole_pixels for s in stats)),
+                "spawn_pixels": int(sum(s.spawn_pixels for s in stats)),
+                "added_gaussians": int(sum(s.added_gaussians for s in stats)),
+            },
             "memory": [m.to_json() for m in memory.records()],
             "seconds": time.perf_counter() - self.t_start,
         }
@@ -302,7 +408,10 @@ class _deterministic:
     def __enter__(self):
         import torch
 
-        self.prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        self.prev = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
         self._set(True, True)
         return self
 
@@ -310,9 +419,17 @@ class _deterministic:
         self._set(*self.prev)
 
 
-def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, options: Optional[RunOptions] = None, *,
-               flux: Optional[FluxParams] = None, out: Optional[Path] = None, viewer: Viewer = NULL_VIEWER,
-               cache: Optional[Cache] = None, **option_values: Any) -> stage.CoarseResult:
+def run_coarse(
+    image: Path | str,
+    params: Optional[CoarseParams] = None,
+    options: Optional[RunOptions] = None,
+    *,
+    flux: Optional[FluxParams] = None,
+    out: Optional[Path] = None,
+    viewer: Viewer = NULL_VIEWER,
+    cache: Optional[Cache] = None,
+    **option_values: Any,
+) -> stage.CoarseResult:
     """Build (or load from the cache) the coarse scene of `image`; write the output folder `out` when given.
 
     `options` (backends, device, seed, max resolution, intrinsics) may also be given field by field
@@ -322,8 +439,9 @@ def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, options
     `vd.viewer.Viewer`; NullViewer by default) receives every view and the Gaussians as they are
     made, then a fly-through; its failures never fail the run (`vd.stages.runner.StageViewer`)."""
     options = replace(options or RunOptions(), **option_values)
-    run = CoarseRun.open(image, params or CoarseParams(), options, flux=flux or FluxParams(), viewer=viewer,
-                         cache=cache)
+    run = CoarseRun.open(
+        image, params or CoarseParams(), options, flux=flux or FluxParams(), viewer=viewer, cache=cache
+    )
     if out is not None and not run.viewer.enabled:  # a viewer wants every view and Gaussian: decode them
         cached = run.cached_folder(out)
         if cached is not None:
@@ -332,4 +450,15 @@ def run_coarse(image: Path | str, params: Optional[CoarseParams] = None, options
         return run.run(out)
 
 
-__all__ = ["CoarseParams", "CoarseRun", "FLY_THROUGH_FRAMES", "RUN_STAGE", "RUN_VERSION", "run_key", "VIEW_STAGE", "VIEW_VERSION", "run_coarse", "view_key"]
+__all__ = [
+    "CoarseParams",
+    "CoarseRun",
+    "FLY_THROUGH_FRAMES",
+    "RUN_STAGE",
+    "RUN_VERSION",
+    "run_key",
+    "VIEW_STAGE",
+    "VIEW_VERSION",
+    "run_coarse",
+    "view_key",
+]

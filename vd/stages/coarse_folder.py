@@ -29,8 +29,9 @@ CAMERAS = "cameras.json"
 ANCHOR_KINDS = ("input", "ring")
 
 
-def write_coarse_folder(out: Path, views: list[View], scaffold, coarse, summary: dict, *,
-                        comments: Optional[dict] = None) -> list[Path]:
+def write_coarse_folder(
+    out: Path, views: list[View], scaffold, coarse, summary: dict, *, comments: Optional[dict] = None
+) -> list[Path]:
     """Write the folder; returns the paths of coarse.ply, scaffold.ply, cameras.json and summary.json.
 
     summary.json gains a ``ply`` entry with what each PLY writer kept and dropped. All the files, or
@@ -42,11 +43,15 @@ def write_coarse_folder(out: Path, views: list[View], scaffold, coarse, summary:
 def _write_coarse_folder(out: Path, views, scaffold, coarse, summary: dict, comments: Optional[dict]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     cameras = write_views(out, views)
-    reports = {name: write_ply(out / f"{name}.ply", g, comments=comments)
-               for name, g in (("scaffold", scaffold), ("coarse", coarse))}
+    reports = {
+        name: write_ply(out / f"{name}.ply", g, comments=comments)
+        for name, g in (("scaffold", scaffold), ("coarse", coarse))
+    }
     summary = dict(summary)
-    summary["ply"] = {name: {k: int(getattr(r, k)) for k in ("written", "dropped_nonfinite", "dropped_transparent")}
-                      for name, r in reports.items()}
+    summary["ply"] = {
+        name: {k: int(getattr(r, k)) for k in ("written", "dropped_nonfinite", "dropped_transparent")}
+        for name, r in reports.items()
+    }
     atomic_write_bytes(out / SUMMARY, summary_bytes(summary))
     return [out / COARSE_PLY, out / SCAFFOLD_PLY, cameras, out / SUMMARY]
 
@@ -117,7 +122,9 @@ def read_coarse_folder(folder: Path) -> CoarseScene:
         raise InputError(f"coarse folder not found: {folder}")
     for name in ("cameras.json", COARSE_PLY):
         if not (folder / name).is_file():
-            raise InputError(f"{folder} is not a coarse output folder ({name} is missing); run `vd coarse IMAGE -o {folder}` first")
+            raise InputError(
+                f"{folder} is not a coarse output folder ({name} is missing); run `vd coarse IMAGE -o {folder}` first"
+            )
     views = read_views(folder)
     if not views:
         raise InputError(f"{folder / 'cameras.json'} lists no views")
@@ -136,10 +143,21 @@ def read_coarse_folder(folder: Path) -> CoarseScene:
         inputs[SCAFFOLD_PLY] = file_hash(folder / SCAFFOLD_PLY)
     for v in views:  # the anchors' pixels and masks supervise what reads the folder: key them too
         if v.kind in ANCHOR_KINDS:
-            inputs[f"anchor:{v.name}"] = content_hash(b"".join(
-                np.ascontiguousarray(a).tobytes() for a in (v.rgb, v.supervise, v.spawn)))
+            inputs[f"anchor:{v.name}"] = content_hash(
+                b"".join(np.ascontiguousarray(a).tobytes() for a in (v.rgb, v.supervise, v.spawn))
+            )
     return CoarseScene(folder, g, scaffold, views, summary if isinstance(summary, dict) else {}, inputs)
 
 
-__all__ = ["CoarseScene", "write_coarse_folder", "folder_files", "write_folder_files", "summary_bytes", "read_coarse_folder", "is_coarse_folder", "COARSE_PLY", "SCAFFOLD_PLY",
-           "ANCHOR_KINDS"]
+__all__ = [
+    "CoarseScene",
+    "write_coarse_folder",
+    "folder_files",
+    "write_folder_files",
+    "summary_bytes",
+    "read_coarse_folder",
+    "is_coarse_folder",
+    "COARSE_PLY",
+    "SCAFFOLD_PLY",
+    "ANCHOR_KINDS",
+]

@@ -32,11 +32,10 @@ choice is seeded from the entry's key.
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -74,8 +73,16 @@ class CoarseResult:
     scaffold's Gaussians and all Gaussians (scaffold + every added view). A run served whole from the
     cache (`vd.stages.coarse.RUN_STAGE`) reads the scene from its output folder when first asked."""
 
-    def __init__(self, summary: dict, paths: Optional[list[Path]] = None, *, views: Optional[list[View]] = None,
-                 scaffold: object = None, gaussians: object = None, folder: Optional[Path] = None):
+    def __init__(
+        self,
+        summary: dict,
+        paths: Optional[list[Path]] = None,
+        *,
+        views: Optional[list[View]] = None,
+        scaffold: object = None,
+        gaussians: object = None,
+        folder: Optional[Path] = None,
+    ):
         self.summary = summary
         self.paths = list(paths or [])
         self._scene = (views, scaffold, gaussians) if folder is None else None
@@ -117,8 +124,15 @@ def dense_poses(input_view: View, p: CoarseParams) -> tuple[np.ndarray, float]:
     if p.trajectory_file:
         return load_trajectory(p.trajectory_file), radius
     n = p.n_frames * p.dense_multiplier
-    poses = cameras.trajectory(p.traj, n, radius, forward_ratio=p.forward_ratio, backward_ratio=p.backward_ratio,
-                               width=input_view.width, height=input_view.height)
+    poses = cameras.trajectory(
+        p.traj,
+        n,
+        radius,
+        forward_ratio=p.forward_ratio,
+        backward_ratio=p.backward_ratio,
+        width=input_view.width,
+        height=input_view.height,
+    )
     return poses, radius
 
 
@@ -139,7 +153,9 @@ def scan_ratios(scan, selected: list, p: CoarseParams):
     if known and not scan.exact_only:
         ratios[known] = scan.exact_ratios(known)
         tol[known] = 0.0
-    kw = dict(min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
+    kw = dict(
+        min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback
+    )
     while tol.any():
         idx = candidates_to_refine(ratios, selected, tolerance=tol, **kw)
         if len(idx) == 0:
@@ -174,7 +190,9 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
     p = ctx.p
     t0 = time.perf_counter()
     ratios, n_exact, scan_s = scan_ratios(scan, selected, p)
-    band = dict(min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback)
+    band = dict(
+        min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback
+    )
     sel = select(ratios, selected, **band)
     base_meta = {"view": k, "ratios": [round(float(r), 6) for r in ratios], "scan_seconds": scan_s, "exact": n_exact}
     if sel is None:
@@ -182,14 +200,26 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
         return encode_record([], None, meta), {"stopped": True}
     view = make_view(g_all, views, ctx.poses[sel.index], int(sel.index), k, ctx, seed)
     new_g, loss = train_new_view(g_all, views, view, ctx, seed)
-    stat = ViewStat(view=k, dense_index=int(sel.index), hole_ratio=float(view.hole.mean()), hole_pixels=int(view.hole.sum()),
-                    spawn_pixels=int(view.spawn.sum()), added_gaussians=int(len(new_g)), final_loss=loss,
-                    fallback=bool(sel.fallback), cached=False, seconds=time.perf_counter() - t0, scan_ratio=float(sel.ratio))
+    stat = ViewStat(
+        view=k,
+        dense_index=int(sel.index),
+        hole_ratio=float(view.hole.mean()),
+        hole_pixels=int(view.hole.sum()),
+        spawn_pixels=int(view.spawn.sum()),
+        added_gaussians=int(len(new_g)),
+        final_loss=loss,
+        fallback=bool(sel.fallback),
+        cached=False,
+        seconds=time.perf_counter() - t0,
+        scan_ratio=float(sel.ratio),
+    )
     meta = dict(base_meta, stopped=False, scan_ratio=float(sel.ratio), stat=asdict(stat))
     return encode_record([view], new_g, meta), {"stopped": False}
 
 
-def make_view(g_all, views: list[View], pose: np.ndarray, dense_index: int, k: int, ctx: LoopContext, seed: int) -> View:
+def make_view(
+    g_all, views: list[View], pose: np.ndarray, dense_index: int, k: int, ctx: LoopContext, seed: int
+) -> View:
     """Render the scene at `pose`, inpaint its holes, give it depth aligned to the scene, and mark
     what it supervises and spawns: its holes, less what would hide a surface an earlier view sees."""
     import torch
@@ -199,7 +229,9 @@ def make_view(g_all, views: list[View], pose: np.ndarray, dense_index: int, k: i
     with torch.no_grad():
         dev = g_all.means.device
         vm = torch.as_tensor(cameras.invert_pose(pose), dtype=torch.float32, device=dev)[None]
-        res = render(g_all, vm, torch.as_tensor(Kc, dtype=torch.float32, device=dev)[None], Wc, Hc, backend=ctx.render_backend)
+        res = render(
+            g_all, vm, torch.as_tensor(Kc, dtype=torch.float32, device=dev)[None], Wc, Hc, backend=ctx.render_backend
+        )
         alpha = res.alpha[0].float()
         hole = hole_masks(alpha).cpu().numpy()
         rgb_r = (res.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
@@ -207,16 +239,26 @@ def make_view(g_all, views: list[View], pose: np.ndarray, dense_index: int, k: i
         alpha_np = alpha.cpu().numpy()
     inpainted = np.asarray(ctx.inpaint_backend.inpaint(rgb_r, hole, seed=seed), dtype=np.uint8) if hole.any() else rgb_r
     unknown = hole | (alpha_np < 0.5) | ~np.isfinite(depth_r) | (depth_r <= 0)
-    aligned, valid = new_view_depth(inpainted, np.where(unknown, 0.0, depth_r).astype(np.float32), unknown, Kc,
-                                    ctx.depth_backend)
+    aligned, valid = new_view_depth(
+        inpainted, np.where(unknown, 0.0, depth_r).astype(np.float32), unknown, Kc, ctx.depth_backend
+    )
     aligned = assign_edge_depth(aligned, spawn_edges(aligned, valid, times=ctx.p.edge_times), valid)
     # the hole mask reaches ~4 px into covered pixels (so inpainting overlaps the seam): Gaussians
     # there would duplicate known surfaces with inpainted colours, so only uncovered pixels are new
     open_ = hole & (alpha_np < 0.5)
     new = open_ & ~in_front_of_views(aligned, Kc, pose, views, open_)
-    return View(name=f"view_{k:02d}", kind="view", rgb=inpainted, depth=aligned.astype(np.float32),
-                K=np.asarray(Kc, dtype=np.float32), world_from_camera=np.asarray(pose, dtype=np.float64),
-                supervise=new, spawn=new & valid, hole=hole, dense_index=dense_index)
+    return View(
+        name=f"view_{k:02d}",
+        kind="view",
+        rgb=inpainted,
+        depth=aligned.astype(np.float32),
+        K=np.asarray(Kc, dtype=np.float32),
+        world_from_camera=np.asarray(pose, dtype=np.float64),
+        supervise=new,
+        spawn=new & valid,
+        hole=hole,
+        dense_index=dense_index,
+    )
 
 
 def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarray, K, depth_backend):
@@ -251,17 +293,25 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
 
     valid = np.isfinite(view.depth) & (view.depth > 0)
     footprint = lift_footprints(view.depth, spawn_edges(view.depth, valid, times=ctx.p.edge_times), valid)
-    new_g = gaussians_from_rgbd(view.rgb, view.depth, view.K, view.world_from_camera.astype(np.float32),
-                                view.spawn, footprint=footprint, opacity=LIFT_OPACITY).to(g_all.means.device)
+    new_g = gaussians_from_rgbd(
+        view.rgb,
+        view.depth,
+        view.K,
+        view.world_from_camera.astype(np.float32),
+        view.spawn,
+        footprint=footprint,
+        opacity=LIFT_OPACITY,
+    ).to(g_all.means.device)
     if len(new_g) == 0 or ctx.view_iters <= 0:
         return new_g, float("nan")
     g2 = Gaussians.cat([g_all, new_g])
     trainable = torch.zeros(len(g2), dtype=torch.bool, device=g2.means.device)
-    trainable[len(g_all):] = True
+    trainable[len(g_all) :] = True
     dw = float(ctx.p.depth_weight)
     targets = [v.train_view(ctx.device, depth=dw > 0) for v in views + [view]]
     fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
-    rep = optimise(g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend,
-                   depth_weight=dw)
+    rep = optimise(
+        g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend, depth_weight=dw
+    )
     fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)

@@ -94,10 +94,19 @@ class FluxDenoiser(Denoiser):
 
     name = "flux-fill"
 
-    def __init__(self, *, device="cpu", offload: str = FluxParams.offload, guidance: float = FluxParams.guidance,
-                 auto_fetch=None, backend=None, vram_budget: Optional[int] = None):
-        self.backend = backend or FluxFillInpaint(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
-                                                  vram_budget=vram_budget)
+    def __init__(
+        self,
+        *,
+        device="cpu",
+        offload: str = FluxParams.offload,
+        guidance: float = FluxParams.guidance,
+        auto_fetch=None,
+        backend=None,
+        vram_budget: Optional[int] = None,
+    ):
+        self.backend = backend or FluxFillInpaint(
+            device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+        )
         self.guidance = float(guidance)
         self.dtype = "bfloat16" if str(self.backend.device).startswith("cuda") else "float32"
         self.identity = f"{self.backend.identity}:fine-guidance={self.guidance}"
@@ -138,14 +147,24 @@ class FluxDenoiser(Denoiser):
         self.backend.release()
 
 
-def make_flux_denoiser(*, device, offload: str, guidance: float, auto_fetch: Optional[bool],
-                       vram_budget: Optional[int] = None) -> Denoiser:
-    return FluxDenoiser(device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget)
+def make_flux_denoiser(
+    *, device, offload: str, guidance: float, auto_fetch: Optional[bool], vram_budget: Optional[int] = None
+) -> Denoiser:
+    return FluxDenoiser(
+        device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+    )
 
 
-def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_classical: bool,
-                    guidance: float = FluxParams.guidance, auto_fetch: Optional[bool] = None,
-                    vram_budget: Optional[int] = None):
+def choose_denoiser(
+    name: str,
+    *,
+    device: Optional[str],
+    offload: str,
+    allow_classical: bool,
+    guidance: float = FluxParams.guidance,
+    auto_fetch: Optional[bool] = None,
+    vram_budget: Optional[int] = None,
+):
     """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
     without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
     name = (name or "auto").lower()
@@ -161,7 +180,9 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
             name = "flux-fill"
         else:
             name = "telea"
-            why = "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
+            why = (
+                "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
+            )
         log.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
     if name == "fsr":
         name = "telea"  # the rectification loop's classical stand-in is telea whatever fills the coarse views
@@ -179,8 +200,15 @@ def choose_denoiser(name: str, *, device: Optional[str], offload: str, allow_cla
     # resolve the weights now so a missing model fails before any work (exit 3)
     require("flux-fill", auto_fetch=auto_fetch)
     require("flux-prompt", auto_fetch=auto_fetch)
-    return dev, (lambda: make_flux_denoiser(device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch,
-                                            vram_budget=vram_budget)), "flux-fill"
+    return (
+        dev,
+        (
+            lambda: make_flux_denoiser(
+                device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+            )
+        ),
+        "flux-fill",
+    )
 
 
 __all__ = ["Denoiser", "ClassicalDenoiser", "FluxDenoiser", "make_flux_denoiser", "choose_denoiser"]

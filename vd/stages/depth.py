@@ -19,8 +19,8 @@ import numpy as np
 
 from vd.fsio import atomic_write_bytes, output_transaction
 from vd.image import LoadedImage, load_image
-from vd.models.depth import DepthBackend, DepthResult
 from vd.models.choose import get_depth_backend
+from vd.models.depth import DepthBackend, DepthResult
 
 DEPTH_STAGE_VERSION = 1
 
@@ -97,7 +97,12 @@ def run_depth(
         be = backend
     else:
         be = get_depth_backend(
-            backend, image_path=loaded.path, focal=focal, fov=fov, device=device, auto_fetch=auto_fetch,
+            backend,
+            image_path=loaded.path,
+            focal=focal,
+            fov=fov,
+            device=device,
+            auto_fetch=auto_fetch,
             intrinsics=intrinsics,
         )
     cache = cache or Cache.open()
@@ -117,7 +122,13 @@ def run_depth(
 
     record, hit = cache.memoise(key, compute, stage="depth", image=str(loaded.path))
     return DepthStageOutput(
-        image=loaded, result=decode_result(record), key=key, hit=hit, backend=be.name, identity=be.identity, record=record
+        image=loaded,
+        result=decode_result(record),
+        key=key,
+        hit=hit,
+        backend=be.name,
+        identity=be.identity,
+        record=record,
     )
 
 
@@ -164,7 +175,7 @@ def intrinsics_json(result: DepthResult) -> dict:
     }
 
 
-def write_outputs(out_dir, stage: DepthStageOutput) -> dict[str, "Path"]:
+def write_outputs(out_dir, stage: DepthStageOutput) -> dict[str, Path]:
     """depth.npy, depth.png, mask.png, normals.npy (when present), intrinsics.json; atomic writes."""
     import json
     from pathlib import Path
@@ -206,7 +217,13 @@ def depth_one(
 
     loaded = load_image(image, max_resolution=max_resolution)
     be = get_depth_backend(
-        backend, image_path=loaded.path, focal=focal, fov=fov, device=device, auto_fetch=auto_fetch, intrinsics=intrinsics
+        backend,
+        image_path=loaded.path,
+        focal=focal,
+        fov=fov,
+        device=device,
+        auto_fetch=auto_fetch,
+        intrinsics=intrinsics,
     )
     if shared_backends is not None and be.name != "file":
         # one model for all the images of a call; the file backend is per image (its own depth map)
@@ -235,4 +252,15 @@ def depth_one(
     return {"json": info, "paths": [str(p) for p in files.values()]}
 
 
-__all__ = ["run_depth", "depth_one", "write_outputs", "colorize_depth", "intrinsics_json", "DepthStageOutput", "depth_key", "encode_result", "decode_result", "DEPTH_STAGE_VERSION"]
+__all__ = [
+    "run_depth",
+    "depth_one",
+    "write_outputs",
+    "colorize_depth",
+    "intrinsics_json",
+    "DepthStageOutput",
+    "depth_key",
+    "encode_result",
+    "decode_result",
+    "DEPTH_STAGE_VERSION",
+]

@@ -105,13 +105,20 @@ def rectification_targets(scene: CoarseScene, images, poses, K, device, depth: b
     Kt = torch.as_tensor(np.asarray(K, np.float32), device=device)
     for i in range(len(images)):
         img = images[i].float().to(device)
-        targets.append(TrainView(rgb=img, mask=torch.ones(img.shape[:2], dtype=torch.bool, device=device), K=Kt,
-                                 camera_from_world=torch.as_tensor(invert_pose(poses[i]).astype(np.float32), device=device)))
+        targets.append(
+            TrainView(
+                rgb=img,
+                mask=torch.ones(img.shape[:2], dtype=torch.bool, device=device),
+                K=Kt,
+                camera_from_world=torch.as_tensor(invert_pose(poses[i]).astype(np.float32), device=device),
+            )
+        )
     return targets
 
 
-def rectify(scene: CoarseScene, images, poses, K, *, iters: int, seed: int, backend: str, device,
-            depth_weight: float = 0.0):
+def rectify(
+    scene: CoarseScene, images, poses, K, *, iters: int, seed: int, backend: str, device, depth_weight: float = 0.0
+):
     """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses` (and, weighted by
     `depth_weight`, to the anchors' depth, so the fit keeps the geometry); (g, losses)."""
 
@@ -119,8 +126,14 @@ def rectify(scene: CoarseScene, images, poses, K, *, iters: int, seed: int, back
     if iters <= 0:
         return g, []
     # one iteration = one anchor step and one view step on average (see rectification_targets)
-    rep = optimise(g, rectification_targets(scene, images, poses, K, device, depth=depth_weight > 0), 2 * int(iters),
-                   seed=int(seed), backend=backend, depth_weight=depth_weight)
+    rep = optimise(
+        g,
+        rectification_targets(scene, images, poses, K, device, depth=depth_weight > 0),
+        2 * int(iters),
+        seed=int(seed),
+        backend=backend,
+        depth_weight=depth_weight,
+    )
     return g.detach(), [float(x) for x in rep.losses]
 
 
@@ -150,8 +163,17 @@ class MCSLoop:
     """MCS over the chosen views: `prepare` once (lazily: only a step that is not cached needs the
     model), then `step(k)` for each step, `resume(record)` for a cached one, and `finish`."""
 
-    def __init__(self, scene: CoarseScene, poses: np.ndarray, K: np.ndarray, size: tuple[int, int], params: FineParams,
-                 denoiser: Denoiser, render_backend: str, device):
+    def __init__(
+        self,
+        scene: CoarseScene,
+        poses: np.ndarray,
+        K: np.ndarray,
+        size: tuple[int, int],
+        params: FineParams,
+        denoiser: Denoiser,
+        render_backend: str,
+        device,
+    ):
         self.scene, self.poses, self.K, (self.W, self.H) = scene, poses, K, size
         self.params, self.denoiser, self.backend, self.device = params, denoiser, render_backend, device
         self.sched = [float(s) for s in denoiser.schedule(params.total_steps, self.H, self.W)]
@@ -174,8 +196,9 @@ class MCSLoop:
         if self.prepared:
             return
         t = time.perf_counter()
-        rgb0, _, alpha0 = render_views(self.scene.gaussians.to(self.device), self.poses, self.K, self.W, self.H,
-                                       backend=self.backend)
+        rgb0, _, alpha0 = render_views(
+            self.scene.gaussians.to(self.device), self.poses, self.K, self.W, self.H, backend=self.backend
+        )
         holes0 = hole_masks(alpha0).cpu()
         self.denoiser.prepare(rgb0, holes0)
         if self.x is None:
@@ -209,44 +232,80 @@ class MCSLoop:
             imgs = self.denoiser.decode(mcs.predict_x0(self.x.float(), v.float(), t)).float()
         tm["model_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        g, losses = rectify(self.scene, imgs, self.poses, self.K, iters=p.gs_iters, seed=p.seed + k, backend=self.backend,
-                            device=self.device, depth_weight=p.depth_weight)
+        g, losses = rectify(
+            self.scene,
+            imgs,
+            self.poses,
+            self.K,
+            iters=p.gs_iters,
+            seed=p.seed + k,
+            backend=self.backend,
+            device=self.device,
+            depth_weight=p.depth_weight,
+        )
         tm["rectify_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rgb, _, alpha = render_views(g, self.poses, self.K, self.W, self.H, backend=self.backend)
         with torch.no_grad():
-            x_next, stats = mcs.rectified_step(self.x, v, self.denoiser.encode(rgb), t, t_next, p.rect_weight,
-                                               rescale=p.rescale)
+            x_next, stats = mcs.rectified_step(
+                self.x, v, self.denoiser.encode(rgb), t, t_next, p.rect_weight, rescale=p.rescale
+            )
         tm["render_encode_s"] = time.perf_counter() - t0
         render_u8, est_u8 = to_uint8(rgb), to_uint8(imgs)
         holes = hole_masks(alpha).cpu().numpy()
         row = {
-            "step": k, "t": round(t, 6), "t_next": round(t_next, 6),
-            "gs_loss_first": losses[0] if losses else None, "gs_loss_final": _tail_mean(losses),
-            "render_vs_estimate_l1": float(np.abs(render_u8.astype(np.float32) - est_u8.astype(np.float32)).mean() / 255.0),
+            "step": k,
+            "t": round(t, 6),
+            "t_next": round(t_next, 6),
+            "gs_loss_first": losses[0] if losses else None,
+            "gs_loss_final": _tail_mean(losses),
+            "render_vs_estimate_l1": float(
+                np.abs(render_u8.astype(np.float32) - est_u8.astype(np.float32)).mean() / 255.0
+            ),
             "hole_ratio": float(holes.mean()),
             "rescale": [round(r, 6) for r in stats["rescale"]] if stats["rescale"] is not None else None,
             "norm_v": [round(n, 4) for n in stats["norm_v"]],
-            "norm_v_implied": [round(n, 4) for n in stats["norm_v_implied"]] if stats["norm_v_implied"] is not None else None,
+            "norm_v_implied": [round(n, 4) for n in stats["norm_v_implied"]]
+            if stats["norm_v_implied"] is not None
+            else None,
             **{name: round(sec, 3) for name, sec in tm.items()},
         }
         arrays = {"x": x_next.detach().float().cpu(), "render_rgb": render_u8, "render_holes": holes.astype(np.uint8)}
-        return {"state.safetensors": codecs.encode_tensors(arrays), "step.json": codecs.encode_json(row),
-                "strip.png": codecs.encode_png(strip(est_u8, render_u8))}
+        return {
+            "state.safetensors": codecs.encode_tensors(arrays),
+            "step.json": codecs.encode_json(row),
+            "strip.png": codecs.encode_png(strip(est_u8, render_u8)),
+        }
 
     def finish(self, key: str) -> dict[str, bytes]:
         """Decode the final latents and fit the coarse scene to them once more: fine.ply."""
         self.prepare()
         tf = time.perf_counter()
         imgs = self.denoiser.decode(self.x.to(self.device)).float()
-        g, losses = rectify(self.scene, imgs, self.poses, self.K, iters=self.params.gs_iters, seed=self.params.seed + 10_000,
-                            backend=self.backend, device=self.device, depth_weight=self.params.depth_weight)
+        g, losses = rectify(
+            self.scene,
+            imgs,
+            self.poses,
+            self.K,
+            iters=self.params.gs_iters,
+            seed=self.params.seed + 10_000,
+            backend=self.backend,
+            device=self.device,
+            depth_weight=self.params.depth_weight,
+        )
         rgb, _, _ = render_views(g, self.poses, self.K, self.W, self.H, backend=self.backend)
         ply, rep = encode_ply(g.to("cpu"), comments={"vd_stage": "fine", "vd_fine_key": key})
-        info = {"gs_loss_first": losses[0] if losses else None, "gs_loss_final": _tail_mean(losses),
-                "gaussians": rep.written, "seconds": round(time.perf_counter() - tf, 3)}
-        return {"fine.ply": ply, "strip.png": codecs.encode_png(strip(to_uint8(imgs), to_uint8(rgb))),
-                "final.json": codecs.encode_json(info)}
+        info = {
+            "gs_loss_first": losses[0] if losses else None,
+            "gs_loss_final": _tail_mean(losses),
+            "gaussians": rep.written,
+            "seconds": round(time.perf_counter() - tf, 3),
+        }
+        return {
+            "fine.ply": ply,
+            "strip.png": codecs.encode_png(strip(to_uint8(imgs), to_uint8(rgb))),
+            "final.json": codecs.encode_json(info),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,39 +315,88 @@ class MCSLoop:
 def views_key(scene: CoarseScene, params: FineParams, K, size: tuple[int, int], render_backend: str) -> str:
     """The key of the choice of views: the scene, the refined frame, every parameter the choice depends on."""
     W, H = size
-    return stage_key(stage=VIEWS_STAGE, version=VIEWS_VERSION, inputs=scene.inputs, backend=render_backend,
-                     params={**key_params(params, VIEWS_STAGE), "frame": [W, H], "K": np.round(K, 6).tolist()})
+    return stage_key(
+        stage=VIEWS_STAGE,
+        version=VIEWS_VERSION,
+        inputs=scene.inputs,
+        backend=render_backend,
+        params={**key_params(params, VIEWS_STAGE), "frame": [W, H], "K": np.round(K, 6).tolist()},
+    )
 
 
-def fine_key(scene: CoarseScene, params: FineParams, K, size: tuple[int, int], poses: np.ndarray, *, denoiser_id: str,
-             dtype: str, render_backend: str) -> str:
+def fine_key(
+    scene: CoarseScene,
+    params: FineParams,
+    K,
+    size: tuple[int, int],
+    poses: np.ndarray,
+    *,
+    denoiser_id: str,
+    dtype: str,
+    render_backend: str,
+) -> str:
     """The key of the MCS loop (its steps and final fit key from it): the scene, the views, the
     denoiser, every parameter the loop depends on (`FineParams.key_params`), the renderer and the seed."""
     W, H = size
-    return stage_key(stage=STAGE, version=VERSION,
-                     params={**params.key_params(), "frame": [W, H], "K": np.round(K, 6).tolist(),
-                             "poses": np.round(poses, 8).tolist()},
-                     inputs=scene.inputs, models={"denoiser": denoiser_id}, backend=render_backend,
-                     dtype=dtype, seed=int(params.seed))
+    return stage_key(
+        stage=STAGE,
+        version=VERSION,
+        params={
+            **params.key_params(),
+            "frame": [W, H],
+            "K": np.round(K, 6).tolist(),
+            "poses": np.round(poses, 8).tolist(),
+        },
+        inputs=scene.inputs,
+        models={"denoiser": denoiser_id},
+        backend=render_backend,
+        dtype=dtype,
+        seed=int(params.seed),
+    )
 
 
-def choose_poses(scene: CoarseScene, params: FineParams, K, size: tuple[int, int], *, cache: Cache, render_backend: str,
-                 device, image: Optional[str]) -> list[FinePose]:
+def choose_poses(
+    scene: CoarseScene,
+    params: FineParams,
+    K,
+    size: tuple[int, int],
+    *,
+    cache: Cache,
+    render_backend: str,
+    device,
+    image: Optional[str],
+) -> list[FinePose]:
     """The refined views' poses, memoised on their own (they depend on the scene and the selection parameters only)."""
     W, H = size
 
     def compute():
         with console.status("fine: choosing views"):
-            sel = select_views(scene, params.views, K, W, H, stride=params.candidate_stride, scale=params.select_scale,
-                               backend=render_backend, device=device)
+            sel = select_views(
+                scene,
+                params.views,
+                K,
+                W,
+                H,
+                stride=params.candidate_stride,
+                scale=params.select_scale,
+                backend=render_backend,
+                device=device,
+            )
         return {"views.json": codecs.encode_json([v.to_json() for v in sel])}
 
-    rec, _ = cache.memoise(views_key(scene, params, K, size, render_backend), compute, stage=STAGE, image=image,
-                           meta={"step": "views"})
-    poses = [FinePose(d["index"], d["name"], np.asarray(d["world_from_camera"], dtype=np.float64), d["hole_ratio"], d["source"])
-             for d in codecs.decode_json(rec.read("views.json"))]
+    rec, _ = cache.memoise(
+        views_key(scene, params, K, size, render_backend), compute, stage=STAGE, image=image, meta={"step": "views"}
+    )
+    poses = [
+        FinePose(
+            d["index"], d["name"], np.asarray(d["world_from_camera"], dtype=np.float64), d["hole_ratio"], d["source"]
+        )
+        for d in codecs.decode_json(rec.read("views.json"))
+    ]
     if len(poses) < params.views:
-        log.warning(f"only {len(poses)} candidate poses are available; refining {len(poses)} views instead of {params.views}")
+        log.warning(
+            f"only {len(poses)} candidate poses are available; refining {len(poses)} views instead of {params.views}"
+        )
     return poses
 
 
@@ -301,12 +409,28 @@ class FineRunner:
     device: str
     denoiser_factory: Callable[[], Denoiser]
 
-    def run(self, coarse_dir: Path, out_dir: Path, *, image: Optional[str] = None, viewer: Viewer = NULL_VIEWER,
-            cache: Optional[Cache] = None, label: Optional[str] = None) -> FineResult:
+    def run(
+        self,
+        coarse_dir: Path,
+        out_dir: Path,
+        *,
+        image: Optional[str] = None,
+        viewer: Viewer = NULL_VIEWER,
+        cache: Optional[Cache] = None,
+        label: Optional[str] = None,
+    ) -> FineResult:
         """`run_fine` on one coarse folder, its memory tracked as "fine <label>" (default: the folder's name)."""
         with memory.track(f"fine {label or Path(coarse_dir).name}", device=self.device):
-            return run_fine(coarse_dir, out_dir, self.params, denoiser_factory=self.denoiser_factory,
-                            device=self.device, cache=cache, image=image, viewer=viewer)
+            return run_fine(
+                coarse_dir,
+                out_dir,
+                self.params,
+                denoiser_factory=self.denoiser_factory,
+                device=self.device,
+                cache=cache,
+                image=image,
+                viewer=viewer,
+            )
 
 
 def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> FineRunner:
@@ -317,15 +441,29 @@ def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> F
     params.validate()
     flux.validate()
     options.validate()
-    dev, factory, _ = choose_denoiser(options.inpaint_backend, device=options.device, offload=flux.offload,
-                                      vram_budget=flux.budget_bytes, allow_classical=options.allow_classical,
-                                      guidance=params.guidance, auto_fetch=options.auto_fetch)
+    dev, factory, _ = choose_denoiser(
+        options.inpaint_backend,
+        device=options.device,
+        offload=flux.offload,
+        vram_budget=flux.budget_bytes,
+        allow_classical=options.allow_classical,
+        guidance=params.guidance,
+        auto_fetch=options.auto_fetch,
+    )
     return FineRunner(params=params, device=str(dev), denoiser_factory=factory)
 
 
-def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_factory: Callable[[], Denoiser],
-             device: str = "cpu", cache: Optional[Cache] = None, image: Optional[str] = None,
-             viewer: Viewer = NULL_VIEWER) -> FineResult:
+def run_fine(
+    coarse_dir: Path,
+    out_dir: Path,
+    params: FineParams,
+    *,
+    denoiser_factory: Callable[[], Denoiser],
+    device: str = "cpu",
+    cache: Optional[Cache] = None,
+    image: Optional[str] = None,
+    viewer: Viewer = NULL_VIEWER,
+) -> FineResult:
     """Run MCS on the coarse scene in `coarse_dir`; write fine.ply, steps/, summary.json to `out_dir`.
     `viewer` (NullViewer by default) is shown every step's renders and the result; its failures
     never fail the run (`vd.stages.runner.StageViewer`)."""
@@ -346,18 +484,29 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
     cache = cache or Cache.open()
     render_backend = str(resolve_backend(params.render_backend, device))
     t0 = time.perf_counter()
-    views = choose_poses(scene, params, K, (W, H), cache=cache, render_backend=render_backend, device=device, image=image)
+    views = choose_poses(
+        scene, params, K, (W, H), cache=cache, render_backend=render_backend, device=device, image=image
+    )
     timings = {"select_s": round(time.perf_counter() - t0, 3)}
     poses = np.stack([v.world_from_camera for v in views])
     denoiser = denoiser_factory()
-    key = fine_key(scene, params, K, (W, H), poses, denoiser_id=denoiser.identity, dtype=denoiser.dtype,
-                   render_backend=render_backend)
+    key = fine_key(
+        scene,
+        params,
+        K,
+        (W, H),
+        poses,
+        denoiser_id=denoiser.identity,
+        dtype=denoiser.dtype,
+        render_backend=render_backend,
+    )
     show.set_tab("fine")
     loop = MCSLoop(scene, poses, K, (W, H), params, denoiser, render_backend, device)
     try:
         rows, strips, cached = _run_steps(loop, key, cache, image, show)
-        frec, fhit = cache.memoise(step_key(key, "final"), lambda: loop.finish(key), stage=STAGE, image=image,
-                                   meta={"step": "final"})
+        frec, fhit = cache.memoise(
+            step_key(key, "final"), lambda: loop.finish(key), stage=STAGE, image=image, meta={"step": "final"}
+        )
     finally:
         denoiser.release()
     final_info = codecs.decode_json(frec.read("final.json"))
@@ -368,14 +517,23 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
         timings["prepare_s"] = round(loop.prepare_s, 3)
     timings["total_s"] = round(time.perf_counter() - t_all, 3)
     summary = {
-        "stage": STAGE, "version": VERSION, "key": key, "coarse": str(Path(coarse_dir).resolve()),
+        "stage": STAGE,
+        "version": VERSION,
+        "key": key,
+        "coarse": str(Path(coarse_dir).resolve()),
         "denoiser": {"name": denoiser.name, "identity": denoiser.identity, "dtype": denoiser.dtype},
         "memory_plan": getattr(getattr(denoiser, "backend", None), "placement", None),
-        "render_backend": render_backend, "device": str(device), "params": asdict(params),
+        "render_backend": render_backend,
+        "device": str(device),
+        "params": asdict(params),
         "frame": {"width": W, "height": H, "K": np.asarray(K).round(6).tolist()},
-        "schedule": [round(s, 6) for s in loop.sched], "start_index": loop.start,
-        "views": [v.to_json() for v in views], "steps": rows, "final": final_info,
-        "gaussians": {"coarse": len(scene.gaussians), "fine": len(fine_g)}, "timings": timings,
+        "schedule": [round(s, 6) for s in loop.sched],
+        "start_index": loop.start,
+        "views": [v.to_json() for v in views],
+        "steps": rows,
+        "final": final_info,
+        "gaussians": {"coarse": len(scene.gaussians), "fine": len(fine_g)},
+        "timings": timings,
         "vram": {"peak_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None},
         "outputs": {"ply": "fine.ply", "strips": [str(p.relative_to(out_dir)) for p in strip_paths]},
     }
@@ -384,23 +542,27 @@ def run_fine(coarse_dir: Path, out_dir: Path, params: FineParams, *, denoiser_fa
     return FineResult(out_dir, ply_path, summary_path, strip_paths, summary, cached)
 
 
-def _run_steps(loop: MCSLoop, key: str, cache: Cache, image: Optional[str],
-               viewer: StageViewer) -> tuple[list[dict], list[bytes], int]:
+def _run_steps(
+    loop: MCSLoop, key: str, cache: Cache, image: Optional[str], viewer: StageViewer
+) -> tuple[list[dict], list[bytes], int]:
     """Every step, memoised; returns (summary rows, strip PNGs, cached steps)."""
     rows, strips, cached = [], [], 0
     # (no progress bar: loading the model shows a spinner, and rich allows one live display)
     for k in range(loop.params.steps):
         t, t_next = loop.times(k)
         ts = time.perf_counter()
-        rec, hit = cache.memoise(step_key(key, "step", k), lambda k=k: loop.step(k), stage=STAGE, image=image,
-                                 meta={"step": k, "t": t})
+        rec, hit = cache.memoise(
+            step_key(key, "step", k), lambda k=k: loop.step(k), stage=STAGE, image=image, meta={"step": k, "t": t}
+        )
         row, png = loop.resume(rec)
         row.update(cached=bool(hit), wall_s=round(time.perf_counter() - ts, 3))
         rows.append(row)
         strips.append(png)
         cached += int(hit)
-        log.info(f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
-                     + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s"))
+        log.info(
+            f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
+            + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s")
+        )
         rgb = loop.state["render_rgb"]
         for i in range(len(rgb)):
             viewer.log_frame(f"fine/view_{i:03d}", K=loop.K, world_from_camera=loop.poses[i], rgb=rgb[i], tab="fine")
@@ -415,11 +577,25 @@ def _write_outputs(out_dir: Path, strips: list[bytes], final_record) -> tuple[Pa
     for stale in (out_dir / "steps").glob("step_*.png"):
         if stale.name not in names:
             stale.unlink()
-    paths = [atomic_write_bytes(out_dir / "steps" / n, png) for n, png in zip(names, strips)]
+    paths = [atomic_write_bytes(out_dir / "steps" / n, png) for n, png in zip(names, strips, strict=False)]
     paths.append(atomic_write_bytes(out_dir / "steps" / "final.png", final_record.read("strip.png")))
     return atomic_write_bytes(out_dir / "fine.ply", final_record.read("fine.ply")), paths
 
 
-__all__ = ["FineParams", "FineResult", "FineRunner", "MCSLoop", "prepare_fine", "run_fine", "rectify",
-           "rectification_targets", "choose_poses", "fine_key", "views_key", "STAGE", "VERSION", "VIEWS_STAGE",
-           "VIEWS_VERSION"]
+__all__ = [
+    "FineParams",
+    "FineResult",
+    "FineRunner",
+    "MCSLoop",
+    "prepare_fine",
+    "run_fine",
+    "rectify",
+    "rectification_targets",
+    "choose_poses",
+    "fine_key",
+    "views_key",
+    "STAGE",
+    "VERSION",
+    "VIEWS_STAGE",
+    "VIEWS_VERSION",
+]

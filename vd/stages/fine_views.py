@@ -49,7 +49,6 @@ class FinePose:
         }
 
 
-
 def fine_frame(K: np.ndarray, width: int, height: int, margin: int) -> tuple[np.ndarray, int, int]:
     """(K, W, H) of the refined views: `margin` px per side, rounded up so W and H are multiples
     of 16 (Flux packs 8x-downsampled latents in 2x2 tokens); the principal point moves with it."""
@@ -70,8 +69,17 @@ def scaled_K(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return K2
 
 
-def render_views(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *, backend: str = "auto",
-                 chunk: int = 4, with_grad: bool = False):
+def render_views(
+    g,
+    poses: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    backend: str = "auto",
+    chunk: int = 4,
+    with_grad: bool = False,
+):
     """Render `g` at world_from_camera `poses` [C,4,4] -> (rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W])."""
     import torch
 
@@ -83,7 +91,7 @@ def render_views(g, poses: np.ndarray, K: np.ndarray, width: int, height: int, *
     ctx = torch.enable_grad() if with_grad else torch.no_grad()
     with ctx:
         for i in range(0, len(poses), chunk):
-            c = vm[i:i + chunk]
+            c = vm[i : i + chunk]
             r = render(g, c, Ks[None].expand(len(c), 3, 3).contiguous(), int(width), int(height), backend=backend)
             rgbs.append(r.rgb)
             depths.append(r.depth)
@@ -120,7 +128,11 @@ def _coarse_trajectory(scene: CoarseScene) -> Optional[np.ndarray]:
     saved = (scene.summary or {}).get("params")
     known = {f.name for f in fields(CoarseParams)}
     try:
-        p = CoarseParams(**{k: v for k, v in saved.items() if k in known}) if isinstance(saved, dict) else CoarseParams()
+        p = (
+            CoarseParams(**{k: v for k, v in saved.items() if k in known})
+            if isinstance(saved, dict)
+            else CoarseParams()
+        )
         p.radius_percentiles = tuple(p.radius_percentiles)
         if p.trajectory_file and not Path(p.trajectory_file).is_file():
             p.trajectory_file = None
@@ -130,8 +142,18 @@ def _coarse_trajectory(scene: CoarseScene) -> Optional[np.ndarray]:
         return None
 
 
-def select_views(scene: CoarseScene, n_views: int, K: np.ndarray, width: int, height: int, *,
-                 stride: int = 3, scale: float = 0.25, backend: str = "auto", device="cpu") -> list[FinePose]:
+def select_views(
+    scene: CoarseScene,
+    n_views: int,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    stride: int = 3,
+    scale: float = 0.25,
+    backend: str = "auto",
+    device="cpu",
+) -> list[FinePose]:
     """Greedy largest-hole selection against a growing scene of the anchors (the module docstring)."""
     import torch
 
@@ -143,7 +165,11 @@ def select_views(scene: CoarseScene, n_views: int, K: np.ndarray, width: int, he
     sh = max(int(round(height * scale)), 8)
     Ks = scaled_K(K, sw / width, sh / height)
     full = scene.gaussians.to(device)
-    temp = scene.scaffold.to(device) if scene.scaffold is not None and len(scene.scaffold) else _lift_anchors(scene, device)
+    temp = (
+        scene.scaffold.to(device)
+        if scene.scaffold is not None and len(scene.scaffold)
+        else _lift_anchors(scene, device)
+    )
     chosen: list[int] = []
     views: list[FinePose] = []
     for k in range(n_views):
@@ -159,9 +185,9 @@ def select_views(scene: CoarseScene, n_views: int, K: np.ndarray, width: int, he
         if k == n_views - 1:
             break
         # add the full coarse scene's render at the pick where the temp scene had holes
-        rgb, depth, alpha = render_views(full, poses[i:i + 1], Ks, sw, sh, backend=backend)
+        rgb, depth, alpha = render_views(full, poses[i : i + 1], Ks, sw, sh, backend=backend)
         if temp is not None and len(temp):
-            _, _, talpha = render_views(temp, poses[i:i + 1], Ks, sw, sh, backend=backend)
+            _, _, talpha = render_views(temp, poses[i : i + 1], Ks, sw, sh, backend=backend)
             holes = hole_masks(talpha[0]).to(alpha.device)
         else:
             holes = torch.ones_like(alpha[0], dtype=torch.bool)
@@ -175,8 +201,13 @@ def select_views(scene: CoarseScene, n_views: int, K: np.ndarray, width: int, he
 def _lift(rgb, depth, K, pose, mask):
     from vd.lift import gaussians_from_rgbd
 
-    return gaussians_from_rgbd(rgb.detach().cpu().numpy(), depth.detach().cpu().numpy(), np.asarray(K, np.float32),
-                               np.asarray(pose, np.float32), mask.detach().cpu().numpy())
+    return gaussians_from_rgbd(
+        rgb.detach().cpu().numpy(),
+        depth.detach().cpu().numpy(),
+        np.asarray(K, np.float32),
+        np.asarray(pose, np.float32),
+        mask.detach().cpu().numpy(),
+    )
 
 
 def _lift_anchors(scene: CoarseScene, device):
@@ -187,8 +218,15 @@ def _lift_anchors(scene: CoarseScene, device):
     for v in scene.anchors:
         mask = v.spawn & np.isfinite(v.depth) & (v.depth > 0)
         if mask.any():
-            parts.append(gaussians_from_rgbd(v.rgb.astype(np.float32) / 255.0, v.depth, np.asarray(v.K, np.float32),
-                                             np.asarray(v.world_from_camera, np.float32), mask))
+            parts.append(
+                gaussians_from_rgbd(
+                    v.rgb.astype(np.float32) / 255.0,
+                    v.depth,
+                    np.asarray(v.K, np.float32),
+                    np.asarray(v.world_from_camera, np.float32),
+                    mask,
+                )
+            )
     if not parts:
         return None
     return Gaussians.cat(parts).to(device)

@@ -66,8 +66,9 @@ def load_config(path) -> dict:
             try:
                 import tomllib
             except ImportError:  # Python 3.10
-                raise InputError(f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead"
-                                 ) from None
+                raise InputError(
+                    f"reading TOML ({p.name}) needs Python 3.11 or newer; use a JSON config instead"
+                ) from None
             cfg = tomllib.loads(text)
         else:
             cfg = json.loads(text)
@@ -116,8 +117,12 @@ def align_scale_shift(prior, target, mask=None, *, min_pixels: int = 16):
     def tensor(a, dtype):
         return a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a, dtype=dtype))
 
-    s, b, n = fit_scale_shift(tensor(prior, np.float64), tensor(target, np.float64),
-                              None if mask is None else tensor(mask, bool), min_pixels=min_pixels)
+    s, b, n = fit_scale_shift(
+        tensor(prior, np.float64),
+        tensor(target, np.float64),
+        None if mask is None else tensor(mask, bool),
+        min_pixels=min_pixels,
+    )
     return float(s), float(b), int(n)
 
 
@@ -211,7 +216,10 @@ class RefineResult:
     def to_dict(self) -> dict:
         m = self.meta.get("metrics", {})
         return {
-            "out": str(self.out), "ply": str(self.ply), "meta": str(self.meta_path), "cached": self.cached,
+            "out": str(self.out),
+            "ply": str(self.ply),
+            "meta": str(self.meta_path),
+            "cached": self.cached,
             "gaussians": self.meta.get("gaussians", {}).get("final"),
             "before": {k: m.get("before", {}).get(k) for k in ("depth_abs_rel", "normal_deg", "psnr")},
             "after": {k: m.get("after", {}).get(k) for k in ("depth_abs_rel", "normal_deg", "psnr")},
@@ -236,9 +244,18 @@ def train_views(views) -> list:
     def tensor(a, dtype=np.float32):
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
-    return [TrainView(rgb=tensor(v.rgb.astype(np.float32) / 255.0),
-                      mask=torch.ones(v.height, v.width, dtype=torch.bool), K=tensor(v.K), camera_from_world=tensor(v.camera_from_world()), depth=tensor(v.depth),
-                      depth_mask=tensor(v.supervise, bool), normal=tensor(v.normal)) for v in views]
+    return [
+        TrainView(
+            rgb=tensor(v.rgb.astype(np.float32) / 255.0),
+            mask=torch.ones(v.height, v.width, dtype=torch.bool),
+            K=tensor(v.K),
+            camera_from_world=tensor(v.camera_from_world()),
+            depth=tensor(v.depth),
+            depth_mask=tensor(v.supervise, bool),
+            normal=tensor(v.normal),
+        )
+        for v in views
+    ]
 
 
 def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
@@ -248,7 +265,7 @@ def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
 
     per = []
     with torch.no_grad():
-        for name, v in zip(names, views):
+        for name, v in zip(names, views, strict=False):
             out = render(g, v.camera_from_world[None], v.K[None], v.width, v.height, backend=backend)
             sf = terms.surface(out, v)
             npx = int(sf.pixels)
@@ -261,23 +278,35 @@ def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
             else:
                 ndeg = float("nan")
             mse = ((out.rgb[0] - v.rgb) ** 2).mean().item()
-            per.append({
-                "view": name, "scale": float(sf.scale), "shift": float(sf.shift), "pixels": npx,
-                "depth_abs_rel": abs_rel, "normal_deg": ndeg, "normal_loss": float(sf.normal_loss),
-                "normal_pixels": n_normal, "rgb_l1": float((out.rgb[0] - v.rgb).abs().mean()),
-                "psnr": float(-10 * math.log10(max(mse, 1e-12))),
-            })
+            per.append(
+                {
+                    "view": name,
+                    "scale": float(sf.scale),
+                    "shift": float(sf.shift),
+                    "pixels": npx,
+                    "depth_abs_rel": abs_rel,
+                    "normal_deg": ndeg,
+                    "normal_loss": float(sf.normal_loss),
+                    "normal_pixels": n_normal,
+                    "rgb_l1": float((out.rgb[0] - v.rgb).abs().mean()),
+                    "psnr": float(-10 * math.log10(max(mse, 1e-12))),
+                }
+            )
 
     def mean(key):
         vals = [d[key] for d in per if d[key] == d[key]]
         return float(np.mean(vals)) if vals else None
 
     return {
-        "depth_abs_rel": mean("depth_abs_rel"), "normal_deg": mean("normal_deg"), "normal_loss": mean("normal_loss"),
-        "rgb_l1": mean("rgb_l1"), "psnr": mean("psnr"), "per_view": per,
+        "depth_abs_rel": mean("depth_abs_rel"),
+        "normal_deg": mean("normal_deg"),
+        "normal_loss": mean("normal_loss"),
+        "rgb_l1": mean("rgb_l1"),
+        "psnr": mean("psnr"),
+        "per_view": per,
         "definition": {
             "depth_abs_rel": "mean |d_render - (s*d_prior + b)| / (s*d_prior + b) on mask & alpha>min_alpha, "
-                             "(s,b) fitted per view",
+            "(s,b) fitted per view",
             "normal_deg": "mean angle (degrees, sign-insensitive) between normals of the rendered depth and the prior",
             "normal_loss": "mean 1 - |n_render . n_prior|",
         },
@@ -289,7 +318,7 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
     on CPU, run info)."""
     import torch
 
-    from vd.train import DeviceView, Densify, optimise
+    from vd.train import Densify, DeviceView, optimise
 
     torch.manual_seed(p.seed)
     backend = resolve_backend(p.backend, device)
@@ -301,10 +330,24 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
     terms = SurfaceTerms(p.depth_weight, p.normal_weight, p.huber_delta, p.min_alpha)
     before = evaluate(g, views, names, terms, backend)
     n0 = len(g)
-    lrs = {"means": p.lr_means * extent, "log_scales": p.lr_scales, "quats": p.lr_quats,
-           "opacity_logits": p.lr_opacity, "sh": p.lr_sh}
-    densify = Densify(every=p.densify_every, start=p.densify_from, until=int(p.densify_until * p.iters),
-                      fraction=p.densify_fraction, prune_opacity=p.prune_opacity) if p.densify else None
+    lrs = {
+        "means": p.lr_means * extent,
+        "log_scales": p.lr_scales,
+        "quats": p.lr_quats,
+        "opacity_logits": p.lr_opacity,
+        "sh": p.lr_sh,
+    }
+    densify = (
+        Densify(
+            every=p.densify_every,
+            start=p.densify_from,
+            until=int(p.densify_until * p.iters),
+            fraction=p.densify_fraction,
+            prune_opacity=p.prune_opacity,
+        )
+        if p.densify
+        else None
+    )
     report = None
     if progress is not None:
         task = progress.add_task("refine", total=p.iters)
@@ -312,11 +355,24 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
         def report(it: int, loss: float) -> None:
             progress.update(task, completed=it + 1, description=f"refine loss {loss:.4f}")
 
-    rep = optimise(g, views, p.iters, lrs=lrs, ssim_lambda=p.ssim_lambda, terms=terms, densify=densify, seed=p.seed,
-                   backend=backend, progress=report)
+    rep = optimise(
+        g,
+        views,
+        p.iters,
+        lrs=lrs,
+        ssim_lambda=p.ssim_lambda,
+        terms=terms,
+        densify=densify,
+        seed=p.seed,
+        backend=backend,
+        progress=report,
+    )
     after = evaluate(g, views, names, terms, backend)
     info = {
-        "backend": backend, "device": str(device), "extent": extent, "seconds": rep.seconds,
+        "backend": backend,
+        "device": str(device),
+        "extent": extent,
+        "seconds": rep.seconds,
         "iters_per_second": (p.iters / rep.seconds) if rep.seconds > 0 and p.iters else None,
         "gaussians": {"initial": n0, "final": len(g), "split": rep.split, "pruned": rep.pruned},
         "adam_steps": rep.adam_steps,
@@ -330,8 +386,16 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
 def cache_key(p: RefineParams, inputs: dict, backend: str) -> str:
     """The cache key of a refine run: its parameters (`RefineParams.key_params`, every field but the
     seed and the renderer, keyed apart), the inputs' hashes, the resolved `backend` and the seed."""
-    return stage_key(stage="refine", version=VERSION, params=p.key_params(), inputs=inputs, models={}, backend=backend,
-                     dtype="float32", seed=p.seed)
+    return stage_key(
+        stage="refine",
+        version=VERSION,
+        params=p.key_params(),
+        inputs=inputs,
+        models={},
+        backend=backend,
+        dtype="float32",
+        seed=p.seed,
+    )
 
 
 def refine(dataset, init, out, *, config=None, device=None, progress=None, **options) -> RefineResult:
@@ -358,16 +422,28 @@ def refine(dataset, init, out, *, config=None, device=None, progress=None, **opt
     def compute():
         g, info = run_refine(views, g0, p, device=device, progress=progress)
         meta = {
-            "stage": "refine", "version": VERSION, "vd_version": __version__, "key": key,
-            "inputs": {"dataset": str(dataset.resolve()), "dataset_hash": inputs["dataset"],
-                       "dataset_format": dmeta.get("format"), "dataset_provenance": dmeta.get("provenance"),
-                       "init": str(init.resolve()), "init_hash": inputs["init"], "init_count": len(g0),
-                       "config": str(Path(config).resolve()) if config is not None else None,
-                       "config_hash": file_hash(config) if config is not None else None},
+            "stage": "refine",
+            "version": VERSION,
+            "vd_version": __version__,
+            "key": key,
+            "inputs": {
+                "dataset": str(dataset.resolve()),
+                "dataset_hash": inputs["dataset"],
+                "dataset_format": dmeta.get("format"),
+                "dataset_provenance": dmeta.get("provenance"),
+                "init": str(init.resolve()),
+                "init_hash": inputs["init"],
+                "init_count": len(g0),
+                "config": str(Path(config).resolve()) if config is not None else None,
+                "config_hash": file_hash(config) if config is not None else None,
+            },
             "params": asdict(p),
-            "losses_used": {"rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels",
-                            "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
-                            "normal": "1 - |n_render . n_prior|", "thinness_thickness": "none (explicit non-goal)"},
+            "losses_used": {
+                "rgb": "L1 + ssim_lambda * (1 - SSIM), all pixels",
+                "depth": "SmoothL1 of the relative residual to the per-view scale+shift-aligned prior",
+                "normal": "1 - |n_render . n_prior|",
+                "thinness_thickness": "none (explicit non-goal)",
+            },
             **info,
         }
         kept = {k: v for k, v in pmeta.get("comments", {}).items() if k in ("up", "image_hash", "intrinsics")}
@@ -408,6 +484,22 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-__all__ = ["VERSION", "RefineResult", "Surface", "SurfaceTerms", "align_scale_shift", "cache_key", "check_config",
-           "dataset_hash", "evaluate", "fit_scale_shift", "huber_depth_loss", "load_config", "normal_loss", "refine",
-           "resolve_params", "run_refine", "train_views"]
+__all__ = [
+    "VERSION",
+    "RefineResult",
+    "Surface",
+    "SurfaceTerms",
+    "align_scale_shift",
+    "cache_key",
+    "check_config",
+    "dataset_hash",
+    "evaluate",
+    "fit_scale_shift",
+    "huber_depth_loss",
+    "load_config",
+    "normal_loss",
+    "refine",
+    "resolve_params",
+    "run_refine",
+    "train_views",
+]

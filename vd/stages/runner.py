@@ -11,7 +11,6 @@ method are silent. Callers always pass a viewer object (`vd.viewer.NullViewer()`
 from __future__ import annotations
 
 import logging
-
 from typing import Any, Callable
 
 from vd.viewer import NullViewer, Viewer

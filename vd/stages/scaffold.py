@@ -39,7 +39,6 @@ renderer and the seed) and shows it in the viewer.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 from typing import Optional
 
@@ -74,21 +73,50 @@ BACKGROUND_BAND = 0.03
 SECOND_LAYER_MAX_RATIO = 3.0
 
 
-def scaffold_key(image_hash: str, p: CoarseParams, *, depth_id: str, inpaint_id: Optional[str], render_backend: str,
-                 seed: int, max_resolution: int) -> str:
+def scaffold_key(
+    image_hash: str,
+    p: CoarseParams,
+    *,
+    depth_id: str,
+    inpaint_id: Optional[str],
+    render_backend: str,
+    seed: int,
+    max_resolution: int,
+) -> str:
     """The scaffold's cache key; `p` with its iteration counts resolved (`CoarseParams.resolved`)."""
-    return stage_key(stage=STAGE, version=VERSION, params={**key_params(p, STAGE), "max_resolution": max_resolution},
-                     inputs={"image": image_hash}, models={"depth": depth_id, "inpaint": inpaint_id},
-                     backend=render_backend, dtype="float32", seed=seed)
+    return stage_key(
+        stage=STAGE,
+        version=VERSION,
+        params={**key_params(p, STAGE), "max_resolution": max_resolution},
+        inputs={"image": image_hash},
+        models={"depth": depth_id, "inpaint": inpaint_id},
+        backend=render_backend,
+        dtype="float32",
+        seed=seed,
+    )
 
 
-def key_of_run(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_backend, render_backend: str, seed: int,
-               max_resolution: int) -> str:
+def key_of_run(
+    img: LoadedImage,
+    p: CoarseParams,
+    *,
+    depth_backend,
+    inpaint_backend,
+    render_backend: str,
+    seed: int,
+    max_resolution: int,
+) -> str:
     """`scaffold_key` of a run's image and backends; `p` resolved."""
     use_inpaint = inpaint_backend is not None and p.outpaint
-    return scaffold_key(img.content_hash, p, depth_id=depth_backend.identity,
-                        inpaint_id=inpaint_backend.identity if use_inpaint else None, render_backend=render_backend,
-                        seed=seed, max_resolution=max_resolution)
+    return scaffold_key(
+        img.content_hash,
+        p,
+        depth_id=depth_backend.identity,
+        inpaint_id=inpaint_backend.identity if use_inpaint else None,
+        render_backend=render_backend,
+        seed=seed,
+        max_resolution=max_resolution,
+    )
 
 
 @dataclass
@@ -102,20 +130,51 @@ class ScaffoldRecord:
     meta: dict  # counts, hidden, loss, depth_valid_fraction
 
 
-def run_scaffold(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_backend, render_backend: str, device: str,
-                 seed: int, max_resolution: int, cache: Cache, viewer: StageViewer) -> ScaffoldRecord:
+def run_scaffold(
+    img: LoadedImage,
+    p: CoarseParams,
+    *,
+    depth_backend,
+    inpaint_backend,
+    render_backend: str,
+    device: str,
+    seed: int,
+    max_resolution: int,
+    cache: Cache,
+    viewer: StageViewer,
+) -> ScaffoldRecord:
     """The scaffold of `img` (memoised), logged to the viewer's scaffold tab."""
     p = p.resolved(device)
-    key = key_of_run(img, p, depth_backend=depth_backend, inpaint_backend=inpaint_backend,
-                     render_backend=render_backend, seed=seed, max_resolution=max_resolution)
+    key = key_of_run(
+        img,
+        p,
+        depth_backend=depth_backend,
+        inpaint_backend=inpaint_backend,
+        render_backend=render_backend,
+        seed=seed,
+        max_resolution=max_resolution,
+    )
 
     def compute():
-        log.info("scaffold: outpaint, depth, Gaussians, optimisation ..." if p.outpaint
-                     else "scaffold: depth, Gaussians, optimisation ...")
-        s = build_scaffold(img.rgb, depth_backend=depth_backend, inpaint_backend=inpaint_backend, expansion=p.expansion,
-                           outpaint=p.outpaint, init_iters=int(p.init_iters or 0), seed=seed_from_key(key),
-                           render_backend=render_backend, device=device, image_plan=img.plan, edge_times=p.edge_times,
-                           depth_weight=p.depth_weight)
+        log.info(
+            "scaffold: outpaint, depth, Gaussians, optimisation ..."
+            if p.outpaint
+            else "scaffold: depth, Gaussians, optimisation ..."
+        )
+        s = build_scaffold(
+            img.rgb,
+            depth_backend=depth_backend,
+            inpaint_backend=inpaint_backend,
+            expansion=p.expansion,
+            outpaint=p.outpaint,
+            init_iters=int(p.init_iters or 0),
+            seed=seed_from_key(key),
+            render_backend=render_backend,
+            device=device,
+            image_plan=img.plan,
+            edge_times=p.edge_times,
+            depth_weight=p.depth_weight,
+        )
         meta = {"counts": s.counts, "hidden": s.hidden, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
 
@@ -123,13 +182,22 @@ def run_scaffold(img: LoadedImage, p: CoarseParams, *, depth_backend, inpaint_ba
         rec, hit = cache.memoise(key, compute, stage=STAGE, image=str(img.path))
         views, g, meta = decode_record(rec, device)
     for v in views:
-        viewer.log_frame(v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb, depth=v.depth,
-                         masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole}, tab="scaffold")
+        viewer.log_frame(
+            v.name,
+            K=v.K,
+            world_from_camera=v.world_from_camera,
+            rgb=v.rgb,
+            depth=v.depth,
+            masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole},
+            tab="scaffold",
+        )
     viewer.log_gaussians("scaffold", g)
     hidden = meta.get("hidden", 0)
-    log.info(f"scaffold: {len(g)} Gaussians from {len(views)} view(s)"
-                 + (f", {hidden} of them behind depth edges" if hidden else "")
-                 + (" (cached)" if hit else f", loss {meta.get('loss', float('nan')):.4f}"))
+    log.info(
+        f"scaffold: {len(g)} Gaussians from {len(views)} view(s)"
+        + (f", {hidden} of them behind depth edges" if hidden else "")
+        + (" (cached)" if hit else f", loss {meta.get('loss', float('nan')):.4f}")
+    )
     return ScaffoldRecord(key=key, hit=hit, views=views, gaussians=g, meta=meta)
 
 
@@ -152,9 +220,21 @@ class ScaffoldResult:
     depth_valid_fraction: float
 
 
-def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expansion: float = 0.3, outpaint: bool = True,
-                   init_iters: int = 100, seed: int = 0, render_backend: str = "auto", device: str = "cpu",
-                   image_plan=None, edge_times: float = 0.05, depth_weight: float = 0.0) -> ScaffoldResult:
+def build_scaffold(
+    rgb: np.ndarray,
+    *,
+    depth_backend,
+    inpaint_backend=None,
+    expansion: float = 0.3,
+    outpaint: bool = True,
+    init_iters: int = 100,
+    seed: int = 0,
+    render_backend: str = "auto",
+    device: str = "cpu",
+    image_plan=None,
+    edge_times: float = 0.05,
+    depth_weight: float = 0.0,
+) -> ScaffoldResult:
     """Compute the scaffold from an RGB uint8 [H, W, 3] image (see the module docstring)."""
     import torch
 
@@ -177,19 +257,47 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
 
     eye = np.eye(4)
     d_in, v_in = depth_c[inner].copy(), valid_c[inner].copy()
-    views = [View(
-        name="input", kind="input", rgb=rgb, depth=d_in, K=K_in.astype(np.float32), world_from_camera=eye,
-        supervise=np.ones((H, W), dtype=bool), spawn=v_in, hole=np.zeros((H, W), dtype=bool),
-    )]
+    views = [
+        View(
+            name="input",
+            kind="input",
+            rgb=rgb,
+            depth=d_in,
+            K=K_in.astype(np.float32),
+            world_from_camera=eye,
+            supervise=np.ones((H, W), dtype=bool),
+            spawn=v_in,
+            hole=np.zeros((H, W), dtype=bool),
+        )
+    ]
     if use_ring:
-        views.append(View(
-            name="ring", kind="ring", rgb=canvas, depth=depth_c, K=K_c.astype(np.float32), world_from_camera=eye.copy(),
-            supervise=ring.copy(), spawn=ring & valid_c, hole=ring.copy(),
-        ))
+        views.append(
+            View(
+                name="ring",
+                kind="ring",
+                rgb=canvas,
+                depth=depth_c,
+                K=K_c.astype(np.float32),
+                world_from_camera=eye.copy(),
+                supervise=ring.copy(),
+                spawn=ring & valid_c,
+                hole=ring.copy(),
+            )
+        )
 
     footprints = [footprint_c[inner]] + ([footprint_c] if use_ring else [])
-    parts = [gaussians_from_rgbd(v.rgb, v.depth, v.K.astype(np.float32), v.world_from_camera.astype(np.float32), v.spawn,
-                                 footprint=fp, opacity=LIFT_OPACITY) for v, fp in zip(views, footprints)]
+    parts = [
+        gaussians_from_rgbd(
+            v.rgb,
+            v.depth,
+            v.K.astype(np.float32),
+            v.world_from_camera.astype(np.float32),
+            v.spawn,
+            footprint=fp,
+            opacity=LIFT_OPACITY,
+        )
+        for v, fp in zip(views, footprints, strict=False)
+    ]
     g = Gaussians.cat(parts).to(device)
     torch.manual_seed(int(seed))
     targets = [v.train_view(device, depth=depth_weight > 0) for v in views]
@@ -197,13 +305,18 @@ def build_scaffold(rgb: np.ndarray, *, depth_backend, inpaint_backend=None, expa
     rep = optimise(g, targets, int(init_iters), seed=int(seed), backend=render_backend, depth_weight=depth_weight)
     hidden = hidden_background(canvas, depth_c, edges_c, valid_c, K_c)
     visible = torch.ones(len(g) + len(hidden), dtype=torch.bool, device=g.means.device)
-    visible[len(g):] = False
+    visible[len(g) :] = False
     g = Gaussians.cat([g, hidden.to(device)])
     # the optimiser's first steps blur colours again; the hidden layer stays the colour it continues
     fit_colours(g, targets, COLOUR_FIT_ITERS, trainable=visible, backend=render_backend)
-    return ScaffoldResult(views=views, gaussians=g, counts=[len(p) for p in parts], hidden=len(hidden),
-                          loss=float(rep.final_loss),
-                          depth_valid_fraction=float(valid_c[inner].mean()))
+    return ScaffoldResult(
+        views=views,
+        gaussians=g,
+        counts=[len(p) for p in parts],
+        hidden=len(hidden),
+        loss=float(rep.final_loss),
+        depth_valid_fraction=float(valid_c[inner].mean()),
+    )
 
 
 def hidden_background(canvas: np.ndarray, depth: np.ndarray, edges: np.ndarray, valid: np.ndarray, K: np.ndarray):
@@ -213,8 +326,10 @@ def hidden_background(canvas: np.ndarray, depth: np.ndarray, edges: np.ndarray, 
     from vd.lift import gaussians_from_rgbd
 
     band = int(round(BACKGROUND_BAND * max(depth.shape)))
-    parts = [gaussians_from_rgbd(rgb, d, K.astype(np.float32), mask=m, footprint=LIFT_FOOTPRINT, opacity=LIFT_OPACITY)
-             for m, d, rgb in hidden_layers(canvas.astype(np.float32) / 255.0, depth, edges, valid, band)]
+    parts = [
+        gaussians_from_rgbd(rgb, d, K.astype(np.float32), mask=m, footprint=LIFT_FOOTPRINT, opacity=LIFT_OPACITY)
+        for m, d, rgb in hidden_layers(canvas.astype(np.float32) / 255.0, depth, edges, valid, band)
+    ]
     return Gaussians.cat(parts)
 
 

@@ -38,12 +38,19 @@ def valid_indices(n: int, selected: Iterable[int], adjacent_exclusion: int = 1) 
     for s in selected:
         lo, hi = max(int(s) - ex, 0), min(int(s) + ex, n - 1)
         if lo <= hi:
-            ok[lo:hi + 1] = False
+            ok[lo : hi + 1] = False
     return ok
 
 
-def select(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: float = 0.05, max_ratio: float = 0.25,
-           adjacent_exclusion: int = 1, fallback: str = "none") -> Selection | None:
+def select(
+    ratios: Sequence[float],
+    selected: Iterable[int] = (),
+    *,
+    min_ratio: float = 0.05,
+    max_ratio: float = 0.25,
+    adjacent_exclusion: int = 1,
+    fallback: str = "none",
+) -> Selection | None:
     """The candidate to add next, or None (see the module docstring)."""
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -69,9 +76,16 @@ def select(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: 
     return Selection(i, float(r[i]), True)
 
 
-def candidates_to_refine(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: float = 0.05,
-                         max_ratio: float = 0.25, adjacent_exclusion: int = 1, fallback: str = "none",
-                         tolerance=0.02) -> np.ndarray:
+def candidates_to_refine(
+    ratios: Sequence[float],
+    selected: Iterable[int] = (),
+    *,
+    min_ratio: float = 0.05,
+    max_ratio: float = 0.25,
+    adjacent_exclusion: int = 1,
+    fallback: str = "none",
+    tolerance=0.02,
+) -> np.ndarray:
     """Indices whose approximate ratio is too close to the decision to trust (sorted, unique).
 
     `ratios` come from a fast scan whose error is at most `tolerance` (a number, or one per
@@ -109,9 +123,18 @@ def candidates_to_refine(ratios: Sequence[float], selected: Iterable[int] = (), 
     return np.nonzero(pick)[0].astype(np.int64)
 
 
-def select_pose_index(ratios, selected=(), min_ratio=0.05, max_ratio=0.25, adjacent_exclusion=1, fallback_mode="none") -> int | None:
+def select_pose_index(
+    ratios, selected=(), min_ratio=0.05, max_ratio=0.25, adjacent_exclusion=1, fallback_mode="none"
+) -> int | None:
     """Upstream-compatible signature: the index only."""
-    s = select(ratios, selected, min_ratio=min_ratio, max_ratio=max_ratio, adjacent_exclusion=adjacent_exclusion, fallback=fallback_mode)
+    s = select(
+        ratios,
+        selected,
+        min_ratio=min_ratio,
+        max_ratio=max_ratio,
+        adjacent_exclusion=adjacent_exclusion,
+        fallback=fallback_mode,
+    )
     return None if s is None else s.index
 
 
@@ -146,7 +169,11 @@ class Diagnostics:
         out = [
             f"candidates {self.n_candidates}, valid {self.n_valid}, excluded by adjacency {self.n_excluded}",
             f"hole ratio over valid candidates: min {f(self.ratio_min)}, mean {f(self.ratio_mean)}, max {f(self.ratio_max)}"
-            + (f", p10/p50/p90 {self.ratio_percentiles['p10']:.4f}/{self.ratio_percentiles['p50']:.4f}/{self.ratio_percentiles['p90']:.4f}" if self.ratio_percentiles else ""),
+            + (
+                f", p10/p50/p90 {self.ratio_percentiles['p10']:.4f}/{self.ratio_percentiles['p50']:.4f}/{self.ratio_percentiles['p90']:.4f}"
+                if self.ratio_percentiles
+                else ""
+            ),
             f"below/in/above the band: {self.below_min}/{self.in_range}/{self.above_max} (ignoring adjacency: {self.below_min_all}/{self.in_range_all}/{self.above_max_all})",
             "top candidates: " + (", ".join(f"{i}:{v:.4f}" for i, v in self.top) or "none"),
             f"why: {self.reason}",
@@ -155,16 +182,32 @@ class Diagnostics:
         return out
 
 
-def diagnose(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio: float = 0.05, max_ratio: float = 0.25,
-             adjacent_exclusion: int = 1, fallback: str = "none", top_k: int = 10) -> Diagnostics:
+def diagnose(
+    ratios: Sequence[float],
+    selected: Iterable[int] = (),
+    *,
+    min_ratio: float = 0.05,
+    max_ratio: float = 0.25,
+    adjacent_exclusion: int = 1,
+    fallback: str = "none",
+    top_k: int = 10,
+) -> Diagnostics:
     """Why `select` found nothing, with one concrete hint naming the flags to change."""
     r = np.asarray(ratios, dtype=np.float64).reshape(-1)
     n = r.size
     selected = list(selected)
     valid = valid_indices(n, selected, adjacent_exclusion) if n else np.zeros(0, dtype=bool)
     rv = r[valid]
-    below_all, in_all, above_all = int((r < min_ratio).sum()), int(((r >= min_ratio) & (r <= max_ratio)).sum()), int((r > max_ratio).sum())
-    below, inr, above = int((rv < min_ratio).sum()), int(((rv >= min_ratio) & (rv <= max_ratio)).sum()), int((rv > max_ratio).sum())
+    below_all, in_all, above_all = (
+        int((r < min_ratio).sum()),
+        int(((r >= min_ratio) & (r <= max_ratio)).sum()),
+        int((r > max_ratio).sum()),
+    )
+    below, inr, above = (
+        int((rv < min_ratio).sum()),
+        int(((rv >= min_ratio) & (rv <= max_ratio)).sum()),
+        int((rv > max_ratio).sum()),
+    )
     order = np.argsort(-r, kind="stable")
     top = [(int(i), float(r[i])) for i in order if valid[i]][:top_k]
     pct = {}
@@ -172,11 +215,20 @@ def diagnose(ratios: Sequence[float], selected: Iterable[int] = (), *, min_ratio
         p = np.percentile(rv, [10, 50, 90])
         pct = {"p10": float(p[0]), "p50": float(p[1]), "p90": float(p[2])}
     d = Diagnostics(
-        n_candidates=n, n_valid=int(valid.sum()), n_excluded=int(n - valid.sum()),
-        ratio_min=float(rv.min()) if rv.size else None, ratio_mean=float(rv.mean()) if rv.size else None,
-        ratio_max=float(rv.max()) if rv.size else None, ratio_percentiles=pct,
-        below_min=below, in_range=inr, above_max=above,
-        below_min_all=below_all, in_range_all=in_all, above_max_all=above_all, top=top,
+        n_candidates=n,
+        n_valid=int(valid.sum()),
+        n_excluded=int(n - valid.sum()),
+        ratio_min=float(rv.min()) if rv.size else None,
+        ratio_mean=float(rv.mean()) if rv.size else None,
+        ratio_max=float(rv.max()) if rv.size else None,
+        ratio_percentiles=pct,
+        below_min=below,
+        in_range=inr,
+        above_max=above,
+        below_min_all=below_all,
+        in_range_all=in_all,
+        above_max_all=above_all,
+        top=top,
     )
     band = f"[{min_ratio:g}, {max_ratio:g}]"
     if n == 0:

@@ -111,9 +111,17 @@ def _check_rrd(rrd) -> Path:
     return p
 
 
-def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait: bool = False,
-                wait_seconds: float | None = None, app_id: str = "vd", recording_name: str | None = None,
-                strict: bool = False) -> Viewer:
+def open_viewer(
+    mode: str = "auto",
+    *,
+    port: int = DEFAULT_PORT,
+    rrd=None,
+    wait: bool = False,
+    wait_seconds: float | None = None,
+    app_id: str = "vd",
+    recording_name: str | None = None,
+    strict: bool = False,
+) -> Viewer:
     """A Viewer for `mode` (see the module docstring); NullViewer when nothing is to be shown or saved.
 
     Raises UsageError for impossible combinations (save without --rrd, spawn without a display,
@@ -138,8 +146,10 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
         return NullViewer()
     if live == "spawn" and mode == "spawn":
         if not env.has_display():
-            raise UsageError("--viewer spawn needs a display (DISPLAY / WAYLAND_DISPLAY are not set); "
-                             "use --viewer serve to watch from another machine, or --rrd PATH to save a recording")
+            raise UsageError(
+                "--viewer spawn needs a display (DISPLAY / WAYLAND_DISPLAY are not set); "
+                "use --viewer serve to watch from another machine, or --rrd PATH to save a recording"
+            )
     if not rerun_available():
         if mode == "auto" and rrd_path is None:
             log.info(f"viewer: rerun-sdk is not installed, no viewer ({pip_install('viewer')} to get one)")
@@ -148,5 +158,14 @@ def open_viewer(mode: str = "auto", *, port: int = DEFAULT_PORT, rrd=None, wait:
 
     from vd.viewer.rerun_viewer import RerunViewer  # rerun (optional) only when a viewer is asked for
 
-    return RerunViewer.open(live, port=int(port), rrd=rrd_path, wait=bool(wait), wait_seconds=wait_seconds,
-                            app_id=app_id, recording_name=recording_name, auto=(mode == "auto"), strict=strict)
+    return RerunViewer.open(
+        live,
+        port=int(port),
+        rrd=rrd_path,
+        wait=bool(wait),
+        wait_seconds=wait_seconds,
+        app_id=app_id,
+        recording_name=recording_name,
+        auto=(mode == "auto"),
+        strict=strict,
+    )

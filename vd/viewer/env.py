@@ -144,8 +144,9 @@ def child_env(base: Optional[Mapping[str, str]] = None) -> dict:
 # waiting after a run
 
 
-def wait_after_run(*, wait: bool = False, wait_seconds: Optional[float] = None, what: str = "the viewer",
-                   stdin=None, sleep=time.sleep) -> str:
+def wait_after_run(
+    *, wait: bool = False, wait_seconds: Optional[float] = None, what: str = "the viewer", stdin=None, sleep=time.sleep
+) -> str:
     """Keep the process (and its server) alive: sleep `wait_seconds`, or block on Enter with `wait`.
 
     `--wait` returns at once when stdin is not a terminal, and tolerates EOF and Ctrl-C.

@@ -34,8 +34,8 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import VdError
-from vd.splat_constants import C0
 from vd.install import pip_install
+from vd.splat_constants import C0
 from vd.viewer import TABS, Viewer
 from vd.viewer import env as venv
 
@@ -112,8 +112,13 @@ def gaussian_arrays(g) -> dict:
     quats = _np(g.quats, np.float32).reshape(n, 4)
     op = _np(g.opacity_logits, np.float32).reshape(n)
     sh = _np(g.sh, np.float32).reshape(n, -1, 3)
-    ok = (np.isfinite(means).all(1) & np.isfinite(log_scales).all(1) & np.isfinite(quats).all(1)
-          & np.isfinite(op) & np.isfinite(sh).all((1, 2)))
+    ok = (
+        np.isfinite(means).all(1)
+        & np.isfinite(log_scales).all(1)
+        & np.isfinite(quats).all(1)
+        & np.isfinite(op)
+        & np.isfinite(sh).all((1, 2))
+    )
     norm = np.linalg.norm(quats, axis=1)
     ok &= norm > 1e-12
     means, log_scales, quats, op, sh, norm = means[ok], log_scales[ok], quats[ok], op[ok], sh[ok], norm[ok]
@@ -171,10 +176,21 @@ def build_blueprint(cameras: dict, gaussians: dict, active: str, has_video: bool
                         break
             view3d = rrb.Spatial3DView(origin="world", contents=contents, name="final")
             if has_video:
-                tabs.append(rrb.Horizontal(view3d, rrb.Vertical(
-                    rrb.Spatial2DView(origin="world/final/camera", contents=["+ $origin/rgb"], name="fly-through"),
-                    rrb.Spatial2DView(origin="world/final/camera", contents=["+ $origin/depth"], name="fly-through depth"),
-                ), column_shares=[3, 2], name=tab))
+                tabs.append(
+                    rrb.Horizontal(
+                        view3d,
+                        rrb.Vertical(
+                            rrb.Spatial2DView(
+                                origin="world/final/camera", contents=["+ $origin/rgb"], name="fly-through"
+                            ),
+                            rrb.Spatial2DView(
+                                origin="world/final/camera", contents=["+ $origin/depth"], name="fly-through depth"
+                            ),
+                        ),
+                        column_shares=[3, 2],
+                        name=tab,
+                    )
+                )
             else:
                 tabs.append(rrb.Horizontal(view3d, name=tab))
             continue
@@ -190,9 +206,13 @@ def build_blueprint(cameras: dict, gaussians: dict, active: str, has_video: bool
         recent = cams[-MAX_2D_VIEWS:]
         newest = recent[-1]
         short = newest.rsplit("/", 1)[-1]
-        views2d = [rrb.Spatial2DView(origin=c, contents=["+ $origin/rgb"], name=c.split("/cameras/", 1)[-1]) for c in recent]
-        views2d += [rrb.Spatial2DView(origin=newest, contents=["+ $origin/depth"], name=f"{short} depth"),
-                    rrb.Spatial2DView(origin=newest, contents=["+ $origin/masks/**"], name=f"{short} masks")]
+        views2d = [
+            rrb.Spatial2DView(origin=c, contents=["+ $origin/rgb"], name=c.split("/cameras/", 1)[-1]) for c in recent
+        ]
+        views2d += [
+            rrb.Spatial2DView(origin=newest, contents=["+ $origin/depth"], name=f"{short} depth"),
+            rrb.Spatial2DView(origin=newest, contents=["+ $origin/masks/**"], name=f"{short} masks"),
+        ]
         tabs.append(rrb.Horizontal(view3d, rrb.Grid(*views2d), column_shares=[3, 2], name=tab))
     return rrb.Blueprint(
         rrb.Tabs(*tabs, active_tab=TABS.index(active)),
@@ -218,9 +238,14 @@ def spawn_viewer(port: int, *, timeout: float = 20.0) -> Optional[int]:
     if not exe:
         raise VdError(f"the `rerun` viewer binary was not found (it ships with rerun-sdk: {pip_install('viewer')})")
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([exe, "--port", str(int(port)), "--memory-limit", "75%", "--expect-data-soon"],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=venv.child_env(),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [exe, "--port", str(int(port)), "--memory-limit", "75%", "--expect-data-soon"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=venv.child_env(),
+        start_new_session=True,
+    )
     if venv.wait_listening(port, timeout=timeout, alive=lambda: proc.poll() is None):
         return proc.pid
     if proc.poll() is None:
@@ -263,8 +288,19 @@ def _guarded(method):
 class RerunViewer(Viewer):
     """A Viewer streaming to Rerun sinks: a live one (spawn / serve / connect) and/or an .rrd file."""
 
-    def __init__(self, rec, *, mode: str, live: Optional[str], url: Optional[str], rrd: Optional[Path],
-                 part: Optional[Path], wait: bool, wait_seconds: Optional[float], strict: bool):
+    def __init__(
+        self,
+        rec,
+        *,
+        mode: str,
+        live: Optional[str],
+        url: Optional[str],
+        rrd: Optional[Path],
+        part: Optional[Path],
+        wait: bool,
+        wait_seconds: Optional[float],
+        strict: bool,
+    ):
         self.rec = rec
         self.mode = mode
         self.live = live
@@ -291,15 +327,27 @@ class RerunViewer(Viewer):
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def open(cls, live: Optional[str], *, port: int, rrd: Optional[Path], wait: bool, wait_seconds: Optional[float],
-             app_id: str = "vd", recording_name: Optional[str] = None, auto: bool = False,
-             strict: bool = False) -> "RerunViewer":
+    def open(
+        cls,
+        live: Optional[str],
+        *,
+        port: int,
+        rrd: Optional[Path],
+        wait: bool,
+        wait_seconds: Optional[float],
+        app_id: str = "vd",
+        recording_name: Optional[str] = None,
+        auto: bool = False,
+        strict: bool = False,
+    ) -> RerunViewer:
         import rerun as rr
 
         missing = [n for n in ("set_sinks", "FileSink", "GrpcSink", "GrpcServerSink") if not hasattr(rr, n)]
         if missing:
-            raise VdError(f"rerun-sdk {getattr(rr, '__version__', '?')} is too old for vd (no {', '.join(missing)}): "
-                          "pip install -U 'rerun-sdk>=0.41'")
+            raise VdError(
+                f"rerun-sdk {getattr(rr, '__version__', '?')} is too old for vd (no {', '.join(missing)}): "
+                "pip install -U 'rerun-sdk>=0.41'"
+            )
         app = re.sub(r"[^A-Za-z0-9_\-]", "_", app_id or "vd") or "vd"
         rec = rr.RecordingStream(app, recording_id=str(uuid.uuid4()), send_properties=False)
         sinks: list[rr.GrpcSink | rr.GrpcServerSink | rr.FileSink] = []
@@ -323,8 +371,10 @@ class RerunViewer(Viewer):
             sinks.append(rr.GrpcServerSink(bind_ip="127.0.0.1", port=served_port))
         elif live == "connect":
             if not venv.is_listening(port, timeout=2.0):
-                raise VdError(f"no Rerun viewer is listening on 127.0.0.1:{port}; start one with `rerun --port {port}` "
-                              "or use --viewer spawn / serve")
+                raise VdError(
+                    f"no Rerun viewer is listening on 127.0.0.1:{port}; start one with `rerun --port {port}` "
+                    "or use --viewer spawn / serve"
+                )
             url = venv.grpc_url(port)
             sinks.append(rr.GrpcSink(url))
         part = None
@@ -334,8 +384,9 @@ class RerunViewer(Viewer):
             part = rrd.with_name(rrd.name + ".part")
             sinks.append(rr.FileSink(str(part)))
         mode = live or "save"
-        self = cls(rec, mode=mode, live=live, url=url, rrd=rrd, part=part, wait=wait, wait_seconds=wait_seconds,
-                   strict=strict)
+        self = cls(
+            rec, mode=mode, live=live, url=url, rrd=rrd, part=part, wait=wait, wait_seconds=wait_seconds, strict=strict
+        )
         rec.set_sinks(*sinks, default_blueprint=build_blueprint({}, {}, "scaffold"))
         if recording_name:
             rec.send_recording_name(str(recording_name))
@@ -382,13 +433,20 @@ class RerunViewer(Viewer):
 
     # ----------------------------------------------------------------- blueprint
     def _sync_blueprint(self) -> None:
-        key = (tuple((t, tuple(c)) for t, c in sorted(self._cameras.items())), tuple(sorted(self._gaussians.items())),
-               self._active, self._has_video)
+        key = (
+            tuple((t, tuple(c)) for t, c in sorted(self._cameras.items())),
+            tuple(sorted(self._gaussians.items())),
+            self._active,
+            self._has_video,
+        )
         if key == self._sent_key:
             return
         self._sent_key = key
-        self.rec.send_blueprint(build_blueprint(self._cameras, self._gaussians, self._active, self._has_video),
-                                make_active=True, make_default=True)
+        self.rec.send_blueprint(
+            build_blueprint(self._cameras, self._gaussians, self._active, self._has_video),
+            make_active=True,
+            make_default=True,
+        )
 
     @staticmethod
     def _tab(tab) -> str:
@@ -410,7 +468,7 @@ class RerunViewer(Viewer):
         tab = self._tab(tab)
         name = str(name)
         if name.startswith(f"{tab}/"):
-            name = name[len(tab) + 1:]
+            name = name[len(tab) + 1 :]
         cam = f"world/{tab}/cameras/{_part(name)}"
         img = _rgb_u8(rgb)
         h, w = img.shape[:2]
@@ -421,8 +479,13 @@ class RerunViewer(Viewer):
         if d is not None and (d > 0).any():
             plane = float(np.median(d[d > 0])) * 0.05
         self.rec.log(cam, rr.Transform3D(translation=pose[:3, 3], mat3x3=pose[:3, :3]), static=True)
-        self.rec.log(cam, rr.Pinhole(image_from_camera=K, width=w, height=h, camera_xyz=rr.ViewCoordinates.RDF,
-                                     image_plane_distance=plane), static=True)
+        self.rec.log(
+            cam,
+            rr.Pinhole(
+                image_from_camera=K, width=w, height=h, camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=plane
+            ),
+            static=True,
+        )
         self.rec.log(f"{cam}/rgb", rr.Image(img, color_model="RGB").compress(jpeg_quality=90), static=True)
         if d is not None:
             self.rec.log(f"{cam}/depth", rr.DepthImage(d, meter=1.0), static=True)
@@ -465,8 +528,16 @@ class RerunViewer(Viewer):
             if K is not None and world_from_camera is not None:
                 pose = _np(world_from_camera, np.float64).reshape(4, 4)
                 self.rec.log(cam, rr.Transform3D(translation=pose[:3, 3], mat3x3=pose[:3, :3]))
-                self.rec.log(cam, rr.Pinhole(image_from_camera=_np(K, np.float64).reshape(3, 3), width=w, height=h,
-                                             camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=0.1))
+                self.rec.log(
+                    cam,
+                    rr.Pinhole(
+                        image_from_camera=_np(K, np.float64).reshape(3, 3),
+                        width=w,
+                        height=h,
+                        camera_xyz=rr.ViewCoordinates.RDF,
+                        image_plane_distance=0.1,
+                    ),
+                )
             self.rec.log(f"{cam}/rgb", rr.Image(img, color_model="RGB").compress(jpeg_quality=90))
             if depth is not None:
                 self.rec.log(f"{cam}/depth", rr.DepthImage(_depth_f32(depth), meter=1.0))

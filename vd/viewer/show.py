@@ -28,8 +28,13 @@ from vd.views import find_input, read_views
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
-PLYS = (("scaffold.ply", "scaffold"), ("coarse.ply", "coarse"), ("fine/fine.ply", "fine"), ("fine.ply", "fine"),
-        ("gaussians_refined.ply", "final"))
+PLYS = (
+    ("scaffold.ply", "scaffold"),
+    ("coarse.ply", "coarse"),
+    ("fine/fine.ply", "fine"),
+    ("fine.ply", "fine"),
+    ("gaussians_refined.ply", "final"),
+)
 
 
 def resolve_source(source, *, out_root: Optional[Path] = None) -> tuple[str, Path]:
@@ -39,8 +44,11 @@ def resolve_source(source, *, out_root: Optional[Path] = None) -> tuple[str, Pat
     if not p.exists():
         raise InputError(f"nothing to view: {p} does not exist")
     if p.is_dir():
-        if ((p / "cameras.json").is_file() or any((p / name).is_file() for name, _ in PLYS)
-                or (p / "depth.npy").is_file()):
+        if (
+            (p / "cameras.json").is_file()
+            or any((p / name).is_file() for name, _ in PLYS)
+            or (p / "depth.npy").is_file()
+        ):
             return "dir", p
         raise InputError(f"{p} is not a vd output folder (no cameras.json, depth.npy or scene PLY in it)")
     suffix = p.suffix.lower()
@@ -83,8 +91,10 @@ def log_source(viewer, kind: str, path: Path) -> dict:
                 rgb = np.asarray(im.convert("RGB"))
         except OSError as e:
             raise InputError(f"cannot read the image {path}: {e}") from None
-        log.warning(f"no vd output for {path.name} in vd-out/{path.stem}/; showing the image only "
-                     f"(run `vd coarse {path}` first, or `vd view OUTPUT_DIR`)")
+        log.warning(
+            f"no vd output for {path.name} in vd-out/{path.stem}/; showing the image only "
+            f"(run `vd coarse {path}` first, or `vd view OUTPUT_DIR`)"
+        )
         h, w = rgb.shape[:2]
         viewer.log_frame("input", K=_default_K(w, h), world_from_camera=np.eye(4), rgb=rgb, tab="scaffold")
         summary["cameras"] = 1
@@ -99,8 +109,15 @@ def log_source(viewer, kind: str, path: Path) -> dict:
             camera = (first.K, first.width, first.height)
         for v in views:
             tab = "coarse" if v.kind == "view" else "scaffold"
-            viewer.log_frame(v.name, K=v.K, world_from_camera=v.world_from_camera, rgb=v.rgb, depth=v.depth,
-                             masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole}, tab=tab)
+            viewer.log_frame(
+                v.name,
+                K=v.K,
+                world_from_camera=v.world_from_camera,
+                rgb=v.rgb,
+                depth=v.depth,
+                masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole},
+                tab=tab,
+            )
             summary["cameras"] += 1
     else:
         summary["cameras"] += log_depth_output(viewer, path)  # a `vd depth` folder
@@ -119,8 +136,9 @@ def log_source(viewer, kind: str, path: Path) -> dict:
     return summary
 
 
-def log_fly_through(viewer, g, n: int, *, camera=None, traj: str = "spiral", size=(512, 384),
-                    backend: str = "auto", progress=None) -> int:
+def log_fly_through(
+    viewer, g, n: int, *, camera=None, traj: str = "spiral", size=(512, 384), backend: str = "auto", progress=None
+) -> int:
     """Render `n` frames of `g` along a `traj` loop around the input camera and log them with
     log_video_frame (timeline "frame", final tab). `camera` = (K, width, height) of the input view;
     without it a 60-degree camera of `size`. The loop's radius comes from the Gaussians in front
