@@ -90,6 +90,15 @@ def gc(
     return count, size
 
 
+def _set_stamps(stamps: dict) -> Callable[[dict], None]:
+    """An index-entry update that records `stamps` (digest -> [size, mtime_ns] when last hashed)."""
+
+    def update(entry: dict) -> None:
+        entry["stamps"] = stamps
+
+    return update
+
+
 def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Re-hash every record's objects (stamps are not trusted here, and are renewed); with
     `repair`, drop broken records and orphans. `progress(done, total)` is called per record."""
@@ -131,14 +140,14 @@ def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[i
         elif not broken and not cache.readonly:
             stamps = {a["hash"]: checked[a["hash"]] for a in r.artifacts.values()}
             if stamps != r.stamps:
-                cache.index.update(r.key, lambda e, stamps=stamps: e.__setitem__("stamps", stamps))
+                cache.index.update(r.key, _set_stamps(stamps))
     report["objects"] = len(checked)
     refs = set(checked) if not repair else set(referenced(cache))
     t = now()
-    for digest, p, st in cache.objects.stat_all():
-        if digest not in refs and t - st.st_mtime >= GC_GRACE_S:
+    for digest, _path, info in cache.objects.stat_all():
+        if digest not in refs and t - info.st_mtime >= GC_GRACE_S:
             report["orphans"] += 1
-            report["orphan_bytes"] += st.st_size
+            report["orphan_bytes"] += info.st_size
     report["temporaries"] = len(cache.objects.stale_temporaries())
     if repair:
         gc(cache)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import AbstractSet, Any, Optional
 
 import typer
 
@@ -27,7 +27,7 @@ app = typer.Typer(
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object on stdout instead of a table.")
 
 
-def _print_table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> None:
+def _print_table(headers: list[str], rows: list[list[str]], right: AbstractSet[int] = frozenset()) -> None:
     """The result table on stdout: a rich table on a terminal; plain aligned columns (like
     `docker ps`, greppable, and ~0.2 s faster for hundreds of rows) when piped."""
     if sys.stdout.isatty():
@@ -336,6 +336,7 @@ def verify(
             + (f" ({rebuilt['skipped']} with missing objects dropped)" if rebuilt["skipped"] else "")
         )
     cache = _open_existing()
+    report: dict[str, Any]
     if cache is None:
         report = {
             "records": 0,

@@ -95,13 +95,16 @@ def require_weights_first(images: List[Path], depth_backend: str, inpaint_backen
     """MissingWeightsError (exit 3) for the weights the named backends need, before torch is imported (seconds)."""
     from vd.fetch.registry import require
     from vd.models import choose
+    from vd.models.flux_fill import FluxFillInpaint
     from vd.models.depth import sidecar_depth
 
     auto_fetch = True if fetch else None
     if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
         require("moge", auto_fetch=auto_fetch)
     if inpaint_backend == "flux-fill":  # through the backend, which knows where its weights are
-        choose.get_inpaint_backend("flux-fill", auto_fetch=auto_fetch, quiet_choice=True).paths()
+        backend = choose.get_inpaint_backend("flux-fill", auto_fetch=auto_fetch, quiet_choice=True)
+        if isinstance(backend, FluxFillInpaint):
+            backend.paths()
 
 
 def not_implemented(command: str, issue: str) -> None:

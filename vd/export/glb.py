@@ -31,6 +31,7 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,7 @@ def encode_glb(a: SplatArrays, *, camera: dict | None = None) -> bytes:
             }
         },
     }
-    gltf = {
+    gltf: dict[str, Any] = {
         "asset": {"version": "2.0", "generator": f"vd {__version__}"},
         "extensionsUsed": [EXT],
         "scene": 0,

@@ -97,8 +97,8 @@ def _points(f: Frame, step: int = 4, far: float = np.inf) -> np.ndarray:
     if len(z) and np.isfinite(far):
         near = z <= far * np.median(z)
         v, u, z = v[near], u[near], z[near]
-    u, v = u * step + 0.5, v * step + 0.5
-    X = np.stack([(u - f.K[0, 2]) / f.K[0, 0] * z, (v - f.K[1, 2]) / f.K[1, 1] * z, z], 1)
+    x, y = u * step + 0.5, v * step + 0.5  # pixel centres
+    X = np.stack([(x - f.K[0, 2]) / f.K[0, 0] * z, (y - f.K[1, 2]) / f.K[1, 1] * z, z], 1)
     return X @ f.world_from_camera[:3, :3].T + f.world_from_camera[:3, 3]
 
 

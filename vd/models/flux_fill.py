@@ -93,8 +93,7 @@ class FluxFillInpaint(InpaintBackend):
             }
         return self._paths
 
-    @property
-    def identity(self) -> str:
+    def _compute_identity(self) -> str:
         if self._identity is None:
             paths = self.paths()  # fails first with the fetch command when missing
             ids = None

@@ -75,7 +75,7 @@ def checkpoint_blocks(path) -> tuple[int, int]:
 
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
-    count = {}
+    count: dict[str, set[int]] = {}
     for k in keys:
         parts = k.split(".")
         if (

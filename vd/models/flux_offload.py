@@ -24,13 +24,13 @@ def no_nan_fill() -> Iterator[None]:
     """Turn torch's deterministic NaN fill of new allocations off for this block (restored after)."""
     import torch
 
-    det = torch.utils.deterministic
-    prev = det.fill_uninitialized_memory
-    det.fill_uninitialized_memory = False
+    det = torch.utils.deterministic  # its attribute is set on the module at run time; torch's stubs lack it
+    prev = det.fill_uninitialized_memory  # type: ignore[attr-defined]
+    det.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        det.fill_uninitialized_memory = prev
+        det.fill_uninitialized_memory = prev  # type: ignore[attr-defined]
 
 
 def can_pin() -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -260,7 +261,7 @@ class CoarseRun:
             vkey = view_key(prev, k, p, self.poses)
             with memory.track(f"view {k}", self.dev):
                 vrec, hit = self.cache.memoise(
-                    vkey, lambda k=k, vkey=vkey: self._compute_view(k, vkey), stage=VIEW_STAGE, image=str(self.img.path)
+                    vkey, partial(self._compute_view, k, vkey), stage=VIEW_STAGE, image=str(self.img.path)
                 )
                 vviews, g_new, vmeta = decode_record(vrec, self.dev)
             if vmeta.get("stopped"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from vd.errors import InputError
 from vd.fsio import atomic_write_bytes, output_transaction
 from vd.ply import read_ply, write_ply
 from vd.views import MASKS, View, find_input, read_views, remove_stale_views, write_views
+
+if TYPE_CHECKING:
+    from vd.gaussians import Gaussians
 
 COARSE_PLY = "coarse.ply"
 SCAFFOLD_PLY = "scaffold.ply"
@@ -95,8 +98,8 @@ class CoarseScene:
     """A coarse output folder, read back."""
 
     folder: Path
-    gaussians: object  # vd.gaussians.Gaussians (CPU): coarse.ply
-    scaffold: object  # Gaussians of the anchor views (scaffold.ply), or None
+    gaussians: Gaussians  # on the CPU: coarse.ply
+    scaffold: Optional[Gaussians]  # of the anchor views (scaffold.ply)
     views: list[View]
     summary: dict
     inputs: dict = field(default_factory=dict)  # content hashes that key the stages reading it

@@ -35,13 +35,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from vd import cameras
 from vd.align import align_depth, assign_edge_depth, complete_depth, in_front_of_views, spawn_edges
 from vd.holes import hole_masks
+from vd.models.depth import DepthBackend
+from vd.models.inpaint import InpaintBackend
 from vd.params import CoarseParams
 from vd.render import render
 from vd.stages.scaffold import LIFT_OPACITY, lift_footprints
@@ -92,6 +94,7 @@ class CoarseResult:
         if self._scene is None:
             from vd.stages.coarse_folder import read_coarse_folder
 
+            assert self._folder is not None
             scene = read_coarse_folder(self._folder)
             self._scene = (scene.views, scene.scaffold, scene.gaussians)
         return self._scene
@@ -119,7 +122,8 @@ def candidate_camera(input_view: View, margin: int):
 
 def dense_poses(input_view: View, p: CoarseParams) -> tuple[np.ndarray, float]:
     """The candidate poses [N, 4, 4] and the scene radius (over the input's spawned pixels)."""
-    valid = input_view.spawn if input_view.spawn.sum() >= 3 else input_view.depth > 0
+    spawn = input_view.spawn
+    valid = spawn if spawn is not None and spawn.sum() >= 3 else input_view.depth > 0
     radius = cameras.scene_radius(input_view.depth, input_view.K, valid, p.radius_percentiles)
     if p.trajectory_file:
         return load_trajectory(p.trajectory_file), radius
@@ -153,7 +157,7 @@ def scan_ratios(scan, selected: list, p: CoarseParams):
     if known and not scan.exact_only:
         ratios[known] = scan.exact_ratios(known)
         tol[known] = 0.0
-    kw = dict(
+    kw: dict[str, Any] = dict(
         min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback
     )
     while tol.any():
@@ -177,8 +181,8 @@ class LoopContext:
 
     poses: np.ndarray
     p: CoarseParams
-    depth_backend: object
-    inpaint_backend: object
+    depth_backend: DepthBackend
+    inpaint_backend: Optional[InpaintBackend]  # None only without added views
     render_backend: str
     device: str
     view_iters: int
@@ -190,7 +194,7 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
     p = ctx.p
     t0 = time.perf_counter()
     ratios, n_exact, scan_s = scan_ratios(scan, selected, p)
-    band = dict(
+    band: dict[str, Any] = dict(
         min_ratio=p.min_ratio, max_ratio=p.max_ratio, adjacent_exclusion=p.adjacent_exclusion, fallback=p.fallback
     )
     sel = select(ratios, selected, **band)
@@ -200,6 +204,7 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
         return encode_record([], None, meta), {"stopped": True}
     view = make_view(g_all, views, ctx.poses[sel.index], int(sel.index), k, ctx, seed)
     new_g, loss = train_new_view(g_all, views, view, ctx, seed)
+    assert view.hole is not None and view.spawn is not None, "make_view sets every mask"
     stat = ViewStat(
         view=k,
         dense_index=int(sel.index),
@@ -237,6 +242,7 @@ def make_view(
         rgb_r = (res.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
         depth_r = res.depth[0].float().cpu().numpy()
         alpha_np = alpha.cpu().numpy()
+    assert ctx.inpaint_backend is not None, "added views need an inpaint backend"
     inpainted = np.asarray(ctx.inpaint_backend.inpaint(rgb_r, hole, seed=seed), dtype=np.uint8) if hole.any() else rgb_r
     unknown = hole | (alpha_np < 0.5) | ~np.isfinite(depth_r) | (depth_r <= 0)
     aligned, valid = new_view_depth(
@@ -268,7 +274,7 @@ def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarra
     H, W = unknown.shape
     if getattr(depth_backend, "estimates_novel_views", True):
         dr = depth_backend.estimate(rgb, K_hint=np.asarray(K, dtype=np.float32))
-        pred = np.asarray(dr.depth, dtype=np.float32)
+        pred: np.ndarray = np.asarray(dr.depth, dtype=np.float32)
         valid = np.asarray(dr.valid, dtype=bool)
         if pred.shape != unknown.shape:
             import cv2

@@ -37,9 +37,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -180,7 +181,7 @@ class MCSLoop:
         if len(self.sched) != params.total_steps + 1 or abs(self.sched[-1]) > 0:
             raise RuntimeError(f"the {denoiser.name} schedule must have {params.total_steps + 1} points ending at 0")
         self.start = mcs.start_index(params.total_steps, params.steps)
-        self.x = None  # the current latents
+        self.x: Any = None  # the current latents (a torch.Tensor once prepared or resumed)
         self.state: dict = {}  # the current renders and holes (what the classical denoiser inpaints)
         self.prepared = False
         self.prepare_s = 0.0
@@ -552,7 +553,7 @@ def _run_steps(
         t, t_next = loop.times(k)
         ts = time.perf_counter()
         rec, hit = cache.memoise(
-            step_key(key, "step", k), lambda k=k: loop.step(k), stage=STAGE, image=image, meta={"step": k, "t": t}
+            step_key(key, "step", k), partial(loop.step, k), stage=STAGE, image=image, meta={"step": k, "t": t}
         )
         row, png = loop.resume(rec)
         row.update(cached=bool(hit), wall_s=round(time.perf_counter() - ts, 3))

@@ -26,7 +26,7 @@ class StageViewer:
     def __init__(self, viewer: Any):
         if viewer is None:
             raise TypeError("a stage needs a viewer object: pass vd.viewer.NullViewer() to show nothing")
-        self.viewer = viewer.viewer if isinstance(viewer, StageViewer) else viewer
+        self.viewer: Any = viewer.viewer if isinstance(viewer, StageViewer) else viewer
         self.warned: set[str] = set()
 
     @property
