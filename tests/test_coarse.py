@@ -230,3 +230,39 @@ def test_viewer_receives_frames_and_gaussians(reference):
     names = [c[1] for c in rec.calls if c[0] == "frame"]
     assert names[:2] == ["input", "ring"] and len(names) == 2 + summary["selected"]
     assert ("gaussians", "coarse", summary["totals"]["gaussians_total"]) in rec.calls
+
+
+@pytest.mark.slow
+def test_an_identical_rerun_is_served_whole_without_torch(reference, tmp_path):
+    """The second identical run writes the same folder from one cache record, imports no torch and
+    computes nothing; a changed view-loop parameter is a different record (the loop runs again)."""
+    import os
+    import subprocess
+    import sys
+
+    img, out, cache, summary, _ = reference
+    env = dict(os.environ, VD_CACHE_DIR=str(cache), VD_MODELS_DIR=str(cache.parent / "models"), COLUMNS="200")
+    code = ("import sys; from vd.commands.app import run; from vd.cache import store; c = run(sys.argv[1:]); "
+            "print(c, 'torch' in sys.modules, store.STATS['computed'], store.STATS['hits'])")
+
+    def rerun(dest, *extra):
+        args = ["coarse", str(img), "-o", str(dest), *BASE, "--fallback", "closest", *extra]
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return p.stdout.split()[-4:], p.stderr
+
+    again = tmp_path / "again"
+    (code_, torch_imported, computed, hits), stderr = rerun(again)
+    assert (code_, torch_imported, computed, hits) == ("0", "False", "0", "1"), stderr
+    assert "the whole scene is cached" in stderr
+    written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "summary.json")
+    assert written and written == sorted(p.relative_to(again) for p in again.rglob("*")
+                                         if p.is_file() and p.name != "summary.json")
+    for rel in written:
+        assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
+    s = json.loads((again / "summary.json").read_text())
+    assert s["scaffold"]["cached"] and all(v["cached"] for v in s["views"])
+    assert s["totals"] == summary["totals"] and s["image"] == str(img)
+
+    (_, torch_imported, computed, _), _ = rerun(tmp_path / "changed", "--view-iters", "4")
+    assert torch_imported == "True" and int(computed) >= 1
