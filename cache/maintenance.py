@@ -135,7 +135,7 @@ def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[i
     report["objects"] = len(checked)
     refs = set(checked) if not repair else set(referenced(cache))
     t = now()
-    for digest, p, st in cache.objects.stat_all():
+    for digest, _p, st in cache.objects.stat_all():
         if digest not in refs and t - st.st_mtime >= GC_GRACE_S:
             report["orphans"] += 1
             report["orphan_bytes"] += st.st_size
