@@ -223,7 +223,8 @@ def prune(
     lines = []
     for r in plan_records:
         lines.append(
-            f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}  last used {format_age(now - r.last_used)}"
+            f"{verb} {r.key[:12]}  {r.stage:<10} {_image_label(r, cwd)}  {format_size(r.size)}  "
+            f"last used {format_age(now - r.last_used)}"
         )
     for p, s in models:
         lines.append(f"{verb} model weights {p}  {format_size(s)}")
@@ -367,17 +368,22 @@ def verify(
             console.out(
                 f"missing  {item['key'][:12]}  {item['stage']}  {item['artifact']}" + ("  (dropped)" if repair else "")
             )
-        tail = f"; {report['orphans']} orphaned object{'s' if report['orphans'] != 1 else ''} ({format_size(report['orphan_bytes'])})"
+        tail = (
+            f"; {report['orphans']} orphaned object{'s' if report['orphans'] != 1 else ''} "
+            f"({format_size(report['orphan_bytes'])})"
+        )
         if report["temporaries"]:
             tail += f"; {report['temporaries']} leftover temporary file{'s' if report['temporaries'] != 1 else ''}"
         if repair and (report["orphans"] or report["temporaries"]):
             tail += " deleted"
         console.out(
-            f"checked {report['records']} records and {report['objects']} objects: {bad} problem{'s' if bad != 1 else ''}{tail}"
+            f"checked {report['records']} records and {report['objects']} objects: "
+            f"{bad} problem{'s' if bad != 1 else ''}{tail}"
         )
     if bad and not repair:
         raise VdError(
-            f"{bad} cached object{'s are' if bad != 1 else ' is'} corrupt or missing; run `vd cache verify --repair` to drop them"
+            f"{bad} cached object{'s are' if bad != 1 else ' is'} corrupt or missing; "
+            "run `vd cache verify --repair` to drop them"
         )
 
 

@@ -28,7 +28,10 @@ def depth(
     intrinsics: Optional[Path] = typer.Option(
         None,
         "--intrinsics",
-        help="Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg; optional width/height it refers to). Default for the file backend: <stem>.intrinsics.json or intrinsics.json beside the image.",
+        help=(
+            "Intrinsics JSON (K, fx/fy/cx/cy, focal or fov_x_deg; optional width/height it refers to). "
+            "Default for the file backend: <stem>.intrinsics.json or intrinsics.json beside the image."
+        ),
     ),
     max_resolution: int = common.MAX_RES,
     depth_device: Optional[str] = typer.Option(

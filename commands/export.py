@@ -15,15 +15,30 @@ from vd.errors import InputError, UsageError
 from vd.params import ExportParams, VideoParams, check_device, given
 from vd.paths import resolve_device
 
-HELP = """Export a scene to a file format other tools read, or validate a refine dataset.
-
-SOURCE is a Gaussian file (.ply, compressed .ply, .splat, .spz, .sog, .glb), a vd output folder (with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.
-
-Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), [bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), [bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), [bold]glb[/] (glTF 2.0 with KHR_gaussian_splatting, +Y up, the input camera included), [bold]mesh[/] (a triangle mesh with vertex colours, .glb, .ply or .obj by suffix, fused from depth rendered at the scene's cameras; --faces N to decimate, --collider for a small watertight proxy), [bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), [bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), [bold]video[/] (.mp4 or .gif fly-through).
-
-vd's world is the input camera's OpenCV frame (x right, y down, z forward), so -y is up; --up +y or +z rotates a ply, compressed-ply or splat export for tools that expect another up axis and records the axis in the file header. SPZ is always RUB (x right, y up, z back): vd rotates the scene 180° about x when it writes one and back when it reads one.
-
-Examples:
+HELP = (
+    "Export a scene to a file format other tools read, or validate a refine dataset.\n"
+    "\n"
+    "SOURCE is a Gaussian file (.ply, compressed .ply, .splat, .spz, .sog, .glb), a vd output folder "
+    "(with cameras.json), or an image vd has processed (its latest cached stage; --stage to choose). "
+    "A PLY that is not Gaussian splats (a triangle mesh, a point cloud) is refused unless --as-splats.\n"
+    "\n"
+    "Formats: [bold]ply[/] (INRIA 3DGS), [bold]compressed-ply[/] (PlayCanvas/SuperSplat), "
+    "[bold]splat[/] (antimatter15), [bold]spz[/] (Niantic; --spz-version), "
+    "[bold]sog[/] (PlayCanvas SOG, through splat-transform when installed), "
+    "[bold]glb[/] (glTF 2.0 with KHR_gaussian_splatting, +Y up, the input camera included), "
+    "[bold]mesh[/] (a triangle mesh with vertex colours, .glb, .ply or .obj by suffix, "
+    "fused from depth rendered at the scene's cameras; --faces N to decimate, "
+    "--collider for a small watertight proxy), "
+    "[bold]html[/] (one self-contained page with a WebGL2 viewer, opening at the input camera), "
+    "[bold]colmap[/] (the `vd refine` dataset: COLMAP model, images, masks, depth and normal priors), "
+    "[bold]video[/] (.mp4 or .gif fly-through).\n"
+    "\n"
+    "vd's world is the input camera's OpenCV frame (x right, y down, z forward), so -y is up; "
+    "--up +y or +z rotates a ply, compressed-ply or splat export for tools that expect another up axis "
+    "and records the axis in the file header. SPZ is always RUB (x right, y up, z back): "
+    "vd rotates the scene 180° about x when it writes one and back when it reads one.\n"
+    "\n"
+    """Examples:
 
   vd export vd-out/photo --format ply -o photo.ply
 
@@ -43,12 +58,16 @@ Examples:
 
   vd export --validate dataset/
 """
+)
 
 
 def export(
     source: Optional[Path] = typer.Argument(
         None,
-        help="A processed image (its latest stage), a vd output folder or a Gaussian file (.ply, .splat, .spz, .sog, .glb).",
+        help=(
+            "A processed image (its latest stage), a vd output folder "
+            "or a Gaussian file (.ply, .splat, .spz, .sog, .glb)."
+        ),
         show_default=False,
     ),
     format_: str = typer.Option(
@@ -72,12 +91,18 @@ def export(
     spz_version: Optional[int] = common.param_option(
         ExportParams,
         "spz_version",
-        "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, Spark, Babylon.js, three.js and splat-transform; 2 for older readers).",
+        (
+            "spz: format version, 2 or 3 (3: smallest-three rotations, read by Niantic's library, Spark, Babylon.js, "
+            "three.js and splat-transform; 2 for older readers)."
+        ),
     ),
     as_splats: bool = typer.Option(
         False,
         "--as-splats",
-        help="Read a PLY that is not Gaussian splats (a mesh's vertices, a point cloud) as opaque grey splats of scale 0.01 with no rotation, filling what it lacks.",
+        help=(
+            "Read a PLY that is not Gaussian splats (a mesh's vertices, a point cloud) as opaque grey splats "
+            "of scale 0.01 with no rotation, filling what it lacks."
+        ),
     ),
     traj: Optional[str] = typer.Option(
         None,
@@ -206,7 +231,8 @@ def run_export(
     up_rotation(up)
     if fmt in FIXED_FRAME_FORMATS and up != "-y":
         raise UsageError(
-            f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own (see vd export --help)"
+            f"--up applies to ply, compressed-ply and splat; the {fmt} export has a frame of its own "
+            "(see vd export --help)"
         )
     mesh = mesh or {}
     if fmt != "mesh" and mesh:

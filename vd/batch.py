@@ -191,7 +191,8 @@ def check_options(options: dict, where: str) -> None:
     unknown = sorted(set(options) - known)
     if unknown:
         raise UsageError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            f"unknown option{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
         )
 
 

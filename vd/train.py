@@ -574,7 +574,7 @@ def fit_colours(
     dc = g.sh[:, 0].detach().clone()
     with torch.enable_grad():
         column = [weights(dc, *t, residual=False) for t in targets]
-        for it in range(int(iters)):
+        for _ in range(int(iters)):
             for t, col in zip(targets, column, strict=False):
                 step = weights(dc, *t, residual=True) / col.clamp_min(1e-6)
                 ok = col > 1e-3 if keep is None else (col > 1e-3) & keep[:, None]

@@ -7,9 +7,9 @@ dataset, video) and the dataset validator.
 Modules: `ply` (INRIA PLY with --up/--sh-degree), `compressed_ply` (PlayCanvas chunked format,
 writer and decoder), `splat` (antimatter15 32-byte format, writer and reader), `spz` (Niantic,
 writer and reader, versions 1-4), `sog` (PlayCanvas SOG through `splat-transform`), `sog_read` (its reader),
-`glb` (glTF 2.0 binary with KHR_gaussian_splatting, writer and reader), `mesh` (a triangle mesh by TSDF fusion), `html` (one page with the
-scene and a WebGL2 viewer), `content` (what a PLY holds), `read` (any Gaussian file), `colmap` (the
-refine dataset), `validate` (its strict validator), `video` (MP4/GIF fly-throughs), `source`
+`glb` (glTF 2.0 binary with KHR_gaussian_splatting, writer and reader), `mesh` (a triangle mesh by TSDF fusion),
+`html` (one page with the scene and a WebGL2 viewer), `content` (what a PLY holds), `read` (any Gaussian file),
+`colmap` (the refine dataset), `validate` (its strict validator), `video` (MP4/GIF fly-throughs), `source`
 (resolving `vd export SOURCE`), `transform` (filters, up-axis rotation, Morton order), `normals`.
 numpy/torch are imported by those modules, not here.
 """
@@ -50,7 +50,8 @@ def export_gaussians(
     comments: dict | None = None,
     spz_version: int = ExportParams.spz_version,
 ) -> dict:
-    """Write Gaussians in one of GAUSSIAN_FORMATS; returns a JSON-able report (SPZ is always RUB, so `up` is not used)."""
+    """Write Gaussians in one of GAUSSIAN_FORMATS; returns a JSON-able report (SPZ is always RUB, so `up` is
+    not used)."""
 
     path = Path(path)
     if fmt == "ply":

@@ -54,12 +54,20 @@ DATASET_FORMAT = "vd-colmap-dataset"
 DATASET_VERSION = 1
 
 CONVENTIONS = {
-    "camera": "OpenCV (x right, y down, z forward); the image origin is the top-left corner of the top-left pixel, so pixel (u,v) has its centre at (u+0.5, v+0.5) (COLMAP and gsplat convention)",
+    "camera": (
+        "OpenCV (x right, y down, z forward); the image origin is the top-left corner of the top-left pixel, "
+        "so pixel (u,v) has its centre at (u+0.5, v+0.5) (COLMAP and gsplat convention)"
+    ),
     "world": "vd world = the input camera's frame (OpenCV axes, -y is up)",
-    "colmap_pose": "images.txt holds world->camera (camera_from_world): R as a Hamilton wxyz quaternion, t; camera centre = -R^T t",
+    "colmap_pose": (
+        "images.txt holds world->camera (camera_from_world): R as a Hamilton wxyz quaternion, t; camera centre = -R^T t"
+    ),
     "meta_pose": "meta.json views[].world_from_camera is the inverse (camera->world), 4x4 row-major",
     "depth": "priors/depth/*.npy: float32 [H,W] z-depth along the optical axis, scene units; 0 where not valid",
-    "normal": "priors/normal/*.npy: float32 [H,W,3] unit normals in the camera frame from the depth prior (back-project, central differences, cross product), oriented towards the camera; 0 where undefined",
+    "normal": (
+        "priors/normal/*.npy: float32 [H,W,3] unit normals in the camera frame from the depth prior "
+        "(back-project, central differences, cross product), oriented towards the camera; 0 where undefined"
+    ),
     "mask": "masks/*.png: uint8 [H,W], 255 = valid (supervised) pixel, 0 = ignored",
 }
 

@@ -34,7 +34,8 @@ DECODED = {
 
 
 def gaussian_file_kind(path) -> str:
-    """ "splat", "spz", "sog", "glb", "compressed-ply" or "ply" (by suffix and header; the reader checks the content)."""
+    """ "splat", "spz", "sog", "glb", "compressed-ply" or "ply" (by suffix and header; the reader checks the
+    content)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".splat", ".spz", ".sog", ".glb"):

@@ -56,7 +56,8 @@ class Source:
     def views(self) -> list:
         if self._views is None:
             raise InputError(
-                f"{self.path} has no cameras or views ({self.description}); pass a vd output folder (with cameras.json) or the processed image instead"
+                f"{self.path} has no cameras or views ({self.description}); "
+                "pass a vd output folder (with cameras.json) or the processed image instead"
             )
         return self._views()
 

@@ -97,7 +97,8 @@ def trajectory_poses(traj: str, frames: int, *, radius: float, width: int, heigh
     if p.exists():
         return load_trajectory(p)
     raise UsageError(
-        f"--traj must be one of {', '.join(TRAJECTORIES)} or a trajectory file (JSON or COLMAP images.txt); {traj!r} is neither"
+        f"--traj must be one of {', '.join(TRAJECTORIES)} or a trajectory file (JSON or COLMAP images.txt); "
+        f"{traj!r} is neither"
     )
 
 

@@ -9,8 +9,8 @@
 
 Backends: `flux-fill` (FLUX.1-Fill-dev via diffusers, bf16, CUDA; weights from `vd fetch flux-fill`
 and `vd fetch flux-prompt`), `telea` (OpenCV, CPU, no weights), `fsr` (OpenCV contrib's
-frequency-selective reconstruction, CPU, no weights; needs opencv-contrib-python-headless). `auto` picks flux-fill when CUDA is
-available and its weights are on disk, else telea, and says which on stderr. A backend named
+frequency-selective reconstruction, CPU, no weights; needs opencv-contrib-python-headless). `auto` picks flux-fill
+when CUDA is available and its weights are on disk, else telea, and says which on stderr. A backend named
 explicitly is never substituted: missing weights raise MissingWeightsError with the fetch command.
 """
 

@@ -12,8 +12,8 @@ shim is needed. Weights: `vd fetch moge` (Ruicheng/moge-2-vitl-normal `model.pt`
 
 Output: metric z-depth (MoGe-2's scale head), K from MoGe's FoV estimate (centred principal
 point) unless a camera is given — then MoGe solves only for the depth shift with that camera's FoV
-(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the validity mask, unit normals in the
-OpenCV camera frame. MoGe's `infer` takes only a horizontal FoV and assumes square pixels and a
+(the VistaDream port ignored the K it was handed: docs/upstream.md#depth-with-a-given-focal), the validity mask,
+unit normals in the OpenCV camera frame. MoGe's `infer` takes only a horizontal FoV and assumes square pixels and a
 centred principal point; a given K with fy != fx or an off-centre (cx, cy) is honoured by running
 MoGe on the image resampled to the centred camera with focal fx that sees the same rays
 (`vd.models.intrinsics.centred_view`), then resampling depth, mask and normals back: z along a ray

@@ -1,9 +1,9 @@
 """The coarse stage's added views: candidates, hole scan, selection, and one new view at a time
 (docs/upstream.md#coarse-frame-selection).
 
-`vd.stages.coarse` runs the loop; this module holds its steps. Loop (up to n_frames − 2 added views), over one dense candidate trajectory of
-n_frames · dense_multiplier poses (or the poses of --trajectory FILE), rendered at the input
-size + margin with the input focal and a centred principal point:
+`vd.stages.coarse` runs the loop; this module holds its steps. Loop (up to n_frames − 2 added views), over one
+dense candidate trajectory of n_frames · dense_multiplier poses (or the poses of --trajectory FILE), rendered at
+the input size + margin with the input focal and a centred principal point:
 
 1. hole ratio of every candidate (`vd.holes.HoleScan`: alpha only, reduced resolution, updated
    with each view's new Gaussians; the close calls re-measured exactly at full size);

@@ -171,7 +171,9 @@ def intrinsics_json(result: DepthResult) -> dict:
         "cy": float(K[1, 2]),
         "fov_x_deg": round(fx_deg, 4),
         "fov_y_deg": round(fy_deg, 4),
-        "convention": "OpenCV pinhole (x right, y down, z forward), pixel centres at integer coordinates; depth.npy is z-depth",
+        "convention": (
+            "OpenCV pinhole (x right, y down, z forward), pixel centres at integer coordinates; depth.npy is z-depth"
+        ),
     }
 
 

@@ -3,8 +3,8 @@
 VistaDream refines the coarse Gaussian scene by running the last `steps` of a diffusion schedule
 on several views at once and, at each step, fitting a copy of the coarse scene to every view's
 current clean prediction plus the anchor views, then steering the sampler towards the re-rendered
-scene (docs/upstream.md#mcs-fine-stage). The flow-matching form of that steering is derived in `vd.mcs`; this module wires it to a
-`vd.stages.denoisers.Denoiser`, the renderer and the optimiser.
+scene (docs/upstream.md#mcs-fine-stage). The flow-matching form of that steering is derived in `vd.mcs`; this
+module wires it to a `vd.stages.denoisers.Denoiser`, the renderer and the optimiser.
 
     runner = prepare_fine(FineParams(...), RunOptions(...), FluxParams(...))   # the denoiser chosen once
     runner.run(coarse_dir, out_dir, image=..., viewer=viewer) -> FineResult  # `vd fine` and `vd batch`

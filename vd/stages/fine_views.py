@@ -1,7 +1,7 @@
 """`vd fine`'s cameras: the refined frame, the candidate poses, and the greedy choice of views.
 
-View choice (VistaDream's 2026 "ratio sampling"; docs/upstream.md#mcs-fine-stage): the candidates are every 3rd pose of the dense
-coarse trajectory plus the coarse views. A temporary scene starts with the anchor views only
+View choice (VistaDream's 2026 "ratio sampling"; docs/upstream.md#mcs-fine-stage): the candidates are every 3rd
+pose of the dense coarse trajectory plus the coarse views. A temporary scene starts with the anchor views only
 (scaffold.ply: the input and the ring); `views` times, the candidate whose render of the
 temporary scene has the largest hole ratio is picked, and the full coarse scene's render at that
 pose is lifted into the temporary scene where it had holes. Each view is rendered at the input's

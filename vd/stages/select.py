@@ -168,13 +168,16 @@ class Diagnostics:
 
         out = [
             f"candidates {self.n_candidates}, valid {self.n_valid}, excluded by adjacency {self.n_excluded}",
-            f"hole ratio over valid candidates: min {f(self.ratio_min)}, mean {f(self.ratio_mean)}, max {f(self.ratio_max)}"
+            f"hole ratio over valid candidates: min {f(self.ratio_min)}, mean {f(self.ratio_mean)}, "
+            f"max {f(self.ratio_max)}"
             + (
-                f", p10/p50/p90 {self.ratio_percentiles['p10']:.4f}/{self.ratio_percentiles['p50']:.4f}/{self.ratio_percentiles['p90']:.4f}"
+                f", p10/p50/p90 {self.ratio_percentiles['p10']:.4f}/{self.ratio_percentiles['p50']:.4f}"
+                f"/{self.ratio_percentiles['p90']:.4f}"
                 if self.ratio_percentiles
                 else ""
             ),
-            f"below/in/above the band: {self.below_min}/{self.in_range}/{self.above_max} (ignoring adjacency: {self.below_min_all}/{self.in_range_all}/{self.above_max_all})",
+            f"below/in/above the band: {self.below_min}/{self.in_range}/{self.above_max} "
+            f"(ignoring adjacency: {self.below_min_all}/{self.in_range_all}/{self.above_max_all})",
             "top candidates: " + (", ".join(f"{i}:{v:.4f}" for i, v in self.top) or "none"),
             f"why: {self.reason}",
             f"hint: {self.hint}",
@@ -239,30 +242,57 @@ def diagnose(
         d.hint = "this is a bug in vd; please report it with the command line (--fallback closest works around it)"
     elif d.n_valid == 0:
         d.reason = f"all {n} candidates are within ±{adjacent_exclusion} of views already added"
-        d.hint = f"lower --adjacent-exclusion to {max(int(adjacent_exclusion) - 1, 0)}, or add candidates with a larger --dense-multiplier (e.g. 20)"
+        d.hint = (
+            f"lower --adjacent-exclusion to {max(int(adjacent_exclusion) - 1, 0)}, "
+            "or add candidates with a larger --dense-multiplier (e.g. 20)"
+        )
     elif in_all > 0:
         d.reason = f"{in_all} candidate(s) inside {band} are all adjacent to views already added"
         d.hint = f"lower --adjacent-exclusion to {max(int(adjacent_exclusion) - 1, 0)}, or use --fallback closest"
     elif below == d.n_valid:
         best = d.ratio_max or 0.0
         if best > 0:
-            d.reason = f"every valid candidate uncovers too little: the largest hole ratio is {best:.4f} < --min-ratio {min_ratio:g}"
-            d.hint = f"lower the band with --min-ratio {max(best * 0.9, 1e-4):.4g}, or move the camera further with --forward-ratio {0.5} --backward-ratio {0.6} --radius-percentiles 5 70, or use --fallback closest"
+            d.reason = (
+                f"every valid candidate uncovers too little: the largest hole ratio is {best:.4f} "
+                f"< --min-ratio {min_ratio:g}"
+            )
+            d.hint = (
+                f"lower the band with --min-ratio {max(best * 0.9, 1e-4):.4g}, "
+                f"or move the camera further with --forward-ratio {0.5} --backward-ratio {0.6} "
+                "--radius-percentiles 5 70, or use --fallback closest"
+            )
         else:
-            d.reason = "no valid candidate uncovers any hole (every hole ratio is 0): the scene already covers all candidate views"
-            d.hint = "move the camera further with --forward-ratio 0.5 --backward-ratio 0.6 --radius-percentiles 5 70 or --margin 64 (--fallback closest cannot pick a ratio of 0)"
+            d.reason = (
+                "no valid candidate uncovers any hole (every hole ratio is 0): "
+                "the scene already covers all candidate views"
+            )
+            d.hint = (
+                "move the camera further with --forward-ratio 0.5 --backward-ratio 0.6 --radius-percentiles 5 70 "
+                "or --margin 64 (--fallback closest cannot pick a ratio of 0)"
+            )
     elif above == d.n_valid:
         best = d.ratio_min or 0.0
-        d.reason = f"every valid candidate uncovers too much: the smallest hole ratio is {best:.4f} > --max-ratio {max_ratio:g}"
-        d.hint = f"raise the band with --max-ratio {min(best * 1.1, 1.0):.4g}, or move the camera less with --forward-ratio 0.15 --backward-ratio 0.2, or use --fallback closest"
+        d.reason = (
+            f"every valid candidate uncovers too much: the smallest hole ratio is {best:.4f} "
+            f"> --max-ratio {max_ratio:g}"
+        )
+        d.hint = (
+            f"raise the band with --max-ratio {min(best * 1.1, 1.0):.4g}, "
+            "or move the camera less with --forward-ratio 0.15 --backward-ratio 0.2, or use --fallback closest"
+        )
     else:
         lo = max((v for v in rv if v < min_ratio), default=None)
         hi = min((v for v in rv if v > max_ratio), default=None)
-        d.reason = f"valid candidates fall below and above {band} but none inside (nearest: {lo if lo is None else round(lo, 4)} below, {hi if hi is None else round(hi, 4)} above)"
+        d.reason = (
+            f"valid candidates fall below and above {band} but none inside "
+            f"(nearest: {lo if lo is None else round(lo, 4)} below, {hi if hi is None else round(hi, 4)} above)"
+        )
         if lo is not None and lo > 0:
             d.hint = f"widen the band with --min-ratio {lo * 0.9:.4g}, or use --fallback closest"
-        else:
+        elif hi is not None:
             d.hint = f"widen the band with --max-ratio {hi * 1.1:.4g}, or use --fallback closest"
+        else:
+            d.hint = "use --fallback closest"
     if fallback == "closest" and n and d.n_valid and not (rv > 0).any():
         d.reason += "; --fallback closest never picks a hole ratio of 0"
     return d
