@@ -11,34 +11,22 @@ import contextlib
 from pathlib import Path
 from typing import Callable, Iterator
 
+from vd.fsio import file_lock
+
 LOCKS = "locks"
 
 
 @contextlib.contextmanager
 def key_lock(root: Path, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
-    """Hold the lock of `key`; yields whether this process had to wait for another holder.
+    """Hold the lock of `key` (`vd.fsio.file_lock`); yields whether this process had to wait for
+    another holder.
 
     When the lock file cannot be created (a full or read-only disk) this yields without a lock:
     the computation still runs, only the dedup across processes is lost.
     """
-    from filelock import FileLock, Timeout
-
-    path = root / LOCKS / f"{key}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path), is_singleton=False)
+    with contextlib.ExitStack() as stack:
         try:
-            lock.acquire(timeout=0)
+            waited = stack.enter_context(file_lock(root / LOCKS / f"{key}.lock", on_wait))
+        except OSError:
             waited = False
-        except Timeout:
-            if on_wait is not None:
-                on_wait()
-            lock.acquire()
-            waited = True
-    except OSError:
-        yield False
-        return
-    try:
         yield waited
-    finally:
-        lock.release()

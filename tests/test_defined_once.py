@@ -7,8 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 C0 = 0.28209479177387814
-# the cache's own lock, switched to vd.fsio.file_lock when the cache's restructuring is merged
-LOCK_NOT_YET_SWITCHED = {"cache/locks.py"}
 
 
 def _sources():
@@ -55,4 +53,4 @@ def test_only_fsio_takes_file_locks():
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("flock", "lockf", "FileLock"):
                 found.append(rel)
-    assert sorted(set(found) - LOCK_NOT_YET_SWITCHED) == ["vd/fsio.py"]
+    assert sorted(set(found)) == ["vd/fsio.py"]
