@@ -99,10 +99,9 @@ def _set_stamps(stamps: dict) -> Callable[[dict], None]:
     return update
 
 
-def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> dict:
-    """Re-hash every record's objects (stamps are not trusted here, and are renewed); with
-    `repair`, drop broken records and orphans. `progress(done, total)` is called per record."""
-    report: dict[str, Any] = {
+def empty_report(repair: bool = False) -> dict[str, Any]:
+    """What `verify` reports for a cache with nothing in it."""
+    return {
         "records": 0,
         "objects": 0,
         "corrupt": [],
@@ -112,6 +111,12 @@ def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[i
         "temporaries": 0,
         "repaired": repair,
     }
+
+
+def verify(cache: Cache, *, repair: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Re-hash every record's objects (stamps are not trusted here, and are renewed); with
+    `repair`, drop broken records and orphans. `progress(done, total)` is called per record."""
+    report = empty_report(repair)
     checked: dict[str, Optional[list]] = {}  # digest -> its new stamp, None when broken
     recs = cache.records()
     for i, r in enumerate(recs):
@@ -204,6 +209,7 @@ def rebuild_index(root=None) -> dict:
 
 
 __all__ = [
+    "empty_report",
     "GC_GRACE_S",
     "referenced",
     "objects_size",

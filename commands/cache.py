@@ -339,16 +339,7 @@ def verify(
     cache = _open_existing()
     report: dict[str, Any]
     if cache is None:
-        report = {
-            "records": 0,
-            "objects": 0,
-            "corrupt": [],
-            "missing": [],
-            "orphans": 0,
-            "orphan_bytes": 0,
-            "temporaries": 0,
-            "repaired": repair,
-        }
+        report = maintenance.empty_report(repair)
     else:
         with console.progress() as bar:
             task = bar.add_task("verifying the cache", total=None)

@@ -95,8 +95,8 @@ def require_weights_first(images: List[Path], depth_backend: str, inpaint_backen
     """MissingWeightsError (exit 3) for the weights the named backends need, before torch is imported (seconds)."""
     from vd.fetch.registry import require
     from vd.models import choose
-    from vd.models.flux_fill import FluxFillInpaint
     from vd.models.depth import sidecar_depth
+    from vd.models.flux_fill import FluxFillInpaint
 
     auto_fetch = True if fetch else None
     if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):

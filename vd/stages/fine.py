@@ -37,8 +37,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import partial
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
