@@ -56,54 +56,33 @@ def export_gaussians(
     path = Path(path)
     if fmt == "ply":
         rep = export_ply(g, path, up=up, sh_degree=sh_degree, comments=comments)
-        return {
-            "format": fmt,
-            "path": str(path),
-            "written": rep.written,
-            "dropped_nonfinite": rep.dropped_nonfinite,
-            "dropped_transparent": rep.dropped_transparent,
-            "bytes": path.stat().st_size,
-            "up": up,
-        }
+        return _report(fmt, path, rep, nbytes=path.stat().st_size, up=up)
     if fmt == "compressed-ply":
         lines = [f"{k}: {v}" for k, v in (comments or {}).items()] + [f"up: {up}", f"convention: {UP_DESCRIPTIONS[up]}"]
         rep = write_compressed_ply(path, prepare(g, up=up, sh_degree=sh_degree), comments=_vd_comments() + lines)
-        return {
-            "format": fmt,
-            "path": str(path),
-            "written": rep.written,
-            "dropped_nonfinite": rep.dropped_nonfinite,
-            "dropped_transparent": rep.dropped_transparent,
-            "bytes": rep.bytes,
-            "chunks": rep.chunks,
-            "up": up,
-        }
+        return _report(fmt, path, rep, chunks=rep.chunks, up=up)
     if fmt == "splat":
         if sh_degree not in (None, 0):
             raise UsageError("the .splat format stores colour only (SH degree 0); drop --sh-degree or use ply")
         rep = write_splat(path, prepare(g, up=up, sh_degree=0))
-        return {
-            "format": fmt,
-            "path": str(path),
-            "written": rep.written,
-            "dropped_nonfinite": rep.dropped_nonfinite,
-            "dropped_transparent": rep.dropped_transparent,
-            "bytes": rep.bytes,
-            "up": up,
-        }
+        return _report(fmt, path, rep, up=up)
     if fmt == "spz":
         rep = write_spz(path, prepare(g, sh_degree=sh_degree), version=spz_version)
-        return {
-            "format": fmt,
-            "path": str(path),
-            "written": rep.written,
-            "dropped_nonfinite": rep.dropped_nonfinite,
-            "dropped_transparent": rep.dropped_transparent,
-            "bytes": rep.bytes,
-            "spz_version": rep.version,
-            "axes": "RUB (x right, y up, z back)",
-        }
+        return _report(fmt, path, rep, spz_version=rep.version, axes="RUB (x right, y up, z back)")
     raise UsageError(f"unknown Gaussian format {fmt!r}; choose one of {', '.join(GAUSSIAN_FORMATS)}")
+
+
+def _report(fmt: str, path: Path, rep, nbytes: int | None = None, **extra) -> dict:
+    """A writer's report as JSON: what it kept and dropped, the file's size, and format specifics."""
+    return {
+        "format": fmt,
+        "path": str(path),
+        "written": rep.written,
+        "dropped_nonfinite": rep.dropped_nonfinite,
+        "dropped_transparent": rep.dropped_transparent,
+        "bytes": rep.bytes if nbytes is None else nbytes,
+        **extra,
+    }
 
 
 def _vd_comments() -> list[str]:
