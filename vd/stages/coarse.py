@@ -39,7 +39,7 @@ from vd.stages.coarse_folder import folder_files, write_coarse_folder, write_fol
 from vd.stages.runner import NULL_VIEWER, StageViewer, seed_from_key
 from vd.stages.scaffold import ScaffoldRecord, key_of_run, run_scaffold
 from vd.stages.select import Diagnostics
-from vd.viewer import Viewer
+from vd.viewer import Viewer, log_view
 from vd.views import View, decode_record
 
 VIEW_STAGE = "coarse-view"
@@ -312,15 +312,7 @@ class CoarseRun:
         self.views = self.views + [view]
         if g_new is not None and len(g_new):
             self.parts.append(g_new)
-        self.viewer.log_frame(
-            view.name,
-            K=view.K,
-            world_from_camera=view.world_from_camera,
-            rgb=view.rgb,
-            depth=view.depth,
-            masks={"supervise": view.supervise, "hole": view.hole, "spawn": view.spawn},
-            tab="coarse",
-        )
+        log_view(self.viewer, view, "coarse")
         tag = " (fallback: outside the band)" if st.fallback else ""
         log.info(
             f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "

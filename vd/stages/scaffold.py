@@ -50,6 +50,7 @@ from vd.image import LoadedImage
 from vd.models import memory
 from vd.params import CoarseParams, key_params
 from vd.stages.runner import StageViewer, seed_from_key
+from vd.viewer import log_view
 from vd.views import View, decode_record, encode_record
 
 log = logging.getLogger(__name__)
@@ -182,15 +183,7 @@ def run_scaffold(
         rec, hit = cache.memoise(key, compute, stage=STAGE, image=str(img.path))
         views, g, meta = decode_record(rec, device)
     for v in views:
-        viewer.log_frame(
-            v.name,
-            K=v.K,
-            world_from_camera=v.world_from_camera,
-            rgb=v.rgb,
-            depth=v.depth,
-            masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole},
-            tab="scaffold",
-        )
+        log_view(viewer, v, "scaffold")
     viewer.log_gaussians("scaffold", g)
     hidden = meta.get("hidden", 0)
     log.info(

@@ -42,7 +42,17 @@ TABS = ("scaffold", "coarse", "fine", "final")
 MODES = ("auto", "none", "spawn", "serve", "connect", "save")
 DEFAULT_PORT = 9876
 
-__all__ = ["TABS", "MODES", "DEFAULT_PORT", "Viewer", "NullViewer", "open_viewer", "rerun_available", "resolve_auto"]
+__all__ = [
+    "TABS",
+    "MODES",
+    "DEFAULT_PORT",
+    "Viewer",
+    "NullViewer",
+    "log_view",
+    "open_viewer",
+    "rerun_available",
+    "resolve_auto",
+]
 
 
 class Viewer:
@@ -87,6 +97,19 @@ class NullViewer(Viewer):
 
     def __repr__(self) -> str:
         return "NullViewer()"
+
+
+def log_view(viewer, view, tab: str) -> None:
+    """Log a `vd.views.View` (camera, image, depth and its three masks) as one frame of `tab`."""
+    viewer.log_frame(
+        view.name,
+        K=view.K,
+        world_from_camera=view.world_from_camera,
+        rgb=view.rgb,
+        depth=view.depth,
+        masks={"supervise": view.supervise, "spawn": view.spawn, "hole": view.hole},
+        tab=tab,
+    )
 
 
 def rerun_available() -> bool:

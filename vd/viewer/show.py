@@ -23,6 +23,7 @@ from vd.errors import InputError
 from vd.export.read import read_gaussians
 from vd.image import load_image
 from vd.render import render
+from vd.viewer import log_view
 from vd.views import find_input, read_views
 
 log = logging.getLogger(__name__)
@@ -108,16 +109,7 @@ def log_source(viewer, kind: str, path: Path) -> dict:
             first = find_input(views)
             camera = (first.K, first.width, first.height)
         for v in views:
-            tab = "coarse" if v.kind == "view" else "scaffold"
-            viewer.log_frame(
-                v.name,
-                K=v.K,
-                world_from_camera=v.world_from_camera,
-                rgb=v.rgb,
-                depth=v.depth,
-                masks={"supervise": v.supervise, "spawn": v.spawn, "hole": v.hole},
-                tab=tab,
-            )
+            log_view(viewer, v, "coarse" if v.kind == "view" else "scaffold")
             summary["cameras"] += 1
     else:
         summary["cameras"] += log_depth_output(viewer, path)  # a `vd depth` folder
