@@ -124,7 +124,9 @@ def batch(
         rich_help_panel=_STAGE,
     ),
     depth_backend: str = _stage("depth_backend"),
+    depth_model: str = _stage("depth_model"),
     inpaint_backend: str = _stage("inpaint_backend"),
+    licence: Optional[str] = _stage("licence"),
     render_backend: str = _stage("render_backend"),
     device: Optional[str] = _stage("device"),
     focal: Optional[float] = _stage("focal"),
@@ -139,7 +141,9 @@ def batch(
 
     options = {
         "depth_backend": depth_backend,
+        "depth_model": depth_model,
         "inpaint_backend": inpaint_backend,
+        "licence": licence,
         "render_backend": render_backend,
         "device": device,
         "focal": focal,

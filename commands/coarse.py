@@ -64,10 +64,13 @@ def coarse(
     view_iters: Optional[int] = _coarse("view_iters", _OPT),
     depth_weight: Optional[float] = _coarse("depth_weight", _OPT),
     depth_backend: str = _run("depth_backend"),
+    depth_model: str = _run("depth_model"),
     inpaint_backend: str = _run("inpaint_backend"),
+    licence: Optional[str] = _run("licence"),
     render_backend: str = _run("render_backend"),
     offload: Optional[str] = _flux("offload", metavar="MODE"),
     vram_budget: Optional[float] = _flux("vram_budget", metavar="GiB"),
+    quant: Optional[str] = _flux("quant"),
     inpaint_steps: Optional[int] = _flux("inpaint_steps"),
     guidance: Optional[float] = _flux("guidance"),
     focal: Optional[float] = _run("focal"),
@@ -112,7 +115,9 @@ def coarse(
     )
     options = RunOptions(
         depth_backend=depth_backend,
+        depth_model=depth_model,
         inpaint_backend=inpaint_backend,
+        licence=licence,
         render_backend=render_backend,
         device=device,
         seed=seed,
@@ -121,7 +126,9 @@ def coarse(
         fov=fov,
         fetch=fetch,
     )
-    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, inpaint_steps=inpaint_steps, guidance=guidance))
+    flux = FluxParams(
+        **given(offload=offload, vram_budget=vram_budget, quant=quant, inpaint_steps=inpaint_steps, guidance=guidance)
+    )
     params.validate()
     options.validate()
     flux.validate()

@@ -12,7 +12,15 @@ from vd.commands import common, tables
 from vd.commands import viewer_options as vo
 from vd.errors import VdError
 from vd.models import memory
-from vd.params import check_device, check_intrinsics, check_max_resolution
+from vd.params import (
+    DEPTH_MODELS,
+    LICENCES,
+    RunOptions,
+    check_choice,
+    check_device,
+    check_intrinsics,
+    check_max_resolution,
+)
 
 DEPTH_BYTES_PER_PIXEL = 9  # at least depth.npy (float32), a 16-bit colourised depth.png and the mask
 
@@ -23,6 +31,8 @@ def depth(
     backend: str = typer.Option(
         "auto", "--backend", help="auto (a sidecar <stem>.depth.npy next to the image, else moge), moge, or file."
     ),
+    depth_model: str = common.field_option(RunOptions, "depth_model"),
+    licence: Optional[str] = common.field_option(RunOptions, "licence"),
     focal: Optional[float] = typer.Option(None, "--focal", help="Focal length in pixels of the original image."),
     fov: Optional[float] = typer.Option(None, "--fov", help="Horizontal field of view in degrees."),
     intrinsics: Optional[Path] = typer.Option(
@@ -58,6 +68,9 @@ def depth(
     from vd.stages.depth import depth_one
 
     check_intrinsics(focal, fov)
+    check_choice(depth_model, DEPTH_MODELS, "--depth-model")
+    if licence is not None:
+        check_choice(licence, LICENCES, "--licence")
     check_max_resolution(max_resolution)
     check_device(depth_device)
     memory.reset()
@@ -72,6 +85,8 @@ def depth(
                 image,
                 out=dest,
                 backend=backend,
+                model=depth_model,
+                licence=licence,
                 focal=focal,
                 fov=fov,
                 intrinsics=intrinsics,

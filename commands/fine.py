@@ -52,8 +52,10 @@ def fine(
     render_backend: Optional[str] = _fine("render_backend"),
     inpaint_backend: str = common.field_option(RunOptions, "inpaint_backend"),
     allow_classical: bool = common.field_option(RunOptions, "allow_classical"),
+    licence: Optional[str] = common.field_option(RunOptions, "licence"),
     offload: Optional[str] = common.param_option(FluxParams, "offload", metavar="MODE"),
     vram_budget: Optional[float] = common.param_option(FluxParams, "vram_budget", metavar="GiB"),
+    quant: Optional[str] = common.param_option(FluxParams, "quant"),
     device: Optional[str] = common.DEVICE,
     seed: int = common.SEED,
     json_: bool = common.JSON,
@@ -85,8 +87,10 @@ def fine(
             seed=seed,
         )
     )
-    options = RunOptions(inpaint_backend=inpaint_backend, device=device, allow_classical=allow_classical, fetch=fetch)
-    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget))
+    options = RunOptions(
+        inpaint_backend=inpaint_backend, device=device, allow_classical=allow_classical, licence=licence, fetch=fetch
+    )
+    flux = FluxParams(**given(offload=offload, vram_budget=vram_budget, quant=quant))
     params.validate()
     flux.validate()
     options.validate()

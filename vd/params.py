@@ -22,6 +22,9 @@ TRAJECTORIES = ("spiral", "wobble", "rot")
 FALLBACKS = ("none", "closest")
 RESCALES = ("shrink", "match", "none")
 RENDER_BACKENDS = ("auto", "gsplat", "torch")
+LICENCES = ("any", "commercial")  # commercial: refuse weights whose licence forbids commercial use
+DEPTH_MODELS = ("vitl", "vitb", "vits")  # MoGe-2 sizes, largest (best) first
+FLUX_QUANTS = ("auto", "bf16", "q8_0", "q5_k", "q4_k")  # FLUX.1-Fill-dev transformer weights
 SPZ_VERSIONS = (
     2,
     3,
@@ -151,9 +154,18 @@ class RunOptions:
     runners (`vd.stages.coarse.run_coarse`, `vd.stages.fine.prepare_fine`) take it."""
 
     depth_backend: str = param("auto", "auto, moge or file (a depth map next to the image).")
+    depth_model: str = param(
+        "vitl", "MoGe-2 size for the moge depth backend: vitl (best), vitb or vits (smaller and faster, less VRAM)."
+    )
     inpaint_backend: str = param(
         "auto",
-        "auto, flux-fill, telea or fsr (classical, no diffusion model: `vd fine` needs --allow-classical to use them).",
+        "auto, flux-fill (FLUX.1-Fill-dev, non-commercial), flux2-klein (FLUX.2 [klein] 4B, Apache-2.0), telea or fsr "
+        "(classical, no diffusion model: `vd fine` needs --allow-classical to use them).",
+    )
+    licence: Optional[str] = param(
+        None,
+        "any or commercial: commercial refuses model weights whose licence forbids commercial use, and auto picks "
+        "permissive ones (default: $VD_LICENCE, else any).",
     )
     render_backend: str = param("auto", "auto, gsplat or torch.")
     device: Optional[str] = param(None, "cuda, cuda:N or cpu (default: $VD_DEVICE, else cuda when available).")
@@ -170,6 +182,9 @@ class RunOptions:
 
     def validate(self) -> None:
         check_choice(self.render_backend, RENDER_BACKENDS, "--render-backend")
+        check_choice(self.depth_model, DEPTH_MODELS, "--depth-model")
+        if self.licence is not None:
+            check_choice(self.licence, LICENCES, "--licence")
         check_intrinsics(self.focal, self.fov)
         check_max_resolution(self.max_resolution)
         check_device(self.device)
@@ -186,12 +201,18 @@ class FluxParams:
 
     offload: str = param("auto", OFFLOAD_HELP)
     vram_budget: Optional[float] = param(None, VRAM_BUDGET_HELP)  # None: the free memory
+    quant: str = param(
+        "auto",
+        "FLUX.1-Fill-dev transformer weights: auto (with --offload auto, the best installed ones that fit the VRAM), "
+        "bf16, or the GGUF quantisations q8_0, q5_k, q4_k (less VRAM; vd fetch flux-fill-q8 ...).",
+    )
     inpaint_steps: int = param(25, "Flux Fill sampling steps.")
     guidance: float = param(30.0, "Flux Fill guidance.")
 
     def validate(self) -> None:
         check_finite(self)
         check_choice(self.offload, OFFLOAD_CHOICES, "--offload")
+        check_choice(self.quant, FLUX_QUANTS, "--quant")
         b = self.vram_budget
         require(b is None or (math.isfinite(b) and b > 0), f"--vram-budget must be a positive number of GiB, got {b}")
         require(self.inpaint_steps >= 1, f"--inpaint-steps must be at least 1, got {self.inpaint_steps}")
@@ -205,6 +226,7 @@ class FluxParams:
         """Keyword arguments of `vd.models.choose.get_inpaint_backend`."""
         return {
             "offload": self.offload,
+            "quant": self.quant,
             "steps": self.inpaint_steps,
             "guidance": self.guidance,
             "vram_budget": self.budget_bytes,

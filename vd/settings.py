@@ -80,6 +80,12 @@ def device() -> str | None:
     return _get("VD_DEVICE")
 
 
+def licence() -> str | None:
+    """`$VD_LICENCE`: `commercial` refuses weights whose licence forbids commercial use; None when unset."""
+    value = _get("VD_LICENCE")
+    return value.strip().lower() if value else None
+
+
 def cuda_home() -> str | None:
     """`$CUDA_HOME`, else `$CUDA_PATH`: where a CUDA toolkit is installed."""
     return _get("CUDA_HOME") or _get("CUDA_PATH")

@@ -37,6 +37,7 @@ def get_depth_backend(
     intrinsics=None,
     depth_path=None,
     quiet_choice: bool = False,
+    model: str = "vitl",
 ) -> DepthBackend:
     """Build (but do not load) a depth backend. Model weights are loaded on first `estimate`."""
     name = (name or "auto").lower()
@@ -73,6 +74,7 @@ def get_inpaint_backend(
     *,
     device: Optional[str] = None,
     offload: str = FluxParams.offload,
+    quant: str = FluxParams.quant,
     steps: int = FluxParams.inpaint_steps,
     guidance: float = FluxParams.guidance,
     auto_fetch: Optional[bool] = None,

@@ -206,6 +206,8 @@ def depth_one(
     *,
     out,
     backend="auto",
+    model: str = "vitl",
+    licence: Optional[str] = None,
     focal=None,
     fov=None,
     intrinsics=None,
@@ -226,6 +228,7 @@ def depth_one(
         device=device,
         auto_fetch=auto_fetch,
         intrinsics=intrinsics,
+        model=model,
     )
     if shared_backends is not None and be.name != "file":
         # one model for all the images of a call; the file backend is per image (its own depth map)
