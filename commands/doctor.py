@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from vd import console
 from vd.commands import common
+from vd.errors import UsageError
+from vd.params import DEPTH_MODELS, RunOptions, check_choice
 
 MARK = {"ok": "ok", "missing": "MISSING", "optional": "optional", "warn": "warn"}
 
@@ -18,12 +20,24 @@ def doctor(
         False, "--verify", help="Also re-hash the model weights (sha256; slow for FLUX.1-Fill-dev)."
     ),
     device: Optional[str] = common.DEVICE,
+    vram: Optional[List[float]] = typer.Option(
+        None,
+        "--vram",
+        metavar="GiB",
+        help="Print the memory plan for a card of this size instead (repeatable: --vram 8 --vram 24); "
+        "the footprints are estimates until bench/gpu measures them.",
+    ),
+    licence: Optional[str] = common.field_option(RunOptions, "licence"),
+    depth_model: str = common.field_option(RunOptions, "depth_model"),
 ) -> None:
     """Check torch and CUDA, gsplat and its compiled kernels, fused-ssim, diffusers, MoGe's code, rerun,
     splat-transform, the model weights and the free VRAM, and say what vd would pick for each backend.
 
     Exit codes: 0 the GPU path (MoGe-2, FLUX.1-Fill, gsplat on CUDA) can run; 1 it cannot (the MISSING lines say why).
     """
+    if vram:
+        _print_card_plans(vram, licence, depth_model, json_)
+        return
     from vd.doctor import diagnose
 
     report = diagnose(verify=verify, device=device)
@@ -56,3 +70,36 @@ def _lines(report) -> list[str]:
     missing = [c.name for c in report.checks if c.blocks_gpu]
     lines.append("GPU path: ready" if not missing else f"GPU path: not ready (missing: {', '.join(missing)})")
     return lines
+
+
+def _print_card_plans(sizes: List[float], licence: Optional[str], depth_model: str, json_: bool) -> None:
+    from vd import settings
+    from vd.doctor import CARD_RESERVE, card_plan
+    from vd.params import LICENCES
+
+    policy = licence or settings.licence() or "any"
+    check_choice(policy, LICENCES, "--licence" if licence else "VD_LICENCE")
+    check_choice(depth_model, DEPTH_MODELS, "--depth-model")
+    bad = [v for v in sizes if not (0 < v < 10_000)]
+    if bad:
+        raise UsageError(f"--vram takes a card size in GiB, e.g. 8 or 24, got {bad[0]:g}")
+    rows = [card_plan(v, licence=policy, depth_model=depth_model) for v in sizes]
+    if json_:
+        console.out_json({"cards": rows, "reserve_bytes": CARD_RESERVE, "estimates": True})
+        return
+    head = f"{'card':>6}  {'inpainter':<16} {'offload':<15} {'depth':<10} {'text enc.':<9} {'peak':>9}  fetch"
+    lines = [head]
+    for r in rows:
+        enc = r["text_encoder_device"] or "-"
+        peak = f"~{r['peak_bytes_estimate'] / 2**30:.1f} GiB" + ("" if r["fits"] else "!")
+        lines.append(
+            f"{r['vram_gib']:>4g} GB  {r['inpainter']:<16} {r['offload']:<15} "
+            f"{r['depth_model'] + ' ' + r['depth_device']:<10}"
+            f" {enc:<9} {peak:>9}  {' '.join(r['fetch']) or '-'}"
+        )
+    lines.append(
+        f"licence {policy}; {CARD_RESERVE / 2**30:.1f} GiB of each card left to the CUDA context; peaks are "
+        "estimates (vd/models/footprints.py) until bench/gpu/run.sh measures them"
+        + ("; ! = does not fit" if not all(r["fits"] for r in rows) else "")
+    )
+    console.out(*lines)

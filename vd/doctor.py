@@ -21,11 +21,13 @@ from vd import settings
 from vd.export.sog import INSTALL_HINT as SPLAT_TRANSFORM_INSTALL
 from vd.export.sog import splat_transform
 from vd.fetch import registry
+from vd.models.footprints import GIB, INPAINT_VARIANTS
 from vd.models.moge import MOGE_INSTALL
-from vd.models.offload import place
+from vd.models.offload import DEFAULT_WORK_PIXELS, place, plan, variant_name, variants_for
 from vd.render.gsplat_backend import GSPLAT_BUILD, gsplat_kernels, nvcc_version
 
 GPU_MODELS = ("moge", "flux-fill", "flux-prompt")
+CARD_RESERVE = int(0.5 * GIB)  # what a card keeps from vd: the CUDA context and a desktop (an estimate)
 TORCH_PIN = "2.13.0"
 
 
@@ -292,7 +294,54 @@ def diagnose(*, verify: bool = False, device: Optional[str] = None) -> Report:
     return Report(checks, chosen, vram)
 
 
+# --------------------------------------------------------------------------- the plan for a card of a given size
+def card_plan(
+    vram_gib: float,
+    *,
+    licence: str = "any",
+    depth_model: str = "vitl",
+    installed: Optional[list[str]] = None,
+    work_pixels: int = DEFAULT_WORK_PIXELS,
+) -> dict:
+    """What `vd coarse --offload auto` would run on a card of `vram_gib` GiB (CARD_RESERVE of it taken),
+    choosing among every inpainter the licence allows, installed or not; `fetch` names what is missing."""
+    ready, offer, have = variants_for(licence, installed)
+    total = int(vram_gib * GIB)
+    p = plan(
+        max(0, total - CARD_RESERVE),
+        total,
+        flux=True,
+        depth=True,
+        variants=ready + offer,
+        depth_model=depth_model,
+        work_pixels=work_pixels,
+    )
+    v = INPAINT_VARIANTS[p.variant or "bf16"]
+    mode = "model-resident" if p.offload == "model" and not p.evict_for_ae else p.offload
+    peak = p.needs[mode] + (p.needs["depth"] if p.depth_on_gpu else 0)
+    if v.text_encoder and p.text_encoder_on_gpu:
+        peak = max(peak, v.text_encoder)
+    return {
+        "vram_gib": vram_gib,
+        "licence": licence,
+        "inpainter": variant_name(v),
+        "backend": v.backend,
+        "quant": p.quant,
+        "offload": mode,
+        "depth_model": depth_model,
+        "depth_device": "cuda" if p.depth_on_gpu else "cpu",
+        "text_encoder_device": None if p.text_encoder_on_gpu is None else ("cuda" if p.text_encoder_on_gpu else "cpu"),
+        "peak_bytes_estimate": int(peak),
+        "fits": p.fits,
+        "commercial": v.commercial,
+        "fetch": [m for m in v.fetch if m not in set(have)],
+        "reason": p.reason,
+    }
+
+
 __all__ = [
+    "card_plan",
+    "CARD_RESERVE",
     "Check",
     "Report",
     "TorchInfo",

@@ -1,0 +1,173 @@
+"""The one memory plan (`vd.models.offload.plan` over `vd.models.footprints`): which inpainter, which
+quantisation, which offload mode, where the depth model and a text encoder run; and `vd doctor --vram`.
+
+The rules are tested against the footprint table itself (a need one byte above what is available
+changes the choice), so a measured footprint that replaces an estimate keeps the tests meaningful."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vd.models.footprints import DEPTH_BYTES, FOOTPRINTS, INPAINT_VARIANTS, QUALITY_ORDER, SEQUENTIAL_ORDER
+from vd.models.offload import DEFAULT_WORK_PIXELS, plan, variants_for
+
+G = 2**30
+ALL = list(QUALITY_ORDER)
+W = DEFAULT_WORK_PIXELS
+
+
+def need(variant: str, mode: str, depth_model: str = "vitl") -> int:
+    return FOOTPRINTS.for_variant(INPAINT_VARIANTS[variant], depth_model).need(mode, W)
+
+
+def test_the_best_quality_that_fits_whole_is_chosen():
+    room = need("bf16", "none") + DEPTH_BYTES["vitl"]
+    p = plan(room, 80 * G, depth=True, variants=ALL)
+    assert (p.variant, p.quant, p.offload, p.depth_on_gpu) == ("bf16", "bf16", "none", True)
+    assert p.backend == "flux-fill" and p.weights == ["flux-fill", "flux-prompt"]
+
+
+def test_a_quantisation_that_fits_beats_moving_full_precision_block_by_block():
+    room = need("q8_0", "none")
+    only_bf16 = plan(room, 80 * G, variants=["bf16"])
+    assert only_bf16.offload == "sequential"
+    with_q8 = plan(room, 80 * G, variants=["bf16", "q8_0"])
+    assert (with_q8.variant, with_q8.offload) == ("q8_0", "none")
+    assert "flux-fill q8_0" in with_q8.reason
+
+
+def test_the_depth_model_leaves_the_gpu_before_the_inpainter_loses_quality():
+    room = need("q8_0", "model")  # q8_0 whole-model offload fits only without MoGe beside it
+    assert room + DEPTH_BYTES["vitl"] > room
+    p = plan(room, 80 * G, depth=True, variants=ALL)
+    assert (p.variant, p.offload, p.depth_on_gpu) == ("q8_0", "model", False)
+    assert "depth model on the CPU" in p.reason
+
+
+def test_a_smaller_depth_model_can_stay_on_the_gpu():
+    room = need("q8_0", "model") + DEPTH_BYTES["vits"]
+    assert not plan(room, 80 * G, depth=True, variants=["q8_0"]).depth_on_gpu  # ViT-L does not fit beside it
+    p = plan(room, 80 * G, depth=True, variants=["q8_0"], depth_model="vits")
+    assert p.depth_on_gpu and p.depth_model == "vits" and p.needs["depth"] == DEPTH_BYTES["vits"]
+
+
+def test_block_by_block_prefers_the_fewest_bytes_above_five_bits():
+    room = need("q8_0", "sequential")
+    assert room < need("q4_k", "model")  # nothing fits whole
+    p = plan(room, 80 * G, variants=ALL)
+    assert (p.variant, p.offload) == ("q8_0", "sequential")
+    assert plan(room, 80 * G, variants=["bf16", "q4_k"]).offload == "sequential"
+
+
+@pytest.mark.parametrize("licence", ["any", "commercial"])
+def test_more_memory_never_gives_a_worse_inpainter(licence):
+    variants, offer, _ = variants_for(licence, installed=[])
+    allowed = variants + offer
+    rank = {v: i for i, v in enumerate(QUALITY_ORDER)}
+    seq_rank = {v: i for i, v in enumerate(SEQUENTIAL_ORDER)}
+    speed = {"sequential": 0, "model": 1, "none": 2}
+    last = None
+    for gib in range(4, 81):
+        p = plan(gib * G, 80 * G, depth=True, variants=allowed)
+        assert p.variant in allowed
+        if p.fits:
+            used = p.needs[p.offload] + (p.needs["depth"] if p.depth_on_gpu else 0)
+            assert used <= gib * G
+        whole = p.offload != "sequential"
+        # quality first, then the depth model on the GPU, then the faster mode; block by block: fewest bytes first
+        score = (whole, -(rank if whole else seq_rank)[p.variant], p.depth_on_gpu, speed[p.offload])
+        assert last is None or score >= last, (gib, p.reason)
+        last = score
+
+
+def test_a_commercial_licence_only_ever_plans_permissive_weights():
+    ready, offer, _ = variants_for("commercial", installed=[])
+    assert ready == [] and offer == ["klein"]
+    assert all(INPAINT_VARIANTS[v].commercial for v in offer)
+    for gib in (8, 12, 16, 24, 48):
+        p = plan(gib * G, gib * G, depth=True, variants=offer)
+        assert p.backend == "flux2-klein" and p.quant is None
+
+
+def test_the_text_encoder_runs_on_the_cpu_when_it_does_not_fit_alone():
+    klein = INPAINT_VARIANTS["klein"]
+    small = max(need("klein", "sequential"), klein.text_encoder + FOOTPRINTS.scene - 1)
+    p = plan(small, 80 * G, variants=["klein"])
+    assert p.text_encoder_on_gpu is False and "text encoder on the CPU" in p.reason
+    p = plan(klein.text_encoder + FOOTPRINTS.scene + need("klein", "none"), 80 * G, variants=["klein"])
+    assert p.text_encoder_on_gpu is True and p.offload == "none"
+    assert plan(80 * G, 80 * G, variants=["bf16"]).text_encoder_on_gpu is None  # Flux Fill has none
+
+
+def test_a_better_inpainter_not_installed_is_named_with_its_fetch_line():
+    room = need("q8_0", "none")
+    p = plan(room, 80 * G, variants=["bf16"], offer=["q8_0", "q5_k"], have=["flux-fill", "flux-prompt"])
+    assert p.variant == "bf16" and p.offload == "sequential"
+    assert "flux-fill q8_0" in p.hint and p.hint.endswith("vd fetch flux-fill-q8")  # the bf16 AE is reused
+    roomy = plan(80 * G, 80 * G, variants=["bf16"], offer=["q8_0"])
+    assert roomy.hint == ""  # nothing better to fetch
+
+
+def test_variants_need_all_their_weights():
+    ready, offer, have = variants_for("any", installed=["flux-fill-q4k", "flux-prompt"])
+    assert ready == [] and "q4_k" in offer  # no autoencoder
+    ready, _, _ = variants_for("any", installed=["flux-fill-q4k", "flux-ae", "flux-prompt"])
+    assert ready == ["q4_k"]
+    ready, _, _ = variants_for("any", installed=["flux-fill", "flux-fill-q4k", "flux-prompt"])
+    assert ready == ["bf16", "q4_k"]  # the GGUF variant reads the bf16 model's AE
+
+
+def test_a_fixed_mode_picks_the_best_variant_for_it():
+    p = plan(need("q5_k", "model"), 80 * G, requested="model", variants=ALL)
+    assert (p.variant, p.offload) == ("q5_k", "model") and "--offload" in p.reason
+
+
+def test_the_plan_is_json_with_its_choice():
+    p = plan(16 * G, 16 * G, depth=True, variants=ALL)
+    d = json.loads(json.dumps(p.to_json()))
+    assert {"variant", "backend", "quant", "weights", "text_encoder_on_gpu", "hint", "depth_model"} <= set(d)
+
+
+def test_unknown_variants_are_refused():
+    with pytest.raises(ValueError):
+        plan(16 * G, 16 * G, variants=["q3_k"])
+
+
+# --------------------------------------------------------------------------- vd doctor --vram
+def _doctor(capsys, *args):
+    from vd.commands.app import run
+
+    code = run(["doctor", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_doctor_prints_a_plan_per_card_size(capsys, monkeypatch):
+    monkeypatch.delenv("VD_LICENCE", raising=False)
+    code, out, _ = _doctor(capsys, "--vram", "8", "--vram", "12", "--vram", "16", "--vram", "24")
+    assert code == 0
+    rows = [ln for ln in out.splitlines() if " GB " in ln]
+    assert [r.split()[0] for r in rows] == ["8", "12", "16", "24"]
+    assert "estimates" in out and "vd fetch" not in out  # the fetch column names models, not commands
+    code, out, _ = _doctor(capsys, "--vram", "8", "--vram", "24", "--json")
+    cards = json.loads(out)["cards"]
+    for c in cards:
+        assert c["peak_bytes_estimate"] <= c["vram_gib"] * G and c["fits"]
+    assert cards[0]["peak_bytes_estimate"] < cards[1]["peak_bytes_estimate"]
+
+
+def test_doctor_plans_for_the_licence(capsys, monkeypatch):
+    code, out, _ = _doctor(capsys, "--vram", "12", "--vram", "48", "--licence", "commercial", "--json")
+    assert code == 0
+    assert {c["backend"] for c in json.loads(out)["cards"]} == {"flux2-klein"}
+    monkeypatch.setenv("VD_LICENCE", "commercial")
+    code, out, _ = _doctor(capsys, "--vram", "48", "--json")
+    assert json.loads(out)["cards"][0]["commercial"] is True
+
+
+@pytest.mark.parametrize("args", [["--vram", "0"], ["--vram", "-3"], ["--vram", "8", "--depth-model", "vitx"]])
+def test_doctor_vram_usage_errors(capsys, args):
+    code, _, err = _doctor(capsys, *args)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,159 @@
+"""How much GPU memory each model vd can run holds: the figures the memory plan (vd.models.offload) works from.
+
+All of them are ESTIMATES until bench/gpu/run.sh measures them on a GPU (bench/gpu.md): weights
+from the published file sizes (or parameter counts), activations from a rough allowance per
+megapixel of work. They are data, apart from the rules that use them, so a measurement replaces
+a number here and nothing else.
+
+    v = INPAINT_VARIANTS["q8_0"]         # an inpainter's weights: transformer, AE, largest offload unit
+    FOOTPRINTS.for_variant(v).need("model", work_pixels)   # peak bytes of a stage in that mode
+    DEPTH_BYTES["vitb"]                  # a MoGe-2 size, weights and activations
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+GIB = 2**30
+_GB = 1e9  # the publishers' file sizes are decimal gigabytes
+
+
+@dataclass(frozen=True)
+class InpaintVariant:
+    """One inpainter that fits a card differently: which backend runs it, which weights it reads."""
+
+    name: str  # bf16 | q8_0 | q5_k | q4_k | klein
+    backend: str  # the inpaint backend: flux-fill | flux2-klein
+    weights: str  # its registry model (vd fetch NAME)
+    fetch: tuple[str, ...]  # every registry model it needs (vd fetch ...)
+    commercial: bool  # whether its licence allows commercial use
+    transformer: int  # bytes on the GPU while resident (GGUF: quantised blocks + one dequantised layer)
+    block: int  # the largest sequential-offload unit
+    ae: int
+    text_encoder: int = 0  # loaded only on a prompt-embedding cache miss, freed before the transformer
+    quality: str = ""  # one phrase for the plan's reason
+
+
+# GGUF layers are dequantised one at a time for their matmul: the largest (a single-stream block's
+# fused linear, 21504 x 3072 in bf16) is ~0.13 GB; 0.25 GiB covers it and the quantisation tables.
+_DEQUANT = int(0.25 * GIB)
+_FLUX_AE = int(0.16 * GIB)  # the Flux autoencoder in bf16 (ae.safetensors is 335 MB in fp32)
+_FILL = ("flux-prompt",)
+
+INPAINT_VARIANTS: dict[str, InpaintVariant] = {
+    v.name: v
+    for v in (
+        InpaintVariant(
+            "bf16",
+            "flux-fill",
+            "flux-fill",
+            ("flux-fill", *_FILL),
+            False,
+            int(22.2 * GIB),  # 11.9 B parameters in bf16 (the 23.8 GB file)
+            int(0.65 * GIB),  # one double-stream block
+            _FLUX_AE,
+            quality="full precision",
+        ),
+        InpaintVariant(
+            "q8_0",
+            "flux-fill",
+            "flux-fill-q8",
+            ("flux-fill-q8", "flux-ae", *_FILL),
+            False,
+            int(12.7 * _GB) + _DEQUANT,
+            int(0.35 * GIB),
+            _FLUX_AE,
+            quality="8-bit, close to full precision",
+        ),
+        InpaintVariant(
+            "q5_k",
+            "flux-fill",
+            "flux-fill-q5k",
+            ("flux-fill-q5k", "flux-ae", *_FILL),
+            False,
+            int(8.29 * _GB) + _DEQUANT,
+            int(0.23 * GIB),
+            _FLUX_AE,
+            quality="5-bit",
+        ),
+        InpaintVariant(
+            "q4_k",
+            "flux-fill",
+            "flux-fill-q4k",
+            ("flux-fill-q4k", "flux-ae", *_FILL),
+            False,
+            int(6.81 * _GB) + _DEQUANT,
+            int(0.19 * GIB),
+            _FLUX_AE,
+            quality="4-bit",
+        ),
+        InpaintVariant(
+            "klein",
+            "flux2-klein",
+            "flux2-klein",
+            ("flux2-klein", "flux2-klein-text"),
+            True,
+            int(7.75 * _GB),  # FLUX.2 [klein] 4B in bf16 (flux-2-klein-4b.safetensors)
+            int(0.45 * GIB),
+            int(0.17 * GIB),  # the FLUX.2 autoencoder in bf16
+            text_encoder=int(8.05 * _GB) + int(0.5 * GIB),  # Qwen3-4B in bf16 and a 512-token pass
+            quality="Apache-2.0, 4 steps",
+        ),
+    )
+}
+# what the plan tries first: quality, then size (a FLUX.1-Fill quantisation beats FLUX.2 [klein] at inpainting)
+QUALITY_ORDER = ("bf16", "q8_0", "q5_k", "q4_k", "klein")
+# block by block the weights cross the bus at every step: fewer bytes first, above 5 bits
+SEQUENTIAL_ORDER = ("q8_0", "bf16", "q5_k", "q4_k", "klein")
+QUANT_OF_VARIANT = {"bf16": "bf16", "q8_0": "q8_0", "q5_k": "q5_k", "q4_k": "q4_k"}
+
+# MoGe-2 with its normal head, weights in fp32 plus activations at resolution level 9
+DEPTH_BYTES = {"vitl": int(2.5 * GIB), "vitb": int(1.1 * GIB), "vits": int(0.6 * GIB)}
+
+
+@dataclass(frozen=True)
+class Footprints:
+    """Bytes each piece holds on the GPU for one inpainter (default: FLUX.1-Fill-dev in bf16)."""
+
+    transformer: int = INPAINT_VARIANTS["bf16"].transformer
+    ae: int = INPAINT_VARIANTS["bf16"].ae
+    block: int = INPAINT_VARIANTS["bf16"].block
+    activations_fixed: int = int(0.5 * GIB)
+    activations_per_mpx: int = 3 * GIB  # per megapixel of work (views x height x width); the AE decoder dominates
+    depth: int = DEPTH_BYTES["vitl"]
+    scene: int = 1 * GIB  # Gaussians and optimiser state, resident for the whole stage
+    render: int = 1 * GIB  # render and gradient buffers while optimising
+
+    def for_variant(self, v: InpaintVariant, depth_model: Optional[str] = None) -> Footprints:
+        depth = self.depth if depth_model is None else DEPTH_BYTES[depth_model]
+        return replace(self, transformer=v.transformer, ae=v.ae, block=v.block, depth=depth)
+
+    def need(self, mode: str, work_pixels: int) -> int:
+        """Peak bytes of a stage with the inpainter in `mode` (the depth model not included). "model-resident":
+        model offload that keeps the transformer and the AE on the GPU between calls; the AE's
+        activations and the render buffers are never live at once, so the larger of the two counts."""
+        act = self.activations_fixed + int(self.activations_per_mpx * work_pixels / 1e6)
+        if mode == "model-resident":
+            return self.transformer + self.ae + max(act, self.render) + self.scene
+        if mode == "none":  # the inpainter stays resident while the scene is optimised
+            return self.transformer + self.ae + act + self.scene + self.render
+        # evicting model offload and sequential offload park the inpainter on the CPU after every call, so it
+        # never meets the render buffers ("model-resident" keeps it, see vd.models.offload.plan)
+        flux = max(self.transformer, self.ae) + act if mode == "model" else self.block + self.ae + act
+        return max(flux, self.render) + self.scene
+
+
+FOOTPRINTS = Footprints()
+
+__all__ = [
+    "GIB",
+    "InpaintVariant",
+    "INPAINT_VARIANTS",
+    "QUALITY_ORDER",
+    "SEQUENTIAL_ORDER",
+    "QUANT_OF_VARIANT",
+    "DEPTH_BYTES",
+    "Footprints",
+    "FOOTPRINTS",
+]
