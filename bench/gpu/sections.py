@@ -475,8 +475,109 @@ def budget(ctx: Ctx) -> None:
             ctx.record(f"{b} GiB", row)
 
 
+# --------------------------------------------------------------------------- the memory plan under budgets
+PLAN_BUDGETS_GIB = (8, 12, 16, 24)
+
+
+def _planned(ctx: Ctx, budget_gib: float, licence: str):
+    """The plan vd makes under `budget_gib` with every inpainter the licence allows (installed or not):
+    from this device's free memory, or an idle 80 GiB H100 in the dry run."""
+    from vd.models.offload import GIB as G
+    from vd.models.offload import place, plan, variants_for
+
+    ready, offer, _ = variants_for(licence, installed=[])
+    kw = dict(budget=int(budget_gib * G), flux=True, depth=True, variants=ready + offer,
+              work_pixels=ctx.sizes.flux_size ** 2)
+    return place(ctx.device, **kw) if ctx.device.startswith("cuda") else plan(79 * G, 80 * G, **kw)
+
+
+def memory_plan(ctx: Ctx) -> None:
+    """For budgets of 8, 12, 16 and 24 GiB, with any licence and with --licence commercial: the inpainter,
+    quantisation and offload mode the plan picks, then one inpaint step of that choice with random
+    full-size weights while torch may allocate no more than the budget: seconds, peak, under the budget."""
+    import torch
+
+    runners: dict = {}
+    n = ctx.sizes.flux_size
+    g = torch.Generator().manual_seed(1)
+    img = torch.rand(1, 3, n, n, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, n, n)
+    mask[..., n // 4: 3 * n // 4, n // 4: 3 * n // 4] = 1
+    cuda = ctx.device.startswith("cuda")
+    total = torch.cuda.mem_get_info()[1] if cuda else None
+    for licence in ("any", "commercial"):
+        for b in PLAN_BUDGETS_GIB:
+            key = f"{licence} {b} GiB"
+            p = _planned(ctx, b, licence)
+            mode = "model-resident" if p.offload == "model" and not p.evict_for_ae else p.offload
+            row = {"variant": p.variant, "offload": mode, "depth_on_gpu": p.depth_on_gpu,
+                   "text_encoder_on_gpu": p.text_encoder_on_gpu, "planned_peak_gib": round(p.needs[mode] / GIB, 2),
+                   "fits": p.fits}
+            try:
+                if p.variant not in runners:
+                    t0 = time.perf_counter()
+                    runners[p.variant] = variant_runner(ctx, p.variant)
+                    row["build_s"] = round(time.perf_counter() - t0, 1)
+                if cuda:
+                    torch.cuda.set_per_process_memory_fraction(min(1.0, b * GIB / total))
+                row.update(runners[p.variant](img, mask, p.offload, p.evict_for_ae))
+                used = row.get("peak_allocated_gib")
+                row["under_budget"] = None if used is None else used <= b
+            except torch.cuda.OutOfMemoryError:
+                row["error"] = "CUDA out of memory within the budget"
+            except Exception as e:  # noqa: BLE001 - one budget's failure must not lose the others
+                row["error"] = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            finally:
+                if cuda:
+                    torch.cuda.set_per_process_memory_fraction(1.0)
+                    torch.cuda.empty_cache()
+            ctx.record(key, row)
+    from vd.models.footprints import QUALITY_ORDER
+
+    for variant in (v for v in QUALITY_ORDER if v not in runners):  # each inpainter measured at least once
+        row = {}
+        try:
+            t0 = time.perf_counter()
+            runners[variant] = variant_runner(ctx, variant)
+            row["build_s"] = round(time.perf_counter() - t0, 1)
+            row.update(runners[variant](img, mask, "none", True))
+        except Exception as e:  # noqa: BLE001 - an out-of-memory error included
+            row["error"] = f"{type(e).__name__}: {str(e).strip()[:200]}"
+        runners.pop(variant, None)  # its weights leave before the next one's are built
+        if cuda:
+            torch.cuda.empty_cache()
+        ctx.record(f"{variant} offload none", row)
+
+
+def variant_runner(ctx: Ctx, variant: str):
+    """A function (img, mask, offload, evict_for_ae) -> {seconds, peaks} running one inpaint step of a
+    random full-size inpainter `variant` (tiny on the CPU in the dry run)."""
+    from vd.models import flux_fill as F
+
+    if variant != "bf16":
+        raise KeyError(f"no random builder for the {variant} inpainter")
+    parts = flux_parts(ctx)
+
+    def step(img, mask, offload, evict):
+        ff = None
+        try:
+            with VramSampler(ctx.device) as vs:
+                t0 = time.perf_counter()
+                ff = F.FluxFill(*parts, device=ctx.device, offload=offload, evict_for_ae=evict)
+                ff.sample(img, mask, seed=0, steps=1)
+                _sync(ctx.device)
+            return {"seconds": round(time.perf_counter() - t0, 2), **vs.json()}
+        finally:
+            if ff is not None:
+                ff.close()
+            _parts_to_cpu(parts)
+
+    return step
+
+
 SECTIONS = {
     "env": env,
+    "plan": memory_plan,
     "flux": flux,
     "budget": budget,
     "render-torch": render_torch,
