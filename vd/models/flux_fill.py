@@ -109,10 +109,15 @@ class FluxFillInpaint(InpaintBackend):
             else:
                 model, name = GGUF_FILES[quant]
                 transformer = files[model][name]
-            ae_model = "flux-ae" if "flux-ae" in files else "flux-fill"
+            if "flux-ae" in files or "flux-fill" in files:
+                ae = files["flux-ae" if "flux-ae" in files else "flux-fill"]["ae.safetensors"]
+            else:  # a GGUF transformer beside the bf16 model's autoencoder (weights_for found it there)
+                from vd.fetch.registry import model_dir
+
+                ae = model_dir("flux-fill") / "ae.safetensors"
             self._paths = {
                 "transformer": transformer,
-                "ae": files[ae_model]["ae.safetensors"],
+                "ae": ae,
                 "txt": files["flux-prompt"]["txt.pt"],
                 "vec": files["flux-prompt"]["vec.pt"],
             }
@@ -125,10 +130,13 @@ class FluxFillInpaint(InpaintBackend):
             ids = None
             quant = self.resolved_quant
             try:
-                from vd.fetch.registry import weights_id
+                from vd.fetch.registry import model_spec, weights_id
 
                 if self._models is not None:  # from the registry: the weights ids of every model used
                     ids = "+".join(weights_id(m) for m in self._models)
+                    if quant != "bf16" and "flux-ae" not in self._models:  # flux-fill's autoencoder
+                        ae_sha = next(f.sha256 for f in model_spec("flux-fill").files if f.name == "ae.safetensors")
+                        ids += f"+flux-fill:ae.safetensors={(ae_sha or file_hash(paths['ae']))[:16]}"
             except ImportError:  # pragma: no cover
                 pass
             if ids is None:

@@ -155,6 +155,43 @@ def load_gguf_transformer(path, *, config, dtype, model: Optional[str] = None):
     return tr
 
 
+def bfl_layout(config: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> float shape of every tensor of a BFL-layout Flux checkpoint (as GGUF files hold them) for a
+    diffusers transformer config; linear weights are [out, in]."""
+    inner = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    head, mlp = int(config["attention_head_dim"]), 4 * inner
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def linear(name: str, n_in: int, n_out: int) -> None:
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (n_out, n_in), (n_out,)
+
+    for name, n_in in (("time_in", 256), ("vector_in", int(config["pooled_projection_dim"])), ("guidance_in", 256)):
+        if name != "guidance_in" or config.get("guidance_embeds", True):
+            linear(f"{name}.in_layer", n_in, inner)
+            linear(f"{name}.out_layer", inner, inner)
+    linear("txt_in", int(config["joint_attention_dim"]), inner)
+    linear("img_in", int(config["in_channels"]), inner)
+    for i in range(int(config["num_layers"])):
+        for s in ("img", "txt"):
+            b = f"double_blocks.{i}.{s}"
+            linear(f"{b}_mod.lin", inner, 6 * inner)
+            linear(f"{b}_attn.qkv", inner, 3 * inner)
+            linear(f"{b}_attn.proj", inner, inner)
+            linear(f"{b}_mlp.0", inner, mlp)
+            linear(f"{b}_mlp.2", mlp, inner)
+            shapes[f"{b}_attn.norm.query_norm.scale"] = shapes[f"{b}_attn.norm.key_norm.scale"] = (head,)
+    for i in range(int(config["num_single_layers"])):
+        b = f"single_blocks.{i}"
+        linear(f"{b}.modulation.lin", inner, 3 * inner)
+        linear(f"{b}.linear1", inner, 3 * inner + mlp)
+        linear(f"{b}.linear2", inner + mlp, inner)
+        shapes[f"{b}.norm.query_norm.scale"] = shapes[f"{b}.norm.key_norm.scale"] = (head,)
+    out = int(config.get("patch_size", 1)) ** 2 * int(config.get("out_channels") or config["in_channels"])
+    linear("final_layer.linear", inner, out)
+    linear("final_layer.adaLN_modulation.1", inner, 2 * inner)
+    return shapes
+
+
 def is_quantised(module) -> bool:
     """Whether a module holds GGUF-quantised weights (they must never be cast to another dtype)."""
     return any(hasattr(p, "quant_type") for p in module.parameters())
@@ -173,4 +210,5 @@ __all__ = [
     "gguf_blocks",
     "load_gguf_transformer",
     "is_quantised",
+    "bfl_layout",
 ]
