@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from flux_tiny import TINY_TRANSFORMER
 
 TINY_GGUF_TRANSFORMER = dict(
@@ -54,7 +53,8 @@ def kquant(w: np.ndarray, bits: int) -> np.ndarray:
     q = np.clip(np.round((x + off) / step), 0, qmax).astype(np.uint8)  # [n, 8, 32]
     low = q & 15
     qs = (low[:, 0::2] | (low[:, 1::2] << 4)).reshape(-1, 128)  # byte l of chunk c: sub-blocks 2c, 2c+1
-    head = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), _pack_scales(sc, mn)], 1)
+    scales = _pack_scales(sc, mn)
+    head = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), scales], 1)
     if bits == 4:
         blocks = np.concatenate([head, qs], 1)
     else:

@@ -222,7 +222,7 @@ def test_q8_inpaint_through_registry_files(vd_dirs, tmp_path, monkeypatch, tiny_
     from vd.errors import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="vd fetch flux-fill"):
-        F.FluxFillInpaint(device="cpu", quant="bf16").identity
+        _ = F.FluxFillInpaint(device="cpu", quant="bf16").identity
 
 
 def test_the_bf16_models_ae_is_reused(vd_dirs, tmp_path, monkeypatch, tiny_q):

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from sections import REPO, GIB, VramSampler, _sync
+from sections import GIB, REPO, VramSampler, _sync
 
 QUANTS = ("q8_0", "q5_k", "q4_k")
 SECTION_S = 60.0  # the whole section's share of the GPU run; bf16 is skipped when it would not fit

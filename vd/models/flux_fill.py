@@ -16,7 +16,6 @@ samplers from them (the fine stage, the benches):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
