@@ -16,6 +16,7 @@ samplers from them (the fine stage, the benches):
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -89,7 +90,12 @@ class FluxFillInpaint(InpaintBackend):
     def resolved_quant(self) -> str:
         """The quant this backend loads ("bf16" | "q8_0" | "q5_k" | "q4_k"), decided once."""
         if self._quant is None:
-            self._quant = resolve_quant(self.quant, self.placement)
+            if self.quant == "auto" and self._paths is not None:  # given files: the transformer's format says
+                name = Path(self._paths["transformer"]).name
+                gguf = [q for q, (_, file) in GGUF_FILES.items() if file == name]
+                self._quant = gguf[0] if gguf else ("gguf" if name.lower().endswith(".gguf") else "bf16")
+            else:
+                self._quant = resolve_quant(self.quant, self.placement)
         return self._quant
 
     def paths(self) -> dict:
