@@ -167,6 +167,45 @@ def test_model_and_sequential_offload_keep_gguf_weights(tiny_q):
     assert set(quant_types().values()) == {T.Q8_0}
 
 
+def test_a_corrupt_or_wrong_gguf_file_names_the_refetch(tiny_q, tmp_path):
+    from vd.errors import VdError
+
+    t = tiny_q(T.Q8_0)
+    bad = tmp_path / "flux1-fill-dev-Q8_0.gguf"
+    bad.write_bytes(t["gguf"].read_bytes()[:5000])  # a download cut short
+    with pytest.raises(VdError, match=r"cannot load the FLUX.1-Fill-dev transformer .*vd fetch flux-fill-q8 --force"):
+        F.load_transformer(bad, config=t["config"], dtype=torch.float32)
+    cfg = tmp_path / "two-blocks"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps(dict(json.loads((t["config"] / "config.json").read_text()),
+                                                     num_layers=2)))
+    q4 = tmp_path / "flux1-fill-dev-Q4_K_S.gguf"
+    q4.write_bytes(t["gguf"].read_bytes())
+    with pytest.raises(VdError, match=r"has 1 double- and 1 single-stream blocks where the model has 2 and 1; "
+                                      r"re-fetch with: vd fetch flux-fill-q4k --force"):
+        F.load_transformer(q4, config=cfg, dtype=torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offload", ["none", "model", "sequential"])
+def test_gguf_offload_modes_on_gpu(vd_dirs, tmp_path, monkeypatch, tiny_q, offload):
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    cfg = _install(vd_dirs, tmp_path, monkeypatch, tiny_q)
+    b = F.FluxFillInpaint(device="cuda", quant="q8_0", config=cfg, offload=offload, steps=2)
+    rgb = np.full((32, 48, 3), 100, np.uint8)
+    mask = np.zeros((32, 48), bool)
+    mask[8:24, 8:40] = True
+    out = b.inpaint(rgb, mask, seed=0)
+    assert np.array_equal(out[~mask], rgb[~mask])
+    w = b.flux.transformer.transformer_blocks[0].attn.to_q.weight
+    assert isinstance(w, GGUFParameter) and w.quant_type == T.Q8_0
+    assert w.device.type == ("cuda" if offload == "none" else "cpu")
+    if offload != "none":
+        assert w.is_pinned()
+    b.release()
+
+
 def _install(vd_dirs, tmp_path, monkeypatch, tiny_q, *, ae_in: str = "flux-ae"):
     """The tiny Q8_0 file, AE and prompt embeddings placed where the registry looks; a user manifest
     lets flux-ae / flux-fill hold the tiny AE (their built-in entries have the real file's exact size)."""

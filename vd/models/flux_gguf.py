@@ -39,13 +39,6 @@ GGUF_LARGEST_UNIT_BYTES = {"q8_0": 361_100_000, "q5_k": 233_700_000, "q4_k": 191
 GGUF_DEQUANT_TRANSIENT_BYTES = 226_500_000
 
 
-def registry_quant_models(quant: str) -> list[str]:
-    """The registry models of a quant, without the autoencoder choice: transformer (+ prompt embeddings)."""
-    if quant == "bf16":
-        return ["flux-fill", "flux-prompt"]
-    return [GGUF_FILES[quant][0], "flux-prompt"]
-
-
 def _present(model: str) -> bool:
     from vd.errors import MissingWeightsError
     from vd.fetch.registry import require
@@ -67,10 +60,10 @@ def bf16_ae_present() -> bool:
 
 def weights_for(quant: str) -> list[str]:
     """Every registry model a quant needs: `flux-ae` only when flux-fill's own ae.safetensors is not there."""
-    models = registry_quant_models(quant)
-    if quant != "bf16" and not bf16_ae_present():
-        models.insert(1, "flux-ae")
-    return models
+    if quant == "bf16":
+        return ["flux-fill", "flux-prompt"]
+    ae = [] if bf16_ae_present() else ["flux-ae"]
+    return [GGUF_FILES[quant][0], *ae, "flux-prompt"]
 
 
 def quant_installed(quant: str) -> bool:
