@@ -91,8 +91,11 @@ def output_dirs(
     )
 
 
-def require_weights_first(images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool) -> None:
-    """MissingWeightsError (exit 3) for the weights the named backends need, before torch is imported (seconds)."""
+def require_weights_first(
+    images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool, quant: Optional[str] = None
+) -> None:
+    """MissingWeightsError (exit 3) for the weights the named backends need (Flux Fill's for `quant`),
+    before torch is imported (seconds)."""
     from vd.fetch.registry import require
     from vd.models import choose
     from vd.models.depth import sidecar_depth
@@ -102,7 +105,9 @@ def require_weights_first(images: List[Path], depth_backend: str, inpaint_backen
     if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
         require("moge", auto_fetch=auto_fetch)
     if inpaint_backend == "flux-fill":  # through the backend, which knows where its weights are
-        backend = choose.get_inpaint_backend("flux-fill", auto_fetch=auto_fetch, quiet_choice=True)
+        backend = choose.get_inpaint_backend(
+            "flux-fill", auto_fetch=auto_fetch, quiet_choice=True, quant=quant or "auto"
+        )
         if isinstance(backend, FluxFillInpaint):
             backend.paths()
 

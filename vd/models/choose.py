@@ -17,6 +17,7 @@ from vd.fetch.registry import require
 from vd.models.depth import DEPTH_BACKENDS, DepthBackend, sidecar_depth
 from vd.models.depth_file import FileDepth
 from vd.models.flux_fill import FluxFillInpaint
+from vd.models.flux_gguf import QUANT_PREFERENCE, quant_installed
 from vd.models.inpaint import INPAINT_BACKENDS, InpaintBackend
 from vd.models.moge import MogeDepth
 from vd.models.telea import TeleaInpaint
@@ -59,14 +60,17 @@ def get_depth_backend(
     return MogeDepth(device=device, focal=focal, fov=fov, auto_fetch=auto_fetch, intrinsics=intrinsics)
 
 
-def flux_weights_available(auto_fetch: Optional[bool] = False) -> bool:
-    """Whether FLUX.1-Fill-dev and its prompt embeddings are present (nothing is downloaded)."""
+def flux_weights_available(auto_fetch: Optional[bool] = False, quant: str = "auto") -> bool:
+    """Whether FLUX.1-Fill-dev (for `quant`; "auto": any of bf16 and the GGUF quants) and its prompt
+    embeddings are present (nothing is downloaded)."""
+    if quant != "auto":
+        return quant_installed(quant)
     try:
         require("flux-fill", auto_fetch=False)
         require("flux-prompt", auto_fetch=False)
         return True
     except MissingWeightsError:
-        return False
+        return any(quant_installed(q) for q in QUANT_PREFERENCE[1:])
 
 
 def get_inpaint_backend(
@@ -96,7 +100,7 @@ def get_inpaint_backend(
             import torch
 
             has_cuda = torch.cuda.is_available()
-        have = flux_weights_available() if has_cuda else False
+        have = flux_weights_available(quant=quant) if has_cuda else False
         if has_cuda and not have and auto_fetch:
             have = True  # require() below downloads them
         name = "flux-fill" if (has_cuda and have) else "telea"
@@ -114,7 +118,13 @@ def get_inpaint_backend(
 
         return FsrInpaint()
     return FluxFillInpaint(
-        device=device, offload=offload, steps=steps, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+        device=device,
+        offload=offload,
+        steps=steps,
+        guidance=guidance,
+        auto_fetch=auto_fetch,
+        vram_budget=vram_budget,
+        quant=quant,
     )
 
 

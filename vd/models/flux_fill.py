@@ -23,7 +23,8 @@ import numpy as np
 
 from vd import console
 from vd.cache import file_hash
-from vd.errors import MissingWeightsError
+from vd.errors import MissingWeightsError, UsageError
+from vd.models.flux_gguf import GGUF_FILES, resolve_quant, weights_for
 from vd.models.flux_loading import config_dir, load_ae, load_transformer
 from vd.models.flux_model import FluxFill
 from vd.models.flux_offload import SequentialOffload, transformer_units
@@ -41,6 +42,7 @@ from vd.models.flux_sampling import (
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 from vd.models.memory import release_torch_memory
 from vd.models.offload import DEFAULT_WORK_PIXELS, place
+from vd.params import FLUX_QUANTS
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,16 @@ class FluxFillInpaint(InpaintBackend):
         paths: Optional[dict] = None,
         config=None,
         vram_budget: Optional[int] = None,
+        quant: str = "auto",
     ):
         """`paths` (transformer, ae, txt, vec) and `config` (a folder with transformer/ and vae/)
         override the registry and the bundled configs (tests use tiny models this way).
-        offload "auto" is decided from the free VRAM (capped at `vram_budget` bytes) when the model loads."""
+        offload "auto" is decided from the free VRAM (capped at `vram_budget` bytes) when the model loads.
+        `quant`: "bf16" (flux-fill), "q8_0" | "q5_k" | "q4_k" (GGUF, `vd.models.flux_gguf`), or "auto":
+        the memory plan's `placement["quant"]` when it set one, else the best installed."""
+        if quant not in FLUX_QUANTS:
+            raise UsageError(f"--quant must be one of {', '.join(FLUX_QUANTS)}, got {quant!r}")
+        self.quant = quant
         self._device = device
         self.offload = offload
         self.vram_budget = vram_budget
@@ -75,6 +83,20 @@ class FluxFillInpaint(InpaintBackend):
         self.config = config
         self._ff: Optional[FluxFill] = None
         self._identity: Optional[str] = None
+        self._quant: Optional[str] = None  # resolved from `quant` on first use
+        self._models: Optional[list] = None  # registry models the paths came from (None: given paths)
+
+    @property
+    def resolved_quant(self) -> str:
+        """The quant this backend loads ("bf16" | "q8_0" | "q5_k" | "q4_k"), decided once."""
+        if self._quant is None:
+            if self.quant == "auto" and self._paths is not None:  # given files: the transformer's format says
+                name = Path(self._paths["transformer"]).name
+                gguf = [q for q, (_, file) in GGUF_FILES.items() if file == name]
+                self._quant = gguf[0] if gguf else ("gguf" if name.lower().endswith(".gguf") else "bf16")
+            else:
+                self._quant = resolve_quant(self.quant, self.placement)
+        return self._quant
 
     def paths(self) -> dict:
         if self._paths is None:
@@ -84,30 +106,50 @@ class FluxFillInpaint(InpaintBackend):
                 raise MissingWeightsError(
                     "FLUX.1-Fill-dev weights are missing; run: vd fetch flux-fill flux-prompt"
                 ) from None
-            files = require_all(["flux-fill", "flux-prompt"], auto_fetch=self.auto_fetch)
+            quant = self.resolved_quant
+            models = weights_for(quant)
+            files = require_all(models, auto_fetch=self.auto_fetch)
+            if quant == "bf16":
+                transformer = files["flux-fill"]["flux1-fill-dev.safetensors"]
+            else:
+                model, name = GGUF_FILES[quant]
+                transformer = files[model][name]
+            if "flux-ae" in files or "flux-fill" in files:
+                ae = files["flux-ae" if "flux-ae" in files else "flux-fill"]["ae.safetensors"]
+            else:  # a GGUF transformer beside the bf16 model's autoencoder (weights_for found it there)
+                from vd.fetch.registry import model_dir
+
+                ae = model_dir("flux-fill") / "ae.safetensors"
             self._paths = {
-                "transformer": files["flux-fill"]["flux1-fill-dev.safetensors"],
-                "ae": files["flux-fill"]["ae.safetensors"],
+                "transformer": transformer,
+                "ae": ae,
                 "txt": files["flux-prompt"]["txt.pt"],
                 "vec": files["flux-prompt"]["vec.pt"],
             }
+            self._models = models
         return self._paths
 
     def _compute_identity(self) -> str:
         if self._identity is None:
             paths = self.paths()  # fails first with the fetch command when missing
             ids = None
+            quant = self.resolved_quant
             try:
-                from vd.fetch.registry import model_dir, weights_id
+                from vd.fetch.registry import model_spec, weights_id
 
-                if Path(paths["transformer"]).resolve().parent == model_dir("flux-fill").resolve():
-                    ids = f"{weights_id('flux-fill')}+{weights_id('flux-prompt')}"
+                if self._models is not None:  # from the registry: the weights ids of every model used
+                    ids = "+".join(weights_id(m) for m in self._models)
+                    if quant != "bf16" and "flux-ae" not in self._models:  # flux-fill's autoencoder
+                        ae_sha = next(f.sha256 for f in model_spec("flux-fill").files if f.name == "ae.safetensors")
+                        ids += f"+flux-fill:ae.safetensors={(ae_sha or file_hash(paths['ae']))[:16]}"
             except ImportError:  # pragma: no cover
                 pass
             if ids is None:
                 ids = "flux-fill:" + ",".join(f"{k}={file_hash(p)[:16]}" for k, p in sorted(paths.items()))
             dt = "bf16" if self.device.startswith("cuda") else "fp32"
-            self._identity = f"{ids}:steps={self.steps}:guidance={self.guidance}:{dt}"
+            # bf16 keeps the key it always had; a quantised transformer adds its quant (and its file's id above)
+            q = "" if quant == "bf16" else f":quant={quant}"
+            self._identity = f"{ids}:steps={self.steps}:guidance={self.guidance}:{dt}{q}"
         return self._identity
 
     def _load(self) -> FluxFill:
@@ -115,7 +157,8 @@ class FluxFillInpaint(InpaintBackend):
             p = self.paths()
             if self.offload == "auto":
                 self._place()
-            with console.status(f"loading FLUX.1-Fill-dev (offload={self.offload}) on {self.device}"):
+            q = "" if self.resolved_quant == "bf16" else f", {self.resolved_quant} GGUF"
+            with console.status(f"loading FLUX.1-Fill-dev (offload={self.offload}{q}) on {self.device}"):
                 self._ff = self._build(p)
         return self._ff
 

@@ -74,10 +74,14 @@ def checkpoint_blocks(path) -> tuple[int, int]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
+        return count_blocks(f.keys())
+
+
+def count_blocks(keys) -> tuple[int, int]:
+    """(double-stream, single-stream) block counts from a Flux checkpoint's tensor names (BFL or diffusers)."""
     count: dict[str, set[int]] = {}
     for k in keys:
-        parts = k.split(".")
+        parts = k.removeprefix("model.diffusion_model.").split(".")
         if (
             len(parts) > 2
             and parts[1].isdigit()
@@ -105,13 +109,19 @@ def _check_blocks(path, cfg_dir: Path) -> None:
 
 
 def load_transformer(path, *, config=None, dtype=None):
-    """FluxTransformer2DModel from a single-file checkpoint (BFL or diffusers layout), offline, in bf16."""
+    """FluxTransformer2DModel from a single-file checkpoint (BFL or diffusers layout), offline, in bf16.
+    A `.gguf` file loads quantised through `vd.models.flux_gguf` (its weights compute in `dtype`)."""
     import torch
 
+    cfg = Path(config) if config is not None else config_dir() / "transformer"
+    if str(path).lower().endswith(".gguf"):
+        from vd.models.flux_gguf import GGUF_FILES, load_gguf_transformer
+
+        model = next((m for m, name in GGUF_FILES.values() if name == Path(path).name), None)
+        return load_gguf_transformer(path, config=cfg, dtype=dtype or torch.bfloat16, model=model)
     require_accelerate()
     from diffusers import FluxTransformer2DModel
 
-    cfg = Path(config) if config is not None else config_dir() / "transformer"
     _check_blocks(path, cfg)
     try:
         with no_nan_fill():  # the 12 B weights are read into fresh allocations: no NaN fill first

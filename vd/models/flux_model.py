@@ -263,6 +263,8 @@ class FluxFill:
 
 
 def _cast(module, dtype):
+    if getattr(module, "is_quantized", False):  # GGUF: uint8 blocks stay as they are, they compute in `dtype`
+        return module
     if any(p.dtype != dtype for p in module.parameters()):
         module = module.to(dtype=dtype)
     return module

@@ -83,8 +83,13 @@ class HostWeights:
 
         for sub, kind, key, host in self.slots:
             t = make(host)
-            if kind == "_parameters":  # a new frozen Parameter: `.data =` refuses some device pairs (meta)
-                sub._parameters[key] = torch.nn.Parameter(t, requires_grad=False)
+            if kind == "_parameters":
+                # a new frozen Parameter (`.data =` refuses some device pairs, meta), except for Parameter
+                # subclasses that carry their own state, e.g. diffusers' GGUFParameter (quant_type): its
+                # host copy and device copies stay that class, and re-wrapping could strip it
+                if not isinstance(t, torch.nn.Parameter):
+                    t = torch.nn.Parameter(t, requires_grad=False)
+                sub._parameters[key] = t
             else:
                 sub._buffers[key] = t
 

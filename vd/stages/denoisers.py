@@ -16,10 +16,11 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import UsageError
-from vd.fetch.registry import require
+from vd.fetch.registry import require_all
 from vd.models import flux_fill
 from vd.models.choose import flux_weights_available
 from vd.models.flux_fill import FluxFillInpaint
+from vd.models.flux_gguf import resolve_quant, weights_for
 from vd.models.inpaint import INPAINT_BACKENDS
 from vd.models.telea import TeleaInpaint
 from vd.params import OFFLOAD_CHOICES, FluxParams
@@ -103,9 +104,15 @@ class FluxDenoiser(Denoiser):
         auto_fetch=None,
         backend=None,
         vram_budget: Optional[int] = None,
+        quant: str = FluxParams.quant,
     ):
         self.backend = backend or FluxFillInpaint(
-            device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+            device=device,
+            offload=offload,
+            guidance=guidance,
+            auto_fetch=auto_fetch,
+            vram_budget=vram_budget,
+            quant=quant,
         )
         self.guidance = float(guidance)
         self.dtype = "bfloat16" if str(self.backend.device).startswith("cuda") else "float32"
@@ -148,10 +155,16 @@ class FluxDenoiser(Denoiser):
 
 
 def make_flux_denoiser(
-    *, device, offload: str, guidance: float, auto_fetch: Optional[bool], vram_budget: Optional[int] = None
+    *,
+    device,
+    offload: str,
+    guidance: float,
+    auto_fetch: Optional[bool],
+    vram_budget: Optional[int] = None,
+    quant: str = FluxParams.quant,
 ) -> Denoiser:
     return FluxDenoiser(
-        device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+        device=device, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget, quant=quant
     )
 
 
@@ -164,9 +177,10 @@ def choose_denoiser(
     guidance: float = FluxParams.guidance,
     auto_fetch: Optional[bool] = None,
     vram_budget: Optional[int] = None,
+    quant: str = FluxParams.quant,
 ):
     """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
-    without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights."""
+    without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights (for `quant`)."""
     name = (name or "auto").lower()
     if name not in INPAINT_BACKENDS:
         raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
@@ -176,7 +190,7 @@ def choose_denoiser(
     why = ""
     if name == "auto":
         has_cuda = str(dev).startswith("cuda")
-        if has_cuda and (flux_weights_available() or auto_fetch):
+        if has_cuda and (flux_weights_available(quant=quant) or auto_fetch):
             name = "flux-fill"
         else:
             name = "telea"
@@ -198,13 +212,17 @@ def choose_denoiser(
     if not str(dev).startswith("cuda"):
         log.warning(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
     # resolve the weights now so a missing model fails before any work (exit 3)
-    require("flux-fill", auto_fetch=auto_fetch)
-    require("flux-prompt", auto_fetch=auto_fetch)
+    require_all(weights_for(resolve_quant(quant)), auto_fetch=auto_fetch)
     return (
         dev,
         (
             lambda: make_flux_denoiser(
-                device=dev, offload=offload, guidance=guidance, auto_fetch=auto_fetch, vram_budget=vram_budget
+                device=dev,
+                offload=offload,
+                guidance=guidance,
+                auto_fetch=auto_fetch,
+                vram_budget=vram_budget,
+                quant=quant,
             )
         ),
         "flux-fill",

@@ -450,6 +450,7 @@ def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> F
         allow_classical=options.allow_classical,
         guidance=params.guidance,
         auto_fetch=options.auto_fetch,
+        quant=flux.quant,
     )
     return FineRunner(params=params, device=str(dev), denoiser_factory=factory)
 
