@@ -39,9 +39,10 @@ from vd.models.flux_sampling import (
     time_shift,
     unpack_latents,
 )
+from vd.models.footprints import QUANT_OF_VARIANT
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 from vd.models.memory import release_torch_memory
-from vd.models.offload import DEFAULT_WORK_PIXELS, place
+from vd.models.offload import DEFAULT_WORK_PIXELS, inpaint_variants, place
 from vd.params import FLUX_QUANTS
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class FluxFillInpaint(InpaintBackend):
                 gguf = [q for q, (_, file) in GGUF_FILES.items() if file == name]
                 self._quant = gguf[0] if gguf else ("gguf" if name.lower().endswith(".gguf") else "bf16")
             else:
+                if self.quant == "auto" and self.placement is None:
+                    self._place()  # the plan picks among the installed quantisations
                 self._quant = resolve_quant(self.quant, self.placement)
         return self._quant
 
@@ -180,10 +183,27 @@ class FluxFillInpaint(InpaintBackend):
         return bool((self.placement or {}).get("evict_for_ae", True))
 
     def _place(self) -> None:
-        pl = place(self.device, budget=self.vram_budget, work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS)
+        """The memory plan for this backend: its offload mode and, with --quant auto, which installed
+        quantisation fits best (vd.models.offload)."""
+        if self._paths is None and self.quant == "auto":
+            variants, offer, have = inpaint_variants(self)
+        else:
+            q = self.resolved_quant
+            variants, offer, have = [q if q in QUANT_OF_VARIANT else "q8_0"], [], []  # "gguf": an unnamed file
+        pl = place(
+            self.device,
+            requested=self.offload,
+            budget=self.vram_budget,
+            work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS,
+            variants=variants,
+            offer=offer,
+            have=have,
+        )
         self.offload, self.placement = pl.offload, pl.to_json()
         if pl.on_gpu:
             (log.info if pl.fits else log.warning)(f"GPU memory: {pl.reason}")
+            if pl.hint:
+                log.info(f"GPU memory: {pl.hint}")
 
     @property
     def flux(self) -> FluxFill:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from vd.models.flux_gguf import GGUF_DEQUANT_TRANSIENT_BYTES, GGUF_LARGEST_UNIT_BYTES, GGUF_TRANSFORMER_BYTES
+
 GIB = 2**30
 _GB = 1e9  # the publishers' file sizes are decimal gigabytes
 
@@ -35,9 +37,8 @@ class InpaintVariant:
     quality: str = ""  # one phrase for the plan's reason
 
 
-# GGUF layers are dequantised one at a time for their matmul: the largest (a single-stream block's
-# fused linear, 21504 x 3072 in bf16) is ~0.13 GB; 0.25 GiB covers it and the quantisation tables.
-_DEQUANT = int(0.25 * GIB)
+# GGUF weights stay quantised on the GPU; each layer is dequantised for its own matmul (vd.models.flux_gguf)
+_DEQUANT = GGUF_DEQUANT_TRANSIENT_BYTES
 _FLUX_AE = int(0.16 * GIB)  # the Flux autoencoder in bf16 (ae.safetensors is 335 MB in fp32)
 _FILL = ("flux-prompt",)
 
@@ -61,8 +62,8 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             "flux-fill-q8",
             ("flux-fill-q8", "flux-ae", *_FILL),
             False,
-            int(12.7 * _GB) + _DEQUANT,
-            int(0.35 * GIB),
+            GGUF_TRANSFORMER_BYTES["q8_0"] + _DEQUANT,
+            GGUF_LARGEST_UNIT_BYTES["q8_0"] + _DEQUANT,
             _FLUX_AE,
             quality="8-bit, close to full precision",
         ),
@@ -72,8 +73,8 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             "flux-fill-q5k",
             ("flux-fill-q5k", "flux-ae", *_FILL),
             False,
-            int(8.29 * _GB) + _DEQUANT,
-            int(0.23 * GIB),
+            GGUF_TRANSFORMER_BYTES["q5_k"] + _DEQUANT,
+            GGUF_LARGEST_UNIT_BYTES["q5_k"] + _DEQUANT,
             _FLUX_AE,
             quality="5-bit",
         ),
@@ -83,8 +84,8 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             "flux-fill-q4k",
             ("flux-fill-q4k", "flux-ae", *_FILL),
             False,
-            int(6.81 * _GB) + _DEQUANT,
-            int(0.19 * GIB),
+            GGUF_TRANSFORMER_BYTES["q4_k"] + _DEQUANT,
+            GGUF_LARGEST_UNIT_BYTES["q4_k"] + _DEQUANT,
             _FLUX_AE,
             quality="4-bit",
         ),
