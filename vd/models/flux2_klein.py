@@ -76,6 +76,7 @@ class Flux2KleinInpaint(InpaintBackend):
         self._paths = dict(paths) if paths else None
         self.config = config
         self._model = None
+        self._emb = None
         self._identity: Optional[str] = None
 
     def paths(self) -> dict:
@@ -98,7 +99,19 @@ class Flux2KleinInpaint(InpaintBackend):
                 f"{k}={file_hash(p)[:16]}" for k, p in sorted(paths.items()) if k in ("transformer", "vae")
             )
         dt = "bf16" if self.device.startswith("cuda") else "fp32"
-        return f"{ids}:steps={self.steps}:prompt={self.prompt!r}:{dt}"
+        from vd.cache import content_hash
+
+        emb = content_hash(self.embedding().numpy())[:16]  # what the text encoder made of the prompt
+        return f"{ids}:steps={self.steps}:prompt={self.prompt!r}:emb={emb}:{dt}"
+
+    def embedding(self):
+        """The prompt embedding (cached; the text encoder runs, then is freed, only on a cache miss)."""
+        if self._emb is None:
+            from vd.models.flux2_klein_prompt import prompt_embedding
+
+            text = (self._paths or {}).get("text")
+            self._emb = prompt_embedding(self.prompt, device=self.device, auto_fetch=self.auto_fetch, text_dir=text)
+        return self._emb
 
     def _place(self) -> None:
         """`auto` offload until the integrator's memory plan owns it: everything resident when the
@@ -124,14 +137,12 @@ class Flux2KleinInpaint(InpaintBackend):
         if self._model is None:
             from vd.models.flux2_klein_loading import load_scheduler, load_transformer, load_vae, require_klein_code
             from vd.models.flux2_klein_model import Flux2Klein
-            from vd.models.flux2_klein_prompt import prompt_embedding
 
             require_klein_code()
             p = self.paths()
             import torch
 
-            # the text encoder (only on a cache miss) is loaded and freed before the transformer loads
-            emb = prompt_embedding(self.prompt, device=self.device, auto_fetch=self.auto_fetch, text_dir=p.get("text"))
+            emb = self.embedding()  # the text encoder (only on a cache miss) is freed before the transformer loads
             if self.offload == "auto":
                 self._place()
             dt = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
