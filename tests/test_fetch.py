@@ -460,7 +460,7 @@ def test_two_concurrent_fetches_of_one_file(srv, tmp_path, vd_dirs):
 def test_unknown_model_lists_known_ones(run_vd):
     r = run_vd("fetch", "nonesuch")
     assert r.code == 2
-    assert r.stderr.strip() == "error: unknown model 'nonesuch'; known models: flux-fill, flux-prompt, moge"
+    assert r.stderr.strip() == "error: unknown model 'nonesuch'; known models: flux-fill, flux-prompt, flux2-klein, flux2-klein-text, moge"
 
 
 def test_unwritable_models_dir(srv, tmp_path, run_vd, monkeypatch):
