@@ -109,8 +109,14 @@ def diffusers_to_bfl(sd: dict) -> dict:
             out[f"{simple[mod]}.{param}"] = v
         elif mod.startswith("transformer_blocks."):
             _, i, inner = mod.split(".", 2)
-            qkv = {"attn.to_q": ("img", 0), "attn.to_k": ("img", 1), "attn.to_v": ("img", 2),
-                   "attn.add_q_proj": ("txt", 0), "attn.add_k_proj": ("txt", 1), "attn.add_v_proj": ("txt", 2)}
+            qkv = {
+                "attn.to_q": ("img", 0),
+                "attn.to_k": ("img", 1),
+                "attn.to_v": ("img", 2),
+                "attn.add_q_proj": ("txt", 0),
+                "attn.add_k_proj": ("txt", 1),
+                "attn.add_v_proj": ("txt", 2),
+            }
             if inner in qkv:
                 stream, j = qkv[inner]
                 fused.setdefault((i, stream, param), [None] * 3)[j] = v
@@ -137,7 +143,9 @@ def make_tokenizer(folder: Path, chat_template: bool = True):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TINY_QWEN3["vocab_size"], special_tokens=SPECIALS, initial_alphabet=list("abcdefghijklmnopqrstuvwxyz")
+        vocab_size=TINY_QWEN3["vocab_size"],
+        special_tokens=SPECIALS,
+        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz"),
     )
     tok.train_from_iterator(["a photo of a room", "user assistant", "the empty prompt"], trainer=trainer)
     fast = Qwen2TokenizerFast(
@@ -150,7 +158,7 @@ def make_tokenizer(folder: Path, chat_template: bool = True):
 
 
 def make_tiny_text(folder: Path, seed: int = 0, chat_template: bool = True) -> Path:
-    """config.json, model.safetensors.index.json + shards, tokenizer.json, tokenizer_config.json (+ chat_template.jinja)."""
+    """config.json, model.safetensors.index.json, shards, tokenizer.json, tokenizer_config.json, chat_template.jinja"""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 

@@ -219,4 +219,3 @@ def test_fine_denoiser_without_weights_is_exit_3():
 
     with pytest.raises(MissingWeightsError, match="vd fetch flux2-klein"):
         choose_denoiser("flux2-klein", device="cpu", offload="auto", allow_classical=False)
-

@@ -100,18 +100,31 @@ def encoder(ctx, qcfg) -> None:
             te = _on_device(lambda: Qwen3ForCausalLM(Qwen3Config(**qcfg)), ctx.device, dt)
             _sync(ctx.device)
             t1 = time.perf_counter()
-            ids = torch.randint(0, qcfg["vocab_size"], (1, MAX_PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
+            ids = torch.randint(
+                0, qcfg["vocab_size"], (1, MAX_PROMPT_TOKENS), generator=torch.Generator().manual_seed(0)
+            )
             mask = torch.zeros_like(ids)
             mask[:, :12] = 1  # a short chat-formatted prompt, padded to 512 as the pipeline does
             with torch.inference_mode():
-                out = te(input_ids=ids.to(ctx.device), attention_mask=mask.to(ctx.device),
-                         output_hidden_states=True, use_cache=False)
+                out = te(
+                    input_ids=ids.to(ctx.device),
+                    attention_mask=mask.to(ctx.device),
+                    output_hidden_states=True,
+                    use_cache=False,
+                )
                 emb = torch.stack([out.hidden_states[k] for k in TEXT_LAYERS], dim=1)
             _sync(ctx.device)
             t2 = time.perf_counter()
-        ctx.record("encoder", {"build_s": round(t1 - t0, 2), "encode_s": round(t2 - t1, 3),
-                               "embedding_shape": [1, MAX_PROMPT_TOKENS, int(emb.shape[1] * emb.shape[-1])],
-                               "params_b": round(sum(p.numel() for p in te.parameters()) / 1e9, 3), **vs.json()})
+        ctx.record(
+            "encoder",
+            {
+                "build_s": round(t1 - t0, 2),
+                "encode_s": round(t2 - t1, 3),
+                "embedding_shape": [1, MAX_PROMPT_TOKENS, int(emb.shape[1] * emb.shape[-1])],
+                "params_b": round(sum(p.numel() for p in te.parameters()) / 1e9, 3),
+                **vs.json(),
+            },
+        )
         del te, out, emb
         release_torch_memory()
         if ctx.device.startswith("cuda"):
@@ -142,14 +155,23 @@ def inpaint(ctx, tcfg, vcfg, n: int) -> None:
             t1 = time.perf_counter()
             img = torch.rand(1, 3, n, n, generator=torch.Generator().manual_seed(2))
             mask = torch.zeros(1, 1, n, n)
-            mask[..., n // 4: 3 * n // 4, n // 4: 3 * n // 4] = 1
+            mask[..., n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 1
             out = kl.inpaint(img, mask, seed=0, steps=4)
             _sync(ctx.device)
             t2 = time.perf_counter()
-        ctx.record("inpaint", {"size": n, "steps": 4, "build_s": round(t1 - t0, 2), "seconds": round(t2 - t1, 2),
-                               "per_step_s": round((t2 - t1) / 4, 3), "out_shape": list(out.shape),
-                               "transformer_params_b": round(sum(p.numel() for p in tr.parameters()) / 1e9, 3),
-                               **vs.json()})
+        ctx.record(
+            "inpaint",
+            {
+                "size": n,
+                "steps": 4,
+                "build_s": round(t1 - t0, 2),
+                "seconds": round(t2 - t1, 2),
+                "per_step_s": round((t2 - t1) / 4, 3),
+                "out_shape": list(out.shape),
+                "transformer_params_b": round(sum(p.numel() for p in tr.parameters()) / 1e9, 3),
+                **vs.json(),
+            },
+        )
     except torch.cuda.OutOfMemoryError:
         ctx.record("inpaint", {"error": "CUDA out of memory"})
     finally:

@@ -16,8 +16,6 @@ module is uploaded for its own forward), `sequential` (diffusers' sequential off
 
 from __future__ import annotations
 
-from typing import Optional
-
 VAE_FACTOR = 16  # pixels per latent token side: 8x autoencoder, then 2x2 patches
 
 
@@ -166,14 +164,4 @@ def schedule(scheduler, steps: int, height: int, width: int) -> list[float]:
     return [float(s) for s in scheduler.sigmas]
 
 
-def pack_noise(batch: int, channels: int, height: int, width: int, seed: int, device: Optional[object] = None):
-    """Packed N(0,1) noise [B, L, C] from a seeded CPU generator (device-independent)."""
-    import torch
-
-    g = torch.Generator("cpu").manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
-    L = (height // VAE_FACTOR) * (width // VAE_FACTOR)
-    z = torch.randn((batch, L, channels), generator=g, dtype=torch.float32)
-    return z if device is None else z.to(device)
-
-
-__all__ = ["Flux2Klein", "schedule", "pack_noise", "VAE_FACTOR"]
+__all__ = ["Flux2Klein", "schedule", "VAE_FACTOR"]
