@@ -53,7 +53,7 @@ def require_klein_code() -> None:
         from diffusers import Flux2KleinInpaintPipeline  # noqa: F401
     except ImportError:
         raise VdError(
-            "FLUX.2 [klein] needs diffusers 0.37 or newer (Flux2KleinInpaintPipeline); "
+            "FLUX.2 [klein] needs a diffusers with Flux2KleinInpaintPipeline (0.42 is tested); "
             "upgrade it with: pip install -U diffusers"
         ) from None
 
