@@ -219,3 +219,19 @@ def test_fine_denoiser_without_weights_is_exit_3():
 
     with pytest.raises(MissingWeightsError, match="vd fetch flux2-klein"):
         choose_denoiser("flux2-klein", device="cpu", offload="auto", allow_classical=False)
+
+
+def test_vd_fine_end_to_end_with_flux2_klein(tiny, monkeypatch, tmp_path, run_vd):
+    """`vd fine --inpaint-backend flux2-klein`: the distilled model's own schedule (4 steps, last 2)."""
+    from test_fine import make_coarse
+
+    install(tiny, monkeypatch)
+    coarse = make_coarse(tmp_path / "coarse")
+    args = ["--inpaint-backend", "flux2-klein", "--device", "cpu", "--views", "2", "--steps", "2"]
+    r = run_vd("fine", str(coarse), "-o", str(tmp_path / "fine"), *args, "--total-steps", "4", "--gs-iters", "1")
+    assert r.code == 0, r
+    s = json.loads((tmp_path / "fine" / "summary.json").read_text())
+    assert s["denoiser"]["name"] == "flux2-klein" and s["denoiser"]["identity"].endswith(":fine")
+    assert len(s["steps"]) == 2 and s["steps"][-1]["t_next"] == 0.0
+    assert all(len(row["norm_v"]) == 2 for row in s["steps"])
+    assert (tmp_path / "fine" / "fine.ply").exists()
