@@ -460,7 +460,7 @@ def test_two_concurrent_fetches_of_one_file(srv, tmp_path, vd_dirs):
 def test_unknown_model_lists_known_ones(run_vd):
     r = run_vd("fetch", "nonesuch")
     assert r.code == 2
-    known = "flux-ae, flux-fill, flux-fill-q4k, flux-fill-q5k, flux-fill-q8, flux-prompt, moge"
+    known = "flux-ae, flux-fill, flux-fill-q4k, flux-fill-q5k, flux-fill-q8, flux-prompt, flux2-klein, flux2-klein-text, moge"
     assert r.stderr.strip() == f"error: unknown model 'nonesuch'; known models: {known}"
 
 

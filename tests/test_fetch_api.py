@@ -48,7 +48,8 @@ def test_known_models_and_builtin_registry(monkeypatch):
     from vd.fetch.registry import known_models, model_spec
 
     gguf = ["flux-fill-q4k", "flux-fill-q5k", "flux-fill-q8"]
-    assert known_models() == ["flux-ae", "flux-fill", *gguf, "flux-prompt", "moge"]
+    klein = ["flux2-klein", "flux2-klein-text"]
+    assert known_models() == ["flux-ae", "flux-fill", *gguf, "flux-prompt", *klein, "moge"]
     ff = model_spec("flux-fill")
     big = ff.file("flux1-fill-dev.safetensors")
     assert big.size == 23804922408 and big.sha256.startswith("03e289f5") and big.sha256.endswith("41ca")
@@ -65,8 +66,8 @@ def test_known_models_and_builtin_registry(monkeypatch):
     assert big.sources[0].url.startswith("http://ms.local/models/AI-ModelScope/")
     assert {f.name for f in model_spec("flux-prompt").files} == {"txt.pt", "vec.pt"}
     assert model_spec("moge").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vitl-normal"
-    assert manifest.load().models.keys() == {"flux-ae", "flux-fill", *gguf, "flux-prompt", "moge"}
-    with pytest.raises(UsageError, match="known models: flux-ae, flux-fill, flux-fill-q4k, .*, flux-prompt, moge"):
+    assert manifest.load().models.keys() == {"flux-ae", "flux-fill", *gguf, "flux-prompt", *klein, "moge"}
+    with pytest.raises(UsageError, match="known models: flux-ae, flux-fill, flux-fill-q4k, .*, flux2-klein-text, moge"):
         model_spec("flux")
 
 

@@ -1,7 +1,7 @@
 """Choosing a backend by name: `auto` picks the best one that can run here and says which and why.
 
     get_depth_backend("auto" | "moge" | "file", ...) -> DepthBackend
-    get_inpaint_backend("auto" | "flux-fill" | "telea" | "fsr", ...) -> InpaintBackend
+    get_inpaint_backend("auto" | "flux-fill" | "flux2-klein" | "telea" | "fsr", ...) -> InpaintBackend
 
 Backends are built, not loaded: weights load on first use.
 """
@@ -117,6 +117,14 @@ def get_inpaint_backend(
         from vd.models.fsr_inpaint import FsrInpaint
 
         return FsrInpaint()
+    if name == "flux2-klein":
+        from vd.models.flux2_klein import DEFAULT_STEPS, Flux2KleinInpaint
+
+        # the step-distilled model samples in 4 steps: Flux Fill's default count means "the backend's default"
+        k_steps = DEFAULT_STEPS if steps == FluxParams.inpaint_steps else steps
+        return Flux2KleinInpaint(
+            device=device, offload=offload, steps=k_steps, auto_fetch=auto_fetch, vram_budget=vram_budget
+        )
     return FluxFillInpaint(
         device=device,
         offload=offload,

@@ -8,7 +8,9 @@
     backend.release()                    # free the model (gc + torch.cuda.empty_cache())
 
 Backends: `flux-fill` (FLUX.1-Fill-dev via diffusers, bf16, CUDA; weights from `vd fetch flux-fill`
-and `vd fetch flux-prompt`), `telea` (OpenCV, CPU, no weights), `fsr` (OpenCV contrib's
+and `vd fetch flux-prompt`), `flux2-klein` (FLUX.2 [klein] 4B, Apache-2.0, 4 steps; `vd fetch flux2-klein
+flux2-klein-text`, the text encoder only until the prompt embedding is cached), `telea` (OpenCV, CPU, no
+weights), `fsr` (OpenCV contrib's
 frequency-selective reconstruction, CPU, no weights; needs opencv-contrib-python-headless). `auto` picks flux-fill
 when CUDA is available and its weights are on disk, else telea, and says which on stderr. A backend named
 explicitly is never substituted: missing weights raise MissingWeightsError with the fetch command.
@@ -20,7 +22,7 @@ import numpy as np
 
 from vd.models.backend import ModelBackend
 
-INPAINT_BACKENDS = ("auto", "flux-fill", "telea", "fsr")
+INPAINT_BACKENDS = ("auto", "flux-fill", "flux2-klein", "telea", "fsr")
 
 
 class InpaintBackend(ModelBackend):

@@ -209,6 +209,8 @@ def choose_denoiser(
             )
         log.warning("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
         return dev, (lambda: ClassicalDenoiser(dev)), "telea"
+    if name == "flux2-klein":
+        return choose_klein_denoiser(dev, offload=offload, auto_fetch=auto_fetch, vram_budget=vram_budget)
     if not str(dev).startswith("cuda"):
         log.warning(f"running Flux Fill on {dev}: fine for tiny test models, very slow for the real one")
     # resolve the weights now so a missing model fails before any work (exit 3)
@@ -229,4 +231,25 @@ def choose_denoiser(
     )
 
 
-__all__ = ["Denoiser", "ClassicalDenoiser", "FluxDenoiser", "make_flux_denoiser", "choose_denoiser"]
+def choose_klein_denoiser(dev, *, offload: str, auto_fetch: Optional[bool], vram_budget: Optional[int] = None):
+    """FLUX.2 [klein] for the MCS loop (vd.stages.klein_denoiser); its weights are resolved now (exit 3)."""
+    if not str(dev).startswith("cuda"):
+        log.warning(f"running FLUX.2 [klein] on {dev}: fine for tiny test models, slow for the real one")
+    require("flux2-klein", auto_fetch=auto_fetch)
+
+    def make():
+        from vd.stages.klein_denoiser import Flux2KleinDenoiser
+
+        return Flux2KleinDenoiser(device=dev, offload=offload, auto_fetch=auto_fetch, vram_budget=vram_budget)
+
+    return dev, make, "flux2-klein"
+
+
+__all__ = [
+    "Denoiser",
+    "ClassicalDenoiser",
+    "FluxDenoiser",
+    "make_flux_denoiser",
+    "choose_denoiser",
+    "choose_klein_denoiser",
+]
