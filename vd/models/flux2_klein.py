@@ -27,6 +27,7 @@ from vd.cache import file_hash
 from vd.errors import MissingWeightsError
 from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
 from vd.models.memory import release_torch_memory
+from vd.models.offload import DEFAULT_WORK_PIXELS, place
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ DEFAULT_STEPS = 4
 DEFAULT_PROMPT = ""
 TRANSFORMER_FILE = "flux-2-klein-4b.safetensors"
 VAE_FILE = "vae.safetensors"
-
-# Footprints for the memory plan (bytes). ESTIMATES from the published file sizes (bf16 weights),
-# not measured: bench/gpu/klein.py measures the real peaks on a GPU.
-KLEIN_TRANSFORMER_BYTES = 7_750_000_000  # flux-2-klein-4b.safetensors, bf16, 5 double + 20 single blocks
-KLEIN_VAE_BYTES = 168_000_000  # AutoencoderKLFlux2 (~84 M parameters) in bf16
-KLEIN_TEXT_ENCODER_BYTES = 8_050_000_000  # Qwen3-4B text encoder shards (4.97 GB + 3.08 GB), bf16
-# the largest unit sequential offload uploads: one double-stream block (hidden 3072, MLP ratio 3:
-# q/k/v/out and 2 SwiGLU MLPs for the image and the text stream) ~ 2 x (4 x 3072^2 + 3 x 3 x 3072^2) x 2 bytes
-KLEIN_LARGEST_BLOCK_BYTES = 2 * (4 + 9) * 3072 * 3072 * 2
-KLEIN_WEIGHTS_BYTES = KLEIN_TRANSFORMER_BYTES + KLEIN_VAE_BYTES  # what stays loaded while sampling
 
 
 class Flux2KleinInpaint(InpaintBackend):
@@ -110,28 +101,26 @@ class Flux2KleinInpaint(InpaintBackend):
             from vd.models.flux2_klein_prompt import prompt_embedding
 
             text = (self._paths or {}).get("text")
-            self._emb = prompt_embedding(self.prompt, device=self.device, auto_fetch=self.auto_fetch, text_dir=text)
+            if self.placement is None:
+                self._place()
+            on_gpu = (self.placement or {}).get("text_encoder_on_gpu")
+            device = "cpu" if on_gpu is False else self.device  # too large beside nothing: once, on the CPU
+            self._emb = prompt_embedding(self.prompt, device=device, auto_fetch=self.auto_fetch, text_dir=text)
         return self._emb
 
     def _place(self) -> None:
-        """`auto` offload until the integrator's memory plan owns it: everything resident when the
-        free VRAM (capped at the budget) holds the weights plus a working margin, else model offload."""
-        if not self.device.startswith("cuda"):
-            self.offload, self.placement = "none", {"offload": "none", "reason": "not a CUDA device"}
-            return
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(torch.device(self.device))
-        budget = min(free, self.vram_budget) if self.vram_budget else free
-        need = KLEIN_WEIGHTS_BYTES + 3 * 1024**3  # activations at ~1 MP, estimate
-        self.offload = "none" if budget >= need else "model"
-        self.placement = {
-            "offload": self.offload,
-            "budget_bytes": int(budget),
-            "need_bytes": int(need),
-            "reason": f"{budget / 1e9:.1f} GB free for ~{need / 1e9:.1f} GB (estimate)",
-        }
-        log.info(f"GPU memory: FLUX.2 [klein] offload={self.offload} ({self.placement['reason']})")
+        """The memory plan (vd.models.offload) for FLUX.2 [klein]: its offload mode when "auto", and
+        where its text encoder runs on a prompt cache miss."""
+        pl = place(
+            self.device,
+            requested=self.offload,
+            budget=self.vram_budget,
+            work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS,
+            variants=["klein"],
+        )
+        self.offload, self.placement = pl.offload, pl.to_json()
+        if pl.on_gpu:
+            (log.info if pl.fits else log.warning)(f"GPU memory: {pl.reason}")
 
     def _load(self):
         if self._model is None:
@@ -142,9 +131,9 @@ class Flux2KleinInpaint(InpaintBackend):
             p = self.paths()
             import torch
 
-            emb = self.embedding()  # the text encoder (only on a cache miss) is freed before the transformer loads
             if self.offload == "auto":
                 self._place()
+            emb = self.embedding()  # the text encoder (only on a cache miss) is freed before the transformer loads
             dt = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
             cfg = Path(self.config) if self.config is not None else None
             with console.status(f"loading FLUX.2 [klein] 4B (offload={self.offload}) on {self.device}"):
@@ -217,10 +206,5 @@ def klein_weights_available() -> bool:
 __all__ = [
     "Flux2KleinInpaint",
     "klein_weights_available",
-    "KLEIN_TRANSFORMER_BYTES",
-    "KLEIN_VAE_BYTES",
-    "KLEIN_TEXT_ENCODER_BYTES",
-    "KLEIN_LARGEST_BLOCK_BYTES",
-    "KLEIN_WEIGHTS_BYTES",
     "DEFAULT_STEPS",
 ]

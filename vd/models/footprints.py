@@ -95,10 +95,11 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             "flux2-klein",
             ("flux2-klein", "flux2-klein-text"),
             True,
-            int(7.75 * _GB),  # FLUX.2 [klein] 4B in bf16 (flux-2-klein-4b.safetensors)
-            int(0.45 * GIB),
-            int(0.17 * GIB),  # the FLUX.2 autoencoder in bf16
-            text_encoder=int(8.05 * _GB) + int(0.5 * GIB),  # Qwen3-4B in bf16 and a 512-token pass
+            int(7.75 * _GB),  # flux-2-klein-4b.safetensors: 5 double + 20 single blocks in bf16
+            # one double-stream block (hidden 3072, MLP ratio 3): 2 x (4 + 9) x 3072^2 weights in bf16
+            2 * (4 + 9) * 3072 * 3072 * 2,
+            168_000_000,  # AutoencoderKLFlux2, ~84 M parameters in bf16
+            text_encoder=int(8.05 * _GB) + int(0.5 * GIB),  # Qwen3-4B (4.97 + 3.08 GB shards) and a 512-token pass
             quality="Apache-2.0, 4 steps",
         ),
     )

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import UsageError
-from vd.fetch.registry import require_all
+from vd.fetch.registry import require, require_all
 from vd.models import flux_fill
 from vd.models.choose import flux_weights_available
 from vd.models.flux_fill import FluxFillInpaint
