@@ -59,7 +59,7 @@ def test_dry_run_exercises_every_section(tmp_path):
 def test_the_answers_that_matter_come_first_and_fit_six_minutes():
     run = _run_module()
     names = [n for n, *_ in run.PLAN]
-    assert names[:4] == ["env", "flux", "plan", "coarse-fine"] and names[-1] == "budget"
+    assert names[:6] == ["env", "flux", "quant", "klein", "plan", "coarse-fine"] and names[-1] == "budget"
     assert names.index("render-gsplat") < names.index("tests")
     assert sum(box for _, box, _ in run.PLAN) + 20 <= run.TOTAL_S <= 360  # 20 s for run.sh's installs
     sh = (REPO / "bench" / "gpu" / "run.sh").read_text()

@@ -533,31 +533,17 @@ def memory_plan(ctx: Ctx) -> None:
                     torch.cuda.set_per_process_memory_fraction(1.0)
                     torch.cuda.empty_cache()
             ctx.record(key, row)
-    from vd.models.footprints import QUALITY_ORDER
-
-    for variant in (v for v in QUALITY_ORDER if v not in runners):  # each inpainter measured at least once
-        row = {}
-        try:
-            t0 = time.perf_counter()
-            runners[variant] = variant_runner(ctx, variant)
-            row["build_s"] = round(time.perf_counter() - t0, 1)
-            row.update(runners[variant](img, mask, "none", True))
-        except Exception as e:  # noqa: BLE001 - an out-of-memory error included
-            row["error"] = f"{type(e).__name__}: {str(e).strip()[:200]}"
-        runners.pop(variant, None)  # its weights leave before the next one's are built
-        if cuda:
-            torch.cuda.empty_cache()
-        ctx.record(f"{variant} offload none", row)
 
 
 def variant_runner(ctx: Ctx, variant: str):
     """A function (img, mask, offload, evict_for_ae) -> {seconds, peaks} running one inpaint step of a
-    random full-size inpainter `variant` (tiny on the CPU in the dry run)."""
+    random full-size inpainter `variant` (tiny on the CPU in the dry run). The weights are built once,
+    on the device, and parked on the CPU, so each step starts from the CPU as a loaded backend does."""
+    if variant == "klein":
+        return _klein_runner(ctx)
     from vd.models import flux_fill as F
 
-    if variant != "bf16":
-        raise KeyError(f"no random builder for the {variant} inpainter")
-    parts = flux_parts(ctx)
+    parts = flux_parts(ctx) if variant == "bf16" else _gguf_parts(ctx, variant)
 
     def step(img, mask, offload, evict):
         ff = None
@@ -576,9 +562,86 @@ def variant_runner(ctx: Ctx, variant: str):
     return step
 
 
+def _gguf_parts(ctx: Ctx, quant: str):
+    """A random FLUX.1-Fill-dev with a `quant` GGUF transformer (bench/gpu/quant.py) and a full-size
+    AE in bf16 (its activations are part of the peak); tiny on the CPU in the dry run."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    sys.path.insert(0, str(HERE))
+    from quant import _config_dir, random_gguf_transformer
+
+    from vd.models import flux_fill as F
+
+    dtype = torch.float32 if ctx.dry else torch.bfloat16
+    cfg_dir = _config_dir(ctx, ctx.work)
+    tr, _layout = random_gguf_transformer(cfg_dir, quant, ctx.device, dtype)
+    if ctx.dry:
+        sys.path.insert(0, str(REPO / "tests"))
+        from flux_tiny import TINY_VAE as vcfg
+    else:
+        vcfg = json.loads((F.config_dir() / "vae" / "config.json").read_text())
+    ae = AutoencoderKL.from_config({k: v for k, v in vcfg.items() if k[0] != "_"}).to(dtype=dtype).eval()
+    tcfg = json.loads((cfg_dir / "config.json").read_text())
+    txt = torch.randn(1, 8 if ctx.dry else 512, tcfg["joint_attention_dim"])
+    vec = torch.randn(1, tcfg["pooled_projection_dim"])
+    parts = (tr, ae, txt, vec)
+    _parts_to_cpu(parts)
+    return parts
+
+
+def _klein_runner(ctx: Ctx):
+    """A random FLUX.2 [klein] 4B (bench/gpu/klein.py's builders) with a random prompt embedding."""
+    import torch
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    sys.path.insert(0, str(HERE))
+    from klein import _configs, _on_device, _public
+
+    from vd.models.flux2_klein_loading import load_scheduler
+    from vd.models.flux2_klein_model import Flux2Klein
+
+    tcfg, vcfg, _qcfg, _n = _configs(ctx)
+    dt = torch.float32 if ctx.dry else torch.bfloat16
+    tr = _on_device(lambda: Flux2Transformer2DModel.from_config(_public(tcfg)), ctx.device, dt).to("cpu")
+    vae = AutoencoderKLFlux2.from_config(_public(vcfg)).to(dtype=dt).eval()
+    emb = torch.randn(1, 512, tcfg["joint_attention_dim"], generator=torch.Generator().manual_seed(1))
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    def step(img, mask, offload, evict):
+        kl = None
+        try:
+            with VramSampler(ctx.device) as vs:
+                t0 = time.perf_counter()
+                kl = Flux2Klein(tr, vae, load_scheduler(), emb, device=ctx.device, dtype=dt, offload=offload)
+                kl.inpaint((img + 1) / 2, mask, seed=0, steps=1)
+                _sync(ctx.device)
+            return {"seconds": round(time.perf_counter() - t0, 2), **vs.json()}
+        finally:
+            if kl is not None:
+                kl.close()
+            tr.to("cpu")
+            vae.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    return step
+
+
+def _helper_section(module: str):
+    def run(ctx: Ctx) -> None:
+        sys.path.insert(0, str(HERE))
+        __import__(module).section(ctx)
+
+    return run
+
+
 SECTIONS = {
     "env": env,
     "plan": memory_plan,
+    "quant": _helper_section("quant"),  # bench/gpu/quant.py: each GGUF quantisation, one step and its peak
+    "klein": _helper_section("klein"),  # bench/gpu/klein.py: the Qwen3 encode, then one 4-step inpaint
     "flux": flux,
     "budget": budget,
     "render-torch": render_torch,
