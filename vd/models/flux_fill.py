@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 class FluxFillInpaint(InpaintBackend):
     name = "flux-fill"
+    registry_models = ("flux-fill", "flux-prompt")
 
     def __init__(
         self,
