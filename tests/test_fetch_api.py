@@ -47,7 +47,7 @@ def test_known_models_and_builtin_registry(monkeypatch):
     from vd.fetch import manifest
     from vd.fetch.registry import known_models, model_spec
 
-    assert known_models() == ["flux-fill", "flux-prompt", "moge"]
+    assert known_models() == ["flux-fill", "flux-prompt", "moge", "moge-vitb", "moge-vits"]
     ff = model_spec("flux-fill")
     big = ff.file("flux1-fill-dev.safetensors")
     assert big.size == 23804922408 and big.sha256.startswith("03e289f5") and big.sha256.endswith("41ca")
@@ -64,8 +64,10 @@ def test_known_models_and_builtin_registry(monkeypatch):
     assert big.sources[0].url.startswith("http://ms.local/models/AI-ModelScope/")
     assert {f.name for f in model_spec("flux-prompt").files} == {"txt.pt", "vec.pt"}
     assert model_spec("moge").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vitl-normal"
-    assert manifest.load().models.keys() == {"flux-fill", "flux-prompt", "moge"}
-    with pytest.raises(UsageError, match="known models: flux-fill, flux-prompt, moge"):
+    assert model_spec("moge-vitb").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vitb-normal"
+    assert model_spec("moge-vits").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vits-normal"
+    assert manifest.load().models.keys() == {"flux-fill", "flux-prompt", "moge", "moge-vitb", "moge-vits"}
+    with pytest.raises(UsageError, match="known models: flux-fill, flux-prompt, moge, moge-vitb, moge-vits"):
         model_spec("flux")
 
 

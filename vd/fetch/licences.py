@@ -84,7 +84,8 @@ def refusal(model: str, manifest_path=None) -> Optional[str]:
             f"--licence commercial refuses {model} (its entry in {where} does not say whether its licence "
             f"allows commercial use); {instead}"
         )
-    return f"--licence commercial refuses {model} ({spec.license or 'licence not stated'}: no commercial use); {instead}"
+    text = spec.license or "licence not stated"
+    return f"--licence commercial refuses {model} ({text}: no commercial use); {instead}"
 
 
 def check(models: Iterable[str], policy: str, manifest_path=None) -> None:
