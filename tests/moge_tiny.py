@@ -1,13 +1,13 @@
 """Tiny random MoGe-2 models for tests: MoGe's own `moge.model.v2.MoGeModel`, saved in the published
 `model.pt` layout (`model_config` + `model`) where the registry puts it, so the production loader reads them.
 
-- `tiny`: a 2-block, 32-wide DINOv2 ViT/14 under a test hub name (the ViT-L-normal config, shrunk).
-- `vitb`: the ViT-B checkpoints' backbone name (`dinov2_vitb14`) and width (768, 12 heads), depth shrunk to 2
-  blocks (MoGe builds its backbone by hub name with no arguments, so the shrunk one is registered under that name).
-- `vits`: the ViT-S checkpoints' backbone unchanged (`dinov2_vits14`: 12 blocks, 384 wide, ~22 M parameters),
-  reading blocks 5 and 11 as the published ViT-S/ViT-B configs do.
-Only the widths of the neck and heads are shrunk (the scale head reads the backbone's class token, so its input
-width is the backbone's).
+- `tiny`: a 2-block, 32-wide DINOv2 ViT/14 under a test hub name, the ViT-L-normal config with every width shrunk.
+- `vits`: the published ViT-S-normal config (backbone `dinov2_vits14` as MoGe builds it: 12 blocks, 384 wide;
+  blocks 5 and 11 read; neck and heads 384/256/128/64/32 wide, one residual block per level; scale head
+  384-384-384-1), but for `num_tokens_range`, lowered so that CPU inference takes a moment.
+- `vitb`: the same layout at ViT-B's width (backbone name `dinov2_vitb14`, 768 wide, 12 heads), its depth shrunk
+  to 2 blocks (MoGe builds its backbone by hub name with no arguments, so the shrunk one is registered under that
+  name) and blocks 0 and 1 read.
 """
 
 from __future__ import annotations
@@ -52,25 +52,26 @@ def register_backbone(monkeypatch, size: str) -> None:
 
 
 def tiny_config(size: str = "tiny") -> dict:
-    """The MoGe-2 normal-model config (configs/train/v2.json layout) for `size`, neck and heads shrunk."""
+    """The MoGe-2 normal-model config (configs/train/v2.json layout) for `size` (see the module docstring)."""
     backbone, _, layers, width = SIZES[size]
+    if size == "tiny":
+        dims, neck_res, scale = [32, 16, 16, 8, 8], [0, 1, 1, 1, 0], [32, 16, 1]
+    else:
+        dims, neck_res, scale = [width, 256, 128, 64, 32], [0, 1, 1, 1, 0], [width, width, width, 1]
+    common = {"res_block_in_norm": "none", "res_block_hidden_norm": "none",
+              "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"]}
     head = lambda out: {  # noqa: E731
-        "dim_in": [32, 16, 16, 8, 8], "dim_out": [None, None, None, None, out],
-        "dim_res_blocks": [32, 16, 16, 8, 8], "num_res_blocks": [0, 1, 1, 1, 0],
-        "res_block_in_norm": "none", "res_block_hidden_norm": "none",
-        "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"],
+        "dim_in": list(dims), "dim_out": [None, None, None, None, out], "dim_res_blocks": list(dims),
+        "num_res_blocks": [0, 1, 1, 1, 0], **common,
     }
     return {
-        "encoder": {"backbone": backbone, "intermediate_layers": list(layers), "dim_out": 32},
-        "neck": {
-            "dim_in": [34, 2, 2, 2, 2], "dim_out": None, "dim_res_blocks": [32, 16, 16, 8, 8],
-            "num_res_blocks": [0, 1, 1, 1, 0], "res_block_in_norm": "none", "res_block_hidden_norm": "none",
-            "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"],
-        },
+        "encoder": {"backbone": backbone, "intermediate_layers": list(layers), "dim_out": dims[0]},
+        "neck": {"dim_in": [dims[0] + 2, 2, 2, 2, 2], "dim_out": None, "dim_res_blocks": list(dims),
+                 "num_res_blocks": neck_res, **common},
         "points_head": head(3),
         "normal_head": head(3),
         "mask_head": head(1),
-        "scale_head": {"dims": [width, 16, 1]},  # reads the class token: the backbone's width
+        "scale_head": {"dims": scale},
         "remap_output": "exp",
         "num_tokens_range": [60, 120],
     }
