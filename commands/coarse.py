@@ -139,7 +139,9 @@ def coarse(
     dests = common.output_dirs(
         out, images, overwrite=overwrite, bytes_per_pixel=COARSE_BYTES_PER_PIXEL, max_resolution=max_resolution
     )
-    common.require_weights_first(images, depth_backend, inpaint_backend, fetch, quant)  # before the stages import torch
+    common.require_weights_first(  # before the stages import torch
+        images, depth_backend, inpaint_backend, fetch, quant, depth_model=depth_model, licence=licence
+    )
     for img, dest in zip(images, dests, strict=False):
         if len(images) > 1:
             console.info(str(img))

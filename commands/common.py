@@ -92,21 +92,31 @@ def output_dirs(
 
 
 def require_weights_first(
-    images: List[Path], depth_backend: str, inpaint_backend: str, fetch: bool, quant: Optional[str] = None
+    images: List[Path],
+    depth_backend: str,
+    inpaint_backend: str,
+    fetch: bool,
+    quant: Optional[str] = None,
+    *,
+    depth_model: str = "vitl",
+    licence: Optional[str] = None,
 ) -> None:
-    """MissingWeightsError (exit 3) for the weights the named backends need (Flux Fill's for `quant`),
-    before torch is imported (seconds)."""
+    """Before torch is imported (seconds): UsageError (exit 2) for weights of the named backends that the
+    licence policy refuses (`licence`, else $VD_LICENCE), then MissingWeightsError (exit 3) for missing ones
+    (Flux Fill's for `quant`)."""
     from vd.fetch.registry import require
     from vd.models import choose
     from vd.models.depth import sidecar_depth
     from vd.models.flux_fill import FluxFillInpaint
+    from vd.models.moge import registry_model
 
+    choose.check_licence(depth_backend, inpaint_backend, depth_model=depth_model, licence=licence)
     auto_fetch = True if fetch else None
     if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
-        require("moge", auto_fetch=auto_fetch)
+        require(registry_model(depth_model), auto_fetch=auto_fetch)
     if inpaint_backend == "flux-fill":  # through the backend, which knows where its weights are
         backend = choose.get_inpaint_backend(
-            "flux-fill", auto_fetch=auto_fetch, quiet_choice=True, quant=quant or "auto"
+            "flux-fill", auto_fetch=auto_fetch, quiet_choice=True, quant=quant or "auto", licence=licence
         )
         if isinstance(backend, FluxFillInpaint):
             backend.paths()

@@ -65,6 +65,7 @@ def depth(
     in millimetres, with intrinsics from --focal, --fov, --intrinsics or an intrinsics.json beside
     the image). Results are memoised: a second run on the same image is instant.
     """
+    from vd.models.choose import check_licence
     from vd.stages.depth import depth_one
 
     check_intrinsics(focal, fov)
@@ -73,6 +74,7 @@ def depth(
         check_choice(licence, LICENCES, "--licence")
     check_max_resolution(max_resolution)
     check_device(depth_device)
+    check_licence(backend, depth_model=depth_model, licence=licence)  # before any folder is made
     memory.reset()
     rows, failures = [], []
     backends: dict = {}

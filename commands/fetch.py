@@ -10,7 +10,7 @@ import typer
 
 from vd import console
 from vd.errors import MissingWeightsError, UsageError, VdError
-from vd.fetch import registry
+from vd.fetch import licences, registry
 from vd.paths import offline as env_offline
 from vd.units import format_size
 
@@ -40,12 +40,19 @@ def fetch(
         "--force",
         help="Download again even if present (the old file is replaced only once the new one verifies).",
     ),
+    licence: Optional[str] = typer.Option(
+        None,
+        "--licence",
+        help="any or commercial: commercial refuses to download weights whose licence forbids commercial use "
+        "(default: $VD_LICENCE, else any).",
+    ),
 ) -> None:
     """Download model weights into $VD_MODELS_DIR, resuming and verifying every file.
 
     Sources are tried in order (FLUX.1-Fill-dev: ModelScope, then Hugging Face with HF_TOKEN);
     files already in a Hugging Face cache are verified and reused. Installed paths go to stdout.
-    Exit codes: 0 ok, 1 failure, 2 unknown model, 3 missing (offline).
+    `--list` shows each model's licence and whether it allows commercial use.
+    Exit codes: 0 ok, 1 failure, 2 unknown model or refused by --licence commercial, 3 missing (offline).
     """
 
     if sum(bool(x) for x in (list_, verify)) > 1:
@@ -55,6 +62,7 @@ def fetch(
     if force and (offline or env_offline()):
         raise UsageError("--force needs the network; drop --offline / VD_OFFLINE")
     names = models or None
+    policy = licences.policy(licence)
 
     if list_:
         rows = registry.status(names, manifest)
@@ -87,6 +95,11 @@ def fetch(
         return
 
     is_offline = offline or env_offline()
+    # --licence commercial: refuse what was named; with no names, fetch only what it allows
+    if names:
+        licences.check(names, policy, manifest)
+    elif policy == licences.COMMERCIAL:
+        names = [m for m in registry.known_models(manifest) if licences.allows(m, policy, manifest)]
     with registry.ConsoleReporter() as rep:
         report = registry.fetch(
             names, offline=is_offline, proxy=proxy, manifest_path=manifest, reporter=rep, force=force
@@ -122,9 +135,17 @@ def fetch(
         )
 
 
+def licence_line(row: dict) -> str:
+    """A model's licence as `vd fetch --list` shows it: the text and "commercial: yes/no/unknown"."""
+    commercial = row.get("commercial")
+    word = "unknown" if commercial is None else ("yes" if commercial else "no")
+    return f"{row.get('license') or 'not stated'} (commercial: {word})"
+
+
 def _table(rows: list, models_dir) -> str:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=None, show_lines=False, pad_edge=False, box=None)
     for col in ("model", "file", "size", "state", "sha256", "path"):
@@ -152,6 +173,8 @@ def _table(rows: list, models_dir) -> str:
                 sha = "not published"
                 notes.add("not published: the sha256 is recorded on the first verified download")
             t.add_row(m["model"] if i == 0 else "", f["file"], size, state, sha, f["path"])
+        # a line under the model: its licence (Text: "[dev]" is not markup)
+        t.add_row("", "licence:", "", "", "", Text(licence_line(m)))
     buf = io.StringIO()
     Console(file=buf, width=160, no_color=True, highlight=False).print(t)
     lines = [line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines()]

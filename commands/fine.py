@@ -67,7 +67,8 @@ def fine(
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
     """Refine coarse scenes for multi-view consistency with Flux Fill (MCS); writes fine.ply, steps/, summary.json."""
-    common.require_weights_first([], "file", inpaint_backend, fetch, quant)  # before the stages import torch
+    # before the stages import torch
+    common.require_weights_first([], "file", inpaint_backend, fetch, quant, licence=licence)
     from vd.stages.fine import prepare_fine
 
     params = FineParams(

@@ -52,8 +52,8 @@ def make_views(g=None):
     spawned its opaque pixels."""
     import torch
 
-    from vd.views import View
     from vd.render import render
+    from vd.views import View
 
     g = g if g is not None else plane_gaussians()
     views = []

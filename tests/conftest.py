@@ -28,6 +28,7 @@ _UNSET = (
     "VD_AUTO_FETCH",
     "VD_DEVICE",
     "VD_MANIFEST",
+    "VD_LICENCE",
     "VD_CACHE_REMOTE",
     "HF_TOKEN",
     "HUGGING_FACE_HUB_TOKEN",

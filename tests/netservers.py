@@ -52,7 +52,7 @@ class Route:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -207,7 +207,7 @@ class HTTPTestServer:
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
 
-    def start(self) -> "HTTPTestServer":
+    def start(self) -> HTTPTestServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -225,7 +225,7 @@ class HTTPTestServer:
 
 # --------------------------------------------------------------------------- SOCKS5
 class _SocksHandler(socketserver.BaseRequestHandler):
-    server: "_SocksServer"
+    server: _SocksServer
 
     def _recv(self, n: int) -> bytes:
         buf = b""

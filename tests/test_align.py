@@ -95,8 +95,7 @@ def test_complete_depth_outside_frame_and_invalid():
 
 
 def test_spawn_edges_keep_slopes_flag_jumps():
-    from vd.align import spawn_edges
-    from vd.align import depth_edges
+    from vd.align import depth_edges, spawn_edges
 
     H, W = 96, 128
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from test_coarse import BASE, make_scene
+from test_coarse import make_scene
 
 OPTS = ["--depth-backend", "file", "--inpaint-backend", "telea", "--render-backend", "torch", "--device", "cpu",
         "--focal", "56", "-O", "n_frames=4", "-O", "dense_multiplier=3", "-O", "margin=8", "-O", "init_iters=2",

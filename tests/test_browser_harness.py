@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _browser import Browser
 
 VERSION = "Chromium 150.0.7000.0 built on a test"

@@ -12,7 +12,6 @@ import pytest
 
 from vd.cache import Cache
 
-
 DAY = 86400.0
 
 

@@ -4,12 +4,10 @@ server, damaged remote objects, and a remote that cannot be reached."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 
 import pytest
-
 from test_coarse import BASE, make_scene
 
 
@@ -113,8 +111,7 @@ def test_truncated_remote_object_is_detected_and_recomputed(tmp_path, capsys):
 
 def test_unreachable_remote_warns_once_and_works_locally(tmp_path, monkeypatch, capsys):
     pytest.importorskip("s3fs")
-    from vd.cache import Cache
-    from vd.cache import remote
+    from vd.cache import Cache, remote
 
     monkeypatch.setattr(remote, "FAILED", set())
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from diskfull import fill, free_bytes, tiny_tmpfs
 from test_coarse import BASE, make_scene
 

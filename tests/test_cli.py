@@ -361,9 +361,8 @@ def test_batch_help_shows_the_batch_file_tables(run_vd, monkeypatch):
 
 
 def test_a_focal_beyond_float32_is_a_usage_error(run_vd, tmp_path):
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "p.png")
     np.save(tmp_path / "p.depth.npy", np.ones((32, 48), np.float32))
@@ -380,9 +379,8 @@ def test_a_focal_beyond_float32_is_a_usage_error(run_vd, tmp_path):
 @pytest.mark.parametrize("args", [["-O", "n_frames=-1"], ["--focal", "nan"], ["-O", "fine_views=0"], ["-O", "n_frames=\"x\""],
                                   ["--fov", "200"]], ids=["n_frames", "focal-nan", "fine_views", "type", "fov"])
 def test_batch_refuses_a_bad_value_before_any_task_starts(run_vd, tmp_path, args):
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     for name in ("a", "b"):
         Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / f"{name}.png")
@@ -400,11 +398,9 @@ def test_batch_refuses_a_bad_value_before_any_task_starts(run_vd, tmp_path, args
 def test_missing_weights_are_reported_before_torch_is_imported(tmp_path, args):
     from pathlib import Path
 
-    from PIL import Image
-
     import numpy as np
-
     from conftest import vd_env
+    from PIL import Image
 
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "photo.png")  # no depth map beside it
     example = Path(__file__).resolve().parents[1] / "examples" / "room" / "rgb.png"

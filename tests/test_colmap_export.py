@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from _export_scene import K, PLANE, make_views, plane_gaussians, write_vd_folder
+from _export_scene import PLANE, K, make_views, plane_gaussians, write_vd_folder
 
 
 # ---------------------------------------------------------------- an independent COLMAP text parser

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vd.align import depth_edges
 from vd.errors import InputError, UsageError
 from vd.image import load_image
-from vd.models.depth import sidecar_depth
-from vd.align import depth_edges
 from vd.models.choose import get_depth_backend
+from vd.models.depth import sidecar_depth
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "room"

@@ -14,8 +14,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from test_export_formats import random_splats, unit
+
 from vd.errors import InputError
 
 SPLAT_TRANSFORM = shutil.which("splat-transform")
@@ -210,6 +210,7 @@ def test_spz_reader_refuses_what_it_cannot_read(tmp_path):
 
 def test_spz_cli_inspect_and_spz_as_source(tmp_path, run_vd):
     from _export_scene import plane_gaussians
+
     from vd.ply import write_ply
 
     write_ply(tmp_path / "plane.ply", plane_gaussians())
@@ -234,7 +235,8 @@ def test_spz_cli_inspect_and_spz_as_source(tmp_path, run_vd):
 def test_spz_read_by_splat_transform(tmp_path, version):
     """PlayCanvas splat-transform (an independent SPZ reader) decodes vd's SPZ to a PLY in vd's frame:
     same count and bounds, the same covariances, and the same picture from vd's renderer."""
-    from _export_scene import K, W, H, plane_gaussians
+    from _export_scene import H, K, W, plane_gaussians
+
     from vd.export.spz import read_spz, write_spz
     from vd.export.transform import SplatArrays
     from vd.ply import read_ply
@@ -262,7 +264,8 @@ def test_spz_read_by_splat_transform(tmp_path, version):
 # ----------------------------------------------------------------------------- SOG
 @needs_splat_transform
 def test_sog_written_through_splat_transform_and_read_back(tmp_path, run_vd):
-    from _export_scene import K, W, H, plane_gaussians
+    from _export_scene import H, K, W, plane_gaussians
+
     from vd.ply import read_ply, write_ply
 
     g = plane_gaussians()
@@ -281,6 +284,7 @@ def test_sog_written_through_splat_transform_and_read_back(tmp_path, run_vd):
 
 def test_sog_without_splat_transform_says_how_to_get_it(tmp_path, run_vd, monkeypatch):
     from _export_scene import plane_gaussians
+
     from vd.ply import write_ply
 
     monkeypatch.setenv("VD_SPLAT_TRANSFORM", "no-such-splat-transform")
@@ -299,6 +303,7 @@ def page_parts(text: str):
 
 def test_html_page_is_self_contained(tmp_path, run_vd):
     from _export_scene import write_vd_folder
+
     from vd.export.spz import decode_spz
 
     folder = write_vd_folder(tmp_path / "scene")
@@ -316,6 +321,7 @@ def test_html_page_is_self_contained(tmp_path, run_vd):
 
 def test_html_of_a_bare_ply_uses_a_default_camera(tmp_path, run_vd):
     from _export_scene import plane_gaussians
+
     from vd.ply import write_ply
 
     write_ply(tmp_path / "plane.ply", plane_gaussians())
@@ -359,6 +365,7 @@ def test_browser_shows_the_scene_as_vd_renders_it(tmp_path, browser):
     """Headless Chromium (WebGL2 on SwiftShader) opens the page from file:// and its screenshot at
     the input camera matches vd's own render of the same Gaussians."""
     from _export_scene import plane_gaussians
+
     from vd.export.html import write_html
 
     g = plane_gaussians()
@@ -402,6 +409,7 @@ def test_browser_controls_fly_orbit_and_return_home(tmp_path, browser):
     import time
 
     from _export_scene import plane_gaussians
+
     from vd.export.html import write_html
 
     K = np.array([[150.0, 0, 80.0], [0, 150.0, 60.0], [0, 0, 1]])
@@ -433,6 +441,7 @@ def test_browser_canvas_keeps_the_scene_aspect(tmp_path, browser):
     """In a window of another shape (an embedding iframe, a phone) the canvas keeps the scene's aspect, as large
     as fits and centred; ?fill fills the window."""
     from _export_scene import plane_gaussians
+
     from vd.export.html import write_html
 
     K = np.array([[150.0, 0, 80.0], [0, 150.0, 60.0], [0, 0, 1]])
@@ -481,8 +490,9 @@ def test_browser_matches_vds_render_of_the_example(tmp_path, browser, run_vd):
     """The example scene (examples/room, the scaffold and input view of `vd coarse`) in the page at the input
     camera: PSNR >= 45 dB against vd's own render (issue 27; 37.2 dB before splats at equal depth were drawn in
     vd's order and positions kept 16 fractional bits)."""
-    import torch
     from pathlib import Path
+
+    import torch
 
     from vd.export.source import resolve_source
     from vd.render import render

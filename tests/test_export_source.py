@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import pytest
-
 from _export_scene import make_views, plane_gaussians, write_vd_folder
 
 

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from _export_scene import plane_gaussians, write_vd_folder
 
 

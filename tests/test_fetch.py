@@ -82,7 +82,7 @@ def test_complete_download_list_and_verify(srv, tmp_path, vd_dirs, run_vd):
     info = json.loads(r.stdout)
     tiny = next(x for x in info["models"] if x["model"] == "tiny")
     assert tiny["state"] == "present" and tiny["files"][0]["sha256"] == SHA
-    assert {"flux-fill", "flux-prompt", "moge"} <= {x["model"] for x in info["models"]}
+    assert {"flux-fill", "flux-prompt", "moge", "moge-vitb", "moge-vits"} <= {x["model"] for x in info["models"]}
 
     r = run_vd("fetch", "--list", "--manifest", m)
     assert r.code == 0 and "tiny" in r.stdout and "present" in r.stdout and "flux1-fill-dev.safetensors" in r.stdout
@@ -460,7 +460,7 @@ def test_two_concurrent_fetches_of_one_file(srv, tmp_path, vd_dirs):
 def test_unknown_model_lists_known_ones(run_vd):
     r = run_vd("fetch", "nonesuch")
     assert r.code == 2
-    known = "flux-ae, flux-fill, flux-fill-q4k, flux-fill-q5k, flux-fill-q8, flux-prompt, flux2-klein, flux2-klein-text, moge"
+    known = "flux-ae, flux-fill, flux-fill-q4k, flux-fill-q5k, flux-fill-q8, flux-prompt, flux2-klein, flux2-klein-text, moge, moge-vitb, moge-vits"
     assert r.stderr.strip() == f"error: unknown model 'nonesuch'; known models: {known}"
 
 

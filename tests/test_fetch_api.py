@@ -49,7 +49,8 @@ def test_known_models_and_builtin_registry(monkeypatch):
 
     gguf = ["flux-fill-q4k", "flux-fill-q5k", "flux-fill-q8"]
     klein = ["flux2-klein", "flux2-klein-text"]
-    assert known_models() == ["flux-ae", "flux-fill", *gguf, "flux-prompt", *klein, "moge"]
+    moge = ["moge", "moge-vitb", "moge-vits"]
+    assert known_models() == ["flux-ae", "flux-fill", *gguf, "flux-prompt", *klein, *moge]
     ff = model_spec("flux-fill")
     big = ff.file("flux1-fill-dev.safetensors")
     assert big.size == 23804922408 and big.sha256.startswith("03e289f5") and big.sha256.endswith("41ca")
@@ -66,8 +67,10 @@ def test_known_models_and_builtin_registry(monkeypatch):
     assert big.sources[0].url.startswith("http://ms.local/models/AI-ModelScope/")
     assert {f.name for f in model_spec("flux-prompt").files} == {"txt.pt", "vec.pt"}
     assert model_spec("moge").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vitl-normal"
-    assert manifest.load().models.keys() == {"flux-ae", "flux-fill", *gguf, "flux-prompt", *klein, "moge"}
-    with pytest.raises(UsageError, match="known models: flux-ae, flux-fill, flux-fill-q4k, .*, flux2-klein-text, moge"):
+    assert model_spec("moge-vitb").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vitb-normal"
+    assert model_spec("moge-vits").file("model.pt").sources[0].repo == "Ruicheng/moge-2-vits-normal"
+    assert manifest.load().models.keys() == {"flux-ae", "flux-fill", *gguf, "flux-prompt", *klein, *moge}
+    with pytest.raises(UsageError, match="known models: flux-ae, flux-fill, flux-fill-q4k, .*, moge-vitb, moge-vits"):
         model_spec("flux")
 
 

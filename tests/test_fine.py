@@ -117,6 +117,7 @@ def test_classical_loop_end_to_end_and_per_step_memoisation(coarse_dir, tmp_path
     assert all(row["gs_loss_final"] is not None for row in s["steps"])
     assert s["schedule"][-1] == 0.0 and s["start_index"] == 2
     assert s["denoiser"]["name"] == "classical-telea"
+    assert s["licences"] == {}  # no weights
     assert {"select_s", "total_s"} <= set(s["timings"]) and "peak_bytes" in s["vram"]
     with Image.open(out / "steps" / "step_00.png") as im:
         assert im.size == (2 * s["frame"]["width"], 2 * s["frame"]["height"])

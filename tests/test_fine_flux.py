@@ -86,6 +86,10 @@ def test_flux_loop_end_to_end(tiny, tmp_path):
     s = json.loads(res.summary_path.read_text())
     assert len(s["steps"]) == params.steps
     assert s["denoiser"]["name"] == "flux-fill" and "flux-fill:" in s["denoiser"]["identity"]
+    assert s["licences"] == {  # the weights a scene used, with their licences (issue 28)
+        "flux-fill": {"license": "FLUX.1 [dev] Non-Commercial License", "commercial": False},
+        "flux-prompt": {"license": "same as FLUX.1 [dev] (derived embeddings)", "commercial": False},
+    }
     w, h = s["frame"]["width"], s["frame"]["height"]
     assert w % 16 == 0 and h % 16 == 0
     for row in s["steps"]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vd.errors import MissingWeightsError, UsageError
-from vd.models.inpaint import keep_unmasked
 from vd.models.choose import get_inpaint_backend
+from vd.models.inpaint import keep_unmasked
 
 
 def _scene(h=64, w=96):

@@ -3,75 +3,19 @@ published `model.pt` layout and loaded through the production code (registry -> 
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 
 pytest.importorskip("moge.model.v2", reason="dlr-moge not installed (pip install --no-deps dlr-moge)")
 torch = pytest.importorskip("torch")
 
-TINY_BACKBONE = "vd_test_tiny14"
-
-
-def _register_tiny_backbone(monkeypatch):
-    """A 2-block, 32-wide DINOv2 ViT/14 under a hub name MoGe's encoder can look up."""
-    from moge.model.dinov2.hub import backbones
-    from moge.model.dinov2.layers import MemEffAttention, NestedTensorBlock
-    from moge.model.dinov2.models.vision_transformer import DinoVisionTransformer
-
-    def tiny(pretrained: bool = False, **kw):
-        assert not pretrained
-        return DinoVisionTransformer(
-            img_size=518, patch_size=14, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2,
-            block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention), init_values=1.0,
-            ffn_layer="mlp", block_chunks=0, num_register_tokens=0, interpolate_antialias=False,
-            interpolate_offset=0.1,
-        )
-
-    monkeypatch.setattr(backbones, TINY_BACKBONE, tiny, raising=False)
-
-
-def tiny_config():
-    """The MoGe-2 ViT-L-normal config (configs/train/v2.json) with every width shrunk."""
-    head = lambda out: {  # noqa: E731
-        "dim_in": [32, 16, 16, 8, 8], "dim_out": [None, None, None, None, out],
-        "dim_res_blocks": [32, 16, 16, 8, 8], "num_res_blocks": [0, 1, 1, 1, 0],
-        "res_block_in_norm": "none", "res_block_hidden_norm": "none",
-        "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"],
-    }
-    return {
-        "encoder": {"backbone": TINY_BACKBONE, "intermediate_layers": [0, 1], "dim_out": 32},
-        "neck": {
-            "dim_in": [34, 2, 2, 2, 2], "dim_out": None, "dim_res_blocks": [32, 16, 16, 8, 8],
-            "num_res_blocks": [0, 1, 1, 1, 0], "res_block_in_norm": "none", "res_block_hidden_norm": "none",
-            "resamplers": ["conv_transpose", "conv_transpose", "conv_transpose", "bilinear"],
-        },
-        "points_head": head(3),
-        "normal_head": head(3),
-        "mask_head": head(1),
-        "scale_head": {"dims": [32, 16, 1]},
-        "remap_output": "exp",
-        "num_tokens_range": [60, 120],
-    }
-
 
 @pytest.fixture
 def tiny_moge(monkeypatch, vd_dirs):
     """Write models/moge/model.pt (published layout) for a random tiny MoGe-2; return its path."""
-    from moge.model.v2 import MoGeModel
+    from moge_tiny import write_tiny_moge
 
-    _register_tiny_backbone(monkeypatch)
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    model = MoGeModel(**cfg)
-    with torch.no_grad():  # bias the mask head to "valid" and the depth to ~2 m
-        model.mask_head.output_blocks[-1].bias.fill_(4.0)
-        model.points_head.output_blocks[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.7]))
-    path = vd_dirs["models"] / "moge" / "model.pt"
-    path.parent.mkdir(parents=True)
-    torch.save({"model_config": cfg, "model": model.state_dict()}, path)
-    return path
+    return write_tiny_moge(monkeypatch, vd_dirs["models"], "moge", "tiny")
 
 
 def _rgb(h=64, w=96):

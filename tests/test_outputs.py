@@ -3,7 +3,6 @@ before computing, a read-only target is named as the output, and SIGTERM says ho
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import vd_env
 from diskfull import fill, tiny_tmpfs
+from PIL import Image
 
 
 def _photo(folder: Path, value: int, size=(48, 32)) -> Path:

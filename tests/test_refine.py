@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from _export_scene import make_views, noisy, plane_gaussians
 
 
@@ -320,9 +319,10 @@ def test_refine_options_and_config_reach_the_run(plane_dataset, tmp_path, run_vd
 def test_refine_trains_through_vd_train_and_its_steps_do_not_wait_for_the_device(plane_dataset, monkeypatch):
     """refine's loop is vd.train.optimise; its depth and normal terms read nothing back from the
     device, so a step waits for the GPU only when it logs (every LOG_EVERY) or densifies."""
+    from _host_reads import HostReads
+
     import vd.stages.refine as stage
     import vd.train as train
-    from _host_reads import HostReads
     from vd.export.colmap import load_dataset
     from vd.ply import read_ply
     from vd.stages.refine import resolve_params, run_refine

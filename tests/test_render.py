@@ -3,7 +3,6 @@ reference, gradients, batching, culling; gsplat parity on CUDA (gpu marker)."""
 
 from __future__ import annotations
 
-
 import sys
 
 import numpy as np

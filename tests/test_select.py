@@ -6,7 +6,6 @@ import pytest
 
 from vd.stages.select import Selection, diagnose, select, select_pose_index
 
-
 # --- the eight upstream (FORK tests/test_coarse_frame_selection.py) cases -------------------
 
 def test_ratio_above_max_is_never_chosen():

@@ -223,8 +223,9 @@ def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_vi
 
 def _reads_per_iteration(monkeypatch, run):
     """Host reads of `run()` per training iteration (an iteration starts at each render)."""
-    import vd.train as train
     from _host_reads import HostReads
+
+    import vd.train as train
 
     reads = HostReads()
     real = train.render

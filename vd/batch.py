@@ -213,7 +213,9 @@ def plan_jobs(images: Sequence[Path], out: Path, options: dict, per_image: dict[
 
 
 def check_values(options: dict, where: str) -> None:
-    """UsageError (exit 2, before any task starts) for a value the stages would refuse: every image would fail."""
+    """UsageError (exit 2, before any task starts) for a value the stages would refuse: every image would fail;
+    weights the licence policy (`licence`, else $VD_LICENCE) refuses are such a value."""
+    from vd.models.choose import check_licence
     from vd.params import check_intrinsics, check_max_resolution
 
     opts = {**RUN_OPTIONS, **options}
@@ -227,6 +229,9 @@ def check_values(options: dict, where: str) -> None:
         CoarseParams(**coarse).validate()
         FineParams(**fine).validate()
         FluxParams(**{f.name: opts[f.name] for f in fields(FluxParams)}).validate()
+        check_licence(
+            opts["depth_backend"], opts["inpaint_backend"], depth_model=opts["depth_model"], licence=opts["licence"]
+        )
     except UsageError as e:
         raise UsageError(f"{e} (in {where})") from None
     except (TypeError, ValueError) as e:
@@ -267,6 +272,8 @@ def _run_stages(job: Job, spec: BatchSpec, timings: dict, outputs: dict) -> None
             image,
             out=dest,
             backend=options.depth_backend,
+            model=options.depth_model,
+            licence=options.licence,
             focal=options.focal,
             fov=options.fov,
             max_resolution=options.max_resolution,

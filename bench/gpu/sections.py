@@ -360,7 +360,7 @@ def random_flux_cli(parts):
                    **{k: v for k, v in kw.items() if k in names})
 
     def choose(name, *, device, offload, allow_classical, guidance=30.0, auto_fetch=None, vram_budget=None,
-               quant="auto"):
+               quant="auto", licence=None):
         dev = device or "cuda"
         backend = cls(device=dev, offload=offload, guidance=guidance, vram_budget=vram_budget,
                       paths={k: "random" for k in ("transformer", "ae", "txt", "vec")})

@@ -8,6 +8,9 @@ The built-in registry is `vd/assets/weights.json`; a user manifest (`--manifest 
       "models": {
         "moge": {
           "description": "...",
+          "license": "MIT",                 # the licence's name, shown by `vd fetch --list`
+          "commercial": true,               # whether the weights allow commercial use (optional:
+                                            # absent or null = unknown, which --licence commercial refuses)
           "files": [
             {"name": "model.pt", "size": 1234, "sha256": "<64 hex>" | null,
              "sources": [
@@ -103,6 +106,7 @@ class ModelSpec:
     files: tuple[FileSpec, ...]
     description: str = ""
     license: str = ""
+    commercial: Optional[bool] = None  # whether the weights allow commercial use; None: not stated
     homepage: str = ""
     origin: str = "built-in"  # "built-in" or the manifest path
 
@@ -223,11 +227,15 @@ def parse(data, origin: str) -> Manifest:
                     approx_size=_parse_int(f.get("approx_size"), fwhere, "approx_size"),
                 )
             )
+        commercial = m.get("commercial")
+        if commercial is not None and not isinstance(commercial, bool):
+            raise _bad(where, '"commercial" must be true, false or null')
         models[mname] = ModelSpec(
             name=mname,
             files=tuple(files),
             description=str(m.get("description", "")),
             license=str(m.get("license", "")),
+            commercial=commercial,
             homepage=str(m.get("homepage", "")),
             origin=origin,
         )

@@ -141,7 +141,8 @@ def file_state(model: str, spec: FileSpec) -> FileState:
 
 
 def status(models: Optional[Iterable[str]] = None, manifest_path: Optional[Path | str] = None) -> list[dict]:
-    """One dict per model: name, description, state, files (FileState dicts), sizes."""
+    """One dict per model: name, description, state, files (FileState dicts), sizes, licence ("license" text,
+    "commercial": true/false/None for unknown)."""
     man = manifest(manifest_path)
     names = _check_names(models, man)
     rows = []
@@ -166,6 +167,7 @@ def status(models: Optional[Iterable[str]] = None, manifest_path: Optional[Path 
                 "path": str(model_dir(name)),
                 "origin": spec.origin,
                 "license": spec.license,
+                "commercial": spec.commercial,
                 "files": [f.as_dict() for f in files],
             }
         )

@@ -12,6 +12,7 @@ class ModelBackend:
     into cache keys); `release()` frees the model. Usable as a context manager that releases."""
 
     name: str = "?"
+    registry_models: tuple[str, ...] = ()  # the registry models whose weights it loads (their licences go in summaries)
     _identity: Optional[str] = None
     _device: Optional[str] = "cpu"  # None: resolved on first use ($VD_DEVICE, else cuda when available)
 

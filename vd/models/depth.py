@@ -1,15 +1,17 @@
 """The depth backends' interface: what `estimate` returns, and where a sidecar depth map lies.
 
     vd.models.choose.get_depth_backend(name="auto", *, image_path=None, focal=None, fov=None, device=None,
-                                       auto_fetch=None, intrinsics=None, depth_path=None) -> DepthBackend
+                                       auto_fetch=None, intrinsics=None, depth_path=None, model="vitl",
+                                       licence=None) -> DepthBackend
     backend.name, backend.identity          # identity goes into cache keys
     backend.estimate(rgb uint8 [H,W,3], K_hint=None) -> DepthResult
     backend.release()                        # free the model (gc + torch.cuda.empty_cache())
 
 Backends:
-- `moge`: MoGe-2 ViT-L (normal head) through the `moge` package (PyPI `dlr-moge`); metric
+- `moge`: MoGe-2 (normal head) through the `moge` package (PyPI `dlr-moge`); metric
   z-depth, K (from its FoV estimate, or from K_hint / --focal / --fov when given), validity mask
-  and normals. Weights from `vd fetch moge`.
+  and normals. `model=` picks the size: vitl (weights from `vd fetch moge`), vitb (`vd fetch
+  moge-vitb`) or vits (`vd fetch moge-vits`).
 - `file`: a depth map the user supplies (sidecar `<image stem>.depth.{npy,npz,png,tif}` found
   automatically, or `depth_path=`), with intrinsics from --focal, --fov, an intrinsics JSON
   (`intrinsics=`, `<image stem>.intrinsics.json` or `intrinsics.json` beside the image) or K_hint.

@@ -41,6 +41,10 @@ VAE_FILE = "vae.safetensors"
 
 class Flux2KleinInpaint(InpaintBackend):
     name = MODEL
+    registry_models: tuple[str, ...] = (
+        MODEL,
+        TEXT_MODEL,
+    )  # the embedding comes from the text encoder: its licence counts too
 
     def __init__(
         self,

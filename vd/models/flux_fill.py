@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 class FluxFillInpaint(InpaintBackend):
     name = "flux-fill"
+    registry_models: tuple[str, ...] = ("flux-fill", "flux-prompt")
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class FluxFillInpaint(InpaintBackend):
                 "vec": files["flux-prompt"]["vec.pt"],
             }
             self._models = models
+            self.registry_models = tuple(models)  # the quantisation's own files, for summary.json's licences
         return self._paths
 
     def _compute_identity(self) -> str:

@@ -1,4 +1,4 @@
-"""The `moge` depth backend: MoGe-2 (ViT-L, normal head) through the `moge` package.
+"""The `moge` depth backend: MoGe-2 (ViT-L, ViT-B or ViT-S, normal head) through the `moge` package.
 
 Install: `pip install -e ".[moge]"` in the vd checkout, then `pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3`
 (see .ci/nodeps.txt). dlr-moge declares torchvision, gradio, trimesh, matplotlib and
@@ -7,8 +7,10 @@ torch, numpy, scipy, opencv (any flavour; we ship opencv-python-headless), huggi
 (imported for `hf_hub_download`, never called for a local file) and `utils3d` (dlr-utils3d, whose
 own moderngl/matplotlib dependencies are only used by its rendering helpers). No torchvision
 shim is needed. Weights: `vd fetch moge` (Ruicheng/moge-2-vitl-normal `model.pt`, a dict with
-`model_config` and `model`, read by MoGe's own `from_pretrained` with
-`torch.load(weights_only=True)`).
+`model_config` and `model`, read with `torch.load(weights_only=True)`); the smaller sizes
+(`--depth-model vitb|vits`) are the registry entries `moge-vitb` / `moge-vits`
+(Ruicheng/moge-2-vitb-normal, moge-2-vits-normal), same layout, same loading code: the
+checkpoint's `model_config` names its DINOv2 backbone.
 
 Output: metric z-depth (MoGe-2's scale head), K from MoGe's FoV estimate (centred principal
 point) unless a camera is given — then MoGe solves only for the depth shift with that camera's FoV
@@ -30,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 from vd import console
-from vd.errors import MissingWeightsError, VdError
+from vd.errors import MissingWeightsError, UsageError, VdError
 from vd.image import plan_to
 from vd.install import pip_install
 from vd.models.depth import DepthBackend, DepthResult, check_rgb
@@ -38,6 +40,27 @@ from vd.models.intrinsics import centred_view, read_intrinsics_json, resolve_K
 from vd.models.memory import release_torch_memory
 
 MOGE_INSTALL = pip_install("moge") + " && pip install --no-deps dlr-moge==2.0.0 dlr-utils3d==1.3"
+
+# --depth-model -> the registry entry of its weights
+MOGE_REGISTRY = {"vitl": "moge", "vitb": "moge-vitb", "vits": "moge-vits"}
+
+# Estimates, not measurements: bytes of a MoGe-2 size on the GPU, weights (fp32: the published model.pt sizes,
+# ~331 M / ~105 M / ~35 M parameters) plus activations at MoGe's largest token count (ViT-L's share is what
+# vd.models.offload.Footprints.depth has assumed, 2.5 GiB in all; the smaller ones scale the encoder's part
+# with its width and keep the heads' part, which works at 16x the patch grid whatever the encoder).
+MOGE_WEIGHTS_BYTES = {"vitl": 1_324_000_000, "vitb": 420_000_000, "vits": 141_000_000}
+MOGE_FOOTPRINT_BYTES = {
+    "vitl": int(2.5 * 2**30),
+    "vitb": MOGE_WEIGHTS_BYTES["vitb"] + int(0.95 * 2**30),
+    "vits": MOGE_WEIGHTS_BYTES["vits"] + int(0.8 * 2**30),
+}
+
+
+def registry_model(size: str) -> str:
+    """The registry entry of a MoGe-2 size (`--depth-model`); UsageError for an unknown size."""
+    if size not in MOGE_REGISTRY:
+        raise UsageError(f"--depth-model must be one of {', '.join(MOGE_REGISTRY)}, got {size!r}")
+    return MOGE_REGISTRY[size]
 
 
 def import_moge_model():
@@ -51,11 +74,12 @@ def import_moge_model():
     return MoGeModel
 
 
-def load_moge(path, device: str = "cpu"):
+def load_moge(path, device: str = "cpu", entry: str = "moge"):
     """Load a MoGe-2 `model.pt` (the published layout: `model_config` + `model`) onto `device`, in eval mode.
 
     MoGe's own `from_pretrained` loads with strict=False, so a checkpoint that does not match the
-    installed code would leave random layers and give wrong depth without a word: vd loads strictly."""
+    installed code would leave random layers and give wrong depth without a word: vd loads strictly.
+    `entry` (the registry model) names the `vd fetch` line of the error messages."""
     import torch
 
     MoGeModel = import_moge_model()
@@ -64,7 +88,7 @@ def load_moge(path, device: str = "cpu"):
         model = MoGeModel(**ckpt["model_config"])
     except Exception as e:  # torch.load's UnpicklingError, a missing key, a config the code does not know...
         raise VdError(
-            f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); re-fetch with: vd fetch moge --force"
+            f"cannot load MoGe weights from {path} ({str(e).strip()[:160]}); re-fetch with: vd fetch {entry} --force"
         ) from None
     missing, unexpected = _state_dict_mismatch(model, ckpt["model"])
     if missing or unexpected:
@@ -72,7 +96,7 @@ def load_moge(path, device: str = "cpu"):
         raise VdError(
             f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
             f"{_moge_version()}): {len(missing)} weights missing, {len(unexpected)} unexpected "
-            f"(first: {first}); re-fetch with: vd fetch moge --force, or install: {MOGE_INSTALL}"
+            f"(first: {first}); re-fetch with: vd fetch {entry} --force, or install: {MOGE_INSTALL}"
         )
     try:
         model.load_state_dict(ckpt["model"], strict=True)
@@ -80,7 +104,7 @@ def load_moge(path, device: str = "cpu"):
         raise VdError(
             f"the MoGe checkpoint {path} does not match the installed MoGe code (dlr-moge "
             f"{_moge_version()}): {str(e).strip().splitlines()[-1][:160]}; re-fetch with: "
-            "vd fetch moge --force"
+            f"vd fetch {entry} --force"
         ) from None
     model = model.to(torch.device(device)).eval()
     for p in model.parameters():
@@ -117,8 +141,12 @@ class MogeDepth(DepthBackend):
         weights: Optional[Path] = None,
         resolution_level: int = 9,
         intrinsics=None,
+        model: str = "vitl",
     ):
 
+        self.model = model
+        self.entry = registry_model(model)  # the registry model whose weights load
+        self.registry_models = (self.entry,)
         self._device = device
         self.focal, self.fov = focal, fov
         self.intrinsics_path = intrinsics
@@ -135,8 +163,10 @@ class MogeDepth(DepthBackend):
         try:
             from vd.fetch.registry import require
         except ImportError:  # pragma: no cover - the fetch module ships with vd
-            raise MissingWeightsError("model weights for 'moge' are missing; run: vd fetch moge") from None
-        files = require("moge", auto_fetch=self.auto_fetch)
+            raise MissingWeightsError(
+                f"model weights for {self.entry!r} are missing; run: vd fetch {self.entry}"
+            ) from None
+        files = require(self.entry, auto_fetch=self.auto_fetch)
         self._weights = Path(files["model.pt"])
         return self._weights
 
@@ -146,7 +176,7 @@ class MogeDepth(DepthBackend):
             try:
                 from vd.fetch.registry import weights_id
 
-                wid = weights_id("moge") if self._weights_from_registry(path) else None
+                wid = weights_id(self.entry) if self._weights_from_registry(path, self.entry) else None
             except ImportError:  # pragma: no cover
                 wid = None
             if wid is None:
@@ -156,7 +186,7 @@ class MogeDepth(DepthBackend):
                 with open(path, "rb") as f:
                     for chunk in iter(lambda: f.read(1 << 22), b""):
                         h.update(chunk)
-                wid = f"moge:model.pt=xxh3:{h.hexdigest()}"
+                wid = f"{self.entry}:model.pt=xxh3:{h.hexdigest()}"
             intr = ""
             if self.intrinsics_path is not None:
                 import xxhash
@@ -166,19 +196,19 @@ class MogeDepth(DepthBackend):
         return self._identity
 
     @staticmethod
-    def _weights_from_registry(path: Path) -> bool:
+    def _weights_from_registry(path: Path, entry: str = "moge") -> bool:
         try:
             from vd.fetch.registry import model_dir
 
-            return Path(path).resolve().parent == model_dir("moge").resolve()
+            return Path(path).resolve().parent == model_dir(entry).resolve()
         except Exception:
             return False
 
     def _load(self):
         if self._model is None:
             path = self.weights_path()
-            with console.status(f"loading MoGe-2 on {self.device}"):
-                self._model = load_moge(path, self.device)
+            with console.status(f"loading MoGe-2 {self.model} on {self.device}"):
+                self._model = load_moge(path, self.device, self.entry)
         return self._model
 
     def estimate(self, rgb, K_hint=None, *, plan=None) -> DepthResult:
@@ -232,4 +262,13 @@ class MogeDepth(DepthBackend):
             release_torch_memory()
 
 
-__all__ = ["MogeDepth", "load_moge", "import_moge_model", "MOGE_INSTALL"]
+__all__ = [
+    "MogeDepth",
+    "load_moge",
+    "import_moge_model",
+    "registry_model",
+    "MOGE_INSTALL",
+    "MOGE_REGISTRY",
+    "MOGE_FOOTPRINT_BYTES",
+    "MOGE_WEIGHTS_BYTES",
+]

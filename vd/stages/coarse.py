@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from vd.cache import Cache, content_hash, file_hash, step_key
+from vd.fetch.licences import licences_of
 from vd.holes import HoleScan
 from vd.image import LoadedImage, load_image
 from vd.models import memory
@@ -135,11 +136,17 @@ class CoarseRun:
             fov=options.fov,
             device=dev,
             auto_fetch=options.auto_fetch,
+            model=options.depth_model,
+            licence=options.licence,
         )
         iback = None
         if p.outpaint or p.n_frames > 2:
             iback = get_inpaint_backend(
-                options.inpaint_backend, device=dev, auto_fetch=options.auto_fetch, **flux.backend_options()
+                options.inpaint_backend,
+                device=dev,
+                auto_fetch=options.auto_fetch,
+                licence=options.licence,
+                **flux.backend_options(),
             )
         memory_plan = configure(dback, iback, device=dev, budget=flux.budget_bytes)
         return cls(
@@ -188,6 +195,7 @@ class CoarseRun:
             image=str(self.img.path),
             device=self.dev,
             memory_plan=self.memory_plan,
+            licences=licences_of(self.weights_used()),
             memory=[],
             seconds=time.perf_counter() - self.t_start,
         )
@@ -322,6 +330,10 @@ class CoarseRun:
 
     # --- summary ----------------------------------------------------------------------------
 
+    def weights_used(self) -> list[str]:
+        """The registry models whose weights the run's backends load (none for file depth and telea)."""
+        return [*self.dback.registry_models, *(self.iback.registry_models if self.iback is not None else ())]
+
     def summary(self) -> dict:
         p, stats, sc = self.p, self.stats, self.scaffold
         assert sc is not None and self.poses is not None
@@ -336,6 +348,7 @@ class CoarseRun:
                 "inpaint": self.iback.name if self.iback else None,
                 "render": self.rname,
             },
+            "licences": licences_of(self.weights_used()),
             "memory_plan": self.memory_plan,
             "params": {
                 **{k: v for k, v in asdict(p).items() if k not in ("init_iters", "view_iters")},

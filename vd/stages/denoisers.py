@@ -16,9 +16,10 @@ from typing import Optional
 import numpy as np
 
 from vd.errors import UsageError
+from vd.fetch import licences
 from vd.fetch.registry import require, require_all
 from vd.models import flux_fill
-from vd.models.choose import flux_weights_available
+from vd.models.choose import INPAINT_WEIGHTS, auto_inpainter
 from vd.models.flux_fill import FluxFillInpaint
 from vd.models.flux_gguf import resolve_quant, weights_for
 from vd.models.inpaint import INPAINT_BACKENDS
@@ -35,6 +36,7 @@ class Denoiser:
     name = "?"
     identity = "?"
     dtype = "float32"
+    registry_models: tuple[str, ...] = ()  # the registry models whose weights it loads (for summary.json)
 
     def prepare(self, rgb, holes) -> None:
         """Condition on the views' coarse renders (rgb [B,H,W,3] float 0..1) and holes [B,H,W]."""
@@ -121,6 +123,10 @@ class FluxDenoiser(Denoiser):
         self.hw: Optional[tuple[int, int]] = None
 
     @property
+    def registry_models(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.backend.registry_models)
+
+    @property
     def ff(self):
         return self.backend.flux
 
@@ -178,34 +184,36 @@ def choose_denoiser(
     auto_fetch: Optional[bool] = None,
     vram_budget: Optional[int] = None,
     quant: str = FluxParams.quant,
+    licence: Optional[str] = None,
 ):
     """(device, denoiser factory, backend name) for --inpaint-backend; UsageError (exit 2) for telea
-    without --allow-classical, MissingWeightsError (exit 3) for flux-fill without weights (for `quant`)."""
+    without --allow-classical or for flux-fill under `licence` "commercial" (`auto` then never picks it),
+    MissingWeightsError (exit 3) for flux-fill without weights (for `quant`)."""
     name = (name or "auto").lower()
     if name not in INPAINT_BACKENDS:
         raise UsageError(f"unknown inpaint backend {name!r}; choose one of: {', '.join(INPAINT_BACKENDS)}")
     if offload not in OFFLOAD_CHOICES:
         raise UsageError(f"--offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {offload!r}")
     dev = resolve_device(device)
+    policy = licences.policy(licence)
     why = ""
     if name == "auto":
-        has_cuda = str(dev).startswith("cuda")
-        if has_cuda and (flux_weights_available(quant=quant) or auto_fetch):
-            name = "flux-fill"
+        name, why = auto_inpainter(str(dev), auto_fetch, policy, quant=quant, vram_budget=vram_budget)
+        if name == "telea":
+            log.info(f"inpaint backend: telea ({why})")
         else:
-            name = "telea"
-            why = (
-                "no CUDA device" if not has_cuda else "no FLUX.1-Fill-dev weights (run: vd fetch flux-fill flux-prompt)"
-            )
-        log.info(f"inpaint backend: {name}" + (f" ({why})" if why else ""))
+            log.info(f"inpaint backend: {name}")
+            why = ""
+    licences.check(INPAINT_WEIGHTS.get(name, ()), policy)
     if name == "fsr":
         name = "telea"  # the rectification loop's classical stand-in is telea whatever fills the coarse views
     if name == "telea":
         if not allow_classical:
             reason = f" ({why})" if why else ""
+            diffusion = "flux2-klein" if policy == licences.COMMERCIAL else "flux-fill"
             raise UsageError(
                 f"`vd fine` refines with a diffusion model, but the inpaint backend is telea{reason}, which has none; "
-                "use --inpaint-backend flux-fill, or --allow-classical to rectify with classical inpaints"
+                f"use --inpaint-backend {diffusion}, or --allow-classical to rectify with classical inpaints"
             )
         log.warning("no diffusion model: the rectification loop runs on classical (Telea) inpaints")
         return dev, (lambda: ClassicalDenoiser(dev)), "telea"

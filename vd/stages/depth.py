@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from vd.fetch.licences import licences_of
 from vd.fsio import atomic_write_bytes, output_transaction
 from vd.image import LoadedImage, load_image
 from vd.models.choose import get_depth_backend
@@ -87,8 +88,11 @@ def run_depth(
     device: Optional[str] = None,
     auto_fetch: Optional[bool] = None,
     cache=None,
+    model: str = "vitl",
+    licence: Optional[str] = None,
 ) -> DepthStageOutput:
-    """Depth for one image (a path or a LoadedImage), memoised in the cache."""
+    """Depth for one image (a path or a LoadedImage), memoised in the cache. `model` is the MoGe-2 size,
+    `licence` the licence policy (`vd.fetch.licences.policy`)."""
     from vd.cache import Cache
     from vd.models import memory
 
@@ -104,6 +108,8 @@ def run_depth(
             device=device,
             auto_fetch=auto_fetch,
             intrinsics=intrinsics,
+            model=model,
+            licence=licence,
         )
     cache = cache or Cache.open()
     key = depth_key(loaded, be)
@@ -229,10 +235,11 @@ def depth_one(
         auto_fetch=auto_fetch,
         intrinsics=intrinsics,
         model=model,
+        licence=licence,
     )
     if shared_backends is not None and be.name != "file":
         # one model for all the images of a call; the file backend is per image (its own depth map)
-        be = shared_backends.setdefault(be.name, be)
+        be = shared_backends.setdefault((be.name, model), be)
     st = run_depth(loaded, backend=be)
     files = write_outputs(out, st)
     r = st.result
@@ -252,6 +259,7 @@ def depth_one(
         "depth_min": lo,
         "depth_max": hi,
         "valid_fraction": round(r.valid_fraction(), 6),
+        "licences": licences_of(be.registry_models),
         "files": {k: str(p) for k, p in files.items()},
     }
     return {"json": info, "paths": [str(p) for p in files.values()]}

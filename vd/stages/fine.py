@@ -47,6 +47,7 @@ import numpy as np
 from vd import console, mcs
 from vd.cache import Cache, codecs, stage_key, step_key
 from vd.cameras import invert_pose
+from vd.fetch.licences import licences_of
 from vd.fsio import atomic_write_bytes
 from vd.holes import hole_masks
 from vd.models import memory
@@ -436,7 +437,7 @@ class FineRunner:
 
 def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> FineRunner:
     """Check the parameters and choose the denoiser (`options.inpaint_backend`, `allow_classical`,
-    `device`, `fetch`; flux's offload and VRAM budget) before any work: UsageError (exit 2) or
+    `device`, `fetch`, `licence`; flux's offload and VRAM budget) before any work: UsageError (exit 2) or
     MissingWeightsError (exit 3) here, not after the first folder. The seed and renderer are the
     FineParams' own."""
     params.validate()
@@ -451,6 +452,7 @@ def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> F
         guidance=params.guidance,
         auto_fetch=options.auto_fetch,
         quant=flux.quant,
+        licence=options.licence,
     )
     return FineRunner(params=params, device=str(dev), denoiser_factory=factory)
 
@@ -524,6 +526,7 @@ def run_fine(
         "key": key,
         "coarse": str(Path(coarse_dir).resolve()),
         "denoiser": {"name": denoiser.name, "identity": denoiser.identity, "dtype": denoiser.dtype},
+        "licences": licences_of(denoiser.registry_models),
         "memory_plan": getattr(getattr(denoiser, "backend", None), "placement", None),
         "render_backend": render_backend,
         "device": str(device),

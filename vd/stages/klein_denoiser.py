@@ -25,6 +25,7 @@ from vd.stages.denoisers import Denoiser
 
 class Flux2KleinDenoiser(Denoiser):
     name = "flux2-klein"
+    registry_models: tuple[str, ...] = ("flux2-klein", "flux2-klein-text")
 
     def __init__(
         self,
