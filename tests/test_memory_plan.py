@@ -171,3 +171,88 @@ def test_doctor_plans_for_the_licence(capsys, monkeypatch):
 def test_doctor_vram_usage_errors(capsys, args):
     code, _, err = _doctor(capsys, *args)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- the plan applied to installed weights
+def _install(models_dir, *models):
+    """Stand-in files for every file of the registry `models` (the plan only looks whether they are there)."""
+    from vd.fetch.registry import model_spec
+
+    for m in models:
+        for f in model_spec(m).files:
+            (models_dir / m).mkdir(parents=True, exist_ok=True)
+            (models_dir / m / f.name).write_bytes(b"stand-in")
+
+
+@pytest.fixture
+def fake_card(monkeypatch):
+    """A CUDA device as far as the choice is concerned, with `card.gib` GiB free."""
+    torch = pytest.importorskip("torch")
+    import vd.models.offload as off
+
+    class Card:
+        gib = 80.0
+
+    card = Card()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(off, "read_vram", lambda device: (int(card.gib * G), int(card.gib * G), 0))
+    return card
+
+
+def test_installed_variants_are_what_the_plan_chooses_from(vd_dirs, monkeypatch):
+    from vd.fetch import registry
+
+    monkeypatch.setattr(registry, "file_state", _present_by_name)
+    _install(vd_dirs["models"], "flux-fill-q4k", "flux-prompt", "flux-ae")
+    ready, offer, have = variants_for("any")
+    assert ready == ["q4_k"] and "bf16" in offer and {"flux-fill-q4k", "flux-ae", "flux-prompt"} <= set(have)
+
+
+def test_auto_backend_and_quantisation_follow_the_plan(vd_dirs, monkeypatch, fake_card):
+    from vd.fetch import registry
+    from vd.models.choose import get_inpaint_backend
+    from vd.models.offload import configure
+
+    monkeypatch.setattr(registry, "file_state", _present_by_name)
+    _install(vd_dirs["models"], "flux-fill", "flux-prompt", "flux-fill-q8", "flux2-klein", "flux2-klein-text")
+    fake_card.gib = 80
+    b = get_inpaint_backend("auto", device="cuda", quiet_choice=True)
+    assert b.name == "flux-fill"
+    configure(None, b, device="cuda")
+    assert (b.placement["quant"], b.offload) == ("bf16", "none") and b.resolved_quant == "bf16"
+    fake_card.gib = 20  # bf16 only block by block here; q8_0 fits whole
+    b = get_inpaint_backend("auto", device="cuda", quiet_choice=True)
+    configure(None, b, device="cuda")
+    assert (b.placement["quant"], b.offload) == ("q8_0", "none")
+    assert b.resolved_quant == "q8_0" and b.paths()["transformer"].name == "flux1-fill-dev-Q8_0.gguf"
+    assert b.paths()["ae"].parent.name == "flux-fill"  # the bf16 model's autoencoder, no flux-ae needed
+    assert get_inpaint_backend("auto", device="cuda", quiet_choice=True, licence="commercial").name == "flux2-klein"
+    fixed = get_inpaint_backend("auto", device="cuda", quiet_choice=True, quant="bf16")
+    configure(None, fixed, device="cuda")
+    assert fixed.placement["quant"] == "bf16" and fixed.offload == "sequential"
+
+
+def _present_by_name(model, spec):
+    """registry.file_state that takes a stand-in file for the real one (its size is not the published one)."""
+    from vd.fetch.registry import FileState, model_dir
+
+    path = model_dir(model) / spec.name
+    state = "present" if path.is_file() else "missing"
+    return FileState(model, spec.name, path, state, spec.size, spec.expected_bytes, sha256=spec.sha256 or "0" * 64)
+
+
+def test_doctor_takes_an_installed_quantisation_for_the_missing_bf16_model(vd_dirs, monkeypatch, fake_card):
+    from vd import doctor as D
+    from vd.fetch import registry
+
+    monkeypatch.setattr(registry, "file_state", _present_by_name)
+    _install(vd_dirs["models"], "flux-fill-q8", "flux-ae", "flux-prompt")
+    checks = {c.name: c for c in D.check_weights()}
+    assert checks["weights flux-fill"].status == "optional" and "flux-fill q8_0 installed instead" in (
+        checks["weights flux-fill"].detail
+    )
+    assert checks["weights flux-prompt"].status == "ok" and checks["weights moge"].status == "missing"
+    fake_card.gib = 16
+    cuda = D.TorchInfo("2.13.0", "13.0", True, "a card", "9.0")
+    picks, _ = D.picks(cuda, [D.Check("diffusers", "ok", ""), *checks.values()], "cuda")
+    assert picks["inpaint"] == "flux-fill q8_0" and picks["offload"] in ("none", "model")

@@ -221,11 +221,19 @@ def check_weights(verify: bool = False) -> list[Check]:
         for r in registry.verify(GPU_MODELS):
             hashed.setdefault(r["model"], []).append(r["result"])
     checks = []
+    instead = [variant_name(INPAINT_VARIANTS[v]) for v in variants_for("any")[0] if v != "bf16"]
     for name in GPU_MODELS:
         r = rows[name]
         if r["state"] != "present":
+            # FLUX.1-Fill-dev in bf16 is one inpainter among several: another one installed does its job
+            other = [v for v in instead if name == "flux-fill" or not v.startswith("flux-fill")]
             checks.append(
-                Check(f"weights {name}", "missing", f"{r['state']} in {r['path']}", registry.fetch_command(name))
+                Check(
+                    f"weights {name}",
+                    "optional" if other else "missing",
+                    f"{r['state']} in {r['path']}" + (f" ({', '.join(other)} installed instead)" if other else ""),
+                    registry.fetch_command(name),
+                )
             )
             continue
         results = hashed.get(name)
@@ -255,14 +263,20 @@ def picks(t: TorchInfo, checks: list[Check], device: str) -> tuple[dict, Optiona
         "depth": "moge"
         if have("MoGe code", "weights moge")
         else "file (a depth map beside the image; MoGe-2 unavailable)",
-        "inpaint": "flux-fill" if cuda and have("diffusers", "weights flux-fill", "weights flux-prompt") else "telea",
+        "inpaint": "telea",
         # gsplat only with its kernels built ("ok"): auto never compiles them on a first render
         "render": "gsplat" if cuda and ok_status.get("gsplat") == "ok" else "torch",
         "ssim": "fused-ssim" if cuda and ok.get("fused-ssim") else "torch",
     }
     vram = None
-
-    pl = place(device if cuda else "cpu", flux=out["inpaint"] == "flux-fill", depth=out["depth"] == "moge")
+    # the inpainters auto chooses from: FLUX.1-Fill-dev in bf16 as the checks found it, the others as installed
+    ready = [v for v in variants_for("any")[0] if v != "bf16"]
+    if have("weights flux-fill", "weights flux-prompt"):
+        ready.insert(0, "bf16")
+    flux = bool(cuda and have("diffusers") and ready)
+    pl = place(device if cuda else "cpu", flux=flux, depth=out["depth"] == "moge", variants=ready if flux else ["bf16"])
+    if flux:
+        out["inpaint"] = pl.backend if pl.quant in (None, "bf16") else f"{pl.backend} {pl.quant}"
     out["offload"] = pl.offload
     out["depth_device"] = ("cuda" if pl.depth_on_gpu else "cpu") if out["depth"] == "moge" else None
     out["offload_reason"] = pl.reason

@@ -147,8 +147,8 @@ def auto_inpainter(
     if not has_cuda:
         return "telea", "no CUDA device"
     ready, offer, have = variants_for(policy)
-    if quant != "auto":  # a fixed quantisation narrows FLUX.1-Fill-dev to it
-        ready = [v for v in ready if INPAINT_VARIANTS[v].backend != "flux-fill" or v == quant]
+    if quant != "auto":  # --quant is FLUX.1-Fill-dev's: a fixed one means that model, in that quantisation
+        ready, offer = [v for v in ready if v == quant], [v for v in offer if v == quant]
     if ready:
         p = place(dev, budget=vram_budget, flux=True, depth=True, variants=ready, offer=offer, have=have)
         return str(p.backend), f"the memory plan: {variant_name(INPAINT_VARIANTS[str(p.variant)])} fits best"
