@@ -104,22 +104,24 @@ def require_weights_first(
     """Before torch is imported (seconds): UsageError (exit 2) for weights of the named backends that the
     licence policy refuses (`licence`, else $VD_LICENCE), then MissingWeightsError (exit 3) for missing ones
     (Flux Fill's for `quant`)."""
-    from vd.fetch.registry import require
+    from vd.fetch.registry import require, require_all
     from vd.models import choose
     from vd.models.depth import sidecar_depth
-    from vd.models.flux_fill import FluxFillInpaint
+    from vd.models.flux_gguf import weights_for
     from vd.models.moge import registry_model
 
     choose.check_licence(depth_backend, inpaint_backend, depth_model=depth_model, licence=licence)
     auto_fetch = True if fetch else None
     if depth_backend == "moge" or (depth_backend == "auto" and any(sidecar_depth(i) is None for i in images)):
         require(registry_model(depth_model), auto_fetch=auto_fetch)
-    if inpaint_backend == "flux-fill":  # through the backend, which knows where its weights are
-        backend = choose.get_inpaint_backend(
-            "flux-fill", auto_fetch=auto_fetch, quiet_choice=True, quant=quant or "auto", licence=licence
-        )
-        if isinstance(backend, FluxFillInpaint):
-            backend.paths()
+    if inpaint_backend == "flux-fill":
+        quant = quant or "auto"
+        if quant != "auto":
+            require_all(weights_for(quant), auto_fetch=auto_fetch)
+        elif not choose.flux_weights_available(quant="auto"):  # any installed quantisation will do: the plan picks
+            require_all(weights_for("bf16"), auto_fetch=auto_fetch)
+    elif inpaint_backend == "flux2-klein":  # its text encoder only on a prompt cache miss: the stage says so then
+        require("flux2-klein", auto_fetch=auto_fetch)
 
 
 def not_implemented(command: str, issue: str) -> None:

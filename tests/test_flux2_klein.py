@@ -235,3 +235,24 @@ def test_vd_fine_end_to_end_with_flux2_klein(tiny, monkeypatch, tmp_path, run_vd
     assert len(s["steps"]) == 2 and s["steps"][-1]["t_next"] == 0.0
     assert all(len(row["norm_v"]) == 2 for row in s["steps"])
     assert (tmp_path / "fine" / "fine.ply").exists()
+
+
+def test_a_named_klein_without_weights_fails_before_torch(tmp_path, vd_dirs):
+    """`vd coarse --inpaint-backend flux2-klein` with no weights: exit 3 and the fetch line, torch never imported."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    img = tmp_path / "p.png"
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(img)
+    code = (
+        "import sys\nfrom vd.commands.app import run\n"
+        f"c = run(['coarse', {str(img)!r}, '-o', {str(tmp_path / 'out')!r}, '--inpaint-backend', 'flux2-klein',"
+        " '--depth-backend', 'file', '--focal', '60'])\n"
+        "print('torch' in sys.modules)\nsys.exit(c)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert "vd fetch flux2-klein" in p.stderr and p.stdout.strip().splitlines()[-1] == "False"
+    assert not (tmp_path / "out" / "coarse.ply").exists()
