@@ -25,7 +25,7 @@ import numpy as np
 from vd import console
 from vd.cache import file_hash
 from vd.errors import MissingWeightsError
-from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
+from vd.models.inpaint import InpaintBackend, as_tensors, check_inputs, keep_unmasked, pad_to_multiple
 from vd.models.memory import release_torch_memory
 from vd.models.offload import DEFAULT_WORK_PIXELS, place
 
@@ -166,20 +166,14 @@ class Flux2KleinInpaint(InpaintBackend):
         return self._load()
 
     def inpaint(self, rgb, mask, seed: int = 0) -> np.ndarray:
-        import torch
 
         rgb, mask = check_inputs(rgb, mask)
         if not mask.any():
             return rgb.copy()
         H, W = rgb.shape[:2]
-        ph, pw = (-H) % 16, (-W) % 16
-        img, m = rgb, mask
-        if ph or pw:  # pad to multiples of 16; the padding is generated, then cropped away
-            img = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
-            m = np.pad(mask, ((0, ph), (0, pw)), constant_values=True)
+        img, m = pad_to_multiple(rgb, mask)  # the padding is generated, then cropped away
         kl = self._load()
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
-        mt = torch.from_numpy(np.ascontiguousarray(m))[None, None].float()
+        x, mt = as_tensors(img, m)
         x = x * (1.0 - mt) + 0.5 * mt  # holes mid-grey in the image and in its reference tokens
         out = kl.inpaint(x, mt, seed=seed, steps=self.steps)[0]
         if out.shape[:2] != img.shape[:2]:  # the pipeline works at most at ~1 MP

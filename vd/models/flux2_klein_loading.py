@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vd.errors import VdError
 from vd.install import pip_install
-from vd.models.flux_loading import require_accelerate
+from vd.models.flux_loading import _first_line, require_accelerate, single_file_model
 
 KLEIN_INSTALL = pip_install("gpu")
 TEXT_LAYERS = (9, 18, 27)  # the Qwen3 hidden states the pipeline stacks into the prompt embedding
@@ -38,11 +38,6 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "flux2-klein"
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
-
-
 def require_klein_code() -> None:
     """diffusers with the FLUX.2 [klein] classes, and transformers for its pipeline module."""
     try:
@@ -60,33 +55,14 @@ def require_klein_code() -> None:
 
 def load_transformer(path, *, config=None, dtype=None):
     """Flux2Transformer2DModel from a single-file checkpoint, offline; every weight must be set."""
-    import torch
-
     require_klein_code()
     require_accelerate()
     from diffusers import Flux2Transformer2DModel
 
     cfg = Path(config) if config is not None else config_dir() / "transformer"
-    try:
-        model = Flux2Transformer2DModel.from_single_file(
-            str(path),
-            config=str(cfg),
-            local_files_only=True,
-            torch_dtype=dtype or torch.bfloat16,
-            low_cpu_mem_usage=True,
-        )
-    except Exception as e:
-        raise VdError(
-            f"cannot load the FLUX.2 [klein] transformer from {path} ({_first_line(e)}); "
-            "re-fetch with: vd fetch flux2-klein --force"
-        ) from None
-    unset = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
-    if unset:
-        raise VdError(
-            f"the FLUX.2 [klein] checkpoint {path} lacks {len(unset)} of the model's weights "
-            f"(first: {unset[0]}); re-fetch with: vd fetch flux2-klein --force"
-        )
-    return model
+    return single_file_model(
+        Flux2Transformer2DModel, path, config=cfg, dtype=dtype, what="FLUX.2 [klein]", model="flux2-klein"
+    )
 
 
 def load_vae(path, *, config=None, dtype=None):

@@ -40,7 +40,7 @@ from vd.models.flux_sampling import (
     unpack_latents,
 )
 from vd.models.footprints import QUANT_OF_VARIANT
-from vd.models.inpaint import InpaintBackend, check_inputs, keep_unmasked
+from vd.models.inpaint import InpaintBackend, as_tensors, check_inputs, keep_unmasked, pad_to_multiple
 from vd.models.memory import release_torch_memory
 from vd.models.offload import DEFAULT_WORK_PIXELS, inpaint_variants, place
 from vd.params import FLUX_QUANTS
@@ -213,20 +213,15 @@ class FluxFillInpaint(InpaintBackend):
         return self._load()
 
     def inpaint(self, rgb, mask, seed: int = 0) -> np.ndarray:
-        import torch
 
         rgb, mask = check_inputs(rgb, mask)
         if not mask.any():
             return rgb.copy()
         H, W = rgb.shape[:2]
-        ph, pw = (-H) % 16, (-W) % 16
-        img, m = rgb, mask
-        if ph or pw:  # pad to multiples of 16; the padding is generated, then cropped away
-            img = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
-            m = np.pad(mask, ((0, ph), (0, pw)), constant_values=True)
+        img, m = pad_to_multiple(rgb, mask)  # the padding is generated, then cropped away
         ff = self._load()
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        mt = torch.from_numpy(np.ascontiguousarray(m))[None, None].float()
+        x, mt = as_tensors(img, m)
+        x = x * 2.0 - 1.0  # Flux Fill works in [-1, 1]
         out = ff.sample(x, mt, seed=seed, steps=self.steps, guidance=self.guidance)
         out8 = ((out[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         return keep_unmasked(rgb, out8[:H, :W], mask)

@@ -123,27 +123,37 @@ def load_transformer(path, *, config=None, dtype=None):
     from diffusers import FluxTransformer2DModel
 
     _check_blocks(path, cfg)
+    return single_file_model(
+        FluxTransformer2DModel, path, config=cfg, dtype=dtype, what="FLUX.1-Fill-dev", model="flux-fill"
+    )
+
+
+def single_file_model(cls, path, *, config: Path, dtype, what: str, model: str):
+    """A diffusers model from a single-file checkpoint, offline, in `dtype` (default bf16), every weight
+    set; a file that does not load, or leaves weights unset, is one sentence naming `vd fetch MODEL --force`."""
+    import torch
+
     try:
-        with no_nan_fill():  # the 12 B weights are read into fresh allocations: no NaN fill first
-            model = FluxTransformer2DModel.from_single_file(
+        with no_nan_fill():  # the weights are read into fresh allocations: no NaN fill first
+            loaded = cls.from_single_file(
                 str(path),
-                config=str(cfg),
+                config=str(config),
                 local_files_only=True,
                 torch_dtype=dtype or torch.bfloat16,
                 low_cpu_mem_usage=True,
             )
     except Exception as e:
         raise VdError(
-            f"cannot load the FLUX.1-Fill-dev transformer from {path} ({_first_line(e)}); "
-            "re-fetch with: vd fetch flux-fill --force"
+            f"cannot load the {what} transformer from {path} ({_first_line(e)}); "
+            f"re-fetch with: vd fetch {model} --force"
         ) from None
-    unset = _unset_weights(model)
+    unset = _unset_weights(loaded)
     if unset:
         raise VdError(
-            f"the FLUX.1-Fill-dev checkpoint {path} lacks {len(unset)} of the model's weights "
-            f"(first: {unset[0]}); re-fetch with: vd fetch flux-fill --force"
+            f"the {what} checkpoint {path} lacks {len(unset)} of the model's weights "
+            f"(first: {unset[0]}); re-fetch with: vd fetch {model} --force"
         )
-    return model
+    return loaded
 
 
 def load_ae(path, *, config=None, dtype=None):
@@ -163,4 +173,12 @@ def load_ae(path, *, config=None, dtype=None):
         ) from None
 
 
-__all__ = ["config_dir", "read_embedding", "require_accelerate", "load_transformer", "load_ae", "ACCELERATE_INSTALL"]
+__all__ = [
+    "single_file_model",
+    "config_dir",
+    "read_embedding",
+    "require_accelerate",
+    "load_transformer",
+    "load_ae",
+    "ACCELERATE_INSTALL",
+]

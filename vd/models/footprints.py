@@ -42,6 +42,22 @@ _DEQUANT = GGUF_DEQUANT_TRANSIENT_BYTES
 _FLUX_AE = int(0.16 * GIB)  # the Flux autoencoder in bf16 (ae.safetensors is 335 MB in fp32)
 _FILL = ("flux-prompt",)
 
+
+def _gguf(quant: str, model: str, quality: str) -> InpaintVariant:
+    """FLUX.1-Fill-dev with a GGUF transformer (vd.models.flux_gguf): the bf16 AE beside it."""
+    return InpaintVariant(
+        quant,
+        "flux-fill",
+        model,
+        (model, "flux-ae", *_FILL),
+        False,
+        GGUF_TRANSFORMER_BYTES[quant] + _DEQUANT,
+        GGUF_LARGEST_UNIT_BYTES[quant] + _DEQUANT,
+        _FLUX_AE,
+        quality=quality,
+    )
+
+
 INPAINT_VARIANTS: dict[str, InpaintVariant] = {
     v.name: v
     for v in (
@@ -56,39 +72,9 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             _FLUX_AE,
             quality="full precision",
         ),
-        InpaintVariant(
-            "q8_0",
-            "flux-fill",
-            "flux-fill-q8",
-            ("flux-fill-q8", "flux-ae", *_FILL),
-            False,
-            GGUF_TRANSFORMER_BYTES["q8_0"] + _DEQUANT,
-            GGUF_LARGEST_UNIT_BYTES["q8_0"] + _DEQUANT,
-            _FLUX_AE,
-            quality="8-bit, close to full precision",
-        ),
-        InpaintVariant(
-            "q5_k",
-            "flux-fill",
-            "flux-fill-q5k",
-            ("flux-fill-q5k", "flux-ae", *_FILL),
-            False,
-            GGUF_TRANSFORMER_BYTES["q5_k"] + _DEQUANT,
-            GGUF_LARGEST_UNIT_BYTES["q5_k"] + _DEQUANT,
-            _FLUX_AE,
-            quality="5-bit",
-        ),
-        InpaintVariant(
-            "q4_k",
-            "flux-fill",
-            "flux-fill-q4k",
-            ("flux-fill-q4k", "flux-ae", *_FILL),
-            False,
-            GGUF_TRANSFORMER_BYTES["q4_k"] + _DEQUANT,
-            GGUF_LARGEST_UNIT_BYTES["q4_k"] + _DEQUANT,
-            _FLUX_AE,
-            quality="4-bit",
-        ),
+        _gguf("q8_0", "flux-fill-q8", "8-bit, close to full precision"),
+        _gguf("q5_k", "flux-fill-q5k", "5-bit"),
+        _gguf("q4_k", "flux-fill-q4k", "4-bit"),
         InpaintVariant(
             "klein",
             "flux2-klein",

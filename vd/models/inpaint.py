@@ -40,6 +40,26 @@ def check_inputs(rgb, mask) -> tuple[np.ndarray, np.ndarray]:
     return rgb, mask.astype(bool)
 
 
+def pad_to_multiple(rgb: np.ndarray, mask: np.ndarray, multiple: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The image edge-padded and the mask padded with "generate" to sides that are multiples of
+    `multiple` (what the Flux models' latent patches need); the caller crops the result back."""
+    ph, pw = (-rgb.shape[0]) % multiple, (-rgb.shape[1]) % multiple
+    if not (ph or pw):
+        return rgb, mask
+    return (
+        np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge"),
+        np.pad(mask, ((0, ph), (0, pw)), constant_values=True),
+    )
+
+
+def as_tensors(rgb: np.ndarray, mask: np.ndarray):
+    """(image [1,3,H,W] float in [0, 1], mask [1,1,H,W] float, 1 = generate) for the diffusion backends."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    return x, torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
+
+
 def keep_unmasked(rgb: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Paste the generated pixels into the hole only; everything else is the input, exactly."""
     out = rgb.copy()
@@ -47,4 +67,4 @@ def keep_unmasked(rgb: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> n
     return out
 
 
-__all__ = ["InpaintBackend", "check_inputs", "keep_unmasked", "INPAINT_BACKENDS"]
+__all__ = ["InpaintBackend", "check_inputs", "keep_unmasked", "pad_to_multiple", "as_tensors", "INPAINT_BACKENDS"]
