@@ -1,9 +1,11 @@
 """How much GPU memory each model vd can run holds: the figures the memory plan (vd.models.offload) works from.
 
-All of them are ESTIMATES until bench/gpu/run.sh measures them on a GPU (bench/gpu.md): weights
-from the published file sizes (or parameter counts), activations from a rough allowance per
-megapixel of work. They are data, apart from the rules that use them, so a measurement replaces
-a number here and nothing else.
+The peaks they add up to are ESTIMATES until bench/gpu/run.sh measures them on a GPU (bench/gpu.md).
+The weights are checked: each transformer's bytes below agree within 3 % with the model diffusers
+builds from vd's configs (bf16 parameter counts; the GGUF ones built with random blocks in the real
+layout, on the CPU: bench/gpu.md "Weights"). Activations are a rough allowance per megapixel of work.
+They are data, apart from the rules that use them, so a measurement replaces a number here and
+nothing else.
 
     v = INPAINT_VARIANTS["q8_0"]         # an inpainter's weights: transformer, AE, largest offload unit
     FOOTPRINTS.for_variant(v).need("model", work_pixels)   # peak bytes of a stage in that mode
@@ -39,7 +41,7 @@ class InpaintVariant:
 
 # GGUF weights stay quantised on the GPU; each layer is dequantised for its own matmul (vd.models.flux_gguf)
 _DEQUANT = GGUF_DEQUANT_TRANSIENT_BYTES
-_FLUX_AE = int(0.16 * GIB)  # the Flux autoencoder in bf16 (ae.safetensors is 335 MB in fp32)
+_FLUX_AE = 167_639_366  # the Flux autoencoder in bf16: 83.8 M parameters (ae.safetensors is 335 MB in fp32)
 _FILL = ("flux-prompt",)
 
 
@@ -67,8 +69,8 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             "flux-fill",
             ("flux-fill", *_FILL),
             False,
-            int(22.2 * GIB),  # 11.9 B parameters in bf16 (the 23.8 GB file)
-            int(0.65 * GIB),  # one double-stream block
+            23_804_782_720,  # 11,902,391,360 parameters in bf16 (the 23.8 GB file)
+            679_662_592,  # one double-stream block
             _FLUX_AE,
             quality="full precision",
         ),
@@ -81,10 +83,10 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             "flux2-klein",
             ("flux2-klein", "flux2-klein-text"),
             True,
-            int(7.75 * _GB),  # flux-2-klein-4b.safetensors: 5 double + 20 single blocks in bf16
+            7_751_089_152,  # 3,875,544,576 parameters in bf16 (flux-2-klein-4b.safetensors: 7.75 GB)
             # one double-stream block (hidden 3072, MLP ratio 3): 2 x (4 + 9) x 3072^2 weights in bf16
             2 * (4 + 9) * 3072 * 3072 * 2,
-            168_000_000,  # AutoencoderKLFlux2, ~84 M parameters in bf16
+            168_092_230,  # AutoencoderKLFlux2, 84.0 M parameters in bf16
             text_encoder=int(8.05 * _GB) + int(0.5 * GIB),  # Qwen3-4B (4.97 + 3.08 GB shards) and a 512-token pass
             quality="Apache-2.0, 4 steps",
         ),
