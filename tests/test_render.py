@@ -41,8 +41,10 @@ def scene(n=40, seed=0, deg=0, dtype=torch.float32) -> Gaussians:
     return g
 
 
-def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0.01):
-    """Brute force, float64: every Gaussian against every pixel, sorted by depth (gsplat rules)."""
+def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0.01, median=False):
+    """Brute force, float64: every Gaussian against every pixel, sorted by depth (gsplat rules).
+    median=True adds the median depth (z of the first Gaussian after which the transmittance is <= 0.5, else 0)
+    and each pixel's closest approach of the transmittance to 0.5 (where float32 may pick another Gaussian)."""
     from vd.render.sh import eval_sh
 
     d = torch.float64
@@ -76,6 +78,8 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
     rgb = torch.zeros(pix.shape[0], 3, dtype=d)
     dep = torch.zeros(pix.shape[0], dtype=d)
     done = torch.zeros(pix.shape[0], dtype=torch.bool)
+    med = torch.zeros(pix.shape[0], dtype=d)
+    margin = torch.full((pix.shape[0],), float("inf"), dtype=d)
     for i in order.tolist():
         if not (tz[i] > near):
             continue
@@ -90,8 +94,19 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
         w = a * T
         rgb += w[:, None] * col[i]
         dep += w * tz[i]
+        crossed = (T > 0.5) & (T * (1 - a) <= 0.5)
+        med = torch.where(crossed, tz[i], med)
+        margin = torch.where(a > 0, torch.minimum(margin, (T * (1 - a) - 0.5).abs()), margin)
         T = T * (1 - a)
     alpha = 1 - T
+    if median:
+        return (
+            rgb.reshape(height, width, 3),
+            (dep / alpha.clamp_min(1e-10)).reshape(height, width),
+            alpha.reshape(height, width),
+            med.reshape(height, width),
+            margin.reshape(height, width),
+        )
     return rgb.reshape(height, width, 3), (dep / alpha.clamp_min(1e-10)).reshape(height, width), alpha.reshape(height, width)
 
 
@@ -131,6 +146,59 @@ def test_early_termination_and_depth_order():
     c = out.rgb[0, H // 2, W // 2]
     assert c[0] > 0.99 and c[2] < 0.01
     assert abs(float(out.depth[0, H // 2, W // 2]) - 2.0) < 1e-3
+
+
+@pytest.mark.parametrize("tile", [4, 8])
+def test_median_depth_matches_brute_force_reference(tile):
+    g = scene(n=80, seed=5)
+    vm = look_at_viewmat((0.2, 0.1, 0.0))
+    base = render(g, vm, K, W, H, backend="torch", tile=tile)
+    out = render(g, vm, K, W, H, backend="torch", tile=tile, depth_mode="median")
+    _, _, alpha, med, margin = reference_render(g, vm, K, W, H, median=True)
+    # only the depth changes
+    assert torch.equal(out.rgb, base.rgb) and torch.equal(out.alpha, base.alpha)
+    sure = margin > 1e-3  # float32 and float64 agree on which Gaussian crosses 0.5
+    assert sure.float().mean() > 0.9
+    assert (alpha[sure] > 0.5).any() and (alpha[sure] < 0.5).any()  # both cases are checked
+    assert ((out.depth[0].double() - med).abs()[sure]).max() < 1e-4
+    assert (out.depth[0][alpha < 0.5] == 0).all()
+    # the median is some Gaussian's depth; the expected depth of overlapping ones is not
+    differs = sure & (alpha > 0.5) & ((base.depth[0].double() - med).abs() > 1e-2)
+    assert differs.sum() > 20
+
+
+def _two_planes(near_opacity: float) -> Gaussians:
+    """A half-transparent plane of large flat Gaussians at z=2 in front of an opaque one at z=3."""
+    xs = torch.linspace(-1.5, 1.5, 7)
+    yy, xx = torch.meshgrid(xs, xs, indexing="ij")
+    grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+    layers = []
+    for z, o in ((2.0, near_opacity), (3.0, 0.9999)):
+        means = torch.cat([grid * z / 2, torch.full((len(grid), 1), z)], 1)
+        scales = torch.tensor([0.3 * z / 2, 0.3 * z / 2, 1e-4]).expand(len(grid), 3)
+        layers.append(Gaussians.from_rgb(means, torch.full((len(grid), 3), 0.5), scales, opacity=o))
+    return Gaussians.cat(layers)
+
+
+def test_median_depth_sits_on_the_layer_that_makes_the_pixel_opaque():
+    c = (slice(H // 2 - 4, H // 2 + 4), slice(W // 2 - 4, W // 2 + 4))
+    for near_opacity, surface in ((0.8, 2.0), (0.2, 3.0)):
+        g = _two_planes(near_opacity)
+        exp = render(g, torch.eye(4), K, W, H, backend="torch")
+        med = render(g, torch.eye(4), K, W, H, backend="torch", depth_mode="median")
+        assert (exp.alpha[0][c] > 0.9).all()
+        # expected depth: a blend of both planes, off the one that makes the pixel opaque; median: on it
+        e, m = exp.depth[0][c], med.depth[0][c]
+        assert ((e > 2.0) & (e < 3.0) & ((e - surface).abs() > 0.02)).all(), e
+        assert ((m - surface).abs() < 1e-5).all(), (near_opacity, m)
+
+
+def test_median_depth_mode_errors():
+    g = scene()
+    with pytest.raises(UsageError, match="median"):
+        render(g, torch.eye(4), K, W, H, backend="gsplat", depth_mode="median")
+    with pytest.raises(ValueError, match="depth_mode"):
+        render(g, torch.eye(4), K, W, H, depth_mode="mean")
 
 
 def test_batched_cameras_equal_single_renders_and_background():

@@ -9,7 +9,11 @@ It follows gsplat 1.5's classic pinhole model so the two backends agree:
 - alpha = min(0.999, o·exp(−σ)), skipped below 1/255, front-to-back compositing that stops
   when the transmittance would fall to 1e-4;
 - colours from SH (+0.5, clamped at 0) with view directions from the camera centre;
-- "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ.
+- "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ;
+- optionally a median depth: the z of the first Gaussian along the ray at which the transmittance falls
+  to 0.5 or below (accumulated alpha reaches 0.5), 0 where it never does. Front-to-back compositing pulls
+  the expected depth toward the camera wherever Gaussians overlap in depth; the median sits on the layer
+  that makes the pixel opaque.
 
 The rasteriser assigns Gaussians to tiles (8×8 px by default), sorts the (tile, depth) pairs
 once, groups tiles of similar list length into padded blocks [tiles, pixels-per-tile, L], gets σ
@@ -29,6 +33,9 @@ from vd.geometry import quat_to_rotmat_torch
 from vd.render.quats import unit_quats
 from vd.render.sh import eval_sh
 from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
+
+MEDIAN_T = 0.5  # the median depth is that of the Gaussian at which the transmittance falls to this
+DEPTH_MODES = ("expected", "median")
 
 
 def ewa_covariance_2d(tx, ty, tz, cam_cov, fx, fy, cx, cy, width: int, height: int, eps2d: float):
@@ -226,12 +233,15 @@ def rasterize(
     tile: int = 8,
     block_elems: int = 1 << 22,
     keep_elems: int = 1 << 25,
+    median_of: int | None = None,
 ):
-    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W]).
+    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W], median).
 
     block_elems bounds the padded [tiles, L, pixels] block size; when gradients are needed the
     compositing state of the first keep_elems elements (12 bytes each) is kept for the backward
-    pass instead of being recomputed.
+    pass instead of being recomputed. median_of: a feature column (the depth); median [H,W] is its
+    value at the first Gaussian where the transmittance falls to MEDIAN_T (0 where it never does;
+    differentiable through that value, not through the choice), None when median_of is None.
     """
     dev, dt = means2d.device, means2d.dtype
     F = feats.shape[1]
@@ -241,6 +251,7 @@ def rasterize(
     B = tile * tile
     tile_id, gid = _tile_pairs(means2d.detach(), radii, depths.detach(), tile, tw, th)
     out = torch.zeros(T, B, F + 1, dtype=dt, device=dev)
+    med_img = torch.zeros(T, B, dtype=dt, device=dev)
     if gid.numel() == 0:
         img = out
     else:
@@ -254,7 +265,7 @@ def rasterize(
         tiles = (counts > 0).nonzero().squeeze(1)
         tiles = tiles[torch.argsort(counts[tiles], stable=True)]
         tcounts = counts[tiles].tolist()
-        results, ids = [], []
+        results, ids, medians = [], [], []
         i = 0
         kept = 0
         nt = len(tcounts)
@@ -292,12 +303,34 @@ def rasterize(
             keep = kept + n_el <= keep_elems
             kept += n_el if keep else 0
             results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t, keep))
+            if median_of is not None:
+                medians.append(_median_of_block(coef_t, G[..., 5], G[..., 6 + median_of], basis_t))
             ids.append(blk)
             i = j
         img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0).transpose(1, 2))
+        if median_of is not None:
+            med_img = med_img.index_copy(0, torch.cat(ids), torch.cat(medians, 0))
     img = img.reshape(th, tw, tile, tile, F + 1).permute(0, 2, 1, 3, 4).reshape(th * tile, tw * tile, F + 1)
     img = img[:height, :width]
-    return img[..., :F], img[..., F]
+    median = None
+    if median_of is not None:
+        median = med_img.reshape(th, tw, tile, tile).permute(0, 2, 1, 3).reshape(th * tile, tw * tile)
+        median = median[:height, :width]
+    return img[..., :F], img[..., F], median
+
+
+def _median_of_block(coef_t: Tensor, op: Tensor, values: Tensor, basis_t: Tensor) -> Tensor:
+    """[t,B]: `values` [t,L] of the first Gaussian in each pixel's list where the transmittance falls to
+    MEDIAN_T (0 where it never does). The transmittance is recomputed (no [t,B,L] state kept)."""
+    with torch.no_grad():
+        t_incl = _composite_fwd(coef_t.detach(), op.detach(), basis_t)[3]
+        # after the early-termination cut t_incl is 0: those count as reached, which is right, since the
+        # cut needs the transmittance below T_MIN and so falls after the median
+        reached = t_incl <= MEDIAN_T
+        hit = reached.any(dim=2)
+        first = reached.to(torch.uint8).argmax(dim=2)  # argmax gives the first maximum
+    chosen = torch.gather(values, 1, first)
+    return torch.where(hit, chosen, torch.zeros_like(chosen))
 
 
 def render_torch(
@@ -312,8 +345,12 @@ def render_torch(
     eps2d: float = 0.3,
     tile: int = 8,
     block_elems: int = 1 << 22,
+    depth_mode: str = "expected",
 ):
-    """Render each camera; returns rgb [C,H,W,3], expected depth [C,H,W], alpha [C,H,W]."""
+    """Render each camera; returns rgb [C,H,W,3], depth [C,H,W] (expected, or median with
+    depth_mode="median"), alpha [C,H,W]."""
+    if depth_mode not in DEPTH_MODES:
+        raise ValueError(f"depth_mode must be one of {DEPTH_MODES}, got {depth_mode!r}")
     covars = covariances(g)
     opac = torch.sigmoid(g.opacity_logits)
     rgbs, deps, alphas = [], [], []
@@ -328,10 +365,20 @@ def render_torch(
         else:
             colors = eval_sh(g.sh, None)
         feats = torch.cat([colors, depths[:, None]], dim=-1)
-        img, alpha = rasterize(
-            means2d, conics, opac, feats, radii, depths, width, height, tile=tile, block_elems=block_elems
+        img, alpha, median = rasterize(
+            means2d,
+            conics,
+            opac,
+            feats,
+            radii,
+            depths,
+            width,
+            height,
+            tile=tile,
+            block_elems=block_elems,
+            median_of=3 if depth_mode == "median" else None,
         )
         rgbs.append(img[..., :3])
-        deps.append(img[..., 3] / alpha.clamp_min(1e-10))
+        deps.append(median if median is not None else img[..., 3] / alpha.clamp_min(1e-10))
         alphas.append(alpha)
     return torch.stack(rgbs), torch.stack(deps), torch.stack(alphas)
