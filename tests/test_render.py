@@ -11,7 +11,7 @@ import torch
 
 from vd.errors import UsageError
 from vd.gaussians import Gaussians
-from vd.geometry import quat_to_rotmat_torch
+from vd.geometry import quat_to_rotmat_torch, rotmat_to_quat_torch
 from vd.render import render, resolve_backend
 from vd.render.torch_backend import _Composite, _pixel_basis
 
@@ -43,8 +43,9 @@ def scene(n=40, seed=0, deg=0, dtype=torch.float32) -> Gaussians:
 
 def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0.01, median=False):
     """Brute force, float64: every Gaussian against every pixel, sorted by depth (gsplat rules).
-    median=True adds the median depth (z of the first Gaussian after which the transmittance is <= 0.5, else 0)
-    and each pixel's closest approach of the transmittance to 0.5 (where float32 may pick another Gaussian)."""
+    median=True adds the median depth (the ray's densest point in the first Gaussian after which the
+    transmittance is <= 0.5, within 3 of its largest sigmas of its centre; else 0) and each pixel's closest
+    approach of the transmittance to 0.5 (where float32 may pick another Gaussian)."""
     from vd.render.sh import eval_sh
 
     d = torch.float64
@@ -95,7 +96,12 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
         rgb += w[:, None] * col[i]
         dep += w * tz[i]
         crossed = (T > 0.5) & (T * (1 - a) <= 0.5)
-        med = torch.where(crossed, tz[i], med)
+        # where the pixel's ray d = ((u - cx)/fx, (v - cy)/fy, 1) is densest in Gaussian i: dᵀAμ / dᵀAd, A = Σ⁻¹
+        A = torch.linalg.inv(cc[i])
+        ray = torch.stack([(pix[:, 0] - cx) / fx, (pix[:, 1] - cy) / fy, torch.ones_like(pix[:, 0])], 1)
+        hit = (ray @ A @ mc[i]) / ((ray @ A) * ray).sum(1)
+        reach = 3 * S[i].max()
+        med = torch.where(crossed, hit.clamp(tz[i] - reach, tz[i] + reach), med)
         margin = torch.where(a > 0, torch.minimum(margin, (T * (1 - a) - 0.5).abs()), margin)
         T = T * (1 - a)
     alpha = 1 - T
@@ -162,7 +168,7 @@ def test_median_depth_matches_brute_force_reference(tile):
     assert (alpha[sure] > 0.5).any() and (alpha[sure] < 0.5).any()  # both cases are checked
     assert ((out.depth[0].double() - med).abs()[sure]).max() < 1e-4
     assert (out.depth[0][alpha < 0.5] == 0).all()
-    # the median is some Gaussian's depth; the expected depth of overlapping ones is not
+    # the expected depth of overlapping Gaussians is elsewhere
     differs = sure & (alpha > 0.5) & ((base.depth[0].double() - med).abs() > 1e-2)
     assert differs.sum() > 20
 
@@ -191,6 +197,37 @@ def test_median_depth_sits_on_the_layer_that_makes_the_pixel_opaque():
         e, m = exp.depth[0][c], med.depth[0][c]
         assert ((e > 2.0) & (e < 3.0) & ((e - surface).abs() > 0.02)).all(), e
         assert ((m - surface).abs() < 1e-5).all(), (near_opacity, m)
+
+
+def test_median_depth_of_a_tilted_layer_is_on_its_plane():
+    # one opaque layer of flat Gaussians lying in the plane z = 2.5 + 0.6 x: the centres' depths step from
+    # splat to splat and the expected depth blends neighbours; the median depth follows the plane
+    a, c0 = 0.6, 2.5
+    xs = torch.linspace(-1.2, 1.2, 13)
+    yy, xx = torch.meshgrid(xs, xs, indexing="ij")
+    x, y = xx.reshape(-1), yy.reshape(-1)
+    means = torch.stack([x, y, c0 + a * x], 1)
+    n = torch.nn.functional.normalize(torch.tensor([-a, 0.0, 1.0]), dim=0)  # the plane's normal
+    t1 = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, a]), dim=0)
+    R = torch.stack([t1, torch.tensor([0.0, 1.0, 0.0]), n], 1)  # columns: the Gaussian's axes (det +1)
+    g = Gaussians.from_rgb(
+        means,
+        torch.full((len(x), 3), 0.5),
+        torch.tensor([0.15, 0.15, 1e-4]).expand(len(x), 3),
+        quats=rotmat_to_quat_torch(R).expand(len(x), 4),
+        opacity=0.99,
+    )
+    exp = render(g, torch.eye(4), K, W, H, backend="torch")
+    med = render(g, torch.eye(4), K, W, H, backend="torch", depth_mode="median")
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    rx = (u - K[0, 2]) / K[0, 0]
+    plane = c0 / (1 - a * rx)  # z on the ray (rx z, ry z, z) with z = c0 + a rx z
+    m = exp.alpha[0] > 0.9
+    assert m.float().mean() > 0.5
+    err_med = (med.depth[0] - plane).abs()[m]
+    err_exp = (exp.depth[0] - plane).abs()[m]
+    assert err_med.max() < 1e-4, err_med.max()
+    assert err_exp.max() > 1e-3, err_exp.max()
 
 
 def test_median_depth_mode_errors():

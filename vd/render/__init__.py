@@ -127,9 +127,10 @@ def render(
 
     viewmats: [C,4,4] (or [4,4]) camera_from_world, OpenCV; Ks: [C,3,3] (or [3,3]) pixel intrinsics.
     background: None (black), or RGB [3] / [C,3] composited as rgb + bg·(1−alpha).
-    depth_mode: "expected" (Σ wᵢzᵢ / Σ wᵢ, the default) or "median" (the z of the first Gaussian at which
-    the accumulated alpha reaches 0.5; 0 where it never does), which sits on the surface where the
-    expected depth is pulled toward the camera by overlapping Gaussians. gsplat's 3D-Gaussian
+    depth_mode: "expected" (Σ wᵢzᵢ / Σ wᵢ, the default) or "median" (the depth where the pixel's ray passes
+    through the first Gaussian at which the accumulated alpha reaches 0.5: the peak of its density along
+    the ray; 0 where alpha never reaches 0.5), which sits on the surface where the expected depth is
+    pulled toward the camera by overlapping Gaussians (vd.render.torch_backend.ray_hit_depth). gsplat's 3D-Gaussian
     rasterisation (1.5) has no median depth: with depth_mode="median", backend "auto" renders with the
     torch backend (on the Gaussians' device, CUDA included) and backend "gsplat" is a UsageError.
     Returns RenderResult(rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W], backend).

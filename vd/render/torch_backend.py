@@ -10,10 +10,12 @@ It follows gsplat 1.5's classic pinhole model so the two backends agree:
   when the transmittance would fall to 1e-4;
 - colours from SH (+0.5, clamped at 0) with view directions from the camera centre;
 - "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ;
-- optionally a median depth: the z of the first Gaussian along the ray at which the transmittance falls
-  to 0.5 or below (accumulated alpha reaches 0.5), 0 where it never does. Front-to-back compositing pulls
-  the expected depth toward the camera wherever Gaussians overlap in depth; the median sits on the layer
-  that makes the pixel opaque.
+- optionally a median depth: take the first Gaussian along the ray at which the transmittance falls to
+  0.5 or below (accumulated alpha reaches 0.5), and the depth where the pixel's ray passes through it
+  (where its density along the ray peaks: on its plane for a flat one); 0 where alpha never reaches 0.5.
+  Front-to-back compositing pulls the expected depth toward the camera wherever Gaussians overlap in
+  depth, and a Gaussian's centre depth is off a tilted surface away from the centre; the median depth
+  sits on the surface that makes the pixel opaque.
 
 The rasteriser assigns Gaussians to tiles (8×8 px by default), sorts the (tile, depth) pairs
 once, groups tiles of similar list length into padded blocks [tiles, pixels-per-tile, L], gets σ
@@ -233,15 +235,15 @@ def rasterize(
     tile: int = 8,
     block_elems: int = 1 << 22,
     keep_elems: int = 1 << 25,
-    median_of: int | None = None,
+    median: bool = False,
 ):
-    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W], median).
+    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W], median_id).
 
     block_elems bounds the padded [tiles, L, pixels] block size; when gradients are needed the
     compositing state of the first keep_elems elements (12 bytes each) is kept for the backward
-    pass instead of being recomputed. median_of: a feature column (the depth); median [H,W] is its
-    value at the first Gaussian where the transmittance falls to MEDIAN_T (0 where it never does;
-    differentiable through that value, not through the choice), None when median_of is None.
+    pass instead of being recomputed. median=True: median_id [H,W] (long) is the index of the first
+    Gaussian in each pixel's list at which the transmittance falls to MEDIAN_T (-1 where it never
+    does); None otherwise.
     """
     dev, dt = means2d.device, means2d.dtype
     F = feats.shape[1]
@@ -251,7 +253,7 @@ def rasterize(
     B = tile * tile
     tile_id, gid = _tile_pairs(means2d.detach(), radii, depths.detach(), tile, tw, th)
     out = torch.zeros(T, B, F + 1, dtype=dt, device=dev)
-    med_img = torch.zeros(T, B, dtype=dt, device=dev)
+    med_img = torch.full((T, B), -1, dtype=torch.long, device=dev)
     if gid.numel() == 0:
         img = out
     else:
@@ -303,25 +305,25 @@ def rasterize(
             keep = kept + n_el <= keep_elems
             kept += n_el if keep else 0
             results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t, keep))
-            if median_of is not None:
-                medians.append(_median_of_block(coef_t, G[..., 5], G[..., 6 + median_of], basis_t))
+            if median:
+                medians.append(_median_of_block(coef_t, G[..., 5], g, basis_t))
             ids.append(blk)
             i = j
         img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0).transpose(1, 2))
-        if median_of is not None:
+        if median:
             med_img = med_img.index_copy(0, torch.cat(ids), torch.cat(medians, 0))
     img = img.reshape(th, tw, tile, tile, F + 1).permute(0, 2, 1, 3, 4).reshape(th * tile, tw * tile, F + 1)
     img = img[:height, :width]
-    median = None
-    if median_of is not None:
-        median = med_img.reshape(th, tw, tile, tile).permute(0, 2, 1, 3).reshape(th * tile, tw * tile)
-        median = median[:height, :width]
-    return img[..., :F], img[..., F], median
+    median_id = None
+    if median:
+        median_id = med_img.reshape(th, tw, tile, tile).permute(0, 2, 1, 3).reshape(th * tile, tw * tile)
+        median_id = median_id[:height, :width]
+    return img[..., :F], img[..., F], median_id
 
 
-def _median_of_block(coef_t: Tensor, op: Tensor, values: Tensor, basis_t: Tensor) -> Tensor:
-    """[t,B]: `values` [t,L] of the first Gaussian in each pixel's list where the transmittance falls to
-    MEDIAN_T (0 where it never does). The transmittance is recomputed (no [t,B,L] state kept)."""
+def _median_of_block(coef_t: Tensor, op: Tensor, ids: Tensor, basis_t: Tensor) -> Tensor:
+    """[t,B]: the Gaussian id (from `ids` [t,L]) of the first Gaussian in each pixel's list where the
+    transmittance falls to MEDIAN_T (-1 where it never does). The transmittance is recomputed."""
     with torch.no_grad():
         t_incl = _composite_fwd(coef_t.detach(), op.detach(), basis_t)[3]
         # after the early-termination cut t_incl is 0: those count as reached, which is right, since the
@@ -329,8 +331,39 @@ def _median_of_block(coef_t: Tensor, op: Tensor, values: Tensor, basis_t: Tensor
         reached = t_incl <= MEDIAN_T
         hit = reached.any(dim=2)
         first = reached.to(torch.uint8).argmax(dim=2)  # argmax gives the first maximum
-    chosen = torch.gather(values, 1, first)
-    return torch.where(hit, chosen, torch.zeros_like(chosen))
+    chosen = torch.gather(ids, 1, first)
+    return torch.where(hit, chosen, torch.full_like(chosen, -1))
+
+
+def ray_hit_depth(g: Gaussians, ids: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
+    """[H,W] z-depth where each pixel's ray (through its centre) passes closest to the centre of Gaussian
+    ids[v,u] in its own metric, i.e. where that Gaussian's density along the ray peaks:
+    z = dᵀΣ⁻¹μ / dᵀΣ⁻¹d with μ, Σ in camera space and d = ((u+0.5−cx)/fx, (v+0.5−cy)/fy, 1). For a flat
+    Gaussian this is where the ray meets its plane, so a tilted surface of splats gives a continuous depth
+    instead of steps at each splat's centre. 0 where ids is -1; float64 inside (flat Gaussians)."""
+    H, W = ids.shape
+    out = torch.zeros(H, W, dtype=g.means.dtype, device=g.means.device)
+    v, u = (ids >= 0).nonzero(as_tuple=True)
+    if v.numel() == 0:
+        return out
+    sel = ids[v, u]
+    d64 = torch.float64
+    R, t = viewmat[:3, :3].to(d64), viewmat[:3, 3].to(d64)
+    mu = g.means[sel].to(d64) @ R.T + t
+    Rg = R @ quat_to_rotmat_torch(unit_quats(g.quats[sel]).to(d64))  # [P,3,3] axes in camera space
+    inv_s2 = torch.exp(-2 * g.log_scales[sel].to(d64))  # [P,3]
+    Kd = K.to(d64)
+    d = torch.stack(
+        [(u.to(d64) + 0.5 - Kd[0, 2]) / Kd[0, 0], (v.to(d64) + 0.5 - Kd[1, 2]) / Kd[1, 1], torch.ones_like(mu[:, 0])],
+        -1,
+    )
+    # Σ⁻¹ = Rg diag(1/s²) Rgᵀ: work in the Gaussian's axes
+    dl = (Rg.transpose(1, 2) @ d[..., None])[..., 0]
+    ml = (Rg.transpose(1, 2) @ mu[..., None])[..., 0]
+    z = (dl * inv_s2 * ml).sum(-1) / (dl * inv_s2 * dl).sum(-1).clamp_min(1e-30)
+    reach = 3.0 * torch.exp(g.log_scales[sel].to(d64)).amax(-1)  # stay within the Gaussian
+    z = torch.minimum(torch.maximum(z, mu[:, 2] - reach), mu[:, 2] + reach)
+    return out.index_put((v, u), z.to(out.dtype))
 
 
 def render_torch(
@@ -365,7 +398,7 @@ def render_torch(
         else:
             colors = eval_sh(g.sh, None)
         feats = torch.cat([colors, depths[:, None]], dim=-1)
-        img, alpha, median = rasterize(
+        img, alpha, median_id = rasterize(
             means2d,
             conics,
             opac,
@@ -376,9 +409,12 @@ def render_torch(
             height,
             tile=tile,
             block_elems=block_elems,
-            median_of=3 if depth_mode == "median" else None,
+            median=depth_mode == "median",
         )
         rgbs.append(img[..., :3])
-        deps.append(median if median is not None else img[..., 3] / alpha.clamp_min(1e-10))
+        if median_id is None:
+            deps.append(img[..., 3] / alpha.clamp_min(1e-10))
+        else:
+            deps.append(ray_hit_depth(g, median_id, vm, Ks[c]))
         alphas.append(alpha)
     return torch.stack(rgbs), torch.stack(deps), torch.stack(alphas)
