@@ -44,7 +44,8 @@ def scene(n=40, seed=0, deg=0, dtype=torch.float32) -> Gaussians:
 def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0.01, median=False):
     """Brute force, float64: every Gaussian against every pixel, sorted by depth (gsplat rules).
     median=True adds the median depth (the ray's densest point in the first Gaussian after which the
-    transmittance is <= 0.5, within 3 of its largest sigmas of its centre; else 0) and each pixel's closest
+    transmittance is <= 0.5, within 3 of its largest sigmas of its centre, blended toward the centre's depth
+    for round Gaussians; else 0) and each pixel's closest
     approach of the transmittance to 0.5 (where float32 may pick another Gaussian)."""
     from vd.render.sh import eval_sh
 
@@ -101,7 +102,9 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
         ray = torch.stack([(pix[:, 0] - cx) / fx, (pix[:, 1] - cy) / fy, torch.ones_like(pix[:, 0])], 1)
         hit = (ray @ A @ mc[i]) / ((ray @ A) * ray).sum(1)
         reach = 3 * S[i].max()
-        med = torch.where(crossed, hit.clamp(tz[i] - reach, tz[i] + reach), med)
+        flat = ((0.75 - S[i].min() / S[i].max()) / 0.5).clamp(0, 1)  # round Gaussians: the centre's depth
+        hit = tz[i] + flat * (hit.clamp(tz[i] - reach, tz[i] + reach) - tz[i])
+        med = torch.where(crossed, hit, med)
         margin = torch.where(a > 0, torch.minimum(margin, (T * (1 - a) - 0.5).abs()), margin)
         T = T * (1 - a)
     alpha = 1 - T

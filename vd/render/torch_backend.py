@@ -38,6 +38,7 @@ from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 
 MEDIAN_T = 0.5  # the median depth is that of the Gaussian at which the transmittance falls to this
 DEPTH_MODES = ("expected", "median")
+FLAT, ROUND = 0.25, 0.75  # smallest/largest scale at or below which a Gaussian counts as flat, at or above round
 
 
 def ewa_covariance_2d(tx, ty, tz, cam_cov, fx, fy, cx, cy, width: int, height: int, eps2d: float):
@@ -338,9 +339,11 @@ def _median_of_block(coef_t: Tensor, op: Tensor, ids: Tensor, basis_t: Tensor) -
 def ray_hit_depth(g: Gaussians, ids: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
     """[H,W] z-depth where each pixel's ray (through its centre) passes closest to the centre of Gaussian
     ids[v,u] in its own metric, i.e. where that Gaussian's density along the ray peaks:
-    z = dᵀΣ⁻¹μ / dᵀΣ⁻¹d with μ, Σ in camera space and d = ((u+0.5−cx)/fx, (v+0.5−cy)/fy, 1). For a flat
-    Gaussian this is where the ray meets its plane, so a tilted surface of splats gives a continuous depth
-    instead of steps at each splat's centre. 0 where ids is -1; float64 inside (flat Gaussians)."""
+    z = dᵀΣ⁻¹μ / dᵀΣ⁻¹d with μ, Σ in camera space and d = ((u+0.5−cx)/fx, (v+0.5−cy)/fy, 1), held within
+    3 of its largest sigmas of its centre's depth. For a flat Gaussian (smallest/largest scale <= FLAT) this
+    is where the ray meets its plane, so a tilted surface of splats gives a continuous depth instead of steps
+    at each splat's centre; a round one (>= ROUND) gives its centre's depth, linear in between. 0 where ids
+    is -1; float64 inside (flat Gaussians make Σ⁻¹ ill-conditioned)."""
     H, W = ids.shape
     out = torch.zeros(H, W, dtype=g.means.dtype, device=g.means.device)
     v, u = (ids >= 0).nonzero(as_tuple=True)
@@ -361,8 +364,13 @@ def ray_hit_depth(g: Gaussians, ids: Tensor, viewmat: Tensor, K: Tensor) -> Tens
     dl = (Rg.transpose(1, 2) @ d[..., None])[..., 0]
     ml = (Rg.transpose(1, 2) @ mu[..., None])[..., 0]
     z = (dl * inv_s2 * ml).sum(-1) / (dl * inv_s2 * dl).sum(-1).clamp_min(1e-30)
-    reach = 3.0 * torch.exp(g.log_scales[sel].to(d64)).amax(-1)  # stay within the Gaussian
+    s = torch.exp(g.log_scales[sel].to(d64))
+    reach = 3.0 * s.amax(-1)  # stay within the Gaussian
     z = torch.minimum(torch.maximum(z, mu[:, 2] - reach), mu[:, 2] + reach)
+    # the peak is a surface point only on a flat Gaussian; on a round one it slides with the ray's angle, and
+    # the centre's depth is the steadier estimate: blend by flatness (smallest/largest scale)
+    flat = ((ROUND - s.amin(-1) / s.amax(-1)) / (ROUND - FLAT)).clamp(0, 1)
+    z = mu[:, 2] + flat * (z - mu[:, 2])
     return out.index_put((v, u), z.to(out.dtype))
 
 
