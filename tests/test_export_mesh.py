@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from _export_scene import PLANE, write_vd_folder
+from _export_scene import PLANE, plane_gaussians, write_vd_folder
 
 pytest.importorskip("skimage", reason="the mesh extra (scikit-image, trimesh, fast-simplification) is not installed")
 trimesh = pytest.importorskip("trimesh")
@@ -33,14 +33,57 @@ def test_mesh_lies_on_the_plane_with_its_colours(folder, tmp_path, run_vd):
     v = np.asarray(m.vertices) @ np.diag([1.0, -1.0, -1.0])  # written +Y up, looking along -Z: back to vd's axes
     assert (np.asarray(m.vertices)[:, 2] < 0).all()  # the scene lies in front of the input camera: -Z
     d = plane_distance(v)
-    # within two voxels (1.2 cm here) of the plane; the splats' expected depth itself sits 1.2 cm in front of it
-    # (front-to-back compositing weighs the nearer half of each Gaussian more), and the mesh follows the splats
+    # within two voxels (1.2 cm here) of the plane; these splats are round, and their depth (expected or median)
+    # sits about 1.2 cm in front of it (the nearer half of each round Gaussian makes the pixel opaque first), and
+    # the mesh follows the splats (flat ones: test_mesh_of_flat_splats_is_fused_from_their_median_depth)
     assert np.median(d) < 0.02 and np.percentile(d, 95) < 0.04, (np.median(d), np.percentile(d, 95))
     # vertex colours follow the plane's texture (the red channel 0.5 + 0.4 sin 4x)
     rgb = np.asarray(m.visual.vertex_colors)[:, :3] / 255.0
     expect = np.clip(0.5 + 0.4 * np.sin(4 * v[:, 0]), 0, 1)
     inner = np.abs(v[:, 0]) < 1.0
     assert np.corrcoef(rgb[inner, 0], expect[inner])[0, 1] > 0.9
+
+
+def flat_plane_gaussians():
+    """The plane scene's Gaussians made flat discs lying in the plane (as vd's scaffold makes them)."""
+    import torch
+
+    from vd.geometry import rotmat_to_quat_torch
+
+    g = plane_gaussians()
+    a, b, _ = PLANE
+    n = np.array([-a, -b, 1.0]) / np.linalg.norm([-a, -b, 1.0])
+    t1 = np.cross([0.0, 1.0, 0.0], n)
+    t1 /= np.linalg.norm(t1)
+    R = torch.tensor(np.stack([t1, np.cross(n, t1), n], 1), dtype=torch.float32)
+    g.quats = rotmat_to_quat_torch(R).expand(len(g), 4).clone()
+    g.log_scales = torch.log(torch.tensor([0.042, 0.042, 1e-3])).expand(len(g), 3).clone()
+    return g
+
+
+def test_mesh_of_flat_splats_is_fused_from_their_median_depth(tmp_path):
+    from vd.export.mesh import MeshParams, export_mesh, mesh_cameras
+    from vd.export.source import resolve_source
+    from vd.export.video import trajectory_poses
+    from vd.export.write import video_camera
+
+    src = resolve_source(write_vd_folder(tmp_path / "flat", flat_plane_gaussians()))
+    g = src.gaussians()
+    K, W, H, radius = video_camera(src, g)
+    signed = {}
+    for mode in ("median", "expected"):
+        p = MeshParams(depth_mode=mode)
+        traj = trajectory_poses("spiral", p.trajectory_frames, radius=radius, width=W, height=H)
+        export_mesh(tmp_path / f"{mode}.ply", g, mesh_cameras(src.views(), traj, K, W, H), params=p)
+        v = np.asarray(trimesh.load(tmp_path / f"{mode}.ply", process=False).vertices) @ np.diag([1.0, -1.0, -1.0])
+        a, b, c = PLANE
+        signed[mode] = (v @ np.array([a, b, -1.0]) + c) / np.linalg.norm([a, b, -1.0])
+    assert MeshParams().depth_mode == "median"
+    # the median depth is on the discs' plane; the expected depth of the overlapping discs is pulled toward the
+    # camera by about 1 cm (0.5 % of the depth), and the fused mesh with it
+    assert np.median(np.abs(signed["median"])) < 0.003, np.median(np.abs(signed["median"]))
+    assert abs(signed["median"].mean()) < 0.003
+    assert signed["expected"].mean() > 0.006, signed["expected"].mean()
 
 
 def test_faces_decimates_and_collider_is_watertight(folder, tmp_path, run_vd):

@@ -11,7 +11,7 @@ import torch
 
 from vd.errors import UsageError
 from vd.gaussians import Gaussians
-from vd.geometry import quat_to_rotmat_torch
+from vd.geometry import quat_to_rotmat_torch, rotmat_to_quat_torch
 from vd.render import render, resolve_backend
 from vd.render.torch_backend import _Composite, _pixel_basis
 
@@ -41,8 +41,12 @@ def scene(n=40, seed=0, deg=0, dtype=torch.float32) -> Gaussians:
     return g
 
 
-def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0.01):
-    """Brute force, float64: every Gaussian against every pixel, sorted by depth (gsplat rules)."""
+def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0.01, median=False):
+    """Brute force, float64: every Gaussian against every pixel, sorted by depth (gsplat rules).
+    median=True adds the median depth (the ray's densest point in the first Gaussian after which the
+    transmittance is <= 0.5, within 3 of its largest sigmas of its centre, blended toward the centre's depth
+    for round Gaussians; else 0) and each pixel's closest
+    approach of the transmittance to 0.5 (where float32 may pick another Gaussian)."""
     from vd.render.sh import eval_sh
 
     d = torch.float64
@@ -76,6 +80,8 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
     rgb = torch.zeros(pix.shape[0], 3, dtype=d)
     dep = torch.zeros(pix.shape[0], dtype=d)
     done = torch.zeros(pix.shape[0], dtype=torch.bool)
+    med = torch.zeros(pix.shape[0], dtype=d)
+    margin = torch.full((pix.shape[0],), float("inf"), dtype=d)
     for i in order.tolist():
         if not (tz[i] > near):
             continue
@@ -90,8 +96,26 @@ def reference_render(g: Gaussians, viewmat, Kc, width, height, eps2d=0.3, near=0
         w = a * T
         rgb += w[:, None] * col[i]
         dep += w * tz[i]
+        crossed = (T > 0.5) & (T * (1 - a) <= 0.5)
+        # where the pixel's ray d = ((u - cx)/fx, (v - cy)/fy, 1) is densest in Gaussian i: dᵀAμ / dᵀAd, A = Σ⁻¹
+        A = torch.linalg.inv(cc[i])
+        ray = torch.stack([(pix[:, 0] - cx) / fx, (pix[:, 1] - cy) / fy, torch.ones_like(pix[:, 0])], 1)
+        hit = (ray @ A @ mc[i]) / ((ray @ A) * ray).sum(1)
+        reach = 3 * S[i].max()
+        flat = ((0.75 - S[i].min() / S[i].max()) / 0.5).clamp(0, 1)  # round Gaussians: the centre's depth
+        hit = tz[i] + flat * (hit.clamp(tz[i] - reach, tz[i] + reach) - tz[i])
+        med = torch.where(crossed, hit, med)
+        margin = torch.where(a > 0, torch.minimum(margin, (T * (1 - a) - 0.5).abs()), margin)
         T = T * (1 - a)
     alpha = 1 - T
+    if median:
+        return (
+            rgb.reshape(height, width, 3),
+            (dep / alpha.clamp_min(1e-10)).reshape(height, width),
+            alpha.reshape(height, width),
+            med.reshape(height, width),
+            margin.reshape(height, width),
+        )
     return rgb.reshape(height, width, 3), (dep / alpha.clamp_min(1e-10)).reshape(height, width), alpha.reshape(height, width)
 
 
@@ -131,6 +155,90 @@ def test_early_termination_and_depth_order():
     c = out.rgb[0, H // 2, W // 2]
     assert c[0] > 0.99 and c[2] < 0.01
     assert abs(float(out.depth[0, H // 2, W // 2]) - 2.0) < 1e-3
+
+
+@pytest.mark.parametrize("tile", [4, 8])
+def test_median_depth_matches_brute_force_reference(tile):
+    g = scene(n=80, seed=5)
+    vm = look_at_viewmat((0.2, 0.1, 0.0))
+    base = render(g, vm, K, W, H, backend="torch", tile=tile)
+    out = render(g, vm, K, W, H, backend="torch", tile=tile, depth_mode="median")
+    _, _, alpha, med, margin = reference_render(g, vm, K, W, H, median=True)
+    # only the depth changes
+    assert torch.equal(out.rgb, base.rgb) and torch.equal(out.alpha, base.alpha)
+    sure = margin > 1e-3  # float32 and float64 agree on which Gaussian crosses 0.5
+    assert sure.float().mean() > 0.9
+    assert (alpha[sure] > 0.5).any() and (alpha[sure] < 0.5).any()  # both cases are checked
+    assert ((out.depth[0].double() - med).abs()[sure]).max() < 1e-4
+    assert (out.depth[0][alpha < 0.5] == 0).all()
+    # the expected depth of overlapping Gaussians is elsewhere
+    differs = sure & (alpha > 0.5) & ((base.depth[0].double() - med).abs() > 1e-2)
+    assert differs.sum() > 20
+
+
+def _two_planes(near_opacity: float) -> Gaussians:
+    """A half-transparent plane of large flat Gaussians at z=2 in front of an opaque one at z=3."""
+    xs = torch.linspace(-1.5, 1.5, 7)
+    yy, xx = torch.meshgrid(xs, xs, indexing="ij")
+    grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+    layers = []
+    for z, o in ((2.0, near_opacity), (3.0, 0.9999)):
+        means = torch.cat([grid * z / 2, torch.full((len(grid), 1), z)], 1)
+        scales = torch.tensor([0.3 * z / 2, 0.3 * z / 2, 1e-4]).expand(len(grid), 3)
+        layers.append(Gaussians.from_rgb(means, torch.full((len(grid), 3), 0.5), scales, opacity=o))
+    return Gaussians.cat(layers)
+
+
+def test_median_depth_sits_on_the_layer_that_makes_the_pixel_opaque():
+    c = (slice(H // 2 - 4, H // 2 + 4), slice(W // 2 - 4, W // 2 + 4))
+    for near_opacity, surface in ((0.8, 2.0), (0.2, 3.0)):
+        g = _two_planes(near_opacity)
+        exp = render(g, torch.eye(4), K, W, H, backend="torch")
+        med = render(g, torch.eye(4), K, W, H, backend="torch", depth_mode="median")
+        assert (exp.alpha[0][c] > 0.9).all()
+        # expected depth: a blend of both planes, off the one that makes the pixel opaque; median: on it
+        e, m = exp.depth[0][c], med.depth[0][c]
+        assert ((e > 2.0) & (e < 3.0) & ((e - surface).abs() > 0.02)).all(), e
+        assert ((m - surface).abs() < 1e-5).all(), (near_opacity, m)
+
+
+def test_median_depth_of_a_tilted_layer_is_on_its_plane():
+    # one opaque layer of flat Gaussians lying in the plane z = 2.5 + 0.6 x: the centres' depths step from
+    # splat to splat and the expected depth blends neighbours; the median depth follows the plane
+    a, c0 = 0.6, 2.5
+    xs = torch.linspace(-1.2, 1.2, 13)
+    yy, xx = torch.meshgrid(xs, xs, indexing="ij")
+    x, y = xx.reshape(-1), yy.reshape(-1)
+    means = torch.stack([x, y, c0 + a * x], 1)
+    n = torch.nn.functional.normalize(torch.tensor([-a, 0.0, 1.0]), dim=0)  # the plane's normal
+    t1 = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, a]), dim=0)
+    R = torch.stack([t1, torch.tensor([0.0, 1.0, 0.0]), n], 1)  # columns: the Gaussian's axes (det +1)
+    g = Gaussians.from_rgb(
+        means,
+        torch.full((len(x), 3), 0.5),
+        torch.tensor([0.15, 0.15, 1e-4]).expand(len(x), 3),
+        quats=rotmat_to_quat_torch(R).expand(len(x), 4),
+        opacity=0.99,
+    )
+    exp = render(g, torch.eye(4), K, W, H, backend="torch")
+    med = render(g, torch.eye(4), K, W, H, backend="torch", depth_mode="median")
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    rx = (u - K[0, 2]) / K[0, 0]
+    plane = c0 / (1 - a * rx)  # z on the ray (rx z, ry z, z) with z = c0 + a rx z
+    m = exp.alpha[0] > 0.9
+    assert m.float().mean() > 0.5
+    err_med = (med.depth[0] - plane).abs()[m]
+    err_exp = (exp.depth[0] - plane).abs()[m]
+    assert err_med.max() < 1e-4, err_med.max()
+    assert err_exp.max() > 1e-3, err_exp.max()
+
+
+def test_median_depth_mode_errors():
+    g = scene()
+    with pytest.raises(UsageError, match="median"):
+        render(g, torch.eye(4), K, W, H, backend="gsplat", depth_mode="median")
+    with pytest.raises(ValueError, match="depth_mode"):
+        render(g, torch.eye(4), K, W, H, depth_mode="mean")
 
 
 def test_batched_cameras_equal_single_renders_and_background():

@@ -44,6 +44,7 @@ class MeshParams:
     collider_faces: int = 2000
     min_piece: float = 0.002  # pieces with fewer than this share of the faces are dropped
     far: float = 3.0  # the grid covers points up to this many times each view's median depth (not the sky)
+    depth_mode: str = "median"  # fused depth: "median" (on the surface) or "expected" (biased toward the camera)
 
 
 @dataclass
@@ -62,10 +63,14 @@ class TSDF:
     weight: np.ndarray  # [X,Y,Z]
     colour: np.ndarray  # [X,Y,Z,3]
     free: np.ndarray  # [X,Y,Z] bool: some camera saw through it
+    colour_weight: np.ndarray  # [X,Y,Z]: observations within the truncation band (those the colour averages)
 
 
-def render_frames(g, cameras, *, alpha_min: float, device="cpu", progress=None) -> list[Frame]:
-    """Colour and depth of the splats at each (K, width, height, world_from_camera)."""
+def render_frames(
+    g, cameras, *, alpha_min: float, depth_mode: str = "median", device="cpu", progress=None
+) -> list[Frame]:
+    """Colour and depth (median or expected, see vd.render.render) of the splats at each
+    (K, width, height, world_from_camera)."""
     import torch
 
     from vd.cameras import invert_pose
@@ -76,7 +81,8 @@ def render_frames(g, cameras, *, alpha_min: float, device="cpu", progress=None) 
     with torch.no_grad():
         for K, w, h, P in cameras:
             vm = torch.as_tensor(invert_pose(np.asarray(P)[None]), dtype=torch.float32, device=g.device)
-            out = render(g, vm, torch.as_tensor(np.asarray(K)[None], dtype=torch.float32, device=g.device), w, h)
+            Kt = torch.as_tensor(np.asarray(K)[None], dtype=torch.float32, device=g.device)
+            out = render(g, vm, Kt, w, h, depth_mode=depth_mode)
             a = out.alpha[0].float().cpu().numpy()
             d = out.depth[0].float().cpu().numpy()
             ok = (a >= alpha_min) & np.isfinite(d) & (d > 0)
@@ -124,14 +130,16 @@ def fuse(frames: list[Frame], origin, voxel: float, shape, trunc: float) -> TSDF
     tsdf = np.ones(shape, np.float32)
     weight = np.zeros(shape, np.float32)
     colour = np.zeros(shape + (3,), np.float32)
+    colour_w = np.zeros(shape, np.float32)
     free = np.zeros(shape, bool)
     ii, jj = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
     for k in range(Z):  # one slab of voxels at a time keeps memory small
         centres = origin + voxel * np.stack([ii, jj, np.full_like(ii, k)], -1).reshape(-1, 3)
-        t_s, w_s, c_s, f_s = (
+        t_s, w_s, c_s, cw_s, f_s = (
             tsdf[:, :, k].reshape(-1),
             weight[:, :, k].reshape(-1),
             colour[:, :, k].reshape(-1, 3),
+            colour_w[:, :, k].reshape(-1),
             free[:, :, k].reshape(-1),
         )
         for f in frames:
@@ -155,11 +163,14 @@ def fuse(frames: list[Frame], origin, voxel: float, shape, trunc: float) -> TSDF
             t_s[idx] = (t_s[idx] * w_old + sdf) / (w_old + 1)
             close = np.abs(sdf) < 1.0
             ci = idx[close]
-            c_s[ci] = (c_s[ci] * w_old[close, None] + f.rgb[v[ci], u[ci]]) / (w_old[close, None] + 1)
+            cw = cw_s[ci, None]  # the colour's own count: truncated observations would darken it
+            c_s[ci] = (c_s[ci] * cw + f.rgb[v[ci], u[ci]]) / (cw + 1)
+            cw_s[ci] += 1
             w_s[idx] = w_old + 1
         tsdf[:, :, k], weight[:, :, k] = t_s.reshape(X, Y), w_s.reshape(X, Y)
         colour[:, :, k], free[:, :, k] = c_s.reshape(X, Y, 3), f_s.reshape(X, Y)
-    return TSDF(np.asarray(origin, np.float64), voxel, tsdf, weight, colour, free)
+        colour_w[:, :, k] = cw_s.reshape(X, Y)
+    return TSDF(np.asarray(origin, np.float64), voxel, tsdf, weight, colour, free, colour_w)
 
 
 def surface(grid: TSDF, min_piece: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,10 +183,27 @@ def surface(grid: TSDF, min_piece: float) -> tuple[np.ndarray, np.ndarray, np.nd
     verts, faces, _, _ = measure.marching_cubes(grid.tsdf, level=0.0, mask=seen, allow_degenerate=False)
     if len(faces) == 0:
         raise InputError("no surface found in the fused depth")
-    idx = np.clip(np.round(verts).astype(np.int64), 0, np.array(grid.tsdf.shape) - 1)
-    colours = grid.colour[idx[:, 0], idx[:, 1], idx[:, 2]]
+    colours = _vertex_colours(grid, verts)
     verts = grid.origin + verts * grid.voxel
     return _drop_small_pieces(verts, faces, colours, min_piece)
+
+
+def _vertex_colours(grid: TSDF, verts: np.ndarray) -> np.ndarray:
+    """Trilinear colour at vertices (voxel coordinates) over the corners that have a colour."""
+    hi = np.array(grid.tsdf.shape) - 1
+    base = np.clip(np.floor(verts).astype(np.int64), 0, hi)
+    frac = verts - base
+    acc = np.zeros((len(verts), 3))
+    wsum = np.zeros(len(verts))
+    for corner in np.ndindex(2, 2, 2):
+        c = np.asarray(corner)
+        i = np.minimum(base + c, hi)
+        w = np.prod(np.where(c, frac, 1 - frac), axis=1) * (grid.colour_weight[i[:, 0], i[:, 1], i[:, 2]] > 0)
+        acc += w[:, None] * grid.colour[i[:, 0], i[:, 1], i[:, 2]]
+        wsum += w
+    idx = np.clip(np.round(verts).astype(np.int64), 0, hi)
+    nearest = grid.colour[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return np.where(wsum[:, None] > 1e-6, acc / np.maximum(wsum, 1e-6)[:, None], nearest)
 
 
 def _drop_small_pieces(verts, faces, colours, min_piece: float):
@@ -289,7 +317,7 @@ def export_mesh(
     p = params or MeshParams()
     path = Path(path)
     t0 = time.perf_counter()
-    frames = render_frames(g, cameras, alpha_min=p.alpha_min, progress=progress)
+    frames = render_frames(g, cameras, alpha_min=p.alpha_min, depth_mode=p.depth_mode, progress=progress)
     res = p.collider_resolution if collider_only else p.resolution
     origin, voxel, shape = grid_for(frames, res, p.far)
     grid = fuse(frames, origin, voxel, shape, p.trunc_voxels * voxel)

@@ -3,6 +3,7 @@
     from vd.render import render
     out = render(g, viewmats, Ks, width, height)          # backend="auto"
     out.rgb [C,H,W,3], out.depth [C,H,W] (expected z), out.alpha [C,H,W]
+    render(g, viewmats, Ks, width, height, depth_mode="median")  # depth: median z (torch backend)
 
 Cameras are OpenCV pinhole (x right, y down, z forward); ``viewmats`` are camera_from_world.
 Both backends follow gsplat 1.5's classic rasteriser (eps2d 0.3, pixel centres at +0.5,
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RenderResult:
     rgb: Any  # [C,H,W,3]
-    depth: Any  # [C,H,W] expected z-depth (0 where nothing was hit)
+    depth: Any  # [C,H,W] expected z-depth (median with depth_mode="median"; 0 where nothing was hit)
     alpha: Any  # [C,H,W]
     backend: str = "torch"
 
@@ -120,19 +121,34 @@ def render(
     background=None,
     eps2d: float = 0.3,
     tile: int | None = None,
+    depth_mode: str = "expected",
 ) -> RenderResult:
     """Render Gaussians `g` from C cameras.
 
     viewmats: [C,4,4] (or [4,4]) camera_from_world, OpenCV; Ks: [C,3,3] (or [3,3]) pixel intrinsics.
     background: None (black), or RGB [3] / [C,3] composited as rgb + bg·(1−alpha).
+    depth_mode: "expected" (Σ wᵢzᵢ / Σ wᵢ, the default) or "median" (the depth where the pixel's ray passes
+    through the first Gaussian at which the accumulated alpha reaches 0.5: the peak of its density along
+    the ray; 0 where alpha never reaches 0.5), which sits on the surface where the expected depth is
+    pulled toward the camera by overlapping Gaussians (vd.render.torch_backend.ray_hit_depth). gsplat's 3D-Gaussian
+    rasterisation (1.5) has no median depth: with depth_mode="median", backend "auto" renders with the
+    torch backend (on the Gaussians' device, CUDA included) and backend "gsplat" is a UsageError.
     Returns RenderResult(rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W], backend).
     """
     import torch
 
+    from vd.render.torch_backend import DEPTH_MODES
+
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
+    if depth_mode not in DEPTH_MODES:
+        raise ValueError(f"depth_mode must be one of {', '.join(DEPTH_MODES)}, got {depth_mode!r}")
+    if depth_mode == "median" and backend == "gsplat":
+        raise UsageError("the gsplat render backend has no median depth; use the torch backend for it")
     name = resolve_backend(backend, g.device)
+    if depth_mode == "median":
+        name = "torch"
     viewmats, Ks = _prep_cams(viewmats, Ks, g.device, g.means.dtype)
     C = viewmats.shape[0]
     if len(g) == 0:
@@ -145,7 +161,7 @@ def render(
         from vd.render.torch_backend import render_torch
 
         rgb, depth, alpha = render_torch(
-            g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d, tile=tile or 8
+            g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d, tile=tile or 8, depth_mode=depth_mode
         )
     if background is not None:
         bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device).reshape(-1, 3)

@@ -1,5 +1,8 @@
 """The CUDA backend: gsplat.rasterization with render_mode "RGB+ED", packed=False.
 
+gsplat's 3D-Gaussian rasterisation gives expected ("ED") or accumulated ("D") depth, no median: a median depth
+(`vd.render.render(..., depth_mode="median")`) comes from the torch backend, on CUDA too.
+
 gsplat's wheel is pure Python: its CUDA kernels are either a prebuilt `gsplat.csrc` module or
 compiled by torch's JIT (nvcc, minutes) on the first render. `gsplat_kernels()` finds them without
 building anything; `--render-backend auto` uses gsplat only when they exist (`vd doctor` says how to

@@ -9,7 +9,13 @@ It follows gsplat 1.5's classic pinhole model so the two backends agree:
 - alpha = min(0.999, o·exp(−σ)), skipped below 1/255, front-to-back compositing that stops
   when the transmittance would fall to 1e-4;
 - colours from SH (+0.5, clamped at 0) with view directions from the camera centre;
-- "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ.
+- "RGB+ED": expected depth = Σ wᵢ zᵢ / Σ wᵢ;
+- optionally a median depth: take the first Gaussian along the ray at which the transmittance falls to
+  0.5 or below (accumulated alpha reaches 0.5), and the depth where the pixel's ray passes through it
+  (where its density along the ray peaks: on its plane for a flat one); 0 where alpha never reaches 0.5.
+  Front-to-back compositing pulls the expected depth toward the camera wherever Gaussians overlap in
+  depth, and a Gaussian's centre depth is off a tilted surface away from the centre; the median depth
+  sits on the surface that makes the pixel opaque.
 
 The rasteriser assigns Gaussians to tiles (8×8 px by default), sorts the (tile, depth) pairs
 once, groups tiles of similar list length into padded blocks [tiles, pixels-per-tile, L], gets σ
@@ -29,6 +35,10 @@ from vd.geometry import quat_to_rotmat_torch
 from vd.render.quats import unit_quats
 from vd.render.sh import eval_sh
 from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
+
+MEDIAN_T = 0.5  # the median depth is that of the Gaussian at which the transmittance falls to this
+DEPTH_MODES = ("expected", "median")
+FLAT, ROUND = 0.25, 0.75  # smallest/largest scale at or below which a Gaussian counts as flat, at or above round
 
 
 def ewa_covariance_2d(tx, ty, tz, cam_cov, fx, fy, cx, cy, width: int, height: int, eps2d: float):
@@ -226,12 +236,15 @@ def rasterize(
     tile: int = 8,
     block_elems: int = 1 << 22,
     keep_elems: int = 1 << 25,
+    median: bool = False,
 ):
-    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W]).
+    """Composite N projected Gaussians front to back; returns (feats [H,W,F], alpha [H,W], median_id).
 
     block_elems bounds the padded [tiles, L, pixels] block size; when gradients are needed the
     compositing state of the first keep_elems elements (12 bytes each) is kept for the backward
-    pass instead of being recomputed.
+    pass instead of being recomputed. median=True: median_id [H,W] (long) is the index of the first
+    Gaussian in each pixel's list at which the transmittance falls to MEDIAN_T (-1 where it never
+    does); None otherwise.
     """
     dev, dt = means2d.device, means2d.dtype
     F = feats.shape[1]
@@ -241,6 +254,7 @@ def rasterize(
     B = tile * tile
     tile_id, gid = _tile_pairs(means2d.detach(), radii, depths.detach(), tile, tw, th)
     out = torch.zeros(T, B, F + 1, dtype=dt, device=dev)
+    med_img = torch.full((T, B), -1, dtype=torch.long, device=dev)
     if gid.numel() == 0:
         img = out
     else:
@@ -254,7 +268,7 @@ def rasterize(
         tiles = (counts > 0).nonzero().squeeze(1)
         tiles = tiles[torch.argsort(counts[tiles], stable=True)]
         tcounts = counts[tiles].tolist()
-        results, ids = [], []
+        results, ids, medians = [], [], []
         i = 0
         kept = 0
         nt = len(tcounts)
@@ -292,12 +306,72 @@ def rasterize(
             keep = kept + n_el <= keep_elems
             kept += n_el if keep else 0
             results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t, keep))
+            if median:
+                medians.append(_median_of_block(coef_t, G[..., 5], g, basis_t))
             ids.append(blk)
             i = j
         img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0).transpose(1, 2))
+        if median:
+            med_img = med_img.index_copy(0, torch.cat(ids), torch.cat(medians, 0))
     img = img.reshape(th, tw, tile, tile, F + 1).permute(0, 2, 1, 3, 4).reshape(th * tile, tw * tile, F + 1)
     img = img[:height, :width]
-    return img[..., :F], img[..., F]
+    median_id = None
+    if median:
+        median_id = med_img.reshape(th, tw, tile, tile).permute(0, 2, 1, 3).reshape(th * tile, tw * tile)
+        median_id = median_id[:height, :width]
+    return img[..., :F], img[..., F], median_id
+
+
+def _median_of_block(coef_t: Tensor, op: Tensor, ids: Tensor, basis_t: Tensor) -> Tensor:
+    """[t,B]: the Gaussian id (from `ids` [t,L]) of the first Gaussian in each pixel's list where the
+    transmittance falls to MEDIAN_T (-1 where it never does). The transmittance is recomputed."""
+    with torch.no_grad():
+        t_incl = _composite_fwd(coef_t.detach(), op.detach(), basis_t)[3]
+        # after the early-termination cut t_incl is 0: those count as reached, which is right, since the
+        # cut needs the transmittance below T_MIN and so falls after the median
+        reached = t_incl <= MEDIAN_T
+        hit = reached.any(dim=2)
+        first = reached.to(torch.uint8).argmax(dim=2)  # argmax gives the first maximum
+    chosen = torch.gather(ids, 1, first)
+    return torch.where(hit, chosen, torch.full_like(chosen, -1))
+
+
+def ray_hit_depth(g: Gaussians, ids: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
+    """[H,W] z-depth where each pixel's ray (through its centre) passes closest to the centre of Gaussian
+    ids[v,u] in its own metric, i.e. where that Gaussian's density along the ray peaks:
+    z = dᵀΣ⁻¹μ / dᵀΣ⁻¹d with μ, Σ in camera space and d = ((u+0.5−cx)/fx, (v+0.5−cy)/fy, 1), held within
+    3 of its largest sigmas of its centre's depth. For a flat Gaussian (smallest/largest scale <= FLAT) this
+    is where the ray meets its plane, so a tilted surface of splats gives a continuous depth instead of steps
+    at each splat's centre; a round one (>= ROUND) gives its centre's depth, linear in between. 0 where ids
+    is -1; float64 inside (flat Gaussians make Σ⁻¹ ill-conditioned)."""
+    H, W = ids.shape
+    out = torch.zeros(H, W, dtype=g.means.dtype, device=g.means.device)
+    v, u = (ids >= 0).nonzero(as_tuple=True)
+    if v.numel() == 0:
+        return out
+    sel = ids[v, u]
+    d64 = torch.float64
+    R, t = viewmat[:3, :3].to(d64), viewmat[:3, 3].to(d64)
+    mu = g.means[sel].to(d64) @ R.T + t
+    Rg = R @ quat_to_rotmat_torch(unit_quats(g.quats[sel]).to(d64))  # [P,3,3] axes in camera space
+    inv_s2 = torch.exp(-2 * g.log_scales[sel].to(d64))  # [P,3]
+    Kd = K.to(d64)
+    d = torch.stack(
+        [(u.to(d64) + 0.5 - Kd[0, 2]) / Kd[0, 0], (v.to(d64) + 0.5 - Kd[1, 2]) / Kd[1, 1], torch.ones_like(mu[:, 0])],
+        -1,
+    )
+    # Σ⁻¹ = Rg diag(1/s²) Rgᵀ: work in the Gaussian's axes
+    dl = (Rg.transpose(1, 2) @ d[..., None])[..., 0]
+    ml = (Rg.transpose(1, 2) @ mu[..., None])[..., 0]
+    z = (dl * inv_s2 * ml).sum(-1) / (dl * inv_s2 * dl).sum(-1).clamp_min(1e-30)
+    s = torch.exp(g.log_scales[sel].to(d64))
+    reach = 3.0 * s.amax(-1)  # stay within the Gaussian
+    z = torch.minimum(torch.maximum(z, mu[:, 2] - reach), mu[:, 2] + reach)
+    # the peak is a surface point only on a flat Gaussian; on a round one it slides with the ray's angle, and
+    # the centre's depth is the steadier estimate: blend by flatness (smallest/largest scale)
+    flat = ((ROUND - s.amin(-1) / s.amax(-1)) / (ROUND - FLAT)).clamp(0, 1)
+    z = mu[:, 2] + flat * (z - mu[:, 2])
+    return out.index_put((v, u), z.to(out.dtype))
 
 
 def render_torch(
@@ -312,8 +386,12 @@ def render_torch(
     eps2d: float = 0.3,
     tile: int = 8,
     block_elems: int = 1 << 22,
+    depth_mode: str = "expected",
 ):
-    """Render each camera; returns rgb [C,H,W,3], expected depth [C,H,W], alpha [C,H,W]."""
+    """Render each camera; returns rgb [C,H,W,3], depth [C,H,W] (expected, or median with
+    depth_mode="median"), alpha [C,H,W]."""
+    if depth_mode not in DEPTH_MODES:
+        raise ValueError(f"depth_mode must be one of {DEPTH_MODES}, got {depth_mode!r}")
     covars = covariances(g)
     opac = torch.sigmoid(g.opacity_logits)
     rgbs, deps, alphas = [], [], []
@@ -328,10 +406,23 @@ def render_torch(
         else:
             colors = eval_sh(g.sh, None)
         feats = torch.cat([colors, depths[:, None]], dim=-1)
-        img, alpha = rasterize(
-            means2d, conics, opac, feats, radii, depths, width, height, tile=tile, block_elems=block_elems
+        img, alpha, median_id = rasterize(
+            means2d,
+            conics,
+            opac,
+            feats,
+            radii,
+            depths,
+            width,
+            height,
+            tile=tile,
+            block_elems=block_elems,
+            median=depth_mode == "median",
         )
         rgbs.append(img[..., :3])
-        deps.append(img[..., 3] / alpha.clamp_min(1e-10))
+        if median_id is None:
+            deps.append(img[..., 3] / alpha.clamp_min(1e-10))
+        else:
+            deps.append(ray_hit_depth(g, median_id, vm, Ks[c]))
         alphas.append(alpha)
     return torch.stack(rgbs), torch.stack(deps), torch.stack(alphas)
