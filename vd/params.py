@@ -300,7 +300,7 @@ class CoarseParams:
         "they were placed; 0 = photometric only).",
     )
     alpha_weight: float = param(
-        10.0,
+        3.0,
         "Weight of the coverage term in the optimisation: how far each view's supervised pixels' alpha falls "
         "below 0.99, averaged (no pinholes where the photo has a surface; 0 = off).",
     )
