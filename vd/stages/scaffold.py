@@ -21,7 +21,8 @@
    them), their colours solved so that the overlapping Gaussians reproduce the images
    (`vd.train.fit_colours`), optimised together for `init_iters` iterations against the images
    and, weighted by `depth_weight`, against the depth they were placed at (so the photometric
-   loss cannot slide them along their rays), and their colours solved again.
+   loss cannot slide them along their rays) and, weighted by `alpha_weight`, against any pixel's
+   alpha falling below 0.99 (`vd.train.coverage_loss`: no pinholes), and their colours solved again.
 5. A hidden layer (`hidden_background`): the farther surface continued a few pixels under the
    near side of every depth jump, just behind the surface it continues, so that it cannot show at
    the input view. A camera that moves uncovers strips behind every edge and magnifies the near
