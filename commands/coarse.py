@@ -63,6 +63,7 @@ def coarse(
     init_iters: Optional[int] = _coarse("init_iters", _OPT),
     view_iters: Optional[int] = _coarse("view_iters", _OPT),
     depth_weight: Optional[float] = _coarse("depth_weight", _OPT),
+    alpha_weight: Optional[float] = _coarse("alpha_weight", _OPT),
     depth_backend: str = _run("depth_backend"),
     depth_model: str = _run("depth_model"),
     inpaint_backend: str = _run("inpaint_backend"),
@@ -111,6 +112,7 @@ def coarse(
             refine_tolerance=refine_tolerance,
             edge_times=edge_times,
             depth_weight=depth_weight,
+            alpha_weight=alpha_weight,
         )
     )
     options = RunOptions(

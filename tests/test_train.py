@@ -209,7 +209,7 @@ def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_vi
         if whole:
             monkeypatch.setattr(train, "reach_window", lambda *a, **kw: None)
         h = g.clone()
-        rep = optimise(h, views, 12, trainable=trainable, depth_weight=1.0, seed=3, backend=backend)
+        rep = optimise(h, views, 12, trainable=trainable, depth_weight=1.0, alpha_weight=10.0, seed=3, backend=backend)
         fit_colours(h, views, 3, trainable=trainable, backend=backend)
         runs.append((h.to("cpu"), rep))
     g = g.to("cpu")
@@ -321,3 +321,35 @@ def test_fit_colours_iterations_wait_for_the_device_nowhere(monkeypatch):
     reads, _ = _reads_per_iteration(monkeypatch, lambda: fit_colours(g, views, 3, trainable=trainable))
     assert len(reads.per_iteration) == 2 + 3 * 2  # the weights of each target, then 3 iterations x 2 targets
     assert all(found == [] for found in reads.per_iteration), reads.per_iteration
+
+
+def test_the_coverage_term_keeps_the_supervised_pixels_opaque():
+    """A texture finer than the Gaussians: the photometric loss alone slides the lifted Gaussians
+    apart by fractions of a pixel and opens pinholes at the very view it fits (as on the real
+    photo of bench/quality); the coverage term keeps every supervised pixel's alpha at the floor."""
+    from vd.train import COVERAGE_FLOOR, coverage_loss
+
+    rng = np.random.default_rng(0)
+    k = np.array([[400.0, 0, W / 2], [0, 400.0, H / 2], [0, 0, 1]], np.float32)  # 5 mm a pixel at 2 m
+    texture = rng.random((H, W, 3)).astype(np.float32)
+    depth = np.full((H, W), 2.0, np.float32)
+    lifted = gaussians_from_rgbd(texture, depth, k, opacity=0.99, footprint=0.7)  # as the scaffold lifts
+    view = TrainView(texture, None, k, np.eye(4, dtype=np.float32), depth=depth)
+    alphas = {}
+    for weight in (0.0, 10.0):
+        g = lifted.clone()
+        rep = optimise(g, [view], 30, seed=0, depth_weight=1.0, alpha_weight=weight)
+        assert ("alpha" in rep.log[-1]) == (weight > 0)
+        alphas[weight] = render(g, torch.eye(4), torch.from_numpy(k), W, H).alpha[0]
+    assert float((alphas[0.0] < 0.98).float().mean()) > 0.05  # the fault: pinholes
+    assert float((alphas[10.0] < 0.98).float().mean()) == 0.0
+    # the term: the mean shortfall below the floor, over the supervised pixels only
+    a = torch.ones(H, W)
+    mask = torch.ones(H, W, dtype=torch.bool)
+    mask[:, : W // 4] = False
+    a[:, : W // 4] = 0.0  # unsupervised
+    assert float(coverage_loss(a, mask)) == 0.0
+    a[0, W - 1] = 0.5
+    a[1, W - 1] = COVERAGE_FLOOR + 0.005  # above the floor: no loss
+    assert abs(float(coverage_loss(a, mask)) - (COVERAGE_FLOOR - 0.5) / int(mask.sum())) < 1e-7
+    assert abs(float(coverage_loss(a, None)) - (COVERAGE_FLOOR - 0.5 + COVERAGE_FLOOR * H * (W // 4)) / (H * W)) < 1e-6

@@ -299,6 +299,11 @@ class CoarseParams:
         "Weight of the depth error in the optimisation (keeps Gaussians at the depth "
         "they were placed; 0 = photometric only).",
     )
+    alpha_weight: float = param(
+        3.0,
+        "Weight of the coverage term in the optimisation: how far each view's supervised pixels' alpha falls "
+        "below 0.99, averaged (no pinholes where the photo has a surface; 0 = off).",
+    )
 
     def resolved(self, device: str) -> CoarseParams:
         """These parameters with the optimisation iterations decided: the upstream counts on CUDA,
@@ -343,6 +348,7 @@ class CoarseParams:
         require(self.refine_tolerance >= 0, f"the refine tolerance must be 0 or more, got {self.refine_tolerance}")
         require(self.edge_times > 0, f"the depth-edge threshold must be positive, got {self.edge_times}")
         require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
+        require(self.alpha_weight >= 0, f"--alpha-weight must be 0 or more, got {self.alpha_weight:g}")
         lo_hi = tuple(self.radius_percentiles)
         require(
             len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,

@@ -9,8 +9,12 @@ optimiser of vd (scaffold, coarse views, fine and refine all train through `opti
   masked L1 over the supervised pixels + λ·(1 − SSIM) over the same pixels (`vd.ssim.masked_ssim`),
   plus, for views that carry a depth target, ``depth_weight`` · the mean relative depth error
   |d_render − d| / d over the view's ``depth_mask`` (a photometric loss alone lets Gaussians
-  slide along their rays: the depth term keeps the geometry the depth map gave), plus a caller's
-  weighted ``terms`` on the whole-view render (`vd refine`'s depth and normal priors).
+  slide along their rays: the depth term keeps the geometry the depth map gave), plus
+  ``alpha_weight`` · the mean shortfall of the accumulated alpha below COVERAGE_FLOOR over the
+  supervised pixels (`coverage_loss`: a photo has no see-through pixels, but to fit a texture
+  finer than the Gaussians the photometric loss slides them apart by fractions of a pixel and
+  opens gaps, pinholes, that nothing else penalises), plus a caller's weighted ``terms`` on the
+  whole-view render (`vd refine`'s depth and normal priors).
 - ``trainable``: a bool mask over the Gaussians; only those are optimised, the others are
   constants (no gradient, no Adam state). The trained values are written back into ``g`` in place.
   Each view is then rendered only over the window the trainable Gaussians can reach
@@ -53,6 +57,11 @@ _FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh")
 LOG_EVERY = 10  # iterations between two reads of the losses (each read waits for the device)
 SPLIT_SHRINK = 1.6  # a split Gaussian's children have its scales / 1.6 (3DGS)
 _FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
+# the accumulated alpha the coverage term asks of a supervised pixel: a lifted Gaussian's own opacity
+# (vd.stages.scaffold.LIFT_OPACITY). Pixels at or above it get no gradient from the term, so a covered
+# surface is left to the photometric loss (a mean of 1 − alpha, pushing every pixel to 1, cost the real
+# photo's input view 0.2 dB at weight 3 in bench/quality, this floor 0.04 dB)
+COVERAGE_FLOOR = 0.99
 
 
 @dataclass
@@ -285,6 +294,15 @@ def view_loss(pred: Tensor, target: Tensor, mask: Tensor | None, ssim_lambda: fl
     return loss
 
 
+def coverage_loss(alpha: Tensor, mask: Tensor | None, floor: float = COVERAGE_FLOOR) -> Tensor:
+    """Mean max(0, floor − alpha) over the pixels in `mask` (None: all): how far the supervised
+    pixels' accumulated alpha falls below `floor`; 0 when none does."""
+    gap = (floor - alpha).clamp_min(0.0)
+    if mask is None:
+        return gap.mean()
+    return torch.where(mask, gap, torch.zeros((), dtype=gap.dtype, device=gap.device)).sum() / mask.sum().clamp_min(1)
+
+
 def depth_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean relative error |pred − target| / target over `mask` (0 when the mask is empty)."""
     rel = torch.where(mask, (pred - target).abs() / target, torch.zeros((), dtype=pred.dtype, device=pred.device))
@@ -300,6 +318,7 @@ def optimise(
     lrs: dict | None = None,
     ssim_lambda: float = 0.2,
     depth_weight: float = 0.0,
+    alpha_weight: float = 0.0,
     terms: LossTerms | None = None,
     densify: Densify | None = None,
     seed: int = 0,
@@ -340,8 +359,13 @@ def optimise(
         if unknown:
             raise ValueError(f"unknown learning-rate keys {sorted(unknown)}; known: {sorted(lr)}")
         lr.update(lrs)
-    names = ["rgb"] + (["depth"] if depth_weight else [])
-    weights = {"rgb": 1.0, "depth": float(depth_weight), **(terms.weights if terms is not None else {})}
+    names = ["rgb"] + (["depth"] if depth_weight else []) + (["alpha"] if alpha_weight else [])
+    weights = {
+        "rgb": 1.0,
+        "depth": float(depth_weight),
+        "alpha": float(alpha_weight),
+        **(terms.weights if terms is not None else {}),
+    }
     for extra in terms.weights if terms is not None else {}:
         if extra in names:
             raise ValueError(f"the loss term {extra!r} is vd.train's own")
@@ -387,11 +411,15 @@ def optimise(
             cur = Gaussians(**adam.params)
         else:
             cur = Gaussians(**{k: base[k].index_put((idx,), adam.params[k]) for k in _FIELDS})
-        parts = _loss_terms(cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms)
+        parts = _loss_terms(
+            cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
+        )
         loss = _weighted(parts, weights)
         if it == iters - 1 and windows[vi] is not None:  # a window's loss leaves out constants: the whole one
             with torch.no_grad():
-                whole = _loss_terms(cur, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms)
+                whole = _loss_terms(
+                    cur, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
+                )
                 rep.final_loss = float(_weighted(whole, weights))
         adam.step(loss)
         means_grad = adam.params["means"].grad
@@ -480,10 +508,18 @@ def _weighted(parts: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
 
 
 def _loss_terms(
-    g: Gaussians, view: DeviceView, window, backend: str, ssim_lambda: float, with_depth: bool, terms: LossTerms | None
+    g: Gaussians,
+    view: DeviceView,
+    window,
+    backend: str,
+    ssim_lambda: float,
+    with_depth: bool,
+    terms: LossTerms | None,
+    with_alpha: bool = False,
 ) -> dict[str, Tensor]:
     """One view's unweighted loss terms: "rgb" (`view_loss`), "depth" (the relative depth error,
-    when `with_depth` and the view has a depth target) and the `terms`' own, over the whole view;
+    when `with_depth` and the view has a depth target), "alpha" (`coverage_loss`, when
+    `with_alpha`) and the `terms`' own, over the whole view;
     or, over a `window`, each term's sum over its pixels divided by the whole view's counts (the
     same gradient when nothing outside the window can change). No read of the device."""
     if window is None:
@@ -491,6 +527,8 @@ def _loss_terms(
         parts = {"rgb": view_loss(out.rgb[0], view.rgb, view.mask, ssim_lambda)}
         if with_depth and view.depth is not None and view.depth_mask is not None:
             parts["depth"] = depth_loss(out.depth[0], view.depth, view.depth_mask)
+        if with_alpha:
+            parts["alpha"] = coverage_loss(out.alpha[0], view.mask)
         if terms is not None:
             parts.update(terms(out, view))
         return parts
@@ -511,6 +549,8 @@ def _loss_terms(
         mixed = torch.where(m[..., None], pred.clamp(0, 1), target)
         rgb = rgb + ssim_lambda * (1.0 - torch.where(m, ssim_map(mixed, target), none).sum() / n)
     parts = {"rgb": rgb}
+    if with_alpha:
+        parts["alpha"] = torch.where(m, (COVERAGE_FLOOR - out.alpha[0]).clamp_min(0.0), none).sum() / n
     if with_depth and view.depth is not None and view.depth_mask is not None and view.n_depth:
         d, dm = view.depth[win], view.depth_mask[win]
         parts["depth"] = torch.where(dm, (out.depth[0] - d).abs() / d, none).sum() / view.n_depth
@@ -585,6 +625,7 @@ def fit_colours(
 
 
 __all__ = [
+    "COVERAGE_FLOOR",
     "DEFAULT_LRS",
     "LOG_EVERY",
     "Densify",
@@ -593,6 +634,7 @@ __all__ = [
     "LossTerms",
     "TrainReport",
     "TrainView",
+    "coverage_loss",
     "depth_loss",
     "fit_colours",
     "masked_l1",

@@ -317,7 +317,14 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
     targets = [v.train_view(ctx.device, depth=dw > 0) for v in views + [view]]
     fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     rep = optimise(
-        g2, targets, int(ctx.view_iters), trainable=trainable, seed=seed, backend=ctx.render_backend, depth_weight=dw
+        g2,
+        targets,
+        int(ctx.view_iters),
+        trainable=trainable,
+        seed=seed,
+        backend=ctx.render_backend,
+        depth_weight=dw,
+        alpha_weight=float(ctx.p.alpha_weight),
     )
     fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     return g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device)), float(rep.final_loss)

@@ -21,7 +21,8 @@
    them), their colours solved so that the overlapping Gaussians reproduce the images
    (`vd.train.fit_colours`), optimised together for `init_iters` iterations against the images
    and, weighted by `depth_weight`, against the depth they were placed at (so the photometric
-   loss cannot slide them along their rays), and their colours solved again.
+   loss cannot slide them along their rays) and, weighted by `alpha_weight`, against any pixel's
+   alpha falling below 0.99 (`vd.train.coverage_loss`: no pinholes), and their colours solved again.
 5. A hidden layer (`hidden_background`): the farther surface continued a few pixels under the
    near side of every depth jump, just behind the surface it continues, so that it cannot show at
    the input view. A camera that moves uncovers strips behind every edge and magnifies the near
@@ -175,6 +176,7 @@ def run_scaffold(
             image_plan=img.plan,
             edge_times=p.edge_times,
             depth_weight=p.depth_weight,
+            alpha_weight=p.alpha_weight,
         )
         meta = {"counts": s.counts, "hidden": s.hidden, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
@@ -227,6 +229,7 @@ def build_scaffold(
     image_plan=None,
     edge_times: float = 0.05,
     depth_weight: float = 0.0,
+    alpha_weight: float = 0.0,
 ) -> ScaffoldResult:
     """Compute the scaffold from an RGB uint8 [H, W, 3] image (see the module docstring)."""
     import torch
@@ -295,7 +298,15 @@ def build_scaffold(
     torch.manual_seed(int(seed))
     targets = [v.train_view(device, depth=depth_weight > 0) for v in views]
     fit_colours(g, targets, COLOUR_FIT_ITERS, backend=render_backend)
-    rep = optimise(g, targets, int(init_iters), seed=int(seed), backend=render_backend, depth_weight=depth_weight)
+    rep = optimise(
+        g,
+        targets,
+        int(init_iters),
+        seed=int(seed),
+        backend=render_backend,
+        depth_weight=depth_weight,
+        alpha_weight=alpha_weight,
+    )
     hidden = hidden_background(canvas, depth_c, edges_c, valid_c, K_c)
     visible = torch.ones(len(g) + len(hidden), dtype=torch.bool, device=g.means.device)
     visible[len(g) :] = False
