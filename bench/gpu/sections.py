@@ -366,7 +366,16 @@ def random_flux_cli(parts):
                       paths={k: "random" for k in ("transformer", "ae", "txt", "vec")})
         return dev, (lambda: denoisers.FluxDenoiser(backend=backend)), "flux-fill"
 
-    swaps = [(real_get, get_backend), (real_choose, choose)]
+    import vd.commands.common as common
+
+    real_first = common.require_weights_first
+
+    def weights_first(images, depth_backend, inpaint_backend, fetch, quant=None, **kw):
+        # the random model needs no weight files: check the depth model's only
+        return real_first(images, depth_backend, "telea" if inpaint_backend == "flux-fill" else inpaint_backend,
+                          fetch, quant, **kw)
+
+    swaps = [(real_get, get_backend), (real_choose, choose), (real_first, weights_first)]
     undo = _swap_everywhere(swaps)
     try:
         yield
