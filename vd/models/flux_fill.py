@@ -213,7 +213,6 @@ class FluxFillInpaint(InpaintBackend):
         return self._load()
 
     def inpaint(self, rgb, mask, seed: int = 0) -> np.ndarray:
-
         rgb, mask = check_inputs(rgb, mask)
         if not mask.any():
             return rgb.copy()
