@@ -77,6 +77,14 @@ def depth_key(image: LoadedImage, backend: DepthBackend, *, dtype: str = "float3
     )
 
 
+def depth_backend_for(loaded: LoadedImage, backend, **options) -> DepthBackend:
+    """`backend` itself when it is a built DepthBackend, else the one its name picks for this image
+    (`vd.models.choose.get_depth_backend` options: focal, fov, device, auto_fetch, intrinsics, model, licence)."""
+    if isinstance(backend, DepthBackend):
+        return backend
+    return get_depth_backend(backend, image_path=loaded.path, **options)
+
+
 def run_depth(
     image,
     *,
@@ -97,20 +105,17 @@ def run_depth(
     from vd.models import memory
 
     loaded = image if isinstance(image, LoadedImage) else load_image(image, max_resolution=max_resolution)
-    if isinstance(backend, DepthBackend):
-        be = backend
-    else:
-        be = get_depth_backend(
-            backend,
-            image_path=loaded.path,
-            focal=focal,
-            fov=fov,
-            device=device,
-            auto_fetch=auto_fetch,
-            intrinsics=intrinsics,
-            model=model,
-            licence=licence,
-        )
+    be = depth_backend_for(
+        loaded,
+        backend,
+        focal=focal,
+        fov=fov,
+        device=device,
+        auto_fetch=auto_fetch,
+        intrinsics=intrinsics,
+        model=model,
+        licence=licence,
+    )
     cache = cache or Cache.open()
     key = depth_key(loaded, be)
 
@@ -226,9 +231,9 @@ def depth_one(
     from vd.image import load_image
 
     loaded = load_image(image, max_resolution=max_resolution)
-    be = get_depth_backend(
+    be = depth_backend_for(
+        loaded,
         backend,
-        image_path=loaded.path,
         focal=focal,
         fov=fov,
         device=device,
