@@ -299,16 +299,14 @@ def place(
     device,
     *,
     requested: str = "auto",
-    budget: Optional[int] = None,
     flux: bool = True,
     depth: bool = False,
-    work_pixels: int = DEFAULT_WORK_PIXELS,
     variants: Sequence[str] = ("bf16",),
-    offer: Sequence[str] = (),
     depth_model: str = "vitl",
-    have: Sequence[str] = (),
+    **plan_options,
 ) -> Placement:
-    """`plan` with the free memory of `device`; on a CPU device everything stays on the CPU."""
+    """`plan` with the free memory of `device` (`plan_options`: budget, work_pixels, offer, have); on a
+    CPU device everything stays on the CPU."""
     cuda = str(device).startswith("cuda")
     if cuda:
         import torch
@@ -331,15 +329,12 @@ def place(
         free,
         total,
         allocated=allocated,
-        budget=budget,
         requested=requested,
         flux=flux,
         depth=depth,
-        work_pixels=work_pixels,
         variants=variants,
-        offer=offer,
         depth_model=depth_model,
-        have=have,
+        **plan_options,
     )
 
 
