@@ -1,9 +1,11 @@
 """Tiny random FLUX.1-Fill transformers written as real GGUF files (gguf.GGUFWriter), for tests.
 
-Layout as published files have it: 2-D linear weights quantised (Q8_0 by gguf-py's own quantiser;
-Q4_K and Q5_K by `kquant` below, as gguf-py only dequantises those), 1-D tensors (biases, norm
-scales) in F32, and a 2-D weight whose rows are not whole quant blocks in F16. The model is 256
-wide (2 heads of 128) so that its rows are whole 256-value K-quant super-blocks.
+Tensor types as the published files have them (`vd.models.flux_gguf.published_tensor_type`): the
+blocks' linear weights quantised (Q8_0 by gguf-py's own quantiser; Q4_K and Q5_K by `kquant` below, as
+gguf-py only dequantises those), 1-D tensors (biases, norm scales) in F32, the input and output
+projections kept F32 (x_embedder = img_in with Fill's 384 inputs, proj_out, the embedders' first
+layers) and the other embedder layers F16. The model is 256 wide (2 heads of 128) so that its rows are
+whole 256-value K-quant super-blocks.
 
 Keys are in the diffusers layout: diffusers' conversion of the BFL layout (`double_blocks.N...`)
 splits the fused single-block weights with the real model's sizes (3072 wide), so a tiny BFL file
@@ -74,25 +76,41 @@ def quantise(w: np.ndarray, qtype) -> np.ndarray:
     return kquant(w, 4 if qtype == T.Q4_K else 5)
 
 
+# diffusers name -> BFL name of the modules whose published type is not the file's quant type
+BFL_NAME = {
+    "x_embedder": "img_in",
+    "context_embedder": "txt_in",
+    "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+    "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+    "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+    "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+    "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+    "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+    "norm_out.linear": "final_layer.adaLN_modulation.1",
+    "proj_out": "final_layer.linear",
+}
+QUANT_NAME = {"Q8_0": "q8_0", "Q5_K": "q5_k", "Q4_K": "q4_k"}
+
+
 def write_gguf(path: Path, state: dict, qtype) -> dict:
-    """Write a state dict (name -> torch tensor) to a GGUF file, quantising what a real file quantises.
-    Returns name -> GGML type written."""
+    """Write a diffusers-keyed state dict (name -> torch tensor) to a GGUF file with the tensor types
+    the published files give the same tensors. Returns name -> GGML type written."""
     import gguf
 
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    from vd.models.flux_gguf import published_tensor_type
+
     w = gguf.GGUFWriter(str(path), arch="flux")
     types = {}
     for name, t in state.items():
         a = t.detach().float().numpy()
-        if a.ndim == 2 and a.shape[-1] % block == 0:
+        module, param = name.rsplit(".", 1)
+        bfl = f"{BFL_NAME.get(module, 'double_blocks.0.img_mlp.0')}.{param}"  # any block weight stands for the rest
+        kind = gguf.GGMLQuantizationType[published_tensor_type(bfl, a.shape, QUANT_NAME[qtype.name])]
+        if kind == qtype:
             w.add_tensor(name, quantise(a, qtype), raw_dtype=qtype)
-            types[name] = qtype
-        elif a.ndim == 1:
-            w.add_tensor(name, a.astype(np.float32))
-            types[name] = gguf.GGMLQuantizationType.F32
         else:
-            w.add_tensor(name, a.astype(np.float16))
-            types[name] = gguf.GGMLQuantizationType.F16
+            w.add_tensor(name, a.astype(np.float32 if kind == gguf.GGMLQuantizationType.F32 else np.float16))
+        types[name] = kind
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

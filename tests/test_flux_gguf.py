@@ -3,7 +3,8 @@ files and loaded through the production loader, the full-size BFL layout on the 
 with quantised weights, the registry and the `vd fetch` sentence of missing weights.
 
 Measured velocity error of the tiny model against its unquantised self (relative L2, fp32 compute on
-the CPU, seed 0): Q8_0 0.50 %, Q5_K 3.1 %, Q4_K 6.1 %; the bounds below leave about 2x of room.
+the CPU, seed 0), with the published files' tensor types (the input/output projections and embedders
+unquantised): Q8_0 0.027 %, Q5_K 0.21 %, Q4_K 0.43 %; the bounds below leave about 2x of room.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gguf import GGMLQuantizationType as T  # noqa: E402
 from vd.models import flux_fill as F  # noqa: E402
 from vd.models import flux_gguf as G  # noqa: E402
 
-REL_TOL = {T.Q8_0: 0.012, T.Q5_K: 0.07, T.Q4_K: 0.13}
+REL_TOL = {T.Q8_0: 0.0006, T.Q5_K: 0.005, T.Q4_K: 0.009}
 QUANT_OF = {"q8_0": T.Q8_0, "q5_k": T.Q5_K, "q4_k": T.Q4_K}
 
 
@@ -71,10 +72,13 @@ def test_gguf_file_loads_quantised_and_agrees_with_the_unquantised_model(tiny_q,
     assert set(quantised) == written and len(written) >= 20  # every weight written quantised stays quantised
     assert {m.weight.quant_type for m in quantised.values()} == {qtype}
     assert all(m.weight.dtype == torch.uint8 for m in quantised.values())
-    # img_in's 384 inputs are whole Q8_0 blocks (32) but not K-quant super-blocks (256): F16 in the
-    # K files, read into fp32 like the F32 biases and norms
-    want_dtype = torch.uint8 if qtype == T.Q8_0 else torch.float32
-    assert tr.x_embedder.weight.dtype == want_dtype and tr.x_embedder.bias.dtype == torch.float32
+    # the published files keep img_in (Fill's 384 inputs) and the other projections in F32/F16 whatever
+    # the quant: read as plain fp32 tensors like the F32 biases and norms
+    assert t["types"]["x_embedder.weight"] == gguf.GGMLQuantizationType.F32
+    assert t["types"]["context_embedder.weight"] == gguf.GGMLQuantizationType.F16
+    for m in (tr.x_embedder, tr.context_embedder, tr.proj_out):
+        assert not isinstance(m.weight, GGUFParameter) and m.weight.dtype == torch.float32
+    assert tr.x_embedder.in_features == 384 and tr.x_embedder.bias.dtype == torch.float32
     # diffusers' dequantisation of what it read equals gguf-py's own (an independent implementation)
     reader = {x.name: x for x in gguf.GGUFReader(str(t["gguf"])).tensors}
     name, mod = next(iter(quantised.items()))
@@ -91,9 +95,11 @@ def test_gguf_file_loads_quantised_and_agrees_with_the_unquantised_model(tiny_q,
     assert rel > 1e-5  # it really ran on quantised weights
 
 
-def test_full_size_bfl_layout_converts_with_quant_types_intact():
-    """The published files' BFL keys at the real size (on the meta device: no 12 B allocation):
-    diffusers' conversion keeps every linear weight a GGUFParameter of the file's quant type."""
+@pytest.mark.parametrize("quant", ["q8_0", "q5_k", "q4_k"])
+def test_full_size_bfl_layout_converts_with_quant_types_intact(quant):
+    """The published files' BFL keys and tensor types at the real size (on the meta device: no 12 B
+    allocation): diffusers' conversion keeps every block weight a GGUFParameter of the file's quant type,
+    and the projections the files keep in F32/F16 (img_in with Fill's 384 inputs, ...) plain tensors."""
     from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
     from diffusers.quantizers.gguf.utils import GGUFParameter
 
@@ -102,14 +108,19 @@ def test_full_size_bfl_layout_converts_with_quant_types_intact():
     cfg_dir = F.config_dir() / "transformer"
     cfg = json.loads((cfg_dir / "config.json").read_text())
     layout = G.bfl_layout(cfg)
-    block, size = gguf.GGML_QUANT_SIZES[T.Q4_K]
-    sd = {}
+    qtype = QUANT_OF[quant]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    plain = {"F32": torch.float32, "F16": torch.float16}
+    sd, kept = {}, set()
     for name, shape in layout.items():
-        if len(shape) == 2 and shape[1] % block == 0:
-            data = torch.empty(shape[0], shape[1] // block * size, dtype=torch.uint8, device="meta")
-            sd[name] = GGUFParameter(data, quant_type=T.Q4_K)
+        kind = G.published_tensor_type(name, shape, quant)
+        if kind in plain:
+            sd[name] = torch.empty(shape, dtype=plain[kind], device="meta")
+            kept.add(name)
         else:
-            sd[name] = torch.empty(shape, dtype=torch.float16, device="meta")
+            assert kind == qtype.name and shape[1] % block == 0, (name, kind)
+            data = torch.empty(shape[0], shape[1] // block * size, dtype=torch.uint8, device="meta")
+            sd[name] = GGUFParameter(data, quant_type=qtype)
     assert count_blocks(sd) == (cfg["num_layers"], cfg["num_single_layers"])  # what the loader checks first
     tr = FluxTransformer2DModel.from_single_file(
         sd,
@@ -121,14 +132,38 @@ def test_full_size_bfl_layout_converts_with_quant_types_intact():
     )
     n_params = sum(int(np.prod(s)) for s in layout.values())
     assert n_params == 11_902_391_360  # the layout is the whole FLUX.1-Fill-dev transformer
-    lin = _linears(tr)
-    k_rows = [m for _, m in lin if m.in_features % block == 0]
-    assert len(k_rows) == len(lin) - 1  # all but img_in (384 inputs: not whole 256-value super-blocks)
-    for m in k_rows:
-        assert isinstance(m.weight, GGUFParameter) and m.weight.quant_type == T.Q4_K
-        assert tuple(m.weight.quant_shape) == (m.out_features, m.in_features)
+    lin = dict(_linears(tr))
+    unquantised = {"x_embedder", "context_embedder", "proj_out", "norm_out.linear"} | {
+        f"time_text_embed.{e}.linear_{i}" for e in ("timestep_embedder", "guidance_embedder", "text_embedder")
+        for i in (1, 2)}
+    assert unquantised <= set(lin) and sum(len(s) == 2 for n, s in layout.items() if n in kept) == len(unquantised)
+    for name, m in lin.items():
+        if name in unquantised:
+            assert not isinstance(m.weight, GGUFParameter), name
+        else:
+            assert isinstance(m.weight, GGUFParameter) and m.weight.quant_type == qtype, name
+            assert tuple(m.weight.quant_shape) == (m.out_features, m.in_features)
+    assert lin["x_embedder"].in_features == 384  # Fill: 64 noisy + 64 masked-image latent + 256 mask channels
     # the largest offload unit of the estimates: a double block, 339,831,296 weights
     assert sum(int(np.prod(s)) for n, s in layout.items() if n.startswith("double_blocks.0.")) == 339_831_296
+
+
+def test_published_file_sizes_follow_from_the_layout_and_types():
+    """The BFL layout with the published tensor types, written as GGUF, is exactly the publisher's Q4_K_S
+    file (size in YarvixPA's LFS pointer): the key set, shapes and per-tensor types are those of the real
+    files. The same layout gives the other sizes the registry and the memory plan use."""
+    from vd.fetch.registry import model_spec
+
+    cfg = json.loads((F.config_dir() / "transformer" / "config.json").read_text())
+    q4 = model_spec("flux-fill-q4k").files[0]
+    assert q4.size == 6_809_920_800 and G.published_gguf_bytes(cfg, "q4_k") == q4.size
+    for quant, (model, _) in G.GGUF_FILES.items():
+        assert G.published_gguf_bytes(cfg, quant) == G.GGUF_TRANSFORMER_BYTES[quant]
+        assert model_spec(model).files[0].expected_bytes == G.GGUF_TRANSFORMER_BYTES[quant]
+    # the same rules give city96's FLUX.1-dev files (64 input channels), another publisher's LFS pointers
+    dev = dict(cfg, in_channels=64, out_channels=64)
+    assert G.published_gguf_bytes(dev, "q4_k") == 6_805_988_640  # city96/FLUX.1-dev-gguf commit 7e7853b
+    assert G.published_gguf_bytes(dev, "q5_k") == 8_285_267_232  # commit 0578fc2
 
 
 def test_model_and_sequential_offload_keep_gguf_weights(tiny_q):
@@ -153,8 +188,9 @@ def test_model_and_sequential_offload_keep_gguf_weights(tiny_q):
     assert {dict(tr.named_modules())[n].weight.device.type for n in names} == {"meta"}
     hw.drop()
     assert set(quant_types().values()) == {T.Q8_0}
-    assert all(isinstance(h, GGUFParameter) for sub, kind, key, h in hw.slots if key == "weight"
-               and isinstance(sub, torch.nn.Linear) and sub.in_features % 32 == 0)
+    host = {id(sub): h for sub, kind, key, h in hw.slots if key == "weight"}
+    mods = dict(tr.named_modules())
+    assert all(isinstance(host[id(mods[n])], GGUFParameter) for n in names)  # the host copies stay quantised
 
     # sequential offload: each unit uploads for its forward and drops after; the output is unchanged
     seq = SequentialOffload(transformer_units(tr), torch.device("cpu"))

@@ -29,10 +29,12 @@ GGUF_FILES = {
 }
 QUANT_PREFERENCE = ("bf16", "q8_0", "q5_k", "q4_k")  # best quality first: "auto" takes the first installed
 
-# Footprint facts for the memory plan. ESTIMATES from the published file sizes (GGUF_TRANSFORMER_BYTES)
-# and from the model's parameter counts times each format's bytes per weight (34 bytes per 32 for Q8_0,
-# 176 per 256 for Q5_K, 144 per 256 for Q4_K): not measured on a GPU yet.
-GGUF_TRANSFORMER_BYTES = {"q8_0": 12_700_000_000, "q5_k": 8_290_000_000, "q4_k": 6_810_000_000}
+# Footprint facts for the memory plan. ESTIMATES from the file sizes (GGUF_TRANSFORMER_BYTES) and from the
+# model's parameter counts times each format's bytes per weight (34 bytes per 32 for Q8_0, 176 per 256 for
+# Q5_K, 144 per 256 for Q4_K): not measured on a GPU yet. The file sizes are those of `published_gguf_bytes`:
+# the Q4_K_S one is the publisher's own (YarvixPA commit 8aee749), Q8_0 equals two mirrors' copies, Q5_K_S
+# is derived (docs/quantised-flux.md).
+GGUF_TRANSFORMER_BYTES = {"q8_0": 12_727_035_168, "q5_k": 8_289_199_392, "q4_k": 6_809_920_800}
 # the largest offload unit is a double-stream block (339,831,296 weights)
 GGUF_LARGEST_UNIT_BYTES = {"q8_0": 361_100_000, "q5_k": 233_700_000, "q4_k": 191_200_000}
 # a GGUFLinear dequantises its whole weight per call: the largest (3072 x 18432) as fp16 then bf16
@@ -185,6 +187,46 @@ def bfl_layout(config: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+# Tensors the published files keep unquantised (city96's ComfyUI-GGUF tools/lcpp.patch, which the
+# quantiser of YarvixPA's files applies): F32 for the first and last projections, F16 for the other embedders.
+_KEPT_F32 = ("img_in.", "time_in.in_layer.", "vector_in.in_layer.", "guidance_in.in_layer.", "final_layer.linear.")
+_KEPT_F16 = ("txt_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.")
+
+
+def published_tensor_type(name: str, shape: tuple[int, ...], quant: str) -> str:
+    """GGML type ("F32", "F16", "Q8_0", "Q5_K" or "Q4_K") of a BFL-named tensor in the published GGUF file of
+    `quant`: 1-D tensors and the _KEPT_F32 projections F32, the _KEPT_F16 ones F16, every other weight (the
+    blocks' linears, whose rows are whole 256-value super-blocks) quantised."""
+    if len(shape) == 1 or name.startswith(_KEPT_F32):
+        return "F32"
+    if name.startswith(_KEPT_F16):
+        return "F16"
+    return {"q8_0": "Q8_0", "q5_k": "Q5_K", "q4_k": "Q4_K"}[quant]
+
+
+# bytes per weight of each type: (block values, block bytes)
+_TYPE_BLOCKS = {"F32": (1, 4), "F16": (1, 2), "Q8_0": (32, 34), "Q5_K": (256, 176), "Q4_K": (256, 144)}
+_GGUF_KV = ({"general.architecture": "flux"}, ("general.quantization_version", "general.file_type"))
+
+
+def published_gguf_bytes(config: dict, quant: str) -> int:
+    """The exact size of a FLUX.1 GGUF file written as the published ones are (GGUF v3, 32-byte alignment,
+    the architecture string and two uint32 keys, `bfl_layout(config)` with `published_tensor_type`)."""
+    layout = bfl_layout(config)
+    header = 4 + 4 + 8 + 8  # magic, version, tensor count, key count
+    strings, ints = _GGUF_KV
+    header += sum(8 + len(k) + 4 + 8 + len(v) for k, v in strings.items()) + sum(8 + len(k) + 4 + 4 for k in ints)
+    data = 0
+    for name, shape in layout.items():
+        header += 8 + len(name.encode()) + 4 + 8 * len(shape) + 4 + 8  # name, dims, type, offset
+        per, size = _TYPE_BLOCKS[published_tensor_type(name, shape, quant)]
+        n = 1
+        for d in shape:
+            n *= int(d)
+        data += -(-(n // per * size) // 32) * 32  # each tensor's data padded to the alignment
+    return -(-header // 32) * 32 + data
+
+
 def is_quantised(module) -> bool:
     """Whether a module holds GGUF-quantised weights (they must never be cast to another dtype)."""
     return any(hasattr(p, "quant_type") for p in module.parameters())
@@ -204,4 +246,6 @@ __all__ = [
     "load_gguf_transformer",
     "is_quantised",
     "bfl_layout",
+    "published_tensor_type",
+    "published_gguf_bytes",
 ]
