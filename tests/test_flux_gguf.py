@@ -359,6 +359,8 @@ def test_fetch_list_shows_the_quantised_entries(run_vd):
     assert "~12.7 GB" in q8 and "not published" in q8
     q5 = next(ln for ln in r.stdout.splitlines() if "flux1-fill-dev-Q5_K_S.gguf" in ln)
     assert "~8.3 GB" in q5 and "555e1cc1d84d" in q5
+    q4 = next(ln for ln in r.stdout.splitlines() if "flux1-fill-dev-Q4_K_S.gguf" in ln)
+    assert " 6.8 GB " in q4 and "3782c22eda06" in q4  # exact size and sha256 from the publisher's LFS pointer
     from vd.fetch.registry import model_spec
 
     for m in ("flux-fill-q8", "flux-fill-q5k", "flux-fill-q4k", "flux-ae"):

@@ -8,7 +8,8 @@ The linear weights stay quantised in memory (diffusers' `GGUFParameter`, uint8 b
 `quant_type`) and are dequantised one layer at a time in the forward, to bf16 on CUDA and fp32 on
 the CPU; biases and norms are read as the file stores them (F32/F16) and cast to that dtype.
 Published files use the BFL key layout (`double_blocks.N.img_attn.qkv.weight`, ...), which
-diffusers' single-file loader converts; a diffusers-layout GGUF file loads too.
+diffusers' single-file loader converts, and keep the input/output projections and embedders in F32/F16
+(`published_tensor_type`; sources in docs/quantised-flux.md); a diffusers-layout GGUF file loads too.
 
 The autoencoder is not in the GGUF files: `flux-ae` holds `ae.safetensors` alone, and when the bf16
 `flux-fill` model is installed its copy of the same file is used instead (no second download).
