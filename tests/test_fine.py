@@ -165,6 +165,31 @@ def test_missing_and_bad_inputs(tmp_path, run_vd):
     assert r.code == 2 and "--steps" in r.stderr
     r = run_vd("fine", tmp_path / "empty", "--rect-weight", "1.5")
     assert r.code == 2
+    r = run_vd("fine", tmp_path / "empty", "--alpha-weight", "-1")
+    assert r.code == 2 and "--alpha-weight" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_coverage_term_keeps_the_fitted_scene_opaque(coarse_dir):
+    """`rectify` (each scene fit of `vd fine`) with --alpha-weight: fitting a texture finer than the Gaussians
+    opens pinholes in the anchors' alpha unless the coverage term holds them closed."""
+    import torch
+
+    from vd.render import render
+    from vd.stages.coarse_folder import read_coarse_folder
+    from vd.stages.fine import rectify
+
+    scene = read_coarse_folder(coarse_dir)
+    K = scene.anchors[0].K
+    pose = np.asarray(scene.anchors[0].world_from_camera, np.float32)
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.random((1, H, W, 3)).astype(np.float32))  # detail at the pixel scale
+    low = {}
+    for weight in (0.0, 10.0):
+        g, _ = rectify(scene, target, pose[None], K, iters=40, seed=0, backend="torch", device="cpu",
+                       alpha_weight=weight)
+        alpha = render(g, torch.eye(4)[None], torch.as_tensor(K, dtype=torch.float32)[None], W, H).alpha[0]
+        low[weight] = float((alpha < 0.98).float().mean())
+    assert low[0.0] > 0.01 and low[10.0] < 0.25 * low[0.0], low
 
 
 @pytest.mark.slow

@@ -85,6 +85,40 @@ def test_isotropic_fallback_at_depth_edges_and_holes():
     assert (~iso).sum() > 0.8 * len(g)
 
 
+def test_a_floor_at_a_grazing_angle_is_a_slope_not_an_edge():
+    """A floor whose depth steps 10-30 % a pixel: every pixel gets the floor's normal and an in-plane size
+    that reaches its neighbour along the floor (the isotropic fallback left gaps between the rows), while a
+    step on one side only (a box standing on it) is still an edge."""
+    depth, n = plane_depth((0.0, -1.0, -0.04), d=0.1)  # the floor 10 cm below the camera, seen nearly edge-on
+    floor = depth > 0
+    steps = np.abs(np.diff(depth, axis=0)) / depth[1:]
+    assert floor[12:].all() and steps[12:].max() > 0.1  # steeper than max_jump (0.05)
+    rgb = np.full((H, W, 3), 0.5, np.float32)
+    box = depth.copy()
+    box[18:, 10:20] = 0.8 * depth[18:, 10:20].min()  # a box on the floor: its top row steps on one side only
+    g = gaussians_from_rgbd(rgb, np.where(floor, box, 0), K, np.eye(4))
+    idx = np.flatnonzero(floor.reshape(-1))
+    R = quat_to_rotmat_torch(g.quats)
+    thin = g.log_scales.argmin(dim=1)
+    normal_cos = (R[torch.arange(len(g)), :, thin].double() @ torch.from_numpy(n)).abs().reshape(-1)
+    rows = torch.from_numpy(idx // W)
+    cols = torch.from_numpy(idx % W)
+    # rows 14 on (depth steps of 24 % a pixel and less; the last row too, with one neighbour), away from the box
+    on_floor = (rows >= 14) & ((rows < 17) | (cols < 9) | (cols > 20))
+    assert normal_cos[on_floor].min() > 0.99
+    # along the floor, a Gaussian reaches its neighbouring row: the largest size ~ the row spacing / sqrt(2)
+    P = g.means.reshape(-1, 3)
+    spacing = (P[on_floor.nonzero()[:, 0]] - P[(on_floor.nonzero()[:, 0] - W).clamp_min(0)]).norm(dim=-1)
+    largest = g.log_scales.exp().max(dim=1).values[on_floor]
+    inner = rows[on_floor] > 14
+    assert (largest[inner] > 0.5 * spacing[inner]).all()
+    # the box's top row against the floor behind it: a step on one side only, still an edge: its Gaussians
+    # lie in the box's face (facing the camera), not tilted towards the floor
+    top = torch.from_numpy((idx // W == 18) & (idx % W >= 11) & (idx % W <= 18))
+    face = R[torch.arange(len(g)), :, thin][top]
+    assert (face[:, 2].abs() > 0.99).all()
+
+
 def test_isotropic_mode_and_single_pixel():
     depth = np.full((H, W), 3.0, np.float32)
     rgb = np.zeros((H, W, 3), np.float32)

@@ -136,6 +136,54 @@ def test_fit_colours_undoes_the_blur_of_overlapping_gaussians():
         assert torch.equal(getattr(g, k), t), k
 
 
+def test_fit_colours_converges_over_views_that_share_gaussians():
+    """The scaffold's two views: the input frame, and the canvas around it supervising its ring only, from the
+    same camera. Gaussians along the frame's border render into both; the fit must improve both views with
+    every iteration (stepping view by view over-corrected those Gaussians and the ring's border diverged)."""
+    import torch.nn.functional as F
+
+    from vd.train import fit_colours
+
+    torch.manual_seed(1)
+    h, w, pad = 24, 32, 8
+
+    def texture(cell: int):  # random colours on a grid of `cell` px, interpolated: detail at that scale
+        low = torch.rand(1, 3, (h + 2 * pad) // cell + 1, (w + 2 * pad) // cell + 1)
+        up = F.interpolate(low, scale_factor=cell, mode="bilinear", align_corners=False)
+        return up[0, :, : h + 2 * pad, : w + 2 * pad].permute(1, 2, 0).numpy()
+
+    canvas = texture(8)  # the ring: smooth, as an inpainter continues a photo
+    canvas[pad:-pad, pad:-pad] = texture(2)[pad:-pad, pad:-pad]  # the photo: detail near the pixel scale
+    k_canvas = np.array([[40.0, 0, w / 2 + pad], [0, 40.0, h / 2 + pad], [0, 0, 1]], np.float32)
+    k_input = np.array([[40.0, 0, w / 2], [0, 40.0, h / 2], [0, 0, 1]], np.float32)
+    ring = np.ones(canvas.shape[:2], bool)
+    ring[pad:-pad, pad:-pad] = False
+    depth = np.full(canvas.shape[:2], 2.0, np.float32)
+    g = Gaussians.cat([
+        gaussians_from_rgbd(canvas[pad:-pad, pad:-pad], depth[pad:-pad, pad:-pad], k_input, footprint=0.7,
+                            opacity=0.99),
+        gaussians_from_rgbd(canvas, depth, k_canvas, mask=ring, footprint=0.7, opacity=0.99),
+    ])
+    views = [TrainView(canvas[pad:-pad, pad:-pad], None, k_input, np.eye(4, dtype=np.float32)),
+             TrainView(canvas, ring, k_canvas, np.eye(4, dtype=np.float32))]
+
+    def scores():
+        out = []
+        for v in views:
+            r = render(g, torch.eye(4), v.K, v.width, v.height).rgb[0]
+            out.append(psnr(r[v.mask], v.rgb[v.mask]))
+        return out
+
+    history = [scores()]
+    for _ in range(8):
+        fit_colours(g, views, 1)
+        history.append(scores())
+    for i, name in enumerate(("input", "ring")):
+        values = [s[i] for s in history]
+        assert all(b > a for a, b in zip(values, values[1:], strict=False)), (name, values)
+        assert values[-1] > values[0] + 5.0, (name, values)
+
+
 def test_fit_colours_touches_only_trainable_gaussians_and_supervised_pixels():
     from vd.train import fit_colours
 

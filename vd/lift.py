@@ -3,10 +3,14 @@
 - Back-projection through pixel centres: X_cam = z · K⁻¹ [u + 0.5, v + 0.5, 1]ᵀ, then to the world
   with ``world_from_camera`` (OpenCV camera: x right, y down, z forward).
 - Anisotropic init: tangents t_u, t_v from the 3D differences to neighbouring pixels (central
-  differences, one-sided next to holes and depth edges), normal n = t_u × t_v. The Gaussian's
-  axes are (t̂_u, n × t̂_u, n); its in-plane sizes are the local pixel footprint / √2 along each
-  axis (so a fronto-parallel pixel gets the isotropic σ = z/f/√2), capped at ``max_stretch`` × the
-  isotropic σ for grazing surfaces; the normal axis is ``thin`` × the smaller in-plane size.
+  differences, one-sided next to holes and depth edges), normal n = t_u × t_v. A neighbour more than
+  ``max_jump`` × z away in depth is across an edge unless both neighbours step the same way by nearly as
+  much (`SLOPE_STEP_RATIO`): a floor seen at a grazing angle steps 5-20 % a pixel, and as an "edge"
+  its pixels got the isotropic fallback, which opened row-wide gaps when the camera rose above it.
+  The Gaussian's axes are (t̂_u, n × t̂_u, n); its in-plane sizes are the local pixel footprint / √2
+  along each axis (so a fronto-parallel pixel gets the isotropic σ = z/f/√2), capped at
+  ``max_stretch`` × the isotropic σ for grazing surfaces (10: a floor 6° below the line of sight);
+  the normal axis is ``thin`` × the smaller in-plane size.
 - Isotropic fallback σ = z/f/√2 with identity rotation where a neighbourhood is missing, crosses a
   depth edge, or is degenerate.
 - Colours go to the SH DC term (linear, so black and white pixels are finite); opacity logits are
@@ -32,6 +36,9 @@ def _t(x, dtype=torch.float32) -> Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     return torch.as_tensor(x).to(dtype)
+
+
+SLOPE_STEP_RATIO = 1.5  # neighbours' depth steps within this ratio (and the same sign): a slope, not an edge
 
 
 def backproject(depth: Tensor, K: Tensor) -> Tensor:
@@ -65,8 +72,18 @@ def _tangent(P: Tensor, ok: Tensor, z: Tensor, axis: int, max_jump: float):
     zp, zm = shift(z, 1), shift(z, -1)
     okp = shift(ok.float(), 1) > 0
     okm = shift(ok.float(), -1) > 0
-    okp &= (zp - z).abs() <= max_jump * z
-    okm &= (zm - z).abs() <= max_jump * z
+    up, down = (zp - z).abs(), (z - zm).abs()
+    # a steep smooth slope (a floor seen at a grazing angle changes depth by 5-20 % a pixel) steps the same
+    # way by nearly as much on both sides; a depth edge steps on one side only
+    same_way = (zp - z) * (z - zm) > 0
+    steady = okp & okm & same_way & (torch.maximum(up, down) <= SLOPE_STEP_RATIO * torch.minimum(up, down))
+    # and so does a neighbour: noise (a depth map that jumps at random by more than max_jump) rarely
+    # steps steadily over four pixels
+    slope = steady & ((shift(steady.float(), 1) > 0) | (shift(steady.float(), -1) > 0))
+    # a neighbour that is itself a slope pixel vouches for the step to us (it compared it with its other
+    # side): the last row of a floor, which has one neighbour, is lifted as floor too
+    okp &= (up <= max_jump * z) | slope | (shift(slope.float(), 1) > 0)
+    okm &= (down <= max_jump * z) | slope | (shift(slope.float(), -1) > 0)
     Pp, Pm = shift(P, 1), shift(P, -1)
     both = (okp & okm)[..., None]
     t = torch.where(both, 0.5 * (Pp - Pm), torch.where(okp[..., None], Pp - P, P - Pm))
@@ -84,7 +101,7 @@ def gaussians_from_rgbd(
     opacity: float = 0.8,
     anisotropic: bool = True,
     thin: float = 0.1,
-    max_stretch: float = 5.0,
+    max_stretch: float = 10.0,
     max_jump: float = 0.05,
     sh_degree: int = 0,
     footprint=1.0,

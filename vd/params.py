@@ -394,6 +394,12 @@ class FineParams:
     depth_weight: float = param(
         1.0, "Weight of the anchors' depth error in each scene fit (0 = photometric only).", not_in_keys=VIEWS_APART
     )
+    alpha_weight: float = param(
+        3.0,
+        "Weight of the coverage term in each scene fit: how far each view's supervised pixels' alpha falls "
+        "below 0.99, averaged (no pinholes where a picture has a surface; 0 = off).",
+        not_in_keys=VIEWS_APART,
+    )
     seed: int = param(SEED, "Random seed; part of every cache key.", not_in_keys=KEYED_APART)
     render_backend: str = param("auto", "auto, gsplat or torch.", not_in_keys=KEYED_APART)
 
@@ -414,6 +420,7 @@ class FineParams:
         require(0.0 < self.select_scale <= 1.0, f"the selection scale must be in (0, 1], got {self.select_scale}")
         require(self.guidance >= 0, f"--guidance must be 0 or more, got {self.guidance:g}")
         require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
+        require(self.alpha_weight >= 0, f"--alpha-weight must be 0 or more, got {self.alpha_weight:g}")
 
     def key_params(self) -> dict:
         """The parameters that change the MCS loop's result, for its cache key (seed and backend are keyed apart)."""

@@ -613,13 +613,16 @@ def fit_colours(
 
     dc = g.sh[:, 0].detach().clone()
     with torch.enable_grad():
-        column = [weights(dc, *t, residual=False) for t in targets]
+        # one step over all views at once: each Gaussian's back-projected residuals summed over the views,
+        # divided by its total weight in them. Stepping view by view, each step normalised by that view's
+        # weights alone, over-corrects the Gaussians two views share (the canvas's ring meets the input
+        # frame along its border) and diverged there: real photos' input views lost 2-5 dB at 12 iterations
+        column = torch.stack([weights(dc, *t, residual=False) for t in targets]).sum(0)
+        ok = column > 1e-3 if keep is None else (column > 1e-3) & keep[:, None]
         for _ in range(int(iters)):
-            for t, col in zip(targets, column, strict=False):
-                step = weights(dc, *t, residual=True) / col.clamp_min(1e-6)
-                ok = col > 1e-3 if keep is None else (col > 1e-3) & keep[:, None]
-                step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
-                dc = dc + step / C0
+            step = torch.stack([weights(dc, *t, residual=True) for t in targets]).sum(0) / column.clamp_min(1e-6)
+            step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
+            dc = dc + step / C0
     with torch.no_grad():
         g.sh[:, 0] = dc
 

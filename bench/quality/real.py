@@ -1,4 +1,4 @@
-"""Real photographs for the quality evaluation: a rectified stereo pair with measured disparity.
+"""Real photographs for the quality evaluation: rectified stereo pairs with measured disparity.
 
 **aloe**: the Middlebury 2006 "Aloe" pair (view 1 left, view 5 right, full size 1282×1110) and the
 ground-truth disparity of the left view, as Debian's `opencv-doc` package ships them for OpenCV's
@@ -6,20 +6,31 @@ stereo samples. Get them with (root):
 
     apt-get update && apt-get install -y opencv-doc    # -> /usr/share/doc/opencv-doc/examples/data/aloe*
 
-(or point $VD_BENCH_ALOE at a folder holding aloeL.jpg, aloeR.jpg and aloeGT.png). Without them
-the bench skips the scene with one line.
+(or point $VD_BENCH_ALOE at a folder holding aloeL.jpg, aloeR.jpg and aloeGT.png).
+
+**motorcycle**: the Middlebury 2014 "Motorcycle" pair as scikit-image ships it
+(`skimage.data.stereo_motorcycle()`: 741×500, downsampled 4× from the benchmark, with the left view's
+ground-truth disparity and its calibration in the docstring), cropped to 622×490 so that the principal
+point is the image centre. A motorcycle 2.1–3 m away in a cluttered workshop up to 5 m: thin spokes,
+cables and handlebars before a far background, the cracks and fine texture issue 26 is about.
+
+Without their data the bench skips a pair with one line.
 
 Geometry (the facts used; see bench/quality.md for the sources):
 
-- aloeGT.png holds the left view's disparity in pixels at the full size (0 = unknown): the left
+- Aloe's GT holds the left view's disparity in pixels at the full size (0 = unknown): the left
   pixel (x, y) is the right pixel (x − d, y) (checked here: mean |L − R| over the known pixels is
   8.7 grey levels at scale 1, 33–35 at scales 0.5 or 2);
 - the full-size images are cropped so that their disparities are offset by `dmin`: the true
   disparity is d + dmin, depth z = f·B / (d + dmin), and the right camera's principal point is
   `dmin` pixels to the right of the left's (cx_R = cx_L + dmin);
-- f = 3740 px at full size, B = 160 mm, dmin = 270 px (ALOE below).
+- Aloe: f = 3740 px at full size, B = 160 mm, dmin = 270 px (ALOE below); Motorcycle: the same convention
+  (checked here: mean |L(x) − R(x − d)| is 7.8 grey levels, 45 with the opposite sign), f = 994.978 px,
+  B = 193.001 mm, dmin = 31.086 px (MOTORCYCLE below).
 
-The bench works at a reduced width (default 160 px): the photos are area-averaged, the disparity
+The bench works at a reduced width (default 160 px, a multiple of 16), the rows centre-cropped so that the
+height is one too (vd crops its input to multiples of 16: the input view scored is the one vd sees), the
+photos area-averaged, the disparity
 of each output pixel is the median of the known full-size disparities in its footprint (a real
 surface's, never a mix of two sides of an edge), unknown where fewer than a quarter are known.
 f, dmin and the disparities scale with the width, so the depths do not. Unknown disparities of the
@@ -43,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.quality.score import GroundTruth
+from vd.image import MULTIPLE
 
 DEBIAN_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
@@ -50,32 +62,60 @@ DEBIAN_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 @dataclass(frozen=True)
 class Pair:
     name: str
-    left: str
-    right: str
-    disparity: str
     focal: float  # px at full size
     baseline: float  # metres
-    dmin: float  # px at full size: true disparity = stored + dmin
-    env: str
+    dmin: float  # px at full size: true disparity = stored + dmin; the right principal point is dmin px right
+    how_to_get: str  # one line, shown when the data is absent
 
 
-ALOE = Pair("aloe", "aloeL.jpg", "aloeR.jpg", "aloeGT.png", focal=3740.0, baseline=0.160, dmin=270.0,
-            env="VD_BENCH_ALOE")
-PAIRS = {"aloe": ALOE}
-HOW_TO_GET = "apt-get install opencv-doc (Debian; root), or set {env} to a folder with {files}"
+ALOE = Pair("aloe", focal=3740.0, baseline=0.160, dmin=270.0,
+            how_to_get="apt-get install opencv-doc (Debian; root), or set VD_BENCH_ALOE to a folder with "
+                       "aloeL.jpg, aloeR.jpg, aloeGT.png")
+# skimage.data.stereo_motorcycle's docstring: the Middlebury 2014 pair downsampled 4x, f = 994.978 px,
+# principal point (311.193, 254.877), the right one 31.086 px further right, baseline 193.001 mm.
+MOTORCYCLE = Pair("motorcycle", focal=994.978, baseline=0.193001, dmin=31.086,
+                  how_to_get="pip install scikit-image (vd's mesh extra)")
+MOTORCYCLE_PRINCIPAL = (311.193, 254.877)
+PAIRS = {"aloe": ALOE, "motorcycle": MOTORCYCLE}
+ALOE_FILES = ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")
 
 
-def pair_folder(pair: Pair) -> Path | None:
-    """The folder holding the pair's files, or None when they are not on this machine."""
-    for folder in (os.environ.get(pair.env), DEBIAN_DATA):
-        if folder and all((Path(folder) / f).is_file() for f in (pair.left, pair.right, pair.disparity)):
+def aloe_folder() -> Path | None:
+    """The folder holding Aloe's files, or None when they are not on this machine."""
+    for folder in (os.environ.get("VD_BENCH_ALOE"), DEBIAN_DATA):
+        if folder and all((Path(folder) / f).is_file() for f in ALOE_FILES):
             return Path(folder)
     return None
 
 
+def read_full_size(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(left, right uint8 [H,W,3], left disparity float32 [H,W] with 0 = unknown) at full size, the principal
+    point at the image centre; None when the data is absent."""
+    from PIL import Image
+
+    if pair is ALOE:
+        folder = aloe_folder()
+        if folder is None:
+            return None
+        left, right, gt = (Image.open(folder / f) for f in ALOE_FILES)
+        disp = np.asarray(gt, dtype=np.float32)
+        return (np.asarray(left.convert("RGB")), np.asarray(right.convert("RGB")),
+                disp[..., 0] if disp.ndim == 3 else disp)
+    try:
+        from skimage.data import stereo_motorcycle
+    except ImportError:
+        return None
+    left, right, disp = stereo_motorcycle()
+    disp = np.where(np.isfinite(disp), disp, 0).astype(np.float32)
+    # crop so that the principal point is the centre (vd's cameras are centred; within 0.2 px)
+    cx, cy = MOTORCYCLE_PRINCIPAL
+    x1, y0 = round(2 * cx), left.shape[0] - round(2 * (left.shape[0] - cy))
+    crop = (slice(y0, None), slice(0, x1))
+    return left[crop], right[crop], disp[crop]
+
+
 def missing_message(pair: Pair) -> str:
-    files = f"{pair.left}, {pair.right}, {pair.disparity}"
-    return f"{pair.name}: skipped, data absent (" + HOW_TO_GET.format(env=pair.env, files=files) + ")"
+    return f"{pair.name}: skipped, data absent ({pair.how_to_get})"
 
 
 def block_median_disparity(disp: np.ndarray, out_hw: tuple[int, int], min_known: float = 0.25) -> np.ndarray:
@@ -134,22 +174,32 @@ def warp_to_right(disp: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.n
     return seen, np.where(seen, z, 0).astype(np.float32)
 
 
+def centre_crop_rows(left: np.ndarray, right: np.ndarray, disp: np.ndarray, width: int):
+    """The full-size arrays cropped (centred rows) so that, scaled to `width`, the height is a multiple of
+    16: vd centre-crops its input to multiples of 16 (vd.image.MULTIPLE), and the input view scored must be
+    the one vd sees, not one whose top and bottom rows vd outpainted."""
+    if width % MULTIPLE:
+        raise ValueError(f"the real photos' width must be a multiple of {MULTIPLE}, got {width}")
+    H0, W0 = disp.shape
+    s = width / W0
+    rows = round(round(H0 * s) // MULTIPLE * MULTIPLE / s)
+    y0 = (H0 - rows) // 2
+    return left[y0:y0 + rows], right[y0:y0 + rows], disp[y0:y0 + rows]
+
+
 def load_pair(name: str, width: int = 160) -> tuple[list[GroundTruth], dict] | None:
     """([input, right photo] as ground truths, facts) of a real pair at `width`, or None when absent."""
     from PIL import Image
 
     pair = PAIRS[name]
-    folder = pair_folder(pair)
-    if folder is None:
+    full = read_full_size(pair)
+    if full is None:
         return None
-    L = Image.open(folder / pair.left).convert("RGB")
-    R = Image.open(folder / pair.right).convert("RGB")
-    disp_full = np.asarray(Image.open(folder / pair.disparity), dtype=np.float32)
-    if disp_full.ndim == 3:
-        disp_full = disp_full[..., 0]
+    left_full, right_full, disp_full = centre_crop_rows(*full, width)
+    L, R = Image.fromarray(left_full), Image.fromarray(right_full)
     W0, H0 = L.size
     s = width / W0
-    h = round(H0 * s)
+    h = round(H0 * s) // MULTIPLE * MULTIPLE
     left = np.asarray(L.resize((width, h), Image.BOX))
     right = np.asarray(R.resize((width, h), Image.BOX))
     disp = block_median_disparity(disp_full, (h, width)) * s

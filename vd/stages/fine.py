@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 
 STAGE = "fine"
 VIEWS_STAGE = "fine-views"  # the choice of views, memoised on its own
-VERSION = 3  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term
+VERSION = 4  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term;
+# 4: coverage term (--alpha-weight)
 VIEWS_VERSION = 4  # 4: keyed by every selection parameter (key_params), apart from the MCS loop's version
 
 
@@ -119,10 +120,21 @@ def rectification_targets(scene: CoarseScene, images, poses, K, device, depth: b
 
 
 def rectify(
-    scene: CoarseScene, images, poses, K, *, iters: int, seed: int, backend: str, device, depth_weight: float = 0.0
+    scene: CoarseScene,
+    images,
+    poses,
+    K,
+    *,
+    iters: int,
+    seed: int,
+    backend: str,
+    device,
+    depth_weight: float = 0.0,
+    alpha_weight: float = 0.0,
 ):
     """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses` (and, weighted by
-    `depth_weight`, to the anchors' depth, so the fit keeps the geometry); (g, losses)."""
+    `depth_weight`, to the anchors' depth, so the fit keeps the geometry; weighted by `alpha_weight`,
+    `vd.train.coverage_loss` over every target's supervised pixels: no pinholes); (g, losses)."""
 
     g = scene.gaussians.clone().to(device)
     if iters <= 0:
@@ -135,6 +147,7 @@ def rectify(
         seed=int(seed),
         backend=backend,
         depth_weight=depth_weight,
+        alpha_weight=alpha_weight,
     )
     return g.detach(), [float(x) for x in rep.losses]
 
@@ -244,6 +257,7 @@ class MCSLoop:
             backend=self.backend,
             device=self.device,
             depth_weight=p.depth_weight,
+            alpha_weight=p.alpha_weight,
         )
         tm["rectify_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -294,6 +308,7 @@ class MCSLoop:
             backend=self.backend,
             device=self.device,
             depth_weight=self.params.depth_weight,
+            alpha_weight=self.params.alpha_weight,
         )
         rgb, _, _ = render_views(g, self.poses, self.K, self.W, self.H, backend=self.backend)
         ply, rep = encode_ply(g.to("cpu"), comments={"vd_stage": "fine", "vd_fine_key": key})
