@@ -312,10 +312,12 @@ def join(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def solid_behind(tsdf: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(TSDF, known voxels) with the unseen neighbours of seen voxels behind a surface (negative) made solid (-1):
-    no camera saw them because they lie behind that surface, past the truncation band."""
+    no camera saw them because they lie behind that surface, past the truncation band. Not those that also touch a
+    seen voxel in front of a surface (where the surface leaves every camera's view: filled, they bent it back)."""
     from scipy.ndimage import binary_dilation
 
-    fill = ~seen & binary_dilation(seen & (tsdf < 0), structure=np.ones((3, 3, 3), bool))
+    cube = np.ones((3, 3, 3), bool)
+    fill = ~seen & binary_dilation(seen & (tsdf < 0), cube) & ~binary_dilation(seen & (tsdf >= 0), cube)
     out = tsdf.copy()
     out[fill] = -1.0
     return out, seen | fill
