@@ -363,34 +363,20 @@ def region_table(results) -> list[str]:
     return lines
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--scenes", nargs="+", default=["room", "tabletop", "street", "fence"])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/vd-mesh-bench"))
-    ap.add_argument("--png", type=Path, default=None)
-    ap.add_argument(
-        "--machine", default=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "export.md")
-    ap.add_argument("--quick", action="store_true", help="the default mesh only (no --faces, no --collider)")
-    a = ap.parse_args()
-    os.environ.setdefault("VD_CACHE_DIR", str(a.work / "cache"))
-    from vd.cache import Cache
-
-    cache = Cache.open(os.environ["VD_CACHE_DIR"], remote=None)
-    results = [run_scene(s, a.work, cache, a.png, a.quick) for s in a.scenes]
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = [
+def section(machine: str, date: str, results) -> list[str]:
+    """The lines of bench/export.md's mesh section."""
+    return [
         "## Meshes: `vd export --format mesh` against exact geometry (`python -m bench.mesh`)",
         "",
-        f"Machine: {a.machine}. Date: {now}. bench/quality's synthetic scenes at 128x96, the scaffold scene of",
+        f"Machine: {machine}. Date: {date}. bench/quality's synthetic scenes at 128x96, the scaffold scene of",
         "`vd coarse --n-frames 2` (telea, CPU), then `vd export --format mesh` of its folder (TSDF of the splats'",
         "median depth over the scene's cameras and a 24-frame spiral, 256 voxels along the longest side, points",
-        "beyond 3x a view's median depth left out; the splats' rows score their expected depth). Scores pooled over",
-        "the 12 moves (F-score also",
-        "over the input view): F-score at 1 % of the median depth of the visible surface points, depth AbsRel and",
-        "PSNR on the pixels both cover. Mesh times include rendering the depth maps; the splats' time is",
-            "the scaffold's (near 0 when cached). One run on a shared 2-core machine.",
+        "beyond 3x a view's median depth left out of the grid and triangulated from the widest view's depth map",
+        "instead). Rows: the splats scored with their expected depth (vd's default render) and their median depth",
+        "(the one the mesh fuses), then the mesh, drawn by a rasteriser at the pixel centres. Scores pooled over the",
+        "12 moves (F-score also over the input view): F-score at 1 % of the median depth of the visible surface",
+        "points, depth AbsRel and PSNR on the pixels both cover. Mesh times include rendering the depth maps; the",
+        "splats' time is the scaffold's (near 0 when cached). One run on a shared 2-core machine.",
         "",
         *table(results),
         "",
@@ -401,13 +387,42 @@ def main():
         *region_table(results),
         "",
     ]
-    text = a.out.read_text() if a.out.exists() else ""
-    section = "\n".join([START, *body, END])
+
+
+def write_section(out: Path, body: list[str]) -> None:
+    text = out.read_text() if out.exists() else ""
+    block = "\n".join([START, *body, END])
     if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.DOTALL)
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.DOTALL)
     else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    a.out.write_text(text)
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenes", nargs="+", default=["room", "tabletop", "street", "fence"])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/vd-mesh-bench"))
+    ap.add_argument("--png", type=Path, default=None)
+    ap.add_argument(
+        "--machine", default=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "export.md")
+    ap.add_argument("--quick", action="store_true", help="the default mesh only (no --faces, no --collider)")
+    ap.add_argument("--rewrite", action="store_true", help="rewrite the section from mesh.json (no runs)")
+    a = ap.parse_args()
+    if a.rewrite:
+        saved = json.loads(a.out.with_name("mesh.json").read_text())
+        write_section(a.out, section(saved["machine"], saved["date"], saved["results"]))
+        return
+    os.environ.setdefault("VD_CACHE_DIR", str(a.work / "cache"))
+    from vd.cache import Cache
+
+    cache = Cache.open(os.environ["VD_CACHE_DIR"], remote=None)
+    results = [run_scene(s, a.work, cache, a.png, a.quick) for s in a.scenes]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = section(a.machine, now, results)
+    write_section(a.out, body)
     a.out.with_name("mesh.json").write_text(
         json.dumps({"machine": a.machine, "date": now, "results": results}, indent=2)
     )

@@ -205,7 +205,7 @@ def fuse(frames: list[Frame], origin, voxel: float, shape, trunc: float) -> TSDF
     ii, jj = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
     base = origin + voxel * np.stack([ii, jj, np.zeros_like(ii)], -1).reshape(-1, 3)  # the slab k = 0
     lookups = [DepthLookup(f) for f in frames]
-    slants = [ray_slant(f, lk.edge) for f, lk in zip(frames, lookups)]
+    slants = [ray_slant(f, lk.edge) for f, lk in zip(frames, lookups, strict=True)]
     # camera coordinates of the slab k: (base + k voxel e_z - t) @ R = base_cam + k voxel R[2]
     base_cam = [(base - f.world_from_camera[:3, 3]) @ f.world_from_camera[:3, :3] for f in frames]
     for k in range(Z):  # one slab of voxels at a time keeps memory small
@@ -216,7 +216,7 @@ def fuse(frames: list[Frame], origin, voxel: float, shape, trunc: float) -> TSDF
             colour_w[:, :, k].reshape(-1),
             free[:, :, k].reshape(-1),
         )
-        for f, lookup, slant, bc in zip(frames, lookups, slants, base_cam):
+        for f, lookup, slant, bc in zip(frames, lookups, slants, base_cam, strict=True):
             pc = bc + (k * voxel) * f.world_from_camera[2, :3]
             z = pc[:, 2]
             front = np.nonzero(z > 1e-6)[0]
@@ -305,19 +305,19 @@ def join(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     offsets = np.cumsum([0] + [len(v) for v, _, _ in parts[:-1]])
     return (
         np.concatenate([v for v, _, _ in parts]),
-        np.concatenate([f + o for (_, f, _), o in zip(parts, offsets)]),
+        np.concatenate([f + o for (_, f, _), o in zip(parts, offsets, strict=True)]),
         np.concatenate([c for _, _, c in parts]),
     )
 
 
 def solid_behind(tsdf: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(TSDF, known voxels) with the unseen neighbours of seen voxels behind a surface (negative) made solid (-1):
-    no camera saw them because they lie behind that surface, past the truncation band. Not those that also touch a
-    seen voxel in front of a surface (where the surface leaves every camera's view: filled, they bent it back)."""
+    no camera saw them because they lie behind that surface, past the truncation band. (Where a surface leaves every
+    camera's view this bends its last voxel back; leaving out the voxels that also touch free space straightened
+    it but cost the bench scenes 2-3 % of their coverage and fence 20 % more AbsRel.)"""
     from scipy.ndimage import binary_dilation
 
-    cube = np.ones((3, 3, 3), bool)
-    fill = ~seen & binary_dilation(seen & (tsdf < 0), cube) & ~binary_dilation(seen & (tsdf >= 0), cube)
+    fill = ~seen & binary_dilation(seen & (tsdf < 0), np.ones((3, 3, 3), bool))
     out = tsdf.copy()
     out[fill] = -1.0
     return out, seen | fill
@@ -332,7 +332,8 @@ def cube_mask(seen: np.ndarray) -> np.ndarray:
     m[-1, :, :] = m[:, -1, :] = m[:, :, -1] = False
     for dx, dy, dz in np.ndindex(2, 2, 2):
         if dx or dy or dz:
-            m[:-1, :-1, :-1] &= seen[dx : dx + seen.shape[0] - 1, dy : dy + seen.shape[1] - 1, dz : dz + seen.shape[2] - 1]
+            X, Y, Z = seen.shape
+            m[:-1, :-1, :-1] &= seen[dx : dx + X - 1, dy : dy + Y - 1, dz : dz + Z - 1]
     return m
 
 
@@ -349,9 +350,14 @@ def _vertex_colours(grid: TSDF, verts: np.ndarray) -> np.ndarray:
         w = np.prod(np.where(c, frac, 1 - frac), axis=1) * (grid.colour_weight[i[:, 0], i[:, 1], i[:, 2]] > 0)
         acc += w[:, None] * grid.colour[i[:, 0], i[:, 1], i[:, 2]]
         wsum += w
-    idx = np.clip(np.round(verts).astype(np.int64), 0, hi)
-    nearest = grid.colour[idx[:, 0], idx[:, 1], idx[:, 2]]
-    return np.where(wsum[:, None] > 1e-6, acc / np.maximum(wsum, 1e-6)[:, None], nearest)
+    has = wsum > 1e-6
+    out = acc / np.maximum(wsum, 1e-6)[:, None]
+    if has.any() and not has.all():
+        # no corner with a colour (a face against voxels no camera saw near a surface): the nearest coloured vertex's
+        from scipy.spatial import cKDTree
+
+        out[~has] = out[has][cKDTree(verts[has]).query(verts[~has])[1]]
+    return out
 
 
 def _drop_small_pieces(verts, faces, colours, min_piece: float):
