@@ -1,13 +1,16 @@
 """A triangle mesh of a Gaussian scene: `vd export --format mesh` (.glb, .ply or .obj by suffix).
 
-1. Render colour, expected depth and alpha of the splats (vd.render) at the scene's cameras and along a
+1. Render colour, median depth and alpha of the splats (vd.render) at the scene's cameras and along a
    fly-through of them (the video's spiral), so every surface the scene shows is seen from several sides.
-2. Fuse the depths into a truncated signed distance field (TSDF: the running weighted mean of the
-   truncated distance along each camera ray, Curless & Levoy 1996) on a voxel grid over the seen points,
-   and average the colours near the surface the same way.
-3. Extract the zero level with marching cubes (scikit-image) where some camera saw the voxel, colour the
-   vertices from the colour grid, drop small disconnected pieces, and decimate to `faces` triangles with
-   fast-simplification (quadric error metrics).
+2. Fuse the depths into a truncated signed distance field (TSDF: the running weighted mean of the truncated
+   signed distance, Curless & Levoy 1996) on a voxel grid over the seen points up to 3x each view's median
+   depth, and average the colours near the surface the same way. A voxel's depth is interpolated between pixel
+   centres (DepthLookup) and its distance measured to the surface's tangent plane (ray_slant), so surfaces seen
+   at a grazing angle (a road, a facade down a street) fuse onto their plane.
+3. Extract the zero level with marching cubes (scikit-image) on cubes known at every corner (unseen voxels
+   behind a seen surface count as solid), colour the vertices from the colour grid, drop small disconnected
+   pieces; add a far layer: what the widest view sees beyond the grid (a far street, a sky) triangulated from
+   its depth map; decimate to `faces` triangles with fast-simplification (quadric error metrics).
 4. `collider=True`: a small closed proxy instead: everything no camera saw as free space inside the grid is
    solid, at a coarse resolution, so the surface closes (watertight), then decimated.
 
@@ -174,10 +177,11 @@ class DepthLookup:
 
 def ray_slant(f: Frame, edge: np.ndarray, floor: float = 0.05) -> np.ndarray:
     """Per pixel, |n . r| with n the unit normal of the depth map's surface and r = (x/z, y/z, 1) the pixel's ray:
-    the factor that turns a z-depth difference along the ray into a distance from the surface's tangent plane (1 at
-    depth edges and pixels without depth, at least `floor` * |r|). A projective distance (along the ray) at a
-    grazing angle is many times the true one, so one truncation band would be thin on a road seen end-on and thick
-    on a wall seen face-on, and views from different angles would disagree on the zero crossing."""
+    the factor that turns a z-depth difference along the ray into a distance from the surface's tangent plane
+    (|r|, the distance along the ray, at depth edges and pixels without depth; at least `floor` * |r|). A
+    projective distance (along the ray) at a grazing angle is many times the true one, so one truncation band
+    would be thin on a road seen end-on and thick on a wall seen face-on, and views from different angles would
+    disagree on the zero crossing."""
     h, w = f.depth.shape
     v, u = np.mgrid[0:h, 0:w]
     r = np.stack([(u + 0.5 - f.K[0, 2]) / f.K[0, 0], (v + 0.5 - f.K[1, 2]) / f.K[1, 1], np.ones((h, w))], -1)
@@ -500,7 +504,7 @@ def export_mesh(
         "watertight": watertight,
         "views_fused": len(frames),
         "grid": list(map(int, shape)),
-        "far_faces": 0 if collider_only else far_faces,
+        "far_faces": 0 if collider_only else far_faces,  # before decimation
         "voxel": voxel,
         "seconds": round(time.perf_counter() - t0, 2),
         "axes": "+Y up, right-handed, the input camera at the origin looking along -Z",
