@@ -479,6 +479,7 @@ def export_mesh(
     res = p.collider_resolution if collider_only else p.resolution
     origin, voxel, shape = grid_for(frames, res, p.far)
     grid = fuse(frames, origin, voxel, shape, p.trunc_voxels * voxel)
+    far_faces = 0
     if collider_only:
         verts, f = collider(grid, faces or p.collider_faces)
         colours = None
@@ -486,7 +487,7 @@ def export_mesh(
         parts = [surface(grid, p.min_piece)]
         if p.far_layer:
             parts.append(far_layer(widest_frame(frames), origin, voxel, shape, p.far_layer_side))
-        far_faces = len(parts[1][1]) if len(parts) > 1 else 0
+            far_faces = len(parts[1][1])
         verts0, f0, col0 = join(parts)
         verts, f = decimate(verts0, f0, faces)
         colours = col0 if verts is verts0 else _colours_for(verts, verts0, col0)
@@ -504,7 +505,7 @@ def export_mesh(
         "watertight": watertight,
         "views_fused": len(frames),
         "grid": list(map(int, shape)),
-        "far_faces": 0 if collider_only else far_faces,  # before decimation
+        "far_faces": far_faces,  # before decimation
         "voxel": voxel,
         "seconds": round(time.perf_counter() - t0, 2),
         "axes": "+Y up, right-handed, the input camera at the origin looking along -Z",
