@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.sections import write_section  # noqa: E402
+
 START, END = "<!-- section:mesh -->", "<!-- /section:mesh -->"
 
 
@@ -389,16 +390,6 @@ def section(machine: str, date: str, results) -> list[str]:
     ]
 
 
-def write_section(out: Path, body: list[str]) -> None:
-    text = out.read_text() if out.exists() else ""
-    block = "\n".join([START, *body, END])
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenes", nargs="+", default=["room", "tabletop", "street", "fence"])
@@ -413,7 +404,7 @@ def main():
     a = ap.parse_args()
     if a.rewrite:
         saved = json.loads(a.out.with_name("mesh.json").read_text())
-        write_section(a.out, section(saved["machine"], saved["date"], saved["results"]))
+        write_section(a.out, section(saved["machine"], saved["date"], saved["results"]), START, END)
         return
     os.environ.setdefault("VD_CACHE_DIR", str(a.work / "cache"))
     from vd.cache import Cache
@@ -422,7 +413,7 @@ def main():
     results = [run_scene(s, a.work, cache, a.png, a.quick) for s in a.scenes]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = section(a.machine, now, results)
-    write_section(a.out, body)
+    write_section(a.out, body, START, END)
     a.out.with_name("mesh.json").write_text(
         json.dumps({"machine": a.machine, "date": now, "results": results}, indent=2)
     )

@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
+from sections import write_section  # noqa: E402
 START, END = "<!-- section:share -->", "<!-- /section:share -->"
 
 
@@ -121,16 +121,6 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, body: list[str]) -> None:
-    old = path.read_text() if path.exists() else ""
-    section = "\n".join([START, *body, END])
-    if START in old:
-        new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -163,7 +153,7 @@ def main():
                  f"{room['size'][0]}x{room['size'][1]}), page {room['page_bytes'] / 1e6:.1f} MB, opened from file:// in "
                  f"{room['browser']} (headless, SwiftShader) in {room['open_seconds']} s: screenshot vs vd's render at the input "
                  f"camera **{room['psnr_db']} dB** (target >= 25).", ""]
-    write_section(Path(args.out), body)
+    write_section(Path(args.out), body, START, END)
     Path(args.out).with_name("share.json").write_text(json.dumps({"machine": args.machine, "date": now, "rows": rows, "room": room}, indent=2))
     print("\n".join(body))
 
