@@ -47,11 +47,15 @@ def tensor_shapes(config: dict) -> tuple[dict, str]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}, "diffusers"
 
 
-def random_gguf_state(shapes: dict, quant: str, device) -> dict:
-    """Random GGUFParameters (whole-block rows) and float tensors (the rest) for a single-file load."""
+def random_gguf_state(shapes: dict, quant: str, device, published: bool = False) -> dict:
+    """Random GGUFParameters (whole-block rows) and float tensors (the rest) for a single-file load; with
+    `published` (BFL keys), typed as the published files are (`flux_gguf.published_tensor_type`: embedders and
+    the final layer kept F32 / F16, only the blocks' weights quantised), so the measured memory is theirs."""
     import gguf
     import torch
     from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    from vd.models.flux_gguf import published_tensor_type
 
     qtype = _ggml(quant)
     block, size = gguf.GGML_QUANT_SIZES[qtype]
@@ -59,7 +63,11 @@ def random_gguf_state(shapes: dict, quant: str, device) -> dict:
     g = torch.Generator(device=device).manual_seed(0)
     out = {}
     for name, shape in shapes.items():
-        if len(shape) == 2 and shape[1] % block == 0:
+        kept = published and published_tensor_type(name, shape, quant) in ("F32", "F16")
+        if published and kept and len(shape) > 1:
+            dtype = torch.float16 if published_tensor_type(name, shape, quant) == "F16" else torch.float32
+            out[name] = (torch.randn(shape, device=device, generator=g) * 0.02).to(dtype)
+        elif len(shape) == 2 and shape[1] % block == 0 and not kept:
             data = torch.randint(0, 256, (shape[0], shape[1] // block * size), dtype=torch.uint8, device=device,
                                  generator=g)
             data.view(-1, size)[:, : head.numel()] = head  # finite d (and dmin) in every block
@@ -79,7 +87,7 @@ def random_gguf_transformer(config_dir, quant: str, device, dtype):
 
     cfg = {k: v for k, v in json.loads((config_dir / "config.json").read_text()).items() if k[0] != "_"}
     shapes, layout = tensor_shapes(cfg)
-    state = random_gguf_state(shapes, quant, device)
+    state = random_gguf_state(shapes, quant, device, published=layout == "bfl")
     tr = FluxTransformer2DModel.from_single_file(
         state,
         quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
