@@ -143,7 +143,7 @@ def readme_workspace(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # the quick start's coarse run and `vd refine --iters 300` take minutes on a busy CPU
+@pytest.mark.timeout(900)  # the quick start's coarse run and `vd refine` take minutes on a busy CPU
 @pytest.mark.parametrize("line,command", readme_commands(),
                          ids=[f"L{n}:" + re.sub(r"[^\w./=-]+", "_", c)[:48] for n, c in readme_commands()])
 def test_readme_command_runs_as_written(readme_workspace, line, command):
