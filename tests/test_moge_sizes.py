@@ -101,3 +101,22 @@ def test_bad_depth_model_is_a_usage_error():
 
     with pytest.raises(UsageError, match="--depth-model"):
         get_depth_backend("moge", model="vitg")
+
+
+def test_the_images_of_one_run_share_one_depth_model(vitb, tmp_path, monkeypatch):
+    """`run_depth(shared_backends=...)`: the second image gets the model the first one loaded (loaded once, where
+    each image alone loads its own), and each output records the licences of the weights it used."""
+    import vd.models.moge as moge
+    from vd.stages.depth import run_depth
+
+    loads = []
+    real = moge.load_moge
+    monkeypatch.setattr(moge, "load_moge", lambda *a, **kw: loads.append(1) or real(*a, **kw))
+    shared: dict = {}
+    outs = [run_depth(_photo(tmp_path / f"p{i}.png", h=96 + 16 * i), backend="moge", model="vitb", device="cpu",
+                      shared_backends=shared) for i in range(2)]
+    assert len(loads) == 1 and list(shared) == [("moge", "vitb")]
+    assert all(o.licences == {"moge-vitb": MIT} for o in outs)
+    for i in range(2):
+        run_depth(_photo(tmp_path / f"q{i}.png", h=128 + 16 * i), backend="moge", model="vitb", device="cpu")
+    assert len(loads) == 3  # without the shared dict, each image loads its own

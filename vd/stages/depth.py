@@ -11,7 +11,7 @@ or the user depth map's hash and intrinsics), the device class and dtype; artifa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +35,7 @@ class DepthStageOutput:
     backend: str
     identity: str
     record: object = None
+    licences: dict = field(default_factory=dict)  # of the registry weights the backend uses (vd.fetch.licences)
 
 
 def encode_result(result: DepthResult, meta: dict) -> dict[str, bytes]:
@@ -98,9 +99,11 @@ def run_depth(
     cache=None,
     model: str = "vitl",
     licence: Optional[str] = None,
+    shared_backends: Optional[dict] = None,
 ) -> DepthStageOutput:
     """Depth for one image (a path or a LoadedImage), memoised in the cache. `model` is the MoGe-2 size,
-    `licence` the licence policy (`vd.fetch.licences.policy`)."""
+    `licence` the licence policy (`vd.fetch.licences.policy`); `shared_backends`, a dict kept across calls,
+    lends every image of a run the same model (the file backend stays per image: its own depth map)."""
     from vd.cache import Cache
     from vd.models import memory
 
@@ -116,6 +119,8 @@ def run_depth(
         model=model,
         licence=licence,
     )
+    if shared_backends is not None and be.name != "file":
+        be = shared_backends.setdefault((be.name, model), be)
     cache = cache or Cache.open()
     key = depth_key(loaded, be)
 
@@ -140,6 +145,7 @@ def run_depth(
         backend=be.name,
         identity=be.identity,
         record=record,
+        licences=licences_of(be.registry_models),
     )
 
 
@@ -212,40 +218,12 @@ def write_outputs(out_dir, stage: DepthStageOutput) -> dict[str, Path]:
     return {k: p for k, (p, _) in files.items()}
 
 
-def depth_one(
-    image,
-    *,
-    out,
-    backend="auto",
-    model: str = "vitl",
-    licence: Optional[str] = None,
-    focal=None,
-    fov=None,
-    intrinsics=None,
-    max_resolution=512,
-    device=None,
-    auto_fetch=None,
-    shared_backends: Optional[dict] = None,
-) -> dict:
-    """What `vd depth` does for one image: run (or reuse) the stage, write the files, describe them."""
-    from vd.image import load_image
-
+def depth_one(image, *, out, max_resolution: int = 512, **options) -> dict:
+    """What `vd depth` does for one image: run (or reuse) the stage, write the files, describe them.
+    `options` are `run_depth`'s (backend, model, licence, focal, fov, intrinsics, device, auto_fetch,
+    shared_backends)."""
     loaded = load_image(image, max_resolution=max_resolution)
-    be = depth_backend_for(
-        loaded,
-        backend,
-        focal=focal,
-        fov=fov,
-        device=device,
-        auto_fetch=auto_fetch,
-        intrinsics=intrinsics,
-        model=model,
-        licence=licence,
-    )
-    if shared_backends is not None and be.name != "file":
-        # one model for all the images of a call; the file backend is per image (its own depth map)
-        be = shared_backends.setdefault((be.name, model), be)
-    st = run_depth(loaded, backend=be)
+    st = run_depth(loaded, **options)
     files = write_outputs(out, st)
     r = st.result
     fx, fy = r.fov_deg()
@@ -264,7 +242,7 @@ def depth_one(
         "depth_min": lo,
         "depth_max": hi,
         "valid_fraction": round(r.valid_fraction(), 6),
-        "licences": licences_of(be.registry_models),
+        "licences": st.licences,
         "files": {k: str(p) for k, p in files.items()},
     }
     return {"json": info, "paths": [str(p) for p in files.values()]}
