@@ -105,6 +105,9 @@ def report(res, as_json: bool) -> None:
     m = res.meta.get("metrics", {})
     b, a = m.get("before", {}), m.get("after", {})
 
+    def pct(x):
+        return None if x is None else 100 * x
+
     def f(x, spec):
         return "n/a" if x is None else format(x, spec)
 
@@ -112,7 +115,8 @@ def report(res, as_json: bool) -> None:
         f"refine{' (cached)' if res.cached else ''}: {res.meta.get('gaussians', {}).get('final')} Gaussians; "
         f"depth AbsRel {f(b.get('depth_abs_rel'), '.4f')} -> {f(a.get('depth_abs_rel'), '.4f')}, "
         f"normal error {f(b.get('normal_deg'), '.2f')}° -> {f(a.get('normal_deg'), '.2f')}°, "
-        f"PSNR {f(b.get('psnr'), '.2f')} -> {f(a.get('psnr'), '.2f')} dB"
+        f"PSNR {f(b.get('psnr'), '.2f')} -> {f(a.get('psnr'), '.2f')} dB, "
+        f"below alpha 0.9 {f(pct(b.get('alpha_below_0.9')), '.2f')} -> {f(pct(a.get('alpha_below_0.9')), '.2f')} %"
     )
     if as_json:
         console.out_json(res.to_dict())

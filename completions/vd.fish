@@ -37,7 +37,7 @@ function __vd_valopts
         case 'vd fine'
             string split ' ' -- '--out -o --views --steps --total-steps --gs-iters --rect-weight --depth-weight --alpha-weight --rescale --guidance --margin --candidate-stride --select-scale --render-backend --inpaint-backend --licence --offload --vram-budget --quant --device --seed --viewer --viewer-port --rrd --wait-seconds'
         case 'vd refine'
-            string split ' ' -- '--init --out -o --iters --depth-weight --normal-weight --ssim-lambda --huber-delta --lr-means --lr-scales --lr-quats --lr-opacity --lr-sh --densify-every --densify-from --densify-until --densify-fraction --prune-opacity --min-alpha --render-backend --seed --config --device --viewer --viewer-port --rrd --wait-seconds'
+            string split ' ' -- '--init --out -o --iters --depth-weight --normal-weight --alpha-weight --ssim-lambda --huber-delta --lr-means --lr-scales --lr-quats --lr-opacity --lr-sh --densify-every --densify-from --densify-until --densify-fraction --prune-opacity --min-alpha --render-backend --seed --config --device --viewer --viewer-port --rrd --wait-seconds'
         case 'vd view'
             string split ' ' -- '--viewer --viewer-port --rrd --wait-seconds --fly-through --traj --render-backend'
     end
@@ -284,6 +284,7 @@ complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l out -s o -r -d 'Outp
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l iters -r -d 'Optimisation steps'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l depth-weight -r -d 'Weight of the depth loss (Huber of the residual to the aligned prior)'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l normal-weight -r -d 'Weight of the normal loss, 1 - |n_render . n_prior|'
+complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l alpha-weight -r -d 'Weight of the coverage term: how far each pixel'\''s alpha falls below 0.99, averaged (a photo has no see-through pixels: no pinholes; 0 = off)'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l densify -l no-densify -d 'Split high-gradient and prune transparent Gaussians'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l ssim-lambda -r -d 'RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd'\''s other stages'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l huber-delta -r -d 'Relative depth residual where the depth loss turns linear'

@@ -191,6 +191,24 @@ def test_refine_densify_and_prune(plane_dataset):
     assert torch.isfinite(g.means).all()
 
 
+def test_the_coverage_term_keeps_the_refined_scene_opaque():
+    """Fitting images with detail at the pixel scale slides the Gaussians apart and opens pinholes
+    (alpha below 0.98 on 15 % of the pixels here) unless --alpha-weight holds them closed."""
+    from vd.stages.refine import resolve_params, run_refine
+
+    g = plane_gaussians()
+    views = make_views(g)
+    rng = np.random.default_rng(0)
+    for v in views:
+        v.rgb = (rng.random(v.rgb.shape) * 255).astype(np.uint8)
+    low = {}
+    for weight in (0.0, 10.0):
+        _, info = run_refine(views, g, resolve_params({}, iters=30, alpha_weight=weight), device="cpu")
+        low[weight] = info["metrics"]["after"]["alpha_below_0.98"]
+        assert info["metrics"]["before"]["alpha_below_0.98"] < 0.01  # the initial plane is opaque
+    assert low[0.0] > 0.05 and low[10.0] < 0.1 * low[0.0], low
+
+
 def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, run_vd):
     import shutil
 
@@ -354,4 +372,4 @@ def test_refine_trains_through_vd_train_and_its_steps_do_not_wait_for_the_device
         assert reads.per_iteration[it] == [], (it, reads.per_iteration[it])
     assert info["adam_steps"] == iters and info["gaussians"]["split"] > 0  # densified twice, Adam never restarted
     assert [e["iter"] for e in info["losses"]] == [1, 10, 14]
-    assert set(info["losses"][0]) == {"iter", "loss", "rgb", "depth", "normal"}
+    assert set(info["losses"][0]) == {"iter", "loss", "rgb", "depth", "normal", "alpha"}

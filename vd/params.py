@@ -471,6 +471,11 @@ class RefineParams:
     iters: int = param(300, "Optimisation steps.")
     depth_weight: float = param(0.5, "Weight of the depth loss (Huber of the residual to the aligned prior).")
     normal_weight: float = param(0.1, "Weight of the normal loss, 1 - |n_render . n_prior|.")
+    alpha_weight: float = param(
+        3.0,
+        "Weight of the coverage term: how far each pixel's alpha falls below 0.99, averaged (a photo has no "
+        "see-through pixels: no pinholes; 0 = off).",
+    )
     densify: bool = param(False, "Split high-gradient and prune transparent Gaussians.")
     ssim_lambda: float = param(0.2, "RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages.")
     huber_delta: float = param(0.01, "Relative depth residual where the depth loss turns linear.")
@@ -525,7 +530,7 @@ class RefineParams:
 
     def validate(self) -> None:
         require(self.iters >= 0, f"--iters must be >= 0, got {self.iters}")
-        for name in ("depth_weight", "normal_weight"):
+        for name in ("depth_weight", "normal_weight", "alpha_weight"):
             v = getattr(self, name)
             require(math.isfinite(v) and v >= 0, f"{option_name(name)} must be a finite number >= 0, got {v}")
         check_finite(self)

@@ -12,6 +12,10 @@ docs/upstream.md#refine-supervision):
 - Normals: from the rendered depth (back-project, central differences, cross product); the
   loss is ``1 - |n_render . n_prior|`` (sign-insensitive) on the supervised pixels with a prior
   depth where both normals are defined.
+- Coverage (vd.train, weighted by `alpha_weight`): how far each pixel's alpha falls below 0.99,
+  averaged over the view (`vd.train.coverage_loss`). A photo has no see-through pixels, but fitting a
+  texture finer than the Gaussians slides them apart and opens pinholes that only darken the colour;
+  this term holds them closed (as in `vd coarse` and `vd fine`).
 - Optional densify/prune (`vd.train.Densify`): every `densify_every` iterations from
   `densify_from` until `densify_until`, the Gaussians with the largest accumulated position
   gradient are split in two (scale / 1.6, jittered), and those with opacity below
@@ -52,7 +56,8 @@ from vd.paths import resolve_device
 from vd.ply import encode_ply
 from vd.render import render, resolve_backend
 
-VERSION = 2  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order)
+VERSION = 3  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order);
+# 3: the coverage term (alpha_weight)
 
 
 # ------------------------------------------------------------------------------ config
@@ -278,6 +283,7 @@ def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
             else:
                 ndeg = float("nan")
             mse = ((out.rgb[0] - v.rgb) ** 2).mean().item()
+            alpha = out.alpha[0]
             per.append(
                 {
                     "view": name,
@@ -290,6 +296,8 @@ def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
                     "normal_pixels": n_normal,
                     "rgb_l1": float((out.rgb[0] - v.rgb).abs().mean()),
                     "psnr": float(-10 * math.log10(max(mse, 1e-12))),
+                    "alpha_below_0.9": float((alpha < 0.9).float().mean()),
+                    "alpha_below_0.98": float((alpha < 0.98).float().mean()),
                 }
             )
 
@@ -303,12 +311,15 @@ def evaluate(g, views, names, terms: SurfaceTerms, backend) -> dict:
         "normal_loss": mean("normal_loss"),
         "rgb_l1": mean("rgb_l1"),
         "psnr": mean("psnr"),
+        "alpha_below_0.9": mean("alpha_below_0.9"),
+        "alpha_below_0.98": mean("alpha_below_0.98"),
         "per_view": per,
         "definition": {
             "depth_abs_rel": "mean |d_render - (s*d_prior + b)| / (s*d_prior + b) on mask & alpha>min_alpha, "
             "(s,b) fitted per view",
             "normal_deg": "mean angle (degrees, sign-insensitive) between normals of the rendered depth and the prior",
             "normal_loss": "mean 1 - |n_render . n_prior|",
+            "alpha_below_0.9": "share of a view's pixels whose rendered alpha is below 0.9 (pinholes, holes)",
         },
     }
 
@@ -361,6 +372,7 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
         p.iters,
         lrs=lrs,
         ssim_lambda=p.ssim_lambda,
+        alpha_weight=p.alpha_weight,
         terms=terms,
         densify=densify,
         seed=p.seed,
