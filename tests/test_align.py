@@ -247,3 +247,27 @@ def test_background_behind_edges_continues_the_far_surface_under_the_near_side()
 
     flat = np.full((10, 16), 3.0, np.float32)
     assert not background_behind_edges(flat, rgb, np.ones_like(flat, bool), band=4)[0].any()
+
+
+def test_the_layer_behind_an_edge_reaches_as_far_as_a_move_uncovers():
+    """Past the fixed band, the layer grows as far as a move opens each jump: parallax·(1/z_near − 1/z_far)
+    pixels. A wide box 2 m away before a 5 m wall and, beside it, one 4 m away: with parallax 40 (a focal of
+    100 px times a 0.4 m move) the wall continues about 40·(1/2 − 1/5) = 12 px under the near box, 2 px under
+    the other (40·(1/4 − 1/5)), rounded up, and never past `max_band`."""
+    from vd.align import background_behind_edges, spawn_edges
+
+    d = np.full((48, 80), 5.0, np.float32)
+    d[:20, 20:60] = 2.0
+    d[28:, 20:60] = 4.0
+    rgb = np.zeros((48, 80, 3), np.float32)
+
+    def reach(**kw):  # columns of each box the layer covers from the box's left edge (its left half)
+        mask = background_behind_edges(d, rgb, spawn_edges(d, d > 0), d > 0, band=1, **kw)[0]
+        return int(mask[3, 20:40].sum()), int(mask[40, 20:40].sum())
+
+    def opened(z_near):  # pixels the move opens beside the box (the layer lies 1 % behind the wall, at 5.05 m)
+        return int(np.ceil(40.0 * (1 / z_near - 1 / 5.05)))
+
+    assert reach() == (1, 1)
+    assert reach(parallax=40.0, max_band=30) == (opened(2.0), opened(4.0)) == (13, 3)
+    assert reach(parallax=40.0, max_band=8) == (8, 3)

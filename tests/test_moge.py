@@ -56,6 +56,20 @@ def test_tiny_moge_fixed_fov(tiny_moge):
     assert np.allclose(r2.K, K)
 
 
+def test_the_input_camera_before_outpainting(tiny_moge):
+    """The scaffold sizes its canvas by the input's camera: a given field of view is taken as it is
+    (no model loaded), an unknown one is MoGe's estimate on the input."""
+    from vd.models.choose import get_depth_backend
+    from vd.stages.scaffold import input_camera
+
+    given = get_depth_backend("moge", device="cpu", fov=20.0)
+    K = input_camera(_rgb(), given)
+    assert 2 * np.degrees(np.arctan(48 / K[0, 0])) == pytest.approx(20.0, abs=0.01)
+    assert given._model is None  # nothing ran
+    estimated = get_depth_backend("moge", device="cpu")
+    assert np.allclose(input_camera(_rgb(), estimated), estimated.estimate(_rgb()).K)
+
+
 def test_vd_depth_moge_cli(tiny_moge, tmp_path, run_vd):
     from PIL import Image
 

@@ -185,3 +185,57 @@ def test_second_hidden_layer_stays_within_its_depth_bound():
     d[d == 12.0] = 3.0 * SECOND_LAYER_MAX_RATIO * 0.9  # a wall within the bound: held again
     (_, _, _), (m2, _, _) = hidden_layers(np.zeros((6, 28, 3), np.float32), d, spawn_edges(d, valid), valid, band=2)
     assert m2[:, 12:16].all()
+
+
+def _K(W, H, fov_x):
+    f = W / 2 / np.tan(np.radians(fov_x) / 2)
+    return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
+
+
+def test_the_canvas_reaches_the_same_angle_beyond_a_narrow_photo():
+    # a phone's field of view: 15 % per side already reaches 6°, nothing changes
+    assert canvas_padding(512, 384, 0.3, K=_K(512, 384, 65), reach=6) == canvas_padding(512, 384, 0.3)
+    for fov in (40, 19):
+        K = _K(160, 128, fov)
+        px, py = canvas_padding(160, 128, 0.3, K=K, reach=6)
+        assert px % 8 == 0 and py % 8 == 0
+        for pad, half in ((px, 80), (py, 64)):
+            beyond = np.degrees(np.arctan((half + pad) / K[0, 0]) - np.arctan(half / K[0, 0]))
+            assert 6 <= beyond < 6 + np.degrees(8 / K[0, 0]) + 1e-9, (fov, pad, beyond)  # within one step of 8 px
+    # a 5° shot would need more than its own size: the canvas stops at twice the input per axis
+    assert canvas_padding(160, 128, 0.3, K=_K(160, 128, 5), reach=6) == (80, 64)
+    assert canvas_padding(160, 128, 0.0, K=_K(160, 128, 19), reach=6) == (0, 0)  # no canvas asked for
+
+
+class NarrowWall(NovelDepth):
+    """Input-only depth: a wall 5 m away seen through an 18° lens."""
+
+    estimates_novel_views = False
+
+    def estimate(self, rgb, K_hint=None, plan=None):
+        from vd.models.depth import DepthResult
+
+        H, W = rgb.shape[:2]
+        return DepthResult(depth=np.full((H, W), 5.0, np.float32), K=_K(W, H, 18).astype(np.float32),
+                           valid=np.ones((H, W), bool))
+
+
+@pytest.mark.slow
+def test_a_camera_tilted_up_from_a_narrow_photo_still_sees_the_canvas():
+    import torch
+
+    from vd.render import render
+
+    rgb = _rgb()
+    pitch = np.radians(5)
+    camera_from_world = torch.eye(4)
+    camera_from_world[1:3, 1:3] = torch.tensor([[np.cos(pitch), np.sin(pitch)], [-np.sin(pitch), np.cos(pitch)]])
+    covered = {}
+    for reach in (0.0, 6.0):
+        s = build_scaffold(rgb, depth_backend=NarrowWall(), inpaint_backend=Fill(), reach=reach, init_iters=0,
+                           render_backend="torch")
+        K = torch.as_tensor(s.views[0].K)
+        with torch.no_grad():
+            alpha = render(s.gaussians, camera_from_world[None], K[None], 64, 48, backend="torch").alpha[0]
+        covered[reach] = float((alpha > 0.5).float().mean())
+    assert covered[0.0] < 0.9 and covered[6.0] > 0.999, covered

@@ -262,8 +262,13 @@ def background_behind_edges(
     band: int = 4,
     tol: float = 0.05,
     behind_by: float = 0.01,
+    parallax: float = 0.0,
+    max_band: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The farther surface continued behind the near side of every depth jump, up to `band` pixels.
+    """The farther surface continued behind the near side of every depth jump, up to `band` pixels,
+    or farther (up to `max_band`) where a camera move uncovers more: `parallax` is the focal length
+    in pixels times the move (in depth units), so a jump from z_near to z_far opens a strip
+    parallax·(1/z_near − 1/z_far) pixels wide.
 
     Returns (mask [H,W] bool, depth [H,W] float32, rgb [H,W,3] float32 in the units of `rgb`): the
     pixels where the view sees a nearer surface in front of the continued one, and that surface's
@@ -283,7 +288,8 @@ def background_behind_edges(
     # sources for the first step: the pixels themselves; later steps: the layer grown so far
     src_d, src_rgb, src_ok = d, col, v
     front = occluding_pixels(d, edges, v, tol=tol)
-    for _ in range(max(int(band), 0)):
+    steps = max(int(band), int(max_band or 0), 0)
+    for step in range(steps):
         cand = v & ~mask if mask.any() else front
         acc_d = np.zeros(d.shape, dtype=np.float32)
         acc_c = np.zeros(col.shape, dtype=np.float32)
@@ -294,6 +300,9 @@ def background_behind_edges(
                     continue
                 nd = _shifted(np.where(src_ok, src_d, 0.0), dy, dx)
                 behind = cand & (nd > d * (1.0 + tol))
+                if step >= band:  # past the fixed band: only as far as a move can uncover here
+                    with np.errstate(divide="ignore"):
+                        behind &= parallax * (1.0 / np.maximum(d, 1e-12) - 1.0 / np.maximum(nd, 1e-12)) > step
                 acc_d = np.maximum(acc_d, np.where(behind, nd, 0.0))
                 acc_c += np.where(behind[..., None], _shifted(src_rgb, dy, dx), 0.0)
                 cnt += behind

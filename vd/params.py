@@ -267,6 +267,12 @@ class CoarseParams:
         (5.0, 50.0), "LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", not_in_keys=LOOP_ONLY
     )
     expansion: float = param(0.3, "Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).")
+    reach: float = param(
+        6.0,
+        "Degrees the outpainted canvas reaches at least beyond each edge of the input, where the camera is known "
+        "before outpainting (a depth file's intrinsics, --focal, --fov, or the depth model's estimate): a narrow "
+        "photo gets a wider ring, up to its own size per side (0 = --expansion alone).",
+    )
     outpaint: bool = param(
         True,
         "Outpaint a canvas around the input (--no-outpaint: the input frame only).",
@@ -335,6 +341,7 @@ class CoarseParams:
         require(
             0.0 <= self.expansion <= 2.0, f"--expansion is a total fraction between 0 and 2, got {self.expansion:g}"
         )
+        require(0.0 <= self.reach <= 45.0, f"--reach is in degrees, between 0 and 45, got {self.reach:g}")
         require(
             self.init_iters is None or self.init_iters >= 0, f"--init-iters must be 0 or more, got {self.init_iters}"
         )

@@ -172,16 +172,17 @@ def run_scene(name: str, methods, work: Path, cache, *, width: int, height: int,
         out["methods"][m] = {"seconds": seconds, "gaussians": len(g), "summary": summarise(rows), "views": rows}
         built[m] = g
         if png is not None:
-            save_pngs(png / folder.name, m, g, gts)
+            save_pngs(png / folder.name, m, g, gts, worst=min(rows[1:], key=lambda r: r["coverage"])["view"])
     return out
 
 
-def save_pngs(folder: Path, method: str, g, gts) -> None:
-    """The renders of a method at the input view and three moves, beside the ground truth."""
+def save_pngs(folder: Path, method: str, g, gts, worst: str | None = None) -> None:
+    """The renders of a method at the input view, a few moves and the `worst` covered one, beside the ground
+    truth (and the alpha)."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    for gt in gts[:1] + [x for x in gts if x.name in ("back", "right", "back-right-yaw", "right-photo", "forward")]:
+    for gt in gts[:1] + [x for x in gts if x.name in ("back", "right", "back-right-yaw", "right-photo", "forward", worst)]:
         alpha = np.repeat(render_view(g, gt, alpha=True)[..., None], 3, -1)
         pair = np.concatenate([gt.rgb, render_view(g, gt), alpha], axis=1)
         Image.fromarray(pair).save(folder / f"{method}-{gt.name}.png")

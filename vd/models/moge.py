@@ -211,6 +211,13 @@ class MogeDepth(DepthBackend):
                 self._model = load_moge(path, self.device, self.entry)
         return self._model
 
+    def known_K(self, width: int, height: int, *, plan=None) -> Optional[np.ndarray]:
+        """The working image's K when the camera is given (--focal, --fov, an intrinsics JSON), without
+        running the model; None when MoGe would estimate it."""
+        same = plan is not None and tuple(plan.size) == (width, height)
+        iplan = plan if same else plan_to(width, height, width, height)
+        return resolve_K(width, height, iplan, focal=self.focal, fov=self.fov, intr=self._intr)
+
     def estimate(self, rgb, K_hint=None, *, plan=None) -> DepthResult:
         """Depth for `rgb`. A known camera (K_hint in working pixels, else --focal in original-image
         pixels via `plan`, --fov, or an intrinsics JSON) fixes MoGe's FoV; otherwise MoGe estimates it."""

@@ -3,8 +3,11 @@
 
 1. Canvas: the normalised input padded **symmetrically** by `pad_x = 8·round(W·expansion/2/8)`
    per side left/right (likewise top/bottom), so the canvas is W + 2·pad_x wide (a multiple of
-   16 when W is, as FLUX needs) and ≈ W·(1 + expansion). Symmetric padding keeps one
-   principal point for input and canvas: K_canvas = K_input shifted by (pad_x, pad_y)
+   16 when W is, as FLUX needs) and ≈ W·(1 + expansion). Where the input's camera is known before
+   outpainting (`input_camera`), a side's padding widens until the canvas reaches `reach` degrees
+   beyond the input's edge (`canvas_padding`): 15 % of a side is 6–7° on a phone's photo but
+   1.5° on a 19° telephoto shot, whose views a few degrees off the input looked past the canvas.
+   Symmetric padding keeps one principal point for input and canvas: K_canvas = K_input shifted by (pad_x, pad_y)
    (upstream pads asymmetrically and so shifts them by 4–7 px:
    docs/upstream.md#symmetric-outpaint-padding). The ring (canvas minus the input rectangle) is
    outpainted by the inpaint backend; the input pixels are kept exactly.
@@ -27,7 +30,9 @@
    near side of every depth jump, just behind the surface it continues, so that it cannot show at
    the input view. A camera that moves uncovers strips behind every edge and magnifies the near
    side, opening gaps along its outline; this layer fills them with the surface that continues
-   there (as a layered depth image does) before any view has to be inpainted. It is not
+   there (as a layered depth image does) before any view has to be inpainted. It reaches
+   BACKGROUND_BAND of the canvas under every jump, and farther where a move of LAYER_MOVE times the
+   median depth would uncover more (f·move·(1/z_near − 1/z_far) pixels). It is not
    optimised here (no view sees it yet); `vd fine` and `vd refine` train it where their views do.
 
 `--no-outpaint` skips 1 and keeps the input view only.
@@ -40,6 +45,7 @@ renderer and the seed) and shows it in the viewer.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -57,10 +63,12 @@ from vd.views import View, decode_record, encode_record
 log = logging.getLogger(__name__)
 
 STAGE = "scaffold"
-VERSION = 7  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
+VERSION = 8  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
 # 4: hidden background layer behind depth edges; 5: a second hidden layer behind the first; 6: not past 3× its depth;
 # 7: the colour fit steps over both views at once (it diverged along the ring's border); the lift takes a steep
-# smooth slope for a surface, not an edge (vd.lift.SLOPE_STEP_RATIO, max_stretch 10)
+# smooth slope for a surface, not an edge (vd.lift.SLOPE_STEP_RATIO, max_stretch 10); 8: the canvas reaches
+# `reach` degrees beyond the input where its camera is known; the hidden layers reach as far as a move of
+# LAYER_MOVE uncovers each jump
 LIFT_FOOTPRINT = 0.7  # Gaussians' extent in pixel spacings (vd.lift): sharper input views than 1.0, as much coverage
 EDGE_FOOTPRINT = 0.25  # on the near side of a depth jump: no tint on the surface behind it
 # nearly opaque: what a later view adds behind a surface must not show through it (at 0.8, 1–3 %
@@ -71,10 +79,16 @@ COLOUR_FIT_ITERS = 6  # vd.train.fit_colours iterations before and after the opt
 # (vd.align.background_behind_edges), as a fraction of the canvas's larger side: 5 px at 166
 # (the evaluation's 128×96 canvas); 0.015 covers as much there, 0.05 no more
 BACKGROUND_BAND = 0.03
+# ... and farther where a move uncovers more (issue 26: a seat 2.1 m before a floor at 3.5 m opens 15 px
+# behind it at a move of 10 % of the median depth, against the 7 px band): as far as a move of LAYER_MOVE
+# times the canvas's median depth opens the jump, at most MAX_BACKGROUND_BAND of the larger side
+LAYER_MOVE = 0.15
+MAX_BACKGROUND_BAND = 0.12
 # the second hidden layer only where it lies within this factor of the first's depth: a far sky kept
 # behind a facade's continuation leaks into the facade's rendered depth at moved views (street, 20 m
 # before 400 m: seen AbsRel .030 -> .041 without the bound) while the crack it fills is a leaf's width
 SECOND_LAYER_MAX_RATIO = 3.0
+MAX_PAD_FRACTION = 0.5  # of a side, per side: the canvas is at most twice the input along each axis
 
 
 def scaffold_key(
@@ -170,6 +184,7 @@ def run_scaffold(
             depth_backend=depth_backend,
             inpaint_backend=inpaint_backend,
             expansion=p.expansion,
+            reach=p.reach,
             outpaint=p.outpaint,
             init_iters=int(p.init_iters or 0),
             seed=seed_from_key(key),
@@ -198,13 +213,42 @@ def run_scaffold(
     return ScaffoldRecord(key=key, hit=hit, views=views, gaussians=g, meta=meta)
 
 
-def canvas_padding(width: int, height: int, expansion: float) -> tuple[int, int]:
-    """Per-side padding (pad_x, pad_y) in pixels for a total expansion fraction (multiples of 8)."""
+def canvas_padding(
+    width: int, height: int, expansion: float, *, K: Optional[np.ndarray] = None, reach: float = 0.0
+) -> tuple[int, int]:
+    """Per-side padding (pad_x, pad_y) in pixels, multiples of 8: `expansion`'s share of each side
+    (a total fraction; 0: no canvas), widened where the input's camera `K` is known until the canvas
+    reaches `reach` degrees beyond each edge of the input, at most MAX_PAD_FRACTION of the side."""
     if expansion <= 0:
         return 0, 0
-    px = 8 * int(round(width * expansion / 2 / 8))
-    py = 8 * int(round(height * expansion / 2 / 8))
-    return max(px, 8), max(py, 8)
+    px = max(8 * int(round(width * expansion / 2 / 8)), 8)
+    py = max(8 * int(round(height * expansion / 2 / 8)), 8)
+    if K is None or reach <= 0:
+        return px, py
+    K = np.asarray(K, dtype=np.float64)
+
+    def reaching(side: int, focal: float, centre: float, pad: int) -> int:
+        half = max(centre, side - centre)  # symmetric padding: the edge farther from the principal point
+        edge = math.atan(half / focal) + math.radians(reach)
+        need = focal * math.tan(min(edge, math.radians(89.0))) - half
+        most = 8 * int(MAX_PAD_FRACTION * side // 8)
+        return max(pad, min(8 * math.ceil(need / 8), most))
+
+    return reaching(width, float(K[0, 0]), float(K[0, 2]), px), reaching(height, float(K[1, 1]), float(K[1, 2]), py)
+
+
+def input_camera(rgb: np.ndarray, depth_backend, image_plan=None) -> Optional[np.ndarray]:
+    """The input's K before any outpainting: what the backend knows without a model pass
+    (`known_K`: a given focal, field of view or intrinsics), else its estimate on the input
+    (the `file` backend reads its intrinsics; a model runs once on the input); None when it fails."""
+    H, W = rgb.shape[:2]
+    known = getattr(depth_backend, "known_K", None)
+    if known is not None:
+        K = known(W, H, plan=image_plan)
+        if K is not None:
+            return np.asarray(K, dtype=np.float64)
+    kw = {"plan": image_plan} if image_plan is not None else {}
+    return np.asarray(depth_backend.estimate(rgb, **kw).K, dtype=np.float64)
 
 
 @dataclass
@@ -223,6 +267,7 @@ def build_scaffold(
     depth_backend,
     inpaint_backend=None,
     expansion: float = 0.3,
+    reach: float = 0.0,
     outpaint: bool = True,
     init_iters: int = 100,
     seed: int = 0,
@@ -242,7 +287,12 @@ def build_scaffold(
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     H, W = rgb.shape[:2]
-    px, py = canvas_padding(W, H, expansion) if outpaint else (0, 0)
+    px, py = (0, 0)
+    if outpaint and expansion > 0:
+        K_input = input_camera(rgb, depth_backend, image_plan) if reach > 0 else None
+        px, py = canvas_padding(W, H, expansion, K=K_input, reach=reach)
+        if K_input is not None and (px, py) != canvas_padding(W, H, expansion):
+            log.info(f"scaffold: canvas {W + 2 * px}x{H + 2 * py}, widened to reach {reach:g}° beyond the input")
     use_ring = outpaint and (px > 0 or py > 0)
     inner = (slice(py, py + H), slice(px, px + W))
     ring = np.ones((H + 2 * py, W + 2 * px), dtype=bool)
@@ -332,14 +382,27 @@ def hidden_background(canvas: np.ndarray, depth: np.ndarray, edges: np.ndarray, 
     from vd.lift import gaussians_from_rgbd
 
     band = int(round(BACKGROUND_BAND * max(depth.shape)))
+    max_band = int(round(MAX_BACKGROUND_BAND * max(depth.shape)))
+    parallax = float(K[0, 0]) * LAYER_MOVE * float(np.median(depth[valid & (depth > 0)]))
     parts = [
         gaussians_from_rgbd(rgb, d, K.astype(np.float32), mask=m, footprint=LIFT_FOOTPRINT, opacity=LIFT_OPACITY)
-        for m, d, rgb in hidden_layers(canvas.astype(np.float32) / 255.0, depth, edges, valid, band)
+        for m, d, rgb in hidden_layers(
+            canvas.astype(np.float32) / 255.0, depth, edges, valid, band, parallax=parallax, max_band=max_band
+        )
     ]
     return Gaussians.cat(parts)
 
 
-def hidden_layers(colour: np.ndarray, depth: np.ndarray, edges: np.ndarray, valid: np.ndarray, band: int):
+def hidden_layers(
+    colour: np.ndarray,
+    depth: np.ndarray,
+    edges: np.ndarray,
+    valid: np.ndarray,
+    band: int,
+    *,
+    parallax: float = 0.0,
+    max_band: int | None = None,
+):
     """[(mask, depth, colour)] of two hidden layers, `band` pixels each: the farther surface continued
     under the near side of each jump (`vd.align.background_behind_edges`, BACKGROUND_BAND of the canvas's
     larger side), then the surface continued behind *that* where it is itself in front of a farther one.
@@ -348,11 +411,12 @@ def hidden_layers(colour: np.ndarray, depth: np.ndarray, edges: np.ndarray, vali
     before a wall, issue 26): under the nearest the first layer continues the middle one, and a
     sideways move uncovers the wall behind both as a black crack; the second layer holds it, where it
     lies within SECOND_LAYER_MAX_RATIO of the first layer's depth."""
-    first = background_behind_edges(depth, colour, edges, valid, band=band)
+    grow = {"band": band, "parallax": parallax, "max_band": max_band}
+    first = background_behind_edges(depth, colour, edges, valid, **grow)
     mask = first[0]
     under = np.where(mask, first[1], depth).astype(np.float32)  # the scene with the nearest surfaces lifted off
     under_colour = np.where(mask[..., None], first[2], colour).astype(np.float32)
-    m2, d2, c2 = background_behind_edges(under, under_colour, spawn_edges(under, valid), valid, band=band)
+    m2, d2, c2 = background_behind_edges(under, under_colour, spawn_edges(under, valid), valid, **grow)
     return [first, (m2 & mask & (d2 <= SECOND_LAYER_MAX_RATIO * first[1]), d2, c2)]
 
 
