@@ -411,12 +411,15 @@ def hidden_layers(
     before a wall, issue 26): under the nearest the first layer continues the middle one, and a
     sideways move uncovers the wall behind both as a black crack; the second layer holds it, where it
     lies within SECOND_LAYER_MAX_RATIO of the first layer's depth."""
-    grow = {"band": band, "parallax": parallax, "max_band": max_band}
-    first = background_behind_edges(depth, colour, edges, valid, **grow)
+
+    def grow(d, c, e):
+        return background_behind_edges(d, c, e, valid, band=band, parallax=parallax, max_band=max_band)
+
+    first = grow(depth, colour, edges)
     mask = first[0]
     under = np.where(mask, first[1], depth).astype(np.float32)  # the scene with the nearest surfaces lifted off
     under_colour = np.where(mask[..., None], first[2], colour).astype(np.float32)
-    m2, d2, c2 = background_behind_edges(under, under_colour, spawn_edges(under, valid), valid, **grow)
+    m2, d2, c2 = grow(under, under_colour, spawn_edges(under, valid))
     return [first, (m2 & mask & (d2 <= SECOND_LAYER_MAX_RATIO * first[1]), d2, c2)]
 
 
