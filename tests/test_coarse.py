@@ -200,6 +200,13 @@ def test_trajectory_file_and_no_outpaint(tmp_path, run_vd):
         assert np.allclose(c["world_from_camera"], poses[c["dense_index"]])
 
 
+def test_a_scaffold_without_optimisation(tmp_path, run_vd):
+    """--init-iters 0 (the lifted Gaussians as they are) has no loss to report: it used to fail formatting it."""
+    img = make_scene(tmp_path / "in")
+    r = _run(run_vd, img, tmp_path / "o", "--init-iters", "0", "--n-frames", "2", "--json")
+    assert json.loads(r.stdout.strip().splitlines()[-1])["scaffold"]["frames"] == 2
+
+
 @pytest.mark.slow
 def test_viewer_receives_frames_and_gaussians(reference):
     """Stage functions accept a viewer; a failing viewer only warns."""

@@ -208,7 +208,7 @@ def run_scaffold(
     log.info(
         f"scaffold: {len(g)} Gaussians from {len(views)} view(s)"
         + (f", {hidden} of them behind depth edges" if hidden else "")
-        + (" (cached)" if hit else f", loss {meta.get('loss', float('nan')):.4f}")
+        + (" (cached)" if hit else "" if meta.get("loss") is None else f", loss {meta['loss']:.4f}")
     )
     return ScaffoldRecord(key=key, hit=hit, views=views, gaussians=g, meta=meta)
 
