@@ -160,6 +160,31 @@ def test_mesh_export_keeps_what_lies_beyond_the_grid(tmp_path, run_vd):
     assert rep["far_faces"] == 0 and (-v[:, 2] < 10).all()
 
 
+def test_a_fly_through_view_that_sees_only_the_far_wall_does_not_stretch_the_grid(tmp_path):
+    # a fly-through camera 3 m to the side sees the wall 25 m away and nothing of the near plane: within 3x its own
+    # median depth, the wall stretched the grid to 25 m, its voxels 10x coarser on the near plane
+    from _export_scene import K as K_VIEW
+    from _export_scene import H as H_VIEW
+    from _export_scene import W as W_VIEW
+    from vd.export.mesh import MeshParams, export_mesh, mesh_cameras
+    from vd.export.source import resolve_source
+
+    src = resolve_source(write_vd_folder(tmp_path / "far", far_wall_gaussians()))
+    g = src.gaussians()
+    p = MeshParams(resolution=96)
+    views_only = export_mesh(tmp_path / "views.ply", g, mesh_cameras(src.views(), [], K_VIEW, W_VIEW, H_VIEW), params=p)
+    cams = mesh_cameras(src.views(), [pose(3.0)], K_VIEW, W_VIEW, H_VIEW)
+    rep = export_mesh(tmp_path / "m.ply", g, cams, params=p)
+    assert rep["voxel"] == pytest.approx(views_only["voxel"]) and rep["voxel"] < 0.05
+    assert [c.spans_grid for c in cams] == [True] * len(src.views()) + [False]
+    v = np.asarray(trimesh.load(tmp_path / "m.ply", process=False).vertices) @ np.diag([1.0, -1, -1])
+    a, b, c = PLANE
+    near = v[v[:, 2] < 4]
+    assert np.median(np.abs(near[:, 2] - (a * near[:, 0] + b * near[:, 1] + c))) < 0.02
+    # a scene without views: the fly-through spans the grid
+    assert all(c.spans_grid for c in mesh_cameras([], [pose(), pose(3.0)], K_VIEW, W_VIEW, H_VIEW))
+
+
 def test_bench_rasteriser_draws_a_grazing_plane_at_its_depth_at_pixel_centres():
     sys.path.insert(0, str(ROOT))
     from bench.mesh import render_mesh
