@@ -12,8 +12,9 @@
    behind a seen surface count as solid), colour the vertices from the colour grid, drop small disconnected
    pieces; add a far layer: what the widest view sees beyond the grid (a far street, a sky) triangulated from
    its depth map; decimate to `faces` triangles with fast-simplification (quadric error metrics).
-4. `collider=True`: a small closed proxy instead: everything no camera saw as free space inside the grid is
-   solid, at a coarse resolution, so the surface closes (watertight), then decimated.
+4. `collider=True`: a small closed proxy instead: everything no camera saw as free space inside the grid (here
+   over every camera's points, the fly-through's too) is solid, at a coarse resolution, so the surface closes
+   (watertight), then decimated.
 
 Axes: the mesh is written +Y up, right-handed, the input camera at the origin looking along -Z (glTF's
 convention, and what Blender, Unity and Unreal importers assume for .glb/.obj): vd's (x, y, z) -> (x, -y, -z).
@@ -504,7 +505,9 @@ def export_mesh(
     t0 = time.perf_counter()
     frames = render_frames(g, cameras, alpha_min=p.alpha_min, depth_mode=p.depth_mode, progress=progress)
     res = p.collider_resolution if collider_only else p.resolution
-    origin, voxel, shape = grid_for(grid_frames(frames, cameras), res, p.far)
+    # the collider keeps every camera's box, as before: at its coarse resolution the stretch costs nothing, and with
+    # the views' box the example room's collider did not stay closed when decimated (17.6k faces instead of 2,000)
+    origin, voxel, shape = grid_for(frames if collider_only else grid_frames(frames, cameras), res, p.far)
     grid = fuse(frames, origin, voxel, shape, p.trunc_voxels * voxel)
     far_faces = 0
     if collider_only:
