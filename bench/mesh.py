@@ -267,6 +267,7 @@ def load_mesh(path: Path):
 
 
 CANVAS_DEPTHS = ("completed", "exact")
+SCENES = ("room", "tabletop", "street", "fence")
 
 
 def canvas_depth_backend(scene, image_path: Path):
@@ -457,7 +458,7 @@ def section(machine: str, date: str, results) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scenes", nargs="+", default=["room", "tabletop", "street", "fence"])
+    ap.add_argument("--scenes", nargs="+", default=list(SCENES))
     ap.add_argument("--work", type=Path, default=Path("/tmp/vd-mesh-bench"))
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument(
@@ -501,7 +502,7 @@ def main():
             kept + results,
             key=lambda r: (
                 r.get("canvas_depth", "completed") != "completed",
-                a.scenes.index(r["scene"].split()[0]) if r["scene"].split()[0] in a.scenes else len(a.scenes),
+                SCENES.index(r["scene"].split()[0]) if r["scene"].split()[0] in SCENES else len(SCENES),
             ),
         )
         dates = sorted({r["date"] for r in results})
