@@ -2,6 +2,7 @@
 """`vd export --format mesh` against exact geometry: bench/quality's synthetic scenes.
 
     flock /tmp/vd-bench.lock python -m bench.mesh [--scenes room tabletop street fence] [--png /tmp/mesh]
+                                                  [--canvas-depth completed exact] [--merge]
 
 For each scene: the scaffold scene of `vd coarse --n-frames 2` (bench.quality.run's ``scaffold`` method, the
 input view and ring of frames), then `vd export --format mesh` of its output folder (default flags and
@@ -14,9 +15,17 @@ within 15 % of the median depth), beside the splats the mesh came from:
 - depth AbsRel on the pixels both the prediction and the ground truth cover; coverage; PSNR of the colour
   on the covered pixels.
 
+`--canvas-depth` picks the depth the scaffold gets on its outpainted canvas: ``completed`` (default) is what
+`vd coarse` does with the `file` depth backend the bench hands it (the input's exact depth, extended into the
+outpainted ring by `vd.align.complete_depth`: the ring's walls stand at the depth of the input's border);
+``exact`` gives it the scene's exact depth over the whole canvas, ray-cast with the canvas camera (`CanvasDepth`:
+a perfect depth model on the canvas, as MoGe is on a GPU), so that the mesh step is measured apart from the
+ring's guessed depth. Both may be given; their rows are labelled by scene and mode.
+
 The mesh is drawn by a small rasteriser (z-buffer at the pixel centres, depth and vertex colours interpolated
 perspective-correctly), as the splats and the ground truth are sampled at the pixel centres.
-Writes its section of bench/export.md (between the `section:mesh` markers) and bench/mesh.json.
+Writes its section of bench/export.md (between the `section:mesh` markers) and bench/mesh.json; with `--merge`
+the scenes of an earlier bench/mesh.json that this run did not measure are kept (a second mode run apart).
 """
 
 from __future__ import annotations
@@ -257,8 +266,59 @@ def load_mesh(path: Path):
     return verts, np.asarray(m.faces, np.int64), colours
 
 
-def run_scene(name, work: Path, cache, png: Path | None, quick: bool = False) -> dict:
-    from bench.quality.run import coarse_gaussians, write_input
+CANVAS_DEPTHS = ("completed", "exact")
+SCENES = ("room", "tabletop", "street", "fence")
+
+
+def canvas_depth_backend(scene, image_path: Path):
+    """The `file` depth backend of the bench's input (the input view's exact depth), which, given the outpainted
+    canvas, returns the scene's exact depth over all of it, ray-cast with the canvas camera: the scaffold takes
+    a backend that estimates novel views to be a depth model run on the canvas (`vd.stages.scaffold.canvas_depth`)
+    and uses the crop of its estimate for the input, which here is the input's own exact depth again."""
+    from bench.quality.scenes import render as cast_view
+    from vd.models.depth import DepthResult, check_rgb
+    from vd.models.depth_file import FileDepth
+
+    class CanvasDepth(FileDepth):
+        estimates_novel_views = True
+
+        def __init__(self):
+            super().__init__(image_path=image_path)
+            self.identity += ":exact-canvas-depth"
+
+        def estimate(self, rgb, K_hint=None, *, plan=None) -> DepthResult:
+            H, W = check_rgb(rgb).shape[:2]
+            if (W, H) == (scene.width, scene.height):
+                return super().estimate(rgb, K_hint, plan=plan)
+            px, py = (W - scene.width) // 2, (H - scene.height) // 2  # vd pads the canvas symmetrically
+            if (2 * px + scene.width, 2 * py + scene.height) != (W, H):
+                raise ValueError(f"not a canvas of the {scene.width}x{scene.height} input: {W}x{H}")
+            K = scene.K().copy()
+            K[0, 2] += px
+            K[1, 2] += py
+            _, depth = cast_view(scene, scene.input_pose, K, W, H)
+            return DepthResult(depth=depth.astype(np.float32), K=K.astype(np.float32), valid=depth > 0)
+
+    return CanvasDepth()
+
+
+def scaffold_folder(scene, image: Path, cache, folder: Path, canvas: str) -> None:
+    """bench.quality.run's ``scaffold`` method (`vd coarse --n-frames 2`, telea, CPU) written to `folder`, with
+    the canvas depth of `canvas` (CANVAS_DEPTHS)."""
+    from unittest import mock
+
+    from bench.quality.run import coarse_gaussians
+
+    if canvas == "completed":
+        coarse_gaussians(image, "none", cache, n_frames=2, out=folder)
+        return
+    backend = canvas_depth_backend(scene, image)
+    with mock.patch("vd.stages.coarse.get_depth_backend", lambda *a, **kw: backend):
+        coarse_gaussians(image, "none", cache, n_frames=2, out=folder)
+
+
+def run_scene(name, work: Path, cache, png: Path | None, quick: bool = False, canvas: str = "completed") -> dict:
+    from bench.quality.run import write_input
     from bench.quality.scenes import make_scene
     from bench.quality.score import ground_truth
     from vd.export.source import resolve_source
@@ -268,10 +328,12 @@ def run_scene(name, work: Path, cache, png: Path | None, quick: bool = False) ->
     gts = ground_truth(scene)
     median = float(np.median(gts[0].depth[gts[0].depth > 0]))
     tau = 0.01 * median
-    image = write_input(gts[0], work / name)
-    folder = work / name / "out"
+    scene_label = name if canvas == "completed" else f"{name} ({canvas} canvas depth)"
+    base = work / (name if canvas == "completed" else f"{name}-{canvas}")
+    image = write_input(gts[0], base)
+    folder = base / "out"
     t = time.perf_counter()
-    coarse_gaussians(image, "none", cache, n_frames=2, out=folder)
+    scaffold_folder(scene, image, cache, folder, canvas)
     splat_seconds = time.perf_counter() - t
     src = resolve_source(folder)
     g = src.gaussians()
@@ -292,7 +354,7 @@ def run_scene(name, work: Path, cache, png: Path | None, quick: bool = False) ->
         ("mesh --faces 20000", {"faces": 20000}, ".glb"),
         ("mesh --collider", {"collider": True}, ".glb"),
     )[: 1 if quick else 3]:
-        out = work / name / f"{label.replace(' ', '_').replace('--', '')}{suffix}"
+        out = base / f"{label.replace(' ', '_').replace('--', '')}{suffix}"
         t = time.perf_counter()
         rep = write_export(src, "mesh", out, force=True, **kw)
         dt = time.perf_counter() - t
@@ -311,16 +373,16 @@ def run_scene(name, work: Path, cache, png: Path | None, quick: bool = False) ->
         if png is not None:
             from PIL import Image
 
-            (png / name).mkdir(parents=True, exist_ok=True)
+            (png / base.name).mkdir(parents=True, exist_ok=True)
             for i in (0, 3):
                 rgb = views[i][0] if colours is not None else np.repeat((views[i][2] * 0.8)[..., None], 3, -1)
                 pair = np.concatenate([gts[i].rgb / 255.0, rgb], 1)
                 Image.fromarray((pair * 255).astype(np.uint8)).save(
-                    png / name / f"{label.split()[-1].strip('-')}_{gts[i].name}.png"
+                    png / base.name / f"{label.split()[-1].strip('-')}_{gts[i].name}.png"
                 )
     for r in rows:
-        print(name, r, flush=True)
-    return {"scene": name, "median_depth": median, "tau": tau, "rows": rows}
+        print(scene_label, r, flush=True)
+    return {"scene": scene_label, "canvas_depth": canvas, "median_depth": median, "tau": tau, "rows": rows}
 
 
 def table(results) -> list[str]:
@@ -370,10 +432,14 @@ def section(machine: str, date: str, results) -> list[str]:
         "## Meshes: `vd export --format mesh` against exact geometry (`python -m bench.mesh`)",
         "",
         f"Machine: {machine}. Date: {date}. bench/quality's synthetic scenes at 128x96, the scaffold scene of",
-        "`vd coarse --n-frames 2` (telea, CPU), then `vd export --format mesh` of its folder (TSDF of the splats'",
-        "median depth over the scene's cameras and a 24-frame spiral, 256 voxels along the longest side, points",
-        "beyond 3x a view's median depth left out of the grid and triangulated from the widest view's depth map",
-        "instead). Rows: the splats scored with their expected depth (vd's default render) and their median depth",
+        "`vd coarse --n-frames 2` (telea, CPU; the `file` depth backend with the input's exact depth, which",
+        "`vd.align.complete_depth` extends into the outpainted ring, or, in the rows marked *exact canvas depth*, the",
+        "scene's exact depth over the whole canvas, as a perfect depth model run on the canvas would give it:",
+        "`--canvas-depth exact`), then `vd export --format mesh` of its folder (TSDF of the splats'",
+        "median depth over the scene's cameras and a 24-frame spiral, 256 voxels along the longest side of a grid",
+        "over what the scene's own views see up to 3x their median depth, the spiral fused inside it; what lies",
+        "beyond it triangulated from the widest view's depth map). Rows: the splats scored with their expected",
+        "depth (vd's default render) and their median depth",
         "(the one the mesh fuses), then the mesh, drawn by a rasteriser at the pixel centres. Scores pooled over the",
         "12 moves (F-score also over the input view): F-score at 1 % of the median depth of the visible surface",
         "points, depth AbsRel and PSNR on the pixels both cover. Mesh times include rendering the depth maps; the",
@@ -392,7 +458,7 @@ def section(machine: str, date: str, results) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scenes", nargs="+", default=["room", "tabletop", "street", "fence"])
+    ap.add_argument("--scenes", nargs="+", default=list(SCENES))
     ap.add_argument("--work", type=Path, default=Path("/tmp/vd-mesh-bench"))
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument(
@@ -401,6 +467,19 @@ def main():
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "export.md")
     ap.add_argument("--quick", action="store_true", help="the default mesh only (no --faces, no --collider)")
     ap.add_argument("--rewrite", action="store_true", help="rewrite the section from mesh.json (no runs)")
+    ap.add_argument(
+        "--canvas-depth",
+        nargs="+",
+        choices=CANVAS_DEPTHS,
+        default=["completed"],
+        help="the scaffold's depth on the outpainted canvas: the input's, completed into the ring by "
+        "vd.align.complete_depth (vd with the file backend), and/or the scene's exact depth over the whole canvas",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of bench/mesh.json's scenes and modes this run does not measure",
+    )
     a = ap.parse_args()
     if a.rewrite:
         saved = json.loads(a.out.with_name("mesh.json").read_text())
@@ -410,8 +489,24 @@ def main():
     from vd.cache import Cache
 
     cache = Cache.open(os.environ["VD_CACHE_DIR"], remote=None)
-    results = [run_scene(s, a.work, cache, a.png, a.quick) for s in a.scenes]
+    results = [run_scene(s, a.work, cache, a.png, a.quick, c) for c in a.canvas_depth for s in a.scenes]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for r in results:
+        r["date"] = now
+    saved = a.out.with_name("mesh.json")
+    if a.merge and saved.exists():
+        old = json.loads(saved.read_text())
+        done = {r["scene"] for r in results}
+        kept = [dict(r, date=r.get("date", old["date"])) for r in old["results"] if r["scene"] not in done]
+        results = sorted(
+            kept + results,
+            key=lambda r: (
+                r.get("canvas_depth", "completed") != "completed",
+                SCENES.index(r["scene"].split()[0]) if r["scene"].split()[0] in SCENES else len(SCENES),
+            ),
+        )
+        dates = sorted({r["date"] for r in results})
+        now = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     body = section(a.machine, now, results)
     write_section(a.out, body, START, END)
     a.out.with_name("mesh.json").write_text(

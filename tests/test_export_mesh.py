@@ -86,6 +86,19 @@ def test_mesh_of_flat_splats_is_fused_from_their_median_depth(tmp_path):
     assert signed["expected"].mean() > 0.006, signed["expected"].mean()
 
 
+def test_mesh_of_a_scene_without_views_is_fused_from_the_fly_through(tmp_path, run_vd):
+    # a bare PLY: no views of its own; the video camera and its spiral span the grid
+    from vd.ply import write_ply
+
+    write_ply(tmp_path / "scene.ply", plane_gaussians())
+    r = run_vd("export", tmp_path / "scene.ply", "--format", "mesh", "-o", tmp_path / "m.ply", "--json")
+    assert r.code == 0, r
+    rep = json.loads(r.stdout)
+    assert rep["faces"] > 1000 and rep["views_fused"] == 1 + 24
+    v = np.asarray(trimesh.load(tmp_path / "m.ply", process=False).vertices) @ np.diag([1.0, -1.0, -1.0])
+    assert np.median(plane_distance(v)) < 0.02
+
+
 def test_faces_decimates_and_collider_is_watertight(folder, tmp_path, run_vd):
     r = run_vd("export", folder, "--format", "mesh", "-o", tmp_path / "small.obj", "--faces", "500", "--json")
     assert r.code == 0, r

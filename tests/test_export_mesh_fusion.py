@@ -122,8 +122,12 @@ def far_wall_gaussians():
     far = Gaussians.from_rgb(
         torch.tensor(P, dtype=torch.float32), torch.tensor(rgb, dtype=torch.float32), scales=0.45, opacity=0.95
     )
-    return Gaussians(*(torch.cat([getattr(near, k), getattr(far, k)]) for k in
-                       ("means", "log_scales", "quats", "opacity_logits", "sh")))
+    return Gaussians(
+        *(
+            torch.cat([getattr(near, k), getattr(far, k)])
+            for k in ("means", "log_scales", "quats", "opacity_logits", "sh")
+        )
+    )
 
 
 def test_mesh_export_keeps_what_lies_beyond_the_grid(tmp_path, run_vd):
@@ -148,11 +152,37 @@ def test_mesh_export_keeps_what_lies_beyond_the_grid(tmp_path, run_vd):
     g = src.gaussians()
     Kc, Wc, Hc, radius = video_camera(src, g)
     p = MeshParams(far_layer=False, resolution=96, trajectory_frames=6)  # small: only where the mesh ends matters
-    cams = mesh_cameras(src.views(), trajectory_poses("spiral", p.trajectory_frames, radius=radius, width=Wc,
-                                                       height=Hc), Kc, Wc, Hc)
+    cams = mesh_cameras(
+        src.views(), trajectory_poses("spiral", p.trajectory_frames, radius=radius, width=Wc, height=Hc), Kc, Wc, Hc
+    )
     rep = export_mesh(tmp_path / "near.ply", g, cams, params=p)
     v = np.asarray(trimesh.load(tmp_path / "near.ply", process=False).vertices)
     assert rep["far_faces"] == 0 and (-v[:, 2] < 10).all()
+
+
+def test_a_fly_through_view_that_sees_only_the_far_wall_does_not_stretch_the_grid(tmp_path):
+    # a fly-through camera 3 m to the side sees the wall 25 m away and nothing of the near plane: within 3x its own
+    # median depth, the wall stretched the grid to 25 m, its voxels 10x coarser on the near plane
+    from _export_scene import K as K_VIEW
+    from _export_scene import H as H_VIEW
+    from _export_scene import W as W_VIEW
+    from vd.export.mesh import MeshParams, export_mesh, mesh_cameras
+    from vd.export.source import resolve_source
+
+    src = resolve_source(write_vd_folder(tmp_path / "far", far_wall_gaussians()))
+    g = src.gaussians()
+    p = MeshParams(resolution=96)
+    views_only = export_mesh(tmp_path / "views.ply", g, mesh_cameras(src.views(), [], K_VIEW, W_VIEW, H_VIEW), params=p)
+    cams = mesh_cameras(src.views(), [pose(3.0)], K_VIEW, W_VIEW, H_VIEW)
+    rep = export_mesh(tmp_path / "m.ply", g, cams, params=p)
+    assert rep["voxel"] == pytest.approx(views_only["voxel"]) and rep["voxel"] < 0.05
+    assert [c.spans_grid for c in cams] == [True] * len(src.views()) + [False]
+    v = np.asarray(trimesh.load(tmp_path / "m.ply", process=False).vertices) @ np.diag([1.0, -1, -1])
+    a, b, c = PLANE
+    near = v[v[:, 2] < 4]
+    assert np.median(np.abs(near[:, 2] - (a * near[:, 0] + b * near[:, 1] + c))) < 0.02
+    # a scene without views: the fly-through spans the grid
+    assert all(c.spans_grid for c in mesh_cameras([], [pose(), pose(3.0)], K_VIEW, W_VIEW, H_VIEW))
 
 
 def test_bench_rasteriser_draws_a_grazing_plane_at_its_depth_at_pixel_centres():
@@ -177,3 +207,32 @@ def test_bench_rasteriser_draws_a_grazing_plane_at_its_depth_at_pixel_centres():
     assert np.abs(depth[inside] - truth[inside]).max() < 1e-6 * truth[inside].max()
     x = rays(K, W, H)[..., 0] * truth
     assert np.abs(rgb[..., 0][inside] - (x[inside] + 6) / 12).max() < 1e-6
+
+
+def test_bench_exact_canvas_depth_is_the_scenes_and_the_inputs_own_on_its_crop(tmp_path):
+    """bench.mesh --canvas-depth exact: the scaffold's canvas depth is the ray-cast scene's over the whole canvas
+    (a depth model that estimates novel views), and the input's exact depth where it crops the input."""
+    sys.path.insert(0, str(ROOT))
+    from bench.mesh import canvas_depth_backend
+    from bench.quality.run import write_input
+    from bench.quality.scenes import make_scene
+    from bench.quality.score import ground_truth
+    from vd.stages.scaffold import canvas_padding
+
+    scene = make_scene("room", 64, 48)
+    gt = ground_truth(scene, ["left"])[0]
+    backend = canvas_depth_backend(scene, write_input(gt, tmp_path))
+    assert backend.estimates_novel_views and backend.identity.endswith("exact-canvas-depth")
+    px, py = canvas_padding(64, 48, 0.3)
+    res = backend.estimate(np.zeros((48 + 2 * py, 64 + 2 * px, 3), np.uint8))
+    assert np.array_equal(res.depth[py : py + 48, px : px + 64], gt.depth) and res.valid.all()
+    K_c = scene.K() + np.array([[0, 0, px], [0, 0, py], [0, 0, 0]])
+    np.testing.assert_allclose(res.K, K_c, rtol=1e-6)
+    # the ring holds the room's walls where they continue, not the input border's depth completed outwards
+    from vd.align import complete_depth
+
+    ring = np.ones(res.depth.shape, bool)
+    ring[py : py + 48, px : px + 64] = False
+    known = np.where(ring, 0, res.depth).astype(np.float32)
+    guess = complete_depth(known, ring)
+    assert (np.abs(guess - res.depth)[ring] > 0.05 * res.depth[ring]).mean() > 0.2

@@ -3,16 +3,18 @@
 1. Render colour, median depth and alpha of the splats (vd.render) at the scene's cameras and along a
    fly-through of them (the video's spiral), so every surface the scene shows is seen from several sides.
 2. Fuse the depths into a truncated signed distance field (TSDF: the running weighted mean of the truncated
-   signed distance, Curless & Levoy 1996) on a voxel grid over the seen points up to 3x each view's median
-   depth, and average the colours near the surface the same way. A voxel's depth is interpolated between pixel
+   signed distance, Curless & Levoy 1996) on a voxel grid over the points the scene's own views see up to 3x
+   each view's median depth (the fly-through fuses inside that grid but does not stretch it: `grid_frames`), and
+   average the colours near the surface the same way. A voxel's depth is interpolated between pixel
    centres (DepthLookup) and its distance measured to the surface's tangent plane (ray_slant), so surfaces seen
    at a grazing angle (a road, a facade down a street) fuse onto their plane.
 3. Extract the zero level with marching cubes (scikit-image) on cubes known at every corner (unseen voxels
    behind a seen surface count as solid), colour the vertices from the colour grid, drop small disconnected
    pieces; add a far layer: what the widest view sees beyond the grid (a far street, a sky) triangulated from
    its depth map; decimate to `faces` triangles with fast-simplification (quadric error metrics).
-4. `collider=True`: a small closed proxy instead: everything no camera saw as free space inside the grid is
-   solid, at a coarse resolution, so the surface closes (watertight), then decimated.
+4. `collider=True`: a small closed proxy instead: everything no camera saw as free space inside the grid (here
+   over every camera's points, the fly-through's too) is solid, at a coarse resolution, so the surface closes
+   (watertight), then decimated.
 
 Axes: the mesh is written +Y up, right-handed, the input camera at the origin looking along -Z (glTF's
 convention, and what Blender, Unity and Unreal importers assume for .glb/.obj): vd's (x, y, z) -> (x, -y, -z).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,6 +55,17 @@ class MeshParams:
     depth_mode: str = "median"  # fused depth: "median" (on the surface) or "expected" (biased toward the camera)
 
 
+class MeshCamera(NamedTuple):
+    """A camera the mesh fuses depth from (a plain (K, width, height, world_from_camera) tuple also works and spans
+    the grid)."""
+
+    K: np.ndarray
+    width: int
+    height: int
+    world_from_camera: np.ndarray
+    spans_grid: bool = True  # its points set the grid's extent (the scene's own views), or it fuses inside it only
+
+
 @dataclass
 class Frame:
     rgb: np.ndarray  # [H,W,3] float in [0, 1]
@@ -74,8 +88,8 @@ class TSDF:
 def render_frames(
     g, cameras, *, alpha_min: float, depth_mode: str = "median", device="cpu", progress=None
 ) -> list[Frame]:
-    """Colour and depth (median or expected, see vd.render.render) of the splats at each
-    (K, width, height, world_from_camera)."""
+    """Colour and depth (median or expected, see vd.render.render) of the splats at each camera
+    (K, width, height, world_from_camera[, spans_grid])."""
     import torch
 
     from vd.cameras import invert_pose
@@ -84,7 +98,8 @@ def render_frames(
     frames = []
     task = progress.add_task("mesh: rendering depth", total=len(cameras)) if progress is not None else None
     with torch.no_grad():
-        for K, w, h, P in cameras:
+        for cam in cameras:
+            K, w, h, P = cam[:4]
             vm = torch.as_tensor(invert_pose(np.asarray(P)[None]), dtype=torch.float32, device=g.device)
             Kt = torch.as_tensor(np.asarray(K)[None], dtype=torch.float32, device=g.device)
             out = render(g, vm, Kt, w, h, depth_mode=depth_mode)
@@ -453,12 +468,25 @@ def check_mesh_target(path: Path) -> None:
         raise UsageError(f"--format mesh needs {e.name}, which is not installed; run: {INSTALL_HINT}") from None
 
 
-def mesh_cameras(views, traj_poses, K, width: int, height: int) -> list:
-    """(K, W, H, world_from_camera) of the scene's views and the fly-through poses."""
+def mesh_cameras(views, traj_poses, K, width: int, height: int) -> list[MeshCamera]:
+    """The cameras of the scene's views, which span the TSDF grid, and of the fly-through poses, which fuse inside it
+    (and span it when the scene has no views)."""
     cams = [
-        (np.asarray(v.K, np.float64), v.width, v.height, np.asarray(v.world_from_camera, np.float64)) for v in views
+        MeshCamera(np.asarray(v.K, np.float64), v.width, v.height, np.asarray(v.world_from_camera, np.float64))
+        for v in views
     ]
-    return cams + [(np.asarray(K, np.float64), width, height, P) for P in traj_poses]
+    return cams + [MeshCamera(np.asarray(K, np.float64), width, height, P, not cams) for P in traj_poses]
+
+
+def grid_frames(frames: list[Frame], cameras) -> list[Frame]:
+    """The frames whose cameras span the grid (all of them when none does). A fly-through view turned past the scene's
+    edge sees less of it, and farther, so its own 3x median depth reaches farther: on bench/quality's street (the
+    scene's views' median depths 8-10 m) the spiral's were 11-20 m with half its pixels covered, its points reached
+    58 m, and the voxels were 0.18 m instead of 0.11 m, the far street fused from its depth maps rather than given by
+    the far layer (from the widest of the scene's own views, which the splats reproduce best)."""
+    spans = [len(c) < 5 or bool(c[4]) for c in cameras]
+    chosen = [f for f, s in zip(frames, spans, strict=True) if s]
+    return chosen or frames
 
 
 def export_mesh(
@@ -477,7 +505,9 @@ def export_mesh(
     t0 = time.perf_counter()
     frames = render_frames(g, cameras, alpha_min=p.alpha_min, depth_mode=p.depth_mode, progress=progress)
     res = p.collider_resolution if collider_only else p.resolution
-    origin, voxel, shape = grid_for(frames, res, p.far)
+    # the collider keeps every camera's box, as before: at its coarse resolution the stretch costs nothing, and with
+    # the views' box the example room's collider did not stay closed when decimated (17.6k faces instead of 2,000)
+    origin, voxel, shape = grid_for(frames if collider_only else grid_frames(frames, cameras), res, p.far)
     grid = fuse(frames, origin, voxel, shape, p.trunc_voxels * voxel)
     far_faces = 0
     if collider_only:
@@ -515,6 +545,7 @@ def export_mesh(
 __all__ = [
     "MESH_SUFFIXES",
     "TSDF",
+    "MeshCamera",
     "MeshParams",
     "check_mesh_target",
     "collider",
@@ -522,6 +553,7 @@ __all__ = [
     "export_mesh",
     "fuse",
     "grid_for",
+    "grid_frames",
     "mesh_cameras",
     "render_frames",
     "surface",

@@ -159,7 +159,7 @@ def write_mesh_export(
     src: Source, g, out: Path, *, faces: Optional[int], collider: bool, device: str = "cpu", progress=None
 ) -> dict:
     """A triangle mesh fused from depth rendered at the source's cameras and along a fly-through of them."""
-    from vd.export.mesh import MeshParams, export_mesh, mesh_cameras
+    from vd.export.mesh import MeshCamera, MeshParams, export_mesh, mesh_cameras
     from vd.export.video import trajectory_poses
 
     params = MeshParams()
@@ -167,7 +167,7 @@ def write_mesh_export(
     traj = trajectory_poses("spiral", params.trajectory_frames, radius=radius, width=W, height=H)
     cams = mesh_cameras(src.views() if src.has_views else [], traj, K, W, H)
     if not src.has_views:
-        cams.insert(0, (K, W, H, np.eye(4)))
+        cams.insert(0, MeshCamera(K, W, H, np.eye(4)))
     rep = export_mesh(out, g.to(device), cams, faces=faces, collider_only=collider, params=params, progress=progress)
     return {**rep, "source": str(src.path), "stage": src.stage}
 
