@@ -237,10 +237,10 @@ def canvas_padding(
     return reaching(width, float(K[0, 0]), float(K[0, 2]), px), reaching(height, float(K[1, 1]), float(K[1, 2]), py)
 
 
-def input_camera(rgb: np.ndarray, depth_backend, image_plan=None) -> Optional[np.ndarray]:
+def input_camera(rgb: np.ndarray, depth_backend, image_plan=None) -> np.ndarray:
     """The input's K before any outpainting: what the backend knows without a model pass
     (`known_K`: a given focal, field of view or intrinsics), else its estimate on the input
-    (the `file` backend reads its intrinsics; a model runs once on the input); None when it fails."""
+    (the `file` backend reads its intrinsics; a model runs once on the input)."""
     H, W = rgb.shape[:2]
     known = getattr(depth_backend, "known_K", None)
     if known is not None:
