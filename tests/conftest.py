@@ -9,6 +9,8 @@
   process (same isolated environment) and returns the same `Result`; `vd_env()` gives that env
   for tests that manage the process themselves (e.g. to SIGKILL it).
 - Tests marked `gpu` are skipped when CUDA is unavailable.
+- Under pytest-xdist (the README's `-n 2`: one worker a core) every worker and the `vd` processes it
+  starts use one OpenMP thread: two workers of two threads each on two cores spin against each other.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before anything imports torch
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
 
 _UNSET = (
     "VD_OFFLINE",

@@ -54,6 +54,23 @@ def test_image_source_latest_stage_and_stage_option(processed_image, tmp_path, r
     assert r.code == 1 and "no fine result" in r.stderr
 
 
+def test_the_cached_coarse_stage_holds_the_gaussians_that_sealed_its_pinholes(processed_image, tmp_path, run_vd):
+    """`vd coarse` seals the finished scene's pinholes last (a "coarse-seal" entry after the last view):
+    the coarse stage exported from the cache is the whole scene, as coarse.ply is."""
+    from vd.cache import Cache
+    from vd.ply import read_ply
+
+    img, g, views = processed_image
+    time.sleep(0.01)
+    sealed = plane_gaussians()[:7]
+    _put_frames(Cache.open(), "d" * 32, "coarse-seal", img, [], sealed, {"sealed": 7})
+    r = run_vd("export", img, "--format", "ply", "-o", tmp_path / "c.ply")
+    assert r.code == 0, r
+    assert len(read_ply(tmp_path / "c.ply")[0]) == len(g) + 7
+    r = run_vd("export", img, "--format", "ply", "-o", tmp_path / "s.ply", "--stage", "scaffold")
+    assert r.code == 0 and len(read_ply(tmp_path / "s.ply")[0]) == len(g) // 2
+
+
 def test_folder_stage_choice(tmp_path, run_vd):
     from vd.ply import read_ply, write_ply
 

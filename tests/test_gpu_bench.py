@@ -25,7 +25,7 @@ def _run_module():
 def test_dry_run_exercises_every_section(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, VD_CACHE_DIR=str(tmp_path / "cache"))
     p = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), "--dry-run"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=240)
+                       capture_output=True, text=True, timeout=280)
     assert p.returncode == 0, p.stdout + p.stderr
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["run"]["dry_run"] is True

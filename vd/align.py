@@ -145,7 +145,8 @@ def depth_edges(depth, valid=None, times: float = 0.05, kernel: int = 5) -> np.n
     k = np.ones((kernel, kernel), np.uint8)
     mx = cv2.dilate(hi, k, borderType=cv2.BORDER_REPLICATE)
     mn = cv2.erode(lo, k, borderType=cv2.BORDER_REPLICATE)
-    spread = mx - mn
+    with np.errstate(over="ignore"):  # -big - big where a window holds no valid pixel (masked out by v)
+        spread = mx - mn
     out = v & (spread > times * rng)
     return out
 

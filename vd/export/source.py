@@ -215,6 +215,13 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
                 k = view_meta[cur.key]["view"]
                 nxt = [r for r in views if r.created >= cur.created and view_meta.get(r.key, {}).get("view") == k + 1]
                 cur = nxt[0] if nxt else None
+        # then the Gaussians that sealed the finished scene's pinholes, the step right after its last view
+        seals = sorted(
+            (r for r in recs if r.stage == "coarse-seal" and r.created >= chain[-1].created - 1e-6),
+            key=lambda r: r.created,
+        )
+        chain += seals[:1]
+    added = sum(r.stage == "coarse-view" for r in chain)
     prov["cache_keys"] = [r.key for r in chain]
     state: dict = {}
 
@@ -236,7 +243,7 @@ def _from_records(image: Path, recs, st: str) -> Optional[Source]:
         image,
         "image",
         st,
-        f"the cached {st} stage ({len(chain) - 1} added view(s))",
+        f"the cached {st} stage ({added} added view(s))",
         lambda: materialise()["g"],
         lambda: materialise()["frames"],
         prov,

@@ -9,7 +9,8 @@
 (`view_key`, VIEW_VERSION). `CoarseRun` holds one run's state, every attribute declared.
 Memoisation: the scaffold and every added view are separate cache entries; view k's key is
 `view_key(key of view k−1, k, ...)`, so a run killed after view k resumes at view k+1 with
-identical results, and a second identical run is all cache hits.
+identical results, and a second identical run is all cache hits. The pinholes of the finished
+scene are sealed last (`vd.stages.coarse_view.seal_moves`), an entry keyed by the last view's key.
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ from vd.stages.runner import NULL_VIEWER, StageViewer, seed_from_key
 from vd.stages.scaffold import ScaffoldRecord, key_of_run, run_scaffold
 from vd.stages.select import Diagnostics
 from vd.viewer import Viewer, log_view
-from vd.views import View, decode_record
+from vd.views import View, decode_record, encode_record
 
 VIEW_STAGE = "coarse-view"
 VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
 # depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
 RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun computes (and imports) nothing
-RUN_VERSION = 1  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers)
+RUN_VERSION = 2  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers);
+# 2: the finished scene's pinholes sealed
+SEAL_STAGE = "coarse-seal"
+SEAL_VERSION = 1
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 log = logging.getLogger(__name__)
@@ -110,6 +114,8 @@ class CoarseRun:
     radius: float = 0.0  # the scene radius that sized the trajectory
     ctx: Optional[stage.LoopContext] = None
     scan: Optional[HoleScan] = None  # the hole scan of the growing scene, built at the first view not in the cache
+    last_key: Optional[str] = None  # the key of the last view added (the scaffold's when none was)
+    sealed: int = 0  # Gaussians behind the finished scene's pinholes (the last part)
 
     @classmethod
     def open(
@@ -215,6 +221,7 @@ class CoarseRun:
         try:
             self.build_scaffold()
             self.add_views()
+            self.seal()
         finally:
             for b in (self.dback, self.iback):
                 if b is not None:
@@ -279,6 +286,24 @@ class CoarseRun:
             prev = vkey
             if _after_view is not None:
                 _after_view(k)
+        self.last_key = prev
+
+    def seal(self) -> None:
+        """Seal the pinholes a move opens in the finished scene (memoised after the last view)."""
+        assert self.last_key is not None, "add_views first"
+        key = step_key(self.last_key, "seal", version=SEAL_VERSION)
+
+        def compute():
+            sealed = stage.seal_moves(self.g_all, self.views, self.rname)
+            return encode_record([], sealed, {"sealed": len(sealed)}), {"gaussians": len(sealed)}
+
+        rec, hit = self.cache.memoise(key, compute, stage=SEAL_STAGE, image=str(self.img.path))
+        _, g, meta = decode_record(rec, self.dev)
+        if g is not None and len(g):
+            self.parts.append(g)
+        self.sealed = int(meta.get("sealed", 0))
+        if self.sealed:
+            log.info(f"coarse: {self.sealed} Gaussians behind the pinholes a move opens" + (" (cached)" if hit else ""))
 
     def _compute_view(self, k: int, vkey: str):
         assert self.poses is not None and self.ctx is not None
@@ -364,6 +389,7 @@ class CoarseRun:
                 "gaussians": n_scaffold,
                 "frames": len([v for v in self.views if v.kind != "view"]),
                 "loss": sc.meta.get("loss"),
+                "hidden": sc.meta.get("hidden", 0),
                 "cached": sc.hit,
                 "key": sc.key,
             },
@@ -378,6 +404,7 @@ class CoarseRun:
                 "hole_pixels": int(sum(s.hole_pixels for s in stats)),
                 "spawn_pixels": int(sum(s.spawn_pixels for s in stats)),
                 "added_gaussians": int(sum(s.added_gaussians for s in stats)),
+                "sealed_gaussians": self.sealed,
             },
             "memory": [m.to_json() for m in memory.records()],
             "seconds": time.perf_counter() - self.t_start,

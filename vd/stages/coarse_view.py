@@ -23,6 +23,13 @@ the input size + margin with the input focal and a centred principal point:
    and, weighted by `depth_weight`, against each view's depth where it spawned; then solve their
    colours against the new view (`vd.train.fit_colours`).
 
+After the loop, `seal_moves`: the optimiser shrinks Gaussians along the axes a view foreshortens (it
+sharpens that view at no cost the view can see), and a camera moved closer sees their rows part. The
+gaps a move of LAYER_MOVE times the input's median depth opens are sealed by Gaussians behind them
+(`vd.pinholes`), kept only where the canvas camera's render does not change. It runs once, on the
+finished scene: sealing the scaffold instead put Gaussians the added views then rendered, inpainted
+around and aligned their depth to (the street's novel-view depth error rose from 0.034 to 0.038).
+
 Memoisation (`vd.stages.coarse` runs it and owns the keys): the scaffold and every added view are
 separate cache entries; view k's key is `view_key(key of view k−1, k, ...)`, and a view entry stores only
 that view and its (trained) Gaussians, which never change afterwards. A run killed after view k therefore resumes
@@ -46,7 +53,7 @@ from vd.models.depth import DepthBackend
 from vd.models.inpaint import InpaintBackend
 from vd.params import CoarseParams
 from vd.render import render
-from vd.stages.scaffold import LIFT_OPACITY, lift_footprints
+from vd.stages.scaffold import LAYER_MOVE, LIFT_OPACITY, lift_footprints
 from vd.stages.select import candidates_to_refine, diagnose, select
 from vd.trajectory_file import load_trajectory
 from vd.views import View, encode_record
@@ -114,6 +121,23 @@ class CoarseResult:
 
 # ---------------------------------------------------------------------------------------------
 # candidates
+
+
+def seal_moves(g, views: list[View], render_backend: str):
+    """The Gaussians that seal the pinholes a move of LAYER_MOVE times the input's median depth opens
+    (`vd.pinholes`), out of sight of the widest view at the input's pose (the ring's canvas, else the
+    input). `views[0]` is the input view, at the identity pose."""
+    from vd.pinholes import probe_poses, seal_pinholes
+
+    widest = next((v for v in views if v.kind == "ring"), views[0])
+    d = views[0].depth[np.isfinite(views[0].depth) & (views[0].depth > 0)]
+    if d.size == 0:
+        return g.select(np.zeros(0, dtype=np.int64))
+    K = np.asarray(widest.K, dtype=np.float64)
+    camera = (np.eye(4), K, widest.width, widest.height)
+    return seal_pinholes(
+        g, probe_poses(LAYER_MOVE * float(np.median(d))), *camera[1:], backend=render_backend, keep_from=camera
+    )
 
 
 def candidate_camera(input_view: View, margin: int):

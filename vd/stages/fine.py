@@ -19,7 +19,8 @@ module wires it to a `vd.stages.denoisers.Denoiser`, the renderer and the optimi
    (`rectify`); re-render; encode; blend velocities (`vd.mcs.rectified_step`); step. Every step
    is memoised (`step_key(stage_key, "step", k)`), so a killed run resumes at the next step.
 4. Final (`MCSLoop.finish`): the clean latent at t = 0 is decoded and the coarse scene fitted once
-   more to it (VistaDream 2026 ends with one extra optimisation too): that is `fine.ply`.
+   more to it (VistaDream 2026 ends with one extra optimisation too), and the pinholes a move opens
+   in that fit are sealed as the coarse scene's are (`vd.stages.coarse_view.seal_moves`): that is `fine.ply`.
 
 Each anchor view supervises exactly the pixels it supervised in `vd coarse` (its `supervise`
 mask: every pixel of the input, the generated pixels of the ring); the refined views supervise
@@ -49,12 +50,14 @@ from vd.cache import Cache, codecs, stage_key, step_key
 from vd.cameras import invert_pose
 from vd.fetch.licences import licences_of
 from vd.fsio import atomic_write_bytes
+from vd.gaussians import Gaussians
 from vd.holes import hole_masks
 from vd.models import memory
 from vd.params import FineParams, FluxParams, RunOptions, key_params
 from vd.ply import encode_ply, read_ply
 from vd.render import resolve_backend
 from vd.stages.coarse_folder import CoarseScene, read_coarse_folder
+from vd.stages.coarse_view import seal_moves
 from vd.stages.denoisers import Denoiser, choose_denoiser
 from vd.stages.fine_views import FinePose, fine_frame, render_views, select_views
 from vd.stages.runner import NULL_VIEWER, StageViewer
@@ -65,8 +68,8 @@ log = logging.getLogger(__name__)
 
 STAGE = "fine"
 VIEWS_STAGE = "fine-views"  # the choice of views, memoised on its own
-VERSION = 4  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term;
-# 4: coverage term (--alpha-weight)
+VERSION = 5  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term;
+# 4: coverage term (--alpha-weight); 5: the final fit's pinholes sealed (vd.stages.coarse_view.seal_moves)
 VIEWS_VERSION = 4  # 4: keyed by every selection parameter (key_params), apart from the MCS loop's version
 
 
@@ -310,6 +313,8 @@ class MCSLoop:
             depth_weight=self.params.depth_weight,
             alpha_weight=self.params.alpha_weight,
         )
+        # the fit shrinks Gaussians along the axes its views foreshorten, as the coarse stage's does
+        g = Gaussians.cat([g, seal_moves(g, self.scene.views, self.backend)])
         rgb, _, _ = render_views(g, self.poses, self.K, self.W, self.H, backend=self.backend)
         ply, rep = encode_ply(g.to("cpu"), comments={"vd_stage": "fine", "vd_fine_key": key})
         info = {

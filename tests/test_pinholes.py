@@ -1,0 +1,135 @@
+"""Pinholes a moved camera sees: found between opaque pixels only, sealed behind the surface, out of the
+input view's sight (vd.pinholes)."""
+
+import numpy as np
+import torch
+
+from vd.gaussians import Gaussians
+from vd.lift import gaussians_from_rgbd
+from vd.pinholes import CHANGE, pinholes, probe_poses, seal_pinholes
+from vd.render import render
+
+W, H, F = 64, 48, 40.0
+K = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]], np.float64)
+
+
+def _floor_with_parted_rows():
+    """A checkered floor 1 m below the camera, seen at a grazing angle from 3 m up to 12 m, lifted one
+    Gaussian a pixel and then shrunk along its longest (along-floor) axis to 40 %, as the optimiser does
+    to sharpen the input view's rows: they part when the camera moves forward."""
+    v, u = np.mgrid[0:H, 0:W]
+    ray_y = (v + 0.5 - H / 2) / F
+    depth = np.where(ray_y > 1 / 12, 1.0 / np.maximum(ray_y, 1e-6), 0.0).astype(np.float32)
+    depth[depth > 12] = 0.0
+    x = (u + 0.5 - W / 2) / F * depth
+    check = ((np.floor(x * 2) + np.floor(depth * 2)) % 2).astype(np.float32)
+    rgb = np.stack([0.3 + 0.5 * check, 0.4 + 0.2 * check, 0.5 - 0.3 * check], -1)
+    g = gaussians_from_rgbd(
+        rgb, depth, K.astype(np.float32), np.eye(4, dtype=np.float32), depth > 0, opacity=0.99, footprint=0.7
+    )
+    s = g.log_scales.exp()
+    longest = s.argmax(dim=1)
+    s[torch.arange(len(g)), longest] *= 0.4
+    g.log_scales = s.log()
+    return g, float(np.median(depth[depth > 0]))
+
+
+def _draw(g, pose):
+    cfw = torch.as_tensor(np.linalg.inv(pose), dtype=torch.float32)[None]
+    res = render(g, cfw, torch.as_tensor(K, dtype=torch.float32)[None], W, H, backend="torch")
+    return res.rgb[0], res.alpha[0]
+
+
+def _pinhole_share(alpha):
+    """Share of the covered pixels below alpha 0.9, away from the edge of what is covered (the floor's far
+    edge and the image's bottom row are anti-aliased fringes, not gaps)."""
+    covered = (alpha > 0.5).float()[None, None]
+    inner = -torch.nn.functional.max_pool2d(-torch.nn.functional.pad(covered, (1, 1, 1, 1)), 3, stride=1)[0, 0] > 0.5
+    return float((alpha[inner] < 0.9).float().mean())
+
+
+def test_the_rows_a_forward_move_parts_are_sealed_and_the_input_view_is_unchanged():
+    g, median = _floor_with_parted_rows()
+    forward = np.eye(4)
+    forward[2, 3] = 0.15 * median
+    before = _pinhole_share(_draw(g, forward)[1])
+    assert before > 0.05  # the shrunk rows part (the test's premise)
+
+    new = seal_pinholes(g, probe_poses(0.15 * median), K, W, H, backend="torch", keep_from=(np.eye(4), K, W, H))
+    assert len(new) > 0
+    sealed = Gaussians.cat([g, new])
+    assert _pinhole_share(_draw(sealed, forward)[1]) < 0.2 * before
+    # and a smaller move forward, which no probe took, is sealed as well
+    half = np.eye(4)
+    half[2, 3] = 0.08 * median
+    assert _pinhole_share(_draw(sealed, half)[1]) <= _pinhole_share(_draw(g, half)[1])
+    # behind the floor: the input camera sees (almost) nothing of them
+    rgb0, _ = _draw(g, np.eye(4))
+    rgb1, _ = _draw(sealed, np.eye(4))
+    assert float((rgb1 - rgb0).abs().max()) <= CHANGE + 1e-6
+
+
+def test_no_sealing_gaussian_is_kept_where_the_protected_camera_sees_it():
+    """Kept from the very camera that sees the pinholes, every Gaussian behind them would show: none is kept."""
+    g, median = _floor_with_parted_rows()
+    forward = np.eye(4)
+    forward[2, 3] = 0.15 * median
+    assert len(seal_pinholes(g, [forward], K, W, H, backend="torch")) > 0
+    assert len(seal_pinholes(g, [forward], K, W, H, backend="torch", keep_from=(forward, K, W, H))) == 0
+
+
+def test_a_gap_between_opaque_pixels_is_a_pinhole_the_scene_edge_and_a_hole_are_not():
+    alpha = torch.ones(40, 60)
+    alpha[10, 20:30] = 0.6  # a row of gaps inside a surface
+    alpha[:, 55:] = 0.0  # the scene ends: nothing beyond column 55
+    alpha[:, 54] = 0.7  # its anti-aliased fringe
+    alpha[25:35, 5:15] = 0.0  # a hole (a disocclusion, for inpainting)
+    alpha[25:35, 15] = 0.7  # its fringe
+    alpha[0, :] = 0.7  # a fringe along the image's own edge
+    found = pinholes(alpha)
+    assert found[10, 20:30].all()
+    assert not found[:, 54].any() and not found[25:35, 15].any() and not found[0, :].any()
+    assert int(found.sum()) == 10
+
+
+def test_probe_poses_move_by_the_distance_and_keep_the_orientation():
+    origin = np.eye(4)
+    origin[:3, 3] = (1.0, 2.0, 3.0)
+    poses = probe_poses(0.5, origin)
+    assert len(poses) == 14
+    for p in poses:
+        assert np.allclose(p[:3, :3], np.eye(3))
+        assert np.isclose(np.linalg.norm(p[:3, 3] - origin[:3, 3]), 0.5)
+    assert any(np.allclose(p[:3, 3], (1.0, 2.0, 3.5)) for p in poses)  # forward along the camera's z
+
+
+def test_the_coarse_scene_is_sealed_around_the_input_and_keeps_the_canvas_view():
+    """`seal_moves` probes moves of LAYER_MOVE times the input's median depth and keeps the canvas (ring)
+    camera's render, which is wider than the input's."""
+    from vd.stages.coarse_view import seal_moves
+    from vd.views import View
+
+    g, median = _floor_with_parted_rows()
+    pad = 8
+    K_ring = K.copy()
+    K_ring[:2, 2] += pad
+    Wr, Hr = W + 2 * pad, H + 2 * pad
+
+    def view(kind, w, h, k):
+        depth = np.zeros((h, w), np.float32)
+        depth[h // 2 :] = median  # only the median matters here
+        blank = np.zeros((h, w), bool)
+        return View(kind, kind, np.zeros((h, w, 3), np.uint8), depth, k, np.eye(4), blank)
+
+    views = [view("input", W, H, K), view("ring", Wr, Hr, K_ring)]
+    sealed = seal_moves(g, views, "torch")
+    assert len(sealed) > 0
+    forward = np.eye(4)
+    forward[2, 3] = 0.15 * median
+    assert _pinhole_share(_draw(Gaussians.cat([g, sealed]), forward)[1]) < 0.2 * _pinhole_share(_draw(g, forward)[1])
+
+    def canvas(scene):
+        cfw = torch.eye(4)[None]
+        return render(scene, cfw, torch.as_tensor(K_ring, dtype=torch.float32)[None], Wr, Hr, backend="torch").rgb[0]
+
+    assert float((canvas(Gaussians.cat([g, sealed])) - canvas(g)).abs().max()) <= CHANGE + 1e-6

@@ -1,0 +1,196 @@
+"""Seal the pinholes that a moved camera sees in an optimised scene.
+
+To sharpen what the input view sees, the optimiser shrinks and tilts Gaussians along the axes that
+view foreshortens (the street's road, seen at 19°, shows its along-road axis at a third of its
+length), at no cost the input view can see. A camera that moves closer or looks down more steeply
+sees their rows part: sub-pixel gaps across whole surfaces, 1.55 % of the street's pixels below alpha
+0.9 after a move forward (issue 26). Every way tried of keeping the optimiser from shrinking them cost
+the input view 0.2–1.4 dB (bench/quality.md).
+
+`seal_pinholes` leaves the optimised Gaussians as they are. It renders the scene at probe cameras
+(`probe_poses`: moves of a given size along each axis and diagonal), finds the pinholes there
+(`pinholes`: gaps between opaque pixels, narrower than what `vd.holes.hole_masks` calls a hole, away
+from depth jumps) and lifts one flat Gaussian behind each, pushed back along the probe's ray by BEHIND
+pixel footprints, in the colour the render shows there (its colour over its alpha). Behind an opaque
+surface it shows only through the gaps, in the surface's own colour. Whether it is hidden from the
+input view is checked on the input view's render itself (`keep_from`): the rasteriser orders Gaussians
+by their centres, so depth alone does not say it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from vd import cameras
+from vd.align import spawn_edges
+from vd.gaussians import Gaussians
+from vd.geometry import quat_to_rotmat_torch
+from vd.holes import hole_masks
+from vd.lift import gaussians_from_rgbd
+from vd.render import render
+
+PINHOLE_ALPHA = 0.9  # a covered pixel below this alpha shows the background through the surface
+MIN_ALPHA = 0.05  # below this the render's depth and colour say too little to continue the surface
+GAP = 2  # px to an opaque pixel on either side of a gap: gaps up to 3 px wide (vd.holes' masks hold wider ones)
+BEHIND = 15.0  # pixel footprints along the probe's ray: far enough behind a surface seen at a grazing angle
+# that its own Gaussians, up to 10 footprints long there (vd.lift.max_stretch), sort in front at the input view
+SEAL_FOOTPRINT = 1.0  # in pixel spacings of the probe (vd.lift's `footprint`): wide enough to close a gap
+SEAL_OPACITY = 0.99
+CHANGE = 2.0 / 255.0  # the most a sealing Gaussian may change the protected camera's colours (behind a
+# surface of alpha 0.99 it still shows by 1 %)
+MAX_CHECKS = 4  # renders of the protected camera per probe; then its remaining candidates are dropped
+EXTENT = 2.0  # σ: how far out a Gaussian must be hidden (its alpha there is e^-2 of its peak)
+
+
+def probe_poses(distance: float, origin: np.ndarray | None = None) -> list[np.ndarray]:
+    """World-from-camera poses moved by `distance` from `origin` (the identity when None), keeping its
+    orientation: along each camera axis both ways, and along the eight diagonals."""
+    base = np.eye(4) if origin is None else np.asarray(origin, dtype=np.float64)
+    steps = [np.eye(3)[i] * s for i in range(3) for s in (1.0, -1.0)]
+    steps += [np.asarray(c, dtype=np.float64) / np.sqrt(3.0) for c in itertools.product((1.0, -1.0), repeat=3)]
+    poses = []
+    for step in steps:
+        pose = base.copy()
+        pose[:3, 3] = base[:3, 3] + base[:3, :3] @ (distance * step)
+        poses.append(pose)
+    return poses
+
+
+@torch.no_grad()
+def pinholes(alpha: torch.Tensor, *, below: float = PINHOLE_ALPHA) -> torch.Tensor:
+    """[H,W] bool: the gaps in a surface. Pixels whose alpha is in [MIN_ALPHA, below), that no hole mask
+    holds, and that have opaque pixels (alpha ≥ `below`) within GAP px on both sides, above and below or
+    left and right: the fringe along the edge of what the scene covers, or along the image's edge, is
+    not a gap in it."""
+    h, w = alpha.shape
+    # opaque pixels, the image padded with GAP px of nothing opaque around it
+    solid = torch.nn.functional.pad((alpha >= below).float(), (GAP, GAP, GAP, GAP)) > 0.5
+
+    def within(dy: int, dx: int) -> torch.Tensor:  # an opaque pixel 1..GAP px away in direction (dy, dx)
+        ks = range(1, GAP + 1)
+        return torch.stack([solid[GAP + k * dy : GAP + k * dy + h, GAP + k * dx : GAP + k * dx + w] for k in ks]).any(0)
+
+    between = (within(1, 0) & within(-1, 0)) | (within(0, 1) & within(0, -1))
+    return (alpha >= MIN_ALPHA) & (alpha < below) & between & ~hole_masks(alpha)
+
+
+@torch.no_grad()
+def seal_pinholes(
+    g: Gaussians,
+    poses: list[np.ndarray],
+    K: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    backend: str = "auto",
+    below: float = PINHOLE_ALPHA,
+    keep_from: tuple[np.ndarray, np.ndarray, int, int] | None = None,
+) -> Gaussians:
+    """The Gaussians that seal the pinholes of `g` seen from each of `poses` (world-from-camera 4×4,
+    OpenCV axes) through the camera (`K`, `width`, `height`). Each pose renders the scene together with
+    the Gaussians the earlier poses added, so a gap is sealed once. `keep_from` (pose, K, width, height):
+    a camera that must not see any of them (the input's): a new Gaussian is kept only where that camera
+    sees an opaque surface in front of it. Returns only the new Gaussians (empty when no probe sees a
+    pinhole), on `g`'s device."""
+    dev = g.means.device
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)[None]
+    unseen = _unseen_by(keep_from, g, backend) if keep_from is not None else None
+    added: list[Gaussians] = []
+    for pose in poses:
+        scene = Gaussians.cat([g, *added]) if added else g
+        vm = torch.as_tensor(cameras.invert_pose(np.asarray(pose)), dtype=torch.float32, device=dev)[None]
+        res = render(scene, vm, Kt, width, height, backend=backend)
+        alpha = res.alpha[0].float()
+        mask = pinholes(alpha, below=below)
+        if not bool(mask.any()):
+            continue
+        depth = res.depth[0].float()
+        covered = (alpha >= MIN_ALPHA) & torch.isfinite(depth) & (depth > 0)
+        # a gap at a depth jump is a crack onto the farther surface, and the render's depth there is a mix
+        # of the two: a Gaussian at it would float between them, in sight of the input view
+        edges = spawn_edges(torch.where(covered, depth, 0.0).cpu().numpy(), covered.cpu().numpy())
+        mask &= covered & ~torch.as_tensor(edges, device=dev)
+        if not bool(mask.any()):
+            continue
+        rgb = (res.rgb[0].float() / alpha.clamp_min(MIN_ALPHA)[..., None]).clamp(0.0, 1.0)
+        # every covered pixel keeps its depth (the lift's tangents and normals need the neighbours), pushed back
+        pushed = torch.where(covered, depth * (1.0 + BEHIND / float(K[0][0])), torch.zeros_like(depth))
+        new = gaussians_from_rgbd(
+            rgb.cpu(),
+            pushed.cpu(),
+            np.asarray(K, dtype=np.float32),
+            np.asarray(pose, dtype=np.float32),
+            mask.cpu(),
+            footprint=SEAL_FOOTPRINT,
+            opacity=SEAL_OPACITY,
+        )
+        new = new.to(dev)
+        if unseen is not None and len(new):
+            new = new.select(unseen(new, added))
+        if len(new):
+            added.append(new)
+    return Gaussians.cat(added) if added else g.select(torch.zeros(0, dtype=torch.long, device=dev))
+
+
+def _extent_points(g: Gaussians) -> torch.Tensor:
+    """[5·N, 3]: each Gaussian's centre, then its centre ± EXTENT σ along each of its two longer axes
+    (block by block: all the centres first)."""
+    R = quat_to_rotmat_torch(g.normalized_quats())
+    s = g.scales()
+    order = torch.argsort(s, dim=1, descending=True)
+    points = [g.means]
+    for k in range(2):
+        axis = torch.gather(R, 2, order[:, k].view(-1, 1, 1).expand(-1, 3, 1))[..., 0]
+        step = EXTENT * torch.gather(s, 1, order[:, k : k + 1]) * axis
+        points += [g.means + step, g.means - step]
+    return torch.cat(points)
+
+
+@torch.no_grad()
+def _unseen_by(camera: tuple[np.ndarray, np.ndarray, int, int], g: Gaussians, backend: str):
+    """A function of (new Gaussians, the ones kept earlier) → the bool [N] of the new ones that, with the
+    earlier ones, leave `camera`'s render of `g` unchanged.
+
+    Behind an opaque surface is not enough by depth alone: the rasteriser orders Gaussians by their
+    centres, so one behind a surface seen at a grazing angle can still be drawn before that surface's
+    farther Gaussians. So the test is the render itself: render `g` with the new Gaussians, drop those
+    whose centre or extent (`_extent_points`) lands on a pixel that changed, and render again until
+    nothing changes (or nothing is left)."""
+    pose, K, width, height = camera
+    dev = g.means.device
+    cfw = torch.as_tensor(cameras.invert_pose(np.asarray(pose)), dtype=torch.float32, device=dev)
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)
+
+    def draw(scene: Gaussians) -> torch.Tensor:
+        res = render(scene, cfw[None], Kt[None], width, height, backend=backend)
+        return res.rgb[0].float()
+
+    base = draw(g)
+
+    def pixels(points: torch.Tensor) -> torch.Tensor:
+        p = points @ cfw[:3, :3].T + cfw[:3, 3]
+        uv = (p @ Kt.T)[:, :2] / p[:, 2:3].clamp_min(1e-9)
+        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        inside = (p[:, 2] > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        return torch.where(inside, v.clamp(0, height - 1) * width + u.clamp(0, width - 1), torch.full_like(u, -1))
+
+    def test(new: Gaussians, earlier: list[Gaussians]) -> torch.Tensor:
+        keep = torch.ones(len(new), dtype=torch.bool, device=dev)
+        at = pixels(_extent_points(new)).reshape(-1, len(new))  # [5, N]
+        for check in range(MAX_CHECKS):
+            if not bool(keep.any()):
+                break
+            changed = (draw(Gaussians.cat([g, *earlier, new.select(keep)])) - base).abs().amax(dim=-1) > CHANGE
+            if not bool(changed.any()):
+                return keep
+            # each round looks farther around a changed pixel for the Gaussians that changed it
+            size = 3 + 4 * check
+            near = torch.nn.functional.max_pool2d(changed.float()[None, None], size, stride=1, padding=size // 2)
+            flat = torch.cat([near.reshape(-1) > 0, changed.new_zeros(1)])  # index -1: outside the camera
+            keep &= ~flat[at].any(dim=0)
+        return torch.zeros_like(keep)  # still changing: keep none
+
+    return test
