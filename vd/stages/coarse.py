@@ -116,6 +116,7 @@ class CoarseRun:
     scan: Optional[HoleScan] = None  # the hole scan of the growing scene, built at the first view not in the cache
     last_key: Optional[str] = None  # the key of the last view added (the scaffold's when none was)
     sealed: int = 0  # Gaussians behind the finished scene's pinholes (the last part)
+    seal_seconds: float = 0.0  # the time sealing them took (when computed)
 
     @classmethod
     def open(
@@ -294,16 +295,20 @@ class CoarseRun:
         key = step_key(self.last_key, "seal", version=SEAL_VERSION)
 
         def compute():
+            t = time.perf_counter()
             sealed = stage.seal_moves(self.g_all, self.views, self.rname)
-            return encode_record([], sealed, {"sealed": len(sealed)}), {"gaussians": len(sealed)}
+            meta = {"sealed": len(sealed), "seconds": round(time.perf_counter() - t, 3)}
+            return encode_record([], sealed, meta), {"gaussians": len(sealed)}
 
         rec, hit = self.cache.memoise(key, compute, stage=SEAL_STAGE, image=str(self.img.path))
         _, g, meta = decode_record(rec, self.dev)
         if g is not None and len(g):
             self.parts.append(g)
         self.sealed = int(meta.get("sealed", 0))
+        self.seal_seconds = float(meta.get("seconds", 0.0))
         if self.sealed:
-            log.info(f"coarse: {self.sealed} Gaussians behind the pinholes a move opens" + (" (cached)" if hit else ""))
+            done = " (cached)" if hit else f", {self.seal_seconds:.1f} s"
+            log.info(f"coarse: {self.sealed} Gaussians behind the pinholes a move opens{done}")
 
     def _compute_view(self, k: int, vkey: str):
         assert self.poses is not None and self.ctx is not None
@@ -405,6 +410,7 @@ class CoarseRun:
                 "spawn_pixels": int(sum(s.spawn_pixels for s in stats)),
                 "added_gaussians": int(sum(s.added_gaussians for s in stats)),
                 "sealed_gaussians": self.sealed,
+                "seal_seconds": self.seal_seconds,
             },
             "memory": [m.to_json() for m in memory.records()],
             "seconds": time.perf_counter() - self.t_start,
