@@ -232,7 +232,7 @@ def test_memory_tracking(capsys):
 
     print_memory(memory.records(), "peak memory")
     err = capsys.readouterr().err
-    assert "stage a" in err and "peak RSS" in err and "MiB" in err
+    assert "stage a" in err and "peak RSS" in err and ("MiB" in err or "GiB" in err)  # GiB past 1 GiB (a long test worker)
     memory.reset()
     assert memory.records() == []
 
