@@ -168,8 +168,8 @@ def _grow_far_side_first(d: np.ndarray, known: np.ndarray, max_steps: int) -> np
 
 
 def plane_window(H: int, W: int) -> int:
-    """The odd side of `continue_planes`' fitting window for an H×W image: 2 % of its short side, at least 7."""
-    return max(7, 2 * round(0.02 * min(H, W)) + 1)
+    """The odd side of `continue_planes`' fitting window for an H×W image: 2 % of its short side, 7 to 15."""
+    return min(15, max(7, 2 * round(0.02 * min(H, W)) + 1))
 
 
 def continue_planes(
@@ -216,7 +216,12 @@ def continue_planes(
         src_of = _far_side_on_ties(d, todo, src_of, np.asarray(far_depth, np.float32), similar)
     src, inverse = np.unique(src_of, return_inverse=True)
     q = np.where(known, 1.0 / np.maximum(d, 1e-12), 0.0)
-    coef, ok = _plane_models(q, known & ~jumps, src, k, min_known, similar, max_residual)
+    fit = known & ~jumps
+    coef, ok = np.zeros((len(src), 3)), np.zeros(len(src), bool)
+    for i in range(0, len(src), 4096):  # bounded memory: [4096, k, k, 3] float64, 22 MB at k = 15
+        coef[i : i + 4096], ok[i : i + 4096] = _plane_models(
+            q, fit, src[i : i + 4096], k, min_known, similar, max_residual
+        )
     vs, us = np.divmod(src, W)
     c = coef[inverse]
     q_ext = c[:, 0] + c[:, 1] * (ut - us[inverse]) + c[:, 2] * (vt - vs[inverse])
