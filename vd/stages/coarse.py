@@ -44,9 +44,8 @@ from vd.viewer import Viewer, log_view
 from vd.views import View, decode_record
 
 VIEW_STAGE = "coarse-view"
-VIEW_VERSION = 5  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
-# depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped;
-# 5: with the `file` backend, the holes' depth continues the surfaces around them as planes (vd.align.complete_depth)
+VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
+# depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
 RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun computes (and imports) nothing
 RUN_VERSION = 1  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers)
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
