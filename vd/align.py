@@ -25,17 +25,19 @@ The filled pixels are then smoothed with a 5×5 box blur. The alignment then run
 prediction, which leaves it unchanged since it equals the render on known pixels. The same
 rule extends the input depth into the outpainted ring of the scaffold.
 
-Surfaces continue as planes (`continue_planes`): a flat copy of the border's depth puts a wrong,
-constant depth on every surface that leaves the frame at a slant (a floor getting nearer below it,
-side walls and facades receding at grazing angles, a ceiling). On a plane the inverse depth 1/z is
-an affine function of the pixel (u, v), so each known pixel gets a least-squares affine model of
-1/z over the known pixels of a small window around it (pixels near a depth jump, `spawn_edges`,
-and pixels far from the centre's depth left out), and each filled pixel evaluates the model of its
-nearest known pixel (or of its far-side-first source where that is as near: the far side still wins
-where two fronts meet). Where the
-model is unreliable (too few pixels in its window, too large a residual) or its depth leaves
-[1/`max_ratio`, `max_ratio`] × the source pixel's depth (a floor carried up past its horizon, where
-1/z reaches 0), the pixel keeps the far-side-first value. Then the 5×5 blur as before.
+In the scaffold's ring, surfaces continue as planes (`continue_planes`; `planes=False` keeps the
+flat rule alone, which the added views' holes use: mostly disocclusions). A flat copy of the
+border's depth puts a wrong, constant depth on every surface that leaves the frame at a slant (a
+floor getting nearer below it, side walls and facades receding at grazing angles, a ceiling). On a
+plane the inverse depth 1/z is an affine function of the pixel (u, v), so each border pixel gets a
+least-squares affine model of 1/z over the known pixels of a small window around it (pixels near a
+depth jump, `spawn_edges`, and pixels far from the centre's 1/z left out), and each filled pixel
+evaluates the model of its nearest known pixel; where its far-side-first depth is farther and a
+neighbour's nearest known pixel has that far depth, it takes that neighbour's model instead (the
+far side still wins where two fronts meet). Where the model is unreliable (too few pixels in its
+window, too large a residual) or its depth leaves [1/`max_ratio`, `max_ratio`] × the source pixel's
+depth (a floor carried up past its horizon, where 1/z reaches 0), the pixel keeps the
+far-side-first value. Then the 5×5 blur as before.
 """
 
 from __future__ import annotations
