@@ -94,6 +94,59 @@ def test_complete_depth_outside_frame_and_invalid():
         complete_depth(np.zeros((4, 4), np.float32), np.ones((4, 4), bool))
 
 
+def _ring(H=64, W=96, pad=12):
+    """(ring mask, inner slice): the image less its central (H - 2·pad)×(W - 2·pad) window."""
+    ring = np.ones((H, W), bool)
+    ring[pad : H - pad, pad : W - pad] = False
+    return ring
+
+
+def test_complete_depth_continues_a_tilted_floor_as_a_plane():
+    # a floor seen from above and at a slant: 1/z affine in the pixel, nearer towards the bottom and the right
+    H, W = 64, 96
+    vv, uu = np.mgrid[0:H, 0:W].astype(np.float64)
+    true = (1.0 / (0.2 + 0.004 * vv + 0.001 * uu)).astype(np.float32)
+    ring = _ring(H, W)
+    known = np.where(ring, 0.0, true).astype(np.float32)
+    err_new = np.abs(complete_depth(known, ring) - true)[ring] / true[ring]
+    err_old = np.abs(complete_depth(known, ring, planes=False) - true)[ring] / true[ring]
+    assert err_new.max() < 0.03 and err_new.mean() < 0.005
+    assert err_old.max() > 0.15 and err_old.mean() > 0.04  # the flat copy of the border's depth
+
+
+def test_complete_depth_keeps_a_wall_flat():
+    ring = _ring()
+    known = np.where(ring, 0.0, 3.0).astype(np.float32)
+    np.testing.assert_allclose(complete_depth(known, ring), 3.0, rtol=1e-5)
+
+
+def test_complete_depth_no_slope_from_a_jump_at_the_border():
+    # a near bar (1 m) along the bottom of the known window, before a wall at 5 m: the jump is in the
+    # fitting window of the bottom border, so the ring below takes the bar's depth, not a steep slope
+    ring = _ring()
+    known = np.where(ring, 0.0, 5.0).astype(np.float32)
+    known[49:52, 12:84] = 1.0
+    out = complete_depth(known, ring, smooth=0)
+    assert (out[ring] >= 1.0 - 1e-5).all() and (out[ring] <= 5.0 + 1e-5).all()
+    np.testing.assert_allclose(out[52:, 20:76], 1.0, rtol=1e-5)  # below the bar
+    np.testing.assert_allclose(out[:12, 20:76], 5.0, rtol=1e-5)  # above the wall
+
+
+def test_complete_depth_floor_past_its_horizon_stays_finite():
+    # a floor whose horizon (1/z = 0) lies 2 rows above the known window: carried upwards, its plane
+    # would pass through infinity and come back behind the camera
+    H, W = 64, 96
+    vv = np.mgrid[0:H, 0:W][0].astype(np.float64)
+    q = 0.02 * (vv - 10.0)
+    ring = _ring(H, W)
+    known = np.where(ring, 0.0, 1.0 / np.where(ring, 1.0, q)).astype(np.float32)
+    out = complete_depth(known, ring)
+    assert np.isfinite(out).all() and (out > 0).all()
+    assert out.max() <= 3.0 * known.max() + 1e-3  # within max_ratio of the border's depth
+    below = (vv > 52) & ring  # where the floor continues nearer, it follows its plane
+    np.testing.assert_allclose(out[below][:, None], (1.0 / q[below])[:, None], rtol=0.03)
+
+
 def test_spawn_edges_keep_slopes_flag_jumps():
     from vd.align import depth_edges, spawn_edges
 
@@ -220,7 +273,6 @@ def test_in_front_of_views_drops_a_rim_point_beside_a_silhouette():
     # pixel, and spills over the 6 m one beside it
     shifted = _translate(0.4 * 3.0 / 20.0, 0, 0)
     assert in_front_of_views(depth, K, shifted, [known], mask)[5, 7]
-
 
 
 def test_background_behind_edges_continues_the_far_surface_under_the_near_side():

@@ -24,6 +24,20 @@ background border meet, the background wins the ties (disocclusions reveal backg
 The filled pixels are then smoothed with a 5×5 box blur. The alignment then runs on this
 prediction, which leaves it unchanged since it equals the render on known pixels. The same
 rule extends the input depth into the outpainted ring of the scaffold.
+
+In the scaffold's ring, surfaces continue as planes (`continue_planes`; `planes=False` keeps the
+flat rule alone, which the added views' holes use: mostly disocclusions). A flat copy of the
+border's depth puts a wrong, constant depth on every surface that leaves the frame at a slant (a
+floor getting nearer below it, side walls and facades receding at grazing angles, a ceiling). On a
+plane the inverse depth 1/z is an affine function of the pixel (u, v), so each border pixel gets a
+least-squares affine model of 1/z over the known pixels of a small window around it (pixels near a
+depth jump, `spawn_edges`, and pixels far from the centre's 1/z left out), and each filled pixel
+evaluates the model of its nearest known pixel; where its far-side-first depth is farther and a
+neighbour's nearest known pixel has that far depth, it takes that neighbour's model instead (the
+far side still wins where two fronts meet). Where the model is unreliable (too few pixels in its
+window, too large a residual) or its depth leaves [1/`max_ratio`, `max_ratio`] × the source pixel's
+depth (a floor carried up past its horizon, where 1/z reaches 0), the pixel keeps the
+far-side-first value. Then the 5×5 blur as before.
 """
 
 from __future__ import annotations
@@ -94,8 +108,18 @@ def align_depth(
     return (aligned, info) if return_info else aligned
 
 
-def complete_depth(depth: np.ndarray, fill: np.ndarray, *, smooth: int = 5, max_steps: int = 100000) -> np.ndarray:
-    """Fill the pixels of `fill` (plus any non-finite or <= 0 pixels) far-side first (module docstring)."""
+def complete_depth(
+    depth: np.ndarray,
+    fill: np.ndarray,
+    *,
+    smooth: int = 5,
+    max_steps: int = 100000,
+    planes: bool = True,
+    window: int = 0,
+    max_ratio: float = 3.0,
+) -> np.ndarray:
+    """The depth with the pixels of `fill` (plus any non-finite or <= 0 pixels) filled: surfaces
+    continued as planes where that is reliable, else far side first (module docstring)."""
     import cv2
 
     d = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0).copy()
@@ -106,18 +130,157 @@ def complete_depth(depth: np.ndarray, fill: np.ndarray, *, smooth: int = 5, max_
         raise ValueError("complete_depth: no known depth to complete from")
     known = ~todo
     d[todo] = 0.0
+    far_src = _grow_far_side_first(d, known, max_steps)
+    out = np.where(far_src >= 0, d.ravel()[np.maximum(far_src, 0)], 0.0).astype(np.float32)
+    if planes:
+        plane = continue_planes(d, known, window=window, max_ratio=max_ratio, far_depth=out)
+        use = todo & (plane > 0)
+        out[use] = plane[use]
+    if smooth and smooth > 1:
+        blurred = cv2.blur(out, (smooth, smooth))
+        out[todo] = blurred[todo]
+    return out
+
+
+def _grow_far_side_first(d: np.ndarray, known: np.ndarray, max_steps: int) -> np.ndarray:
+    """Flat index [H, W] of the known pixel whose depth each pixel takes when the known pixels grow
+    one pixel a step, far side first (the pixel itself where known, -1 where not reached).
+
+    The growth dilates a key that orders by depth first (quantised to 2**52 / pixels steps over the
+    depth range), so a pixel takes the farthest of its 3×3 neighbours' depths, as when growing the
+    depth itself, and the key's low digits carry that depth's pixel along."""
+    import cv2
+
+    n = d.size
+    scale = (2.0**52 / n) / max(float(d.max()), 1e-30)
+    idx = np.arange(n, dtype=np.float64).reshape(d.shape)
+    key = np.where(known, np.floor(d.astype(np.float64) * scale) * n + idx, -1.0)
+    reached = known.copy()
     kernel = np.ones((3, 3), np.uint8)
     steps = 0
-    while not known.all() and steps < max_steps:
-        grown = cv2.dilate(d, kernel)  # max of the 3x3 neighbourhood (unknown pixels are 0)
-        new = ~known & (grown > 0)
-        d[new] = grown[new]
-        known |= new
+    while not reached.all() and steps < max_steps:
+        grown = cv2.dilate(key, kernel)  # the farthest of the 3x3 neighbourhood (unknown pixels are -1)
+        new = ~reached & (grown >= 0)
+        if not new.any():
+            break
+        key[new] = grown[new]
+        reached |= new
         steps += 1
-    if smooth and smooth > 1:
-        blurred = cv2.blur(d, (smooth, smooth))
-        d[todo] = blurred[todo]
-    return d
+    return np.where(reached, np.mod(key, n), -1).astype(np.int64)
+
+
+def plane_window(H: int, W: int) -> int:
+    """The odd side of `continue_planes`' fitting window for an H×W image: 2 % of its short side, 7 to 15."""
+    return min(15, max(7, 2 * round(0.02 * min(H, W)) + 1))
+
+
+def continue_planes(
+    depth: np.ndarray,
+    known: np.ndarray,
+    *,
+    window: int = 0,
+    max_ratio: float = 3.0,
+    min_known: float = 0.3,
+    similar: float = 0.25,
+    max_residual: float = 0.01,
+    far_depth: np.ndarray | None = None,
+) -> np.ndarray:
+    """Depth [H, W] float32 on the unknown pixels, 0 where no reliable plane reaches (module docstring).
+
+    Each unknown pixel takes the affine model of 1/z fitted in the `window`×`window` window (0:
+    `plane_window`) of its nearest known pixel, over the known pixels there that are off any jump
+    and whose 1/z is within `similar` of the centre's (the far side of a missed jump stays out).
+    The model is reliable when those pixels fill at least `min_known` of the window and fit it
+    within an rms of `max_residual` × the centre's 1/z; its depth is kept only within
+    [1/`max_ratio`, `max_ratio`] × the centre's. With `far_depth` (the far-side-first depth), a
+    pixel whose far-side-first depth is farther than its nearest known pixel's, and beside a pixel
+    whose nearest known pixel has that far depth, takes that neighbour's model: the far side wins
+    where two fronts meet.
+    """
+    import cv2
+
+    d = np.asarray(depth, dtype=np.float32)
+    known = np.asarray(known, dtype=bool) & (d > 0)
+    H, W = d.shape
+    out = np.zeros((H, W), np.float32)
+    todo = ~known
+    if not todo.any() or not known.any():
+        return out
+    k = int(window) or plane_window(H, W)
+    with np.errstate(over="ignore", invalid="ignore"):  # depth_edges' sentinels in windows without depth
+        jumps = spawn_edges(d, known, unknown_is_jump=False)
+    _, labels = cv2.distanceTransformWithLabels(todo.astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    lut = np.zeros(int(labels.max()) + 1, np.int64)
+    lut[labels[known]] = np.flatnonzero(known)
+    src_of = lut[labels[todo]]  # flat index of each unknown pixel's nearest known pixel
+    vt, ut = np.nonzero(todo)
+    if far_depth is not None:
+        src_of = _far_side_on_ties(d, todo, src_of, np.asarray(far_depth, np.float32), similar)
+    src, inverse = np.unique(src_of, return_inverse=True)
+    q = np.where(known, 1.0 / np.maximum(d, 1e-12), 0.0)
+    fit = known & ~jumps
+    coef, ok = np.zeros((len(src), 3)), np.zeros(len(src), bool)
+    for i in range(0, len(src), 4096):  # bounded memory: [4096, k, k, 3] float64, 22 MB at k = 15
+        coef[i : i + 4096], ok[i : i + 4096] = _plane_models(
+            q, fit, src[i : i + 4096], k, min_known, similar, max_residual
+        )
+    vs, us = np.divmod(src, W)
+    c = coef[inverse]
+    q_ext = c[:, 0] + c[:, 1] * (ut - us[inverse]) + c[:, 2] * (vt - vs[inverse])
+    q_src = q.ravel()[src_of]
+    keep = ok[inverse] & (q_ext > q_src / max_ratio) & (q_ext < q_src * max_ratio)
+    vals = np.zeros(q_ext.shape, np.float32)
+    vals[keep] = (1.0 / q_ext[keep]).astype(np.float32)
+    out[vt, ut] = vals
+    return out
+
+
+def _far_side_on_ties(d, todo, src_of, far_depth, similar: float) -> np.ndarray:
+    """`src_of` (each unknown pixel's nearest known pixel, flat) with the far side winning ties: a
+    pixel whose far-side-first depth is farther than its source's by more than `similar`, beside a
+    pixel whose source has (within `similar`) that far depth, takes the farthest neighbour's source."""
+    import cv2
+
+    n = d.size
+    src = np.arange(n, dtype=np.int64).reshape(d.shape)
+    src[todo] = src_of
+    z = d.ravel()[src]
+    scale = (2.0**52 / n) / max(float(z.max()), 1e-30)
+    key = cv2.dilate(np.floor(z.astype(np.float64) * scale) * n + src, np.ones((3, 3), np.uint8))
+    nb_src = np.mod(key, n).astype(np.int64)[todo]
+    z_src, z_nb, g = d.ravel()[src_of], d.ravel()[nb_src], far_depth[todo]
+    tie = (g > z_src * (1 + similar)) & (np.abs(z_nb - g) <= similar * g)
+    return np.where(tie, nb_src, src_of)
+
+
+def _plane_models(q, fit, src, k: int, min_known: float, similar: float, max_residual: float):
+    """((a, b, c) [n, 3], reliable [n]): 1/z ≈ a + b·du + c·dv about each flat pixel index in
+    `src`, fitted over the `fit` pixels of its k×k window (see `continue_planes`)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    H, W = q.shape
+    r = k // 2
+    v0, u0 = np.divmod(src, W)
+    qp = sliding_window_view(np.pad(q, r), (k, k))[v0, u0]  # [n, k, k]
+    wp = sliding_window_view(np.pad(fit, r), (k, k))[v0, u0]
+    q0 = q.ravel()[src][:, None, None]
+    w = (wp & (np.abs(qp - q0) <= similar * q0)).astype(np.float64)
+    dv, du = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    A = np.stack([np.ones_like(du), du, dv], -1)  # [k, k, 3]
+    Aw = A[None] * w[..., None]  # [n, k, k, 3]
+    M = np.einsum("nijk,ijl->nkl", Aw, A)
+    rhs = np.einsum("nijk,nij->nk", Aw, qp)
+    n = w.sum(axis=(1, 2))
+    M[:, 1, 1] += 1e-6 * k * k * np.maximum(n, 1.0)  # ridge on the slopes: a thin strip fits a flat model
+    M[:, 2, 2] += 1e-6 * k * k * np.maximum(n, 1.0)
+    ok = n >= min_known * k * k
+    coef = np.zeros((len(src), 3))
+    if ok.any():
+        coef[ok] = np.linalg.solve(M[ok], rhs[ok][..., None])[..., 0]
+    resid = qp - np.einsum("ijk,nk->nij", A, coef)
+    rms = np.sqrt((w * resid**2).sum(axis=(1, 2)) / np.maximum(n, 1.0))
+    ok &= np.isfinite(coef).all(axis=1) & (rms <= max_residual * q0[:, 0, 0])
+    return coef, ok
 
 
 def depth_edges(depth, valid=None, times: float = 0.05, kernel: int = 5) -> np.ndarray:
@@ -151,14 +314,22 @@ def depth_edges(depth, valid=None, times: float = 0.05, kernel: int = 5) -> np.n
     return out
 
 
-def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float = 0.05, kernel: int = 5) -> np.ndarray:
+def spawn_edges(
+    depth: np.ndarray,
+    valid: np.ndarray | None = None,
+    times: float = 0.05,
+    kernel: int = 5,
+    *,
+    unknown_is_jump: bool = True,
+) -> np.ndarray:
     """Depth discontinuities for spawn masks: `depth_edges` (the percentile-range rule) restricted
     to pixels within kernel//2 px of a *jump*.
 
     A jump is a pixel whose second difference along x or y exceeds `times`·(P95 − P5)/2.
     Smooth slopes (floors, ceilings, side walls seen at grazing angles) have a large local spread,
     so the percentile-range rule alone flags them at low resolution, but a small second
-    difference; true occlusion boundaries have both.
+    difference; true occlusion boundaries have both. With `unknown_is_jump` (the default) a pixel
+    beside one without valid depth counts as a jump.
     """
     import cv2
 
@@ -177,7 +348,12 @@ def spawn_edges(depth: np.ndarray, valid: np.ndarray | None = None, times: float
     vp = np.pad(v, 1, mode="edge")  # the image border itself is not a jump
     # a neighbour without valid depth counts as a jump too
     nb_invalid = ~(vp[1:-1, 2:] & vp[1:-1, :-2] & vp[2:, 1:-1] & vp[:-2, 1:-1])
-    jump = ((np.maximum(d2x, d2y) > thr) | nb_invalid) & v
+    if unknown_is_jump:
+        jump = ((np.maximum(d2x, d2y) > thr) | nb_invalid) & v
+    else:  # second differences only across valid pixels
+        d2x[~(vp[1:-1, 2:] & vp[1:-1, :-2])] = 0.0
+        d2y[~(vp[2:, 1:-1] & vp[:-2, 1:-1])] = 0.0
+        jump = (np.maximum(d2x, d2y) > thr) & v
     near = cv2.dilate(jump.astype(np.uint8), np.ones((kernel, kernel), np.uint8)) > 0
     return base & near
 

@@ -10,7 +10,7 @@ the input size + margin with the input focal and a centred principal point:
 2. `vd.stages.select.select` (band, adjacency, fallback); nothing selected → diagnostics and stop;
 3. render the chosen pose at full size; hole mask; inpaint the holes;
 4. depth of the new view: the depth model on the inpainted image when it estimates novel views
-   (MoGe), else the completion rule of `vd.align.complete_depth` (the `file` backend); aligned to
+   (MoGe), else `vd.align.complete_depth`'s far-side-first rule (the `file` backend); aligned to
    the rendered depth (`vd.align.align_depth`);
 5. depth-edge pixels placed on their side (`vd.align.assign_edge_depth`); the hole pixels whose
    lifted point would hide a surface an earlier view sees are dropped
@@ -306,7 +306,9 @@ def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarra
             pred = cv2.resize(pred, (W, H), interpolation=cv2.INTER_NEAREST)
             valid = cv2.resize(valid.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
     else:
-        pred = complete_depth(render_known, unknown)
+        # the flat far-side-first rule: planes carried across the holes (mostly disocclusions) cost the
+        # street's added views depth and coverage (bench/quality.md, "The `file` backend's ring continued as planes")
+        pred = complete_depth(render_known, unknown, planes=False)
         valid = np.ones_like(unknown)
     aligned = align_depth(render_known, pred, unknown)
     return aligned, valid & np.isfinite(aligned) & (aligned > 0)
