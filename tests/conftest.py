@@ -152,6 +152,9 @@ def run_vd_subprocess():
 
 
 def pytest_collection_modifyitems(config, items):
+    # the README's commands (tests/test_docs.py) first: they run in order in one folder, so one worker runs them
+    # all, the suite's longest chain; started first, the other worker takes every other file meanwhile
+    items.sort(key=lambda item: item.path.name != "test_docs.py")  # stable: each file keeps its order
     gpu_items = [it for it in items if it.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
