@@ -401,3 +401,34 @@ def test_the_coverage_term_keeps_the_supervised_pixels_opaque():
     a[1, W - 1] = COVERAGE_FLOOR + 0.005  # above the floor: no loss
     assert abs(float(coverage_loss(a, mask)) - (COVERAGE_FLOOR - 0.5) / int(mask.sum())) < 1e-7
     assert abs(float(coverage_loss(a, None)) - (COVERAGE_FLOOR - 0.5 + COVERAGE_FLOOR * H * (W // 4)) / (H * W)) < 1e-6
+
+
+def _normals(g):
+    from vd.geometry import quat_to_rotmat_torch
+
+    R = quat_to_rotmat_torch(g.quats.detach())
+    return R[torch.arange(len(g)), :, g.log_scales.detach().argmin(1)]
+
+
+def test_far_gaussians_keep_their_normal_and_near_ones_tilt():
+    rgb, depth = synthetic_view()
+    depth[:6] = 60.0  # a backdrop 30x farther than the rest: the views cannot tell its tilt
+    views = [TrainView(rgb, np.ones((H, W), bool), K, np.eye(4, dtype=np.float32))]
+    moved = np.eye(4, dtype=np.float32)
+    moved[0, 3] = 0.2
+    views.append(TrainView(np.roll(rgb, 2, axis=1), np.ones((H, W), bool), K, moved))
+    far = torch.zeros(H, W, dtype=torch.bool)
+    far[:6] = True
+    far_rows, near_rows = far.reshape(-1), ~far.reshape(-1)  # one Gaussian a pixel, in raster order
+    for beyond in (3.0, None):
+        g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+        assert len(g) == H * W
+        normals, quats = _normals(g), g.quats.clone()
+        optimise(g, views, 12, seed=0, fixed_orientation_beyond=beyond)
+        tilt = torch.rad2deg(torch.arccos((_normals(g) * normals).sum(-1).abs().clamp(max=1.0)))
+        assert tilt[near_rows].max() > 0.5  # near Gaussians tilt
+        if beyond is None:
+            assert tilt[far_rows].max() > 0.5  # Adam tilts the far ones too when let
+        else:
+            assert tilt[far_rows].max() < 0.01
+            assert not torch.equal(g.quats[far_rows], quats[far_rows])  # they still turn about their normal

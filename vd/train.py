@@ -62,6 +62,12 @@ _FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
 # surface is left to the photometric loss (a mean of 1 − alpha, pushing every pixel to 1, cost the real
 # photo's input view 0.2 dB at weight 3 in bench/quality, this floor 0.04 dB)
 COVERAGE_FLOOR = 0.99
+# Gaussians farther from every view's camera than this many times the median keep their normal (they still turn
+# about it): a move of 15 % of the median depth sees them from directions under a degree apart, so nothing in the
+# loss fixes their tilt, and Adam's normalised steps tilted bench/quality's street sky (400 m, 40x the median) by
+# 3.5 degrees, which moved the depth a ray reads off it (the median depth, the mesh) by 0.2-0.4 m. From 3x the
+# median, the street's far end (30-60 m) kept its normal too, and its input view lost 0.15 dB; from 10x, nothing
+FIXED_ORIENTATION_BEYOND = 10.0
 
 
 @dataclass
@@ -207,14 +213,23 @@ class GaussianAdam:
     def __len__(self) -> int:
         return int(self.params["means"].shape[0])
 
-    def step(self, loss: Tensor) -> None:
-        """Back-propagate `loss` and take one Adam step (non-finite gradients count as 0)."""
+    def step(self, loss: Tensor, fixed_normal: Tensor | None = None) -> None:
+        """Back-propagate `loss` and take one Adam step (non-finite gradients count as 0); the rows of
+        `fixed_normal` (bool [N]) turn only about their normal (their thinnest axis)."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         for p in self.params.values():
             if p.grad is not None:
                 p.grad.nan_to_num_(0.0, 0.0, 0.0)
+        quats = self.params["quats"]
+        if fixed_normal is not None:  # every row, masked: no host read of which rows (each one stalls a GPU)
+            axis = self.params["log_scales"].detach().argmin(1)
+            normal = _axis(quats.detach(), axis)
         self.opt.step()
+        if fixed_normal is not None:
+            with torch.no_grad():
+                q = quats.detach()
+                quats.copy_(torch.where(fixed_normal[:, None], _turned(q, _axis(q, axis), normal), q))
 
     def state(self, name: str) -> dict:
         """Adam's state of one attribute ({} before the first step)."""
@@ -325,9 +340,14 @@ def optimise(
     backend: str = "auto",
     log_every: int = LOG_EVERY,
     progress: Callable[[int, float], None] | None = None,
+    fixed_orientation_beyond: float | None = FIXED_ORIENTATION_BEYOND,
 ) -> TrainReport:
     """Optimise `g` on `views` (`TrainView`s, or `DeviceView`s already on g's device) for `iters`
     iterations; returns the loss history.
+
+    fixed_orientation_beyond: Gaussians farther than this many times the median distance of `g` from the
+    views' cameras keep their normal, turning about it only (None: every rotation trains); see
+    FIXED_ORIENTATION_BEYOND.
 
     progress: optional callable(iteration, loss), called after the iterations whose losses are
     read: the first, every `log_every`-th and the last.
@@ -397,6 +417,7 @@ def optimise(
             for v in views_dev
         ]
     )
+    far_reach = _far_reach(base["means"], views_dev, fixed_orientation_beyond)
     history = torch.zeros(iters, 1 + len(names), device=dev)
     zero = torch.zeros((), device=dev)
     grad_sum = torch.zeros(len(adam), device=dev) if densify is not None else None
@@ -421,7 +442,7 @@ def optimise(
                     cur, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
                 )
                 rep.final_loss = float(_weighted(whole, weights))
-        adam.step(loss)
+        adam.step(loss, None if far_reach is None else _beyond(adam.params["means"].detach(), *far_reach))
         means_grad = adam.params["means"].grad
         if densify is not None and grad_sum is not None and means_grad is not None and it + 1 <= densify.until:
             grad_sum += means_grad.norm(dim=-1)
@@ -453,6 +474,51 @@ def optimise(
             else:  # densified: a different number of Gaussians
                 setattr(g, k, value.clone())
     return rep
+
+
+def _axis(quats: Tensor, axis: Tensor) -> Tensor:
+    """[N,3] the world direction of each Gaussian's axis `axis` [N] (0, 1 or 2)."""
+    R = quat_to_rotmat_torch(quats)
+    return R[torch.arange(len(R), device=R.device), :, axis]
+
+
+def _turned(quats: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """[N,4] wxyz `quats` turned by the shortest rotation that takes unit directions a [N,3] to b [N,3] (their
+    norms kept, so that Adam's steps keep their size)."""
+    c = torch.cat([1.0 + (a * b).sum(-1, keepdim=True), torch.cross(a, b, dim=-1)], -1)
+    c = torch.nn.functional.normalize(c, dim=-1)
+    w1, x1, y1, z1 = c.unbind(-1)
+    w2, x2, y2, z2 = quats.unbind(-1)
+    return torch.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        -1,
+    )
+
+
+def _camera_centres(views) -> Tensor:
+    """[V,3] world positions of the views' cameras."""
+    R = torch.stack([v.camera_from_world[:3, :3] for v in views])
+    t = torch.stack([v.camera_from_world[:3, 3] for v in views])
+    return -(R.transpose(1, 2) @ t[..., None])[..., 0]
+
+
+def _far_reach(means: Tensor, views, beyond: float | None) -> tuple[Tensor, Tensor] | None:
+    """(camera centres [V,3], distance): a Gaussian farther than `distance` from every centre is far, where
+    distance is `beyond` times the median distance of `means` from the nearest centre; None when off."""
+    if beyond is None or len(means) == 0:
+        return None
+    centres = _camera_centres(views).to(means)
+    return centres, beyond * torch.cdist(means, centres).amin(1).median()
+
+
+def _beyond(means: Tensor, centres: Tensor, distance: Tensor) -> Tensor:
+    """bool [N]: farther than `distance` from every camera centre."""
+    return torch.cdist(means, centres).amin(1) > distance
 
 
 REACH_MARGIN = 12  # px around the Gaussians' reach: the SSIM window's diameter (11), and one

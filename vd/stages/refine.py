@@ -56,8 +56,8 @@ from vd.paths import resolve_device
 from vd.ply import encode_ply
 from vd.render import render, resolve_backend
 
-VERSION = 3  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order);
-# 3: the coverage term (alpha_weight)
+VERSION = 4  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order);
+# 3: the coverage term (alpha_weight); 4: far Gaussians keep their normal (vd.train.FIXED_ORIENTATION_BEYOND)
 
 
 # ------------------------------------------------------------------------------ config
