@@ -328,7 +328,7 @@ def test_refine_options_and_config_reach_the_run(plane_dataset, tmp_path, run_vd
     assert r.code == 0, r
     params = json.loads((out / "refine_meta.json").read_text())["params"]
     assert (params["iters"], params["lr_sh"], params["huber_delta"], params["min_alpha"]) == (0, 0.01, 0.02, 0.4)
-    assert params["backend"] == "torch" and params["lr_means"] == 5e-4  # a default
+    assert params["backend"] == "torch" and params["lr_means"] == 0.02  # a default
     r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", out, "--densify-until", "2")
     assert r.code == 2 and "--densify-until" in r.stderr
 
@@ -373,3 +373,39 @@ def test_refine_trains_through_vd_train_and_its_steps_do_not_wait_for_the_device
     assert info["adam_steps"] == iters and info["gaussians"]["split"] > 0  # densified twice, Adam never restarted
     assert [e["iter"] for e in info["losses"]] == [1, 10, 14]
     assert set(info["losses"][0]) == {"iter", "loss", "rgb", "depth", "normal", "alpha"}
+
+
+def test_a_step_of_refine_moves_the_gaussians_of_a_photo_by_a_fraction_of_a_pixel(tmp_path):
+    """A narrow photo's scene: fine texture, a long focal length. Adam's first step moves every Gaussian by
+    about the learning rate; counted in the scene's units (half a millimetre a metre of depth) that was a quarter
+    of a pixel at this focal length, and the input view fell from 59 to 18 dB in one step (43 dB now)."""
+    from vd.export.colmap import points_from_gaussians, write_colmap_dataset
+    from vd.lift import gaussians_from_rgbd
+    from vd.ply import write_ply
+    from vd.render import render
+    from vd.stages.refine import refine
+    from vd.views import View
+
+    w, h, f = 96, 72, 480.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((h, w, 3)) * 255).astype(np.uint8)  # texture at the pixel scale: leaves, a cloth
+    # a surface at 2 m, gently slanted: neighbours 1 mm apart in depth, so that a step of a quarter of a pixel
+    # (1 mm here) reorders them, and the colours fitted for their order are lost
+    depth = (2.0 + 0.001 * np.arange(w)[None, :] + 0.0003 * np.arange(h)[:, None]).astype(np.float32)
+    g = gaussians_from_rgbd(rgb.astype(np.float32) / 255, depth, K, opacity=0.99)
+    out = render(g, torch.eye(4)[None], torch.tensor(K, dtype=torch.float32)[None], w, h)
+    target = (out.rgb[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # what the scene shows
+    everything = np.ones((h, w), bool)
+    views = [View("000", "input", target, depth, K, np.eye(4), supervise=everything)]
+    write_colmap_dataset(tmp_path / "ds", views, points=points_from_gaussians(g))
+    write_ply(tmp_path / "init.ply", g)
+    res = refine(tmp_path / "ds", tmp_path / "init.ply", tmp_path / "out", iters=1, device="cpu")
+    from vd.ply import read_ply
+
+    g1 = read_ply(res.ply)[0]
+    moved = (g1.means - g.means).norm(dim=-1) * f / 2.0  # pixels at the depth of 2 m
+    assert 0 < float(moved.median()) < 0.05
+    after = render(g1, torch.eye(4)[None], torch.tensor(K, dtype=torch.float32)[None], w, h).rgb[0].clamp(0, 1)
+    mse = float(((after - torch.tensor(target / 255.0, dtype=torch.float32)) ** 2).mean())
+    assert -10 * np.log10(mse) > 35.0

@@ -486,7 +486,9 @@ class RefineParams:
     densify: bool = param(False, "Split high-gradient and prune transparent Gaussians.")
     ssim_lambda: float = param(0.2, "RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages.")
     huber_delta: float = param(0.01, "Relative depth residual where the depth loss turns linear.")
-    lr_means: float = param(5e-4, "Learning rate of the positions, times the scene extent (median prior depth).")
+    lr_means: float = param(
+        0.02, "Learning rate of the positions, in pixels at the median depth (times median depth / focal length)."
+    )
     lr_scales: float = param(5e-3, "Learning rate of the log-scales.")
     lr_quats: float = param(1e-3, "Learning rate of the rotations (quaternions).")
     lr_opacity: float = param(2.5e-2, "Learning rate of the opacity logits.")
