@@ -50,20 +50,22 @@ def print_coarse_summary(summary: dict) -> None:
 
     if console.is_quiet():
         return
-    t = Table(
-        title=f"coarse: {summary['selected']}/{summary['max_views']} views added ({summary['candidates']} candidates)"
-    )
+    moves = int(summary.get("move_views", 0))
+    title = f"coarse: {summary['selected'] - moves}/{summary['max_views']} views added"
+    title += f" + {moves} at probe moves" if moves else ""
+    t = Table(title=f"{title} ({summary['candidates']} candidates)")
     for col in ("view", "dense pose", "hole ratio", "hole px", "spawn px", "added Gaussians", "final loss", "cached"):
         t.add_column(col, justify="right")
     for v in summary["views"]:
+        loss = v["final_loss"]
         t.add_row(
             str(v["view"]),
-            str(v["dense_index"]),
+            str(v["dense_index"]) if v.get("move") is None else f"move {v['move']}",
             f"{v['hole_ratio']:.3f}" + (" *" if v["fallback"] else ""),
             str(v["hole_pixels"]),
             str(v["spawn_pixels"]),
             str(v["added_gaussians"]),
-            "-" if v["final_loss"] != v["final_loss"] else f"{v['final_loss']:.4f}",
+            "-" if loss is None or loss != loss else f"{loss:.4f}",
             "yes" if v["cached"] else "no",
         )
     tot = summary["totals"]

@@ -196,8 +196,12 @@ def test_trajectory_file_and_no_outpaint(tmp_path, run_vd):
     assert s["candidates"] == 6 and s["scaffold"]["frames"] == 1
     cams = json.loads((tmp_path / "o" / "cameras.json").read_text())
     assert [c["kind"] for c in cams["views"]][0] == "input" and "ring" not in [c["kind"] for c in cams["views"]]
-    for c in cams["views"][1:]:
+    from_file = [c for c in cams["views"][1:] if c["dense_index"] is not None]
+    assert len(from_file) == 1  # --n-frames 3: one of the file's poses
+    for c in from_file:
         assert np.allclose(c["world_from_camera"], poses[c["dense_index"]])
+    # then the views at probe moves (--move-views 3): with no outpainted ring every move uncovers the border
+    assert s["move_views"] == len(cams["views"]) - 2 == 3
 
 
 def test_a_scaffold_without_optimisation(tmp_path, run_vd):

@@ -6,8 +6,9 @@ import torch
 
 from vd.gaussians import Gaussians
 from vd.lift import gaussians_from_rgbd
-from vd.pinholes import CHANGE, pinholes, probe_poses, seal_pinholes
+from vd.pinholes import pinholes, probe_poses, seal_pinholes, turn_poses
 from vd.render import render
+from vd.unseen import CHANGE
 
 W, H, F = 64, 48, 40.0
 K = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]], np.float64)
@@ -133,3 +134,29 @@ def test_the_coarse_scene_is_sealed_around_the_input_and_keeps_the_canvas_view()
         return render(scene, cfw, torch.as_tensor(K_ring, dtype=torch.float32)[None], Wr, Hr, backend="torch").rgb[0]
 
     assert float((canvas(Gaussians.cat([g, sealed])) - canvas(g)).abs().max()) <= CHANGE + 1e-6
+
+
+def test_turn_poses_turn_about_the_camera_centre_by_the_given_angles():
+    yaw_right, yaw_left, pitch_up, pitch_down = turn_poses(9.0, 6.0)
+    for pose, degrees in ((yaw_right, 9.0), (yaw_left, 9.0), (pitch_up, 6.0), (pitch_down, 6.0)):
+        assert np.allclose(pose[:3, 3], 0.0) and np.isclose(np.linalg.det(pose[:3, :3]), 1.0)
+        forward = pose[:3, :3] @ np.array([0.0, 0.0, 1.0])
+        assert np.isclose(np.degrees(np.arccos(forward[2])), degrees)
+    assert (yaw_right[:3, :3] @ [0, 0, 1])[0] > 0 and (yaw_left[:3, :3] @ [0, 0, 1])[0] < 0  # OpenCV: +x is right
+    assert (pitch_up[:3, :3] @ [0, 0, 1])[1] < 0 and (pitch_down[:3, :3] @ [0, 0, 1])[1] > 0  # and +y is down
+
+
+def test_the_canvas_reach_is_the_angle_the_ring_adds_beyond_the_input():
+    from vd.stages.coarse_view import canvas_reach
+    from vd.views import View
+
+    def view(kind, w, h, k):
+        return View(kind, kind, np.zeros((h, w, 3), np.uint8), np.ones((h, w), np.float32), k, np.eye(4), None)
+
+    K_ring = K.copy()
+    K_ring[0, 2] += 8
+    K_ring[1, 2] += 4
+    yaw, pitch = canvas_reach([view("input", W, H, K), view("ring", W + 16, H + 8, K_ring)])
+    assert np.isclose(yaw, np.degrees(np.arctan((W / 2 + 8) / F) - np.arctan(W / 2 / F)))
+    assert np.isclose(pitch, np.degrees(np.arctan((H / 2 + 4) / F) - np.arctan(H / 2 / F)))
+    assert canvas_reach([view("input", W, H, K)]) == (0.0, 0.0)

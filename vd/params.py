@@ -234,6 +234,9 @@ class FluxParams:
 
 
 LOOP_ONLY = ("scaffold",)  # a field of the coarse view loop: the scaffold's key leaves it out
+# a field of the views after the trajectory's: the scaffold's and the trajectory views' keys leave it out
+# (vd.stages.coarse keys it into the run's folder key itself)
+MOVES_ONLY = ("scaffold", "coarse-view")
 
 
 @dataclass
@@ -265,6 +268,13 @@ class CoarseParams:
     backward_ratio: float = param(0.4, "Scales the camera's pull-back (-z).", not_in_keys=LOOP_ONLY)
     radius_percentiles: tuple = param(
         (5.0, 50.0), "LOW HIGH depth percentiles (valid input pixels) that size the trajectory.", not_in_keys=LOOP_ONLY
+    )
+    move_views: int = param(
+        3,
+        "Views added after the trajectory's, each at the move of 15% of the median depth (along an axis or a "
+        "diagonal) that still uncovers the most pixels, while one uncovers more than 0.05% (0 = none; none with "
+        "--n-frames 2).",
+        not_in_keys=MOVES_ONLY,
     )
     expansion: float = param(0.3, "Outpainted canvas size as a total fraction of the input (0.3 = 15% per side).")
     reach: float = param(
@@ -324,6 +334,7 @@ class CoarseParams:
     def validate(self) -> None:
         check_finite(self)
         require(self.n_frames >= 2, f"--n-frames must be at least 2 (input + ring), got {self.n_frames}")
+        require(self.move_views >= 0, f"--move-views must be at least 0, got {self.move_views}")
         require(self.dense_multiplier >= 1, f"--dense-multiplier must be at least 1, got {self.dense_multiplier}")
         require(
             self.margin >= 0 and self.margin % 2 == 0,

@@ -8,13 +8,13 @@ sees their rows part: sub-pixel gaps across whole surfaces, 1.55 % of the street
 the input view 0.2–1.4 dB (bench/quality.md).
 
 `seal_pinholes` leaves the optimised Gaussians as they are. It renders the scene at probe cameras
-(`probe_poses`: moves of a given size along each axis and diagonal), finds the pinholes there
+(`probe_poses`: moves of a given size along each axis and diagonal; `turn_poses`: turns), finds the pinholes there
 (`pinholes`: gaps between opaque pixels, narrower than what `vd.holes.hole_masks` calls a hole, away
 from depth jumps) and lifts one flat Gaussian behind each, pushed back along the probe's ray by BEHIND
 pixel footprints, in the colour the render shows there (its colour over its alpha). Behind an opaque
 surface it shows only through the gaps, in the surface's own colour. Whether it is hidden from the
 input view is checked on the input view's render itself (`keep_from`): the rasteriser orders Gaussians
-by their centres, so depth alone does not say it.
+by their centres, so depth alone does not say it (`vd.unseen`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import torch
 from vd import cameras
 from vd.align import spawn_edges
 from vd.gaussians import Gaussians
-from vd.geometry import quat_to_rotmat_torch
 from vd.holes import hole_masks
 from vd.lift import gaussians_from_rgbd
 from vd.render import render
+from vd.unseen import unseen_by
 
 PINHOLE_ALPHA = 0.9  # a covered pixel below this alpha shows the background through the surface
 MIN_ALPHA = 0.05  # below this the render's depth and colour say too little to continue the surface
@@ -39,10 +39,21 @@ BEHIND = 15.0  # pixel footprints along the probe's ray: far enough behind a sur
 # that its own Gaussians, up to 10 footprints long there (vd.lift.max_stretch), sort in front at the input view
 SEAL_FOOTPRINT = 1.0  # in pixel spacings of the probe (vd.lift's `footprint`): wide enough to close a gap
 SEAL_OPACITY = 0.99
-CHANGE = 2.0 / 255.0  # the most a sealing Gaussian may change the protected camera's colours (behind a
-# surface of alpha 0.99 it still shows by 1 %)
-MAX_CHECKS = 4  # renders of the protected camera per probe; then its remaining candidates are dropped
-EXTENT = 2.0  # σ: how far out a Gaussian must be hidden (its alpha there is e^-2 of its peak)
+
+
+def turn_poses(yaw_degrees: float, pitch_degrees: float) -> list[np.ndarray]:
+    """World-from-camera poses at the origin turned right, left (by `yaw_degrees`), up and down (by
+    `pitch_degrees`), in OpenCV axes: x right, y down, z forward."""
+    poses = []
+    for a in np.radians([yaw_degrees, -yaw_degrees]):  # about y: forward swings to +x (right) first
+        pose = np.eye(4)
+        pose[:3, :3] = [[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]]
+        poses.append(pose)
+    for a in np.radians([pitch_degrees, -pitch_degrees]):  # about x: forward swings to −y (up) first
+        pose = np.eye(4)
+        pose[:3, :3] = [[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]]
+        poses.append(pose)
+    return poses
 
 
 def probe_poses(distance: float, origin: np.ndarray | None = None) -> list[np.ndarray]:
@@ -97,7 +108,7 @@ def seal_pinholes(
     pinhole), on `g`'s device."""
     dev = g.means.device
     Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)[None]
-    unseen = _unseen_by(keep_from, g, backend) if keep_from is not None else None
+    unseen = unseen_by(keep_from, g, backend) if keep_from is not None else None
     added: list[Gaussians] = []
     for pose in poses:
         scene = Gaussians.cat([g, *added]) if added else g
@@ -129,68 +140,8 @@ def seal_pinholes(
         )
         new = new.to(dev)
         if unseen is not None and len(new):
-            new = new.select(unseen(new, added))
+            keep, verified = unseen(new, added)
+            new = new.select(keep if verified else torch.zeros_like(keep))  # still changing: keep none
         if len(new):
             added.append(new)
     return Gaussians.cat(added) if added else g.select(torch.zeros(0, dtype=torch.long, device=dev))
-
-
-def _extent_points(g: Gaussians) -> torch.Tensor:
-    """[5·N, 3]: each Gaussian's centre, then its centre ± EXTENT σ along each of its two longer axes
-    (block by block: all the centres first)."""
-    R = quat_to_rotmat_torch(g.normalized_quats())
-    s = g.scales()
-    order = torch.argsort(s, dim=1, descending=True)
-    points = [g.means]
-    for k in range(2):
-        axis = torch.gather(R, 2, order[:, k].view(-1, 1, 1).expand(-1, 3, 1))[..., 0]
-        step = EXTENT * torch.gather(s, 1, order[:, k : k + 1]) * axis
-        points += [g.means + step, g.means - step]
-    return torch.cat(points)
-
-
-@torch.no_grad()
-def _unseen_by(camera: tuple[np.ndarray, np.ndarray, int, int], g: Gaussians, backend: str):
-    """A function of (new Gaussians, the ones kept earlier) → the bool [N] of the new ones that, with the
-    earlier ones, leave `camera`'s render of `g` unchanged.
-
-    Behind an opaque surface is not enough by depth alone: the rasteriser orders Gaussians by their
-    centres, so one behind a surface seen at a grazing angle can still be drawn before that surface's
-    farther Gaussians. So the test is the render itself: render `g` with the new Gaussians, drop those
-    whose centre or extent (`_extent_points`) lands on a pixel that changed, and render again until
-    nothing changes (or nothing is left)."""
-    pose, K, width, height = camera
-    dev = g.means.device
-    cfw = torch.as_tensor(cameras.invert_pose(np.asarray(pose)), dtype=torch.float32, device=dev)
-    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)
-
-    def draw(scene: Gaussians) -> torch.Tensor:
-        res = render(scene, cfw[None], Kt[None], width, height, backend=backend)
-        return res.rgb[0].float()
-
-    base = draw(g)
-
-    def pixels(points: torch.Tensor) -> torch.Tensor:
-        p = points @ cfw[:3, :3].T + cfw[:3, 3]
-        uv = (p @ Kt.T)[:, :2] / p[:, 2:3].clamp_min(1e-9)
-        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
-        inside = (p[:, 2] > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-        return torch.where(inside, v.clamp(0, height - 1) * width + u.clamp(0, width - 1), torch.full_like(u, -1))
-
-    def test(new: Gaussians, earlier: list[Gaussians]) -> torch.Tensor:
-        keep = torch.ones(len(new), dtype=torch.bool, device=dev)
-        at = pixels(_extent_points(new)).reshape(-1, len(new))  # [5, N]
-        for check in range(MAX_CHECKS):
-            if not bool(keep.any()):
-                break
-            changed = (draw(Gaussians.cat([g, *earlier, new.select(keep)])) - base).abs().amax(dim=-1) > CHANGE
-            if not bool(changed.any()):
-                return keep
-            # each round looks farther around a changed pixel for the Gaussians that changed it
-            size = 3 + 4 * check
-            near = torch.nn.functional.max_pool2d(changed.float()[None, None], size, stride=1, padding=size // 2)
-            flat = torch.cat([near.reshape(-1) > 0, changed.new_zeros(1)])  # index -1: outside the camera
-            keep &= ~flat[at].any(dim=0)
-        return torch.zeros_like(keep)  # still changing: keep none
-
-    return test

@@ -4,6 +4,7 @@
     python -m bench.quality.run --scenes room --methods lift scaffold --png /tmp/q
     python -m bench.quality.run --scenes aloe --methods lift scaffold closest     # a real stereo pair
     python -m bench.quality.run --scenes street --depth-errors                     # model-like input depth
+    python -m bench.quality.run --scenes room --methods closest --param reach=9     # a vd coarse parameter
 
 For each scene (`bench.quality.scenes`), the photo and its exact depth are written as a `file`
 backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaussians from it:
@@ -229,6 +230,8 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--size", type=int, nargs=2, default=(128, 96), metavar=("W", "H"))
     ap.add_argument("--n-frames", type=int, default=None, help="vd coarse --n-frames (default: vd's)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a `vd coarse` parameter (vd.params.CoarseParams) for every method, e.g. reach=9 (repeatable)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/vd-quality"), help="inputs and the cache (VD_CACHE_DIR)")
     ap.add_argument("--png", type=Path, default=None, help="write renders beside the ground truth here")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "quality-results.json")
@@ -238,19 +241,20 @@ def main(argv=None) -> None:
     os.environ.setdefault("VD_CACHE_DIR", str(a.work / "cache"))
     cache = Cache.open(os.environ["VD_CACHE_DIR"], remote=None)
     INPAINT["backend"] = a.inpaint
+    params = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.param)}
     results = []
     for s in a.scenes:
         t0 = time.perf_counter()
         r = run_scene(s, a.methods, a.work, cache, width=a.size[0], height=a.size[1], n_frames=a.n_frames, png=a.png,
-                      depth_errors=a.depth_errors, real_width=a.real_width)
+                      params=params, depth_errors=a.depth_errors, real_width=a.real_width)
         if r is None:
             continue
         results.append(r)
         results[-1]["seconds"] = time.perf_counter() - t0
         print(table(results[-1:]).split("\n", 2)[-1], flush=True)
         print(table_detail(results[-1:]).split("\n", 2)[-1], flush=True)
-    a.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results},
-                                indent=1) + "\n")
+    a.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "params": params,
+                                 "results": results}, indent=1) + "\n")
     print(table(results))
     print(table_detail(results))
 

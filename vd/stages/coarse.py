@@ -9,8 +9,10 @@
 (`view_key`, VIEW_VERSION). `CoarseRun` holds one run's state, every attribute declared.
 Memoisation: the scaffold and every added view are separate cache entries; view k's key is
 `view_key(key of view k−1, k, ...)`, so a run killed after view k resumes at view k+1 with
-identical results, and a second identical run is all cache hits. The pinholes of the finished
-scene are sealed last (`vd.stages.coarse_view.seal_moves`), an entry keyed by the last view's key.
+identical results, and a second identical run is all cache hits. The views at probe moves
+(`vd.stages.coarse_view.add_move_view`) chain on after the trajectory's the same way, and the pinholes
+of the finished scene are sealed last (`vd.stages.coarse_view.seal_moves`), an entry keyed by the last
+view's key.
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ from vd.viewer import Viewer, log_view
 from vd.views import View, decode_record, encode_record
 
 VIEW_STAGE = "coarse-view"
-VIEW_VERSION = 4  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
-# depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped
+VIEW_VERSION = 5  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
+# depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped;
+# 5: a view's Gaussians that change the input camera's render are dropped (coarse_view.out_of_sight)
 RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun computes (and imports) nothing
 RUN_VERSION = 2  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers);
 # 2: the finished scene's pinholes sealed
 SEAL_STAGE = "coarse-seal"
-SEAL_VERSION = 1
+SEAL_VERSION = 2  # 2: turns of the canvas camera by the canvas's reach probed as well
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ def run_key(scaffold_key: str, p: CoarseParams, trajectory_hash: Optional[str]) 
         version=RUN_VERSION,
         view_version=VIEW_VERSION,
         params=key_params(p, VIEW_STAGE),
+        move_views=p.move_views,  # left out of the views' keys: it changes only the views after theirs
         trajectory=trajectory_hash,
     )
 
@@ -222,6 +226,7 @@ class CoarseRun:
         try:
             self.build_scaffold()
             self.add_views()
+            self.add_move_views()
             self.seal()
         finally:
             for b in (self.dback, self.iback):
@@ -289,6 +294,29 @@ class CoarseRun:
                 _after_view(k)
         self.last_key = prev
 
+    def add_move_views(self) -> None:
+        """Up to `move_views` views at the probe moves that still uncover pixels
+        (`vd.stages.coarse_view.add_move_view`), each memoised after the one before."""
+        assert self.last_key is not None and self.ctx is not None, "add_views first"
+        prev = self.last_key
+        for j in range(int(self.p.move_views) if self.p.n_frames > 2 else 0):  # --n-frames 2: the scaffold alone
+            k = len(self.stats) + 1
+            mkey = step_key(prev, "move-view", j, version=VIEW_VERSION)
+            with memory.track(f"view {k}", self.dev):
+                compute = partial(self._compute_move_view, k, mkey)
+                vrec, hit = self.cache.memoise(mkey, compute, stage=VIEW_STAGE, image=str(self.img.path))
+                vviews, g_new, vmeta = decode_record(vrec, self.dev)
+            if vmeta.get("stopped"):
+                break
+            self._append(k, vviews[0], g_new, vmeta, hit)
+            prev = mkey
+        self.last_key = prev
+
+    def _compute_move_view(self, k: int, key: str):
+        assert self.ctx is not None
+        taken = tuple(int(s.move) for s in self.stats if s.move is not None)
+        return stage.add_move_view(self.g_all, self.views, k, self.ctx, seed=seed_from_key(key), taken=taken)
+
     def seal(self) -> None:
         """Seal the pinholes a move opens in the finished scene (memoised after the last view)."""
         assert self.last_key is not None, "add_views first"
@@ -352,10 +380,14 @@ class CoarseRun:
             self.parts.append(g_new)
         log_view(self.viewer, view, "coarse")
         tag = " (fallback: outside the band)" if st.fallback else ""
+        if st.move is None:
+            head = f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}"
+        else:
+            head = f"view {k}: probe move {st.move}, {100 * st.scan_ratio:.2f}% uncovered"
         log.info(
-            f"view {k}/{self.p.n_frames - 2}: pose {st.dense_index}, hole ratio {st.hole_ratio:.3f}{tag}, "
+            f"{head}, hole ratio {st.hole_ratio:.3f}{tag}, "
             f"+{st.added_gaussians} Gaussians"
-            + (" (cached)" if hit else f", loss {st.final_loss:.4f}, {st.seconds:.1f} s")
+            + (" (cached)" if hit else f", loss {_number(st.final_loss)}, {st.seconds:.1f} s")
         )
 
     # --- summary ----------------------------------------------------------------------------
@@ -400,6 +432,7 @@ class CoarseRun:
             },
             "views": [asdict(s) for s in stats],
             "selected": len(stats),
+            "move_views": sum(s.move is not None for s in stats),
             "max_views": p.n_frames - 2,
             "stopped": self.stopped,
             "totals": {
@@ -415,6 +448,11 @@ class CoarseRun:
             "memory": [m.to_json() for m in memory.records()],
             "seconds": time.perf_counter() - self.t_start,
         }
+
+
+def _number(x: Optional[float]) -> str:
+    """A loss for the log: a view that trained nothing has none (NaN, read back from JSON as None)."""
+    return "none" if x is None or x != x else f"{x:.4f}"
 
 
 def _log_fly_through(viewer, result: stage.CoarseResult, render_backend: str) -> None:
