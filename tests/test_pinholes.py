@@ -160,3 +160,36 @@ def test_the_canvas_reach_is_the_angle_the_ring_adds_beyond_the_input():
     assert np.isclose(yaw, np.degrees(np.arctan((W / 2 + 8) / F) - np.arctan(W / 2 / F)))
     assert np.isclose(pitch, np.degrees(np.arctan((H / 2 + 4) / F) - np.arctan(H / 2 / F)))
     assert canvas_reach([view("input", W, H, K)]) == (0.0, 0.0)
+
+
+def test_a_crack_at_a_depth_jump_is_sealed_with_the_farther_surface():
+    """A 2-px crack between a near bar (2 m) and a far wall (4 m): the render's depth there mixes the two,
+    so the crack is sealed with what lies beside it farther away, the wall, in the wall's colour."""
+    v, u = np.mgrid[0:H, 0:W]
+    wall_rgb = np.stack([np.full((H, W), 0.2), 0.3 + 0.4 * ((u // 4) % 2), np.full((H, W), 0.8)], -1).astype(np.float32)
+    crack = (u >= 30) & (u <= 31) & (v >= 12) & (v < 36)
+    bar = (u >= 20) & (u <= 29)
+    wall = gaussians_from_rgbd(
+        wall_rgb,
+        np.full((H, W), 4.0, np.float32),
+        K.astype(np.float32),
+        np.eye(4),
+        ~crack & ~bar,
+        opacity=0.99,
+        footprint=0.7,
+    )
+    bar_rgb = np.full((H, W, 3), (0.9, 0.2, 0.1), np.float32)
+    near = gaussians_from_rgbd(
+        bar_rgb, np.full((H, W), 2.0, np.float32), K.astype(np.float32), np.eye(4), bar, opacity=0.99, footprint=0.7
+    )
+    g = Gaussians.cat([wall, near])
+    _, alpha = _draw(g, np.eye(4))
+    assert float(alpha[crack].max()) < 0.9  # the test's premise: the crack shows through
+
+    new = seal_pinholes(g, [np.eye(4)], K, W, H, backend="torch")
+    rgb, alpha = _draw(Gaussians.cat([g, new]), np.eye(4))
+    assert float(alpha[crack].min()) >= 0.9
+    # in the wall's colour (blue), not the bar's (red), and behind the wall, not floating between it and the bar
+    assert torch.allclose(new.colors()[:, [0, 2]], torch.tensor([0.2, 0.8]).expand(len(new), 2), atol=0.05)
+    assert float(new.means[:, 2].min()) > 4.0
+    assert float(rgb[torch.as_tensor(crack & (u == 31))][:, 2].min()) > 0.7

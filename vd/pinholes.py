@@ -12,7 +12,9 @@ the input view 0.2–1.4 dB (bench/quality.md).
 (`pinholes`: gaps between opaque pixels, narrower than what `vd.holes.hole_masks` calls a hole, away
 from depth jumps) and lifts one flat Gaussian behind each, pushed back along the probe's ray by BEHIND
 pixel footprints, in the colour the render shows there (its colour over its alpha). Behind an opaque
-surface it shows only through the gaps, in the surface's own colour. Whether it is hidden from the
+surface it shows only through the gaps, in the surface's own colour. A crack at a depth jump (the render's
+depth there mixes the two sides) or one that shows almost nothing is sealed with the farther surface beside
+it (`farther_side`): what the nearer one uncovers. Whether it is hidden from the
 input view is checked on the input view's render itself (`keep_from`): the rasteriser orders Gaussians
 by their centres, so depth alone does not say it (`vd.unseen`).
 """
@@ -71,8 +73,8 @@ def probe_poses(distance: float, origin: np.ndarray | None = None) -> list[np.nd
 
 
 @torch.no_grad()
-def pinholes(alpha: torch.Tensor, *, below: float = PINHOLE_ALPHA) -> torch.Tensor:
-    """[H,W] bool: the gaps in a surface. Pixels whose alpha is in [MIN_ALPHA, below), that no hole mask
+def pinholes(alpha: torch.Tensor, *, below: float = PINHOLE_ALPHA, floor: float = MIN_ALPHA) -> torch.Tensor:
+    """[H,W] bool: the gaps in a surface. Pixels whose alpha is in [`floor`, below), that no hole mask
     holds, and that have opaque pixels (alpha ≥ `below`) within GAP px on both sides, above and below or
     left and right: the fringe along the edge of what the scene covers, or along the image's edge, is
     not a gap in it."""
@@ -85,7 +87,22 @@ def pinholes(alpha: torch.Tensor, *, below: float = PINHOLE_ALPHA) -> torch.Tens
         return torch.stack([solid[GAP + k * dy : GAP + k * dy + h, GAP + k * dx : GAP + k * dx + w] for k in ks]).any(0)
 
     between = (within(1, 0) & within(-1, 0)) | (within(0, 1) & within(0, -1))
-    return (alpha >= MIN_ALPHA) & (alpha < below) & between & ~hole_masks(alpha)
+    return (alpha >= floor) & (alpha < below) & between & ~hole_masks(alpha)
+
+
+@torch.no_grad()
+def farther_side(
+    alpha: torch.Tensor, depth: torch.Tensor, rgb: torch.Tensor, *, below: float = PINHOLE_ALPHA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([H,W] depth, [H,W,3] colour) of the farthest opaque pixel (alpha ≥ `below`) within GAP px of each
+    pixel (depth 0 where none is): what a crack at a depth jump shows, the surface behind the nearer one."""
+    h, w = depth.shape
+    opaque = (alpha >= below) & torch.isfinite(depth) & (depth > 0)
+    d = torch.where(opaque, depth, torch.full_like(depth, -1.0))[None, None]
+    far, at = torch.nn.functional.max_pool2d(d, 2 * GAP + 1, stride=1, padding=GAP, return_indices=True)
+    far, at = far[0, 0], at[0, 0].reshape(-1)
+    colour = rgb.reshape(-1, 3)[at].reshape(h, w, 3)
+    return far.clamp_min(0.0), colour
 
 
 @torch.no_grad()
@@ -115,20 +132,27 @@ def seal_pinholes(
         vm = torch.as_tensor(cameras.invert_pose(np.asarray(pose)), dtype=torch.float32, device=dev)[None]
         res = render(scene, vm, Kt, width, height, backend=backend)
         alpha = res.alpha[0].float()
-        mask = pinholes(alpha, below=below)
+        mask = pinholes(alpha, below=below, floor=0.0)
         if not bool(mask.any()):
             continue
         depth = res.depth[0].float()
+        rgb = (res.rgb[0].float() / alpha.clamp_min(MIN_ALPHA)[..., None]).clamp(0.0, 1.0)
         covered = (alpha >= MIN_ALPHA) & torch.isfinite(depth) & (depth > 0)
-        # a gap at a depth jump is a crack onto the farther surface, and the render's depth there is a mix
-        # of the two: a Gaussian at it would float between them, in sight of the input view
+        # the render's own depth and colour continue the surface, but not at a depth jump (a crack onto the
+        # farther surface, where the depth is a mix of the two: a Gaussian there would float between them,
+        # in sight of the input view), nor where almost nothing shows
         edges = spawn_edges(torch.where(covered, depth, 0.0).cpu().numpy(), covered.cpu().numpy())
-        mask &= covered & ~torch.as_tensor(edges, device=dev)
+        own = covered & ~torch.as_tensor(edges, device=dev)
+        # there the surface beside the gap that lies farther continues behind it
+        far_depth, far_rgb = farther_side(alpha, depth, rgb, below=below)
+        far = mask & ~own & (far_depth > 0)
+        mask = (mask & own) | far
         if not bool(mask.any()):
             continue
-        rgb = (res.rgb[0].float() / alpha.clamp_min(MIN_ALPHA)[..., None]).clamp(0.0, 1.0)
+        depth = torch.where(far, far_depth, torch.where(covered, depth, torch.zeros_like(depth)))
+        rgb = torch.where(far[..., None], far_rgb, rgb)
         # every covered pixel keeps its depth (the lift's tangents and normals need the neighbours), pushed back
-        pushed = torch.where(covered, depth * (1.0 + BEHIND / float(K[0][0])), torch.zeros_like(depth))
+        pushed = depth * (1.0 + BEHIND / float(K[0][0]))
         new = gaussians_from_rgbd(
             rgb.cpu(),
             pushed.cpu(),

@@ -54,7 +54,8 @@ RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun 
 RUN_VERSION = 2  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers);
 # 2: the finished scene's pinholes sealed
 SEAL_STAGE = "coarse-seal"
-SEAL_VERSION = 2  # 2: turns of the canvas camera by the canvas's reach probed as well
+SEAL_VERSION = 3  # 2: turns of the canvas camera by the canvas's reach probed as well; 3: cracks at depth
+# jumps sealed with the farther side (vd.pinholes.farther_side)
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 log = logging.getLogger(__name__)
