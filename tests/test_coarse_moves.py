@@ -86,3 +86,12 @@ def test_the_number_of_move_views_keys_the_run_but_not_the_trajectorys_views():
     three, none = CoarseParams(), CoarseParams(move_views=0)
     assert view_key("scaffold", 1, three, poses) == view_key("scaffold", 1, none, poses)  # cached views are reused
     assert run_key("scaffold", three, None) != run_key("scaffold", none, None)  # the folder is not
+
+
+def test_a_new_seal_version_keys_a_new_run_folder(monkeypatch):
+    """The folder holds the sealed scene: a cached folder from before a change of the seal is not served."""
+    import vd.stages.coarse as coarse
+
+    before = coarse.run_key("scaffold", CoarseParams(), None)
+    monkeypatch.setattr(coarse, "SEAL_VERSION", coarse.SEAL_VERSION + 1)
+    assert coarse.run_key("scaffold", CoarseParams(), None) != before

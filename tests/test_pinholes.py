@@ -6,7 +6,7 @@ import torch
 
 from vd.gaussians import Gaussians
 from vd.lift import gaussians_from_rgbd
-from vd.pinholes import pinholes, probe_poses, seal_pinholes, turn_poses
+from vd.pinholes import leaks, pinholes, probe_poses, seal_pinholes, turn_poses
 from vd.render import render
 from vd.unseen import CHANGE
 
@@ -193,3 +193,41 @@ def test_a_crack_at_a_depth_jump_is_sealed_with_the_farther_surface():
     assert torch.allclose(new.colors()[:, [0, 2]], torch.tensor([0.2, 0.8]).expand(len(new), 2), atol=0.05)
     assert float(new.means[:, 2].min()) > 4.0
     assert float(rgb[torch.as_tensor(crack & (u == 31))][:, 2].min()) > 0.7
+
+
+def test_what_shows_through_a_surface_is_backed_at_the_surface():
+    """A wall at 2 m that is 98 % opaque before an opaque backdrop at 100 m (the street's facades before its
+    sky): the expected depth reads the backdrop through it. The seal backs the wall, and its expected depth
+    comes back to the wall's."""
+    flat = np.full((H, W, 3), 0.5, np.float32)
+    backdrop = gaussians_from_rgbd(
+        flat, np.full((H, W), 100.0, np.float32), K.astype(np.float32), np.eye(4), opacity=0.99, footprint=1.0
+    )
+    wall = gaussians_from_rgbd(
+        flat * 1.5, np.full((H, W), 2.0, np.float32), K.astype(np.float32), np.eye(4), opacity=0.8, footprint=0.7
+    )
+    g = Gaussians.cat([wall, backdrop])
+    cfw = torch.eye(4)[None]
+    Kt = torch.as_tensor(K, dtype=torch.float32)[None]
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    before = render(g, cfw, Kt, W, H, backend="torch")
+    median = render(g, cfw, Kt, W, H, backend="torch", depth_mode="median").depth[0]
+    assert float(before.depth[0][inner].min()) > 3.0  # the premise: 3 % of 100 m pulls the wall's 2 m back
+    assert bool(leaks(before.alpha[0], before.depth[0], median)[inner].all())
+
+    new = seal_pinholes(g, [np.eye(4)], K, W, H, backend="torch")
+    after = render(Gaussians.cat([g, new]), cfw, Kt, W, H, backend="torch").depth[0]
+    assert float(after[inner].max()) < 2.2
+
+
+def test_a_surface_edge_is_not_a_leak():
+    """Where the first surface's depth jumps (a silhouette), the pixel mixes two sides: not a leak."""
+    alpha = torch.ones(20, 20)
+    median = torch.full((20, 20), 2.0)
+    median[:, 10:] = 10.0
+    depth = median.clone()
+    depth[:, 9:11] = 6.0  # the edge columns' expected depth mixes the two sides
+    depth[5, 3] = 2.5  # and one pixel of the near surface shows what is behind it
+    found = leaks(alpha, depth, median)
+    assert not bool(found[:, 8:12].any())
+    assert bool(found[5, 3]) and int(found.sum()) == 1

@@ -174,6 +174,9 @@ def test_median_depth_matches_brute_force_reference(tile):
     # the expected depth of overlapping Gaussians is elsewhere
     differs = sure & (alpha > 0.5) & ((base.depth[0].double() - med).abs() > 1e-2)
     assert differs.sum() > 20
+    # depth_mode="both": the expected depth and the median, from one pass
+    both = render(g, vm, K, W, H, backend="torch", tile=tile, depth_mode="both")
+    assert torch.equal(both.depth, base.depth) and torch.equal(both.median, out.depth) and out.median is None
 
 
 def _two_planes(near_opacity: float) -> Gaussians:

@@ -14,7 +14,9 @@ from depth jumps) and lifts one flat Gaussian behind each, pushed back along the
 pixel footprints, in the colour the render shows there (its colour over its alpha). Behind an opaque
 surface it shows only through the gaps, in the surface's own colour. A crack at a depth jump (the render's
 depth there mixes the two sides) or one that shows almost nothing is sealed with the farther surface beside
-it (`farther_side`): what the nearer one uncovers. Whether it is hidden from the
+it (`farther_side`): what the nearer one uncovers. Where a surface is opaque but not quite, what lies far
+behind it shows through and pulls its expected depth back (`leaks`): it is backed the same way, at its first
+surface's (median) depth. Whether it is hidden from the
 input view is checked on the input view's render itself (`keep_from`): the rasteriser orders Gaussians
 by their centres, so depth alone does not say it (`vd.unseen`).
 """
@@ -41,6 +43,10 @@ BEHIND = 15.0  # pixel footprints along the probe's ray: far enough behind a sur
 # that its own Gaussians, up to 10 footprints long there (vd.lift.max_stretch), sort in front at the input view
 SEAL_FOOTPRINT = 1.0  # in pixel spacings of the probe (vd.lift's `footprint`): wide enough to close a gap
 SEAL_OPACITY = 0.99
+# a surface's pixel whose expected depth lies this much beyond its first surface (the median depth) shows what
+# is behind it: the street's facades, 98 % opaque at a move forward, showed 2 % of the sky 350 m behind them
+# (the sky a move up needs there), which put their expected depth a third too far
+LEAK = 0.1
 
 
 def turn_poses(yaw_degrees: float, pitch_degrees: float) -> list[np.ndarray]:
@@ -91,6 +97,23 @@ def pinholes(alpha: torch.Tensor, *, below: float = PINHOLE_ALPHA, floor: float 
 
 
 @torch.no_grad()
+def leaks(
+    alpha: torch.Tensor, depth: torch.Tensor, median: torch.Tensor, *, below: float = PINHOLE_ALPHA
+) -> torch.Tensor:
+    """[H,W] bool: pixels of an opaque surface (alpha ≥ `below`, its median depth smooth over the pixel's 3×3
+    neighbours) whose expected `depth` lies more than LEAK beyond the `median` depth (its first surface):
+    what lies behind shows through it. A pixel at the edge of a surface mixes two sides by design: not a leak."""
+    solid = (alpha >= below) & torch.isfinite(median) & (median > 0)
+    m = torch.where(solid, median, torch.zeros_like(median))[None, None]
+    hi = torch.nn.functional.max_pool2d(m, 3, stride=1, padding=1)[0, 0]
+    lo = -torch.nn.functional.max_pool2d(
+        -torch.where(m > 0, m, torch.full_like(m, float("inf"))), 3, stride=1, padding=1
+    )[0, 0]
+    smooth = solid & (hi <= (1.0 + LEAK) * lo)
+    return smooth & (depth > (1.0 + LEAK) * median)
+
+
+@torch.no_grad()
 def farther_side(
     alpha: torch.Tensor, depth: torch.Tensor, rgb: torch.Tensor, *, below: float = PINHOLE_ALPHA
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,12 +153,15 @@ def seal_pinholes(
     for pose in poses:
         scene = Gaussians.cat([g, *added]) if added else g
         vm = torch.as_tensor(cameras.invert_pose(np.asarray(pose)), dtype=torch.float32, device=dev)[None]
-        res = render(scene, vm, Kt, width, height, backend=backend)
+        # the median depth (`leaks`) comes from the torch rasteriser alone (on the scene's device)
+        res = render(scene, vm, Kt, width, height, backend="torch", depth_mode="both")
         alpha = res.alpha[0].float()
         mask = pinholes(alpha, below=below, floor=0.0)
-        if not bool(mask.any()):
-            continue
         depth = res.depth[0].float()
+        median = res.median[0].float()
+        leak = leaks(alpha, depth, median, below=below)
+        if not bool(mask.any()) and not bool(leak.any()):
+            continue
         rgb = (res.rgb[0].float() / alpha.clamp_min(MIN_ALPHA)[..., None]).clamp(0.0, 1.0)
         covered = (alpha >= MIN_ALPHA) & torch.isfinite(depth) & (depth > 0)
         # the render's own depth and colour continue the surface, but not at a depth jump (a crack onto the
@@ -146,10 +172,12 @@ def seal_pinholes(
         # there the surface beside the gap that lies farther continues behind it
         far_depth, far_rgb = farther_side(alpha, depth, rgb, below=below)
         far = mask & ~own & (far_depth > 0)
-        mask = (mask & own) | far
+        mask = (mask & own) | far | leak
         if not bool(mask.any()):
             continue
-        depth = torch.where(far, far_depth, torch.where(covered, depth, torch.zeros_like(depth)))
+        # a leak is backed by its first surface's colour at that surface's depth: between it and what showed through
+        depth = torch.where(leak, median, torch.where(covered, depth, torch.zeros_like(depth)))
+        depth = torch.where(far, far_depth, depth)
         rgb = torch.where(far[..., None], far_rgb, rgb)
         # every covered pixel keeps its depth (the lift's tangents and normals need the neighbours), pushed back
         pushed = depth * (1.0 + BEHIND / float(K[0][0]))

@@ -33,6 +33,7 @@ class RenderResult:
     depth: Any  # [C,H,W] expected z-depth (median with depth_mode="median"; 0 where nothing was hit)
     alpha: Any  # [C,H,W]
     backend: str = "torch"
+    median: Any = None  # [C,H,W] the median depth as well, with depth_mode="both"
 
 
 def gsplat_available() -> bool:
@@ -127,13 +128,14 @@ def render(
 
     viewmats: [C,4,4] (or [4,4]) camera_from_world, OpenCV; Ks: [C,3,3] (or [3,3]) pixel intrinsics.
     background: None (black), or RGB [3] / [C,3] composited as rgb + bg·(1−alpha).
-    depth_mode: "expected" (Σ wᵢzᵢ / Σ wᵢ, the default) or "median" (the depth where the pixel's ray passes
+    depth_mode: "expected" (Σ wᵢzᵢ / Σ wᵢ, the default), "median" (the depth where the pixel's ray passes
     through the first Gaussian at which the accumulated alpha reaches 0.5: the peak of its density along
     the ray; 0 where alpha never reaches 0.5), which sits on the surface where the expected depth is
     pulled toward the camera by overlapping Gaussians (vd.render.torch_backend.ray_hit_depth). gsplat's 3D-Gaussian
     rasterisation (1.5) has no median depth: with depth_mode="median", backend "auto" renders with the
-    torch backend (on the Gaussians' device, CUDA included) and backend "gsplat" is a UsageError.
-    Returns RenderResult(rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W], backend).
+    torch backend (on the Gaussians' device, CUDA included) and backend "gsplat" is a UsageError. Or
+    "both": depth is the expected depth and `median` the median depth, from one pass (torch, as "median").
+    Returns RenderResult(rgb [C,H,W,3], depth [C,H,W], alpha [C,H,W], backend, median).
     """
     import torch
 
@@ -144,10 +146,10 @@ def render(
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if depth_mode not in DEPTH_MODES:
         raise ValueError(f"depth_mode must be one of {', '.join(DEPTH_MODES)}, got {depth_mode!r}")
-    if depth_mode == "median" and backend == "gsplat":
+    if depth_mode != "expected" and backend == "gsplat":
         raise UsageError("the gsplat render backend has no median depth; use the torch backend for it")
     name = resolve_backend(backend, g.device)
-    if depth_mode == "median":
+    if depth_mode != "expected":
         name = "torch"
     viewmats, Ks = _prep_cams(viewmats, Ks, g.device, g.means.dtype)
     C = viewmats.shape[0]
@@ -155,18 +157,23 @@ def render(
         z = torch.zeros(C, height, width, device=g.device, dtype=g.means.dtype)
         rgb = torch.zeros(C, height, width, 3, device=g.device, dtype=g.means.dtype)
         alpha, depth = z, z.clone()
+        median = z.clone() if depth_mode != "expected" else None
     elif name == "gsplat":
         rgb, depth, alpha = render_gsplat(g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d)
+        median = None
     else:
         from vd.render.torch_backend import render_torch
 
-        rgb, depth, alpha = render_torch(
+        rgb, depth, alpha, median = render_torch(
             g, viewmats, Ks, width, height, near=near, far=far, eps2d=eps2d, tile=tile or 8, depth_mode=depth_mode
         )
     if background is not None:
         bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device).reshape(-1, 3)
         rgb = rgb + bg[:, None, None, :] * (1.0 - alpha[..., None])
-    return RenderResult(rgb, depth, alpha, name)
+    if depth_mode == "median":
+        assert median is not None
+        return RenderResult(rgb, median, alpha, name)
+    return RenderResult(rgb, depth, alpha, name, median)
 
 
 __all__ = ["BACKENDS", "RenderResult", "gsplat_available", "gsplat_kernels", "render", "resolve_backend"]

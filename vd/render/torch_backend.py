@@ -37,7 +37,7 @@ from vd.render.sh import eval_sh
 from vd.splat_constants import ALPHA_MAX, ALPHA_MIN, T_MIN
 
 MEDIAN_T = 0.5  # the median depth is that of the Gaussian at which the transmittance falls to this
-DEPTH_MODES = ("expected", "median")
+DEPTH_MODES = ("expected", "median", "both")  # both: the expected and the median depth, from one pass
 FLAT, ROUND = 0.25, 0.75  # smallest/largest scale at or below which a Gaussian counts as flat, at or above round
 
 
@@ -388,13 +388,13 @@ def render_torch(
     block_elems: int = 1 << 22,
     depth_mode: str = "expected",
 ):
-    """Render each camera; returns rgb [C,H,W,3], depth [C,H,W] (expected, or median with
-    depth_mode="median"), alpha [C,H,W]."""
+    """Render each camera; returns rgb [C,H,W,3], the expected depth [C,H,W], alpha [C,H,W] and the median
+    depth [C,H,W] (None unless depth_mode is "median" or "both")."""
     if depth_mode not in DEPTH_MODES:
         raise ValueError(f"depth_mode must be one of {DEPTH_MODES}, got {depth_mode!r}")
     covars = covariances(g)
     opac = torch.sigmoid(g.opacity_logits)
-    rgbs, deps, alphas = [], [], []
+    rgbs, deps, alphas, medians = [], [], [], []
     for c in range(viewmats.shape[0]):
         vm = viewmats[c]
         means2d, conics, depths, radii = project(
@@ -417,12 +417,11 @@ def render_torch(
             height,
             tile=tile,
             block_elems=block_elems,
-            median=depth_mode == "median",
+            median=depth_mode != "expected",
         )
         rgbs.append(img[..., :3])
-        if median_id is None:
-            deps.append(img[..., 3] / alpha.clamp_min(1e-10))
-        else:
-            deps.append(ray_hit_depth(g, median_id, vm, Ks[c]))
+        deps.append(img[..., 3] / alpha.clamp_min(1e-10))
+        if median_id is not None:
+            medians.append(ray_hit_depth(g, median_id, vm, Ks[c]))
         alphas.append(alpha)
-    return torch.stack(rgbs), torch.stack(deps), torch.stack(alphas)
+    return torch.stack(rgbs), torch.stack(deps), torch.stack(alphas), torch.stack(medians) if medians else None

@@ -54,8 +54,8 @@ RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun 
 RUN_VERSION = 2  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers);
 # 2: the finished scene's pinholes sealed
 SEAL_STAGE = "coarse-seal"
-SEAL_VERSION = 3  # 2: turns of the canvas camera by the canvas's reach probed as well; 3: cracks at depth
-# jumps sealed with the farther side (vd.pinholes.farther_side)
+SEAL_VERSION = 4  # 2: turns of the canvas camera by the canvas's reach probed as well; 3: cracks at depth
+# jumps sealed with the farther side (vd.pinholes.farther_side); 4: what shows through a surface backed (leaks)
 FLY_THROUGH_FRAMES = 48  # the viewer's final tab: the coarse scene along the spiral
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def view_key(prev_key: str, k: int, p: CoarseParams, poses: np.ndarray) -> str:
 def run_key(scaffold_key: str, p: CoarseParams, trajectory_hash: Optional[str]) -> str:
     """The key of a whole run's output folder: it holds what the chain of view keys holds (the
     scaffold's key, the loop's version and parameters; the candidate poses follow from these and
-    the trajectory file, keyed by content), so it changes exactly when some view's key would."""
+    the trajectory file, keyed by content), and what the seal's key holds, so it changes exactly when
+    some view's key or the seal's would."""
     return step_key(
         scaffold_key,
         "run",
@@ -89,6 +90,7 @@ def run_key(scaffold_key: str, p: CoarseParams, trajectory_hash: Optional[str]) 
         view_version=VIEW_VERSION,
         params=key_params(p, VIEW_STAGE),
         move_views=p.move_views,  # left out of the views' keys: it changes only the views after theirs
+        seal_version=SEAL_VERSION,  # the folder holds the sealed scene
         trajectory=trajectory_hash,
     )
 

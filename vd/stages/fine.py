@@ -72,6 +72,7 @@ VERSION = 8  # 2: anchors supervise their recorded supervision masks (was: the i
 # 4: coverage term (--alpha-weight); 5: the final fit's pinholes sealed (vd.stages.coarse_view.seal_moves);
 # 6: far Gaussians keep their normal (vd.train.FIXED_ORIENTATION_BEYOND); 7: the seal probes turns too, and
 # tests what it keeps by blend weights first (vd.unseen); 8: it seals cracks at depth jumps with the farther side
+# and backs what shows through a surface (vd.pinholes.leaks)
 VIEWS_VERSION = 4  # 4: keyed by every selection parameter (key_params), apart from the MCS loop's version
 
 
