@@ -86,13 +86,14 @@ def test_missing_vits_weights_exit_3_naming_the_fetch_line(tmp_path, run_vd, run
 
 
 def test_footprints_shrink_with_the_size():
-    from vd.models.moge import MOGE_FOOTPRINT_BYTES, MOGE_REGISTRY, MOGE_WEIGHTS_BYTES
+    from vd.models.footprints import DEPTH_BYTES, DEPTH_WEIGHTS_BYTES
+    from vd.models.moge import MOGE_REGISTRY
     from vd.params import DEPTH_MODELS
 
-    assert set(MOGE_FOOTPRINT_BYTES) == set(MOGE_REGISTRY) == set(DEPTH_MODELS)
-    assert MOGE_FOOTPRINT_BYTES["vitl"] > MOGE_FOOTPRINT_BYTES["vitb"] > MOGE_FOOTPRINT_BYTES["vits"]
-    for size, total in MOGE_FOOTPRINT_BYTES.items():
-        assert total > MOGE_WEIGHTS_BYTES[size]  # weights plus activations
+    assert set(DEPTH_BYTES) == set(MOGE_REGISTRY) == set(DEPTH_MODELS)
+    assert DEPTH_BYTES["vitl"] > DEPTH_BYTES["vitb"] > DEPTH_BYTES["vits"]
+    for size, total in DEPTH_BYTES.items():
+        assert total > DEPTH_WEIGHTS_BYTES[size]  # weights plus activations
 
 
 def test_bad_depth_model_is_a_usage_error():

@@ -3,7 +3,9 @@
 The peaks they add up to are ESTIMATES until bench/gpu/run.sh measures them on a GPU (bench/gpu.md).
 The weights are checked: each transformer's bytes below agree within 3 % with the model diffusers
 builds from vd's configs (bf16 parameter counts; the GGUF ones built with random blocks in the real
-layout, on the CPU: bench/gpu.md "Weights"). Activations are a rough allowance per megapixel of work.
+layout, on the CPU: bench/gpu.md "Weights"). Activations are an allowance per megapixel of work; every
+call's tensors, traced at full size on the CPU (bench/gpu/traced.py), stay under it (2.4-8x below for the
+inpainters; the AE decode comes closest), which leaves room for what a GPU adds and a trace cannot see.
 They are data, apart from the rules that use them, so a measurement replaces a number here and
 nothing else.
 
@@ -98,8 +100,13 @@ QUALITY_ORDER = ("bf16", "q8_0", "q5_k", "q4_k", "klein")
 SEQUENTIAL_ORDER = ("q8_0", "bf16", "q5_k", "q4_k", "klein")
 QUANT_OF_VARIANT = {"bf16": "bf16", "q8_0": "q8_0", "q5_k": "q5_k", "q4_k": "q4_k"}
 
-# MoGe-2 with its normal head, weights in fp32 plus activations at resolution level 9
-DEPTH_BYTES = {"vitl": int(2.5 * GIB), "vitb": int(1.1 * GIB), "vits": int(0.6 * GIB)}
+# MoGe-2 with its normal head: the published model.pt weights (fp32), plus what its forward holds at resolution
+# level 9 (3600 tokens). Traced at full size (bench/gpu.md, "What each model call allocates"), the forward holds
+# 0.49 GiB in fp16 and 0.98 GiB in fp32, whatever the backbone and the image size: its heads, at 16x the token
+# grid, hold most of it. Autocast computes between the two; the allowance is the fp32 figure and a quarter more.
+DEPTH_WEIGHTS_BYTES = {"vitl": 1_324_000_000, "vitb": 420_000_000, "vits": 141_000_000}
+DEPTH_ACTIVATIONS_BYTES = int(1.25 * GIB)
+DEPTH_BYTES = {size: w + DEPTH_ACTIVATIONS_BYTES for size, w in DEPTH_WEIGHTS_BYTES.items()}
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,8 @@ __all__ = [
     "SEQUENTIAL_ORDER",
     "QUANT_OF_VARIANT",
     "DEPTH_BYTES",
+    "DEPTH_WEIGHTS_BYTES",
+    "DEPTH_ACTIVATIONS_BYTES",
     "Footprints",
     "FOOTPRINTS",
 ]

@@ -44,17 +44,6 @@ MOGE_INSTALL = pip_install("moge") + " && pip install --no-deps dlr-moge==2.0.0 
 # --depth-model -> the registry entry of its weights
 MOGE_REGISTRY = {"vitl": "moge", "vitb": "moge-vitb", "vits": "moge-vits"}
 
-# Estimates, not measurements: bytes of a MoGe-2 size on the GPU, weights (fp32: the published model.pt sizes,
-# ~331 M / ~105 M / ~35 M parameters) plus activations at MoGe's largest token count (ViT-L's share is what
-# vd.models.offload.Footprints.depth has assumed, 2.5 GiB in all; the smaller ones scale the encoder's part
-# with its width and keep the heads' part, which works at 16x the patch grid whatever the encoder).
-MOGE_WEIGHTS_BYTES = {"vitl": 1_324_000_000, "vitb": 420_000_000, "vits": 141_000_000}
-MOGE_FOOTPRINT_BYTES = {
-    "vitl": int(2.5 * 2**30),
-    "vitb": MOGE_WEIGHTS_BYTES["vitb"] + int(0.95 * 2**30),
-    "vits": MOGE_WEIGHTS_BYTES["vits"] + int(0.8 * 2**30),
-}
-
 
 def registry_model(size: str) -> str:
     """The registry entry of a MoGe-2 size (`--depth-model`); UsageError for an unknown size."""
@@ -276,6 +265,4 @@ __all__ = [
     "registry_model",
     "MOGE_INSTALL",
     "MOGE_REGISTRY",
-    "MOGE_FOOTPRINT_BYTES",
-    "MOGE_WEIGHTS_BYTES",
 ]
