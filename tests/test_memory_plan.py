@@ -53,6 +53,26 @@ def test_a_smaller_depth_model_can_stay_on_the_gpu():
     assert p.depth_on_gpu and p.depth_model == "vits" and p.needs["depth"] == DEPTH_BYTES["vits"]
 
 
+def test_views_cost_the_transformer_for_all_of_them_and_the_autoencoder_for_one():
+    """`vd fine` batches its views through the transformer; the AE takes them one at a time (FluxFill's
+    slicing), so four views plan for four views' transformer and one view's AE."""
+    view = 512 * 512
+    fill = FOOTPRINTS.for_variant(INPAINT_VARIANTS["q8_0"])
+    assert fill.activations(view) == fill.activations(view, view)  # one view: nothing changes
+    four = fill.activations(4 * view, view)
+    assert four < fill.activations(4 * view)  # less than one image of four views' pixels
+    assert four == fill.activations_fixed + max(
+        int(fill.transformer_per_mpx * 4 * view / 1e6), int(fill.ae_per_mpx * view / 1e6)
+    )
+    # a card that fits the four views whole only when the AE takes one at a time
+    room = fill.need("none", 4 * view, view)
+    assert plan(room, 80 * G, variants=["q8_0"], work_pixels=4 * view, view_pixels=view).offload == "none"
+    assert plan(room, 80 * G, variants=["q8_0"], work_pixels=4 * view).offload != "none"
+    # klein's transformer carries the image again as reference tokens: its share grows twice as fast
+    klein = FOOTPRINTS.for_variant(INPAINT_VARIANTS["klein"])
+    assert klein.activations(4 * view, view) - klein.activations_fixed > 1.9 * (four - fill.activations_fixed)
+
+
 def test_block_by_block_prefers_the_fewest_bytes_above_five_bits():
     room = need("q8_0", "sequential")
     assert room < need("q4_k", "model")  # nothing fits whole

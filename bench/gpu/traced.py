@@ -2,7 +2,7 @@
 
 Every model is built from its real configuration on torch's meta device, in the dtype vd runs it in on a
 GPU (bf16; MoGe-2 fp16, as its autocast computes), and the same calls vd makes are run on meta tensors
-while torch's MemTracker follows every tensor they allocate and free. The peak it reports is the
+while a dispatch mode follows every tensor they allocate and free. The peak it reports is the
 tensors' own bytes: a lower bound of what the CUDA caching allocator holds (it rounds blocks up and
 keeps freed ones), without cuDNN/cuBLAS workspaces or the CUDA context. Attention goes through
 `scaled_dot_product_attention`, whose fused kernels hold no score matrix, on meta as on a GPU.
@@ -42,6 +42,7 @@ class Traced:
     call: str
     work: str  # what the call works on
     pixels: int  # views x height x width (0 where it does not scale with them)
+    views: int
     weights_bytes: int
     peak_bytes: int  # tensors the call allocates beyond the weights, at their peak
     seconds: float
@@ -50,21 +51,61 @@ class Traced:
 def tracked_peak(call: Callable[[], object], *modules) -> int:
     """Bytes of the tensors `call` allocates beyond the weights of `modules`, at their peak, on the modules'
     device (meta here; the same count on real tensors is what tests/test_traced_memory.py compares)."""
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    device = str(next(modules[0].parameters()).device)
-    for m in modules:  # MemTracker hooks every parameter's gradient; inference mode keeps them unused
-        for p in m.parameters():
-            p.requires_grad_(True)
-    mt = MemTracker()
-    mt.track_external(*modules)
-    with mt:
+    device = next(modules[0].parameters()).device
+    with _LiveBytes(device) as live:
         call()
-    for dev, kinds in mt.get_tracker_snapshot("peak").items():
-        if str(dev) == device:
-            named = {str(k).rsplit(".", 1)[-1]: v for k, v in kinds.items()}
-            return named["Total"] - named.get("PARAM", 0) - named.get("BUFFER", 0)
-    return 0
+    return live.peak
+
+
+class _LiveBytes:
+    """Every storage that an operator returns on `device`, counted from its allocation until it is freed.
+
+    (torch's MemTracker does the same but refuses a module called twice in one pass, which the AE's slicing
+    does.) A storage is known by its C++ address while its Python object lives; views and in-place results
+    share their input's storage and count once."""
+
+    def __init__(self, device):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker._saw(out)
+                return out
+
+        self.device, self.mode = device, Mode()
+        self.live: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def _saw(self, out) -> None:
+        import weakref
+
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device != self.device:
+                continue
+            st = t.untyped_storage()
+            key = st._cdata
+            if key in self.live:
+                continue
+            self.live[key] = st.nbytes()
+            self.now += self.live[key]
+            self.peak = max(self.peak, self.now)
+            weakref.finalize(st, self._freed, key)
+
+    def _freed(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
 
 
 def weight_bytes(*modules) -> int:
@@ -126,7 +167,7 @@ def _trace_calls(model: str, work: tuple[int, int, int], calls: dict, *modules) 
     for name, (call, module) in calls.items():
         t0 = time.perf_counter()
         peak = tracked_peak(call, *modules)
-        rows.append(Traced(model, name, f"{b} x {w}x{h}", b * h * w, weight_bytes(module), peak, _since(t0)))
+        rows.append(Traced(model, name, f"{b} x {w}x{h}", b * h * w, b, weight_bytes(module), peak, _since(t0)))
     return rows
 
 
@@ -185,7 +226,7 @@ def qwen3() -> list[Traced]:
 
     t0 = time.perf_counter()
     peak = tracked_peak(encode, te)
-    return [Traced("qwen3-4b", "encode", f"{MAX_PROMPT_TOKENS} tokens", 0, weight_bytes(te), peak, _since(t0))]
+    return [Traced("qwen3-4b", "encode", f"{MAX_PROMPT_TOKENS} tokens", 0, 1, weight_bytes(te), peak, _since(t0))]
 
 
 def moge(sizes=("vitl", "vitb", "vits"), side: int = 672) -> list[Traced]:
@@ -218,7 +259,8 @@ def moge(sizes=("vitl", "vitb", "vits"), side: int = 672) -> list[Traced]:
             peak = tracked_peak(forward, model)
             fp32 = weight_bytes(model) * (2 if dtype == torch.float16 else 1)
             call = "forward, " + ("fp16" if dtype == torch.float16 else "fp32")
-            out.append(Traced(f"moge-2 {size}", call, f"1 x {side}x{side}, 3600 tokens", 0, fp32, peak, _since(t0)))
+            work = f"1 x {side}x{side}, 3600 tokens"
+            out.append(Traced(f"moge-2 {size}", call, work, 0, 1, fp32, peak, _since(t0)))
     return out
 
 
@@ -248,8 +290,8 @@ def allowance(t: Traced) -> tuple[int, str]:
         return DEPTH_BYTES[t.model.split()[-1]], "DEPTH_BYTES (weights and activations)"
     if t.model == "qwen3-4b":
         return INPAINT_VARIANTS["klein"].text_encoder, "the klein variant's text_encoder (weights and activations)"
-    fp = FOOTPRINTS
-    return fp.activations_fixed + int(fp.activations_per_mpx * t.pixels / 1e6), "activations_fixed + per_mpx x pixels"
+    fp = FOOTPRINTS.for_variant(INPAINT_VARIANTS["klein" if t.model == "flux2-klein" else "bf16"])
+    return fp.activations(t.pixels, t.pixels // t.views), "Footprints.activations(pixels, one view's pixels)"
 
 
 def report(rows: list[Traced]) -> list[str]:
@@ -258,7 +300,7 @@ def report(rows: list[Traced]) -> list[str]:
         "",
         f"`python bench/gpu/traced.py` ({time.strftime('%Y-%m-%d')}, the CPU development machine): each model built "
         "at full size from its real configuration on torch's meta device, in the dtype vd runs it in on a GPU, and "
-        "vd's own calls run on it while torch's MemTracker follows every tensor they allocate. These are tensor "
+        "vd's own calls run on it while a dispatch mode follows every tensor they allocate until it is freed. These are tensor "
         "bytes, a lower bound of torch's allocated peak on a GPU: no allocator rounding or cached blocks, no "
         "cuDNN/cuBLAS workspace, no CUDA context, and none of what vd prepares in host memory (the Fill "
         "conditioning's masked image, for one). **They are not GPU measurements**; the GPU run above measures "
@@ -271,8 +313,9 @@ def report(rows: list[Traced]) -> list[str]:
     ]
     notes = [
         "",
-        "For the inpainters the allowance is the activations' alone (`activations_fixed + activations_per_mpx x "
-        "pixels`, the weights counted apart); for MoGe-2 and Qwen3 it holds the weights too (`DEPTH_BYTES`, the "
+        "For the inpainters the allowance is the activations' alone (`Footprints.activations`: a fixed part and "
+        "the larger of the transformer's share of all the views' pixels and the AE's of one view's, the weights "
+        "counted apart); for MoGe-2 and Qwen3 it holds the weights too (`DEPTH_BYTES`, the "
         "klein variant's `text_encoder`), and the ratio is taken with them.",
     ]
     for t in rows:

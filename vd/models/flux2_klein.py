@@ -63,7 +63,8 @@ class Flux2KleinInpaint(InpaintBackend):
         self._device = device
         self.offload = offload
         self.vram_budget = vram_budget
-        self.work_pixels: Optional[int] = None
+        self.work_pixels: Optional[int] = None  # views x height x width of a call, when known before loading
+        self.view_pixels: Optional[int] = None  # height x width of one of its views
         self.placement: Optional[dict] = None
         self.steps = int(steps)
         self.prompt = str(prompt)
@@ -120,6 +121,7 @@ class Flux2KleinInpaint(InpaintBackend):
             requested=self.offload,
             budget=self.vram_budget,
             work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS,
+            view_pixels=self.view_pixels,
             variants=["klein"],
         )
         self.offload, self.placement = pl.offload, pl.to_json()

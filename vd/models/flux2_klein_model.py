@@ -33,6 +33,7 @@ class Flux2Klein:
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
+        vae.enable_slicing()  # a batch of views through the AE one view at a time, as FluxFill does
         self.pipe = Flux2KleinInpaintPipeline(
             scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, transformer=transformer, is_distilled=True
         )

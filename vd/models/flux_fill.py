@@ -77,6 +77,7 @@ class FluxFillInpaint(InpaintBackend):
         self.offload = offload
         self.vram_budget = vram_budget
         self.work_pixels: Optional[int] = None  # views x height x width of a call, when known before loading
+        self.view_pixels: Optional[int] = None  # height x width of one of its views
         self.placement: Optional[dict] = None  # the vd.models.offload decision, for summaries
         self.steps = int(steps)
         self.guidance = float(guidance)
@@ -197,6 +198,7 @@ class FluxFillInpaint(InpaintBackend):
             requested=self.offload,
             budget=self.vram_budget,
             work_pixels=self.work_pixels or DEFAULT_WORK_PIXELS,
+            view_pixels=self.view_pixels,
             variants=variants,
             offer=offer,
             have=have,

@@ -57,6 +57,9 @@ class FluxFill:
         for m in (self.transformer, self.ae):
             for p in m.parameters():
                 p.requires_grad_(False)
+        # a batch of views goes through the AE one view at a time: its decoder holds the most per pixel of all
+        # (bench/gpu.md, "What each model call allocates"), and one view's worth is all the plan sets aside
+        self.ae.enable_slicing()
         txt = txt.float()
         vec = vec.float()
         self.txt = (txt[None] if txt.ndim == 2 else txt)[:1]

@@ -10,7 +10,7 @@ They are data, apart from the rules that use them, so a measurement replaces a n
 nothing else.
 
     v = INPAINT_VARIANTS["q8_0"]         # an inpainter's weights: transformer, AE, largest offload unit
-    FOOTPRINTS.for_variant(v).need("model", work_pixels)   # peak bytes of a stage in that mode
+    FOOTPRINTS.for_variant(v).need("model", work_pixels, view_pixels)   # peak bytes of a stage in that mode
     DEPTH_BYTES["vitb"]                  # a MoGe-2 size, weights and activations
 """
 
@@ -39,6 +39,8 @@ class InpaintVariant:
     ae: int
     text_encoder: int = 0  # loaded only on a prompt-embedding cache miss, freed before the transformer
     quality: str = ""  # one phrase for the plan's reason
+    # the transformer's activations per megapixel of one batched call (views x height x width)
+    transformer_per_mpx: int = int(1.5 * GIB)
 
 
 # GGUF weights stay quantised on the GPU; each layer is dequantised for its own matmul (vd.models.flux_gguf)
@@ -91,6 +93,7 @@ INPAINT_VARIANTS: dict[str, InpaintVariant] = {
             168_092_230,  # AutoencoderKLFlux2, 84.0 M parameters in bf16
             text_encoder=int(8.05 * _GB) + int(0.5 * GIB),  # Qwen3-4B (4.97 + 3.08 GB shards) and a 512-token pass
             quality="Apache-2.0, 4 steps",
+            transformer_per_mpx=3 * GIB,  # the image rides along as reference tokens: twice the sequence
         ),
     )
 }
@@ -117,20 +120,37 @@ class Footprints:
     ae: int = INPAINT_VARIANTS["bf16"].ae
     block: int = INPAINT_VARIANTS["bf16"].block
     activations_fixed: int = int(0.5 * GIB)
-    activations_per_mpx: int = 3 * GIB  # per megapixel of work (views x height x width); the AE decoder dominates
+    # per megapixel: of a whole batched transformer call (views x height x width), and of one view through the
+    # AE, which encodes and decodes a batch a view at a time (its decoder holds the most per pixel)
+    transformer_per_mpx: int = INPAINT_VARIANTS["bf16"].transformer_per_mpx
+    ae_per_mpx: int = 3 * GIB
     depth: int = DEPTH_BYTES["vitl"]
     scene: int = 1 * GIB  # Gaussians and optimiser state, resident for the whole stage
     render: int = 1 * GIB  # render and gradient buffers while optimising
 
     def for_variant(self, v: InpaintVariant, depth_model: Optional[str] = None) -> Footprints:
         depth = self.depth if depth_model is None else DEPTH_BYTES[depth_model]
-        return replace(self, transformer=v.transformer, ae=v.ae, block=v.block, depth=depth)
+        return replace(
+            self,
+            transformer=v.transformer,
+            ae=v.ae,
+            block=v.block,
+            depth=depth,
+            transformer_per_mpx=v.transformer_per_mpx,
+        )
 
-    def need(self, mode: str, work_pixels: int) -> int:
+    def activations(self, work_pixels: int, view_pixels: Optional[int] = None) -> int:
+        """Bytes of the inpainter's activations for a call on `work_pixels` (views x height x width), in views
+        of `view_pixels` (default: one view of all of them)."""
+        view = work_pixels if view_pixels is None else min(view_pixels, work_pixels)
+        per_call = max(self.transformer_per_mpx * work_pixels, self.ae_per_mpx * view)
+        return self.activations_fixed + int(per_call / 1e6)
+
+    def need(self, mode: str, work_pixels: int, view_pixels: Optional[int] = None) -> int:
         """Peak bytes of a stage with the inpainter in `mode` (the depth model not included). "model-resident":
         model offload that keeps the transformer and the AE on the GPU between calls; the AE's
         activations and the render buffers are never live at once, so the larger of the two counts."""
-        act = self.activations_fixed + int(self.activations_per_mpx * work_pixels / 1e6)
+        act = self.activations(work_pixels, view_pixels)
         if mode == "model-resident":
             return self.transformer + self.ae + max(act, self.render) + self.scene
         if mode == "none":  # the inpainter stays resident while the scene is optimised

@@ -114,6 +114,7 @@ def plan(
     flux: bool = True,
     depth: bool = False,
     work_pixels: int = DEFAULT_WORK_PIXELS,
+    view_pixels: Optional[int] = None,
     fp: Footprints = FOOTPRINTS,
     variants: Sequence[str] = ("bf16",),
     offer: Sequence[str] = (),
@@ -127,7 +128,8 @@ def plan(
     or a fixed offload mode; flux/depth: whether an inpainter and a depth model will run; variants:
     the inpainters to choose from (vd.models.footprints.INPAINT_VARIANTS names); offer: ones that
     could be fetched, for the hint; depth_model: the MoGe-2 size; have: registry models present (the
-    hint's vd fetch line leaves them out).
+    hint's vd fetch line leaves them out); work_pixels/view_pixels: views x height x width of the
+    inpainter's largest call and the pixels of one of its views (default: one view).
     """
     if requested not in OFFLOAD_CHOICES:
         raise ValueError(f"unknown offload mode {requested!r}")
@@ -160,7 +162,7 @@ def plan(
 
     def needs_of(name: str) -> dict:
         f = fp.for_variant(INPAINT_VARIANTS[name], depth_model)
-        return {m: f.need(m, work_pixels) for m in (*OFFLOAD_MODES, "model-resident")}
+        return {m: f.need(m, work_pixels, view_pixels) for m in (*OFFLOAD_MODES, "model-resident")}
 
     chosen = _first_fit(requested, depth, variants, available, needs_of, depth_need)
     if chosen is None:
@@ -305,7 +307,7 @@ def place(
     depth_model: str = "vitl",
     **plan_options,
 ) -> Placement:
-    """`plan` with the free memory of `device` (`plan_options`: budget, work_pixels, offer, have); on a
+    """`plan` with the free memory of `device` (`plan_options`: budget, work_pixels, view_pixels, offer, have); on a
     CPU device everything stays on the CPU."""
     cuda = str(device).startswith("cuda")
     if cuda:

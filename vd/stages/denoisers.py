@@ -135,6 +135,7 @@ class FluxDenoiser(Denoiser):
 
         self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
         self.backend.work_pixels = int(rgb.shape[0] * rgb.shape[1] * rgb.shape[2])  # sizes "auto" offload
+        self.backend.view_pixels = int(rgb.shape[1] * rgb.shape[2])
         images = rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
         masks = torch.as_tensor(holes)[:, None].float()
         self.cond = self.ff.condition(images, masks)

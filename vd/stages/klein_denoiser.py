@@ -55,6 +55,7 @@ class Flux2KleinDenoiser(Denoiser):
 
         self.hw = (int(rgb.shape[1]), int(rgb.shape[2]))
         self.backend.work_pixels = int(rgb.shape[0] * rgb.shape[1] * rgb.shape[2])
+        self.backend.view_pixels = int(rgb.shape[1] * rgb.shape[2])
         images = rgb.permute(0, 3, 1, 2).float() * 2.0 - 1.0
         masks = torch.as_tensor(holes)[:, None].float().to(images.device)
         self.ref = self.kl.reference(images * (1.0 - masks))  # holes mid-grey (0 in [-1, 1])
