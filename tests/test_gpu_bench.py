@@ -51,6 +51,9 @@ def test_dry_run_exercises_every_section(tmp_path):
     assert any(p["offload"] == "model" and p["evict_for_ae"] is False for p in planned.values())
     assert s["env"]["data"]["diffusers_import"]["seconds"] >= 0
     assert s["tests"]["data"]["exit_code"] == 0
+    # the depth section ran vd's own MogeDepth on a random MoGe-2 and says what the plan set aside for it
+    assert s["depth"]["data"]["vits"]["depth_shape"] == [64, 64]
+    assert s["depth"]["data"]["vits"]["plan_gib"] > s["depth"]["data"]["vits"]["weights_gib"] > 0
     md = (tmp_path / "out" / "results.md").read_text()
     assert md.startswith("# vd GPU validation: DRY RUN") and "## coarse-fine: ok" in md
     assert p.stdout == md
@@ -59,7 +62,7 @@ def test_dry_run_exercises_every_section(tmp_path):
 def test_the_answers_that_matter_come_first_and_fit_six_minutes():
     run = _run_module()
     names = [n for n, *_ in run.PLAN]
-    assert names[:6] == ["env", "flux", "quant", "klein", "plan", "coarse-fine"] and names[-1] == "budget"
+    assert names[:7] == ["env", "flux", "quant", "klein", "depth", "plan", "coarse-fine"] and names[-1] == "budget"
     assert names.index("render-gsplat") < names.index("tests")
     assert sum(box for _, box, _ in run.PLAN) + 20 <= run.TOTAL_S <= 360  # 20 s for run.sh's installs
     sh = (REPO / "bench" / "gpu" / "run.sh").read_text()

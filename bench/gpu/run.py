@@ -8,7 +8,8 @@ Sections (bench/gpu/sections.py), each in its own child process with a time box,
 an out-of-memory error or a hang loses only that section, in the order of what matters: env
 (versions, the diffusers import chain, `vd doctor`), flux (one FLUX.1-Fill-dev step per offload
 mode), quant (each GGUF quantisation of its transformer: one step, its peak), klein (FLUX.2 [klein]:
-its text encoder alone, then a 4-step inpaint), plan (the memory plan's choice of inpainter, quantisation and offload under budgets of 8, 12,
+its text encoder alone, then a 4-step inpaint), depth (MoGe-2 ViT-L, ViT-B and ViT-S: one estimate each,
+its peak beside the plan's allowance), plan (the memory plan's choice of inpainter, quantisation and offload under budgets of 8, 12,
 16 and 24 GiB, run with random full-size weights within the budget), coarse-fine (`vd coarse` with flux-fill, then `vd fine`), render-torch and render-gsplat
 (forward and forward+backward), tests (the `gpu`-marked tests), budget (`vd coarse --offload auto
 --vram-budget B` for budgets that plan none, model and sequential). gsplat's CUDA kernels compile
@@ -43,12 +44,13 @@ PLAN = [
     ("flux", 45, False),  # one FLUX.1-Fill-dev (bf16) step per offload mode
     ("quant", 55, False),  # each GGUF quantisation (q8_0, q5_k, q4_k): one step, its peak
     ("klein", 30, False),  # FLUX.2 [klein]: the text encoder alone, then one 4-step inpaint
-    ("plan", 75, False),  # the memory plan's choice under 8/12/16/24 GiB, run within the budget
-    ("coarse-fine", 45, False),  # end to end (torch renderer: gsplat may still be compiling)
+    ("depth", 15, False),  # MoGe-2 ViT-L/B/S through vd's MogeDepth: seconds, peak against the plan and the trace
+    ("plan", 70, False),  # the memory plan's choice under 8/12/16/24 GiB, run within the budget
+    ("coarse-fine", 40, False),  # end to end (torch renderer: gsplat may still be compiling)
     ("render-torch", 10, False),
     ("render-gsplat", 15, True),
     ("tests", 20, True),
-    ("budget", 30, False),  # vd coarse --vram-budget values that plan none, model and sequential
+    ("budget", 25, False),  # vd coarse --vram-budget values that plan none, model and sequential
 ]
 TOTAL_S = 360  # run.sh's whole run, installs included; the device call's timeout_s is 390
 BUILD_RESERVE_S = 90  # the gsplat build may use all but this much of what is left for the sections after it

@@ -651,6 +651,7 @@ SECTIONS = {
     "plan": memory_plan,
     "quant": _helper_section("quant"),  # bench/gpu/quant.py: each GGUF quantisation, one step and its peak
     "klein": _helper_section("klein"),  # bench/gpu/klein.py: the Qwen3 encode, then one 4-step inpaint
+    "depth": _helper_section("depth"),  # bench/gpu/depth.py: each MoGe-2 size through vd's MogeDepth
     "flux": flux,
     "budget": budget,
     "render-torch": render_torch,

@@ -237,16 +237,10 @@ def moge(sizes=("vitl", "vitb", "vits"), side: int = 672) -> list[Traced]:
     the published ViT-S one at the backbone's width (tests/moge_tiny.py); their heads are not verified."""
     import torch
     from moge.model.v2 import MoGeModel
-    from moge_tiny import tiny_config
 
-    widths = {"vitl": ("dinov2_vitl14", [5, 11, 17, 23], 1024), "vitb": ("dinov2_vitb14", [2, 5, 8, 11], 768)}
     out = []
     for size in sizes:
-        cfg = tiny_config("vits")
-        cfg["num_tokens_range"] = [1200, 3600]
-        if size in widths:
-            backbone, layers, width = widths[size]
-            cfg = _widened(cfg, backbone, layers, width)
+        cfg = moge_config(size)
         for dtype in (torch.float16, torch.float32):
             model = built(lambda cfg=cfg: MoGeModel(**cfg), dtype, built_on_cpu=True)
             image = torch.zeros(1, 3, side, side, dtype=dtype, device="meta")
@@ -262,6 +256,19 @@ def moge(sizes=("vitl", "vitb", "vits"), side: int = 672) -> list[Traced]:
             work = f"1 x {side}x{side}, 3600 tokens"
             out.append(Traced(f"moge-2 {size}", call, work, 0, 1, fp32, peak, _since(t0)))
     return out
+
+
+def moge_config(size: str) -> dict:
+    """A MoGe-2 normal-model config of `size` at full size: the published ViT-S layout (tests/moge_tiny.py),
+    at ViT-B's or ViT-L's width for those (their heads are not verified), 1200-3600 tokens."""
+    from moge_tiny import tiny_config
+
+    widths = {"vitl": ("dinov2_vitl14", [5, 11, 17, 23], 1024), "vitb": ("dinov2_vitb14", [2, 5, 8, 11], 768)}
+    cfg = tiny_config("vits")
+    cfg["num_tokens_range"] = [1200, 3600]
+    if size in widths:
+        cfg = _widened(cfg, *widths[size])
+    return cfg
 
 
 def _widened(cfg: dict, backbone: str, layers: list[int], width: int) -> dict:
@@ -298,14 +305,14 @@ def report(rows: list[Traced]) -> list[str]:
     lines = [
         "## What each model call allocates, traced on the CPU",
         "",
-        f"`python bench/gpu/traced.py` ({time.strftime('%Y-%m-%d')}, the CPU development machine): each model built "
-        "at full size from its real configuration on torch's meta device, in the dtype vd runs it in on a GPU, and "
-        "vd's own calls run on it while a dispatch mode follows every tensor they allocate until it is freed. These are tensor "
-        "bytes, a lower bound of torch's allocated peak on a GPU: no allocator rounding or cached blocks, no "
-        "cuDNN/cuBLAS workspace, no CUDA context, and none of what vd prepares in host memory (the Fill "
-        "conditioning's masked image, for one). **They are not GPU measurements**; the GPU run above measures "
-        "the same calls. `tests/test_traced_memory.py` checks that a tiny FLUX.1-Fill traced on meta counts, byte "
-        "for byte, what it allocates when it runs for real on the CPU.",
+        f"`python bench/gpu/traced.py` ({time.strftime('%Y-%m-%d')}, the CPU development machine): each model "
+        "built at full size from its real configuration on torch's meta device, in the dtype vd runs it in on a "
+        "GPU, and vd's own calls run on it while a dispatch mode follows every tensor they allocate until it is "
+        "freed. These are tensor bytes, a lower bound of torch's allocated peak on a GPU: no allocator rounding "
+        "or cached blocks, no cuDNN/cuBLAS workspace, no CUDA context, and none of what vd prepares in host "
+        "memory (the Fill conditioning's masked image, for one). **They are not GPU measurements**; the GPU run "
+        "above measures the same calls. `tests/test_traced_memory.py` checks that a tiny FLUX.1-Fill traced on "
+        "meta counts, byte for byte, what it allocates when it runs for real on the CPU.",
         "",
         "| model | call | work | weights | traced peak beyond the weights | the plan's allowance"
         " | allowance / traced |",
