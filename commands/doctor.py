@@ -72,6 +72,16 @@ def _lines(report) -> list[str]:
     return lines
 
 
+def _card_row(card: str, stage: str, r: dict, where: str) -> str:
+    """One stage of a card's plan; `where`: the depth model's device (coarse) or the views that go through the
+    transformer at a time (fine)."""
+    peak = f"~{r['peak_bytes_estimate'] / 2**30:.1f} GiB" + ("" if r["fits"] else "!")
+    return (
+        f"{card:>7}  {stage:<6} {r['inpainter']:<16} {r['offload']:<15} {where:<11} "
+        f"{r['text_encoder_device'] or '-':<9} {peak:>9}  {' '.join(r['fetch']) or '-'}"
+    )
+
+
 def _print_card_plans(sizes: List[float], licence: Optional[str], depth_model: str, json_: bool) -> None:
     from vd import settings
     from vd.doctor import CARD_RESERVE, card_plan
@@ -87,19 +97,16 @@ def _print_card_plans(sizes: List[float], licence: Optional[str], depth_model: s
     if json_:
         console.out_json({"cards": rows, "reserve_bytes": CARD_RESERVE, "estimates": True})
         return
-    head = f"{'card':>6}  {'inpainter':<16} {'offload':<15} {'depth':<10} {'text enc.':<9} {'peak':>9}  fetch"
+    head = f"{'card':>7}  {'stage':<6} {'inpainter':<16} {'offload':<15} {'depth/views':<11} {'text enc.':<9}"
+    head += f" {'peak':>9}  fetch"
     lines = [head]
     for r in rows:
-        enc = r["text_encoder_device"] or "-"
-        peak = f"~{r['peak_bytes_estimate'] / 2**30:.1f} GiB" + ("" if r["fits"] else "!")
-        lines.append(
-            f"{r['vram_gib']:>4g} GB  {r['inpainter']:<16} {r['offload']:<15} "
-            f"{r['depth_model'] + ' ' + r['depth_device']:<10}"
-            f" {enc:<9} {peak:>9}  {' '.join(r['fetch']) or '-'}"
-        )
+        f = r["fine"]
+        lines.append(_card_row(f"{r['vram_gib']:>4g} GB", "coarse", r, f"{r['depth_model']} {r['depth_device']}"))
+        lines.append(_card_row("", "fine", f, f"{f['views_per_call'] or f['views']}/{f['views']} views"))
     lines.append(
         f"licence {policy}; {CARD_RESERVE / 2**30:.1f} GiB of each card left to the CUDA context; peaks are "
         "estimates (vd/models/footprints.py) until bench/gpu/run.sh measures them"
-        + ("; ! = does not fit" if not all(r["fits"] for r in rows) else "")
+        + ("; ! = does not fit" if not all(r["fits"] and r["fine"]["fits"] for r in rows) else "")
     )
     console.out(*lines)

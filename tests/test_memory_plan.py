@@ -73,6 +73,22 @@ def test_views_cost_the_transformer_for_all_of_them_and_the_autoencoder_for_one(
     assert klein.activations(4 * view, view) - klein.activations_fixed > 1.9 * (four - fill.activations_fixed)
 
 
+def test_views_go_through_the_transformer_as_many_at_a_time_as_fit():
+    """Quality first: the inpainter and mode are chosen for one view per transformer call, then the plan
+    takes as many views per call as still fit, and says so."""
+    view, views = 704 * 704, 8  # vd fine's default: 8 views of a 672-pixel frame and its margin
+    q8 = FOOTPRINTS.for_variant(INPAINT_VARIANTS["q8_0"])
+    room = q8.need("none", 3 * view, view)  # three views at once fit whole, four do not
+    assert q8.need("none", 4 * view, view) > room
+    p = plan(room, 80 * G, variants=ALL, work_pixels=views * view, view_pixels=view)
+    assert (p.variant, p.offload, p.views_per_call) == ("q8_0", "none", 3)
+    assert "3 of 8 views through the transformer at a time" in p.reason
+    assert p.needs["none"] == room
+    # all of them when they fit; one view (a coarse call) plans none
+    assert plan(80 * G, 80 * G, variants=ALL, work_pixels=views * view, view_pixels=view).views_per_call == 8
+    assert plan(room, 80 * G, variants=ALL, work_pixels=view, view_pixels=view).views_per_call is None
+
+
 def test_block_by_block_prefers_the_fewest_bytes_above_five_bits():
     room = need("q8_0", "sequential")
     assert room < need("q4_k", "model")  # nothing fits whole
@@ -171,11 +187,15 @@ def test_doctor_prints_a_plan_per_card_size(capsys, monkeypatch):
     rows = [ln for ln in out.splitlines() if " GB " in ln]
     assert [r.split()[0] for r in rows] == ["8", "12", "16", "24"]
     assert "estimates" in out and "vd fetch" not in out  # the fetch column names models, not commands
+    assert len([ln for ln in out.splitlines() if ln.split()[:1] == ["fine"]]) == 4  # vd fine's plan under each card
     code, out, _ = _doctor(capsys, "--vram", "8", "--vram", "24", "--json")
     cards = json.loads(out)["cards"]
     for c in cards:
         assert c["peak_bytes_estimate"] <= c["vram_gib"] * G and c["fits"]
+        assert c["fine"]["peak_bytes_estimate"] <= c["vram_gib"] * G and c["fine"]["fits"]
     assert cards[0]["peak_bytes_estimate"] < cards[1]["peak_bytes_estimate"]
+    # vd fine's eight views: a small card takes fewer of them through the transformer at a time
+    assert cards[0]["fine"]["views_per_call"] < cards[1]["fine"]["views_per_call"] == cards[1]["fine"]["views"] == 8
 
 
 def test_doctor_plans_for_the_licence(capsys, monkeypatch):

@@ -24,6 +24,7 @@ from vd.fetch import registry
 from vd.models.footprints import GIB, INPAINT_VARIANTS
 from vd.models.moge import MOGE_INSTALL
 from vd.models.offload import DEFAULT_WORK_PIXELS, place, plan, variant_name, variants_for
+from vd.params import FineParams
 from vd.render.gsplat_backend import GSPLAT_BUILD, gsplat_kernels, nvcc_version
 
 GPU_MODELS = ("moge", "flux-fill", "flux-prompt")
@@ -318,32 +319,44 @@ def card_plan(
     work_pixels: int = DEFAULT_WORK_PIXELS,
 ) -> dict:
     """What `vd coarse --offload auto` would run on a card of `vram_gib` GiB (CARD_RESERVE of it taken),
-    choosing among every inpainter the licence allows, installed or not; `fetch` names what is missing."""
+    choosing among every inpainter the licence allows, installed or not; `fetch` names what is missing.
+    "fine": what `vd fine` would run after it (its default views of that frame and their margin)."""
     ready, offer, have = variants_for(licence, installed)
     total = int(vram_gib * GIB)
-    p = plan(
-        max(0, total - CARD_RESERVE),
+    available = max(0, total - CARD_RESERVE)
+    variants = ready + offer
+    coarse = plan(available, total, depth=True, variants=variants, depth_model=depth_model, work_pixels=work_pixels)
+    side = round(work_pixels**0.5) + 2 * FineParams.margin
+    fine = plan(
+        available,
         total,
-        flux=True,
-        depth=True,
-        variants=ready + offer,
-        depth_model=depth_model,
-        work_pixels=work_pixels,
+        variants=variants,
+        work_pixels=FineParams.views * side * side,
+        view_pixels=side * side,
     )
+    return {
+        "vram_gib": vram_gib,
+        "licence": licence,
+        **_planned(coarse, have),
+        "depth_model": depth_model,
+        "depth_device": "cuda" if coarse.depth_on_gpu else "cpu",
+        "fine": {"views": FineParams.views, "view_side": side, **_planned(fine, have)},
+    }
+
+
+def _planned(p, have) -> dict:
+    """The inpainter part of a card's plan: what runs, how, its estimated peak, what to fetch."""
     v = INPAINT_VARIANTS[p.variant or "bf16"]
     mode = "model-resident" if p.offload == "model" and not p.evict_for_ae else p.offload
     peak = p.needs[mode] + (p.needs["depth"] if p.depth_on_gpu else 0)
     if v.text_encoder and p.text_encoder_on_gpu:
         peak = max(peak, v.text_encoder)
     return {
-        "vram_gib": vram_gib,
-        "licence": licence,
         "inpainter": variant_name(v),
         "backend": v.backend,
         "quant": p.quant,
         "offload": mode,
-        "depth_model": depth_model,
-        "depth_device": "cuda" if p.depth_on_gpu else "cpu",
+        "views_per_call": p.views_per_call,
         "text_encoder_device": None if p.text_encoder_on_gpu is None else ("cuda" if p.text_encoder_on_gpu else "cpu"),
         "peak_bytes_estimate": int(peak),
         "fits": p.fits,

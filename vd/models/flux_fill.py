@@ -161,7 +161,7 @@ class FluxFillInpaint(InpaintBackend):
     def _load(self) -> FluxFill:
         if self._ff is None:
             p = self.paths()
-            if self.offload == "auto":
+            if self.offload == "auto" or self.placement is None:  # a fixed mode still plans views per call
                 self._place()
             q = "" if self.resolved_quant == "bf16" else f", {self.resolved_quant} GGUF"
             with console.status(f"loading FLUX.1-Fill-dev (offload={self.offload}{q}) on {self.device}"):

@@ -67,6 +67,7 @@ class Placement:
     weights: list = field(default_factory=list)  # the registry models the chosen inpainter reads
     depth_model: Optional[str] = None
     text_encoder_on_gpu: Optional[bool] = None  # flux2-klein: where its text encoder runs on a cache miss
+    views_per_call: Optional[int] = None  # views through the transformer at once (None: all of a call's views)
     hint: str = ""  # a better inpainter that is allowed but not installed, with its vd fetch line
 
     def to_json(self) -> dict:
@@ -160,9 +161,14 @@ def plan(
             "none", on_gpu, f"{what} ({where})", True, **common, needs={"depth": depth_need, "scene": base}
         )
 
-    def needs_of(name: str) -> dict:
+    # views of a batched call go through the transformer as many at a time as fit, one at least: the choice of
+    # inpainter and mode assumes one (quality before speed), then as many as still fit are taken
+    views = max(1, work_pixels // view_pixels) if view_pixels else 1
+    per_view = work_pixels // views
+
+    def needs_of(name: str, at_once: int = 1) -> dict:
         f = fp.for_variant(INPAINT_VARIANTS[name], depth_model)
-        return {m: f.need(m, work_pixels, view_pixels) for m in (*OFFLOAD_MODES, "model-resident")}
+        return {m: f.need(m, at_once * per_view, per_view) for m in (*OFFLOAD_MODES, "model-resident")}
 
     chosen = _first_fit(requested, depth, variants, available, needs_of, depth_need)
     if chosen is None:
@@ -211,6 +217,12 @@ def plan(
             if encoder_on_gpu
             else f"; text encoder on the CPU on a prompt cache miss (~{_gib(v.text_encoder)} does not fit)"
         )
+    key = "model-resident" if mode == "model" and not evict else mode  # what the chosen placement needs
+    room = available - (depth_need if gpu_depth else 0)
+    at_once = max((n for n in range(1, views + 1) if needs_of(name, n)[key] <= room), default=1)
+    needs = needs_of(name, at_once)
+    if views > 1:
+        tail += f"; {at_once} of {views} views through the transformer at a time"
     better = _first_fit(requested, depth, [*variants, *offer], available, needs_of, depth_need)
     hint = ""
     if better is not None and better[0] in offer and better[:2] != (name, mode):
@@ -226,6 +238,7 @@ def plan(
         **common,
         needs={**needs, "depth": depth_need, "text_encoder": v.text_encoder},
         text_encoder_on_gpu=encoder_on_gpu,
+        views_per_call=at_once if views > 1 else None,
         hint=hint,
         **_variant_fields(v),
     )

@@ -57,6 +57,17 @@ class Denoiser:
         pass
 
 
+def by_views(call, views: int, placement: Optional[dict]):
+    """`call(i, j)` over views [i, j) as many at a time as the memory plan allows (`views_per_call`; all when
+    it set none), concatenated: each view's velocity depends on that view alone."""
+    import torch
+
+    n = (placement or {}).get("views_per_call") or views
+    if n >= views:
+        return call(0, views)
+    return torch.cat([call(i, min(i + n, views)) for i in range(0, views, n)])
+
+
 class ClassicalDenoiser(Denoiser):
     """No diffusion: pixel-space "latents" ([B,3,H,W] in [-1,1]) and a velocity that points at the
     Telea inpaint of the holes of the current scene's render, v = (x_t - x0_telea) / t."""
@@ -155,7 +166,11 @@ class FluxDenoiser(Denoiser):
 
     def velocity(self, x, t, state):
         H, W = self.hw
-        return self.ff.velocity(x, t, self.cond, self.guidance, height=H, width=W)
+        return by_views(
+            lambda i, j: self.ff.velocity(x[i:j], t, self.cond[i:j], self.guidance, height=H, width=W),
+            x.shape[0],
+            self.backend.placement,
+        )
 
     def release(self) -> None:
         self.backend.release()

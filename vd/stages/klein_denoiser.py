@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Optional
 
 from vd.params import FluxParams
-from vd.stages.denoisers import Denoiser
+from vd.stages.denoisers import Denoiser, by_views
 
 
 class Flux2KleinDenoiser(Denoiser):
@@ -80,7 +80,14 @@ class Flux2KleinDenoiser(Denoiser):
     def velocity(self, x, t, state):
         if self.ref is None:
             raise RuntimeError("Flux2KleinDenoiser.prepare must run before velocity")
-        return self.kl.velocity(x, t, self.ref)
+        ref = self.ref
+        return by_views(lambda i, j: self.kl.velocity(x[i:j], t, _views(ref, i, j)), x.shape[0], self.backend.placement)
+
+
+def _views(ref: dict, i: int, j: int) -> dict:
+    """Views [i, j) of the reference: its per-view tensors sliced (position ids shared by every view kept)."""
+    views = ref["tokens"].shape[0]
+    return {k: (v[i:j] if v.shape[0] == views and v.ndim == 3 else v) for k, v in ref.items()}
 
     def release(self) -> None:
         self.backend.release()
