@@ -2,9 +2,10 @@
 
     (the options and their defaults: vd.params.FluxParams.offload, .quant and .vram_budget)
     p = plan(free, total, allocated=0, budget=16 * GIB, flux=True, depth=True,
-             variants=("bf16", "q8_0"), offer=("q4_k",), depth_model="vitl")    # pure
+             variants=("bf16", "q8_0"), offer=("q4_k",), depth_model="vitl",
+             work_pixels=8 * 704 * 704, view_pixels=704 * 704)                # pure
     p.variant, p.backend, p.quant, p.offload, p.evict_for_ae, p.depth_on_gpu, p.text_encoder_on_gpu,
-    p.reason, p.hint, p.fits, p.to_json()
+    p.views_per_call, p.reason, p.hint, p.fits, p.to_json()
     p = place("cuda", requested="auto", budget=..., variants=...)  # reads the device's free memory, then plan()
     configure(depth_backend, inpaint_backend, device=..., budget=...)   # a stage applies a plan
     variants_for(licence, installed=None)   # which inpainters a run may use, and which it could fetch
@@ -21,6 +22,9 @@ fits that way does it go block by block ("sequential"), with the fewest bytes pe
 transformer, the AE and the larger of the AE's activations and the render buffers fit beside the
 scene ("model-resident"). A FLUX.2 [klein] text encoder runs only on a prompt-embedding cache
 miss, before the transformer loads, so it counts alone: `text_encoder_on_gpu` says whether it fits.
+A call on several views (`vd fine`'s, `work_pixels` in views of `view_pixels`) takes them through the
+AE one at a time; the choice above assumes one view per transformer call too, and then
+`views_per_call` is as many as still fit (speed comes after quality).
 `offer` lists inpainters that are allowed but not installed: when one of them would run better,
 `hint` names it with its `vd fetch` line. `--vram-budget` caps the memory vd plans for at BUDGET
 minus what this process already holds.
