@@ -367,7 +367,8 @@ def test_fit_colours_iterations_wait_for_the_device_nowhere(monkeypatch):
 
     g, trainable, views, _, _ = _patch_scene()
     reads, _ = _reads_per_iteration(monkeypatch, lambda: fit_colours(g, views, 3, trainable=trainable))
-    assert len(reads.per_iteration) == 2 + 3 * 2  # the weights of each target, then 3 iterations x 2 targets
+    # the weights of each target and its depth-weighted weights (the depth edges), then 3 iterations x 2 targets
+    assert len(reads.per_iteration) == 2 * 2 + 3 * 2
     assert all(found == [] for found in reads.per_iteration), reads.per_iteration
 
 
@@ -432,3 +433,34 @@ def test_far_gaussians_keep_their_normal_and_near_ones_tilt():
         else:
             assert tilt[far_rows].max() < 0.01
             assert not torch.equal(g.quats[far_rows], quats[far_rows])  # they still turn about their normal
+
+
+def test_fit_colours_leaves_no_complementary_outline_at_a_depth_edge():
+    """A red box at 1 m in front of a grey wall at 3 m, lifted one Gaussian a pixel: the box's Gaussians blur
+    over the edge, and deconvolving the wall's colours beside it would turn them cyan (the complement that
+    cancels the red), an outline any other view shows. Beside the edge they keep within MIXED_COLOUR_STEP of
+    their grey; away from it the fit deconvolves as before."""
+    from vd.train import fit_colours
+
+    step = 0.1  # vd.train.MIXED_COLOUR_STEP
+
+    h, w = 24, 32
+    rgb = np.full((h, w, 3), 0.5, np.float32)
+    depth = np.full((h, w), 3.0, np.float32)
+    rgb[:, :14] = (0.8, 0.1, 0.1)
+    depth[:, :14] = 1.0
+    k = np.array([[30.0, 0, w / 2], [0, 30.0, h / 2], [0, 0, 1]], np.float32)
+    g = gaussians_from_rgbd(rgb, depth, k, np.eye(4), footprint=1.5, opacity=0.99)
+    grey_before = g.sh[:, 0].clone()
+    view = TrainView(rgb, np.ones((h, w), bool), k, np.eye(4, dtype=np.float32))
+    fit_colours(g, [view], 8)
+    from vd.render.sh import C0
+
+    moved = ((g.sh[:, 0] - grey_before) * C0).abs().amax(1).reshape(h, w)
+    wall = torch.from_numpy(depth == 3.0)
+    assert float(moved[:, 14:17].max()) <= step + 1e-5  # the wall's first columns beside the box
+    red_shift = ((g.sh[:, 0, 0] - grey_before[:, 0]) * C0).reshape(h, w)
+    assert float(red_shift[:, 14:17].min()) >= -step - 1e-5  # not pushed toward cyan past the step
+    assert float(moved[wall][:].mean()) < 0.05  # the rest of the wall stays grey
+    r = render(g, torch.eye(4), torch.from_numpy(k), w, h).rgb[0]
+    assert psnr(r[:, 18:], torch.from_numpy(rgb)[:, 18:]) > 30  # away from the edge, the view is reproduced

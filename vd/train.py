@@ -62,6 +62,12 @@ _FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
 # surface is left to the photometric loss (a mean of 1 − alpha, pushing every pixel to 1, cost the real
 # photo's input view 0.2 dB at weight 3 in bench/quality, this floor 0.04 dB)
 COVERAGE_FLOOR = 0.99
+# fit_colours: a Gaussian whose pixels render a depth more than this share from its own sits on a depth edge, and
+# its colour moves at most MIXED_COLOUR_STEP from the colour it came in with (bench/quality.md, "Complementary
+# outlines at depth edges": 0.03 and 0.1 gave the moved views 0.04-0.5 dB on every scene, the input view -1.4 to
+# +0.3 dB; a step of 0.05 took 2-4 dB from the input view, clamping every Gaussian at 0.1 up to 4)
+MIXED_DEPTH = 0.03
+MIXED_COLOUR_STEP = 0.1
 # Gaussians farther from every view's camera than this many times the median keep their normal (they still turn
 # about it): a move of 15 % of the median depth sees them from directions under a degree apart, so nothing in the
 # loss fixes their tilt, and Adam's normalised steps tilted bench/quality's street sky (400 m, 40x the median) by
@@ -634,6 +640,11 @@ def fit_colours(
     divided by each pixel's alpha, back-projected with the compositing weights, divided by each
     Gaussian's total weight) deconvolve it. Cheaper than the optimiser's iterations, whose colour
     learning rate moves a colour by about 0.01 in 30 steps.
+
+    Across a depth edge the deconvolution cancels the nearer surface's blur with the farther one's
+    colour: the wall beside a red box turns cyan. Any other view shifts the two apart and shows that
+    complement as an outline, so a Gaussian whose pixels mix depth layers (`mixed_layers`) keeps its
+    colour within MIXED_COLOUR_STEP of the one it came in with.
     """
     from vd.render.sh import C0
 
@@ -665,11 +676,13 @@ def fit_colours(
     if not targets:
         return
 
-    def weights(dc: Tensor, rgb, mask, K, vm, W, H, residual: bool) -> Tensor:
+    def weights(dc: Tensor, rgb, mask, K, vm, W, H, residual) -> Tensor:
         dc = dc.detach().requires_grad_(True)
         out = render(Gaussians(sh=torch.cat([dc[:, None], sh_rest], 1), **fixed), vm, K, W, H, backend=name)
         m = mask[..., None].float()
-        if residual:  # Σ_p w_i(p) (t_p − r_p) / α_p
+        if residual == "depth":  # Σ_p w_i(p) D_p, D the rendered (expected) depth
+            (out.rgb[0] * out.depth[0].detach()[..., None] * m).sum().backward()
+        elif residual:  # Σ_p w_i(p) (t_p − r_p) / α_p
             r = (rgb - out.rgb[0]).detach() / out.alpha[0].detach().clamp_min(1e-3)[..., None]
             (out.rgb[0] * r * m).sum().backward()
         else:  # Σ_p w_i(p)
@@ -683,18 +696,37 @@ def fit_colours(
         # divided by its total weight in them. Stepping view by view, each step normalised by that view's
         # weights alone, over-corrects the Gaussians two views share (the canvas's ring meets the input
         # frame along its border) and diverged there: real photos' input views lost 2-5 dB at 12 iterations
-        column = torch.stack([weights(dc, *t, residual=False) for t in targets]).sum(0)
+        per_view = [weights(dc, *t, residual=False) for t in targets]
+        column = torch.stack(per_view).sum(0)
         ok = column > 1e-3 if keep is None else (column > 1e-3) & keep[:, None]
+        mixed = torch.zeros(len(dc), dtype=torch.bool, device=dev)
+        for t, w in zip(targets, per_view, strict=True):
+            at_depth = weights(dc, *t, residual="depth")
+            mixed |= mixed_layers(w[:, 0], at_depth[:, 0], fixed["means"], t[3][0])
+        reach = torch.where(mixed, MIXED_COLOUR_STEP / C0, float("inf"))[:, None]
+        dc0 = dc.clone()
         for _ in range(int(iters)):
             step = torch.stack([weights(dc, *t, residual=True) for t in targets]).sum(0) / column.clamp_min(1e-6)
             step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
-            dc = dc + step / C0
+            dc = torch.minimum(torch.maximum(dc + step / C0, dc0 - reach), dc0 + reach)
     with torch.no_grad():
         g.sh[:, 0] = dc
 
 
+def mixed_layers(weight: Tensor, weighted_depth: Tensor, means: Tensor, camera_from_world: Tensor) -> Tensor:
+    """[N] bool: the Gaussians whose pixels in a view render, weighted by the Gaussian's own compositing
+    weight there (`weighted_depth` / `weight`), a depth more than MIXED_DEPTH (relative) from its own: the
+    ones on a depth edge, whose pixels blend a nearer and a farther surface."""
+    z = (means @ camera_from_world[:3, :3].T + camera_from_world[:3, 3])[:, 2]
+    seen = weight > 1e-3
+    mean_depth = weighted_depth / weight.clamp_min(1e-6)
+    return seen & ((mean_depth - z).abs() > MIXED_DEPTH * z.clamp_min(1e-6))
+
+
 __all__ = [
     "COVERAGE_FLOOR",
+    "MIXED_COLOUR_STEP",
+    "MIXED_DEPTH",
     "DEFAULT_LRS",
     "LOG_EVERY",
     "Densify",
@@ -707,6 +739,7 @@ __all__ = [
     "depth_loss",
     "fit_colours",
     "masked_l1",
+    "mixed_layers",
     "optimise",
     "reach_window",
     "view_loss",

@@ -47,9 +47,10 @@ from vd.viewer import Viewer, log_view
 from vd.views import View, decode_record, encode_record
 
 VIEW_STAGE = "coarse-view"
-VIEW_VERSION = 5  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
+VIEW_VERSION = 6  # 2: incremental hole scan (HoleScan); 3: no spawn in front of known surfaces, edges spawn,
 # depth term; 4: colour fit, opaque lift, edge footprint, rim points in front of the background beside them dropped;
-# 5: a view's Gaussians that change the input camera's render are dropped (coarse_view.out_of_sight)
+# 5: a view's Gaussians that change the input camera's render are dropped (coarse_view.out_of_sight); 6: the colour
+# fit keeps a Gaussian on a depth edge within vd.train.MIXED_COLOUR_STEP of its colour
 RUN_STAGE = "coarse"  # a whole run's output folder, so that an identical rerun computes (and imports) nothing
 RUN_VERSION = 2  # bump when what the folder holds changes (vd.stages.coarse_folder, vd.views, vd.ply writers);
 # 2: the finished scene's pinholes sealed

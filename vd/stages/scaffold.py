@@ -63,14 +63,15 @@ from vd.views import View, decode_record, encode_record
 log = logging.getLogger(__name__)
 
 STAGE = "scaffold"
-VERSION = 10  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
+VERSION = 11  # 2: edge pixels spawn (assigned to a side), depth term; 3: colour fit, opaque lift, edge footprint;
 # 4: hidden background layer behind depth edges; 5: a second hidden layer behind the first; 6: not past 3× its depth;
 # 7: the colour fit steps over both views at once (it diverged along the ring's border); the lift takes a steep
 # smooth slope for a surface, not an edge (vd.lift.SLOPE_STEP_RATIO, max_stretch 10); 8: the canvas reaches
 # `reach` degrees beyond the input where its camera is known; the hidden layers reach as far as a move of
 # LAYER_MOVE uncovers each jump; 9: the `file` backend's depth continues into the ring as planes
 # (vd.align.continue_planes), not as a flat copy of the border's depth; 10: Gaussians beyond 10x the median distance
-# from the cameras keep their normal (vd.train.FIXED_ORIENTATION_BEYOND)
+# from the cameras keep their normal (vd.train.FIXED_ORIENTATION_BEYOND); 11: the colour fit keeps a Gaussian on a
+# depth edge within vd.train.MIXED_COLOUR_STEP of its colour (no complementary outline at other views)
 LIFT_FOOTPRINT = 0.7  # Gaussians' extent in pixel spacings (vd.lift): sharper input views than 1.0, as much coverage
 EDGE_FOOTPRINT = 0.25  # on the near side of a depth jump: no tint on the surface behind it
 # nearly opaque: what a later view adds behind a surface must not show through it (at 0.8, 1–3 %
