@@ -24,8 +24,8 @@ def doctor(
         None,
         "--vram",
         metavar="GiB",
-        help="Print the memory plan for a card of this size instead (repeatable: --vram 8 --vram 24); "
-        "the footprints are estimates until bench/gpu measures them.",
+        help="Print the memory plan for a card of this size instead, for vd coarse and then vd fine "
+        "(repeatable: --vram 8 --vram 24); the footprints are estimates until bench/gpu measures them.",
     ),
     licence: Optional[str] = common.field_option(RunOptions, "licence"),
     depth_model: str = common.field_option(RunOptions, "depth_model"),
