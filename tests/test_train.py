@@ -159,13 +159,18 @@ def test_fit_colours_converges_over_views_that_share_gaussians():
     ring = np.ones(canvas.shape[:2], bool)
     ring[pad:-pad, pad:-pad] = False
     depth = np.full(canvas.shape[:2], 2.0, np.float32)
-    g = Gaussians.cat([
-        gaussians_from_rgbd(canvas[pad:-pad, pad:-pad], depth[pad:-pad, pad:-pad], k_input, footprint=0.7,
-                            opacity=0.99),
-        gaussians_from_rgbd(canvas, depth, k_canvas, mask=ring, footprint=0.7, opacity=0.99),
-    ])
-    views = [TrainView(canvas[pad:-pad, pad:-pad], None, k_input, np.eye(4, dtype=np.float32)),
-             TrainView(canvas, ring, k_canvas, np.eye(4, dtype=np.float32))]
+    g = Gaussians.cat(
+        [
+            gaussians_from_rgbd(
+                canvas[pad:-pad, pad:-pad], depth[pad:-pad, pad:-pad], k_input, footprint=0.7, opacity=0.99
+            ),
+            gaussians_from_rgbd(canvas, depth, k_canvas, mask=ring, footprint=0.7, opacity=0.99),
+        ]
+    )
+    views = [
+        TrainView(canvas[pad:-pad, pad:-pad], None, k_input, np.eye(4, dtype=np.float32)),
+        TrainView(canvas, ring, k_canvas, np.eye(4, dtype=np.float32)),
+    ]
 
     def scores():
         out = []
@@ -232,8 +237,9 @@ def test_reach_window_holds_what_the_gaussians_can_change():
     assert x0 <= 40 - 12 and x1 >= 55 + 12 or x1 == w  # the patch and the margin
     assert y0 == 0 and y1 >= 15 + 12
     assert x0 > 0  # the left of the view is out of reach
-    far = reach_window(g.means[trainable], g.log_scales[trainable], torch.eye(4), torch.from_numpy(k), w, h,
-                       travel=0.05, growth=2.0)  # centres that may move 5 cm (~1.3 px), scales that may double
+    far = reach_window(
+        g.means[trainable], g.log_scales[trainable], torch.eye(4), torch.from_numpy(k), w, h, travel=0.05, growth=2.0
+    )  # centres that may move 5 cm (~1.3 px), scales that may double
     assert far is not None and far[0] < x0 and far[3] > y1
     behind = torch.eye(4)
     behind[2, 3] = -2.2  # the camera moved 2.2 m forward: some Gaussians now behind it
@@ -269,6 +275,28 @@ def test_a_trainable_subset_trains_the_same_over_its_window_as_over_the_whole_vi
     assert abs(ra.final_loss - rb.final_loss) < 1e-5 * rb.final_loss  # the whole view's loss either way
 
 
+def test_a_trainable_subset_renders_only_the_gaussians_its_window_shows(monkeypatch):
+    """The fixed Gaussians out of the window are left out of its renders (the test above: same result)."""
+    import vd.train as train
+    from vd.train import fit_colours
+
+    g, trainable, views, _, _ = _patch_scene()
+    drawn = []
+    real = train.render
+
+    def counting_render(scene, viewmats, Ks, width, height, **kw):
+        if width < views[0].width:  # a window's (optimise's last loss is the whole view's, with every one)
+            drawn.append(len(scene))
+        return real(scene, viewmats, Ks, width, height, **kw)
+
+    monkeypatch.setattr(train, "render", counting_render)
+    optimise(g.clone(), views, 4, trainable=trainable, seed=3, backend="torch")
+    fit_colours(g.clone(), views, 2, trainable=trainable, backend="torch")
+    assert len(drawn) >= 4 + 2 * (2 + 2)  # optimise's iterations, fit_colours' renders of both views
+    assert max(drawn) < 0.7 * len(g)  # the window does not show the left of the view
+    assert min(drawn) >= int(trainable.sum())
+
+
 def _reads_per_iteration(monkeypatch, run):
     """Host reads of `run()` per training iteration (an iteration starts at each render)."""
     from _host_reads import HostReads
@@ -294,8 +322,12 @@ def test_training_steps_wait_for_the_device_only_when_they_log(monkeypatch, subs
     log (each one stalls a GPU); a logged step reads the losses once."""
     g, trainable, views, _, _ = _patch_scene()  # a partial mask, a depth target, two views
     iters = 12
-    reads, rep = _reads_per_iteration(monkeypatch, lambda: optimise(
-        g, views, iters, trainable=trainable if subset else None, depth_weight=1.0, seed=0, log_every=5))
+    reads, rep = _reads_per_iteration(
+        monkeypatch,
+        lambda: optimise(
+            g, views, iters, trainable=trainable if subset else None, depth_weight=1.0, seed=0, log_every=5
+        ),
+    )
     assert len(reads.per_iteration) == iters + (1 if subset else 0)  # + the whole view's final loss
     logged = {0, 4, 9, iters - 1}
     for it, found in enumerate(reads.per_iteration[:iters]):
@@ -337,7 +369,7 @@ def test_densification_keeps_adam_state_of_the_surviving_gaussians():
         assert int(state["step"]) == 3, k  # continues: not a fresh optimiser
         for s in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(state[s][: int(survivors.sum())], before[k][s][survivors]), (k, s)
-            assert not state[s][int(survivors.sum()):].any(), (k, s)  # new Gaussians: zero moments
+            assert not state[s][int(survivors.sum()) :].any(), (k, s)  # new Gaussians: zero moments
             assert state[s].shape == adam.params[k].shape
     # training goes on with the kept state: one more step counts 4
     out = render(Gaussians(**adam.params), view.camera_from_world[None], view.K[None], W, H)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Callable, NamedTuple, Optional, Protocol
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from torch import Tensor
 from vd.gaussians import Gaussians
 from vd.geometry import quat_to_rotmat_torch
 from vd.render import render, resolve_backend
+from vd.render.culling import in_view
 from vd.ssim import masked_ssim, ssim_map
 
 DEFAULT_LRS = {
@@ -423,6 +424,11 @@ def optimise(
             for v in views_dev
         ]
     )
+    # a window's renders leave out the fixed Gaussians it does not show (the same image, far less work)
+    shown: list[tuple[dict, Tensor] | None] = [
+        None if idx is None or w is None or w[2] <= w[0] or w[3] <= w[1] else _shown_in_window(base, idx, v, w)
+        for v, w in zip(views_dev, windows, strict=True)
+    ]
     far_reach = _far_reach(base["means"], views_dev, fixed_orientation_beyond)
     history = torch.zeros(iters, 1 + len(names), device=dev)
     zero = torch.zeros((), device=dev)
@@ -434,18 +440,23 @@ def optimise(
         if not order:
             order = torch.randperm(len(views_dev), generator=gen).tolist()
         vi = order.pop()
+        window_rows = shown[vi]
         if idx is None:
             cur = Gaussians(**adam.params)
-        else:
+        elif window_rows is None:
             cur = Gaussians(**{k: base[k].index_put((idx,), adam.params[k]) for k in _FIELDS})
+        else:
+            fixed, at = window_rows
+            cur = Gaussians(**{k: fixed[k].index_put((at,), adam.params[k]) for k in _FIELDS})
         parts = _loss_terms(
             cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
         )
         loss = _weighted(parts, weights)
         if it == iters - 1 and windows[vi] is not None:  # a window's loss leaves out constants: the whole one
             with torch.no_grad():
+                every = Gaussians(**{k: base[k].index_put((idx,), adam.params[k].detach()) for k in _FIELDS})
                 whole = _loss_terms(
-                    cur, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
+                    every, views_dev[vi], None, name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
                 )
                 rep.final_loss = float(_weighted(whole, weights))
         adam.step(loss, None if far_reach is None else _beyond(adam.params["means"].detach(), *far_reach))
@@ -480,6 +491,22 @@ def optimise(
             else:  # densified: a different number of Gaussians
                 setattr(g, k, value.clone())
     return rep
+
+
+def _shown_in_window(base: dict[str, Tensor], idx: Tensor, view: DeviceView, window) -> tuple[dict, Tensor]:
+    """The Gaussians a `window` (x0, y0, x1, y1) of `view` renders while those at `idx` train: (their
+    attributes, those of `base` at the trainable rows and at the fixed rows the window shows, in their
+    order in `base`; the positions of the trainable rows among them). Keeping the order keeps the
+    render's depth ties, so the window renders the same image as from every Gaussian."""
+    x0, y0, x1, y1 = window
+    Kw = view.K.clone()
+    Kw[0, 2] -= x0
+    Kw[1, 2] -= y0
+    rows = in_view(Gaussians(**base), view.camera_from_world, Kw, x1 - x0, y1 - y0)
+    rows[idx] = True
+    rows = rows.nonzero().squeeze(1)
+    at = torch.searchsorted(rows, idx)
+    return {k: base[k][rows] for k in _FIELDS}, at
 
 
 def _axis(quats: Tensor, axis: Tensor) -> Tensor:
@@ -629,6 +656,19 @@ def _loss_terms(
     return parts
 
 
+class _ColourTarget(NamedTuple):
+    """One view (or the window of it that trainable Gaussians reach) for `fit_colours`."""
+
+    rgb: Tensor  # [H,W,3]
+    mask: Tensor  # [H,W] bool
+    K: Tensor  # [1,3,3] the window's intrinsics
+    vm: Tensor  # [1,4,4] camera_from_world
+    W: int
+    H: int
+    rows: Tensor  # [M] the Gaussians the window shows
+    shown: dict  # their means, log_scales, quats and opacity_logits
+
+
 def fit_colours(
     g: Gaussians, views: list, iters: int = 8, *, trainable: Tensor | None = None, backend: str = "auto"
 ) -> None:
@@ -663,32 +703,39 @@ def fit_colours(
             if keep is None
             else reach_window(fixed["means"][keep], fixed["log_scales"][keep], vm, K, v.width, v.height)
         )
-        if box is None:
-            targets.append((rgb, mask, K[None], vm[None], v.width, v.height))
-            continue
-        x0, y0, x1, y1 = box
+        x0, y0, x1, y1 = (0, 0, v.width, v.height) if box is None else box
         if x1 <= x0 or y1 <= y0:
             continue
         Kw = K.clone()
         Kw[0, 2] -= x0
         Kw[1, 2] -= y0
-        targets.append((rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], Kw[None], vm[None], x1 - x0, y1 - y0))
+        # the Gaussians the window shows, in their order (the same image as from all of them)
+        rows = in_view(Gaussians(sh=g.sh.detach(), **fixed), vm, Kw, x1 - x0, y1 - y0).nonzero().squeeze(1)
+        shown = {k: t[rows] for k, t in fixed.items()}
+        targets.append(
+            _ColourTarget(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], Kw[None], vm[None], x1 - x0, y1 - y0, rows, shown)
+        )
     if not targets:
         return
 
-    def weights(dc: Tensor, rgb, mask, K, vm, W, H, residual) -> Tensor:
-        dc = dc.detach().requires_grad_(True)
-        out = render(Gaussians(sh=torch.cat([dc[:, None], sh_rest], 1), **fixed), vm, K, W, H, backend=name)
-        m = mask[..., None].float()
+    def weights(dc: Tensor, t: _ColourTarget, residual) -> Tensor:
+        part = dc[t.rows].detach().requires_grad_(True)
+        out = render(
+            Gaussians(sh=torch.cat([part[:, None], sh_rest[t.rows]], 1), **t.shown), t.vm, t.K, t.W, t.H, backend=name
+        )
+        m = t.mask[..., None].float()
         if residual == "depth":  # Σ_p w_i(p) D_p, D the rendered (expected) depth
-            (out.rgb[0] * out.depth[0].detach()[..., None] * m).sum().backward()
+            weighted = (out.rgb[0] * out.depth[0].detach()[..., None] * m).sum()
         elif residual:  # Σ_p w_i(p) (t_p − r_p) / α_p
-            r = (rgb - out.rgb[0]).detach() / out.alpha[0].detach().clamp_min(1e-3)[..., None]
-            (out.rgb[0] * r * m).sum().backward()
+            r = (t.rgb - out.rgb[0]).detach() / out.alpha[0].detach().clamp_min(1e-3)[..., None]
+            weighted = (out.rgb[0] * r * m).sum()
         else:  # Σ_p w_i(p)
-            (out.rgb[0] * m).sum().backward()
-        assert dc.grad is not None
-        return dc.grad / C0
+            weighted = (out.rgb[0] * m).sum()
+        if not weighted.requires_grad:  # nothing is drawn into the window
+            return torch.zeros_like(dc)
+        weighted.backward()
+        assert part.grad is not None
+        return torch.zeros_like(dc).index_put_((t.rows,), part.grad / C0)
 
     dc = g.sh[:, 0].detach().clone()
     with torch.enable_grad():
@@ -696,17 +743,17 @@ def fit_colours(
         # divided by its total weight in them. Stepping view by view, each step normalised by that view's
         # weights alone, over-corrects the Gaussians two views share (the canvas's ring meets the input
         # frame along its border) and diverged there: real photos' input views lost 2-5 dB at 12 iterations
-        per_view = [weights(dc, *t, residual=False) for t in targets]
+        per_view = [weights(dc, t, residual=False) for t in targets]
         column = torch.stack(per_view).sum(0)
         ok = column > 1e-3 if keep is None else (column > 1e-3) & keep[:, None]
         mixed = torch.zeros(len(dc), dtype=torch.bool, device=dev)
         for t, w in zip(targets, per_view, strict=True):
-            at_depth = weights(dc, *t, residual="depth")
-            mixed |= mixed_layers(w[:, 0], at_depth[:, 0], fixed["means"], t[3][0])
+            at_depth = weights(dc, t, residual="depth")
+            mixed |= mixed_layers(w[:, 0], at_depth[:, 0], fixed["means"], t.vm[0])
         reach = torch.where(mixed, MIXED_COLOUR_STEP / C0, float("inf"))[:, None]
         dc0 = dc.clone()
         for _ in range(int(iters)):
-            step = torch.stack([weights(dc, *t, residual=True) for t in targets]).sum(0) / column.clamp_min(1e-6)
+            step = torch.stack([weights(dc, t, residual=True) for t in targets]).sum(0) / column.clamp_min(1e-6)
             step = torch.where(ok, step, torch.zeros_like(step))  # no boolean indexing: no wait for the GPU
             dc = torch.minimum(torch.maximum(dc + step / C0, dc0 - reach), dc0 + reach)
     with torch.no_grad():

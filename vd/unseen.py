@@ -20,6 +20,7 @@ from vd import cameras
 from vd.gaussians import Gaussians
 from vd.geometry import quat_to_rotmat_torch
 from vd.render import render
+from vd.render.culling import sharing_pixels
 from vd.splat_constants import C0
 
 CHANGE = 2.0 / 255.0  # the most added Gaussians may change the protected camera's colours (behind a
@@ -57,7 +58,10 @@ def blend_weights(
     probe = Gaussians(new.means.detach(), new.log_scales.detach(), new.quats.detach(), new.opacity_logits.detach(), dc)
     with torch.enable_grad():
         res = render(Gaussians.cat([scene.detach(), probe]), cfw[None], K[None], width, height, backend=backend)
-        res.rgb[..., 0].sum().backward()
+        drawn = res.rgb[..., 0].sum()
+        if not drawn.requires_grad:  # nothing is drawn into the camera
+            return torch.zeros(len(new), device=new.means.device)
+        drawn.backward()
     assert dc.grad is not None
     return dc.grad[:, 0, 0] / C0
 
@@ -96,12 +100,15 @@ def unseen_by(
         if len(new) == 0:
             return torch.ones(0, dtype=torch.bool, device=dev), True
         scene = Gaussians.cat([g, *earlier]) if earlier else g
+        # only the pixels the new Gaussians can be drawn into can change: render what reaches them
+        near, reach = sharing_pixels(scene, new, cfw, Kt, width, height)
+        scene = scene.select(near)
         keep = blend_weights(scene, new, cfw, Kt, width, height, backend) <= WEIGHT_LIMIT
         at = pixels(extent_points(new)).reshape(-1, len(new))  # [5, N]
         for check in range(MAX_CHECKS):
             if not bool(keep.any()):
                 return keep, True
-            changed = (draw(Gaussians.cat([g, *earlier, new.select(keep)])) - base).abs().amax(dim=-1) > CHANGE
+            changed = reach & ((draw(Gaussians.cat([scene, new.select(keep)])) - base).abs().amax(dim=-1) > CHANGE)
             if not bool(changed.any()):
                 return keep, True
             # each round looks farther around a changed pixel for the Gaussians that changed it
