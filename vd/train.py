@@ -424,9 +424,12 @@ def optimise(
             for v in views_dev
         ]
     )
-    # a window's renders leave out the fixed Gaussians it does not show (the same image, far less work)
+    # with a trainable subset, a view's (or its window's) renders leave out the fixed Gaussians it does not
+    # show: the same image, far less work
     shown: list[tuple[dict, Tensor] | None] = [
-        None if idx is None or w is None or w[2] <= w[0] or w[3] <= w[1] else _shown_in_window(base, idx, v, w)
+        None
+        if idx is None or (w is not None and (w[2] <= w[0] or w[3] <= w[1]))
+        else _shown_in_window(base, idx, v, w or (0, 0, v.width, v.height))
         for v, w in zip(views_dev, windows, strict=True)
     ]
     far_reach = _far_reach(base["means"], views_dev, fixed_orientation_beyond)
