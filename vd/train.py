@@ -426,7 +426,7 @@ def optimise(
     )
     # with a trainable subset, a view's (or its window's) renders leave out the fixed Gaussians it does not
     # show: the same image, far less work
-    shown: list[tuple[dict, Tensor] | None] = [
+    shown: list[tuple[Tensor, Tensor] | None] = [
         None
         if idx is None or (w is not None and (w[2] <= w[0] or w[3] <= w[1]))
         else _shown_in_window(base, idx, v, w or (0, 0, v.width, v.height))
@@ -449,8 +449,8 @@ def optimise(
         elif window_rows is None:
             cur = Gaussians(**{k: base[k].index_put((idx,), adam.params[k]) for k in _FIELDS})
         else:
-            fixed, at = window_rows
-            cur = Gaussians(**{k: fixed[k].index_put((at,), adam.params[k]) for k in _FIELDS})
+            rows, at = window_rows
+            cur = Gaussians(**{k: base[k][rows].index_put((at,), adam.params[k]) for k in _FIELDS})
         parts = _loss_terms(
             cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
         )
@@ -496,11 +496,12 @@ def optimise(
     return rep
 
 
-def _shown_in_window(base: dict[str, Tensor], idx: Tensor, view: DeviceView, window) -> tuple[dict, Tensor]:
-    """The Gaussians a `window` (x0, y0, x1, y1) of `view` renders while those at `idx` train: (their
-    attributes, those of `base` at the trainable rows and at the fixed rows the window shows, in their
-    order in `base`; the positions of the trainable rows among them). Keeping the order keeps the
-    render's depth ties, so the window renders the same image as from every Gaussian."""
+def _shown_in_window(base: dict[str, Tensor], idx: Tensor, view: DeviceView, window) -> tuple[Tensor, Tensor]:
+    """The rows of `base` a `window` (x0, y0, x1, y1) of `view` renders while those at `idx` train: (the
+    trainable rows and the fixed rows the window shows, in their order in `base`; the positions of the
+    trainable rows among them). Keeping the order keeps the render's depth ties, so the window renders
+    the same image as from every Gaussian. Indices only: a copy of the rows for each view would cost a
+    large scene's GPU memory several times over."""
     x0, y0, x1, y1 = window
     Kw = view.K.clone()
     Kw[0, 2] -= x0
@@ -508,8 +509,7 @@ def _shown_in_window(base: dict[str, Tensor], idx: Tensor, view: DeviceView, win
     rows = in_view(Gaussians(**base), view.camera_from_world, Kw, x1 - x0, y1 - y0)
     rows[idx] = True
     rows = rows.nonzero().squeeze(1)
-    at = torch.searchsorted(rows, idx)
-    return {k: base[k][rows] for k in _FIELDS}, at
+    return rows, torch.searchsorted(rows, idx)
 
 
 def _axis(quats: Tensor, axis: Tensor) -> Tensor:
@@ -668,8 +668,7 @@ class _ColourTarget(NamedTuple):
     vm: Tensor  # [1,4,4] camera_from_world
     W: int
     H: int
-    rows: Tensor  # [M] the Gaussians the window shows
-    shown: dict  # their means, log_scales, quats and opacity_logits
+    rows: Tensor  # [M] the Gaussians the window shows (indices: no copy of them for each view)
 
 
 def fit_colours(
@@ -714,17 +713,19 @@ def fit_colours(
         Kw[1, 2] -= y0
         # the Gaussians the window shows, in their order (the same image as from all of them)
         rows = in_view(Gaussians(sh=g.sh.detach(), **fixed), vm, Kw, x1 - x0, y1 - y0).nonzero().squeeze(1)
-        shown = {k: t[rows] for k, t in fixed.items()}
-        targets.append(
-            _ColourTarget(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], Kw[None], vm[None], x1 - x0, y1 - y0, rows, shown)
-        )
+        targets.append(_ColourTarget(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], Kw[None], vm[None], x1 - x0, y1 - y0, rows))
     if not targets:
         return
 
     def weights(dc: Tensor, t: _ColourTarget, residual) -> Tensor:
         part = dc[t.rows].detach().requires_grad_(True)
         out = render(
-            Gaussians(sh=torch.cat([part[:, None], sh_rest[t.rows]], 1), **t.shown), t.vm, t.K, t.W, t.H, backend=name
+            Gaussians(sh=torch.cat([part[:, None], sh_rest[t.rows]], 1), **{k: v[t.rows] for k, v in fixed.items()}),
+            t.vm,
+            t.K,
+            t.W,
+            t.H,
+            backend=name,
         )
         m = t.mask[..., None].float()
         if residual == "depth":  # Σ_p w_i(p) D_p, D the rendered (expected) depth
