@@ -7,8 +7,8 @@ equal depth: the pixels that are read render the same. The CPU rasteriser's time
 of Gaussians; the training windows of `vd coarse` and the checks that added Gaussians stay out of the
 input view's sight read a small part of a view of a large scene.
 
-gsplat's boxes are no larger (it shrinks them for faint Gaussians), so what is left out here it would
-not draw either.
+gsplat draws the same way (alpha below 1/255 is skipped, so nothing lands outside that ellipse, whatever
+its own box), so what is left out here it would not draw either.
 """
 
 from __future__ import annotations
