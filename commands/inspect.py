@@ -16,7 +16,8 @@ def inspect(
     files: List[Path] = typer.Argument(
         ...,
         show_default=False,
-        help="Gaussian files to inspect: PLY (INRIA or compressed), .splat, .spz, .sog or .glb.",
+        help="Gaussian files to inspect: PLY (INRIA or compressed), .splat, .spz, .sog or .glb; or a vd output "
+        "folder, for each scene file in it (scaffold, coarse, fine, refined).",
     ),
     json_: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     strict: bool = typer.Option(
@@ -24,6 +25,8 @@ def inspect(
     ),
 ) -> None:
     """Print count, bounds, SH degree and per-column statistics of each Gaussian file (.ply, .splat, .spz, .sog, .glb).
+
+    A vd output folder stands for the scene files in it, stage by stage (`vd inspect vd-out/room`).
 
     A PLY that is not Gaussian splats (a triangle mesh, a bare point cloud) is named for what it
     is, with the splat properties it lacks.
@@ -33,7 +36,9 @@ def inspect(
     when any file holds NaN or Inf values or is not Gaussian splats (a mesh, a point cloud).
     """
     from vd.export.inspect import ply_stats
+    from vd.export.source import folder_gaussian_files
 
+    files = [g for f in files for g in (folder_gaussian_files(f) if f.is_dir() else [f])]
     for f in files:
         check_input_file(f, "Gaussian file")
     bad = []

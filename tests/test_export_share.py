@@ -117,6 +117,32 @@ def test_inspect_says_a_cube_mesh_is_not_eight_gaussians(tmp_path, run_vd):
     assert "triangle mesh" in r.stderr
 
 
+def test_inspect_of_a_run_folder_reads_each_of_its_scene_files_in_stage_order(tmp_path, run_vd):
+    import torch
+
+    from vd.gaussians import Gaussians
+    from vd.ply import write_ply
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, n in (("coarse.ply", 30), ("scaffold.ply", 20), ("gaussians_refined.ply", 40)):
+        write_ply(run / name, Gaussians.from_rgb(torch.rand(n, 3), torch.rand(n, 3), torch.full((n, 3), 0.01)))
+    (run / "cameras.json").write_text("{}")
+    r = run_vd("inspect", str(run))
+    assert r.code == 0, r
+    lines = r.stdout.strip().splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [
+        [str(run / "scaffold.ply"), "20 gaussians"],
+        [str(run / "coarse.ply"), "30 gaussians"],
+        [str(run / "gaussians_refined.ply"), "40 gaussians"],
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_vd("inspect", str(empty))
+    assert r.code == 1 and r.stdout == ""  # a bad input file (README's exit codes)
+    assert "without a vd scene file" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_export_refuses_a_mesh_or_point_cloud_unless_as_splats(tmp_path, run_vd):
     (tmp_path / "cube.ply").write_text(CUBE)
     write_point_cloud(tmp_path / "cloud.ply")

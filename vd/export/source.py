@@ -32,6 +32,7 @@ FOLDER_STAGES = {
     "refine": "gaussians_refined.ply",
 }
 IMAGE_STAGES = ("fine", "coarse", "scaffold")
+PIPELINE_ORDER = ("scaffold", "coarse", "fine", "refine")  # the order the stages write their files
 STAGES = tuple(FOLDER_STAGES)
 
 
@@ -60,6 +61,16 @@ class Source:
                 "pass a vd output folder (with cameras.json) or the processed image instead"
             )
         return self._views()
+
+
+def folder_gaussian_files(folder: Path) -> list[Path]:
+    """The Gaussian files a vd output folder holds (scaffold.ply, coarse.ply, fine.ply,
+    gaussians_refined.ply), in the order the stages write them; InputError when it holds none."""
+    files = [folder / FOLDER_STAGES[stage] for stage in PIPELINE_ORDER if (folder / FOLDER_STAGES[stage]).is_file()]
+    if not files:
+        names = ", ".join(FOLDER_STAGES[stage] for stage in PIPELINE_ORDER)
+        raise InputError(f"{folder} is a folder without a vd scene file ({names}); pass a Gaussian file instead")
+    return files
 
 
 def _gaussian_file(path: Path, as_splats: bool = False):
