@@ -189,6 +189,11 @@ def problems_listed():
     try:
         yield
     except DatasetInvalid as e:
+        if (Path(e.path) / "cameras.json").is_file():  # a coarse or fine output folder, given where a dataset goes
+            raise InputError(
+                f"{e.path} is a vd output folder, not a refine dataset; write one from it first: "
+                f"vd export {e.path} --format colmap -o dataset/"
+            ) from None
         for p in e.problems:
             console.err.print(f"  - {p}", markup=False, highlight=False)
         n = len(e.problems)

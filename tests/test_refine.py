@@ -219,6 +219,16 @@ def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, 
     assert r.code == 1 and "masks/000002.png: missing" in r.stderr
     assert "is not a valid refine dataset: 1 problem" in r.stderr
     assert not (tmp_path / "o").exists()
+    # a vd output folder given where the dataset goes: the one command that makes a dataset from it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "cameras.json").write_text("{}")
+    shutil.copy(plane_dataset / "init.ply", run / "coarse.ply")
+    r = run_vd("refine", run, "--init", run / "coarse.ply", "-o", tmp_path / "o")
+    assert r.code == 1 and r.stderr.count("\n") == 1, r
+    assert f"{run} is a vd output folder, not a refine dataset" in r.stderr
+    assert f"vd export {run} --format colmap -o dataset/" in r.stderr
+    assert not (tmp_path / "o").exists()
     cfg = _write(tmp_path / "c.json", {"thickness_lambda": 0.5})
     r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", tmp_path / "o", "--config", cfg)
     assert r.code == 2 and "thinness/thickness" in r.stderr
