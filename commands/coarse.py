@@ -90,6 +90,7 @@ def coarse(
     wait: bool = vo.WAIT,
     wait_seconds: Optional[float] = vo.WAIT_SECONDS,
 ) -> None:
+    from vd.image import check_image
     from vd.stages.coarse import run_coarse
 
     params = CoarseParams(
@@ -138,8 +139,8 @@ def coarse(
     params.validate()
     options.validate()
     flux.validate()
-    for img in images:
-        check_input_file(img, "image")
+    for img in images:  # a wrong file is named as such before any model weights are asked for
+        check_image(img)
     if trajectory is not None:
         check_input_file(trajectory, "trajectory file")
     dests = common.output_dirs(

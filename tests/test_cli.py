@@ -306,6 +306,27 @@ def test_check_input_file_sentences(tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
 
 
+def test_coarse_names_a_wrong_image_before_asking_for_model_weights(run_vd, tmp_path):
+    """No depth file beside these, and no MoGe weights in the test cache: the image is still what is wrong."""
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (32, 24), (90, 120, 200)).save(good)
+    cases = {
+        "text.png": (b"not an image", "not an image file"),
+        "cut.png": (good.read_bytes()[:60], "corrupt or truncated"),
+        "empty.png": (b"", "image file is empty"),
+    }
+    for name, (data, sentence) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        r = run_vd("coarse", tmp_path / name, "-o", tmp_path / "out")
+        assert r.code == 1, (name, r)
+        assert sentence in r.stderr and "vd fetch" not in r.stderr and r.stderr.count("\n") == 1, (name, r.stderr)
+        assert not (tmp_path / "out").exists()
+    r = run_vd("coarse", good, "-o", tmp_path / "out")  # a good image: now the weights are what is missing
+    assert r.code == 3 and "vd fetch moge" in r.stderr, r
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads unreadable files")
 def test_unreadable_input_exit_1(run_vd, tmp_path):
     f = tmp_path / "scene.ply"

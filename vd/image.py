@@ -17,6 +17,7 @@ transformed consistently with the image (see `ResizePlan.scale_K`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,23 +159,43 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
-def _open_rgb(path: Path):
-    """Open, verify and decode `path` to an RGB PIL image with EXIF orientation applied."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+@contextmanager
+def _image_errors(path: Path):
+    """PIL's errors opening `path` as one InputError sentence each."""
+    from PIL import Image, UnidentifiedImageError
 
-    if path.stat().st_size == 0:
-        raise InputError(f"image file is empty: {path}")
     try:
-        with Image.open(path) as probe:
-            probe.verify()  # catches many truncations and corrupt chunks cheaply
-        im: Image.Image = Image.open(path)
-        im.load()  # full decode: raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
+        yield
     except UnidentifiedImageError:
         raise InputError(f"not an image file (or an unsupported format): {path}") from None
     except Image.DecompressionBombError:
         raise InputError(f"image is too large to open safely (decompression bomb guard): {path}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"image file is corrupt or truncated ({_short(e)}): {path}") from None
+
+
+def check_image(path) -> Path:
+    """`path` as a Path when it is a readable, non-empty file that PIL identifies as an image and whose
+    structure verifies; else InputError. Cheap (no full decode): what a command checks before it asks for
+    model weights, so that a wrong file is named as such."""
+    from PIL import Image
+
+    p = check_input_file(path, "image")
+    if p.stat().st_size == 0:
+        raise InputError(f"image file is empty: {p}")
+    with _image_errors(p), Image.open(p) as probe:
+        probe.verify()  # catches many truncations and corrupt chunks cheaply
+    return p
+
+
+def _open_rgb(path: Path):
+    """Open, verify and decode `path` to an RGB PIL image with EXIF orientation applied."""
+    from PIL import Image, ImageOps
+
+    check_image(path)
+    with _image_errors(path):
+        im: Image.Image = Image.open(path)
+        im.load()  # full decode: raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
     try:
         im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block must not make a readable image unusable
@@ -214,4 +235,4 @@ def load_image(path, max_resolution: int = 512) -> LoadedImage:
     return LoadedImage(rgb=rgb, path=p, content_hash=h.hexdigest(), original_size=(W, H), plan=plan)
 
 
-__all__ = ["LoadedImage", "ResizePlan", "load_image", "resize_plan", "plan_to"]
+__all__ = ["LoadedImage", "ResizePlan", "check_image", "load_image", "resize_plan", "plan_to"]
