@@ -180,6 +180,13 @@ def _composite_fwd(coef_t: Tensor, op: Tensor, basis_t: Tensor):
     return w, alpha, om, t_incl
 
 
+def _blend(feats: Tensor, w: Tensor) -> Tensor:
+    """[t,F+1,B]: the features feats [t,L,F] and alpha (a feature of ones) blended with the weights w [t,B,L]."""
+    fbt = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1).transpose(1, 2).contiguous()
+    # [t,F+1,L] @ [t,L,B]: the small dimension on the left keeps MKL's batched gemm fast
+    return torch.bmm(fbt, w.transpose(1, 2))
+
+
 class _Composite(torch.autograd.Function):
     """Alpha compositing of padded per-tile Gaussian lists with a hand-written backward.
 
@@ -191,9 +198,7 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coef_t, op, feats, basis_t, keep_state: bool = False):
         w, alpha, om, t_incl = _composite_fwd(coef_t, op, basis_t)
-        fbt = torch.cat([feats, torch.ones_like(feats[:, :, :1])], dim=-1).transpose(1, 2).contiguous()
-        # [t,F+1,L] @ [t,L,B]: the small dimension on the left keeps MKL's batched gemm fast
-        out = torch.bmm(fbt, w.transpose(1, 2))  # [t,F+1,B]
+        out = _blend(feats, w)
         ctx.keep_state = bool(keep_state) and any(ctx.needs_input_grad[:3])
         if ctx.keep_state:  # trade memory (12 bytes per element) for skipping the recompute
             ctx.save_for_backward(coef_t, op, feats, basis_t, w, alpha, om, t_incl)
@@ -308,9 +313,14 @@ def rasterize(
             n_el = blk.numel() * L * B
             keep = kept + n_el <= keep_elems
             kept += n_el if keep else 0
-            results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t, keep))
-            if median:
-                medians.append(_median_of_block(coef_t, G[..., 5], g, basis_t))
+            if median and not (torch.is_grad_enabled() and G.requires_grad):  # one compositing for both
+                w, _, _, t_incl = _composite_fwd(coef_t, G[..., 5], basis_t)
+                results.append(_blend(G[..., 6:], w))
+                medians.append(_median_id(t_incl, g))
+            else:
+                results.append(_Composite.apply(coef_t, G[..., 5], G[..., 6:], basis_t, keep))
+                if median:
+                    medians.append(_median_of_block(coef_t, G[..., 5], g, basis_t))
             ids.append(blk)
             i = j
         img = out.index_copy(0, torch.cat(ids), torch.cat(results, 0).transpose(1, 2))
@@ -326,15 +336,21 @@ def rasterize(
 
 
 def _median_of_block(coef_t: Tensor, op: Tensor, ids: Tensor, basis_t: Tensor) -> Tensor:
-    """[t,B]: the Gaussian id (from `ids` [t,L]) of the first Gaussian in each pixel's list where the
-    transmittance falls to MEDIAN_T (-1 where it never does). The transmittance is recomputed."""
+    """`_median_id` of a block whose compositing is not at hand (the transmittance is recomputed)."""
     with torch.no_grad():
         t_incl = _composite_fwd(coef_t.detach(), op.detach(), basis_t)[3]
-        # after the early-termination cut t_incl is 0: those count as reached, which is right, since the
-        # cut needs the transmittance below T_MIN and so falls after the median
-        reached = t_incl <= MEDIAN_T
-        hit = reached.any(dim=2)
-        first = reached.to(torch.uint8).argmax(dim=2)  # argmax gives the first maximum
+    return _median_id(t_incl, ids)
+
+
+@torch.no_grad()
+def _median_id(t_incl: Tensor, ids: Tensor) -> Tensor:
+    """[t,B]: the Gaussian id (from `ids` [t,L]) of the first Gaussian in each pixel's list where the
+    transmittance t_incl [t,B,L] falls to MEDIAN_T (-1 where it never does)."""
+    # after the early-termination cut t_incl is 0: those count as reached, which is right, since the
+    # cut needs the transmittance below T_MIN and so falls after the median
+    reached = t_incl <= MEDIAN_T
+    hit = reached.any(dim=2)
+    first = reached.to(torch.uint8).argmax(dim=2)  # argmax gives the first maximum
     chosen = torch.gather(ids, 1, first)
     return torch.where(hit, chosen, torch.full_like(chosen, -1))
 
