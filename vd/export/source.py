@@ -69,7 +69,9 @@ def folder_gaussian_files(folder: Path) -> list[Path]:
     files = [folder / FOLDER_STAGES[stage] for stage in PIPELINE_ORDER if (folder / FOLDER_STAGES[stage]).is_file()]
     if not files:
         names = ", ".join(FOLDER_STAGES[stage] for stage in PIPELINE_ORDER)
-        raise InputError(f"{folder} is a folder without a vd scene file ({names}); pass a Gaussian file instead")
+        raise InputError(
+            f"{folder} is a directory without a vd scene file ({names}); pass a Gaussian file or a vd output folder"
+        )
     return files
 
 
