@@ -55,7 +55,7 @@ def print_coarse_summary(summary: dict) -> None:
     title += f" + {moves} at probe moves" if moves else ""
     t = Table(title=f"{title} ({summary['candidates']} candidates)")
     for col in ("view", "dense pose", "hole ratio", "hole px", "spawn px", "added Gaussians", "final loss", "cached"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", min_width=9 if col == "added Gaussians" else None)  # "Gaussians" whole
     for v in summary["views"]:
         loss = v["final_loss"]
         t.add_row(

@@ -162,6 +162,8 @@ def test_fallback_closest_selects_where_none_does_not(tmp_path, run_vd, monkeypa
     assert s["selected"] == 0 and s["stopped"]["hint"]
     assert "--min-ratio" in s["stopped"]["hint"] or "--max-ratio" in s["stopped"]["hint"]
     assert "hint:" in r.stderr
+    rows = [m["stage"] for m in s["memory"]]  # the search that chose nothing is not a second "view 1"
+    assert "view search (none chosen)" in rows and len(rows) == len(set(rows)), rows
     r = _run(run_vd, img, tmp_path / "closest", *band, "--fallback", "closest")
     s2 = json.loads(r.stdout.strip().splitlines()[-1])
     assert s2["selected"] == 1 and s2["views"][0]["fallback"]

@@ -1,8 +1,8 @@
 """Peak memory per stage: GPU (torch.cuda.max_memory_allocated) and process RSS (getrusage).
 
     from vd.models import memory
-    with memory.track("depth"):          # resets the CUDA peak counter, records peaks on exit
-        ...
+    with memory.track("depth") as row:   # resets the CUDA peak counter, records peaks on exit
+        ...                              # row.stage = "...": the row's name, when the work turns out otherwise
     memory.records() -> list[StageMemory]; memory.reset()
     memory.reset_command_peak(); ...; memory.command_peak_vram_bytes()   # across stages (benches)
 
@@ -81,19 +81,27 @@ def command_peak_vram_bytes() -> Optional[int]:
     return max(_carried_peak[0], int(cuda.max_memory_allocated()))
 
 
+@dataclass
+class Tracked:
+    """The name a `track` block's row will carry; the block may change it."""
+
+    stage: str
+
+
 @contextmanager
-def track(stage: str, device: str = "cpu") -> Iterator[None]:
+def track(stage: str, device: str = "cpu") -> Iterator[Tracked]:
     cuda = _cuda()
     if cuda is not None:
         _reset_peak(cuda)
     t0 = time.perf_counter()
+    row = Tracked(stage)
     try:
-        yield
+        yield row
     finally:
         cuda = _cuda()
         _records.append(
             StageMemory(
-                stage=stage,
+                stage=row.stage,
                 seconds=time.perf_counter() - t0,
                 peak_rss_bytes=peak_rss_bytes(),
                 peak_vram_bytes=int(cuda.max_memory_allocated()) if cuda is not None else None,
@@ -121,6 +129,7 @@ def release_torch_memory() -> None:
 
 __all__ = [
     "StageMemory",
+    "Tracked",
     "track",
     "reset_command_peak",
     "command_peak_vram_bytes",

@@ -284,11 +284,13 @@ class CoarseRun:
         prev = self.scaffold.key
         for k in range(1, p.n_frames - 1):
             vkey = view_key(prev, k, p, self.poses)
-            with memory.track(f"view {k}", self.dev):
+            with memory.track(f"view {k}", self.dev) as row:
                 vrec, hit = self.cache.memoise(
                     vkey, partial(self._compute_view, k, vkey), stage=VIEW_STAGE, image=str(self.img.path)
                 )
                 vviews, g_new, vmeta = decode_record(vrec, self.dev)
+                if vmeta.get("stopped"):  # the search found no view: the next row "view k" is a move's
+                    row.stage = "view search (none chosen)"
             if vmeta.get("stopped"):
                 self._stop(k, vmeta.get("diagnostics", {}), hit)
                 break
@@ -306,10 +308,12 @@ class CoarseRun:
         for j in range(int(self.p.move_views) if self.p.n_frames > 2 else 0):  # --n-frames 2: the scaffold alone
             k = len(self.stats) + 1
             mkey = step_key(prev, "move-view", j, version=VIEW_VERSION)
-            with memory.track(f"view {k}", self.dev):
+            with memory.track(f"view {k}", self.dev) as row:
                 compute = partial(self._compute_move_view, k, mkey)
                 vrec, hit = self.cache.memoise(mkey, compute, stage=VIEW_STAGE, image=str(self.img.path))
                 vviews, g_new, vmeta = decode_record(vrec, self.dev)
+                if vmeta.get("stopped"):
+                    row.stage = "move search (none chosen)"
             if vmeta.get("stopped"):
                 break
             self._append(k, vviews[0], g_new, vmeta, hit)
