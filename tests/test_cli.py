@@ -262,6 +262,52 @@ def test_stdout_stays_clean_while_stderr_shows_progress():
     assert "working" in err and "this is a warning" in err and "\x1b[" in err  # a live bar on the terminal
 
 
+def test_a_spinner_may_run_inside_bars():
+    # a model that loads (a spinner) during a stage's steps (bars): rich before 14.1 drew one live display at
+    # a time and ended the run with "Only one live display may be active at once" (hence rich>=14.1)
+    script = textwrap.dedent(
+        """
+        import time
+        from vd import console
+        with console.progress(transient=False) as p:
+            t = p.add_task("steps", total=2)
+            with console.status("loading the model"):
+                time.sleep(0.3)
+            p.advance(t, 2)
+        with console.status("after the bars"):
+            time.sleep(0.1)
+        print("done")
+        """
+    )
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    code, out, err = _run_with_tty_stderr(script, env)
+    assert code == 0, err
+    assert out == "done\n" and "loading the model" in err and "steps" in err and "after the bars" in err
+
+
+def test_coarse_and_fine_on_a_terminal_show_their_steps_and_fits_as_bars(tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "room", "rgb.png")
+    args = ["coarse", example, "-o", str(tmp_path / "out"), "--max-resolution", "64", "--n-frames", "3",
+            "--dense-multiplier", "4", "--init-iters", "3", "--view-iters", "3", "--move-views", "0", "--fallback", "closest",
+            "--device", "cpu", "--viewer", "none"]
+    script = f"from vd.commands.app import run; raise SystemExit(run({args!r}))"
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm", "VD_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err = _run_with_tty_stderr(script, env)
+    assert code == 0, err
+    for line in ("coarse: scaffold fit", "coarse: views", "coarse: view 1 fit", "3/3"):
+        assert line in err, line
+    assert out.splitlines()[0].endswith("coarse.ply")  # results on stdout, bars on stderr only
+    code, _, err = _run_with_tty_stderr(script, env)  # all from the cache: no bars
+    assert code == 0 and "fit" not in err and "coarse: views" not in err, err
+    args = ["fine", str(tmp_path / "out"), "--allow-classical", "--views", "2", "--steps", "1", "--gs-iters", "3",
+            "--device", "cpu", "--viewer", "none"]
+    script = f"from vd.commands.app import run; raise SystemExit(run({args!r}))"
+    code, out, err = _run_with_tty_stderr(script, env)
+    assert code == 0, err
+    for line in ("fine: MCS steps", "fine: step 1/1, scene fit", "fine: final scene fit", "6/6"):
+        assert line in err, line
+
+
 def test_no_color_removes_colour_codes():
     env = {**os.environ, "COLUMNS": "100", "TERM": "xterm", "NO_COLOR": "1"}
     script = "from vd import console; console.warn('careful')"

@@ -147,6 +147,39 @@ def progress(transient: bool = True, bytes_mode: bool = False):
     return Progress(*columns, console=err, transient=transient, disable=not bars_enabled())
 
 
+class Bar:
+    """A line of progress for work of `total` steps, from anywhere in the library: drawn from its first
+    `update` (so work served from the cache shows none), removed when the block ends, and nested under the
+    bars already on screen (rich 14.1 draws nested live displays together). Silent when bars are off.
+
+        with console.Bar("fine: scene fit", iters) as bar:
+            optimise(..., progress=lambda iteration, loss: bar.update(iteration + 1))
+    """
+
+    def __init__(self, description: str, total: int):
+        self.description, self.total = description, int(total)
+        self._bars: Any = None  # a started rich Progress from the first update on
+        self._task: Any = None
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """`done` of the steps are done (of `total` from now on, when given)."""
+        if total is not None:
+            self.total = int(total)
+        if self._bars is None:
+            bars = progress()
+            bars.start()
+            self._bars, self._task = bars, bars.add_task(self.description, total=self.total)
+        self._bars.update(self._task, completed=done, total=self.total)
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+
+
 @contextmanager
 def status(message: str) -> Iterator[None]:
     """A spinner on stderr for work without a known length (silent when not a TTY)."""

@@ -223,7 +223,10 @@ class FluxFillInpaint(InpaintBackend):
         ff = self._load()
         x, mt = as_tensors(img, m)
         x = x * 2.0 - 1.0  # Flux Fill works in [-1, 1]
-        out = ff.sample(x, mt, seed=seed, steps=self.steps, guidance=self.guidance)
+        with console.Bar(f"FLUX.1-Fill: inpainting {W}x{H}", self.steps) as bar:
+            out = ff.sample(
+                x, mt, seed=seed, steps=self.steps, guidance=self.guidance, callback=lambda done, _: bar.update(done)
+            )
         out8 = ((out[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         return keep_unmasked(rgb, out8[:H, :W], mask)
 

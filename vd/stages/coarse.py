@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from vd import console
 from vd.cache import Cache, content_hash, file_hash, step_key
 from vd.fetch.licences import licences_of
 from vd.holes import HoleScan
@@ -125,6 +126,7 @@ class CoarseRun:
     last_key: Optional[str] = None  # the key of the last view added (the scaffold's when none was)
     sealed: int = 0  # Gaussians behind the finished scene's pinholes (the last part)
     seal_seconds: float = 0.0  # the time sealing them took (when computed)
+    views_bar: Optional[console.Bar] = None  # the added views' progress, while `run` adds them
 
     @classmethod
     def open(
@@ -229,8 +231,11 @@ class CoarseRun:
         memory.reset()
         try:
             self.build_scaffold()
-            self.add_views()
-            self.add_move_views()
+            moves = int(self.p.move_views) if self.p.n_frames > 2 else 0
+            with console.Bar("coarse: views", max(self.p.n_frames - 2, 0) + moves) as self.views_bar:
+                self.add_views()
+                self.add_move_views()
+            self.views_bar = None
             self.seal()
         finally:
             for b in (self.dback, self.iback):
@@ -293,6 +298,8 @@ class CoarseRun:
                     row.stage = "view search (none chosen)"
             if vmeta.get("stopped"):
                 self._stop(k, vmeta.get("diagnostics", {}), hit)
+                if not hit:  # the views still to come are the moves'
+                    self._count_views(k - 1, total=k - 1 + (int(p.move_views) if p.n_frames > 2 else 0))
                 break
             self._append(k, vviews[0], g_new, vmeta, hit)
             prev = vkey
@@ -315,6 +322,8 @@ class CoarseRun:
                 if vmeta.get("stopped"):
                     row.stage = "move search (none chosen)"
             if vmeta.get("stopped"):
+                if not hit:
+                    self._count_views(k - 1, total=k - 1)
                 break
             self._append(k, vviews[0], g_new, vmeta, hit)
             prev = mkey
@@ -323,7 +332,22 @@ class CoarseRun:
     def _compute_move_view(self, k: int, key: str):
         assert self.ctx is not None
         taken = tuple(int(s.move) for s in self.stats if s.move is not None)
-        return stage.add_move_view(self.g_all, self.views, k, self.ctx, seed=seed_from_key(key), taken=taken)
+        self._count_views(k - 1)
+        with console.Bar(f"coarse: view {k} fit", self.ctx.view_iters) as fit:
+            return stage.add_move_view(
+                self.g_all,
+                self.views,
+                k,
+                self.ctx,
+                seed=seed_from_key(key),
+                taken=taken,
+                progress=lambda iteration, _: fit.update(iteration + 1),
+            )
+
+    def _count_views(self, done: int, total: Optional[int] = None) -> None:
+        """Show `done` views added (of `total`, when it changed) on the views' bar, when there is one."""
+        if self.views_bar is not None:
+            self.views_bar.update(done, total=total)
 
     def seal(self) -> None:
         """Seal the pinholes a move opens in the finished scene (memoised after the last view)."""
@@ -332,7 +356,8 @@ class CoarseRun:
 
         def compute():
             t = time.perf_counter()
-            sealed = stage.seal_moves(self.g_all, self.views, self.rname)
+            with console.status("coarse: sealing the pinholes a move opens"):
+                sealed = stage.seal_moves(self.g_all, self.views, self.rname)
             meta = {"sealed": len(sealed), "seconds": round(time.perf_counter() - t, 3)}
             return encode_record([], sealed, meta), {"gaussians": len(sealed)}
 
@@ -362,15 +387,18 @@ class CoarseRun:
             )
         for part in self.parts[self.scan.chunks :]:  # on resume: the scaffold and every cached view, in order
             self.scan.add(part)
-        return stage.add_view(
-            self.g_all,
-            self.views,
-            [s.dense_index for s in self.stats],
-            k,
-            self.ctx,
-            scan=self.scan,
-            seed=seed_from_key(vkey),
-        )
+        self._count_views(k - 1)
+        with console.Bar(f"coarse: view {k} fit", self.ctx.view_iters) as fit:
+            return stage.add_view(
+                self.g_all,
+                self.views,
+                [s.dense_index for s in self.stats],
+                k,
+                self.ctx,
+                scan=self.scan,
+                seed=seed_from_key(vkey),
+                progress=lambda iteration, _: fit.update(iteration + 1),
+            )
 
     def _stop(self, k: int, diagnostics: dict, hit: bool) -> None:
         self.stopped = diagnostics

@@ -246,9 +246,12 @@ class LoopContext:
     view_iters: int
 
 
-def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopContext, *, scan, seed: int):
+def add_view(
+    g_all, views: list[View], selected: list[int], k: int, ctx: LoopContext, *, scan, seed: int, progress=None
+):
     """One iteration of the loop: pick a pose, make its view, train its Gaussians. Returns the
-    cache artifacts (the view, its Gaussians, the selection meta) and the record meta."""
+    cache artifacts (the view, its Gaussians, the selection meta) and the record meta. `progress` is
+    the training's (`train_new_view`)."""
     p = ctx.p
     t0 = time.perf_counter()
     ratios, n_exact, scan_s = scan_ratios(scan, selected, p)
@@ -261,7 +264,7 @@ def add_view(g_all, views: list[View], selected: list[int], k: int, ctx: LoopCon
         meta = dict(base_meta, stopped=True, diagnostics=diagnose(ratios, selected, **band).to_dict())
         return encode_record([], None, meta), {"stopped": True}
     view = make_view(g_all, views, ctx.poses[sel.index], int(sel.index), k, ctx, seed)
-    new_g, loss = train_new_view(g_all, views, view, ctx, seed)
+    new_g, loss = train_new_view(g_all, views, view, ctx, seed, progress=progress)
     assert view.hole is not None and view.spawn is not None, "make_view sets every mask"
     stat = ViewStat(
         view=k,
@@ -303,14 +306,16 @@ def uncovered_shares(g_all, views: list[View], poses: list[np.ndarray], render_b
     return ((alpha < 0.5) & hole_masks(alpha)).float().mean(dim=(1, 2)).cpu().numpy()
 
 
-def add_move_view(g_all, views: list[View], k: int, ctx: LoopContext, *, seed: int, taken: tuple[int, ...] = ()):
+def add_move_view(
+    g_all, views: list[View], k: int, ctx: LoopContext, *, seed: int, taken: tuple[int, ...] = (), progress=None
+):
     """One view after the trajectory's: at the probe move (`move_poses`, but those `taken` by earlier move
     views) that leaves the most of the input camera's pixels uncovered, while that is more than
     MOVE_UNCOVERED of them. The trajectory's views are
     chosen by their hole ratios at the candidate poses, which need not be the moves a user makes; what any
     move of LAYER_MOVE still uncovers is filled here (issue 26: the street with model-like depth kept a crack
     3 % of the view wide at a move back, or not, depending on which views the trajectory's selection took).
-    Returns the cache artifacts and the record meta, as `add_view`."""
+    Returns the cache artifacts and the record meta, as `add_view` (`progress` too)."""
     t0 = time.perf_counter()
     poses = move_poses(views)
     shares = uncovered_shares(g_all, views, poses, ctx.render_backend) if poses else np.zeros(0)
@@ -320,7 +325,7 @@ def add_move_view(g_all, views: list[View], k: int, ctx: LoopContext, *, seed: i
         return encode_record([], None, dict(base_meta, stopped=True)), {"stopped": True}
     best = int(np.argmax(open_))
     view = make_view(g_all, views, poses[best], None, k, ctx, seed)
-    new_g, loss = train_new_view(g_all, views, view, ctx, seed)
+    new_g, loss = train_new_view(g_all, views, view, ctx, seed, progress=progress)
     assert view.hole is not None and view.spawn is not None, "make_view sets every mask"
     stat = ViewStat(
         view=k,
@@ -408,9 +413,9 @@ def new_view_depth(rgb: np.ndarray, render_known: np.ndarray, unknown: np.ndarra
     return aligned, valid & np.isfinite(aligned) & (aligned > 0)
 
 
-def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed: int):
+def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed: int, progress=None):
     """(the new view's Gaussians, final loss): lifted from its spawn mask, then optimised against
-    every view with all earlier Gaussians frozen."""
+    every view with all earlier Gaussians frozen; `progress(iteration, loss)` is the optimiser's."""
     import torch
 
     from vd.gaussians import Gaussians
@@ -445,6 +450,7 @@ def train_new_view(g_all, views: list[View], view: View, ctx: LoopContext, seed:
         backend=ctx.render_backend,
         depth_weight=dw,
         alpha_weight=float(ctx.p.alpha_weight),
+        progress=progress,
     )
     fit_colours(g2, targets[-1:], VIEW_COLOUR_FIT_ITERS, trainable=trainable, backend=ctx.render_backend)
     new_g = g2.select(torch.arange(len(g_all), len(g2), device=g2.means.device))

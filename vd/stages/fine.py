@@ -137,10 +137,12 @@ def rectify(
     device,
     depth_weight: float = 0.0,
     alpha_weight: float = 0.0,
+    progress: Optional[Callable[[int, float], None]] = None,
 ):
     """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses` (and, weighted by
     `depth_weight`, to the anchors' depth, so the fit keeps the geometry; weighted by `alpha_weight`,
-    `vd.train.coverage_loss` over every target's supervised pixels: no pinholes); (g, losses)."""
+    `vd.train.coverage_loss` over every target's supervised pixels: no pinholes); (g, losses).
+    `progress(iteration, loss)`: `vd.train.optimise`'s, over the fit's 2 × `iters` iterations."""
 
     g = scene.gaussians.clone().to(device)
     if iters <= 0:
@@ -154,6 +156,7 @@ def rectify(
         backend=backend,
         depth_weight=depth_weight,
         alpha_weight=alpha_weight,
+        progress=progress,
     )
     return g.detach(), [float(x) for x in rep.losses]
 
@@ -240,8 +243,9 @@ class MCSLoop:
         self.state = {"render_rgb": arrays["render_rgb"], "render_holes": arrays["render_holes"].astype(bool)}
         return codecs.decode_json(record.read("step.json")), record.read("strip.png")
 
-    def step(self, k: int) -> dict[str, bytes]:
-        """One MCS step -> cache artifacts (state.safetensors, step.json, strip.png)."""
+    def step(self, k: int, progress: Optional[Callable[[int, float], None]] = None) -> dict[str, bytes]:
+        """One MCS step -> cache artifacts (state.safetensors, step.json, strip.png); `progress` is its scene
+        fit's (`rectify`)."""
         import torch
 
         self.prepare()
@@ -264,6 +268,7 @@ class MCSLoop:
             device=self.device,
             depth_weight=p.depth_weight,
             alpha_weight=p.alpha_weight,
+            progress=progress,
         )
         tm["rectify_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -299,7 +304,7 @@ class MCSLoop:
             "strip.png": codecs.encode_png(strip(est_u8, render_u8)),
         }
 
-    def finish(self, key: str) -> dict[str, bytes]:
+    def finish(self, key: str, progress: Optional[Callable[[int, float], None]] = None) -> dict[str, bytes]:
         """Decode the final latents and fit the coarse scene to them once more: fine.ply."""
         self.prepare()
         tf = time.perf_counter()
@@ -315,6 +320,7 @@ class MCSLoop:
             device=self.device,
             depth_weight=self.params.depth_weight,
             alpha_weight=self.params.alpha_weight,
+            progress=progress,
         )
         # the fit shrinks Gaussians along the axes its views foreshorten, as the coarse stage's does
         g = Gaussians.cat([g, seal_moves(g, self.scene.views, self.backend)])
@@ -531,9 +537,14 @@ def run_fine(
     loop = MCSLoop(scene, poses, K, (W, H), params, denoiser, render_backend, device)
     try:
         rows, strips, cached = _run_steps(loop, key, cache, image, show)
-        frec, fhit = cache.memoise(
-            step_key(key, "final"), lambda: loop.finish(key), stage=STAGE, image=image, meta={"step": "final"}
-        )
+        with console.Bar("fine: final scene fit", 2 * params.gs_iters) as bar:
+            frec, fhit = cache.memoise(
+                step_key(key, "final"),
+                partial(loop.finish, key, progress=lambda iteration, _: bar.update(iteration + 1)),
+                stage=STAGE,
+                image=image,
+                meta={"step": "final"},
+            )
     finally:
         denoiser.release()
     final_info = codecs.decode_json(frec.read("final.json"))
@@ -573,28 +584,46 @@ def run_fine(
 def _run_steps(
     loop: MCSLoop, key: str, cache: Cache, image: Optional[str], viewer: StageViewer
 ) -> tuple[list[dict], list[bytes], int]:
-    """Every step, memoised; returns (summary rows, strip PNGs, cached steps)."""
+    """Every step, memoised, with a bar of the steps and one of each step's scene fit; returns (summary
+    rows, strip PNGs, cached steps)."""
     rows, strips, cached = [], [], 0
-    # (no progress bar: loading the model shows a spinner, and rich allows one live display)
-    for k in range(loop.params.steps):
-        t, t_next = loop.times(k)
-        ts = time.perf_counter()
-        rec, hit = cache.memoise(
-            step_key(key, "step", k), partial(loop.step, k), stage=STAGE, image=image, meta={"step": k, "t": t}
-        )
-        row, png = loop.resume(rec)
-        row.update(cached=bool(hit), wall_s=round(time.perf_counter() - ts, 3))
-        rows.append(row)
-        strips.append(png)
-        cached += int(hit)
-        log.info(
-            f"fine: step {k + 1}/{loop.params.steps} t {t:.3f} -> {t_next:.3f}"
-            + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s")
-        )
-        rgb = loop.state["render_rgb"]
-        for i in range(len(rgb)):
-            viewer.log_frame(f"fine/view_{i:03d}", K=loop.K, world_from_camera=loop.poses[i], rgb=rgb[i], tab="fine")
+    n = loop.params.steps
+    with console.Bar("fine: MCS steps", n) as steps:
+        for k in range(n):
+            row, png, hit = _run_step(loop, k, key, cache, image, steps)
+            rows.append(row)
+            strips.append(png)
+            cached += int(hit)
+            rgb = loop.state["render_rgb"]
+            for i in range(len(rgb)):
+                viewer.log_frame(
+                    f"fine/view_{i:03d}", K=loop.K, world_from_camera=loop.poses[i], rgb=rgb[i], tab="fine"
+                )
     return rows, strips, cached
+
+
+def _run_step(loop: MCSLoop, k: int, key: str, cache: Cache, image: Optional[str], steps: console.Bar):
+    """Step k, memoised and logged: (its summary row, its strip PNG, whether the cache served it). A step
+    that is computed shows the bar of the steps and one of its scene fit."""
+    n = loop.params.steps
+    t, t_next = loop.times(k)
+    ts = time.perf_counter()
+    with console.Bar(f"fine: step {k + 1}/{n}, scene fit", 2 * loop.params.gs_iters) as fit:
+
+        def compute():
+            steps.update(k)
+            return loop.step(k, progress=lambda iteration, _: fit.update(iteration + 1))
+
+        rec, hit = cache.memoise(step_key(key, "step", k), compute, stage=STAGE, image=image, meta={"step": k, "t": t})
+    if not hit:
+        steps.update(k + 1)
+    row, png = loop.resume(rec)
+    row.update(cached=bool(hit), wall_s=round(time.perf_counter() - ts, 3))
+    log.info(
+        f"fine: step {k + 1}/{n} t {t:.3f} -> {t_next:.3f}"
+        + (" (cached)" if hit else f", GS loss {row.get('gs_loss_final') or 0:.4f}, {row['wall_s']:.1f} s")
+    )
+    return row, png, hit
 
 
 def _write_outputs(out_dir: Path, strips: list[bytes], final_record) -> tuple[Path, list[Path]]:

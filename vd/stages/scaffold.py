@@ -51,6 +51,7 @@ from typing import Optional
 
 import numpy as np
 
+from vd import console
 from vd.align import assign_edge_depth, background_behind_edges, complete_depth, occluding_pixels, spawn_edges
 from vd.cache import Cache, stage_key
 from vd.image import LoadedImage
@@ -164,7 +165,8 @@ def run_scaffold(
     cache: Cache,
     viewer: StageViewer,
 ) -> ScaffoldRecord:
-    """The scaffold of `img` (memoised), logged to the viewer's scaffold tab."""
+    """The scaffold of `img` (memoised), logged to the viewer's scaffold tab; a computed one shows a bar of
+    its optimisation."""
     p = p.resolved(device)
     key = key_of_run(
         img,
@@ -182,22 +184,24 @@ def run_scaffold(
             if p.outpaint
             else "scaffold: depth, Gaussians, optimisation ..."
         )
-        s = build_scaffold(
-            img.rgb,
-            depth_backend=depth_backend,
-            inpaint_backend=inpaint_backend,
-            expansion=p.expansion,
-            reach=p.reach,
-            outpaint=p.outpaint,
-            init_iters=int(p.init_iters or 0),
-            seed=seed_from_key(key),
-            render_backend=render_backend,
-            device=device,
-            image_plan=img.plan,
-            edge_times=p.edge_times,
-            depth_weight=p.depth_weight,
-            alpha_weight=p.alpha_weight,
-        )
+        with console.Bar("coarse: scaffold fit", int(p.init_iters or 0)) as bar:
+            s = build_scaffold(
+                img.rgb,
+                depth_backend=depth_backend,
+                inpaint_backend=inpaint_backend,
+                expansion=p.expansion,
+                reach=p.reach,
+                outpaint=p.outpaint,
+                init_iters=int(p.init_iters or 0),
+                seed=seed_from_key(key),
+                render_backend=render_backend,
+                device=device,
+                image_plan=img.plan,
+                edge_times=p.edge_times,
+                depth_weight=p.depth_weight,
+                alpha_weight=p.alpha_weight,
+                progress=lambda iteration, _: bar.update(iteration + 1),
+            )
         meta = {"counts": s.counts, "hidden": s.hidden, "loss": s.loss, "depth_valid_fraction": s.depth_valid_fraction}
         return encode_record(s.views, s.gaussians, meta), {"gaussians": len(s.gaussians)}
 
@@ -280,8 +284,10 @@ def build_scaffold(
     edge_times: float = 0.05,
     depth_weight: float = 0.0,
     alpha_weight: float = 0.0,
+    progress=None,
 ) -> ScaffoldResult:
-    """Compute the scaffold from an RGB uint8 [H, W, 3] image (see the module docstring)."""
+    """Compute the scaffold from an RGB uint8 [H, W, 3] image (see the module docstring); `progress(iteration,
+    loss)` is its optimiser's."""
     import torch
 
     from vd.gaussians import Gaussians
@@ -361,6 +367,7 @@ def build_scaffold(
         backend=render_backend,
         depth_weight=depth_weight,
         alpha_weight=alpha_weight,
+        progress=progress,
     )
     hidden = hidden_background(canvas, depth_c, edges_c, valid_c, K_c)
     visible = torch.ones(len(g) + len(hidden), dtype=torch.bool, device=g.means.device)
