@@ -252,7 +252,7 @@ complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l out -s o -r -d 'For a 
 complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l views -r -d 'Number of refined views (greedy largest-hole choice)'
 complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l steps -r -d 'Refinement steps: the last STEPS of the schedule'
 complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l total-steps -r -d 'Length of the full sampling schedule'
-complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l gs-iters -r -d 'Optimisation iterations of each scene rectification'
+complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l gs-iters -r -d 'Optimisation iterations of each scene rectification (default: 192 on GPU, 30 on CPU)'
 complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l rect-weight -r -d 'Weight of the rendered scene'\''s velocity (0 = plain sampler, 1 = follow the scene)'
 complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l depth-weight -r -d 'Weight of the anchors'\'' depth error in each scene fit (0 = photometric only)'
 complete -c vd -n 'test (__vd_path) = '\''vd fine'\''' -l alpha-weight -r -d 'Weight of the coverage term in each scene fit: how far each view'\''s supervised pixels'\'' alpha falls below 0.99, averaged (no pinholes where a picture has a surface; 0 = off)'

@@ -133,6 +133,24 @@ def test_classical_loop_end_to_end_and_per_step_memoisation(coarse_dir, tmp_path
     assert all(row["cached"] for row in s2["steps"]) and s2["final"]["cached"]
 
 
+def test_a_cpu_run_fits_its_scenes_with_the_cpu_iterations_and_says_so(caplog):
+    import logging
+
+    from vd.params import FINE_GS_ITERS, FineParams, FluxParams, RunOptions
+    from vd.stages.fine import prepare_fine
+
+    options = RunOptions(inpaint_backend="telea", allow_classical=True, device="cpu")
+    with caplog.at_level(logging.INFO, logger="vd"):
+        runner = prepare_fine(FineParams(), options, FluxParams())
+    assert runner.params.gs_iters == FINE_GS_ITERS["cpu"] < FINE_GS_ITERS["gpu"]
+    assert "CPU run" in caplog.text and "--gs-iters" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vd"):
+        assert prepare_fine(FineParams(gs_iters=7), options, FluxParams()).params.gs_iters == 7
+    assert "CPU run" not in caplog.text
+    assert FineParams().resolved("cuda:0").gs_iters == FINE_GS_ITERS["gpu"]
+
+
 def test_flux_fill_without_weights_exits_3(coarse_dir, run_vd):
     r = run_vd("fine", coarse_dir, "--inpaint-backend", "flux-fill", "--device", "cpu")
     assert r.code == 3, r

@@ -136,6 +136,7 @@ OFFLOAD_MODES = ("none", "model", "sequential")
 OFFLOAD_CHOICES = ("auto", *OFFLOAD_MODES)  # auto: decided from the free VRAM when the model loads (vd.models.offload)
 GPU_ITERS = (100, 500)  # upstream scaffold / per-view optimisation iterations (CUDA)
 CPU_ITERS = (30, 60)  # the documented CPU defaults (bench/coarse.md)
+FINE_GS_ITERS = {"gpu": 192, "cpu": 30}  # vd fine's scene-fit iterations (CPU: bench/quality's fine method)
 
 OFFLOAD_HELP = (
     "Flux Fill GPU memory mode: auto (chosen from the free VRAM when the model loads), none (fastest), "
@@ -387,7 +388,12 @@ class FineParams:
     views: int = param(8, "Number of refined views (greedy largest-hole choice).")
     steps: int = param(9, "Refinement steps: the last STEPS of the schedule.", not_in_keys=VIEWS_APART)
     total_steps: int = param(25, "Length of the full sampling schedule.", not_in_keys=VIEWS_APART)
-    gs_iters: int = param(192, "Optimisation iterations of each scene rectification.", not_in_keys=VIEWS_APART)
+    gs_iters: Optional[int] = param(
+        None,
+        f"Optimisation iterations of each scene rectification (default: {FINE_GS_ITERS['gpu']} on GPU, "
+        f"{FINE_GS_ITERS['cpu']} on CPU).",
+        not_in_keys=VIEWS_APART,
+    )
     rect_weight: float = param(
         0.5,
         "Weight of the rendered scene's velocity (0 = plain sampler, 1 = follow the scene).",
@@ -429,7 +435,7 @@ class FineParams:
             1 <= self.steps <= self.total_steps,
             f"--steps must be between 1 and --total-steps ({self.total_steps}), got {self.steps}",
         )
-        require(self.gs_iters >= 0, f"--gs-iters must be 0 or more, got {self.gs_iters}")
+        require(self.gs_iters is None or self.gs_iters >= 0, f"--gs-iters must be 0 or more, got {self.gs_iters}")
         require(0.0 <= self.rect_weight <= 1.0, f"--rect-weight must be between 0 and 1, got {self.rect_weight:g}")
         check_choice(self.rescale, RESCALES, "--rescale")
         check_choice(self.render_backend, RENDER_BACKENDS, "--render-backend")
@@ -439,6 +445,12 @@ class FineParams:
         require(self.guidance >= 0, f"--guidance must be 0 or more, got {self.guidance:g}")
         require(self.depth_weight >= 0, f"--depth-weight must be 0 or more, got {self.depth_weight:g}")
         require(self.alpha_weight >= 0, f"--alpha-weight must be 0 or more, got {self.alpha_weight:g}")
+
+    def resolved(self, device: str) -> FineParams:
+        """These parameters with the scene-fit iterations decided for `device` (what the cache keys hold)."""
+        if self.gs_iters is not None:
+            return self
+        return replace(self, gs_iters=FINE_GS_ITERS["gpu" if str(device).startswith("cuda") else "cpu"])
 
     def key_params(self) -> dict:
         """The parameters that change the MCS loop's result, for its cache key (seed and backend are keyed apart)."""
@@ -612,6 +624,7 @@ __all__ = [
     "RefineParams",
     "KEYED_APART",
     "CPU_ITERS",
+    "FINE_GS_ITERS",
     "GPU_ITERS",
     "LOOP_ONLY",
     "OFFLOAD_HELP",

@@ -53,7 +53,7 @@ from vd.fsio import atomic_write_bytes
 from vd.gaussians import Gaussians
 from vd.holes import hole_masks
 from vd.models import memory
-from vd.params import FineParams, FluxParams, RunOptions, key_params
+from vd.params import FINE_GS_ITERS, FineParams, FluxParams, RunOptions, key_params
 from vd.ply import encode_ply, read_ply
 from vd.render import resolve_backend
 from vd.stages.coarse_folder import CoarseScene, read_coarse_folder
@@ -200,6 +200,9 @@ class MCSLoop:
     ):
         self.scene, self.poses, self.K, (self.W, self.H) = scene, poses, K, size
         self.params, self.denoiser, self.backend, self.device = params, denoiser, render_backend, device
+        if params.gs_iters is None:
+            raise ValueError("the scene-fit iterations are not decided: pass FineParams.resolved(device)")
+        self.fit_iters: int = params.gs_iters
         self.sched = [float(s) for s in denoiser.schedule(params.total_steps, self.H, self.W)]
         if len(self.sched) != params.total_steps + 1 or abs(self.sched[-1]) > 0:
             raise RuntimeError(f"the {denoiser.name} schedule must have {params.total_steps + 1} points ending at 0")
@@ -262,7 +265,7 @@ class MCSLoop:
             imgs,
             self.poses,
             self.K,
-            iters=p.gs_iters,
+            iters=self.fit_iters,
             seed=p.seed + k,
             backend=self.backend,
             device=self.device,
@@ -314,7 +317,7 @@ class MCSLoop:
             imgs,
             self.poses,
             self.K,
-            iters=self.params.gs_iters,
+            iters=self.fit_iters,
             seed=self.params.seed + 10_000,
             backend=self.backend,
             device=self.device,
@@ -483,7 +486,12 @@ def prepare_fine(params: FineParams, options: RunOptions, flux: FluxParams) -> F
         quant=flux.quant,
         licence=options.licence,
     )
-    return FineRunner(params=params, device=str(dev), denoiser_factory=factory)
+    if params.gs_iters is None and not str(dev).startswith("cuda"):
+        log.info(
+            f"CPU run: using {FINE_GS_ITERS['cpu']} iterations for each scene fit (the GPU default is "
+            f"{FINE_GS_ITERS['gpu']}; set --gs-iters to override)"
+        )
+    return FineRunner(params=params.resolved(str(dev)), device=str(dev), denoiser_factory=factory)
 
 
 def run_fine(
@@ -503,6 +511,7 @@ def run_fine(
     import torch
 
     params.validate()
+    params = params.resolved(device)
     show = StageViewer(viewer)
     out_dir = Path(out_dir)
     t_all = time.perf_counter()
@@ -537,7 +546,7 @@ def run_fine(
     loop = MCSLoop(scene, poses, K, (W, H), params, denoiser, render_backend, device)
     try:
         rows, strips, cached = _run_steps(loop, key, cache, image, show)
-        with console.Bar("fine: final scene fit", 2 * params.gs_iters) as bar:
+        with console.Bar("fine: final scene fit", 2 * loop.fit_iters) as bar:
             frec, fhit = cache.memoise(
                 step_key(key, "final"),
                 partial(loop.finish, key, progress=lambda iteration, _: bar.update(iteration + 1)),
@@ -608,7 +617,7 @@ def _run_step(loop: MCSLoop, k: int, key: str, cache: Cache, image: Optional[str
     n = loop.params.steps
     t, t_next = loop.times(k)
     ts = time.perf_counter()
-    with console.Bar(f"fine: step {k + 1}/{n}, scene fit", 2 * loop.params.gs_iters) as fit:
+    with console.Bar(f"fine: step {k + 1}/{n}, scene fit", 2 * loop.fit_iters) as fit:
 
         def compute():
             steps.update(k)
