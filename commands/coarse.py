@@ -149,30 +149,32 @@ def coarse(
     common.require_weights_first(  # before the stages import torch
         images, depth_backend, inpaint_backend, fetch, quant, depth_model=depth_model, licence=licence
     )
-    for img, dest in zip(images, dests, strict=False):
-        if len(images) > 1:
-            console.info(str(img))
-        v = vo.open_for_image(
-            viewer,
-            viewer_port,
-            rrd,
-            wait,
-            wait_seconds,
-            image=img,
-            n_images=len(images),
-            default_rrd=dest / "coarse.rrd",
-        )
-        try:
-            res = run_coarse(img, params, options, flux=flux, out=dest, viewer=v)
-        except BaseException:
-            v.discard()
-            raise
-        v.close()
-        tables.print_coarse_summary(res.summary)
-        if json_:
-            console.out_json(res.summary)
-        else:
-            console.out(*res.paths)
+    with console.Bar("coarse: images", len(images)) as done:  # drawn from the first of several
+        for i, (img, dest) in enumerate(zip(images, dests, strict=False)):
+            if len(images) > 1:
+                console.info(str(img))
+                done.update(i)
+            v = vo.open_for_image(
+                viewer,
+                viewer_port,
+                rrd,
+                wait,
+                wait_seconds,
+                image=img,
+                n_images=len(images),
+                default_rrd=dest / "coarse.rrd",
+            )
+            try:
+                res = run_coarse(img, params, options, flux=flux, out=dest, viewer=v)
+            except BaseException:
+                v.discard()
+                raise
+            v.close()
+            tables.print_coarse_summary(res.summary)
+            if json_:
+                console.out_json(res.summary)
+            else:
+                console.out(*res.paths)
 
 
 coarse.__doc__ = HELP

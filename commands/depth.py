@@ -81,45 +81,48 @@ def depth(
     dests = common.output_dirs(
         out, images, overwrite=overwrite, bytes_per_pixel=DEPTH_BYTES_PER_PIXEL, max_resolution=max_resolution
     )
-    for image, dest in zip(images, dests, strict=False):
-        try:
-            row = depth_one(
-                image,
-                out=dest,
-                backend=backend,
-                model=depth_model,
-                licence=licence,
-                focal=focal,
-                fov=fov,
-                intrinsics=intrinsics,
+    with console.Bar("depth: images", len(images)) as done:  # drawn from the first of several
+        for i, (image, dest) in enumerate(zip(images, dests, strict=False)):
+            if len(images) > 1:
+                done.update(i)
+            try:
+                row = depth_one(
+                    image,
+                    out=dest,
+                    backend=backend,
+                    model=depth_model,
+                    licence=licence,
+                    focal=focal,
+                    fov=fov,
+                    intrinsics=intrinsics,
+                    max_resolution=max_resolution,
+                    device=depth_device,
+                    auto_fetch=True if fetch else None,
+                    shared_backends=backends,
+                )
+            except VdError as e:
+                if len(images) == 1:
+                    raise
+                console.err.print(f"error: {image}: {e}", markup=False)
+                failures.append(e)
+                continue
+            rows.append(row)
+            vo.log_outputs(
+                "depth",
+                row["json"]["out"],
+                viewer=viewer,
+                viewer_port=viewer_port,
+                rrd=rrd,
+                wait=wait,
+                wait_seconds=wait_seconds,
+                image=image,
+                n_images=len(images),
                 max_resolution=max_resolution,
-                device=depth_device,
-                auto_fetch=True if fetch else None,
-                shared_backends=backends,
             )
-        except VdError as e:
-            if len(images) == 1:
-                raise
-            console.err.print(f"error: {image}: {e}", markup=False)
-            failures.append(e)
-            continue
-        rows.append(row)
-        vo.log_outputs(
-            "depth",
-            row["json"]["out"],
-            viewer=viewer,
-            viewer_port=viewer_port,
-            rrd=rrd,
-            wait=wait,
-            wait_seconds=wait_seconds,
-            image=image,
-            n_images=len(images),
-            max_resolution=max_resolution,
-        )
-        if json_:
-            console.out_json(row["json"])
-        else:
-            console.out(*row["paths"])
+            if json_:
+                console.out_json(row["json"])
+            else:
+                console.out(*row["paths"])
     for b in backends.values():
         b.release()
     if rows:

@@ -308,6 +308,24 @@ def test_coarse_and_fine_on_a_terminal_show_their_steps_and_fits_as_bars(tmp_pat
         assert line in err, line
 
 
+def test_several_images_on_a_terminal_show_a_bar_of_the_images(tmp_path):
+    import shutil
+
+    room = os.path.join(os.path.dirname(__file__), "..", "examples", "room")
+    for stem in ("a", "b"):
+        shutil.copy(os.path.join(room, "rgb.png"), tmp_path / f"{stem}.png")
+        shutil.copy(os.path.join(room, "rgb.depth.npy"), tmp_path / f"{stem}.depth.npy")
+    shutil.copy(os.path.join(room, "intrinsics.json"), tmp_path / "intrinsics.json")
+    args = ["depth", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "out"),
+            "--max-resolution", "64", "--viewer", "none"]
+    script = f"from vd.commands.app import run; raise SystemExit(run({args!r}))"
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm", "VD_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err = _run_with_tty_stderr(script, env)
+    assert code == 0, err
+    assert "depth: images" in err and "1/2" in err
+    assert len([line for line in out.splitlines() if line.endswith("depth.png")]) == 2, out
+
+
 def test_no_color_removes_colour_codes():
     env = {**os.environ, "COLUMNS": "100", "TERM": "xterm", "NO_COLOR": "1"}
     script = "from vd import console; console.warn('careful')"

@@ -144,7 +144,22 @@ def progress(transient: bool = True, bytes_mode: bool = False):
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         ]
-    return Progress(*columns, console=err, transient=transient, disable=not bars_enabled())
+    # rich sends what is printed to stdout while bars are drawn through its own console, on stderr: right for a
+    # terminal, wrong for results piped to another program, which must get them (stdout carries results only)
+    return Progress(
+        *columns,
+        console=err,
+        transient=transient,
+        disable=not bars_enabled(),
+        redirect_stdout=_stdout_is_terminal(),
+    )
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 class Bar:
