@@ -16,6 +16,8 @@ module is uploaded for its own forward), `sequential` (diffusers' sequential off
 
 from __future__ import annotations
 
+from vd import console
+
 VAE_FACTOR = 16  # pixels per latent token side: 8x autoencoder, then 2x2 patches
 
 
@@ -73,7 +75,13 @@ class Flux2Klein:
 
         g = torch.Generator("cpu").manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
         B = images.shape[0]
-        with torch.inference_mode():
+
+        def step_done(pipe, i: int, t, tensors: dict) -> dict:
+            bar.update(i + 1)
+            return {}  # nothing replaced: the pipeline keeps its latents
+
+        H, W = int(images.shape[2]), int(images.shape[3])
+        with torch.inference_mode(), console.Bar(f"FLUX.2 [klein]: inpainting {W}x{H}", int(steps)) as bar:
             out = self.pipe(
                 image=images.float(),
                 mask_image=masks.float(),
@@ -85,6 +93,7 @@ class Flux2Klein:
                 guidance_scale=1.0,
                 generator=g,
                 output_type="np",
+                callback_on_step_end=step_done,
             ).images
         return out
 
