@@ -180,11 +180,27 @@ def _run(argv: list[str] | None, prog_name: str) -> int:
         return _report("out of memory; try a smaller --max-resolution or fewer views", EXIT_FAILURE)
     except Exception as e:  # a bug: say so in one line; --debug shows the traceback
         if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
-            return _report(
-                "out of GPU memory; try a smaller --max-resolution, fewer views or --device cpu", EXIT_FAILURE
-            )
+            return _report(f"out of GPU memory; {_gpu_memory_hint(argv)}", EXIT_FAILURE)
         where = "" if console.is_debug() else "; rerun with --debug for the traceback"
         return _report(f"unexpected {type(e).__name__}: {e}{where}", EXIT_FAILURE)
+
+
+# what each command can give up for memory (its own options); the memory plan's footprints are estimates until
+# bench/gpu/run.sh measures them, so a card can still run out
+_GPU_MEMORY_HINTS = {
+    "coarse": "what finished is cached and a rerun resumes there: plan for less with --vram-budget GIB (below the "
+    "free memory vd doctor reports), or choose --offload sequential, --quant q4_k or --depth-model vits",
+    "fine": "what finished is cached and a rerun resumes there: plan for less with --vram-budget GIB (below the "
+    "free memory vd doctor reports), or choose --offload sequential or --quant q4_k",
+    "depth": "try --depth-model vits (or vitb), a smaller --max-resolution or --depth-device cpu",
+}
+
+
+def _gpu_memory_hint(argv: list[str] | None) -> str:
+    """What to try after running out of GPU memory, for the command `argv` ran."""
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), "")
+    return _GPU_MEMORY_HINTS.get(command, "try a smaller --max-resolution, fewer views or --device cpu")
 
 
 def _report(message: str, code: int) -> int:

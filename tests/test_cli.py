@@ -135,6 +135,13 @@ def _demo_app():
 
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
+    @demo.command("coarse")
+    def coarse_oom():  # a command with a memory plan: the hint names what it can give up
+        class OutOfMemoryError(RuntimeError):
+            pass
+
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
     @demo.command()
     def interrupted():
         raise KeyboardInterrupt
@@ -152,6 +159,8 @@ def _demo_app():
         ("full", 1, "error: no space left on the device holding /data/out.ply"),
         ("denied", 1, "error: permission denied: /root/secret"),
         ("oom", 1, "error: out of GPU memory; try a smaller --max-resolution"),
+        ("coarse", 1, "error: out of GPU memory; what finished is cached and a rerun resumes there: plan for less "
+                      "with --vram-budget GIB"),
         ("interrupted", 130, "Interrupted"),
     ],
 )
