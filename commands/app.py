@@ -188,10 +188,10 @@ def _run(argv: list[str] | None, prog_name: str) -> int:
 # what each command can give up for memory (its own options); the memory plan's footprints are estimates until
 # bench/gpu/run.sh measures them, so a card can still run out
 _GPU_MEMORY_HINTS = {
-    "coarse": "what finished is cached and a rerun resumes there: plan for less with --vram-budget GIB (below the "
-    "free memory vd doctor reports), or choose --offload sequential, --quant q4_k or --depth-model vits",
-    "fine": "what finished is cached and a rerun resumes there: plan for less with --vram-budget GIB (below the "
-    "free memory vd doctor reports), or choose --offload sequential or --quant q4_k",
+    "coarse": "plan for less with --vram-budget GIB (below the free memory vd doctor reports), or choose --offload "
+    "sequential, --quant q4_k or --depth-model vits; a rerun with the same weights resumes from the cached steps",
+    "fine": "plan for less with --vram-budget GIB (below the free memory vd doctor reports), or choose --offload "
+    "sequential or --quant q4_k; a rerun with the same weights resumes from the cached steps",
     "depth": "try --depth-model vits (or vitb), a smaller --max-resolution or --depth-device cpu",
 }
 

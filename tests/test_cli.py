@@ -159,8 +159,7 @@ def _demo_app():
         ("full", 1, "error: no space left on the device holding /data/out.ply"),
         ("denied", 1, "error: permission denied: /root/secret"),
         ("oom", 1, "error: out of GPU memory; try a smaller --max-resolution"),
-        ("coarse", 1, "error: out of GPU memory; what finished is cached and a rerun resumes there: plan for less "
-                      "with --vram-budget GIB"),
+        ("coarse", 1, "error: out of GPU memory; plan for less with --vram-budget GIB"),
         ("interrupted", 130, "Interrupted"),
     ],
 )
