@@ -154,22 +154,11 @@ def coarse(
             if len(images) > 1:
                 console.info(str(img))
                 done.update(i)
-            v = vo.open_for_image(
-                viewer,
-                viewer_port,
-                rrd,
-                wait,
-                wait_seconds,
-                image=img,
-                n_images=len(images),
-                default_rrd=dest / "coarse.rrd",
-            )
-            try:
+            rrd_default = dest / "coarse.rrd"
+            with vo.viewer_for_image(
+                viewer, viewer_port, rrd, wait, wait_seconds, image=img, n_images=len(images), default_rrd=rrd_default
+            ) as v:
                 res = run_coarse(img, params, options, flux=flux, out=dest, viewer=v)
-            except BaseException:
-                v.discard()
-                raise
-            v.close()
             tables.print_coarse_summary(res.summary)
             if json_:
                 console.out_json(res.summary)

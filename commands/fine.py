@@ -104,7 +104,7 @@ def fine(
     runner = prepare_fine(params, options, flux)
 
     for job in jobs:
-        v = vo.open_for_image(
+        with vo.viewer_for_image(
             viewer,
             viewer_port,
             rrd,
@@ -113,13 +113,8 @@ def fine(
             image=job.source,
             n_images=len(jobs),
             default_rrd=job.out_dir / "fine.rrd",
-        )
-        try:
+        ) as v:
             result = runner.run(job.coarse_dir, job.out_dir, image=job.image, viewer=v, label=job.source.name)
-        except BaseException:
-            v.discard()
-            raise
-        v.close()
         tables.print_fine_summary(result)
         if json_:
             console.out_json({"input": str(job.source), **result.to_json()})

@@ -15,6 +15,8 @@ nothing is to be shown or saved); use it as a context manager or call `.close()`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -133,6 +135,31 @@ def open_for_image(
     )
 
 
+@contextmanager
+def viewer_for_image(
+    viewer: str,
+    viewer_port: int,
+    rrd: Optional[Path],
+    wait: bool,
+    wait_seconds: Optional[float],
+    *,
+    image,
+    n_images: int,
+    default_rrd: Path,
+) -> Iterator:
+    """`open_for_image` around one image's run: closed (saved, kept open as asked) when the run ends,
+    discarded when it fails."""
+    v = open_for_image(
+        viewer, viewer_port, rrd, wait, wait_seconds, image=image, n_images=n_images, default_rrd=default_rrd
+    )
+    try:
+        yield v
+    except BaseException:
+        v.discard()
+        raise
+    v.close()
+
+
 def log_outputs(
     kind: str,
     out_dir,
@@ -204,5 +231,6 @@ __all__ = [
     "open_from_options",
     "rrd_for",
     "open_for_image",
+    "viewer_for_image",
     "log_outputs",
 ]

@@ -276,6 +276,21 @@ def test_discard_leaves_no_file(tmp_path, viewers):
     assert files_under(tmp_path / "home") == [] and not list(tmp_path.glob("d.rrd*"))
 
 
+def test_an_images_run_that_fails_leaves_no_recording_and_one_that_ends_keeps_it(tmp_path):
+    from vd.commands.viewer_options import viewer_for_image
+
+    def opened(name):
+        return viewer_for_image("save", 9876, None, False, None, image=tmp_path / f"{name}.png", n_images=1,
+                                default_rrd=tmp_path / f"{name}.rrd")
+
+    with pytest.raises(ZeroDivisionError), opened("failed"):
+        1 / 0
+    assert not list(tmp_path.glob("failed.rrd*"))
+    with opened("ended"):
+        pass
+    assert (tmp_path / "ended.rrd").is_file()
+
+
 # ---------------------------------------------------------------------------------------------
 # waiting
 
