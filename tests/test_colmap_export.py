@@ -214,6 +214,30 @@ def test_validator_accepts_a_written_dataset(dataset):
     assert validate_dataset(dataset) == []
 
 
+def test_a_view_that_supervises_nothing_is_left_out_and_the_dataset_validates(tmp_path, scene, run_vd):
+    """`vd coarse` keeps a move view whose uncovered pixels all hid what another view sees (no pixel supervised):
+    its export must still be a dataset `vd refine` reads."""
+    from vd.export.validate import validate_dataset
+
+    g, views = scene
+    folder_views = [*views]
+    empty = folder_views[2]
+    from vd.views import View
+
+    folder_views[2] = View("002", "view", empty.rgb, empty.depth, empty.K, empty.world_from_camera,
+                           supervise=np.zeros_like(empty.supervise), spawn=np.zeros_like(empty.spawn),
+                           hole=empty.hole)
+    folder = write_vd_folder(tmp_path / "coarse", g, folder_views)
+    r = run_vd("export", folder, "--format", "colmap", "-o", tmp_path / "ds")
+    assert r.code == 0, r
+    assert validate_dataset(tmp_path / "ds") == []
+    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    assert [v["source_name"] for v in meta["views"]] == ["000", "001", "003"]
+    assert meta["left_out"] == [{"source_name": "002", "why": "supervises no pixel"}]
+    assert "002" in r.stderr and "left out" in r.stderr
+    assert len(sorted((tmp_path / "ds" / "images").iterdir())) == 3
+
+
 def test_validator_names_every_problem(dataset, run_vd):
     from vd.export.validate import validate_dataset
 

@@ -148,7 +148,8 @@ def plane_dataset(tmp_path_factory):
 def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp_path, run_vd):
     ds, init = plane_dataset / "ds", plane_dataset / "init.ply"
     out = tmp_path / "refined"
-    r = run_vd("refine", ds, "--init", init, "-o", out, "--iters", "16", "--device", "cpu", "--json")
+    # the input view alone trains what it sees (hold_anchored): 32 steps, 8 of them its own
+    r = run_vd("refine", ds, "--init", init, "-o", out, "--iters", "32", "--device", "cpu", "--json")
     assert r.code == 0, r
     rep = json.loads(r.stdout)
     assert rep["cached"] is False
@@ -160,8 +161,8 @@ def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp
     assert len(meta["alignment"]) == 4 and all(a["pixels"] > 100 for a in meta["alignment"])
     # the prior is exact, so the fitted alignment is close to the identity
     assert all(abs(a["scale"] - 1) < 0.15 and abs(a["shift"]) < 0.3 for a in meta["alignment"])
-    assert meta["inputs"]["init_hash"] and meta["inputs"]["dataset_hash"] and meta["params"]["iters"] == 16
-    assert meta["losses"][0]["iter"] == 1 and meta["losses"][-1]["iter"] == 16
+    assert meta["inputs"]["init_hash"] and meta["inputs"]["dataset_hash"] and meta["params"]["iters"] == 32
+    assert meta["losses"][0]["iter"] == 1 and meta["losses"][-1]["iter"] == 32
     from vd.ply import read_ply
 
     g, pm = read_ply(out / "gaussians_refined.ply")
@@ -169,7 +170,7 @@ def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp
     assert "depth AbsRel" in r.stderr
     # memoised: the second run is a cache hit with identical outputs
     first = (out / "gaussians_refined.ply").read_bytes()
-    r2 = run_vd("refine", ds, "--init", init, "-o", tmp_path / "again", "--iters", "16", "--device", "cpu", "--json")
+    r2 = run_vd("refine", ds, "--init", init, "-o", tmp_path / "again", "--iters", "32", "--device", "cpu", "--json")
     assert r2.code == 0 and json.loads(r2.stdout)["cached"] is True
     assert (tmp_path / "again" / "gaussians_refined.ply").read_bytes() == first
 
@@ -201,12 +202,44 @@ def test_the_coverage_term_keeps_the_refined_scene_opaque():
     rng = np.random.default_rng(0)
     for v in views:
         v.rgb = (rng.random(v.rgb.shape) * 255).astype(np.uint8)
+        v.kind = "view"  # every view trains every Gaussian (no anchor holds what it sees)
     low = {}
     for weight in (0.0, 10.0):
         _, info = run_refine(views, g, resolve_params({}, iters=30, alpha_weight=weight), device="cpu")
         low[weight] = info["metrics"]["after"]["alpha_below_0.98"]
         assert info["metrics"]["before"]["alpha_below_0.98"] < 0.01  # the initial plane is opaque
     assert low[0.0] > 0.05 and low[10.0] < 0.1 * low[0.0], low
+
+
+def test_what_the_anchor_views_see_is_theirs_alone():
+    """The added views' images are renders of the scene as it was plus generated pixels: where they disagree
+    with the photo (here: every pixel of them is grey), they must not move what the photo sees."""
+    from vd.gaussians import Gaussians
+    from vd.stages.refine import resolve_params, run_refine, seen_by_anchors, train_views
+    from vd.train import DeviceView
+
+    g = plane_gaussians()
+    views = make_views(g)
+    for v in views[1:]:
+        v.rgb[...] = 128
+    # what the input sees: the plane inside its frustum, not the plane's far corners nor what hides behind it
+    hidden = Gaussians.from_rgb(torch.tensor([[0.0, 0.0, 2.6]]), torch.tensor([[1.0, 0.0, 0.0]]), scales=0.01)  # 1 px
+    scene = Gaussians.cat([g, hidden])
+    device_views = [DeviceView.of(t, "cpu", depth=True) for t in train_views(views)]
+    assert [v.anchor for v in device_views] == [True, False, False, False]
+    seen = seen_by_anchors(scene, device_views, "torch")
+    x, y = g.means[:, 0] / g.means[:, 2], g.means[:, 1] / g.means[:, 2]  # the input camera's normalised image
+    inside = (x.abs() < 0.45) & (y.abs() < 0.3)
+    outside = (x.abs() > 32 / 60 + 0.1) | (y.abs() > 24 / 60 + 0.1)
+    assert seen[:-1][inside].all() and not seen[:-1][outside].any() and not seen[-1]
+
+    psnr = {}
+    for hold in (False, True):
+        _, info = run_refine(views, g, resolve_params({}, iters=24, hold_anchored=hold), device="cpu")
+        psnr[hold] = info["metrics"]["after"]["per_view"][0]["psnr"]
+        held = info["gaussians"]["held_by_anchors"]
+        assert (held is None) if not hold else (0 < held < len(g))
+    assert psnr[True] > psnr[False] + 3.0, psnr
 
 
 def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, run_vd):

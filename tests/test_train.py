@@ -371,6 +371,9 @@ def test_densification_keeps_adam_state_of_the_surviving_gaussians():
             assert torch.equal(state[s][: int(survivors.sum())], before[k][s][survivors]), (k, s)
             assert not state[s][int(survivors.sum()) :].any(), (k, s)  # new Gaussians: zero moments
             assert state[s].shape == adam.params[k].shape
+    # each row's row before: the survivors, then each parent twice (its two children)
+    parents = torch.tensor([10, 20, 30])
+    assert torch.equal(adam.sources, torch.cat([survivors.nonzero().squeeze(1), parents, parents]))
     # training goes on with the kept state: one more step counts 4
     out = render(Gaussians(**adam.params), view.camera_from_world[None], view.K[None], W, H)
     adam.step(view_loss(out.rgb[0], view.rgb, None))
@@ -391,6 +394,54 @@ def test_optimise_densifies_without_restarting_adam():
     assert rep.adam_steps == 6  # a rebuilt optimiser would count 2 (the steps after the last densification)
     for t in g.tensors().values():
         assert torch.isfinite(t).all()
+
+
+def test_held_gaussians_train_on_anchor_views_only():
+    """A view that is not an anchor moves only the Gaussians that are not held; an anchor moves them all."""
+    rgb, depth = synthetic_view()
+    held = torch.zeros(H * W, dtype=torch.bool)
+    held[: H * W // 2] = True  # the top half of the picture
+    wrong = rgb.copy()
+    wrong[...] = 0.5  # a grey view pulls every Gaussian's colour
+    for anchor in (False, True):
+        g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+        before = g.clone()
+        optimise(g, [TrainView(wrong, None, K, np.eye(4), anchor=anchor)], 4, seed=0, held=held)
+        for name, t in g.tensors().items():
+            assert torch.equal(t[held], getattr(before, name)[held]) != anchor, (anchor, name)
+            assert not torch.equal(t[~held], getattr(before, name)[~held]), (anchor, name)
+
+
+def test_held_gaussians_stay_held_through_densification_and_a_trainable_subset():
+    """Pruning and splitting reorder the rows; the held ones are still the same Gaussians after."""
+    from vd.train import Densify
+
+    rgb, depth = synthetic_view()
+    g = gaussians_from_rgbd(rgb, depth, K, np.eye(4))
+    n = len(g)
+    g.sh[:, 0, 0] = torch.linspace(-1.0, 1.0, n)  # a colour of its own: a Gaussian is found by it
+    g.opacity_logits[::7] = -9.0  # pruned, held or not
+    held = torch.zeros(n, dtype=torch.bool)
+    held[::2] = True
+    before = g.clone()
+    d = Densify(every=2, start=2, until=4, fraction=0.2)
+    view = TrainView(np.full_like(rgb, 0.5), None, K, np.eye(4), anchor=False)
+    rep = optimise(g, [view], 6, densify=d, held=held, seed=0)
+    assert rep.split > 0 and rep.pruned == len(range(0, n, 7))
+    alive = torch.ones(n, dtype=torch.bool)
+    alive[::7] = False
+    unchanged = torch.isin(g.sh[:, 0, 0], before.sh[:, 0, 0])
+    # exactly the held survivors kept their colour (the grey view moved every other one), in their order
+    assert torch.equal(g.sh[unchanged], before.sh[held & alive])
+    assert int(unchanged.sum()) == int((held & alive).sum())
+
+    sub = torch.zeros(len(g), dtype=torch.bool)
+    sub[:10] = True
+    with pytest.raises(ValueError, match="held"):
+        optimise(g, [view], 1, held=torch.zeros(3, dtype=torch.bool))
+    g2 = g.clone()
+    optimise(g2, [view], 2, trainable=sub, held=sub.clone())  # what trains is all held: nothing moves
+    assert torch.equal(g2.sh, g.sh)
 
 
 def test_fit_colours_iterations_wait_for_the_device_nowhere(monkeypatch):

@@ -507,6 +507,11 @@ class RefineParams:
         "see-through pixels: no pinholes; 0 = off).",
     )
     densify: bool = param(False, "Split high-gradient and prune transparent Gaussians.")
+    hold_anchored: bool = param(
+        True,
+        "The Gaussians the anchor views (the photo, the ring) see train on those views only; the added "
+        "views train the rest.",
+    )
     ssim_lambda: float = param(0.2, "RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages.")
     huber_delta: float = param(0.01, "Relative depth residual where the depth loss turns linear.")
     lr_means: float = param(

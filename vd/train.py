@@ -21,6 +21,11 @@ optimiser of vd (scaffold, coarse views, fine and refine all train through `opti
   (`reach_window`), the loss summed there and divided by the whole view's pixel counts: the same
   gradients, a fraction of the pixels (an added view of the coarse loop trains its own new
   Gaussians only, often a few hundred; the 256×192 example's views took 22 s each, now 4–14 s).
+- ``held``: a bool mask over the Gaussians that only the anchor views (`TrainView.anchor`) train; the other
+  views render them as constants (`vd refine`: what the photo sees is fitted to the photo, not to the added
+  views' resampled renders of it). A held Gaussian still takes Adam's step on its momentum when another view
+  trains: stopping it there too (as gsplat's SelectiveAdam stops the Gaussians out of view) left both real
+  photos' input views 1.6-2 dB lower after 100 refine iterations (bench/quality.md).
 - ``densify`` (`Densify`): split the Gaussians whose positions got the largest gradients, prune
   the transparent ones. Adam's moments of the surviving Gaussians carry over, new Gaussians start
   with zero moments and each group's step count continues (`GaussianAdam.keep_and_add`, as
@@ -35,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Optional, Protocol
+from typing import Callable, Mapping, NamedTuple, Optional, Protocol
 
 import numpy as np
 import torch
@@ -86,6 +91,7 @@ class TrainView:
     depth: Tensor | None = None  # [H,W] z-depth target (optional)
     depth_mask: Tensor | None = None  # [H,W] bool, where the depth target is trusted (default: depth > 0)
     normal: Tensor | None = None  # [H,W,3] normal prior (refine datasets), zero where unknown
+    anchor: bool = True  # False: the view leaves `optimise`'s held Gaussians to the anchor views
 
     def __post_init__(self):
         def t(x, dtype=torch.float32):
@@ -143,6 +149,7 @@ class DeviceView:
     depth_mask: Optional[Tensor] = None
     n_depth: int = 0
     normal: Optional[Tensor] = None
+    anchor: bool = True
 
     @classmethod
     def of(cls, v: TrainView, device, *, depth: bool) -> DeviceView:
@@ -162,6 +169,7 @@ class DeviceView:
             depth_mask=trusted,
             n_depth=0 if trusted is None else int(trusted.sum()),
             normal=None if v.normal is None else v.normal.to(device),
+            anchor=v.anchor,
         )
 
 
@@ -212,6 +220,7 @@ class GaussianAdam:
 
     def __init__(self, values: dict[str, Tensor], lrs: dict[str, float]):
         self.params = {k: torch.nn.Parameter(values[k].detach().clone()) for k in _FIELDS}
+        self.sources: Tensor | None = None  # after a densify step: each row's row before it
         fused = self.params["means"].device.type in _FUSED_ADAM_DEVICES  # no host read of the step count
         self.opt = torch.optim.Adam(
             [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in _FIELDS], eps=1e-15, fused=fused or None
@@ -264,7 +273,7 @@ class GaussianAdam:
 
     def densify(self, grad_mean: Tensor, d: Densify, generator: torch.Generator) -> tuple[int, int]:
         """One split-and-prune step (`Densify`); `grad_mean` [N]: each Gaussian's mean position-
-        gradient norm. Returns (split, pruned) counts."""
+        gradient norm. Returns (split, pruned) counts; `sources` then gives each row's row before."""
         p = {k: v.detach() for k, v in self.params.items()}
         n = len(self)
         split = torch.zeros(n, dtype=torch.bool, device=grad_mean.device)
@@ -291,7 +300,10 @@ class GaussianAdam:
                     }
                 )
             children = {k: torch.cat([m[k] for m in made]) for k in _FIELDS}
-        self.keep_and_add(alive & ~split, children)
+        kept = alive & ~split
+        self.keep_and_add(kept, children)
+        born = parents.nonzero().squeeze(1)
+        self.sources = torch.cat([kept.nonzero().squeeze(1), born, born])  # two children a parent, in that order
         return n_split, int((~alive).sum())
 
 
@@ -348,6 +360,7 @@ def optimise(
     log_every: int = LOG_EVERY,
     progress: Callable[[int, float], None] | None = None,
     fixed_orientation_beyond: float | None = FIXED_ORIENTATION_BEYOND,
+    held: Tensor | None = None,
 ) -> TrainReport:
     """Optimise `g` on `views` (`TrainView`s, or `DeviceView`s already on g's device) for `iters`
     iterations; returns the loss history.
@@ -355,6 +368,9 @@ def optimise(
     fixed_orientation_beyond: Gaussians farther than this many times the median distance of `g` from the
     views' cameras keep their normal, turning about it only (None: every rotation trains); see
     FIXED_ORIENTATION_BEYOND.
+
+    held: bool [N], Gaussians that only the anchor views train (`TrainView.anchor`): a view that is not an
+    anchor draws them as constants, so it moves only the others (a split Gaussian's children stay held).
 
     progress: optional callable(iteration, loss), called after the iterations whose losses are
     read: the first, every `log_every`-th and the last.
@@ -377,6 +393,11 @@ def optimise(
             raise ValueError("densification trains every Gaussian: give no trainable subset with it")
         idx = tm.nonzero().squeeze(1)
         n_train = int(idx.numel())
+    if held is not None:
+        held = torch.as_tensor(held, device=dev)
+        if held.dtype != torch.bool or held.shape != (len(g),):
+            raise ValueError(f"held must be a bool tensor [{len(g)}]")
+        held = held if idx is None else held[idx]  # over Adam's rows
     rep.n_trainable = n_train
     if n_train == 0:
         return rep
@@ -444,13 +465,14 @@ def optimise(
             order = torch.randperm(len(views_dev), generator=gen).tolist()
         vi = order.pop()
         window_rows = shown[vi]
+        values = adam.params if held is None or views_dev[vi].anchor else _holding(adam.params, held)
         if idx is None:
-            cur = Gaussians(**adam.params)
+            cur = Gaussians(**values)
         elif window_rows is None:
-            cur = Gaussians(**{k: base[k].index_put((idx,), adam.params[k]) for k in _FIELDS})
+            cur = Gaussians(**{k: base[k].index_put((idx,), values[k]) for k in _FIELDS})
         else:
             rows, at = window_rows
-            cur = Gaussians(**{k: base[k][rows].index_put((at,), adam.params[k]) for k in _FIELDS})
+            cur = Gaussians(**{k: base[k][rows].index_put((at,), values[k]) for k in _FIELDS})
         parts = _loss_terms(
             cur, views_dev[vi], windows[vi], name, ssim_lambda, bool(depth_weight), terms, bool(alpha_weight)
         )
@@ -475,6 +497,8 @@ def optimise(
                 progress(it, row[0])
         if densify is not None and grad_sum is not None and densify.due(it + 1):
             n_split, n_pruned = adam.densify(grad_sum / max(grad_steps, 1), densify, gen)
+            if held is not None and adam.sources is not None:
+                held = held[adam.sources]
             rep.split += n_split
             rep.pruned += n_pruned
             grad_sum, grad_steps = torch.zeros(len(adam), device=dev), 0
@@ -494,6 +518,11 @@ def optimise(
             else:  # densified: a different number of Gaussians
                 setattr(g, k, value.clone())
     return rep
+
+
+def _holding(params: Mapping[str, Tensor], held: Tensor) -> dict[str, Tensor]:
+    """The attributes with the `held` rows (bool [N]) detached: a render of them moves only the others."""
+    return {k: torch.where(held.view(-1, *([1] * (v.ndim - 1))), v.detach(), v) for k, v in params.items()}
 
 
 def _shown_in_window(base: dict[str, Tensor], idx: Tensor, view: DeviceView, window) -> tuple[Tensor, Tensor]:

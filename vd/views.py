@@ -48,6 +48,7 @@ from vd.fsio import atomic_write_bytes
 VIEWS_FORMAT = "vd-views"
 VIEWS_VERSION = 2
 KINDS = ("input", "ring", "view")
+ANCHOR_KINDS = ("input", "ring")  # the photo and its outpainted ring: what the other views are made from
 MASKS = ("supervise", "spawn", "hole")
 _VIEW_FILES = {"rgb.png", "depth.npy"} | {f"{m}_mask.png" for m in MASKS}
 
@@ -299,6 +300,7 @@ def _read_view(folder: Path, e: dict, i: int, version: int) -> View:
 
 
 __all__ = [
+    "ANCHOR_KINDS",
     "View",
     "KINDS",
     "MASKS",

@@ -16,7 +16,9 @@ gsplat's `examples/datasets/colmap.py`, and `vd refine`)::
     sparse/0/{cameras,images,points3D}.bin   the same model in COLMAP's binary format (readers
                                     prefer it; gsplat's pycolmap text reader stops at the first
                                     empty line, so it needs the binary files)
-    meta.json                       conventions, provenance, view mapping (world_from_camera too)
+    meta.json                       conventions, provenance, view mapping (world_from_camera too), and
+                                    the views left out (those that supervise no pixel: a mask without
+                                    one is rejected by the readers)
 
 The world frame is vd's: the input camera's OpenCV frame.
 """
@@ -24,6 +26,7 @@ The world frame is vd's: the input camera's OpenCV frame.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +73,8 @@ CONVENTIONS = {
     ),
     "mask": "masks/*.png: uint8 [H,W], 255 = valid (supervised) pixel, 0 = ignored",
 }
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,6 +148,12 @@ def relative_paths(provenance: dict, folder: Path) -> dict:
     return out
 
 
+def supervised_pixels(v: View) -> np.ndarray:
+    """bool [H,W]: the pixels a view supervises that have a depth (its dataset mask)."""
+    depth = np.asarray(v.depth, np.float32)
+    return np.isfinite(depth) & (depth > 0) & np.asarray(v.supervise, bool)
+
+
 def write_colmap_dataset(
     out,
     views: Sequence[View],
@@ -158,6 +169,16 @@ def write_colmap_dataset(
     check_target(out, force)
     if not views:
         raise InputError("there are no views to export")
+    # a view that supervises no pixel with a depth (a move view of `vd coarse` whose uncovered pixels all hid
+    # what another view sees) would be a mask without a pixel, which the dataset's readers reject
+    left_out = [
+        v.name
+        for v in views
+        if v.depth is not None and np.shape(v.depth) == np.shape(v.supervise) and not supervised_pixels(v).any()
+    ]
+    views = [v for v in views if v.name not in left_out]
+    for name in left_out:
+        log.info("view %s supervises no pixel; left out of the dataset", name)
     names = [f"{i:06d}.png" for i in range(len(views))]
     if points is None:
         points = points_from_views(views)
@@ -178,7 +199,7 @@ def write_colmap_dataset(
             if depth.shape != (h, w):
                 raise InputError(f"view {v.name}: depth {depth.shape} does not match the image ({h}, {w})")
             valid = np.isfinite(depth) & (depth > 0)
-            mask = valid & np.asarray(v.supervise, bool)
+            mask = supervised_pixels(v)
             normal, nvalid = normals_from_depth(depth, v.K, valid)
             Image.fromarray(rgb).save(tmp / "images" / name)
             Image.fromarray((mask * 255).astype(np.uint8)).save(tmp / "masks" / name)
@@ -233,6 +254,7 @@ def write_colmap_dataset(
             "provenance": {"vd_version": __version__, "mode": "single-image", **relative_paths(provenance or {}, out)},
             "points3D": {"count": int(len(xyz)), "source": (provenance or {}).get("points_source", "depth")},
             "views": meta_views,
+            "left_out": [{"source_name": n, "why": "supervises no pixel"} for n in left_out],
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         n_files += 7

@@ -20,7 +20,7 @@ from vd.cache import content_hash, file_hash
 from vd.errors import InputError
 from vd.fsio import atomic_write_bytes, output_transaction
 from vd.ply import read_ply, write_ply
-from vd.views import MASKS, View, find_input, read_views, remove_stale_views, write_views
+from vd.views import ANCHOR_KINDS, MASKS, View, find_input, read_views, remove_stale_views, write_views
 
 if TYPE_CHECKING:
     from vd.gaussians import Gaussians
@@ -29,7 +29,6 @@ COARSE_PLY = "coarse.ply"
 SCAFFOLD_PLY = "scaffold.ply"
 SUMMARY = "summary.json"
 CAMERAS = "cameras.json"
-ANCHOR_KINDS = ("input", "ring")
 
 
 def write_coarse_folder(
