@@ -111,8 +111,11 @@ def report(res, as_json: bool) -> None:
     def f(x, spec):
         return "n/a" if x is None else format(x, spec)
 
+    counts = res.meta.get("gaussians", {})
+    held = counts.get("held_by_anchors")
     console.info(
-        f"refine{' (cached)' if res.cached else ''}: {res.meta.get('gaussians', {}).get('final')} Gaussians; "
+        f"refine{' (cached)' if res.cached else ''}: {counts.get('final')} Gaussians"
+        f"{'' if held is None else f' ({held} trained by the photo and its ring alone)'}; "
         f"depth AbsRel {f(b.get('depth_abs_rel'), '.4f')} -> {f(a.get('depth_abs_rel'), '.4f')}, "
         f"normal error {f(b.get('normal_deg'), '.2f')}° -> {f(a.get('normal_deg'), '.2f')}°, "
         f"PSNR {f(b.get('psnr'), '.2f')} -> {f(a.get('psnr'), '.2f')} dB, "

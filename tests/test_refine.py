@@ -168,6 +168,9 @@ def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp
     g, pm = read_ply(out / "gaussians_refined.ply")
     assert len(g) == meta["gaussians"]["final"] and pm["comments"]["stage"] == "refine"
     assert "depth AbsRel" in r.stderr
+    held = meta["gaussians"]["held_by_anchors"]
+    assert 0 < held < len(g) and rep["held_by_anchors"] == held
+    assert f"({held} trained by the photo and its ring alone)" in r.stderr
     # memoised: the second run is a cache hit with identical outputs
     first = (out / "gaussians_refined.ply").read_bytes()
     r2 = run_vd("refine", ds, "--init", init, "-o", tmp_path / "again", "--iters", "32", "--device", "cpu", "--json")

@@ -235,6 +235,7 @@ class RefineResult:
             "meta": str(self.meta_path),
             "cached": self.cached,
             "gaussians": self.meta.get("gaussians", {}).get("final"),
+            "held_by_anchors": self.meta.get("gaussians", {}).get("held_by_anchors"),
             "before": {k: m.get("before", {}).get(k) for k in ("depth_abs_rel", "normal_deg", "psnr")},
             "after": {k: m.get("after", {}).get(k) for k in ("depth_abs_rel", "normal_deg", "psnr")},
         }
