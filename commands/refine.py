@@ -112,10 +112,13 @@ def report(res, as_json: bool) -> None:
         return "n/a" if x is None else format(x, spec)
 
     counts = res.meta.get("gaussians", {})
-    held = counts.get("held_by_anchors")
+    held, sealed = counts.get("held_by_anchors"), counts.get("sealed")
+    notes = ([] if held is None else [f"{held} trained by the photo and its ring alone"]) + (
+        [] if not sealed else [f"{sealed} sealing pinholes"]
+    )
+    noted = f" ({', '.join(notes)})" if notes else ""
     console.info(
-        f"refine{' (cached)' if res.cached else ''}: {counts.get('final')} Gaussians"
-        f"{'' if held is None else f' ({held} trained by the photo and its ring alone)'}; "
+        f"refine{' (cached)' if res.cached else ''}: {counts.get('final')} Gaussians{noted}; "
         f"depth AbsRel {f(b.get('depth_abs_rel'), '.4f')} -> {f(a.get('depth_abs_rel'), '.4f')}, "
         f"normal error {f(b.get('normal_deg'), '.2f')}° -> {f(a.get('normal_deg'), '.2f')}°, "
         f"PSNR {f(b.get('psnr'), '.2f')} -> {f(a.get('psnr'), '.2f')} dB, "

@@ -289,6 +289,7 @@ complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l normal-weight -r -d 
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l alpha-weight -r -d 'Weight of the coverage term: how far each pixel'\''s alpha falls below 0.99, averaged (a photo has no see-through pixels: no pinholes; 0 = off)'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l densify -l no-densify -d 'Split high-gradient and prune transparent Gaussians'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l hold-anchored -l no-hold-anchored -d 'The Gaussians the anchor views (the photo, the ring) see train on those views only; the added views train the rest'
+complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l seal -l no-seal -d 'After the fit, seal the pinholes a small move opens, out of the photo'\''s sight (as vd coarse ends; needs the dataset'\''s input view)'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l ssim-lambda -r -d 'RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd'\''s other stages'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l huber-delta -r -d 'Relative depth residual where the depth loss turns linear'
 complete -c vd -n 'test (__vd_path) = '\''vd refine'\''' -l lr-means -r -d 'Learning rate of the positions, in pixels at the median depth (times median depth / focal length)'

@@ -231,3 +231,31 @@ def test_a_surface_edge_is_not_a_leak():
     found = leaks(alpha, depth, median)
     assert not bool(found[:, 8:12].any())
     assert bool(found[5, 3]) and int(found.sum()) == 1
+
+
+def test_vd_refine_ends_with_the_pinholes_a_move_opens_sealed_out_of_the_photos_sight():
+    """`vd refine` seals its result as `vd coarse` does (`RefineParams.seal`), around the dataset's input view."""
+    from vd.stages.refine import resolve_params, run_refine
+    from vd.views import View
+
+    g, median = _floor_with_parted_rows()
+    rgb, alpha = _draw(g, np.eye(4))
+    depth = render(g, torch.eye(4)[None], torch.as_tensor(K, dtype=torch.float32)[None], W, H).depth[0].numpy()
+    covered = alpha.numpy() > 0.5
+    photo = View("input", "input", (rgb.clamp(0, 1).numpy() * 255).round().astype(np.uint8),
+                 np.where(covered, depth, 0).astype(np.float32), K, np.eye(4), covered)
+    forward = np.eye(4)
+    forward[2, 3] = 0.15 * median
+    runs = {}
+    for seal in (False, True):
+        out, info = run_refine([photo], g, resolve_params({}, iters=0, seal=seal), device="cpu")
+        runs[seal] = (out, info)
+    assert runs[False][1]["gaussians"]["sealed"] is None and len(runs[False][0]) == len(g)
+    sealed = runs[True][1]["gaussians"]["sealed"]
+    assert sealed > 0 and len(runs[True][0]) == len(g) + sealed
+    assert _pinhole_share(_draw(runs[True][0], forward)[1]) < 0.2 * _pinhole_share(_draw(g, forward)[1])
+    # behind the floor: the photo's camera sees (almost) nothing of them
+    assert float((_draw(runs[True][0], np.eye(4))[0] - rgb).abs().max()) <= CHANGE + 1e-6
+    # a dataset whose first view is no input photo at the identity pose has no moves to place: nothing sealed
+    moved = View("input", "view", photo.rgb, photo.depth, K, np.eye(4), covered)
+    assert run_refine([moved], g, resolve_params({}, iters=0), device="cpu")[1]["gaussians"]["sealed"] is None

@@ -170,7 +170,9 @@ def test_refine_lowers_the_depth_and_normal_errors_it_reports(plane_dataset, tmp
     assert "depth AbsRel" in r.stderr
     held = meta["gaussians"]["held_by_anchors"]
     assert 0 < held < len(g) and rep["held_by_anchors"] == held
-    assert f"({held} trained by the photo and its ring alone)" in r.stderr
+    assert f"({held} trained by the photo and its ring alone" in r.stderr
+    sealed = meta["gaussians"]["sealed"]
+    assert rep["sealed"] == sealed and (f"{sealed} sealing pinholes" in r.stderr) == (sealed > 0)
     # memoised: the second run is a cache hit with identical outputs
     first = (out / "gaussians_refined.ply").read_bytes()
     r2 = run_vd("refine", ds, "--init", init, "-o", tmp_path / "again", "--iters", "32", "--device", "cpu", "--json")
@@ -191,7 +193,8 @@ def test_refine_densify_and_prune(plane_dataset):
                        iters=2, densify=True)
     g, info = run_refine(views, g0, p, device="cpu")
     assert info["gaussians"]["pruned"] >= 10 and info["gaussians"]["split"] > 0
-    assert len(g) == len(g0) - info["gaussians"]["pruned"] + info["gaussians"]["split"]
+    counts = info["gaussians"]
+    assert len(g) == len(g0) - counts["pruned"] + counts["split"] + counts["sealed"]
     assert torch.isfinite(g.means).all()
 
 

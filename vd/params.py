@@ -512,6 +512,11 @@ class RefineParams:
         "The Gaussians the anchor views (the photo, the ring) see train on those views only; the added "
         "views train the rest.",
     )
+    seal: bool = param(
+        True,
+        "After the fit, seal the pinholes a small move opens, out of the photo's sight (as vd coarse ends; "
+        "needs the dataset's input view).",
+    )
     ssim_lambda: float = param(0.2, "RGB loss = L1 + ssim_lambda * (1 - SSIM), as vd's other stages.")
     huber_delta: float = param(0.01, "Relative depth residual where the depth loss turns linear.")
     lr_means: float = param(

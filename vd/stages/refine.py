@@ -23,6 +23,10 @@ docs/upstream.md#refine-supervision):
   photo (holding it gave bench/quality's input views 0.9-1.6 dB on real photographs, 3.7-5.5 dB on
   rendered scenes), while what it alone shows needs it. A dataset without anchors (every view a
   "view") trains every Gaussian on every view.
+- Seal (``seal``): after the fit, the pinholes a small move opens are sealed behind the surface, out of
+  the input view's sight, as `vd coarse` ends (`vd.stages.coarse_view.seal_moves`); the fit slides
+  Gaussians apart and reopens what the coarse seal closed. Needs the dataset's input view at the
+  identity pose (vd's own datasets); others are left as fitted.
 - Optional densify/prune (`vd.train.Densify`): every `densify_every` iterations from
   `densify_from` until `densify_until`, the Gaussians with the largest accumulated position
   gradient are split in two (scale / 1.6, jittered), and those with opacity below
@@ -51,22 +55,23 @@ from typing import Any
 
 import numpy as np
 
-from vd import __version__
+from vd import __version__, console
 from vd.cache import Cache, content_hash, file_hash, stage_key
 from vd.errors import InputError, UsageError, check_input_file
 from vd.export.colmap import load_dataset
 from vd.export.normals import normals_from_depth_torch
 from vd.export.read import read_gaussians
 from vd.fsio import atomic_write_bytes
+from vd.gaussians import Gaussians
 from vd.params import RefineParams
 from vd.paths import resolve_device
 from vd.ply import encode_ply
 from vd.render import render, resolve_backend
 from vd.views import ANCHOR_KINDS
 
-VERSION = 5  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order);
+VERSION = 6  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order);
 # 3: the coverage term (alpha_weight); 4: far Gaussians keep their normal (vd.train.FIXED_ORIENTATION_BEYOND);
-# 5: what the anchors see, the anchors train (hold_anchored)
+# 5: what the anchors see, the anchors train (hold_anchored); 6: the pinholes a move opens sealed (seal)
 
 
 # ------------------------------------------------------------------------------ config
@@ -236,6 +241,7 @@ class RefineResult:
             "cached": self.cached,
             "gaussians": self.meta.get("gaussians", {}).get("final"),
             "held_by_anchors": self.meta.get("gaussians", {}).get("held_by_anchors"),
+            "sealed": self.meta.get("gaussians", {}).get("sealed"),
             "before": {k: m.get("before", {}).get(k) for k in ("depth_abs_rel", "normal_deg", "psnr")},
             "after": {k: m.get("after", {}).get(k) for k in ("depth_abs_rel", "normal_deg", "psnr")},
         }
@@ -352,6 +358,19 @@ def seen_by_anchors(g, views, backend) -> Any:
     return seen
 
 
+def sealing(g, views_data, backend):
+    """The Gaussians that seal the pinholes a move opens in `g` (`vd.stages.coarse_view.seal_moves`, as `vd
+    coarse` ends), out of the input view's sight; None when the dataset has no input view at the identity
+    pose to place the moves around."""
+    from vd.stages.coarse_view import seal_moves
+
+    first = views_data[0] if views_data else None
+    if first is None or first.kind != "input" or not np.allclose(first.world_from_camera, np.eye(4), atol=1e-6):
+        return None
+    with console.status("refine: sealing the pinholes a move opens"):
+        return seal_moves(g, views_data, backend)
+
+
 def pixel_footprint(views_data) -> float:
     """The size of a pixel at the views' median depth (median depth / median focal length): what
     `RefineParams.lr_means` counts in. In the scene's own units Adam's first steps, about a learning rate
@@ -420,6 +439,9 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
         progress=report,
         held=held,
     )
+    sealed = sealing(g, views_data, backend) if p.seal else None
+    if sealed is not None:
+        g = Gaussians.cat([g, sealed])
     after = evaluate(g, views, names, terms, backend)
     info = {
         "backend": backend,
@@ -433,6 +455,7 @@ def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -
             "split": rep.split,
             "pruned": rep.pruned,
             "held_by_anchors": None if held is None else int(held.sum()),
+            "sealed": None if sealed is None else len(sealed),
         },
         "adam_steps": rep.adam_steps,
         "alignment": [{k: d[k] for k in ("view", "scale", "shift", "pixels")} for d in after["per_view"]],
