@@ -18,6 +18,7 @@ from vd import console
 from vd.commands import common
 from vd.commands import viewer_options as vo
 from vd.commands.export import problems_listed
+from vd.errors import UsageError
 from vd.params import RefineParams, check_device, option_name
 
 PARAMS_PANEL = "Refine parameters (also settable in --config)"
@@ -50,9 +51,17 @@ def options_of(params_class, panel: str) -> list[inspect.Parameter]:
 
 def refine(
     dataset: Path = typer.Argument(
-        ..., help="A dataset folder written by `vd export --format colmap`.", show_default=False
+        ...,
+        help="A dataset folder written by `vd export --format colmap`, or a vd output folder (its dataset is "
+        "written into OUT/dataset first).",
+        show_default=False,
     ),
-    init: Path = typer.Option(..., "--init", help="Initial Gaussians (PLY)."),
+    init: Optional[Path] = typer.Option(
+        None,
+        "--init",
+        help="Initial Gaussians (PLY). Default with a vd output folder: its newest (fine.ply, else coarse.ply).",
+        show_default=False,
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (gaussians_refined.ply, refine_meta.json)."),
     config: Optional[Path] = typer.Option(
         None, "--config", show_default=False, help="JSON or TOML file of refine parameters; options given here win."
@@ -72,7 +81,9 @@ def refine(
     a mask-aware Huber loss pulls the render to it, and 1 - |n_render . n_prior| aligns the normals of
     the rendered depth with the prior's. The dataset is validated first. Results are memoised.
 
-    Example: vd refine dataset/ --init vd-out/photo/coarse.ply -o refined/ --iters 300
+    Example: vd refine vd-out/photo -o refined/ --iters 300
+
+    On a dataset written by vd export: vd refine dataset/ --init vd-out/photo/coarse.ply -o refined/
     """
     from vd.stages.refine import load_config, resolve_params
     from vd.stages.refine import refine as run
@@ -80,11 +91,36 @@ def refine(
     check_device(device)
     # usage errors (forbidden/unknown keys, bad values) before anything heavy
     resolve_params(load_config(config) if config is not None else {}, **params)
+    dataset, init = dataset_and_init(dataset, init, out)
     prog = console.progress()
     with problems_listed(), prog:
         res = run(dataset, init, out, config=config, device=device, progress=prog, **params)
     report(res, json_)
     vo.log_outputs("refine", out, viewer=viewer, viewer_port=viewer_port, rrd=rrd, wait=wait, wait_seconds=wait_seconds)
+
+
+def dataset_and_init(dataset: Path, init: Optional[Path], out: Path) -> tuple[Path, Path]:
+    """The refine dataset and the initial Gaussians. A vd output folder (cameras.json) stands for the dataset
+    written from it into OUT/dataset (as `vd export --format colmap` writes it) and, without --init, for its
+    newest Gaussians."""
+    from vd.export.source import resolve_source
+    from vd.export.write import write_export
+
+    if not (Path(dataset) / "cameras.json").is_file():
+        if init is None:
+            raise UsageError(
+                f"--init is required with a refine dataset ({dataset}): the Gaussians to start from, "
+                "e.g. --init vd-out/photo/coarse.ply"
+            )
+        return dataset, init
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"the output {out} exists and is not a folder")
+    src = resolve_source(dataset)
+    written = Path(out) / "dataset"
+    write_export(src, "colmap", written, force=True)
+    start = init if init is not None else Path(src.provenance["gaussians"])
+    console.info(f"refine: the dataset of {dataset} written to {written}; starting from {start}")
+    return written, start
 
 
 def _with_param_options(command):

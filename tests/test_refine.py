@@ -248,6 +248,28 @@ def test_what_the_anchor_views_see_is_theirs_alone():
     assert psnr[True] > psnr[False] + 3.0, psnr
 
 
+def test_refine_takes_a_vd_output_folder_and_writes_its_dataset_first(tmp_path, run_vd):
+    """`vd refine vd-out/photo -o refined`: the dataset `vd export --format colmap` would write goes into
+    refined/dataset, and the folder's Gaussians are the start."""
+    from _export_scene import write_vd_folder
+
+    from vd.export.validate import validate_dataset
+
+    folder = write_vd_folder(tmp_path / "vd-out" / "plane")
+    out = tmp_path / "refined"
+    r = run_vd("refine", folder, "-o", out, "--iters", "4", "--device", "cpu", "--json")
+    assert r.code == 0, r
+    assert validate_dataset(out / "dataset") == []
+    meta = json.loads((out / "refine_meta.json").read_text())
+    assert meta["inputs"]["init"] == str((folder / "coarse.ply").resolve())
+    assert meta["inputs"]["dataset"] == str((out / "dataset").resolve())
+    assert f"written to {out / 'dataset'}" in r.stderr
+    assert json.loads(r.stdout)["ply"] == str(out / "gaussians_refined.ply")
+    # the same folder again: the same dataset, so the cached result
+    r = run_vd("refine", folder, "-o", out, "--iters", "4", "--device", "cpu", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["cached"] is True, r
+
+
 def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, run_vd):
     import shutil
 
@@ -258,15 +280,17 @@ def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, 
     assert r.code == 1 and "masks/000002.png: missing" in r.stderr
     assert "is not a valid refine dataset: 1 problem" in r.stderr
     assert not (tmp_path / "o").exists()
-    # a vd output folder given where the dataset goes: the one command that makes a dataset from it
+    # a broken vd output folder given where the dataset goes: one sentence, nothing written
     run = tmp_path / "run"
     run.mkdir()
     (run / "cameras.json").write_text("{}")
     shutil.copy(plane_dataset / "init.ply", run / "coarse.ply")
-    r = run_vd("refine", run, "--init", run / "coarse.ply", "-o", tmp_path / "o")
-    assert r.code == 1 and r.stderr.count("\n") == 1, r
-    assert f"{run} is a vd output folder, not a refine dataset" in r.stderr
-    assert f"vd export {run} --format colmap -o dataset/" in r.stderr
+    r = run_vd("refine", run, "-o", tmp_path / "o")
+    assert r.code == 1 and r.stderr.count("\n") == 1 and "cameras.json" in r.stderr, r
+    assert not (tmp_path / "o").exists()
+    # a dataset needs --init
+    r = run_vd("refine", plane_dataset / "ds", "-o", tmp_path / "o")
+    assert r.code == 2 and "--init is required with a refine dataset" in r.stderr, r
     assert not (tmp_path / "o").exists()
     cfg = _write(tmp_path / "c.json", {"thickness_lambda": 0.5})
     r = run_vd("refine", plane_dataset / "ds", "--init", plane_dataset / "init.ply", "-o", tmp_path / "o", "--config", cfg)
