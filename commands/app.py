@@ -144,8 +144,28 @@ def run(argv: list[str] | None = None, prog_name: str = "vd") -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def plain_flags(command) -> None:
+    """Give the flags of `command` and its subcommands (the help option too) no type in their help: Typer 0.29
+    shows one beside every option, "<bool>" beside a flag, which reads as if the flag took a value."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # click before Typer 0.29 never shows a flag's metavar
+    help_option_of = command.get_help_option
+
+    def help_option(ctx):
+        option = help_option_of(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        plain_flags(sub)
+
+
 def _run(argv: list[str] | None, prog_name: str) -> int:
     command = typer.main.get_command(app)
+    plain_flags(command)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
         if result == 130:  # typer turns KeyboardInterrupt into Exit(130) and returns its code
