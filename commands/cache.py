@@ -75,6 +75,15 @@ def _image_label(record, cwd: str | None = None) -> str:
     return image[len(prefix) :] if image.startswith(prefix) else image
 
 
+def _note_unknown_stage(cache, stage: str | None) -> None:
+    """Say so when `--stage` names a stage no record of the cache has (a typo deletes or lists nothing)."""
+    if stage is None or cache is None:
+        return
+    held = sorted({r.stage for r in cache.records()})
+    if stage not in held:
+        console.info(f"no record of stage {stage!r}; the cache holds " + (", ".join(held) if held else "none"))
+
+
 def _record_row(r) -> dict:
     """A record for `--json` listings: its fields, with the artifact count instead of the manifest."""
     row = r.to_json()
@@ -109,6 +118,7 @@ def ls(
         return
     if not records:
         console.info(f"no cached results in {_root()}" + (" matching the filters" if (stage or image) else ""))
+        _note_unknown_stage(cache, stage)
         return
     cwd = os.getcwd()
     rows = [
@@ -218,6 +228,7 @@ def prune(
             }
         )
         return
+    _note_unknown_stage(cache, stage)
     verb = "would delete" if dry_run else "deleted"
     cwd = os.getcwd()
     lines = []
@@ -256,6 +267,8 @@ def _sync(direction: str, remote, older_than, stage, image, dry_run, json_) -> N
         rows, damaged = pulled.pulled, pulled.damaged
         sent = sum(r.size for r in rows)
     label = cache.remote.label if cache.remote else "-"
+    if direction == "push":
+        _note_unknown_stage(cache, stage)
     if json_:
         doc = {"dry_run": dry_run, "remote": label, "records": [_record_row(r) for r in rows], "bytes": sent}
         if direction == "pull":

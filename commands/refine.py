@@ -18,7 +18,7 @@ from vd import console
 from vd.commands import common
 from vd.commands import viewer_options as vo
 from vd.commands.export import problems_listed
-from vd.errors import UsageError
+from vd.errors import UsageError, VdError
 from vd.params import RefineParams, check_device, option_name
 
 PARAMS_PANEL = "Refine parameters (also settable in --config)"
@@ -106,6 +106,8 @@ def dataset_and_init(dataset: Path, init: Optional[Path], out: Path) -> tuple[Pa
     from vd.export.source import resolve_source
     from vd.export.write import write_export
 
+    if not Path(dataset).exists():
+        raise VdError(f"dataset not found: {dataset}")
     if not (Path(dataset) / "cameras.json").is_file():
         if init is None:
             raise UsageError(

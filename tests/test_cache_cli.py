@@ -224,3 +224,15 @@ def test_prune_models_without_a_cache(run_vd, vd_dirs):
     r = run_vd("cache", "prune", "--include-models")
     assert r.code == 0 and "moge" in r.stdout and not weights.exists()
     assert not vd_dirs["cache"].joinpath("index").exists()  # pruning never creates a cache
+
+
+def test_a_stage_no_record_has_is_named_with_the_stages_the_cache_holds(run_vd, vd_dirs, tmp_path):
+    _fill(vd_dirs["cache"], tmp_path)
+    r = run_vd("cache", "prune", "--stage", "coarsee")
+    assert r.code == 0 and "deleted 0 records" in r.stdout
+    assert "no record of stage 'coarsee'; the cache holds coarse, depth" in r.stderr
+    r = run_vd("cache", "ls", "--stage", "coarsee")
+    assert r.code == 0 and "the cache holds coarse, depth" in r.stderr
+    r = run_vd("cache", "prune", "--stage", "coarse", "--dry-run")
+    assert r.code == 0 and "no record of stage" not in r.stderr
+    assert _remaining(run_vd) == ALL

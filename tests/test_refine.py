@@ -288,6 +288,11 @@ def test_refine_rejects_invalid_dataset_and_bad_config(plane_dataset, tmp_path, 
     r = run_vd("refine", run, "-o", tmp_path / "o")
     assert r.code == 1 and r.stderr.count("\n") == 1 and "cameras.json" in r.stderr, r
     assert not (tmp_path / "o").exists()
+    # a path that is not there is named as such, with or without --init
+    for extra in ([], ["--init", plane_dataset / "init.ply"]):
+        r = run_vd("refine", tmp_path / "nothere", *extra, "-o", tmp_path / "o")
+        assert r.code == 1 and r.stderr == f"error: dataset not found: {tmp_path / 'nothere'}\n", r
+        assert not (tmp_path / "o").exists()
     # a dataset needs --init
     r = run_vd("refine", plane_dataset / "ds", "-o", tmp_path / "o")
     assert r.code == 2 and "--init is required with a refine dataset" in r.stderr, r
