@@ -29,7 +29,10 @@ def depth(
     images: List[Path] = common.IMAGES,
     out: Optional[Path] = common.OUT,
     backend: str = typer.Option(
-        "auto", "--backend", help="auto (a sidecar <stem>.depth.npy next to the image, else moge), moge, or file."
+        "auto",
+        "--backend",
+        "--depth-backend",  # the name vd coarse and vd batch give it
+        help="auto (a sidecar <stem>.depth.npy next to the image, else moge), moge, or file.",
     ),
     depth_model: str = common.field_option(RunOptions, "depth_model"),
     licence: Optional[str] = common.field_option(RunOptions, "licence"),

@@ -206,6 +206,9 @@ def test_vd_depth_usage_errors(tmp_path, run_vd):
     assert r.code == 2
     r = run_vd("depth", p, "--backend", "file", "--fov", "60", "-o", tmp_path / "o")
     assert r.code == 0, r
+    # the option has the name vd coarse gives it too
+    r = run_vd("depth", p, "--depth-backend", "file", "--fov", "60", "-o", tmp_path / "o2", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["backend"] == "file", r
 
 
 def test_vd_depth_moge_without_weights_exit_3(tmp_path, run_vd):
