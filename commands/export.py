@@ -70,8 +70,16 @@ def export(
         ),
         show_default=False,
     ),
-    format_: str = typer.Option(
-        "ply", "--format", "-f", help="ply, compressed-ply, splat, spz, sog, glb, mesh, html, colmap or video."
+    format_: Optional[str] = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help=(
+            "ply, compressed-ply, splat, spz, sog, glb, mesh, html, colmap or video. Default: what the output's "
+            "name asks for (.ply, .compressed.ply, .splat, .spz, .sog, .glb, .obj for a mesh, .html, .mp4 or "
+            ".gif for a video), else ply."
+        ),
+        show_default=False,
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output file (a folder for colmap).", show_default=False
@@ -205,7 +213,7 @@ def problems_listed():
 def run_export(
     *,
     source: Optional[Path],
-    fmt: str,
+    fmt: Optional[str],
     out: Optional[Path],
     stage: Optional[str],
     sh_degree: Optional[int],
@@ -219,7 +227,7 @@ def run_export(
     mesh: Optional[dict] = None,
 ) -> None:
     """Resolve SOURCE, check every option against the format, then write the export."""
-    from vd.export import FIXED_FRAME_FORMATS, FORMATS
+    from vd.export import FIXED_FRAME_FORMATS, FORMATS, check_name, format_of
     from vd.export.source import resolve_source
     from vd.export.transform import up_rotation
     from vd.export.write import write_export
@@ -229,10 +237,13 @@ def run_export(
             "missing SOURCE: give a Gaussian file (.ply, .splat, .spz, .sog, .glb), a vd output folder "
             "or a processed image (or use --validate DIR)"
         )
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None:
         raise UsageError("missing --out/-o: where to write the export")
+    if fmt is None:
+        fmt = format_of(out) or "ply"
+    check_name(fmt, out)
     up_rotation(up)
     if fmt in FIXED_FRAME_FORMATS and up != "-y":
         raise UsageError(

@@ -301,3 +301,31 @@ def test_cli_usage_errors(tmp_path, run_vd):
     r = run_vd("export", tmp_path / "photo.png", "--format", "ply", "-o", tmp_path / "y.ply")
     assert r.code == 1 and "vd coarse" in r.stderr
     assert not (tmp_path / "y.ply").exists() and not (tmp_path / "x.ply").exists()
+
+
+def test_the_format_is_read_from_the_output_name_and_a_name_for_another_is_refused(tmp_path, run_vd):
+    import json
+
+    from vd.export import format_of
+    from vd.export.read import gaussian_file_kind
+
+    src = _scene_ply(tmp_path / "in.ply")
+    for name, fmt in (("a.spz", "spz"), ("a.splat", "splat"), ("a.compressed.ply", "compressed-ply"), ("a.ply", "ply")):
+        r = run_vd("export", src, "-o", tmp_path / name, "--json")
+        assert r.code == 0 and json.loads(r.stdout)["format"] == fmt, r
+    assert gaussian_file_kind(tmp_path / "a.spz") == "spz" and (tmp_path / "a.spz").read_bytes()[:2] == b"\x1f\x8b"
+    assert (tmp_path / "a.splat").stat().st_size == 500 * 32  # 32 bytes a splat, no header
+    r = run_vd("export", src, "-o", tmp_path / "a.xyz", "--json")  # a suffix no format writes: the default, ply
+    assert r.code == 0 and json.loads(r.stdout)["format"] == "ply"
+    # PLY bytes in a file named .spz open in no viewer: refused before anything is written
+    r = run_vd("export", src, "--format", "ply", "-o", tmp_path / "b.spz")
+    assert r.code == 2 and not (tmp_path / "b.spz").exists()
+    assert r.stderr == (
+        "error: --format ply writes .ply, but the output b.spz is named for spz; name it b.ply, or pass --format spz\n"
+    )
+    assert run_vd("export", src, "--format", "splat", "-o", tmp_path / "b.compressed.ply").code == 2
+    assert run_vd("export", src, "--format", "compressed-ply", "-o", tmp_path / "b.ply").code == 0
+    assert run_vd("export", src, "--format", "spz", "-o", tmp_path / "b").code == 0  # no suffix: the user's choice
+    assert [format_of(n) for n in ("m.obj", "m.glb", "v.MP4", "v.gif", "p.htm", "dataset", ".ply")] == [
+        "mesh", "glb", "video", "video", "html", None, None,
+    ]
