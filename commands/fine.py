@@ -138,6 +138,7 @@ def resolve_jobs(inputs, out: Optional[Path]) -> list[FineJob]:
     names the folder `vd coarse IMAGE [-o OUT]` wrote (OUT, else vd-out/<stem>/, one sub-folder per
     image when several), and results go to its fine/ sub-folder.
     """
+    from vd.export.read import GAUSSIAN_SUFFIXES
     from vd.stages.coarse_folder import is_coarse_folder, read_coarse_folder
 
     inputs = [Path(p) for p in inputs]
@@ -158,6 +159,11 @@ def resolve_jobs(inputs, out: Optional[Path]) -> list[FineJob]:
             jobs.append(FineJob(p, p, dst, None))
         else:
             check_input_file(p, "input image")
+            if p.suffix.lower() in GAUSSIAN_SUFFIXES:
+                raise InputError(
+                    f"{p} is a Gaussian file; vd fine takes the output folder of vd coarse (e.g. vd-out/photo) "
+                    "or the image vd coarse ran on"
+                )
             coarse_dir = common.output_dir(out, p, len(inputs))
             if not is_coarse_folder(coarse_dir):
                 hint = f" -o {out}" if out is not None else ""

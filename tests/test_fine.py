@@ -179,6 +179,9 @@ def test_missing_and_bad_inputs(tmp_path, run_vd):
     Image.new("RGB", (8, 8)).save(img)
     r = run_vd("fine", img, "-o", tmp_path / "o", "--allow-classical", "--inpaint-backend", "telea")
     assert r.code == 1 and "vd coarse" in r.stderr
+    (tmp_path / "scene.ply").write_bytes(b"ply\n")  # a Gaussian file is no image vd coarse ran on
+    r = run_vd("fine", tmp_path / "scene.ply", "--allow-classical", "--inpaint-backend", "telea")
+    assert r.code == 1 and "is a Gaussian file; vd fine takes the output folder of vd coarse" in r.stderr, r
     r = run_vd("fine", tmp_path / "empty", "--steps", "30", "--total-steps", "25")
     assert r.code == 2 and "--steps" in r.stderr
     r = run_vd("fine", tmp_path / "empty", "--rect-weight", "1.5")
