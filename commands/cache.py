@@ -208,6 +208,7 @@ def prune(
     from vd.cache.prune import apply_prune, plan_prune
 
     cache = _open_existing()  # None when there is no cache yet (model weights may still exist)
+    _note_unknown_stage(cache, stage)  # before the records go
     plan = plan_prune(
         cache, older_than_s=older_s, max_size=limit, stage=stage, image=image, include_models=include_models
     )
@@ -228,7 +229,6 @@ def prune(
             }
         )
         return
-    _note_unknown_stage(cache, stage)
     verb = "would delete" if dry_run else "deleted"
     cwd = os.getcwd()
     lines = []

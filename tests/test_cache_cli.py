@@ -236,3 +236,5 @@ def test_a_stage_no_record_has_is_named_with_the_stages_the_cache_holds(run_vd, 
     r = run_vd("cache", "prune", "--stage", "coarse", "--dry-run")
     assert r.code == 0 and "no record of stage" not in r.stderr
     assert _remaining(run_vd) == ALL
+    r = run_vd("cache", "prune", "--stage", "coarse")  # the records it deletes were there
+    assert r.code == 0 and "deleted 2 records" in r.stdout and "no record of stage" not in r.stderr
