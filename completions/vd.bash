@@ -24,7 +24,7 @@ _vd() {
         ['vd doctor']='--json --verify --device --vram --licence --depth-model --help -h'
         ['vd export']='--format -f --out -o --stage --sh-degree --up --spz-version --as-splats --traj --frames --fps --side-by-side-depth --size --faces --collider --force --validate --device --json --help -h'
         ['vd fetch']='--list --verify --json --offline --proxy --manifest --force --licence --help -h'
-        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --depth-weight --alpha-weight --rescale --guidance --margin --candidate-stride --select-scale --render-backend --inpaint-backend --allow-classical --licence --offload --vram-budget --quant --device --seed --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
+        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --depth-weight --alpha-weight --lr-means --rescale --guidance --margin --candidate-stride --select-scale --render-backend --inpaint-backend --allow-classical --licence --offload --vram-budget --quant --device --seed --json --fetch --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd inspect']='--json --strict --help -h'
         ['vd refine']='--init --out -o --iters --depth-weight --normal-weight --alpha-weight --densify --no-densify --hold-anchored --no-hold-anchored --seal --no-seal --ssim-lambda --huber-delta --lr-means --lr-scales --lr-quats --lr-opacity --lr-sh --densify-every --densify-from --densify-until --densify-fraction --prune-opacity --min-alpha --render-backend --seed --config --device --json --viewer --viewer-port --rrd --wait --wait-seconds --help -h'
         ['vd view']='--viewer --viewer-port --rrd --wait --wait-seconds --fly-through --traj --render-backend --help -h'
@@ -41,7 +41,7 @@ _vd() {
         ['vd doctor']='--device --vram --licence --depth-model'
         ['vd export']='--format -f --out -o --stage --sh-degree --up --spz-version --traj --frames --fps --size --faces --validate --device'
         ['vd fetch']='--proxy --manifest --licence'
-        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --depth-weight --alpha-weight --rescale --guidance --margin --candidate-stride --select-scale --render-backend --inpaint-backend --licence --offload --vram-budget --quant --device --seed --viewer --viewer-port --rrd --wait-seconds'
+        ['vd fine']='--out -o --views --steps --total-steps --gs-iters --rect-weight --depth-weight --alpha-weight --lr-means --rescale --guidance --margin --candidate-stride --select-scale --render-backend --inpaint-backend --licence --offload --vram-budget --quant --device --seed --viewer --viewer-port --rrd --wait-seconds'
         ['vd refine']='--init --out -o --iters --depth-weight --normal-weight --alpha-weight --ssim-lambda --huber-delta --lr-means --lr-scales --lr-quats --lr-opacity --lr-sh --densify-every --densify-from --densify-until --densify-fraction --prune-opacity --min-alpha --render-backend --seed --config --device --viewer --viewer-port --rrd --wait-seconds'
         ['vd view']='--viewer --viewer-port --rrd --wait-seconds --fly-through --traj --render-backend'
     )

@@ -243,3 +243,46 @@ def test_a_run_killed_after_a_step_resumes_at_the_next_one(coarse_dir, tmp_path)
     assert res.cached_steps == 1 and len(calls) == 1  # only step 1 ran again
     s = res.summary
     assert [r["cached"] for r in s["steps"]] == [True, False]
+
+
+def test_a_scene_fit_keeps_a_photos_fine_texture_where_it_was(tmp_path):
+    """A narrow photo's scene: texture at the pixel scale, a long focal length. Each scene fit of `vd fine` starts
+    afresh from the coarse scene and is short; Adam's first steps move every Gaussian by about the position rate
+    whatever its gradient: at vd's former rate (1e-4 in the scene's units, a fortieth of a pixel here) a fit of 60
+    iterations moved them by a quarter of a pixel and left the input view at 21 dB (62 dB now). The rate counts
+    pixels now (FineParams.lr_means)."""
+    import torch
+
+    from vd.lift import gaussians_from_rgbd
+    from vd.params import FineParams
+    from vd.render import render
+    from vd.stages.coarse_folder import CoarseScene
+    from vd.stages.fine import rectify
+    from vd.views import View, pixel_footprint
+
+    w, h, f = 96, 72, 480.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    depth = (2.0 + 0.001 * np.arange(w)[None, :] + 0.0003 * np.arange(h)[:, None]).astype(np.float32)
+    g = gaussians_from_rgbd(rgb.astype(np.float32) / 255, depth, K, opacity=0.99)
+    Kt = torch.tensor(K, dtype=torch.float32)[None]
+    target = (render(g, torch.eye(4)[None], Kt, w, h).rgb[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    photo = View("input", "input", target, depth, K, np.eye(4), supervise=np.ones((h, w), bool))
+    scene = CoarseScene(tmp_path, g, None, [photo], {})
+    # a refined view a little to the side: the scene's own render there, as a denoiser that changes nothing
+    pose = np.eye(4)
+    pose[0, 3] = 0.02
+    view = render(g, torch.as_tensor(np.linalg.inv(pose), dtype=torch.float32)[None], Kt, w, h).rgb.clamp(0, 1)
+
+    def fit(lr_means):
+        out, _ = rectify(scene, view, [pose], K, iters=30, seed=0, backend="torch", device="cpu", lr_means=lr_means)
+        after = render(out, torch.eye(4)[None], Kt, w, h).rgb[0].clamp(0, 1)
+        mse = float(((after - torch.tensor(target / 255.0, dtype=torch.float32)) ** 2).mean())
+        return -10 * np.log10(mse), float(((out.means - g.means).norm(dim=-1) * f / 2.0).median())
+
+    rate = FineParams().lr_means * pixel_footprint(scene.anchors)  # what MCSLoop passes
+    psnr, moved = fit(rate)
+    assert psnr > 38.0 and moved <= 60 * 1.5 * FineParams().lr_means + 1e-6
+    psnr_before, moved_before = fit(None)  # vd.train's rate in the scene's units
+    assert moved_before > 0.1 and psnr_before < psnr - 3.0

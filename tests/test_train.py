@@ -547,3 +547,35 @@ def test_fit_colours_leaves_no_complementary_outline_at_a_depth_edge():
     assert float(moved[wall][:].mean()) < 0.05  # the rest of the wall stays grey
     r = render(g, torch.eye(4), torch.from_numpy(k), w, h).rgb[0]
     assert psnr(r[:, 18:], torch.from_numpy(rgb)[:, 18:]) > 30  # away from the edge, the view is reproduced
+
+
+def test_a_fit_capped_at_max_opacity_leaves_no_pixel_skipping_its_own_gaussian():
+    """The rasteriser skips the Gaussian that would take a pixel's transmittance below 1e-4 (as gsplat does): a
+    plane of Gaussians at opacity 0.999 leaves pixels 90 % covered, each dropping its own Gaussian after its
+    neighbours covered most of it. A fit that keeps every opacity at MAX_OPACITY (0.99) cannot end that way."""
+    from vd.train import MAX_OPACITY
+
+    w, h, f = 64, 48, 80.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    depth = (5.0 + 1e-4 * rng.random((h, w))).astype(np.float32)
+    Kt = torch.tensor(K, dtype=torch.float32)
+    view = TrainView(
+        rgb=torch.tensor(rgb / 255.0, dtype=torch.float32), mask=torch.ones(h, w, dtype=torch.bool), K=Kt,
+        camera_from_world=torch.eye(4),
+    )
+
+    def thin_pixels(g):
+        return int((render(g, torch.eye(4)[None], Kt[None], w, h).alpha[0] < 0.98).sum())
+
+    g = gaussians_from_rgbd(rgb, depth, K, opacity=0.999)
+    assert thin_pixels(g) > 0.1 * w * h  # opaque Gaussians, see-through pixels
+    for cap in (None, MAX_OPACITY):
+        fitted = g.clone()
+        optimise(fitted, [view], 5, backend="torch", max_opacity=cap, alpha_weight=3.0)
+        opacity = torch.sigmoid(fitted.opacity_logits)
+        if cap is None:
+            assert thin_pixels(fitted) > 0.1 * w * h and float(opacity.max()) > 0.998
+        else:
+            assert thin_pixels(fitted) == 0 and float(opacity.max()) <= MAX_OPACITY + 1e-6

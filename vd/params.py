@@ -378,6 +378,12 @@ class CoarseParams:
 VIEWS_APART = ("fine-views",)  # a field of the MCS loop: the choice of views does not depend on it
 
 
+# vd fine's position rate (pixels a step at the median depth): Adam's first steps move every Gaussian by about the
+# rate whatever its gradient, and a scene fit of vd fine is short (60 iterations on CPU) and starts afresh each step,
+# so it ends in that dip (bench/quality.md, "vd fine's position rate")
+FINE_LR_MEANS = 0.0
+
+
 @dataclass
 class FineParams:
     """`vd fine`: multi-view consistency sampling.
@@ -424,12 +430,19 @@ class FineParams:
         "below 0.99, averaged (no pinholes where a picture has a surface; 0 = off).",
         not_in_keys=VIEWS_APART,
     )
+    lr_means: float = param(
+        FINE_LR_MEANS,
+        "Learning rate of the positions in each scene fit, in pixels at the median depth (times median depth / "
+        "focal length); 0 keeps the coarse scene's positions.",
+        not_in_keys=VIEWS_APART,
+    )
     seed: int = param(SEED, "Random seed; part of every cache key.", not_in_keys=KEYED_APART)
     render_backend: str = param("auto", "auto, gsplat or torch.", not_in_keys=KEYED_APART)
 
     def validate(self) -> None:
         check_finite(self)
         require(self.views >= 1, f"--views must be at least 1, got {self.views}")
+        require(self.lr_means >= 0, f"--lr-means must be 0 or more, got {self.lr_means:g}")
         require(self.total_steps >= 1, f"--total-steps must be at least 1, got {self.total_steps}")
         require(
             1 <= self.steps <= self.total_steps,

@@ -26,6 +26,9 @@ optimiser of vd (scaffold, coarse views, fine and refine all train through `opti
   views' resampled renders of it). A held Gaussian still takes Adam's step on its momentum when another view
   trains: stopping it there too (as gsplat's SelectiveAdam stops the Gaussians out of view) left both real
   photos' input views 1.6-2 dB lower after 100 refine iterations (bench/quality.md).
+- ``max_opacity``: the opacities a fit may reach (`vd fine` asks for MAX_OPACITY, 0.99). A rasteriser skips the
+  Gaussian that would take a pixel's transmittance below 1e-4 (as gsplat does), so above 0.99 a pixel can drop
+  its own Gaussian and show the background through the few per cent its neighbours left uncovered.
 - ``densify`` (`Densify`): split the Gaussians whose positions got the largest gradients, prune
   the transparent ones. Adam's moments of the surviving Gaussians carry over, new Gaussians start
   with zero moments and each group's step count continues (`GaussianAdam.keep_and_add`, as
@@ -74,6 +77,9 @@ COVERAGE_FLOOR = 0.99
 # +0.3 dB; a step of 0.05 took 2-4 dB from the input view, clamping every Gaussian at 0.1 up to 4)
 MIXED_DEPTH = 0.03
 MIXED_COLOUR_STEP = 0.1
+# the opacities a fit may reach when it asks for a cap (optimise's max_opacity): a pixel at least 99 % covered
+# before it skips a Gaussian (T_MIN), as the lift's 0.99 leaves it
+MAX_OPACITY = 0.99
 # Gaussians farther from every view's camera than this many times the median keep their normal (they still turn
 # about it): a move of 15 % of the median depth sees them from directions under a degree apart, so nothing in the
 # loss fixes their tilt, and Adam's normalised steps tilted bench/quality's street sky (400 m, 40x the median) by
@@ -361,6 +367,7 @@ def optimise(
     progress: Callable[[int, float], None] | None = None,
     fixed_orientation_beyond: float | None = FIXED_ORIENTATION_BEYOND,
     held: Tensor | None = None,
+    max_opacity: float | None = None,
 ) -> TrainReport:
     """Optimise `g` on `views` (`TrainView`s, or `DeviceView`s already on g's device) for `iters`
     iterations; returns the loss history.
@@ -371,6 +378,11 @@ def optimise(
 
     held: bool [N], Gaussians that only the anchor views train (`TrainView.anchor`): a view that is not an
     anchor draws them as constants, so it moves only the others (a split Gaussian's children stay held).
+
+    max_opacity: the opacities the fit may reach (None: any). A rasteriser skips the Gaussian that would take a
+    pixel's transmittance below 1e-4 (`vd.splat_constants.T_MIN`, as gsplat does), so a pixel whose neighbours
+    leave 3 % of it uncovered drops its own Gaussian of opacity 0.998 and shows the background through those 3 %;
+    with every opacity at most 0.99 a skipped Gaussian finds the pixel at least 99 % covered.
 
     progress: optional callable(iteration, loss), called after the iterations whose losses are
     read: the first, every `log_every`-th and the last.
@@ -485,6 +497,9 @@ def optimise(
                 )
                 rep.final_loss = float(_weighted(whole, weights))
         adam.step(loss, None if far_reach is None else _beyond(adam.params["means"].detach(), *far_reach))
+        if max_opacity is not None:
+            with torch.no_grad():
+                adam.params["opacity_logits"].clamp_(max=math.log(max_opacity / (1.0 - max_opacity)))
         means_grad = adam.params["means"].grad
         if densify is not None and grad_sum is not None and means_grad is not None and it + 1 <= densify.until:
             grad_sum += means_grad.norm(dim=-1)
@@ -805,6 +820,7 @@ def mixed_layers(weight: Tensor, weighted_depth: Tensor, means: Tensor, camera_f
 
 __all__ = [
     "COVERAGE_FLOOR",
+    "MAX_OPACITY",
     "MIXED_COLOUR_STEP",
     "MIXED_DEPTH",
     "DEFAULT_LRS",

@@ -6,6 +6,7 @@
     python -m bench.quality.run --scenes street --depth-errors                     # model-like input depth
     python -m bench.quality.run --scenes room --methods closest --param reach=9     # a vd coarse parameter
     python -m bench.quality.run --scenes aloe --methods refine --refine hold_anchored=false   # a vd refine one
+    python -m bench.quality.run --scenes aloe --methods fine --fine lr_means=0               # a vd fine one
 
 For each scene (`bench.quality.scenes`), the photo and its exact depth are written as a `file`
 backend input (rgb.png, rgb.depth.npy, intrinsics.json); each method builds Gaussians from it:
@@ -235,6 +236,8 @@ def main(argv=None) -> None:
                     help="a `vd coarse` parameter (vd.params.CoarseParams) for every method, e.g. reach=9 (repeatable)")
     ap.add_argument("--refine", action="append", default=[], metavar="NAME=VALUE",
                     help="a `vd refine` parameter (vd.params.RefineParams) over REFINE's, e.g. iters=300 (repeatable)")
+    ap.add_argument("--fine", action="append", default=[], metavar="NAME=VALUE",
+                    help="a `vd fine` parameter (vd.params.FineParams) over FINE's, e.g. lr_means=0 (repeatable)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/vd-quality"), help="inputs and the cache (VD_CACHE_DIR)")
     ap.add_argument("--png", type=Path, default=None, help="write renders beside the ground truth here")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "quality-results.json")
@@ -246,6 +249,7 @@ def main(argv=None) -> None:
     INPAINT["backend"] = a.inpaint
     params = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.param)}
     REFINE.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in a.refine)})
+    FINE.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in a.fine)})
     results = []
     for s in a.scenes:
         t0 = time.perf_counter()
@@ -258,7 +262,7 @@ def main(argv=None) -> None:
         print(table(results[-1:]).split("\n", 2)[-1], flush=True)
         print(table_detail(results[-1:]).split("\n", 2)[-1], flush=True)
     a.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "params": params,
-                                 "refine": REFINE, "results": results}, indent=1) + "\n")
+                                 "refine": REFINE, "fine": FINE, "results": results}, indent=1) + "\n")
     print(table(results))
     print(table_detail(results))
 

@@ -61,18 +61,20 @@ from vd.stages.coarse_view import seal_moves
 from vd.stages.denoisers import Denoiser, choose_denoiser
 from vd.stages.fine_views import FinePose, fine_frame, render_views, select_views
 from vd.stages.runner import NULL_VIEWER, StageViewer
-from vd.train import TrainView, optimise
+from vd.train import MAX_OPACITY, TrainView, optimise
 from vd.viewer import Viewer
+from vd.views import pixel_footprint
 
 log = logging.getLogger(__name__)
 
 STAGE = "fine"
 VIEWS_STAGE = "fine-views"  # the choice of views, memoised on its own
-VERSION = 8  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term;
+VERSION = 9  # 2: anchors supervise their recorded supervision masks (was: the input's spawn mask); 3: depth term;
 # 4: coverage term (--alpha-weight); 5: the final fit's pinholes sealed (vd.stages.coarse_view.seal_moves);
 # 6: far Gaussians keep their normal (vd.train.FIXED_ORIENTATION_BEYOND); 7: the seal probes turns too, and
 # tests what it keeps by blend weights first (vd.unseen); 8: it seals cracks at depth jumps with the farther side
-# and backs what shows through a surface (vd.pinholes.leaks)
+# and backs what shows through a surface (vd.pinholes.leaks); 9: the positions' rate in pixels (FineParams.lr_means),
+# opacities at most vd.train.MAX_OPACITY
 VIEWS_VERSION = 4  # 4: keyed by every selection parameter (key_params), apart from the MCS loop's version
 
 
@@ -137,11 +139,13 @@ def rectify(
     device,
     depth_weight: float = 0.0,
     alpha_weight: float = 0.0,
+    lr_means: Optional[float] = None,
     progress: Optional[Callable[[int, float], None]] = None,
 ):
     """Fit a fresh copy of the coarse scene to the anchors plus `images` at `poses` (and, weighted by
     `depth_weight`, to the anchors' depth, so the fit keeps the geometry; weighted by `alpha_weight`,
     `vd.train.coverage_loss` over every target's supervised pixels: no pinholes); (g, losses).
+    `lr_means`: the positions' learning rate in scene units (None: `vd.train`'s; 0: the positions stay).
     `progress(iteration, loss)`: `vd.train.optimise`'s, over the fit's 2 × `iters` iterations."""
 
     g = scene.gaussians.clone().to(device)
@@ -156,7 +160,9 @@ def rectify(
         backend=backend,
         depth_weight=depth_weight,
         alpha_weight=alpha_weight,
+        lrs=None if lr_means is None else {"means": float(lr_means)},
         progress=progress,
+        max_opacity=MAX_OPACITY,
     )
     return g.detach(), [float(x) for x in rep.losses]
 
@@ -203,6 +209,7 @@ class MCSLoop:
         if params.gs_iters is None:
             raise ValueError("the scene-fit iterations are not decided: pass FineParams.resolved(device)")
         self.fit_iters: int = params.gs_iters
+        self.lr_means = params.lr_means * pixel_footprint(scene.anchors)  # in the scene's units
         self.sched = [float(s) for s in denoiser.schedule(params.total_steps, self.H, self.W)]
         if len(self.sched) != params.total_steps + 1 or abs(self.sched[-1]) > 0:
             raise RuntimeError(f"the {denoiser.name} schedule must have {params.total_steps + 1} points ending at 0")
@@ -271,6 +278,7 @@ class MCSLoop:
             device=self.device,
             depth_weight=p.depth_weight,
             alpha_weight=p.alpha_weight,
+            lr_means=self.lr_means,
             progress=progress,
         )
         tm["rectify_s"] = time.perf_counter() - t0
@@ -323,6 +331,7 @@ class MCSLoop:
             device=self.device,
             depth_weight=self.params.depth_weight,
             alpha_weight=self.params.alpha_weight,
+            lr_means=self.lr_means,
             progress=progress,
         )
         # the fit shrinks Gaussians along the axes its views foreshorten, as the coarse stage's does

@@ -67,7 +67,7 @@ from vd.params import RefineParams
 from vd.paths import resolve_device
 from vd.ply import encode_ply
 from vd.render import render, resolve_backend
-from vd.views import ANCHOR_KINDS
+from vd.views import ANCHOR_KINDS, pixel_footprint
 
 VERSION = 6  # 2: trained through vd.train (fused Adam kept across densification, torch-seeded view order);
 # 3: the coverage term (alpha_weight); 4: far Gaussians keep their normal (vd.train.FIXED_ORIENTATION_BEYOND);
@@ -369,18 +369,6 @@ def sealing(g, views_data, backend):
         return None
     with console.status("refine: sealing the pinholes a move opens"):
         return seal_moves(g, views_data, backend)
-
-
-def pixel_footprint(views_data) -> float:
-    """The size of a pixel at the views' median depth (median depth / median focal length): what
-    `RefineParams.lr_means` counts in. In the scene's own units Adam's first steps, about a learning rate
-    each, moved every Gaussian of a 160 px photo's scene (focal 467 px) by a quarter of a pixel and cost
-    its input view 8 dB in one step; the same rate is a twentieth of a pixel at 128 px and 70 degrees."""
-    supervised = [v.depth[v.supervise & (v.depth > 0)] for v in views_data]
-    depths = np.concatenate(supervised) if supervised else np.ones(1)
-    depth = float(np.median(depths)) if depths.size else 1.0
-    focal = float(np.median([0.5 * (v.K[0][0] + v.K[1][1]) for v in views_data])) if views_data else 1.0
-    return depth / max(focal, 1e-9)
 
 
 def run_refine(views_data, g0, p: RefineParams, *, device: str, progress=None) -> tuple[Any, dict]:
